@@ -1,0 +1,1 @@
+"""The console channel: Shepherd's command grammar in a terminal."""

@@ -1,0 +1,243 @@
+"""The CodeSpar agent API (shared/seeds/004): /api/agents, /api/agents/{id}[/action], /api/agent-types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Result, Route
+from core.agents import ACTION_NAMES, MAX_PAGE, AgentAction, AgentFilter, AgentStatus, AgentView, Lifecycle
+from core.clock import iso, utcnow
+
+# --- wire models ---------------------------------------------------------------------------------
+
+
+class ProjectRef(ApiModel):
+    id: str
+    name: str
+    repo: str | None = None
+    default_branch: str
+
+
+class AgentStats(ApiModel):
+    messages_processed: int
+    tasks_completed: int
+    reviews_performed: int
+    deploys_triggered: int
+    incidents_handled: int
+
+
+class AgentMemory(ApiModel):
+    embeddings: int
+    storage_mb: float = Field(alias="storageMB")
+
+
+class AgentSummary(ApiModel):
+    id: str
+    name: str
+    type: str
+    status: AgentStatus
+    autonomy_level: int = Field(ge=0, le=5)
+    project_id: str | None = None
+    uptime: int = Field(ge=0, description="seconds since the agent (re)started")
+    last_activity: str = Field(description="ISO 8601")
+    channels: list[str] | None = Field(None, description="connected channels (project agents only)")
+    task: str | None = Field(None, description="current task (task agents only)")
+
+
+class AgentDetails(AgentSummary):
+    project: ProjectRef | None = None
+    stats: AgentStats
+    memory: AgentMemory
+
+
+class AgentCreated(ApiModel):
+    id: str
+    name: str
+    type: str
+    status: AgentStatus
+    autonomy_level: int
+    project_id: str | None = None
+    created_at: str
+
+
+class AgentDeleted(ApiModel):
+    id: str
+    deleted: bool
+    message: str
+
+
+class ActionDone(ApiModel):
+    id: str
+    action: AgentAction
+    previous_status: AgentStatus | None = None
+    current_status: AgentStatus | None = None
+    previous_level: int | None = None
+    current_level: int | None = None
+    uptime: int | None = None
+    timestamp: str
+
+
+class AgentTypeOut(ApiModel):
+    type: str
+    lifecycle: Lifecycle
+    description: str
+
+
+class CreateAgent(ApiModel):
+    name: str = Field(min_length=1, max_length=100)
+    type: str = Field(min_length=1, max_length=32)
+    project_id: str | None = Field(None, max_length=64)
+    autonomy_level: int = Field(1, ge=0, le=5)
+
+
+class ActionParams(ApiModel):
+    level: int | None = Field(None, ge=0, le=5)
+
+
+class AgentActionBody(ApiModel):
+    action: AgentAction
+    params: ActionParams | None = None
+
+
+class RegisterType(ApiModel):
+    type: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,31}$")
+    lifecycle: Lifecycle
+    description: str = Field(min_length=1, max_length=500)
+
+
+class ListQuery(ApiModel):
+    type: str | None = None
+    status: AgentStatus | None = None
+    project_id: str | None = Field(None, alias="projectId")
+    limit: int = Field(100, ge=1, le=MAX_PAGE)
+    offset: int = Field(0, ge=0, le=10_000_000)
+
+
+# --- mapping -------------------------------------------------------------------------------------
+
+
+def summary(view: AgentView, now: datetime) -> AgentSummary:
+    a = view.agent
+    return AgentSummary(
+        id=a.id,
+        name=a.name,
+        type=a.type,
+        status=AgentStatus(a.status),
+        autonomy_level=a.autonomy_level,
+        project_id=a.project_id,
+        uptime=view.uptime(now),
+        last_activity=iso(a.last_activity),
+        channels=list(view.project.channels if view.project else []) if a.type == "project" else None,
+        task=a.task if a.type == "task" else None,
+    )
+
+
+def details(view: AgentView) -> AgentDetails:
+    a, p = view.agent, view.project
+    return AgentDetails(
+        **summary(view, utcnow()).model_dump(),
+        project=ProjectRef(id=p.id, name=p.name, repo=p.repo, default_branch=p.default_branch) if p else None,
+        stats=AgentStats(
+            messages_processed=a.messages_processed,
+            tasks_completed=a.tasks_completed,
+            reviews_performed=a.reviews_performed,
+            deploys_triggered=a.deploys_triggered,
+            incidents_handled=a.incidents_handled,
+        ),
+        memory=AgentMemory(embeddings=a.memory_embeddings, storage_mb=a.memory_storage_mb),
+    )
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+async def list_agents(req: ApiRequest) -> Result:
+    q: ListQuery = req.query
+    views, total = await req.shepherd.agents.list(
+        req.principal,
+        AgentFilter(type=q.type, status=q.status, project_id=q.project_id),
+        limit=q.limit,
+        offset=q.offset,
+    )
+    now = utcnow()
+    return Result([summary(v, now) for v in views], headers={"X-Total-Count": str(total)})
+
+
+async def get_agent(req: ApiRequest) -> AgentDetails:
+    return details(await req.shepherd.agents.get(req.principal, req.path("id")))
+
+
+async def create_agent(req: ApiRequest) -> AgentCreated:
+    body: CreateAgent = req.body
+    view = await req.shepherd.agents.create(
+        req.principal, name=body.name, type=body.type, project_id=body.project_id,
+        autonomy_level=body.autonomy_level,
+    )
+    a = view.agent
+    return AgentCreated(
+        id=a.id, name=a.name, type=a.type, status=AgentStatus(a.status), autonomy_level=a.autonomy_level,
+        project_id=a.project_id, created_at=iso(a.created_at),
+    )
+
+
+async def delete_agent(req: ApiRequest) -> AgentDeleted:
+    agent_id = req.path("id")
+    await req.shepherd.agents.delete(req.principal, agent_id)
+    return AgentDeleted(id=agent_id, deleted=True, message="Agent removed")
+
+
+async def agent_action(req: ApiRequest) -> ActionDone:
+    body: AgentActionBody = req.body
+    params = body.params.model_dump(exclude_none=True) if body.params is not None else None
+    r = await req.shepherd.agents.act(req.principal, req.path("id"), body.action, params)
+    out = ActionDone(id=r.agent_id, action=r.action, timestamp=iso(r.timestamp))
+    if r.action is AgentAction.SET_AUTONOMY:
+        out.previous_level, out.current_level = r.previous_level, r.current_level
+    else:
+        out.previous_status = AgentStatus(r.previous_status)
+        out.current_status = AgentStatus(r.current_status)
+        out.uptime = r.uptime
+    return out
+
+
+async def list_types(req: ApiRequest) -> list[AgentTypeOut]:
+    types = await req.shepherd.agents.types(req.principal)
+    return [AgentTypeOut(type=t.type, lifecycle=t.lifecycle, description=t.description) for t in types]
+
+
+async def register_type(req: ApiRequest) -> AgentTypeOut:
+    body: RegisterType = req.body
+    t = await req.shepherd.agents.register_type(
+        req.principal, type=body.type, lifecycle=body.lifecycle, description=body.description
+    )
+    return AgentTypeOut(type=t.type, lifecycle=t.lifecycle, description=t.description)
+
+
+_LEVEL = FieldError("INVALID_AUTONOMY_LEVEL", "Autonomy level must be between 0 and 5")
+_ACTION = FieldError("INVALID_ACTION", f"Invalid action. Must be one of: {ACTION_NAMES}")
+_TAG = "agents (CodeSpar)"
+_ID_ERRORS = (401, 403, 404)
+
+ROUTES = [
+    Route("GET", "/api/agents", list_agents, "List agents (a page, oldest first; X-Total-Count has the total)",
+          response=list[AgentSummary], query=ListQuery, errors=(400, 401, 403), tag=_TAG,
+          operation_id="listAgents"),
+    Route("POST", "/api/agents", create_agent, "Create an agent", response=AgentCreated, status=201,
+          body=CreateAgent, errors=(400, 401, 403, 404, 409, 413), tag=_TAG, operation_id="createAgent",
+          field_errors={"autonomyLevel": _LEVEL}),
+    Route("GET", "/api/agents/{id}", get_agent, "Agent details, with its project, stats and memory",
+          response=AgentDetails, errors=_ID_ERRORS, tag=_TAG, operation_id="getAgent"),
+    Route("DELETE", "/api/agents/{id}", delete_agent, "Remove an agent", response=AgentDeleted,
+          errors=_ID_ERRORS, tag=_TAG, operation_id="deleteAgent"),
+    Route("POST", "/api/agents/{id}/action", agent_action,
+          "Suspend, resume, restart, or set_autonomy (params.level 0-5; raising it needs the approve scope)",
+          response=ActionDone, body=AgentActionBody, errors=(400, 401, 403, 404, 413), tag=_TAG,
+          operation_id="agentAction", field_errors={"action": _ACTION, "params.level": _LEVEL}),
+    Route("GET", "/api/agent-types", list_types, "Agent types: the six built-ins and registered ones",
+          response=list[AgentTypeOut], errors=(401, 403), tag=_TAG, operation_id="listAgentTypes"),
+    Route("POST", "/api/agent-types", register_type, "Register an agent type (admin scope)",
+          response=AgentTypeOut, status=201, body=RegisterType, errors=(400, 401, 403, 409, 413), tag=_TAG,
+          operation_id="registerAgentType"),
+]

@@ -1,0 +1,272 @@
+"""A route table that serves requests and describes itself (openapi.py reads the same table).
+
+Each Route names its method, path, request/response models and required auth. `mount` turns the table
+into aiohttp handlers that authenticate, parse and validate, call the dialect's handler, and serialize
+the result; every failure leaves as the `{error, code, status}` envelope, never as a bare 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
+
+from core.access import Principal
+from core.errors import Forbidden, ShepherdError, Unauthorized, ValidationFailed
+from core.service import Shepherd
+
+log = logging.getLogger(__name__)
+
+SHEPHERD = web.AppKey("shepherd", Shepherd)
+METRICS = web.AppKey("metrics_registry", CollectorRegistry)
+HTTP_METRICS = web.AppKey("http_metrics", "HttpMetrics")
+MAX_BODY = web.AppKey("max_body_bytes", int)
+
+
+class ApiModel(BaseModel):
+    """Wire models: camelCase on the wire, strict types (a string is not a number)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, strict=True)
+
+
+class ErrorEnvelope(ApiModel):
+    error: str
+    code: str
+    status: int
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """A dialect's own code and words for a bad field (CodeSpar: INVALID_AUTONOMY_LEVEL)."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class ApiRequest:
+    http: web.Request
+    principal: Principal
+    shepherd: Shepherd
+    body: Any = None
+    query: Any = None
+
+    def path(self, name: str) -> str:
+        return self.http.match_info[name]
+
+
+@dataclass
+class Result:
+    """A handler's answer when it needs more than the route's default status, or extra headers."""
+
+    body: Any
+    status: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[ApiRequest], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    response: Any = None  # a model, list[Model], or None for no body
+    status: int = 200
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    tag: str = "api"
+    auth: bool = True
+    field_errors: Mapping[str, FieldError] = field(default_factory=dict)
+    operation_id: str = ""
+    produces: str = "application/json"  # a handler for another type returns its own web.Response
+
+    @property
+    def adapter(self) -> TypeAdapter[Any] | None:
+        return _adapter(self.response) if self.response is not None else None
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    if tp not in _ADAPTERS:
+        _ADAPTERS[tp] = TypeAdapter(tp)
+    return _ADAPTERS[tp]
+
+
+def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return json_response({"error": message, "code": code, "status": status}, status=status)
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+TOKEN_HEADERS = ("x-api-key",)
+
+
+def _token_from(request: web.Request) -> str:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("Authorization must be `Bearer <token>`", code="UNAUTHORIZED")
+        return value.strip()
+    for name in TOKEN_HEADERS:
+        if request.headers.get(name):
+            return request.headers[name].strip()
+    raise Unauthorized("missing API token: send Authorization: Bearer <token> or x-api-key: <token>")
+
+
+async def authenticate(request: web.Request, shepherd: Shepherd) -> Principal:
+    principal = await shepherd.tokens.authenticate(_token_from(request))
+    org = request.headers.get("x-org-id")
+    if org is not None and org != principal.org_id:
+        raise Forbidden("x-org-id does not match this token's org", code="ORG_MISMATCH")
+    return principal
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _field_error(route: Route, exc: ValidationError) -> ShepherdError:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        for key, special in route.field_errors.items():
+            if loc == key or loc.startswith(key + "."):
+                return ValidationFailed(special.message, code=special.code)
+        problems.append(f"{loc or 'body'}: {err['msg']}")
+    return ValidationFailed("; ".join(problems[:5]), code="VALIDATION_ERROR")
+
+
+async def _read_body(request: web.Request, route: Route) -> Any:
+    assert route.body is not None
+    raw = await request.read()
+    if not raw.strip():
+        raise ValidationFailed("request body must be a JSON object", code="INVALID_JSON")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValidationFailed(f"malformed JSON: {exc}", code="INVALID_JSON") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("request body must be a JSON object", code="INVALID_JSON")
+    try:
+        # JSON-mode validation: strict about types ("3" is not 3) yet reads enum values from strings.
+        return route.body.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _field_error(route, exc) from None
+
+
+def _read_query(request: web.Request, route: Route) -> Any:
+    assert route.query is not None
+    try:
+        # Query values are text: validate in lax mode so "50" is the number 50.
+        return route.query.model_validate(dict(request.query), strict=False)
+    except ValidationError as exc:
+        raise _field_error(route, exc) from None
+
+
+# --- serving -------------------------------------------------------------------------------------
+
+
+def _serialize(route: Route, result: Any) -> web.Response:
+    headers: Mapping[str, str] = {}
+    status = route.status
+    if isinstance(result, web.StreamResponse):
+        return result
+    if isinstance(result, Result):
+        headers, status, result = result.headers, result.status or route.status, result.body
+    if route.adapter is None or result is None:
+        return web.Response(status=status, headers=headers)
+    body = route.adapter.dump_json(result, by_alias=True, exclude_none=True)
+    return json_response(body, status=status, headers=headers)
+
+
+def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        shepherd = request.app[SHEPHERD]
+        principal = await authenticate(request, shepherd) if route.auth else _ANONYMOUS
+        api = ApiRequest(http=request, principal=principal, shepherd=shepherd)
+        if route.query is not None:
+            api.query = _read_query(request, route)
+        if route.body is not None:
+            api.body = await _read_body(request, route)
+        return _serialize(route, await route.handler(api))
+
+    return handle
+
+
+_ANONYMOUS = Principal(org_id="", name="anonymous", scopes=frozenset(), channel="http")
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "shepherd_http_requests", "HTTP requests served", ["method", "route", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "shepherd_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+            registry=registry,
+        )
+
+
+_STATUS_CODES = {
+    400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+@web.middleware
+async def envelope_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every answer is measured, and every failure answers in the envelope."""
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route_label = resource.canonical if resource is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except ShepherdError as exc:
+        response = error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _STATUS_CODES.get(exc.status, "HTTP_ERROR")
+        message = "no such endpoint" if exc.status == 404 else exc.reason
+        if exc.status == 413:
+            limit = request.app.get(MAX_BODY)
+            message = f"request body too large (limit {limit} bytes)" if limit else "request body too large"
+        response = error_response(exc.status, code, message)
+        if exc.status == 405:
+            response.headers["Allow"] = exc.headers.get("Allow", "")
+    except Exception:
+        ref = uuid.uuid4().hex[:8]
+        log.exception("unhandled error on %s %s (ref %s)", request.method, request.path, ref)
+        response = error_response(500, "INTERNAL", f"internal error (ref {ref}); it is logged")
+    metrics = request.app.get(HTTP_METRICS)
+    if metrics is not None:
+        metrics.requests.labels(request.method, route_label, str(response.status)).inc()
+        metrics.latency.labels(request.method, route_label).observe(time.perf_counter() - started)
+    return response
+
+
+def mount(app: web.Application, routes: list[Route]) -> None:
+    for route in routes:
+        app.router.add_route(route.method, route.path, _handler(route), name=route.operation_id or None)

@@ -1,0 +1,1 @@
+"""The application shell: settings, CLI, aiohttp app assembly, background services."""

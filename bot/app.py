@@ -1,0 +1,58 @@
+"""The aiohttp application: REST dialects and operations endpoints over one core, wired through AppKeys."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+import adapters.rest.codespar
+import adapters.rest.ops
+import adapters.rest.projects
+from adapters.rest.framework import (
+    HTTP_METRICS,
+    MAX_BODY,
+    METRICS,
+    SHEPHERD,
+    HttpMetrics,
+    Route,
+    envelope_middleware,
+    mount,
+)
+from adapters.rest.openapi import build_openapi
+from adapters.rest.ops import OPENAPI
+from core.db import Database
+from core.service import Shepherd
+
+VERSION = "0.1.0"
+
+
+def all_routes() -> list[Route]:
+    return [*adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES]
+
+
+def openapi_document() -> dict[str, object]:
+    return build_openapi(all_routes(), title="Shepherd", version=VERSION)
+
+
+def create_app(db_url: str, *, max_body_bytes: int = 256 * 1024) -> web.Application:
+    """The web app. It opens its database on startup and closes it on cleanup."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[envelope_middleware])
+    registry = CollectorRegistry()
+    app[METRICS] = registry
+    app[HTTP_METRICS] = HttpMetrics(registry)
+    app[MAX_BODY] = max_body_bytes
+    routes = all_routes()
+    app[OPENAPI] = json.dumps(build_openapi(routes, title="Shepherd", version=VERSION)).encode()
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        db = Database(db_url)
+        app[SHEPHERD] = Shepherd(db)
+        yield
+        await db.dispose()
+
+    app.cleanup_ctx.append(database)
+    mount(app, routes)
+    return app

@@ -1,0 +1,229 @@
+"""`shepherd`: serve, web, worker, console, migrate, token create, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.app import VERSION, create_app
+from bot.migrate import current_revision, head_revision, upgrade
+from bot.settings import Settings, mask_url
+from bot.worker import Worker
+from core.db import Database
+from core.errors import ShepherdError
+from core.service import Shepherd
+
+log = logging.getLogger("shepherd")
+
+AGENT_CLIS = ("claude", "codex", "opencode", "aider")
+
+
+class CliError(Exception):
+    """A failure to report in one line and exit 1 (no traceback for the user)."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SHEPHERD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise CliError(f"bad settings: {problems}") from None
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if settings.log_level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _me() -> str:
+    """How to call this program again, as the user can type it (`.venv/bin/shepherd` after `make run`)."""
+    argv0 = Path(sys.argv[0])
+    if shutil.which(argv0.name) and Path(shutil.which(argv0.name) or "").resolve() == argv0.resolve():
+        return argv0.name
+    try:
+        return str(argv0.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(argv0)
+
+
+async def _ensure_schema(settings: Settings, *, migrate: bool) -> None:
+    """Migrate the embedded store; refuse to run a shared store whose schema is behind."""
+    url = settings.db_url
+    try:
+        current = await current_revision(url)
+    except Exception as exc:
+        if not settings.embedded:
+            raise CliError(f"cannot reach the database at {mask_url(url)}: {exc}") from None
+        current = None  # a new SQLite file: its folder may not exist yet
+    if current == head_revision():
+        return
+    if migrate and settings.embedded:
+        await asyncio.to_thread(upgrade, url)
+        return
+    if current != head_revision():
+        raise CliError(
+            f"database schema is at {current or 'nothing'}, this Shepherd needs {head_revision()}: "
+            f"run `{_me()} migrate` first"
+        )
+
+
+async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
+    await _ensure_schema(settings, migrate=True)
+    db = Database(settings.db_url)
+    shepherd = Shepherd(db)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner: web.AppRunner | None = None
+    worker: Worker | None = None
+    try:
+        if web_on:
+            app = create_app(settings.db_url, max_body_bytes=settings.max_body_bytes)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.host, settings.port)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+            log.info("Shepherd %s serving on http://%s:%d (store: %s)", VERSION, settings.host,
+                     settings.port, db.dialect)
+            if await shepherd.tokens.count_active() == 0:
+                log.warning(
+                    "no API token yet: create one with `%s token create --name me --scopes read,write,approve,admin`"
+                    " and send it as `Authorization: Bearer <token>`", _me(),
+                )
+        if worker_on:
+            worker = Worker(shepherd)
+            await worker.start()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if worker is not None:
+            await worker.stop()
+        if runner is not None:
+            await runner.cleanup()
+        await db.dispose()
+
+
+async def _console(settings: Settings, command: str | None) -> int:
+    from adapters.console.repl import Console, console_principal
+
+    await _ensure_schema(settings, migrate=True)
+    db = Database(settings.db_url)
+    try:
+        shepherd = Shepherd(db)
+        await shepherd.orgs.ensure(settings.org)
+        console = Console(shepherd, console_principal(settings.org))
+        if command is not None:
+            return 0 if await console.run_one(command) else 1
+        return await console.repl()
+    finally:
+        await db.dispose()
+
+
+async def _token_create(settings: Settings, org: str | None, scopes: str, name: str) -> int:
+    await _ensure_schema(settings, migrate=True)
+    db = Database(settings.db_url)
+    try:
+        issued = await Shepherd(db).tokens.create(org_id=org or settings.org, name=name, scopes=scopes)
+    finally:
+        await db.dispose()
+    t = issued.token
+    print(f"created token {t.id} '{t.name}' for org {t.org_id} with scopes {t.scopes}")
+    print("the secret is shown once; store it now:")
+    print(issued.secret)
+    return 0
+
+
+async def _doctor(settings: Settings) -> int:
+    ok = True
+    print(f"Shepherd {VERSION} · Python {sys.version.split()[0]}")
+    url = settings.db_url
+    try:
+        current = await current_revision(url)
+        head = head_revision()
+        state = "up to date" if current == head else f"at {current or 'nothing'}, needs {head}: run migrate"
+        ok &= current == head
+        print(f"database: {mask_url(url)}: reachable, schema {state}")
+    except Exception as exc:
+        ok = False
+        print(f"database: {mask_url(url)}: UNREACHABLE ({type(exc).__name__}: {exc})")
+    print("settings:")
+    for key, value in settings.masked().items():
+        print(f"  {key}={value}")
+    print("agent CLIs on PATH:")
+    for cli in AGENT_CLIS:
+        where = shutil.which(cli)
+        print(f"  {cli:<9} {where or 'not found'}")
+    return 0 if ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shepherd", description="Chat-ops front end for autonomous coding agents.")
+    p.add_argument("--version", action="version", version=f"shepherd {VERSION}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub.add_parser("serve", help="web server and background services in one process (the embedded default)")
+    sub.add_parser("web", help="web server only (REST, webhooks)")
+    sub.add_parser("worker", help="background services only (runners, outbox, scheduler)")
+    c = sub.add_parser("console", help="the command grammar in a terminal, as a local admin")
+    c.add_argument("-c", dest="command", metavar="COMMAND", help="run one command and exit (1 on error)")
+    sub.add_parser("migrate", help="bring the database schema up to date")
+    t = sub.add_parser("token", help="API tokens")
+    tsub = t.add_subparsers(dest="token_cmd", required=True, metavar="ACTION")
+    tc = tsub.add_parser("create", help="create a token; its secret is the last line printed")
+    tc.add_argument("--org", help="org id (default: SHEPHERD_ORG, created if new)")
+    tc.add_argument("--scopes", nargs="+", default=["read,write"], help="read write approve admin")
+    tc.add_argument("--name", default="api", help="a label to tell tokens apart")
+    sub.add_parser("doctor", help="check the database, show settings (secrets masked) and agent CLIs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings()
+        _logging(settings)
+        runs: dict[str, Callable[[], Awaitable[int | None]]] = {
+            "serve": lambda: _serve(settings, web_on=True, worker_on=True),
+            "web": lambda: _serve(settings, web_on=True, worker_on=False),
+            "worker": lambda: _serve(settings, web_on=False, worker_on=True),
+            "console": lambda: _console(settings, args.command),
+            "doctor": lambda: _doctor(settings),
+        }
+        if args.cmd == "migrate":
+            upgrade(settings.db_url)
+            print(f"database schema at {head_revision()} ({mask_url(settings.db_url)})")
+            return 0
+        if args.cmd == "token":
+            return asyncio.run(_token_create(settings, args.org, " ".join(args.scopes), args.name))
+        return asyncio.run(runs[args.cmd]()) or 0
+    except (CliError, ShepherdError) as exc:
+        print(f"shepherd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except SQLAlchemyError as exc:
+        print(f"shepherd: database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Agents: typed, stateful, with a graduated autonomy level. Their state lives in the database.
+
+The shapes follow the CodeSpar agent API (shared/seeds/004): six built-in types plus registered ones,
+statuses ACTIVE/IDLE/SUSPENDED/ERROR, autonomy 0-5 (default 1) and the actions suspend, resume,
+restart and set_autonomy. Every action writes an event in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.access import Principal, Scope
+from core.clock import as_utc, utcnow
+from core.db import Database
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.events import record
+from core.ids import new_id
+from core.models import Agent, AgentType, Project
+
+MIN_LEVEL, MAX_LEVEL, DEFAULT_LEVEL = 0, 5, 1
+MAX_PAGE = 500
+LEVEL_NAMES = {0: "Observe", 1: "Suggest", 2: "Assist", 3: "Act", 4: "Trusted", 5: "Autonomous"}
+
+
+class AgentStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    IDLE = "IDLE"
+    SUSPENDED = "SUSPENDED"
+    ERROR = "ERROR"
+
+
+class Lifecycle(StrEnum):
+    PERSISTENT = "persistent"
+    EPHEMERAL = "ephemeral"
+
+
+@dataclass(frozen=True)
+class TypeInfo:
+    type: str
+    lifecycle: Lifecycle
+    description: str
+    builtin: bool = True
+
+
+BUILTIN_TYPES: tuple[TypeInfo, ...] = (
+    TypeInfo("project", Lifecycle.PERSISTENT, "Monitors repo, CI/CD, channels"),
+    TypeInfo("task", Lifecycle.EPHEMERAL, "Executes coding tasks"),
+    TypeInfo("review", Lifecycle.EPHEMERAL, "PR analysis and risk classification"),
+    TypeInfo("deploy", Lifecycle.EPHEMERAL, "Deploy orchestration with approvals"),
+    TypeInfo("incident", Lifecycle.EPHEMERAL, "CI failure investigation"),
+    TypeInfo("coordinator", Lifecycle.PERSISTENT, "Cross-project orchestration"),
+)
+_BUILTIN = {t.type: t for t in BUILTIN_TYPES}
+# Agent ids read as in the seed: agent-proj-…, agent-coord-…, agent-task-…
+_ID_PREFIX = {"project": "proj", "coordinator": "coord"}
+_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
+
+
+class AgentAction(StrEnum):
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    RESTART = "restart"
+    SET_AUTONOMY = "set_autonomy"
+
+
+ACTION_NAMES = ", ".join(a.value for a in AgentAction)
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """An agent with what its API shape embeds: its project (if any)."""
+
+    agent: Agent
+    project: Project | None
+
+    def uptime(self, now: datetime | None = None) -> int:
+        return max(0, int(((now or utcnow()) - as_utc(self.agent.started_at)).total_seconds()))
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    agent_id: str
+    action: AgentAction
+    timestamp: datetime
+    previous_status: str
+    current_status: str
+    previous_level: int
+    current_level: int
+    uptime: int | None = None
+
+
+def parse_level(value: Any) -> int:
+    """An autonomy level: an integer 0-5 (a JSON number or a string of digits, not a bool or 2.5)."""
+    if isinstance(value, bool):
+        level = None
+    elif isinstance(value, int):
+        level = value
+    elif isinstance(value, float) and value.is_integer():
+        level = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        level = int(value.strip())
+    else:
+        level = None
+    if level is None or not MIN_LEVEL <= level <= MAX_LEVEL:
+        raise ValidationFailed("Autonomy level must be between 0 and 5", code="INVALID_AUTONOMY_LEVEL")
+    return level
+
+
+def parse_action(value: Any) -> AgentAction:
+    try:
+        return AgentAction(value)
+    except ValueError:
+        raise ValidationFailed(
+            f"Invalid action. Must be one of: {ACTION_NAMES}", code="INVALID_ACTION"
+        ) from None
+
+
+@dataclass(frozen=True)
+class AgentFilter:
+    type: str | None = None
+    status: AgentStatus | None = None
+    project_id: str | None = None
+
+
+class Agents:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- types -------------------------------------------------------------------------------
+
+    async def types(self, principal: Principal) -> list[TypeInfo]:
+        principal.require(Scope.READ, "listing agent types")
+        async with self.db.read() as session:
+            return await self._types(session, principal.org_id)
+
+    async def _types(self, session: AsyncSession, org_id: str) -> list[TypeInfo]:
+        rows = await session.exec(
+            select(AgentType).where(AgentType.org_id == org_id).order_by(col(AgentType.created_at))
+        )
+        return list(BUILTIN_TYPES) + [
+            TypeInfo(r.type, Lifecycle(r.lifecycle), r.description, builtin=False) for r in rows
+        ]
+
+    async def register_type(
+        self, principal: Principal, *, type: str, lifecycle: str, description: str
+    ) -> TypeInfo:
+        principal.require(Scope.ADMIN, "registering an agent type")
+        if not _TYPE_NAME.match(type or ""):
+            raise ValidationFailed(
+                "an agent type is 2-32 characters: a lower-case letter, then letters, digits, '-' or '_'",
+                code="INVALID_AGENT_TYPE",
+            )
+        try:
+            cycle = Lifecycle(lifecycle)
+        except ValueError:
+            raise ValidationFailed(
+                "lifecycle must be persistent or ephemeral", code="INVALID_LIFECYCLE"
+            ) from None
+        description = (description or "").strip()
+        if not description or len(description) > 500:
+            raise ValidationFailed("a description is 1-500 characters", code="VALIDATION_ERROR")
+        async with self.db.write() as session:
+            if type in _BUILTIN or await session.get(AgentType, (principal.org_id, type)):
+                raise Conflict(f"agent type {type!r} already exists", code="AGENT_TYPE_EXISTS")
+            session.add(AgentType(org_id=principal.org_id, type=type, lifecycle=cycle, description=description))
+            await record(session, principal, "agent", "agent_type.registered", payload={"type": type})
+        return TypeInfo(type, cycle, description, builtin=False)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def list(
+        self, principal: Principal, flt: AgentFilter | None = None, *, limit: int = 100, offset: int = 0
+    ) -> tuple[list[AgentView], int]:
+        """A page of agents, oldest first, and the total that match."""
+        principal.require(Scope.READ, "listing agents")
+        limit = max(1, min(limit, MAX_PAGE))
+        flt = flt or AgentFilter()
+        where = [Agent.org_id == principal.org_id]
+        if flt.type:
+            where.append(Agent.type == flt.type)
+        if flt.status:
+            where.append(Agent.status == flt.status.value)
+        if flt.project_id:
+            where.append(Agent.project_id == flt.project_id)
+        async with self.db.read() as session:
+            total = (await session.exec(select(func.count()).select_from(Agent).where(*where))).one()
+            rows = await session.exec(
+                select(Agent, Project)
+                .join(Project, col(Agent.project_id) == col(Project.id), isouter=True)
+                .where(*where)
+                .order_by(col(Agent.created_at), col(Agent.id))
+                .offset(max(0, offset))
+                .limit(limit)
+            )
+            return [AgentView(a, p) for a, p in rows], int(total)
+
+    async def get(self, principal: Principal, agent_id: str) -> AgentView:
+        principal.require(Scope.READ, "reading an agent")
+        async with self.db.read() as session:
+            agent = await self._agent(session, principal, agent_id)
+            project = await session.get(Project, agent.project_id) if agent.project_id else None
+            return AgentView(agent, project)
+
+    async def counts(self, principal: Principal) -> dict[str, int]:
+        """Agents per status, for `status`."""
+        principal.require(Scope.READ, "reading status")
+        async with self.db.read() as session:
+            rows = await session.exec(
+                select(Agent.status, func.count())
+                .where(Agent.org_id == principal.org_id)
+                .group_by(Agent.status)
+            )
+            return {status: int(n) for status, n in rows}
+
+    @staticmethod
+    async def _agent(session: AsyncSession, principal: Principal, agent_id: str) -> Agent:
+        agent = await session.get(Agent, agent_id)
+        # Another org's agent is "not found": its existence is not ours to reveal.
+        if agent is None or agent.org_id != principal.org_id:
+            raise NotFound("Agent not found", code="AGENT_NOT_FOUND")
+        return agent
+
+    # --- changing ----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        name: str,
+        type: str,
+        project_id: str | None = None,
+        autonomy_level: Any = DEFAULT_LEVEL,
+        task: str | None = None,
+    ) -> AgentView:
+        principal.require(Scope.WRITE, "creating an agent")
+        name = (name or "").strip()
+        if not name or len(name) > 100:
+            raise ValidationFailed("an agent name is 1-100 characters", code="INVALID_NAME")
+        level = parse_level(autonomy_level)
+        async with self.db.write() as session:
+            known = {t.type for t in await self._types(session, principal.org_id)}
+            if type not in known:
+                raise ValidationFailed(
+                    f"unknown agent type {type!r}: one of {', '.join(sorted(known))}",
+                    code="INVALID_AGENT_TYPE",
+                )
+            project = None
+            if project_id:
+                project = await session.get(Project, project_id)
+                if project is None or project.org_id != principal.org_id:
+                    raise NotFound(f"project {project_id!r} not found", code="PROJECT_NOT_FOUND")
+            elif type == "project":
+                raise ValidationFailed("a project agent needs a projectId", code="PROJECT_REQUIRED")
+            if type == "project" and project is not None:
+                existing = (
+                    await session.exec(
+                        select(Agent.id).where(Agent.project_id == project.id, Agent.type == "project")
+                    )
+                ).first()
+                if existing:
+                    raise Conflict(
+                        f"project {project.id} already has its project agent {existing}",
+                        code="PROJECT_AGENT_EXISTS",
+                    )
+            now = utcnow()
+            agent = Agent(
+                id=new_id(f"agent-{_ID_PREFIX.get(type, type)}", 3),
+                org_id=principal.org_id,
+                name=name,
+                type=type,
+                status=AgentStatus.ACTIVE,
+                autonomy_level=level,
+                project_id=project.id if project else None,
+                task=task,
+                created_at=now,
+                started_at=now,
+                last_activity=now,
+            )
+            session.add(agent)
+            await record(
+                session, principal, "agent", "agent.created", agent_id=agent.id,
+                payload={"name": name, "type": type, "autonomyLevel": level, "projectId": agent.project_id},
+            )
+        return AgentView(agent, project)
+
+    async def delete(self, principal: Principal, agent_id: str) -> None:
+        principal.require(Scope.WRITE, "deleting an agent")
+        async with self.db.write() as session:
+            agent = await self._agent(session, principal, agent_id)
+            await session.delete(agent)
+            await record(
+                session, principal, "agent", "agent.deleted", agent_id=agent_id,
+                payload={"name": agent.name, "type": agent.type, "status": agent.status},
+            )
+
+    async def act(self, principal: Principal, agent_id: str, action: Any, params: Any = None) -> ActionResult:
+        """Run one agent action. Raising autonomy needs `approve`: it pre-approves what the agent does."""
+        act = parse_action(action)
+        principal.require(Scope.WRITE, f"{act.value} of an agent")
+        level: int | None = None
+        if act is AgentAction.SET_AUTONOMY:
+            if not isinstance(params, dict) or "level" not in params:
+                raise ValidationFailed(
+                    "set_autonomy needs params.level: Autonomy level must be between 0 and 5",
+                    code="INVALID_AUTONOMY_LEVEL",
+                )
+            level = parse_level(params["level"])
+        elif params is not None and not isinstance(params, dict):
+            raise ValidationFailed("params must be an object", code="VALIDATION_ERROR")
+
+        async with self.db.write() as session:
+            agent = await self._agent(session, principal, agent_id)
+            now = utcnow()
+            before_status, before_level = agent.status, agent.autonomy_level
+            uptime: int | None = None
+            if act is AgentAction.SUSPEND:
+                agent.status = AgentStatus.SUSPENDED
+            elif act is AgentAction.RESUME:
+                agent.status = AgentStatus.ACTIVE
+            elif act is AgentAction.RESTART:
+                # Restart clears in-flight work and errors, but a person's suspension stands.
+                if agent.status != AgentStatus.SUSPENDED:
+                    agent.status = AgentStatus.ACTIVE
+                agent.started_at = now
+                uptime = 0
+            else:
+                assert level is not None
+                if level > agent.autonomy_level:
+                    principal.require(Scope.APPROVE, "raising an agent's autonomy")
+                agent.autonomy_level = level
+            agent.last_activity = now
+            session.add(agent)
+            result = ActionResult(
+                agent_id=agent.id,
+                action=act,
+                timestamp=now,
+                previous_status=before_status,
+                current_status=agent.status,
+                previous_level=before_level,
+                current_level=agent.autonomy_level,
+                uptime=uptime,
+            )
+            await record(
+                session, principal, "agent", f"agent.{act.value}", agent_id=agent.id,
+                payload={
+                    "previousStatus": before_status, "currentStatus": agent.status,
+                    "previousLevel": before_level, "currentLevel": agent.autonomy_level,
+                },
+            )
+        return result

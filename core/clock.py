@@ -1,0 +1,19 @@
+"""Time in one place: aware UTC datetimes and the ISO 8601 form the APIs speak."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Datetimes read back from SQLite are naive; they were written as UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def iso(value: datetime) -> str:
+    """`2024-01-15T14:32:00Z`, seconds precision, as the seed documents show."""
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")

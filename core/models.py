@@ -1,0 +1,122 @@
+"""Tables. Every row but Org carries org_id: tenant data never crosses orgs.
+
+Timestamps are timezone-aware UTC (SQLite hands them back naive; core.clock.as_utc mends that).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.clock import utcnow
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), nullable=False, **kw)
+
+
+class Org(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    created_at: datetime = _ts()
+
+
+class User(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    created_at: datetime = _ts()
+
+
+class Identity(SQLModel, table=True):
+    """A user as one channel knows them: a Slack U…, a Telegram id, a GitHub login."""
+
+    __table_args__ = (UniqueConstraint("org_id", "channel", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    user_id: str = Field(foreign_key="user.id", index=True, max_length=64)
+    channel: str = Field(max_length=32)
+    external_id: str = Field(max_length=200)
+    created_at: datetime = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """Only the SHA-256 of the secret is kept; `prefix` lets people tell tokens apart."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    name: str = Field(max_length=200)
+    prefix: str = Field(max_length=16)
+    secret_hash: str = Field(unique=True, max_length=64)
+    scopes: str = Field(max_length=100)
+    user_id: str | None = Field(default=None, foreign_key="user.id", max_length=64)
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Project(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    name: str = Field(max_length=100)
+    repo: str | None = Field(default=None, max_length=200)
+    default_branch: str = Field(default="main", max_length=200)
+    channels: list[str] = Field(default_factory=list, sa_type=JSON)
+    created_at: datetime = _ts()
+
+
+class AgentType(SQLModel, table=True):
+    """A type registered beyond the six built-ins (core.agents.BUILTIN_TYPES), per org."""
+
+    org_id: str = Field(foreign_key="org.id", primary_key=True, max_length=64)
+    type: str = Field(primary_key=True, max_length=32)
+    lifecycle: str = Field(max_length=16)
+    description: str = Field(max_length=500)
+    created_at: datetime = _ts()
+
+
+class Agent(SQLModel, table=True):
+    __table_args__ = (Index("ix_agent_org_created", "org_id", "created_at", "id"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    name: str = Field(max_length=100)
+    type: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    autonomy_level: int = 1
+    project_id: str | None = Field(default=None, foreign_key="project.id", index=True, max_length=64)
+    task: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = _ts()
+    started_at: datetime = _ts()
+    last_activity: datetime = _ts()
+    messages_processed: int = 0
+    tasks_completed: int = 0
+    reviews_performed: int = 0
+    deploys_triggered: int = 0
+    incidents_handled: int = 0
+    memory_embeddings: int = 0
+    memory_storage_mb: float = 0.0
+
+
+class Event(SQLModel, table=True):
+    """Append-only history. No foreign keys: the record outlives what it describes."""
+
+    __table_args__ = (Index("ix_event_org_agent", "org_id", "agent_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(max_length=64)
+    agent_id: str | None = Field(default=None, max_length=64)
+    task_id: str | None = Field(default=None, max_length=64)
+    category: str = Field(max_length=32)
+    name: str = Field(max_length=64)
+    actor: str = Field(max_length=200)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    occurred_at: datetime = _ts()

@@ -1,0 +1,89 @@
+"""Projects: a named repository (owner/name) with a default branch, inside one org."""
+
+from __future__ import annotations
+
+import re
+
+from sqlmodel import col, select
+
+from core.access import Principal, Scope
+from core.db import Database
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.events import record
+from core.ids import new_id
+from core.models import Project
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+# git check-ref-format, the parts that matter for a name typed by a person.
+_BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)|(\.$)|(//)")
+
+
+def check_repo(repo: str) -> str:
+    if not _REPO.match(repo) or repo.endswith((".", ".git")):
+        raise ValidationFailed(f"repo must be owner/name (like acme/api), got {repo!r}", code="INVALID_REPO")
+    return repo
+
+
+def check_branch(branch: str) -> str:
+    if not branch or len(branch) > 200 or _BRANCH_BAD.search(branch):
+        raise ValidationFailed(f"{branch!r} is not a valid branch name", code="INVALID_BRANCH")
+    return branch
+
+
+class Projects:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self, principal: Principal, *, name: str, repo: str | None = None, default_branch: str | None = None
+    ) -> Project:
+        principal.require(Scope.WRITE, "creating a project")
+        name = (name or "").strip()
+        if not _NAME.match(name):
+            raise ValidationFailed(
+                "a project name is 1-100 letters, digits, '.', '-' or '_', starting with a letter or digit",
+                code="INVALID_NAME",
+            )
+        repo = check_repo(repo.strip()) if repo else None
+        branch = check_branch((default_branch or "main").strip())
+        async with self.db.write() as session:
+            clash = (
+                await session.exec(
+                    select(Project.id).where(Project.org_id == principal.org_id, Project.name == name)
+                )
+            ).first()
+            if clash:
+                raise Conflict(f"a project named {name!r} already exists ({clash})", code="PROJECT_EXISTS")
+            project = Project(
+                id=new_id("proj", 3), org_id=principal.org_id, name=name, repo=repo, default_branch=branch
+            )
+            session.add(project)
+            await record(
+                session, principal, "project", "project.created",
+                payload={"projectId": project.id, "name": name, "repo": repo, "defaultBranch": branch},
+            )
+        return project
+
+    async def list(self, principal: Principal) -> list[Project]:
+        principal.require(Scope.READ, "listing projects")
+        async with self.db.read() as session:
+            rows = await session.exec(
+                select(Project).where(Project.org_id == principal.org_id).order_by(col(Project.created_at))
+            )
+            return list(rows)
+
+    async def get(self, principal: Principal, ref: str) -> Project:
+        """A project by id or by name."""
+        principal.require(Scope.READ, "reading a project")
+        async with self.db.read() as session:
+            project = await session.get(Project, ref)
+            if project is None or project.org_id != principal.org_id:
+                project = (
+                    await session.exec(
+                        select(Project).where(Project.org_id == principal.org_id, Project.name == ref)
+                    )
+                ).first()
+        if project is None:
+            raise NotFound(f"project {ref!r} not found", code="PROJECT_NOT_FOUND")
+        return project

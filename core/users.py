@@ -1,0 +1,63 @@
+"""People: a user per org with a role, reachable through one identity per channel."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from core.access import Principal, Role, Scope
+from core.db import Database
+from core.errors import NotFound
+from core.events import record
+from core.ids import new_id
+from core.models import Identity, User
+from core.orgs import ensure_org
+
+
+class Users:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def principal_for(
+        self, org_id: str, channel: str, external_id: str, *, display_name: str, default_role: Role
+    ) -> Principal:
+        """Who a channel's user is in Shepherd; first contact creates the user with `default_role`."""
+        async with self.db.write() as session:
+            await ensure_org(session, org_id)
+            identity = (
+                await session.exec(
+                    select(Identity).where(
+                        Identity.org_id == org_id, Identity.channel == channel, Identity.external_id == external_id
+                    )
+                )
+            ).first()
+            if identity is not None:
+                user = await session.get(User, identity.user_id)
+                assert user is not None
+            else:
+                user = User(id=new_id("user", 4), org_id=org_id, name=display_name, role=default_role.label)
+                clash = (
+                    await session.exec(select(User.id).where(User.org_id == org_id, User.name == display_name))
+                ).first()
+                if clash:
+                    user.name = f"{display_name}@{channel}:{external_id}"
+                session.add(user)
+                await session.flush()
+                session.add(Identity(org_id=org_id, user_id=user.id, channel=channel, external_id=external_id))
+        return Principal.for_role(org_id, user.name, Role.parse(user.role), channel, user_id=user.id)
+
+    async def set_role(self, principal: Principal, name: str, role: Role) -> User:
+        principal.require(Scope.ADMIN, "setting a role")
+        async with self.db.write() as session:
+            user = (
+                await session.exec(select(User).where(User.org_id == principal.org_id, User.name == name))
+            ).first()
+            if user is None:
+                raise NotFound(f"user {name!r} not found", code="USER_NOT_FOUND")
+            before = user.role
+            user.role = role.label
+            session.add(user)
+            await record(
+                session, principal, "user", "user.role_changed",
+                payload={"user": user.name, "from": before, "to": role.label},
+            )
+            return user
