@@ -23,10 +23,9 @@ from adapters.rest.framework import (
 )
 from adapters.rest.openapi import build_openapi
 from adapters.rest.ops import OPENAPI
+from bot.version import VERSION
 from core.db import Database
 from core.service import Shepherd
-
-VERSION = "0.1.0"
 
 
 def all_routes() -> list[Route]:

@@ -11,13 +11,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.app import VERSION, create_app
 from bot.migrate import current_revision, head_revision, upgrade
 from bot.settings import Settings, mask_url
+from bot.version import VERSION
 from bot.worker import Worker
 from core.db import Database
 from core.errors import ShepherdError
@@ -26,6 +25,10 @@ from core.service import Shepherd
 log = logging.getLogger("shepherd")
 
 AGENT_CLIS = ("claude", "codex", "opencode", "aider")
+
+
+class _NotCreated(Exception):
+    pass
 
 
 class CliError(Exception):
@@ -91,6 +94,10 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    from aiohttp import web  # the web stack loads only for the commands that serve
+
+    from bot.app import create_app
+
     runner: web.AppRunner | None = None
     worker: Worker | None = None
     try:
@@ -157,12 +164,17 @@ async def _doctor(settings: Settings) -> int:
     ok = True
     print(f"Shepherd {VERSION} · Python {sys.version.split()[0]}")
     url = settings.db_url
+    sqlite_file = Path(url.split(":///", 1)[1]) if settings.embedded and ":///" in url else None
     try:
+        if sqlite_file is not None and not sqlite_file.exists():
+            raise _NotCreated
         current = await current_revision(url)
         head = head_revision()
         state = "up to date" if current == head else f"at {current or 'nothing'}, needs {head}: run migrate"
         ok &= current == head
         print(f"database: {mask_url(url)}: reachable, schema {state}")
+    except _NotCreated:
+        print(f"database: {url}: not created yet (`{_me()} migrate` or `serve` creates it)")
     except Exception as exc:
         ok = False
         print(f"database: {mask_url(url)}: UNREACHABLE ({type(exc).__name__}: {exc})")

@@ -150,10 +150,10 @@ class Agents:
         ]
 
     async def register_type(
-        self, principal: Principal, *, type: str, lifecycle: str, description: str
+        self, principal: Principal, *, type_name: str, lifecycle: str, description: str
     ) -> TypeInfo:
         principal.require(Scope.ADMIN, "registering an agent type")
-        if not _TYPE_NAME.match(type or ""):
+        if not _TYPE_NAME.match(type_name or ""):
             raise ValidationFailed(
                 "an agent type is 2-32 characters: a lower-case letter, then letters, digits, '-' or '_'",
                 code="INVALID_AGENT_TYPE",
@@ -168,11 +168,12 @@ class Agents:
         if not description or len(description) > 500:
             raise ValidationFailed("a description is 1-500 characters", code="VALIDATION_ERROR")
         async with self.db.write() as session:
-            if type in _BUILTIN or await session.get(AgentType, (principal.org_id, type)):
-                raise Conflict(f"agent type {type!r} already exists", code="AGENT_TYPE_EXISTS")
-            session.add(AgentType(org_id=principal.org_id, type=type, lifecycle=cycle, description=description))
-            await record(session, principal, "agent", "agent_type.registered", payload={"type": type})
-        return TypeInfo(type, cycle, description, builtin=False)
+            existing = await session.get(AgentType, (principal.org_id, type_name))
+            if type_name in _BUILTIN or existing is not None:
+                raise Conflict(f"agent type {type_name!r} already exists", code="AGENT_TYPE_EXISTS")
+            session.add(AgentType(org_id=principal.org_id, type=type_name, lifecycle=cycle, description=description))
+            await record(session, principal, "agent", "agent_type.registered", payload={"type": type_name})
+        return TypeInfo(type_name, cycle, description, builtin=False)
 
     # --- reading -----------------------------------------------------------------------------
 

@@ -136,7 +136,7 @@ async def _agent_types(ctx: CommandContext, args: dict[str, Any]) -> Reply:
 
 async def _agent_type_add(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     info = await ctx.shepherd.agents.register_type(
-        ctx.principal, type=args["type"], lifecycle=args["lifecycle"], description=" ".join(args["description"])
+        ctx.principal, type_name=args["type"], lifecycle=args["lifecycle"], description=" ".join(args["description"])
     )
     return Reply(f"registered agent type {info.type} ({info.lifecycle.value})", data={"type": info.type})
 
@@ -175,7 +175,7 @@ _ID = Arg("id", "an agent id, like agent-proj-3f9a1c")
 
 def build_registry() -> CommandRegistry:
     reg = CommandRegistry()
-    V, O, AD = Role.VIEWER, Role.OPERATOR, Role.ADMIN
+    V, OP, AD = Role.VIEWER, Role.OPERATOR, Role.ADMIN
     reg.add(CommandSpec(
         "help", "list commands, or explain one", V, _help,
         args=(Arg("command", "a command name", required=False),), aliases=("?",),
@@ -192,7 +192,7 @@ def build_registry() -> CommandRegistry:
         args=(_ID,), examples=("agent agent-proj-3f9a1c",),
     ))
     reg.add(CommandSpec(
-        "agent create", "create an agent", O, _agent_create,
+        "agent create", "create an agent", OP, _agent_create,
         args=(
             Arg("name", "display name"),
             Arg("type", "agent type (see `agent types`)", ArgKind.OPTION, metavar="T"),
@@ -203,13 +203,13 @@ def build_registry() -> CommandRegistry:
         ),
         examples=("agent create api-agent --type project --project api --level 2",),
     ))
-    reg.add(CommandSpec("agent suspend", "stop an agent from starting anything until resumed", O,
+    reg.add(CommandSpec("agent suspend", "stop an agent from starting anything until resumed", OP,
                         _action("suspend", "suspended"), args=(_ID,)))
-    reg.add(CommandSpec("agent resume", "let a suspended agent work again; its queued work goes on", O,
+    reg.add(CommandSpec("agent resume", "let a suspended agent work again; its queued work goes on", OP,
                         _action("resume", "resumed"), args=(_ID,)))
-    reg.add(CommandSpec("agent restart", "clear in-flight work and reset uptime", O,
+    reg.add(CommandSpec("agent restart", "clear in-flight work and reset uptime", OP,
                         _action("restart", "restarted"), args=(_ID,)))
-    reg.add(CommandSpec("agent delete", "remove an agent", O, _agent_delete, args=(_ID,), aliases=("agent rm",)))
+    reg.add(CommandSpec("agent delete", "remove an agent", OP, _agent_delete, args=(_ID,), aliases=("agent rm",)))
     reg.add(CommandSpec("agent types", "list agent types, built-in and registered", V, _agent_types))
     reg.add(CommandSpec(
         "agent type-add", "register a new agent type", AD, _agent_type_add,
@@ -221,14 +221,14 @@ def build_registry() -> CommandRegistry:
         examples=("agent type-add security-audit --lifecycle ephemeral scans dependencies",),
     ))
     reg.add(CommandSpec(
-        "autonomy", "set an agent's autonomy level (raising it needs the approver role)", O, _autonomy,
+        "autonomy", "set an agent's autonomy level (raising it needs the approver role)", OP, _autonomy,
         args=(_ID, Arg("level", "0 observe … 5 autonomous", convert=_level)),
         details="Levels: " + ", ".join(f"{n} {name}" for n, name in LEVEL_NAMES.items()) + ".",
         examples=("autonomy agent-proj-3f9a1c 3",),
     ))
     reg.add(CommandSpec("projects", "list projects", V, _projects))
     reg.add(CommandSpec(
-        "project create", "create a project", O, _project_create,
+        "project create", "create a project", OP, _project_create,
         args=(
             Arg("name", "project name"),
             Arg("repo", "GitHub repository owner/name", ArgKind.OPTION, required=False, metavar="OWNER/NAME"),

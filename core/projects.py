@@ -13,14 +13,16 @@ from core.events import record
 from core.ids import new_id
 from core.models import Project
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+PROJECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+REPO = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$"
+_NAME = re.compile(PROJECT_NAME)
+_REPO = re.compile(REPO)
 # git check-ref-format, the parts that matter for a name typed by a person.
 _BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)|(\.$)|(//)")
 
 
 def check_repo(repo: str) -> str:
-    if not _REPO.match(repo) or repo.endswith((".", ".git")):
+    if not _REPO.match(repo):
         raise ValidationFailed(f"repo must be owner/name (like acme/api), got {repo!r}", code="INVALID_REPO")
     return repo
 

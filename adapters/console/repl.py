@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import sys
 from typing import TextIO
@@ -37,10 +38,8 @@ class Console:
         return reply.ok
 
     async def repl(self) -> int:
-        try:
+        with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history where the platform has it)
-        except ImportError:
-            pass
         interactive = sys.stdin.isatty()
         if interactive:
             print(BANNER, file=self.out)

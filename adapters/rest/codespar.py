@@ -210,7 +210,7 @@ async def list_types(req: ApiRequest) -> list[AgentTypeOut]:
 async def register_type(req: ApiRequest) -> AgentTypeOut:
     body: RegisterType = req.body
     t = await req.shepherd.agents.register_type(
-        req.principal, type=body.type, lifecycle=body.lifecycle, description=body.description
+        req.principal, type_name=body.type, lifecycle=body.lifecycle, description=body.description
     )
     return AgentTypeOut(type=t.type, lifecycle=t.lifecycle, description=t.description)
 

@@ -23,6 +23,8 @@ def _schemas(routes: list[Route]) -> tuple[dict[tuple[int, str], Any], dict[str,
     for i, route in enumerate(routes):
         if route.body is not None:
             items.append(((i, "body"), TypeAdapter(route.body), "validation"))
+        if route.query is not None:
+            items.append(((i, "query"), TypeAdapter(route.query), "validation"))
         if route.adapter is not None:
             items.append(((i, "response"), route.adapter, "serialization"))
     items.append(((-1, "error"), TypeAdapter(ErrorEnvelope), "serialization"))
@@ -40,15 +42,14 @@ def _adapters_json_schema(
     return {key: schema for (key, _mode), schema in schemas.items()}, top.get("$defs", {})
 
 
-def _parameters(route: Route) -> list[dict[str, Any]]:
+def _parameters(route: Route, query: dict[str, Any] | None) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
         for name in re.findall(r"{(\w+)}", route.path)
     ]
-    if route.query is not None:
-        schema = route.query.model_json_schema(by_alias=True, mode="validation")
-        required = set(schema.get("required", []))
-        for name, prop in schema.get("properties", {}).items():
+    if query is not None:
+        required = set(query.get("required", []))
+        for name, prop in query.get("properties", {}).items():
             params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
     if route.auth:
         params.append({
@@ -56,6 +57,12 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
             "description": "Must equal the token's org when sent", "schema": {"type": "string"},
         })
     return params
+
+
+def _deref(schema: dict[str, Any] | None, defs: dict[str, Any]) -> dict[str, Any] | None:
+    if schema is not None and "$ref" in schema:
+        return defs[schema["$ref"].rsplit("/", 1)[-1]]  # type: ignore[no-any-return]
+    return schema
 
 
 def build_openapi(routes: list[Route], *, title: str, version: str) -> dict[str, Any]:
@@ -79,7 +86,7 @@ def build_openapi(routes: list[Route], *, title: str, version: str) -> dict[str,
             "summary": route.summary,
             "operationId": route.operation_id or f"{route.method.lower()}{route.path}",
             "tags": [route.tag],
-            "parameters": _parameters(route),
+            "parameters": _parameters(route, _deref(keyed.get((i, "query")), defs)),
             "responses": responses,
         }
         if route.body is not None:

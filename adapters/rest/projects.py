@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from adapters.rest.framework import ApiModel, ApiRequest, Route
+from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Route
 from core.clock import iso
 from core.models import Project
+from core.projects import PROJECT_NAME, REPO
 
 
 class ProjectOut(ApiModel):
@@ -19,8 +20,8 @@ class ProjectOut(ApiModel):
 
 
 class CreateProject(ApiModel):
-    name: str = Field(min_length=1, max_length=100)
-    repo: str | None = Field(None, max_length=200, description="GitHub repository, owner/name")
+    name: str = Field(pattern=PROJECT_NAME)
+    repo: str | None = Field(None, pattern=REPO, description="GitHub repository, owner/name")
     default_branch: str = Field("main", min_length=1, max_length=200)
 
 
@@ -52,7 +53,12 @@ ROUTES = [
     Route("GET", "/api/projects", list_projects, "List projects", response=list[ProjectOut],
           errors=(401, 403), tag=_TAG, operation_id="listProjects"),
     Route("POST", "/api/projects", create_project, "Create a project", response=ProjectOut, status=201,
-          body=CreateProject, errors=(400, 401, 403, 409, 413), tag=_TAG, operation_id="createProject"),
+          body=CreateProject, errors=(400, 401, 403, 409, 413), tag=_TAG, operation_id="createProject",
+          field_errors={
+              "repo": FieldError("INVALID_REPO", "repo must be owner/name, like acme/api"),
+              "name": FieldError("INVALID_NAME", "a project name is 1-100 letters, digits, '.', '-' or '_', "
+                                                 "starting with a letter or digit"),
+          }),
     Route("GET", "/api/projects/{id}", get_project, "A project, by id or name", response=ProjectOut,
           errors=(401, 403, 404), tag=_TAG, operation_id="getProject"),
 ]
