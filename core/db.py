@@ -45,7 +45,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss too
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
 
@@ -62,7 +62,11 @@ class Database:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
-        if not self.is_sqlite:
+        if self.is_sqlite:
+            # Sessions end every transaction themselves (commit, or rollback on close); the pool's own
+            # rollback on return would be a second thread round-trip to aiosqlite on every request.
+            kwargs.update(pool_reset_on_return=None)
+        else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
