@@ -273,7 +273,7 @@ class Agents:
                     )
             now = utcnow()
             agent = Agent(
-                id=new_id(f"agent-{_ID_PREFIX.get(type, type)}", 3),
+                id=new_id(f"agent-{_ID_PREFIX.get(type, type)}"),
                 org_id=principal.org_id,
                 name=name,
                 type=type,

@@ -170,7 +170,7 @@ async def _project_create(ctx: CommandContext, args: dict[str, Any]) -> Reply:
 
 # --- the registry --------------------------------------------------------------------------------
 
-_ID = Arg("id", "an agent id, like agent-proj-3f9a1c")
+_ID = Arg("id", "an agent id, like agent-proj-3f9a1c07be12")
 
 
 def build_registry() -> CommandRegistry:
@@ -189,7 +189,7 @@ def build_registry() -> CommandRegistry:
     ))
     reg.add(CommandSpec(
         "agent", "show one agent: state, autonomy, project, stats, recent events", V, _agent,
-        args=(_ID,), examples=("agent agent-proj-3f9a1c",),
+        args=(_ID,), examples=("agent agent-proj-3f9a1c07be12",),
     ))
     reg.add(CommandSpec(
         "agent create", "create an agent", OP, _agent_create,
@@ -224,7 +224,7 @@ def build_registry() -> CommandRegistry:
         "autonomy", "set an agent's autonomy level (raising it needs the approver role)", OP, _autonomy,
         args=(_ID, Arg("level", "0 observe … 5 autonomous", convert=_level)),
         details="Levels: " + ", ".join(f"{n} {name}" for n, name in LEVEL_NAMES.items()) + ".",
-        examples=("autonomy agent-proj-3f9a1c 3",),
+        examples=("autonomy agent-proj-3f9a1c07be12 3",),
     ))
     reg.add(CommandSpec("projects", "list projects", V, _projects))
     reg.add(CommandSpec(

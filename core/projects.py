@@ -58,7 +58,7 @@ class Projects:
             if clash:
                 raise Conflict(f"a project named {name!r} already exists ({clash})", code="PROJECT_EXISTS")
             project = Project(
-                id=new_id("proj", 3), org_id=principal.org_id, name=name, repo=repo, default_branch=branch
+                id=new_id("proj"), org_id=principal.org_id, name=name, repo=repo, default_branch=branch
             )
             session.add(project)
             await record(

@@ -44,7 +44,7 @@ class Tokens:
         async with self.db.write() as session:
             await ensure_org(session, org_id)
             token = ApiToken(
-                id=new_id("tok", 4),
+                id=new_id("tok"),
                 org_id=org_id,
                 name=name,
                 prefix=secret[:8],

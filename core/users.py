@@ -34,7 +34,7 @@ class Users:
                 user = await session.get(User, identity.user_id)
                 assert user is not None
             else:
-                user = User(id=new_id("user", 4), org_id=org_id, name=display_name, role=default_role.label)
+                user = User(id=new_id("user"), org_id=org_id, name=display_name, role=default_role.label)
                 clash = (
                     await session.exec(select(User.id).where(User.org_id == org_id, User.name == display_name))
                 ).first()
