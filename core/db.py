@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.errors import ShepherdError
+from core.errors import Conflict, ShepherdError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -86,13 +87,22 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction committed on normal exit and rolled back on any exception."""
-        if self._write_turn is None:
-            async with self._sessions() as session, session.begin():
+        """A transaction committed on normal exit and rolled back on any exception.
+
+        A unique or foreign-key violation (two requests racing to create the same name) is a 409, not a 500.
+        """
+        try:
+            if self._write_turn is None:
+                async with self._sessions() as session, session.begin():
+                    yield session
+                return
+            async with self._write_turn, self._sessions() as session, session.begin():
                 yield session
-            return
-        async with self._write_turn, self._sessions() as session, session.begin():
-            yield session
+        except IntegrityError as exc:
+            raise Conflict(
+                "that conflicts with data written at the same moment; read it again and retry",
+                code="CONFLICT",
+            ) from exc
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -26,4 +26,5 @@ def test_the_two_commands_and_ci() -> None:
     assert "make run" in README and "make test" in README
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     procfile = (ROOT / "Procfile").read_text()
-    assert "release: shepherd migrate" in procfile and "shepherd web" in procfile and "worker: shepherd worker" in procfile
+    assert "release: shepherd migrate" in procfile and "shepherd web" in procfile
+    assert "worker: shepherd worker" in procfile

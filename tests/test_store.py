@@ -227,3 +227,23 @@ async def test_delete_removes_agent_and_keeps_history(shepherd: Shepherd, admin:
     with pytest.raises(NotFound):
         await shepherd.agents.delete(admin, agent.id)
     assert [e.name for e in await shepherd.events.list(admin, agent_id=agent.id)] == ["agent.deleted", "agent.created"]
+
+
+async def test_racing_creates_of_one_name_give_one_project_and_a_conflict(shepherd: Shepherd, admin: Principal) -> None:
+    results = await asyncio.gather(
+        *(shepherd.projects.create(admin, name="same") for _ in range(5)), return_exceptions=True
+    )
+    created = [r for r in results if not isinstance(r, BaseException)]
+    assert len(created) == 1
+    assert all(isinstance(r, Conflict) for r in results if isinstance(r, BaseException))
+    assert [p.name for p in await shepherd.projects.list(admin)] == ["same"]
+
+
+async def test_a_constraint_violation_is_a_conflict_not_a_crash(shepherd: Shepherd, admin: Principal) -> None:
+    from core.models import Project
+
+    await shepherd.projects.create(admin, name="dup")
+    with pytest.raises(Conflict) as err:
+        async with shepherd.db.write() as session:
+            session.add(Project(id="proj-x", org_id="acme", name="dup"))
+    assert err.value.status == 409
