@@ -206,9 +206,16 @@ class Agents:
     async def get(self, principal: Principal, agent_id: str) -> AgentView:
         principal.require(Scope.READ, "reading an agent")
         async with self.db.read() as session:
-            agent = await self._agent(session, principal, agent_id)
-            project = await session.get(Project, agent.project_id) if agent.project_id else None
-            return AgentView(agent, project)
+            row = (
+                await session.exec(
+                    select(Agent, Project)
+                    .join(Project, col(Agent.project_id) == col(Project.id), isouter=True)
+                    .where(Agent.id == agent_id, Agent.org_id == principal.org_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("Agent not found", code="AGENT_NOT_FOUND")
+        return AgentView(*row)
 
     async def counts(self, principal: Principal) -> dict[str, int]:
         """Agents per status, for `status`."""

@@ -247,3 +247,20 @@ async def test_a_constraint_violation_is_a_conflict_not_a_crash(shepherd: Shephe
         async with shepherd.db.write() as session:
             session.add(Project(id="proj-x", org_id="acme", name="dup"))
     assert err.value.status == 409
+
+
+async def test_revocation_reaches_other_replicas_within_the_cache_window(db: Database) -> None:
+    from core.tokens import AUTH_CACHE_SECONDS, Tokens
+
+    now = [1000.0]
+    here, there = Tokens(db), Tokens(db, clock=lambda: now[0])
+    issued = await here.create(org_id="acme", name="ci", scopes="read")
+    assert (await here.authenticate(issued.secret)).org_id == "acme"
+    assert (await there.authenticate(issued.secret)).org_id == "acme"
+    await here.revoke(issued.token.id)
+    with pytest.raises(Unauthorized):
+        await here.authenticate(issued.secret)  # the revoking process knows at once
+    assert (await there.authenticate(issued.secret)).org_id == "acme"  # another replica, still cached
+    now[0] += AUTH_CACHE_SECONDS + 0.1
+    with pytest.raises(Unauthorized):
+        await there.authenticate(issued.secret)

@@ -256,6 +256,10 @@ async def envelope_middleware(
         response = error_response(exc.status, code, message)
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
+    except ConnectionResetError:
+        # The client went away before we read its request: nobody to answer, nothing to report.
+        log.debug("client closed the connection on %s %s", request.method, request.path)
+        response = web.Response(status=499)
     except Exception:
         ref = uuid.uuid4().hex[:8]
         log.exception("unhandled error on %s %s (ref %s)", request.method, request.path, ref)
