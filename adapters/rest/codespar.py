@@ -120,8 +120,7 @@ class ListQuery(ApiModel):
 
 def summary(view: AgentView, now: datetime) -> AgentSummary:
     a = view.agent
-    # Trusted values from the store: construct without validating (a page is 50 of these).
-    return AgentSummary.model_construct(
+    return AgentSummary(
         id=a.id,
         name=a.name,
         type=a.type,
