@@ -32,12 +32,11 @@ def all_routes() -> list[Route]:
     return [*adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES]
 
 
-def openapi_document() -> dict[str, object]:
-    return build_openapi(all_routes(), title="Shepherd", version=VERSION)
-
-
-def create_app(db_url: str, *, max_body_bytes: int = 256 * 1024) -> web.Application:
-    """The web app. It opens its database on startup and closes it on cleanup."""
+def create_app(
+    db_url: str, *, max_body_bytes: int = 256 * 1024, shepherd: Shepherd | None = None
+) -> web.Application:
+    """The web app. Given a `shepherd`, it shares that core (and its connection pool) with the caller,
+    who closes it; otherwise it opens its own database on startup and closes it on cleanup."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[envelope_middleware])
     registry = CollectorRegistry()
     app[METRICS] = registry
@@ -47,6 +46,10 @@ def create_app(db_url: str, *, max_body_bytes: int = 256 * 1024) -> web.Applicat
     app[OPENAPI] = json.dumps(build_openapi(routes, title="Shepherd", version=VERSION)).encode()
 
     async def database(app: web.Application) -> AsyncIterator[None]:
+        if shepherd is not None:
+            app[SHEPHERD] = shepherd
+            yield
+            return
         db = Database(db_url)
         app[SHEPHERD] = Shepherd(db)
         yield

@@ -65,7 +65,7 @@ def _me() -> str:
         return str(argv0)
 
 
-async def _ensure_schema(settings: Settings, *, migrate: bool) -> None:
+async def _ensure_schema(settings: Settings) -> None:
     """Migrate the embedded store; refuse to run a shared store whose schema is behind."""
     url = settings.db_url
     try:
@@ -76,18 +76,17 @@ async def _ensure_schema(settings: Settings, *, migrate: bool) -> None:
         current = None  # a new SQLite file: its folder may not exist yet
     if current == head_revision():
         return
-    if migrate and settings.embedded:
+    if settings.embedded:
         await asyncio.to_thread(upgrade, url)
         return
-    if current != head_revision():
-        raise CliError(
-            f"database schema is at {current or 'nothing'}, this Shepherd needs {head_revision()}: "
-            f"run `{_me()} migrate` first"
-        )
+    raise CliError(
+        f"database schema is at {current or 'nothing'}, this Shepherd needs {head_revision()}: "
+        f"run `{_me()} migrate` first"
+    )
 
 
 async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
-    await _ensure_schema(settings, migrate=True)
+    await _ensure_schema(settings)
     db = Database(settings.db_url)
     shepherd = Shepherd(db)
     stop = asyncio.Event()
@@ -102,7 +101,7 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
     worker: Worker | None = None
     try:
         if web_on:
-            app = create_app(settings.db_url, max_body_bytes=settings.max_body_bytes)
+            app = create_app(settings.db_url, max_body_bytes=settings.max_body_bytes, shepherd=shepherd)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)
@@ -133,7 +132,7 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
 async def _console(settings: Settings, command: str | None) -> int:
     from adapters.console.repl import Console, console_principal
 
-    await _ensure_schema(settings, migrate=True)
+    await _ensure_schema(settings)
     db = Database(settings.db_url)
     try:
         shepherd = Shepherd(db)
@@ -147,7 +146,7 @@ async def _console(settings: Settings, command: str | None) -> int:
 
 
 async def _token_create(settings: Settings, org: str | None, scopes: str, name: str) -> int:
-    await _ensure_schema(settings, migrate=True)
+    await _ensure_schema(settings)
     db = Database(settings.db_url)
     try:
         issued = await Shepherd(db).tokens.create(org_id=org or settings.org, name=name, scopes=scopes)
