@@ -21,11 +21,9 @@ from bot.worker import Worker
 from core.db import Database
 from core.errors import ShepherdError
 from core.service import Shepherd
+from core.supervisor import TaskSupervisor
 
 log = logging.getLogger("shepherd")
-
-AGENT_CLIS = ("claude", "codex", "opencode", "aider")
-
 
 class _NotCreated(Exception):
     pass
@@ -85,10 +83,19 @@ async def _ensure_schema(settings: Settings) -> None:
     )
 
 
+def _core(settings: Settings, db: Database) -> Shepherd:
+    return Shepherd(db, catalog=settings.catalog(), default_agent=settings.default_agent,
+                    workspace_root=settings.workspace_root)
+
+
+def _supervisor(settings: Settings, shepherd: Shepherd) -> TaskSupervisor:
+    return TaskSupervisor(shepherd, shepherd.catalog, settings.runner_config())
+
+
 async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
     await _ensure_schema(settings)
     db = Database(settings.db_url)
-    shepherd = Shepherd(db)
+    shepherd = _core(settings, db)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -117,7 +124,7 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
                     " and send it as `Authorization: Bearer <token>`", _me(),
                 )
         if worker_on:
-            worker = Worker(shepherd)
+            worker = Worker(shepherd, [_supervisor(settings, shepherd)])
             await worker.start()
         await stop.wait()
         log.info("shutting down")
@@ -134,14 +141,20 @@ async def _console(settings: Settings, command: str | None) -> int:
 
     await _ensure_schema(settings)
     db = Database(settings.db_url)
+    supervisor: TaskSupervisor | None = None
     try:
-        shepherd = Shepherd(db)
+        shepherd = _core(settings, db)
         await shepherd.orgs.ensure(settings.org)
+        # The console runs the tasks it starts itself: no server needed to try Shepherd.
+        supervisor = _supervisor(settings, shepherd)
+        await supervisor.start()
         console = Console(shepherd, console_principal(settings.org))
         if command is not None:
-            return 0 if await console.run_one(command) else 1
+            return 0 if await console.run_one(command, wait=True) else 1
         return await console.repl()
     finally:
+        if supervisor is not None:
+            await supervisor.stop()
         await db.dispose()
 
 
@@ -180,10 +193,19 @@ async def _doctor(settings: Settings) -> int:
     print("settings:")
     for key, value in settings.masked().items():
         print(f"  {key}={value}")
-    print("agent CLIs on PATH:")
-    for cli in AGENT_CLIS:
-        where = shutil.which(cli)
-        print(f"  {cli:<9} {where or 'not found'}")
+    catalog = settings.catalog()
+    print(f"agents (each checked with --version; tasks use {settings.default_agent} unless told otherwise):")
+    for name in catalog.names():
+        found = await catalog.check(name)
+        state = f"usable: {found.detail}" if found.usable else f"NOT USABLE: {found.detail}"
+        print(f"  {name:<9} {state}")
+    if settings.default_agent not in catalog.names():
+        ok = False
+        print(f"  SHEPHERD_DEFAULT_AGENT={settings.default_agent} is not one of these")
+    sandbox = shutil.which("bwrap")
+    print(f"sandbox: {'on' if settings.sandbox else 'off'} (bubblewrap {'at ' + sandbox if sandbox else 'not found'})")
+    if settings.sandbox and not sandbox:
+        ok = False
     return 0 if ok else 1
 
 

@@ -8,7 +8,13 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.errors import ShepherdError
 from core.orgs import DEFAULT_ORG, check_org_id
+from core.runners.presets import AgentCatalog, custom_presets
+from core.supervisor import RunnerConfig
+
+# The bot's own credentials: no setting can hand them to an agent.
+FORBIDDEN_TO_AGENTS = ("SHEPHERD_", "SLACK_", "TELEGRAM_", "GITHUB_")
 
 
 class Settings(BaseSettings):
@@ -25,6 +31,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         256 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest REST request body accepted"
     )
+    default_agent: str = Field("claude", description="agent a task runs when none is named: claude, codex, …")
+    agents: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='custom agent CLIs as JSON: {"name": {"command": "cli run {prompt}", "resume": "…"}}',
+    )
+    agent_env: str = Field(
+        "", description="extra environment variables agents receive, comma-separated (e.g. ANTHROPIC_API_KEY)"
+    )
+    max_tasks: int = Field(4, ge=1, le=1000, description="tasks running at once on one runner")
+    max_tasks_per_project: int = Field(2, ge=1, le=1000, description="tasks of one project running at once")
+    task_timeout: float = Field(3600, gt=0, description="hard limit of one agent turn, in seconds")
+    task_idle_timeout: float = Field(600, gt=0, description="end a turn after this many seconds without output")
+    task_log_lines: int = Field(20_000, ge=100, description="output lines stored per task; more are counted")
+    sandbox: bool = Field(False, description="run agents in bubblewrap: no network, read-only system")
+    git_base_url: str = Field("https://github.com", description="where owner/name repositories are cloned from")
 
     @field_validator("org")
     @classmethod
@@ -38,6 +59,45 @@ class Settings(BaseSettings):
         if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
         return value
+
+    @field_validator("agent_env")
+    @classmethod
+    def _agent_env(cls, value: str) -> str:
+        names = [n.strip() for n in value.replace(" ", ",").split(",") if n.strip()]
+        for name in names:
+            if name.startswith(FORBIDDEN_TO_AGENTS):
+                raise ValueError(f"{name} is one of Shepherd's own secrets and never reaches an agent")
+        return ",".join(names)
+
+    @field_validator("agents")
+    @classmethod
+    def _agents(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            custom_presets(value)
+        except ShepherdError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @property
+    def workspace_root(self) -> Path:
+        return (self.data_dir / "workspaces").resolve()
+
+    def catalog(self) -> AgentCatalog:
+        return AgentCatalog(custom_presets(self.agents))
+
+    def runner_config(self) -> RunnerConfig:
+        return RunnerConfig(
+            workspace_root=self.workspace_root,
+            hidden=(self.data_dir.resolve(),),
+            max_tasks=self.max_tasks,
+            max_tasks_per_project=self.max_tasks_per_project,
+            hard_timeout_s=self.task_timeout,
+            idle_timeout_s=self.task_idle_timeout,
+            sandbox=self.sandbox,
+            pass_env=tuple(n for n in self.agent_env.split(",") if n),
+            git_base_url=self.git_base_url,
+            max_log_lines=self.task_log_lines,
+        )
 
     @property
     def db_url(self) -> str:

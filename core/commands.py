@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import task_commands
 from core.access import Role
 from core.agents import LEVEL_NAMES, AgentFilter, AgentStatus, parse_level
 from core.grammar import Arg, ArgKind, CommandContext, CommandRegistry, CommandSpec, Reply, UsageError
@@ -51,14 +52,18 @@ async def _help(ctx: CommandContext, args: dict[str, Any]) -> Reply:
 async def _status(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     counts = await ctx.shepherd.agents.counts(ctx.principal)
     projects = await ctx.shepherd.projects.list(ctx.principal)
+    tasks = await ctx.shepherd.tasks.counts(ctx.principal)
     total = sum(counts.values())
     by_status = ", ".join(f"{counts.get(s.value, 0)} {s.value.lower()}" for s in AgentStatus)
+    task_text = ", ".join(f"{n} {status}" for status, n in sorted(tasks.items())) or "none yet"
+    runner = "a runner is up" if await ctx.shepherd.tasks.runner_available() else "no runner is up"
     text = (
         f"org {ctx.principal.org_id} · store {ctx.shepherd.db.dialect}\n"
         f"agents: {total} ({by_status})\n"
+        f"tasks: {task_text} ({runner})\n"
         f"projects: {len(projects)}"
     )
-    return Reply(text, data={"agents": counts, "projects": len(projects)})
+    return Reply(text, data={"agents": counts, "tasks": tasks, "projects": len(projects)})
 
 
 async def _agents(ctx: CommandContext, args: dict[str, Any]) -> Reply:
@@ -236,4 +241,5 @@ def build_registry() -> CommandRegistry:
         ),
         examples=("project create api --repo acme/api --branch main",),
     ))
+    task_commands.register(reg)
     return reg

@@ -120,3 +120,73 @@ class Event(SQLModel, table=True):
     actor: str = Field(max_length=200)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     occurred_at: datetime = _ts()
+
+
+class Task(SQLModel, table=True):
+    """One coding job, run by an ephemeral `task` agent through a Runner. See core.tasks for its life."""
+
+    __table_args__ = (
+        UniqueConstraint("org_id", "name"),
+        Index("ix_task_org_created", "org_id", "created_at", "id"),
+        Index("ix_task_status", "status", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    name: str = Field(max_length=100)
+    display_name: str = Field(max_length=200)
+    owner_id: str = Field(max_length=200)  # a user id, or the actor of a token with no user
+    owner_name: str = Field(max_length=200)
+    agent_id: str | None = Field(default=None, max_length=64)  # no FK: the task outlives its agent
+    project_id: str | None = Field(default=None, foreign_key="project.id", index=True, max_length=64)
+    runtime: str = Field(max_length=32)  # a preset (claude, codex, opencode, aider, demo) or a custom one
+    prompt: str
+    repo: str | None = Field(default=None, max_length=500)
+    base_branch: str | None = Field(default=None, max_length=200)
+    work_branch: str | None = Field(default=None, max_length=200)
+    workspace: str | None = Field(default=None, max_length=1000)
+    base_sha: str | None = Field(default=None, max_length=64)
+    autonomy_level: int = 1
+    status: str = Field(max_length=16)
+    state: str = Field(max_length=16)  # the Coder current_state: working, idle, complete, failed
+    state_message: str = Field(default="", max_length=500)
+    state_at: datetime = _ts()
+    outcome: str | None = Field(default=None, max_length=32)
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    session_ref: str | None = Field(default=None, max_length=200)  # the agent CLI's own session id
+    turns: int = 0
+    pending_inputs: list[str] = Field(default_factory=list, sa_type=JSON)  # follow-ups waiting for a turn
+    control: str | None = Field(default=None, max_length=16)  # stop / pause / resume / delete, for the runner
+    runner_id: str | None = Field(default=None, max_length=200)  # the runner process that holds it
+    pid: int | None = None
+    log_count: int = 0
+    log_snapshot: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    snapshot_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    decision_count: int = 0
+    auto_resolved_count: int = 0
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class TaskLog(SQLModel, table=True):
+    """A task's log: what people sent it (input) and what the agent printed (output), in order."""
+
+    __table_args__ = (Index("ix_tasklog_task", "task_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(foreign_key="task.id", ondelete="CASCADE", max_length=64)
+    time: datetime = _ts()
+    type: str = Field(max_length=8)  # input | output
+    content: str
+
+
+class RunnerNode(SQLModel, table=True):
+    """A live runner process. Its heartbeat tells others whether the tasks it holds are still running."""
+
+    id: str = Field(primary_key=True, max_length=200)
+    host: str = Field(max_length=200)
+    pid: int
+    started_at: datetime = _ts()
+    heartbeat_at: datetime = _ts()

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from core.agents import Agents
 from core.db import Database
 from core.events import Events
 from core.orgs import Orgs
 from core.projects import Projects
+from core.runners.presets import AgentCatalog
+from core.tasks import Tasks
 from core.tokens import Tokens
 from core.users import Users
 
 
 class Shepherd:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, *, catalog: AgentCatalog | None = None, default_agent: str = "claude",
+        workspace_root: Path | None = None,
+    ) -> None:
         self.db = db
+        self.catalog = catalog or AgentCatalog()
+        self.tasks = Tasks(db, runtimes=self.catalog.names)
+        self.tasks.default_runtime = default_agent
+        self.tasks.workspace_root = workspace_root
         self.orgs = Orgs(db)
         self.agents = Agents(db)
         self.projects = Projects(db)

@@ -10,11 +10,19 @@ from typing import TextIO
 
 from core.access import Principal, Role
 from core.commands import build_registry
+from core.errors import NotFound
 from core.grammar import CommandRegistry
+from core.models import Task
+from core.task_commands import state_line
+from core.tasks import FINISHED, LogType, Outcome, TaskStatus
 from core.service import Shepherd
 
 PROMPT = "shepherd> "
-BANNER = "Shepherd console: type `help` for commands, `exit` to leave."
+BANNER = (
+    "Shepherd console: type `help` for commands, `exit` to leave.\n"
+    'Try a task with the demo agent: run "add a greeting to the README" --agent demo'
+)
+FOLLOW_POLL_S = 0.2
 
 
 def console_principal(org_id: str) -> Principal:
@@ -30,12 +38,51 @@ class Console:
         self.principal = principal
         self.registry = registry or build_registry()
         self.out = out
+        self._following: dict[str, asyncio.Task[Task | None]] = {}
 
-    async def run_one(self, line: str) -> bool:
-        """Run one command, print its reply; True when it succeeded."""
+    async def run_one(self, line: str, *, wait: bool = False) -> bool:
+        """Run one command and print its reply; a task it starts is followed live. With `wait`, return
+        only when that task has finished, and report success only if it succeeded."""
         reply = await self.registry.run(self.shepherd, self.principal, line)
         print(reply.text, file=self.out if reply.ok else sys.stderr, flush=True)
-        return reply.ok
+        data = reply.data if isinstance(reply.data, dict) else {}
+        if not (reply.ok and data.get("follow")):
+            return reply.ok
+        task_id = str(data["id"])
+        if task_id not in self._following:
+            self._following[task_id] = asyncio.get_running_loop().create_task(self._follow(task_id))
+        if wait:
+            task = await self._following[task_id]
+            return task is not None and task.outcome == Outcome.SUCCEEDED
+        return True
+
+    async def _follow(self, task_id: str) -> Task | None:
+        """Print a task's new log lines and state changes until it has finished (polling the store, so it
+        works whichever process runs the task)."""
+        after, said = 0, ""
+        try:
+            while True:
+                try:
+                    task, rows = await self.shepherd.tasks.logs(self.principal, task_id, after_id=after)
+                except NotFound:
+                    print(f"[{task_id}] deleted", file=self.out, flush=True)
+                    return None
+                for row in rows:
+                    mark = ">" if row.type == LogType.INPUT else "|"
+                    print(f"[{task.name}] {mark} {row.content}", file=self.out, flush=True)
+                if rows:
+                    after = rows[-1].id or after
+                    continue  # more may be waiting: read again before sleeping
+                status = TaskStatus(task.status)
+                news = state_line(task) if status in (TaskStatus.QUEUED, TaskStatus.PAUSED, *FINISHED) else ""
+                if news and news != said:
+                    print(f"[{task.name}] {news}", file=self.out, flush=True)
+                    said = news
+                if status in FINISHED and not task.pending_inputs:
+                    return task
+                await asyncio.sleep(FOLLOW_POLL_S)
+        finally:
+            self._following.pop(task_id, None)
 
     async def repl(self) -> int:
         with contextlib.suppress(ImportError):
@@ -59,4 +106,7 @@ class Console:
                 break
             if not await self.run_one(line):
                 failures += 1
+        if self._following and not interactive:
+            # input ended (a script): let the tasks it started finish, as `-c` does
+            await asyncio.gather(*self._following.values(), return_exceptions=True)
         return 0 if interactive or failures == 0 else 1

@@ -1,0 +1,216 @@
+"""The local runner: an agent CLI as a child process in a process group of its own.
+
+Stop ends the whole group (TERM, a grace period, KILL) and returns only when no member is left, so an
+agent's helpers and test servers go with it. Pause is SIGSTOP of the group, resume SIGCONT. The idle
+timeout (no output) and the hard timeout count running time only, not time spent paused.
+
+With `sandbox`, the run goes through bubblewrap: the system read-only, the workspace writable, no network,
+its own /tmp and PID namespace, and the data directory (database, other workspaces) hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from core.errors import ShepherdError
+from core.runners import ExitReason, RunExit, RunSpec
+
+CHUNK_BYTES = 64 * 1024
+MAX_LINE_CHARS = 4000  # a longer line is cut: logs are for people, and one line must not fill the store
+STOP_GRACE_S = 3.0
+WATCH_INTERVAL_S = 0.1
+GONE_WAIT_S = 5.0
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+class RunnerError(ShepherdError):
+    code = "RUNNER_ERROR"
+    status = 500
+
+
+def clean_line(raw: bytes) -> str:
+    """Bytes of one output line as text a person can read: no colours, no carriage-return redraws."""
+    text = raw.decode("utf-8", errors="replace")
+    if "\r" in text:
+        text = text.rstrip("\r").rsplit("\r", 1)[-1]  # a progress bar redrawn in place: keep its last state
+    text = _ANSI.sub("", text)
+    if len(text) > MAX_LINE_CHARS:
+        text = text[:MAX_LINE_CHARS] + f"… ({len(text) - MAX_LINE_CHARS} more characters)"
+    return text
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found
+
+
+def sandbox_argv(spec: RunSpec) -> list[str]:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise RunnerError(
+            "the sandbox needs bubblewrap: install it (apt-get install bubblewrap) or set SHEPHERD_SANDBOX=off",
+            code="SANDBOX_UNAVAILABLE",
+        )
+    ws = str(spec.cwd)
+    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for hidden in spec.hidden:
+        argv += ["--tmpfs", str(hidden)]
+    argv += ["--bind", ws, ws, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
+             "--chdir", ws, "--"]
+    return argv + list(spec.argv)
+
+
+class LocalHandle:
+    def __init__(self, proc: asyncio.subprocess.Process, spec: RunSpec) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.pgid = proc.pid  # start_new_session: the child leads a new session and group
+        self.spec = spec
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self._started = time.monotonic()
+        self._last_output = self._started
+        self._paused_at: float | None = None
+        self._paused_total = 0.0
+        self._reason: ExitReason | None = None
+        self._reader = asyncio.create_task(self._read())
+        self._watchdog = asyncio.create_task(self._watch())
+        self._done = asyncio.create_task(self._finish())
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def _running_time(self, now: float) -> float:
+        paused = self._paused_total + ((now - self._paused_at) if self._paused_at is not None else 0.0)
+        return now - self._started - paused
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        buffer = b""
+        try:
+            while chunk := await self.proc.stdout.read(CHUNK_BYTES):
+                self._last_output = time.monotonic()
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                for raw in complete:
+                    self._lines.put_nowait(clean_line(raw))
+                if len(buffer) > MAX_LINE_CHARS * 4:  # a line with no end in sight
+                    self._lines.put_nowait(clean_line(buffer))
+                    buffer = b""
+            if buffer:
+                self._lines.put_nowait(clean_line(buffer))
+        finally:
+            self._lines.put_nowait(None)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            if self.paused:
+                continue
+            now = time.monotonic()
+            if self._running_time(now) > self.spec.hard_timeout:
+                self._reason = self._reason or ExitReason.HARD_TIMEOUT
+            elif now - self._last_output > self.spec.idle_timeout:
+                self._reason = self._reason or ExitReason.IDLE_TIMEOUT
+            else:
+                continue
+            await self._kill()
+            return
+
+    async def _finish(self) -> RunExit:
+        code = await self.proc.wait()
+        self._watchdog.cancel()
+        end = time.monotonic()
+        # The turn is over: whatever the agent left behind in its group (servers, watchers) goes too.
+        self._signal(signal.SIGKILL)
+        await self._gone()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reader), timeout=2.0)
+        except TimeoutError:
+            self._reader.cancel()
+        reason = self._reason or ExitReason.EXITED
+        return RunExit(reason=reason, exit_code=code, duration_s=self._running_time(end))
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+    async def _gone(self) -> None:
+        deadline = time.monotonic() + GONE_WAIT_S
+        while group_members(self.pgid) and time.monotonic() < deadline:
+            self._signal(signal.SIGKILL)
+            await asyncio.sleep(0.02)
+
+    async def _kill(self) -> None:
+        self._signal(signal.SIGTERM)
+        if self.paused:
+            self._signal(signal.SIGCONT)  # a stopped process cannot act on TERM
+            self._paused_total += time.monotonic() - (self._paused_at or time.monotonic())
+            self._paused_at = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout=STOP_GRACE_S)
+        self._signal(signal.SIGKILL)
+        await self._gone()
+
+    async def lines(self) -> AsyncIterator[str]:  # type: ignore[override]
+        while (line := await self._lines.get()) is not None:
+            yield line
+
+    async def wait(self) -> RunExit:
+        return await asyncio.shield(self._done)
+
+    async def stop(self) -> None:
+        if self._done.done():
+            return
+        self._reason = self._reason or ExitReason.STOPPED
+        await self._kill()
+        await asyncio.shield(self._done)
+
+    def pause(self) -> None:
+        if self._paused_at is None and not self._done.done():
+            self._signal(signal.SIGSTOP)
+            self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._signal(signal.SIGCONT)
+            now = time.monotonic()
+            self._paused_total += now - self._paused_at
+            self._paused_at = None
+            self._last_output = now  # silence while frozen is not idleness
+
+
+class LocalRunner:
+    """Runs each turn as a child process group on this machine."""
+
+    async def start(self, spec: RunSpec) -> LocalHandle:
+        argv = sandbox_argv(spec) if spec.sandbox else list(spec.argv)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=spec.cwd, env=dict(spec.env), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise RunnerError(f"cannot start {argv[0]!r}: no such program", code="AGENT_UNAVAILABLE") from None
+        except PermissionError:
+            raise RunnerError(f"cannot start {argv[0]!r}: not executable", code="AGENT_UNAVAILABLE") from None
+        return LocalHandle(proc, spec)

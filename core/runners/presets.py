@@ -1,0 +1,222 @@
+"""Agent CLIs Shepherd knows how to drive, and custom ones from settings.
+
+A preset says how to start a first turn, how to run a follow-up turn in the same session (the resume
+form), how to ask for the version (a CLI that cannot answer `--version` within 5 s is not usable) and
+what to tell a person who does not have it. Templates are argument lists, never shell text: a prompt
+is one argument, whatever it contains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import ValidationFailed
+from core.tasks import Outcome
+
+VERSION_TIMEOUT_S = 5.0
+CHECK_TTL_S = 60.0
+PLACEHOLDERS = ("{prompt}", "{session}", "{workspace}", "{task}")
+DEMO_AGENT = Path(__file__).resolve().parents[2] / "tests" / "fakes" / "demo_agent.py"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    start: tuple[str, ...]
+    resume: tuple[str, ...] | None  # None: a follow-up starts the command afresh with the new input
+    version: tuple[str, ...]
+    install: str
+    session_pattern: str | None = None  # when the CLI names its own session in its output
+
+    def argv(self, *, prompt: str, session: str, workspace: Path, task: str, follow_up: bool) -> list[str]:
+        template = self.resume if follow_up and self.resume else self.start
+        values = {"{prompt}": prompt, "{session}": session, "{workspace}": str(workspace), "{task}": task}
+        out = []
+        for token in template:
+            for key, value in values.items():
+                token = token.replace(key, value)
+            out.append(token)
+        return out
+
+
+BUILTIN_PRESETS: tuple[Preset, ...] = (
+    Preset(
+        "claude", "Claude Code",
+        start=("claude", "-p", "--session-id", "{session}", "{prompt}"),
+        resume=("claude", "-p", "--resume", "{session}", "{prompt}"),
+        version=("claude", "--version"),
+        install="curl -fsSL https://claude.ai/install.sh | bash (or npm install -g @anthropic-ai/claude-code), "
+                "then log in once with `claude` or pass ANTHROPIC_API_KEY through SHEPHERD_AGENT_ENV",
+    ),
+    Preset(
+        "codex", "OpenAI Codex CLI",
+        start=("codex", "exec", "--sandbox", "workspace-write", "{prompt}"),
+        resume=("codex", "exec", "--sandbox", "workspace-write", "resume", "{session}", "{prompt}"),
+        version=("codex", "--version"),
+        install="npm install -g @openai/codex, then `codex login` or pass OPENAI_API_KEY through "
+                "SHEPHERD_AGENT_ENV",
+        session_pattern=r"^session id: ([0-9a-f-]{36})",
+    ),
+    Preset(
+        "opencode", "OpenCode",
+        start=("opencode", "run", "{prompt}"),
+        resume=("opencode", "run", "--continue", "{prompt}"),
+        version=("opencode", "--version"),
+        install="npm install -g opencode-ai, then `opencode auth login`",
+    ),
+    Preset(
+        "aider", "Aider",
+        start=("aider", "--yes-always", "--no-pretty", "--no-check-update", "--message", "{prompt}"),
+        resume=("aider", "--yes-always", "--no-pretty", "--no-check-update", "--restore-chat-history",
+                "--message", "{prompt}"),
+        version=("aider", "--version"),
+        install="python -m pip install aider-install && aider-install, and pass your model's API key "
+                "through SHEPHERD_AGENT_ENV",
+    ),
+    Preset(
+        "demo", "Shepherd demo agent (no model, for trying Shepherd and its tests)",
+        start=(sys.executable, str(DEMO_AGENT), "--session-id", "{session}", "{prompt}"),
+        resume=(sys.executable, str(DEMO_AGENT), "--resume", "{session}", "{prompt}"),
+        version=(sys.executable, str(DEMO_AGENT), "--version"),
+        install=f"the demo agent ships with Shepherd's source checkout ({DEMO_AGENT}); run from a clone",
+    ),
+)
+
+_CUSTOM_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
+
+
+def custom_presets(spec: Mapping[str, Any]) -> list[Preset]:
+    """SHEPHERD_AGENTS: {"name": {"command": "mycli run {prompt}", "resume": "…", "version": "mycli -V"}}."""
+    presets = []
+    builtin = {p.name for p in BUILTIN_PRESETS}
+    for name, body in spec.items():
+        where = f"SHEPHERD_AGENTS[{name!r}]"
+        if not _CUSTOM_NAME.match(name) or name in builtin:
+            raise ValidationFailed(f"{where}: a custom agent name is 2-32 lower-case characters, not a preset name")
+        if not isinstance(body, Mapping) or not isinstance(body.get("command"), str):
+            raise ValidationFailed(f"{where}: needs a \"command\" string, e.g. \"mycli run {{prompt}}\"")
+        unknown = set(body) - {"command", "resume", "version", "install"}
+        if unknown:
+            raise ValidationFailed(f"{where}: unknown keys {sorted(unknown)}")
+
+        def split(key: str) -> tuple[str, ...] | None:
+            value = body.get(key)
+            if value is None:
+                return None
+            if not isinstance(value, str) or not value.strip():
+                raise ValidationFailed(f"{where}.{key}: a command line")
+            try:
+                return tuple(shlex.split(value))
+            except ValueError as exc:
+                raise ValidationFailed(f"{where}.{key}: {exc}") from None
+
+        start = split("command")
+        assert start is not None
+        if not any("{prompt}" in t for t in start):
+            raise ValidationFailed(f"{where}.command: must contain {{prompt}}")
+        resume = split("resume")
+        if resume is not None and not any("{prompt}" in t for t in resume):
+            raise ValidationFailed(f"{where}.resume: must contain {{prompt}}")
+        presets.append(Preset(
+            name, f"custom: {body['command']}", start=start, resume=resume,
+            version=split("version") or (start[0], "--version"),
+            install=str(body.get("install") or f"install {start[0]} on the runner's PATH"),
+        ))
+    return presets
+
+
+@dataclass(frozen=True)
+class Availability:
+    name: str
+    usable: bool
+    detail: str  # the version it printed, or what is wrong and how to fix it
+
+
+class AgentCatalog:
+    """The agents this runner can start, each checked with `--version` before use (cached a minute)."""
+
+    def __init__(self, custom: Sequence[Preset] = ()) -> None:
+        self.presets = {p.name: p for p in (*BUILTIN_PRESETS, *custom)}
+        self._checked: dict[str, tuple[float, Availability]] = {}
+
+    def names(self) -> list[str]:
+        return list(self.presets)
+
+    def get(self, name: str) -> Preset:
+        try:
+            return self.presets[name]
+        except KeyError:
+            raise ValidationFailed(
+                f"unknown agent {name!r}: one of {', '.join(self.presets)}", code="UNKNOWN_AGENT"
+            ) from None
+
+    async def check(self, name: str, *, fresh: bool = False) -> Availability:
+        preset = self.get(name)
+        cached = self._checked.get(name)
+        if cached and not fresh and time.monotonic() - cached[0] < CHECK_TTL_S:
+            return cached[1]
+        result = await self._version(preset)
+        self._checked[name] = (time.monotonic(), result)
+        return result
+
+    @staticmethod
+    async def _version(preset: Preset) -> Availability:
+        program = preset.version[0]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *preset.version, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+        except (FileNotFoundError, PermissionError):
+            return Availability(preset.name, False, f"{program} is not installed: {preset.install}")
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=VERSION_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return Availability(
+                preset.name, False, f"`{' '.join(preset.version[-2:])}` did not answer in {VERSION_TIMEOUT_S:.0f} s"
+            )
+        text = out.decode(errors="replace").strip().splitlines()
+        if proc.returncode != 0:
+            last = text[-1] if text else ""
+            return Availability(preset.name, False, f"`{program} --version` failed (exit {proc.returncode}) {last}"
+                                f": {preset.install}")
+        return Availability(preset.name, True, text[0][:200] if text else "ok")
+
+
+# --- reading what an agent says about itself ------------------------------------------------------
+# An exit code alone does not say a task succeeded: agents in print mode exit 0 after a tool use was
+# refused, or after their credit ran out. These phrases come from the CLIs' own messages.
+
+_DENIAL = re.compile(
+    r"haven't granted it yet|requested permissions? to (?:use|read from|write to|edit)"
+    r"|permission_denials\"\s*:\s*\[\s*\{|permission to use \S+ (?:has been|was) denied"
+    r"|\b(?:exec command|patch) rejected by user|sandbox denied|blocked by policy|auto-rejecting"
+    r"|user rejected permission to use this specific tool call|rule which prevents you from using this specific tool",
+    re.IGNORECASE,
+)
+_BUDGET = re.compile(
+    r"reached max turns|exceeded usd budget|error_max_(?:turns|budget_usd)|credit balance is too low"
+    r"|hit your (?:usage |session |weekly )?limit|usage limit reached|quota exceeded|insufficient credits"
+    r"|insufficient_quota|rate limited you",
+    re.IGNORECASE,
+)
+
+
+def verdict(line: str) -> Outcome | None:
+    """`denied` or `budget_exceeded` when an output line says so, else None."""
+    if _DENIAL.search(line):
+        return Outcome.DENIED
+    if _BUDGET.search(line):
+        return Outcome.BUDGET_EXCEEDED
+    return None

@@ -1,0 +1,86 @@
+"""Task workspaces: a clone of the repository on the task's own branch, or a fresh repository when no
+repository is named (so that what the agent changed can always be counted)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+from core.errors import ShepherdError
+from core.tasks import DiffStats
+
+GIT_TIMEOUT_S = 600.0
+_GIT_IDENTITY = ("-c", "user.name=Shepherd", "-c", "user.email=shepherd@localhost")
+MAX_DIFF_PATHS = 20
+
+
+class WorkspaceError(ShepherdError):
+    code = "WORKSPACE_ERROR"
+    status = 500
+
+
+def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Git never waits for a password prompt in a server, and ignores the user's global hooks."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "SSH_AUTH_SOCK")}
+    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", **(extra or {})})
+    return env
+
+
+async def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+              timeout: float = GIT_TIMEOUT_S) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "git", *args, cwd=cwd, env=env or git_env(), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise WorkspaceError(f"git {args[0]} took longer than {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        message = err.decode(errors="replace").strip().splitlines()
+        raise WorkspaceError(f"git {args[0]} failed: {message[-1] if message else f'exit {proc.returncode}'}")
+    return out.decode(errors="replace")
+
+
+async def prepare(
+    path: Path, *, source: str | None, base_branch: str | None, work_branch: str
+) -> tuple[str, str]:
+    """Create the workspace at `path`; returns (base branch, base commit)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if source is None:
+        path.mkdir()
+        await git("init", "-q", "-b", base_branch or "main", cwd=path)
+        await git(*_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "empty workspace", cwd=path)
+    else:
+        branch_args = ["--branch", base_branch] if base_branch else []
+        await git("clone", "-q", "--no-tags", *branch_args, "--", source, str(path))
+    branch = (await git("rev-parse", "--abbrev-ref", "HEAD", cwd=path)).strip()
+    sha = (await git("rev-parse", "HEAD", cwd=path)).strip()
+    await git("checkout", "-q", "-b", work_branch, cwd=path)
+    return branch, sha
+
+
+async def diff_stats(path: Path, base_sha: str | None) -> DiffStats:
+    """What changed since the base commit, committed or not, new files included. The workspace's own
+    index is left alone: the count uses a scratch index."""
+    if base_sha is None or not (path / ".git").exists():
+        return DiffStats()
+    with tempfile.TemporaryDirectory() as scratch:
+        env = git_env({"GIT_INDEX_FILE": str(Path(scratch) / "index")})
+        await git("read-tree", "HEAD", cwd=path, env=env)
+        await git("add", "-A", cwd=path, env=env)
+        out = await git("diff", "--cached", "--numstat", "--no-renames", base_sha, cwd=path, env=env)
+    files = insertions = deletions = 0
+    paths = []
+    for line in out.splitlines():
+        added, removed, name = line.split("\t", 2)
+        files += 1
+        insertions += int(added) if added.isdigit() else 0  # "-" for binary files
+        deletions += int(removed) if removed.isdigit() else 0
+        if len(paths) < MAX_DIFF_PATHS:
+            paths.append(name)
+    return DiffStats(files, insertions, deletions, tuple(paths))

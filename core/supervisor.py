@@ -1,0 +1,648 @@
+"""The task supervisor: claims waiting tasks, runs their turns through a Runner, stores what they print
+and ends each turn with one outcome and its evidence.
+
+It runs in `serve`, `worker` and the console. Several may share one database: a task is claimed with a
+conditional update (one winner), each supervisor heartbeats a RunnerNode row, and tasks held by a
+supervisor that died (no heartbeat, or its process is gone from this host) are marked `interrupted`.
+Commands from other processes reach a running task through its `control` column, polled every second;
+in the same process `Tasks.wake` makes that immediate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import case, delete, func, insert, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.access import Principal, Scope
+from core.agents import AgentStatus
+from core.clock import as_utc, utcnow
+from core.events import record
+from core.models import Agent, RunnerNode, Task, TaskLog
+from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
+from core.runners.local import LocalRunner, RunnerError
+from core.runners.presets import AgentCatalog, verdict
+from core.runners.workspace import WorkspaceError, diff_stats, prepare
+from core.service import Shepherd
+from core.tasks import (
+    ACTIVE,
+    WAITING,
+    Control,
+    DiffStats,
+    Evidence,
+    LogType,
+    Outcome,
+    State,
+    TaskStatus,
+    evidence_summary,
+    repo_kind,
+    set_status,
+)
+
+log = logging.getLogger(__name__)
+
+ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TERM", "TZ", "TMPDIR")
+LAST_LINES = 20
+SWEEP_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    workspace_root: Path
+    hidden: tuple[Path, ...] = ()  # what a sandboxed agent must not see (the data directory)
+    max_tasks: int = 4
+    max_tasks_per_project: int = 2
+    hard_timeout_s: float = 3600.0
+    idle_timeout_s: float = 600.0
+    sandbox: bool = False
+    pass_env: tuple[str, ...] = ()
+    git_base_url: str = "https://github.com"
+    max_log_lines: int = 20_000
+    poll_s: float = 1.0
+    heartbeat_s: float = 5.0
+    stale_after_s: float = 30.0
+    flush_s: float = 0.2
+
+
+def agent_env(config: RunnerConfig, task: Task, workspace: Path) -> dict[str, str]:
+    """The agent's whole environment: an allowlist, the agent credentials named in SHEPHERD_AGENT_ENV,
+    and the task's own SHEPHERD_* values. Nothing else of the server's environment (its secrets) passes."""
+    env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
+    env.update({k: os.environ[k] for k in config.pass_env if k in os.environ})
+    env.update({"SHEPHERD_TASK_ID": task.id, "SHEPHERD_TASK_NAME": task.name, "SHEPHERD_WORKSPACE": str(workspace)})
+    if config.sandbox:
+        env["TMPDIR"] = "/tmp"  # the sandbox's own
+    return env
+
+
+def clone_source(config: RunnerConfig, repo: str | None) -> str | None:
+    if repo is None:
+        return None
+    if repo_kind(repo) == "github":
+        return f"{config.git_base_url.rstrip('/')}/{repo}.git"
+    return repo
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class _Run:
+    task_id: str
+    org_id: str
+    handle: RunHandle | None = None
+    job: asyncio.Task[None] | None = None
+    stop_reason: str | None = None  # "stop", "delete" or "shutdown"
+    last_lines: deque[str] = field(default_factory=lambda: deque(maxlen=LAST_LINES))
+    verdict: Outcome | None = None
+    verdict_line: str = ""
+    stored: int = 0
+    dropped: int = 0
+    session_pattern: str | None = None
+    session_ref: str | None = None
+
+
+class TaskSupervisor:
+    name = "tasks"
+
+    def __init__(
+        self, shepherd: Shepherd, catalog: AgentCatalog, config: RunnerConfig, runner: Runner | None = None
+    ) -> None:
+        self.shepherd = shepherd
+        self.db = shepherd.db
+        self.catalog = catalog
+        self.config = config
+        self.runner: Runner = runner or LocalRunner()
+        self.host = socket.gethostname()
+        self.node_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.runs: dict[str, _Run] = {}
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._jobs: list[asyncio.Task[None]] = []
+        self._log_rows: list[dict[str, Any]] = []
+        self._log_state: dict[str, tuple[int, str]] = {}  # task id -> (lines added, last line)
+        self._flush_lock = asyncio.Lock()
+        self._last_sweep = 0.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.config.workspace_root.mkdir(parents=True, exist_ok=True)
+        async with self.db.write() as session:
+            now = utcnow()
+            session.add(RunnerNode(id=self.node_id, host=self.host, pid=os.getpid(), started_at=now, heartbeat_at=now))
+        await self.reconcile()
+        self.shepherd.tasks.wake = self.wake
+        self.shepherd.tasks.local_runner = True
+        loop = asyncio.get_running_loop()
+        self._jobs = [loop.create_task(self._loop()), loop.create_task(self._heartbeat()),
+                      loop.create_task(self._flusher())]
+        self.wake()
+
+    async def stop(self) -> None:
+        """Stop every run this process holds; they end `interrupted`, and say so."""
+        self._closing = True
+        self.shepherd.tasks.wake = lambda: None
+        self.shepherd.tasks.local_runner = False
+        for job in self._jobs:
+            job.cancel()
+        for run in list(self.runs.values()):
+            run.stop_reason = "shutdown"
+            if run.handle is not None:
+                await run.handle.stop()
+        jobs = [r.job for r in self.runs.values() if r.job is not None]
+        if jobs:
+            _, late = await asyncio.wait(jobs, timeout=10)
+            for job in late:
+                job.cancel()
+        await self._flush()
+        await self._interrupt(lambda task: task.runner_id == self.node_id,
+                              "Shepherd stopped while the agent was working")
+        async with self.db.write() as session:
+            node = await session.get(RunnerNode, self.node_id)
+            if node is not None:
+                await session.delete(node)
+
+    async def _loop(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_s)
+            self._wake.clear()
+            try:
+                await self._apply_controls()
+                await self._claim()
+                now = asyncio.get_running_loop().time()
+                if now - self._last_sweep > SWEEP_EVERY_S:
+                    self._last_sweep = now
+                    await self.reconcile()
+            except Exception:
+                log.exception("task supervisor pass failed; retrying")
+                await asyncio.sleep(1)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            try:
+                async with self.db.write() as session:
+                    node = await session.get(RunnerNode, self.node_id)
+                    if node is None:  # swept as stale after a long stall: announce ourselves again
+                        node = RunnerNode(id=self.node_id, host=self.host, pid=os.getpid())
+                    node.heartbeat_at = utcnow()
+                    session.add(node)
+            except Exception:
+                log.exception("runner heartbeat failed")
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Tasks held by a runner that is gone (crashed, killed, restarted) end `interrupted`."""
+        cutoff = utcnow() - timedelta(seconds=self.config.stale_after_s)
+        async with self.db.read() as session:
+            nodes = list(await session.exec(select(RunnerNode)))
+        dead = {
+            n.id for n in nodes
+            if n.id != self.node_id and (
+                as_utc(n.heartbeat_at) < cutoff
+                or (n.host == self.host and (n.pid == os.getpid() or not _pid_alive(n.pid)))
+            )
+        }
+        live = {n.id for n in nodes} - dead
+        await self._interrupt(
+            lambda task: task.runner_id not in live,
+            "the runner holding this task stopped (a crash or restart) while the agent was working",
+        )
+        if dead:
+            async with self.db.write() as session:
+                for node_id in dead:
+                    node = await session.get(RunnerNode, node_id)
+                    if node is not None:
+                        await session.delete(node)
+
+    async def _interrupt(self, held: Any, reason: str) -> None:
+        async with self.db.read() as session:
+            rows = list(await session.exec(select(Task).where(col(Task.status).in_([s.value for s in ACTIVE]))))
+        for stale in [t for t in rows if held(t) and t.id not in self.runs]:
+            async with self.db.write() as session:
+                task = await session.get(Task, stale.id)
+                if task is None or TaskStatus(task.status) not in ACTIVE:
+                    continue
+                self._end(task, Outcome.INTERRUPTED, {"reason": reason, "exitCode": None})
+                task.pending_inputs = []
+                session.add(task)
+                await self._agent_after(session, task, Outcome.INTERRUPTED)
+                await record(session, self._system(task), "task", "task.interrupted", agent_id=task.agent_id,
+                             task_id=task.id, payload={"reason": reason, "runner": stale.runner_id})
+                log.warning("task %s interrupted: %s", task.id, reason)
+
+    # --- controls from people ------------------------------------------------------------------
+
+    async def _apply_controls(self) -> None:
+        if not self.runs:
+            return
+        async with self.db.read() as session:
+            rows = list(await session.exec(
+                select(Task.id, Task.control).where(col(Task.id).in_(list(self.runs)), col(Task.control).is_not(None))
+            ))
+        for task_id, control in rows:
+            run = self.runs.get(task_id)
+            if run is None:
+                continue
+            if control in (Control.STOP, Control.DELETE):
+                if run.stop_reason is None:
+                    run.stop_reason = control
+                    if run.handle is not None:
+                        asyncio.get_running_loop().create_task(run.handle.stop())
+            elif control in (Control.PAUSE, Control.RESUME) and run.handle is not None:
+                await self._pause_or_resume(run, Control(control))
+
+    async def _pause_or_resume(self, run: _Run, control: Control) -> None:
+        assert run.handle is not None
+        async with self.db.write() as session:
+            task = await session.get(Task, run.task_id)
+            if task is None:
+                return
+            task.control = None
+            if control is Control.PAUSE and task.status == TaskStatus.RUNNING:
+                run.handle.pause()
+                set_status(task, TaskStatus.PAUSED, State.IDLE, "paused: the agent's processes are frozen")
+                name = "task.paused"
+            elif control is Control.RESUME and task.status == TaskStatus.PAUSED:
+                run.handle.resume()
+                set_status(task, TaskStatus.RUNNING, State.WORKING, "resumed")
+                name = "task.resumed"
+            else:
+                session.add(task)
+                return
+            session.add(task)
+            await record(session, self._system(task), "task", name, agent_id=task.agent_id, task_id=task.id)
+
+    # --- claiming ----------------------------------------------------------------------------
+
+    async def _claim(self) -> None:
+        if self._closing:
+            return
+        async with self.db.read() as session:
+            waiting = list(await session.exec(
+                select(Task).where(col(Task.status).in_([s.value for s in WAITING]))
+                .order_by(col(Task.created_at), col(Task.id)).limit(200)
+            ))
+            if not waiting:
+                return
+            agent_ids = {t.agent_id for t in waiting if t.agent_id}
+            project_ids = {t.project_id for t in waiting if t.project_id}
+            suspended = {
+                a.id: a for a in await session.exec(
+                    select(Agent).where(
+                        Agent.status == AgentStatus.SUSPENDED,
+                        (col(Agent.id).in_(agent_ids))
+                        | (col(Agent.project_id).in_(project_ids) & (Agent.type == "project")),
+                    )
+                )
+            }
+            busy = dict(
+                (pid, int(n)) for pid, n in await session.exec(
+                    select(Task.project_id, func.count()).where(
+                        col(Task.project_id).in_(project_ids), col(Task.status).in_([s.value for s in ACTIVE])
+                    ).group_by(Task.project_id)
+                )
+            ) if project_ids else {}
+        project_agent = {a.project_id: a for a in suspended.values() if a.type == "project"}
+        queue_notes: list[tuple[Task, str]] = []
+        for task in waiting:
+            blocker = suspended.get(task.agent_id or "") or project_agent.get(task.project_id)
+            if blocker is not None:
+                note = f"waiting: agent {blocker.id} is suspended; `agent resume {blocker.id}` lets it start"
+            elif len(self.runs) >= self.config.max_tasks:
+                note = (f"queued: {len(self.runs)} tasks running on this runner, the cap is "
+                        f"{self.config.max_tasks} (SHEPHERD_MAX_TASKS)")
+            elif task.project_id and busy.get(task.project_id, 0) >= self.config.max_tasks_per_project:
+                note = (f"queued: its project has {busy[task.project_id]} tasks running, the cap is "
+                        f"{self.config.max_tasks_per_project} (SHEPHERD_MAX_TASKS_PER_PROJECT)")
+            else:
+                if await self._take(task):
+                    if task.project_id:
+                        busy[task.project_id] = busy.get(task.project_id, 0) + 1
+                continue
+            if task.status != TaskStatus.QUEUED or task.state_message != note:
+                queue_notes.append((task, note))
+        if queue_notes:
+            await self._queue(queue_notes)
+
+    async def _queue(self, notes: list[tuple[Task, str]]) -> None:
+        async with self.db.write() as session:
+            for stale, note in notes:
+                task = await session.get(Task, stale.id)
+                if task is None or TaskStatus(task.status) not in WAITING:
+                    continue
+                first = task.status != TaskStatus.QUEUED
+                set_status(task, TaskStatus.QUEUED, State.IDLE, note)
+                session.add(task)
+                if first:
+                    await record(session, self._system(task), "task", "task.queued", agent_id=task.agent_id,
+                                 task_id=task.id, payload={"reason": note})
+
+    async def _take(self, task: Task) -> bool:
+        """Claim one waiting task: a conditional update, so that of several runners exactly one wins."""
+        now = utcnow()
+        async with self.db.write() as session:
+            result = await session.exec(  # type: ignore[call-overload]
+                update(Task)
+                .where(col(Task.id) == task.id, col(Task.status).in_([s.value for s in WAITING]))
+                .values(status=TaskStatus.INITIALIZING.value, state=State.WORKING.value,
+                        state_message="preparing the workspace", state_at=now, updated_at=now,
+                        runner_id=self.node_id)
+            )
+            if result.rowcount != 1:
+                return False
+        run = _Run(task_id=task.id, org_id=task.org_id)
+        self.runs[task.id] = run
+        run.job = asyncio.get_running_loop().create_task(self._drive(run))
+        return True
+
+    # --- running one turn --------------------------------------------------------------------
+
+    async def _drive(self, run: _Run) -> None:
+        try:
+            await self._turn(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ref = uuid.uuid4().hex[:8]
+            log.exception("task %s failed inside Shepherd (ref %s)", run.task_id, ref)
+            with contextlib.suppress(Exception):
+                if run.handle is not None:
+                    await run.handle.stop()
+                await self._finish(run, Outcome.FAILED, None, DiffStats(),
+                                   f"Shepherd failed while running it ({type(exc).__name__}, ref {ref})")
+        finally:
+            self.runs.pop(run.task_id, None)
+            self.wake()
+
+    async def _turn(self, run: _Run) -> None:
+        async with self.db.read() as session:
+            task = await session.get(Task, run.task_id)
+        assert task is not None
+        availability = await self.catalog.check(task.runtime)
+        if not availability.usable:
+            await self._finish(run, Outcome.FAILED, None, DiffStats(), f"agent {task.runtime}: {availability.detail}")
+            return
+        preset = self.catalog.get(task.runtime)
+        run.session_pattern = preset.session_pattern
+        workspace = self.config.workspace_root / task.id
+        follow_up = task.turns > 0
+        if follow_up:
+            if not task.pending_inputs:
+                await self._finish(run, Outcome.FAILED, None, DiffStats(), "a follow-up turn with no input")
+                return
+            text = task.pending_inputs[0]
+            if not workspace.is_dir():
+                await self._finish(run, Outcome.FAILED, None, DiffStats(), f"its workspace {workspace} is gone")
+                return
+        else:
+            text = task.prompt
+            if workspace.exists():  # left by a run that died while preparing it
+                await asyncio.to_thread(self.shepherd.tasks.remove_workspace, str(workspace))
+            try:
+                branch, sha = await prepare(
+                    workspace, source=clone_source(self.config, task.repo), base_branch=task.base_branch,
+                    work_branch=task.work_branch or f"shepherd/{task.name}",
+                )
+            except WorkspaceError as exc:
+                await self._finish(run, Outcome.FAILED, None, DiffStats(), f"workspace: {exc.message}")
+                return
+            task.workspace, task.base_branch, task.base_sha = str(workspace), branch, sha
+        if run.stop_reason is not None:
+            await self._finish(run, Outcome.CANCELLED, None, DiffStats(), "stopped before the agent started")
+            return
+        session_ref = task.session_ref or str(uuid.uuid4())
+        spec = RunSpec(
+            argv=preset.argv(prompt=text, session=session_ref, workspace=workspace, task=task.id,
+                             follow_up=follow_up),
+            cwd=workspace, env=agent_env(self.config, task, workspace),
+            idle_timeout=self.config.idle_timeout_s, hard_timeout=self.config.hard_timeout_s,
+            sandbox=self.config.sandbox, hidden=self.config.hidden,
+        )
+        try:
+            run.handle = await self.runner.start(spec)
+        except RunnerError as exc:
+            await self._finish(run, Outcome.FAILED, None, DiffStats(), exc.message)
+            return
+        await self._started(run, task, text, session_ref, follow_up)
+        if run.stop_reason is not None:  # a stop that arrived while the process was starting
+            await run.handle.stop()
+        async for line in run.handle.lines():
+            self._on_line(run, line)
+        exit_ = await run.handle.wait()
+        diff = DiffStats()
+        with contextlib.suppress(Exception):
+            diff = await diff_stats(workspace, task.base_sha)
+        outcome, reason = self._judge(run, exit_)
+        await self._finish(run, outcome, exit_, diff, reason)
+
+    async def _started(self, run: _Run, snapshot: Task, text: str, session_ref: str, follow_up: bool) -> None:
+        assert run.handle is not None
+        async with self.db.write() as session:
+            task = await session.get(Task, run.task_id)
+            assert task is not None
+            task.workspace, task.base_branch, task.base_sha = snapshot.workspace, snapshot.base_branch, snapshot.base_sha
+            set_status(task, TaskStatus.RUNNING, State.WORKING, f"{'follow-up' if follow_up else 'turn 1'}: running")
+            task.turns += 1
+            task.pid = run.handle.pid
+            task.session_ref = session_ref
+            task.started_at = task.started_at or utcnow()
+            if follow_up:
+                task.pending_inputs = task.pending_inputs[1:]
+            session.add(task)
+            await session.exec(insert(TaskLog).values(  # type: ignore[call-overload]
+                task_id=task.id, time=utcnow(), type=LogType.INPUT.value, content=text))
+            task.log_count += 1
+            agent = await session.get(Agent, task.agent_id) if task.agent_id else None
+            if agent is not None:
+                if agent.status != AgentStatus.SUSPENDED:
+                    agent.status = AgentStatus.ACTIVE
+                agent.last_activity = utcnow()
+                agent.messages_processed += 1
+                session.add(agent)
+            await record(session, self._system(task), "task", "task.turn_started", agent_id=task.agent_id,
+                         task_id=task.id, payload={"turn": task.turns, "pid": task.pid, "followUp": follow_up})
+
+    def _on_line(self, run: _Run, line: str) -> None:
+        run.last_lines.append(line)
+        if run.verdict is None:
+            found = verdict(line)
+            if found is not None:
+                run.verdict, run.verdict_line = found, line
+        if run.session_pattern and run.session_ref is None:
+            match = re.search(run.session_pattern, line)
+            if match:
+                run.session_ref = match.group(1)
+        if run.stored >= self.config.max_log_lines:
+            run.dropped += 1
+            return
+        run.stored += 1
+        self._log_rows.append(
+            {"task_id": run.task_id, "time": utcnow(), "type": LogType.OUTPUT.value, "content": line}
+        )
+        added, _ = self._log_state.get(run.task_id, (0, ""))
+        self._log_state[run.task_id] = (added + 1, line)
+
+    def _judge(self, run: _Run, exit_: RunExit) -> tuple[Outcome, str]:
+        cfg = self.config
+        if run.stop_reason == "shutdown":
+            return Outcome.INTERRUPTED, "Shepherd stopped while the agent was working; `send` continues it"
+        if exit_.reason is ExitReason.STOPPED or run.stop_reason is not None:
+            return Outcome.CANCELLED, "stopped on request; its processes were ended"
+        if exit_.reason is ExitReason.IDLE_TIMEOUT:
+            return Outcome.TIMED_OUT, f"no output for {cfg.idle_timeout_s:g} s (SHEPHERD_TASK_IDLE_TIMEOUT)"
+        if exit_.reason is ExitReason.HARD_TIMEOUT:
+            return Outcome.TIMED_OUT, f"ran longer than {cfg.hard_timeout_s:g} s (SHEPHERD_TASK_TIMEOUT)"
+        if run.verdict is not None:
+            return run.verdict, f"the agent reported: {run.verdict_line[:300]}"
+        if exit_.exit_code:
+            how = f"killed by signal {-exit_.exit_code}" if exit_.exit_code < 0 else f"exit code {exit_.exit_code}"
+            return Outcome.FAILED, f"the agent failed ({how})"
+        return Outcome.SUCCEEDED, "the agent finished its turn"
+
+    # --- finishing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _end(task: Task, outcome: Outcome, evidence: dict[str, Any]) -> None:
+        task.outcome = outcome.value
+        task.evidence = evidence
+        task.finished_at = utcnow()
+        task.pid = None
+        task.control = None
+        task.runner_id = None
+        set_status(task, outcome.status, State.COMPLETE if outcome is Outcome.SUCCEEDED else State.FAILED,
+                   evidence_summary(task))
+
+    async def _finish(
+        self, run: _Run, outcome: Outcome, exit_: RunExit | None, diff: DiffStats, reason: str
+    ) -> None:
+        await self._flush()
+        evidence = Evidence(
+            exit_code=exit_.exit_code if exit_ else None, duration_s=exit_.duration_s if exit_ else 0.0,
+            diff=diff, last_lines=tuple(list(run.last_lines)[-10:]), reason=reason,
+        ).to_json()
+        if run.dropped:
+            evidence["droppedLines"] = run.dropped
+        workspace: str | None = None
+        async with self.db.write() as session:
+            task = await session.get(Task, run.task_id)
+            if task is None:
+                return
+            system = self._system(task)
+            if task.control == Control.DELETE or run.stop_reason == Control.DELETE:
+                workspace = task.workspace
+                await self._delete(session, task)
+                await record(session, system, "task", "task.deleted", agent_id=task.agent_id, task_id=task.id)
+            else:
+                if run.session_ref:
+                    task.session_ref = run.session_ref
+                follow_ups = list(task.pending_inputs)
+                if TaskStatus(task.status) not in ACTIVE:
+                    # never started: the outcome still passes through the state machine
+                    task.status = TaskStatus.INITIALIZING.value
+                self._end(task, outcome, evidence)
+                dropped_inputs = 0
+                if follow_ups and outcome in (Outcome.CANCELLED, Outcome.INTERRUPTED):
+                    task.pending_inputs, dropped_inputs = [], len(follow_ups)
+                session.add(task)
+                await self._agent_after(session, task, outcome)
+                await record(session, system, "task", "task.finished", agent_id=task.agent_id, task_id=task.id,
+                             payload={"outcome": outcome.value, "turn": task.turns, "evidence": evidence,
+                                      "droppedInputs": dropped_inputs})
+                if task.pending_inputs:
+                    # follow-ups sent while the agent worked: the next turn waits for a runner like any other
+                    set_status(task, TaskStatus.PENDING, State.IDLE,
+                               f"{outcome.value}; next: {len(task.pending_inputs)} follow-up(s) waiting")
+                    task.outcome, task.finished_at = None, None
+        if workspace:
+            await asyncio.to_thread(self.shepherd.tasks.remove_workspace, workspace)
+
+    @staticmethod
+    async def _delete(session: AsyncSession, task: Task) -> None:
+        await session.exec(delete(TaskLog).where(col(TaskLog.task_id) == task.id))  # type: ignore[call-overload]
+        if task.agent_id:
+            agent = await session.get(Agent, task.agent_id)
+            if agent is not None:
+                await session.delete(agent)
+        await session.delete(task)
+
+    @staticmethod
+    async def _agent_after(session: AsyncSession, task: Task, outcome: Outcome) -> None:
+        agent = await session.get(Agent, task.agent_id) if task.agent_id else None
+        if agent is None:
+            return
+        if agent.status != AgentStatus.SUSPENDED:
+            agent.status = AgentStatus.IDLE
+        if outcome is Outcome.SUCCEEDED:
+            agent.tasks_completed += 1
+        agent.last_activity = utcnow()
+        session.add(agent)
+
+    @staticmethod
+    def _system(task: Task) -> Principal:
+        return Principal(org_id=task.org_id, name="runner", scopes=frozenset(Scope), channel="shepherd")
+
+    # --- logs --------------------------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.flush_s)
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("storing task output failed; retrying")
+
+    async def _flush(self) -> None:
+        """Store buffered output lines: one transaction for every task's lines since the last flush."""
+        async with self._flush_lock:
+            if not self._log_rows:
+                return
+            rows, self._log_rows = self._log_rows, []
+            state, self._log_state = self._log_state, {}
+            now = utcnow()
+            try:
+                async with self.db.write() as session:
+                    await session.exec(insert(TaskLog), params=rows)  # type: ignore[call-overload]
+                    for task_id, (added, last) in state.items():
+                        await session.exec(  # type: ignore[call-overload]
+                            update(Task).where(col(Task.id) == task_id).values(
+                                log_count=col(Task.log_count) + added, updated_at=now,
+                                # the latest line is the agent's state message while it runs (not when paused)
+                                state_message=case(
+                                    (col(Task.status) == TaskStatus.RUNNING.value, last[:500]),
+                                    else_=col(Task.state_message),
+                                ),
+                            )
+                        )
+            except Exception:
+                self._log_rows[:0] = rows  # kept for the next flush: output read is not dropped on a hiccup
+                for task_id, (added, last) in state.items():
+                    before, newer = self._log_state.get(task_id, (0, last))
+                    self._log_state[task_id] = (before + added, newer)
+                raise

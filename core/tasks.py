@@ -1,0 +1,616 @@
+"""Tasks: one coding job, run by an ephemeral `task` agent through a Runner.
+
+Life of a task (ARCHITECTURE section 2):
+
+    pending -> queued -> initializing -> running <-> paused -> completed | failed | cancelled
+
+`pending` waits for a runner to claim it; `queued` waits for capacity or for a suspended agent to be
+resumed. A finished task has exactly one outcome with its evidence. A follow-up (`send`) to a finished
+task makes it pending again for one more turn, and its next finish sets the outcome anew; every turn's
+outcome stays in the event log.
+
+This module is what channels and APIs call. The runner's side (claiming, running, finishing) is in
+core.supervisor; both change tasks only through the transitions checked here.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.access import Principal, Scope
+from core.agents import DEFAULT_LEVEL, AgentStatus, parse_level
+from core.clock import utcnow
+from core.db import Database
+from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from core.events import record
+from core.ids import new_id
+from core.models import Agent, Project, RunnerNode, Task, TaskLog, User
+
+MAX_PROMPT = 20_000
+MAX_INPUT = 20_000
+MAX_PAGE = 500
+MAX_SNAPSHOT_BYTES = 64 * 1024
+MAX_PENDING_INPUTS = 20
+RUNNER_STALE_S = 30.0  # a runner silent this long is gone; its tasks end `interrupted`
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    INITIALIZING = "initializing"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+WAITING = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED})
+ACTIVE = frozenset({TaskStatus.INITIALIZING, TaskStatus.RUNNING, TaskStatus.PAUSED})
+FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+# Which status may follow which. A finished task goes back to pending for a follow-up turn.
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.QUEUED, TaskStatus.INITIALIZING, *FINISHED}),
+    TaskStatus.QUEUED: frozenset({TaskStatus.PENDING, TaskStatus.INITIALIZING, *FINISHED}),
+    TaskStatus.INITIALIZING: frozenset({TaskStatus.RUNNING, *FINISHED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.PAUSED, TaskStatus.PENDING, *FINISHED}),
+    TaskStatus.PAUSED: frozenset({TaskStatus.RUNNING, *FINISHED}),
+    TaskStatus.COMPLETED: frozenset({TaskStatus.PENDING}),
+    TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
+    TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING}),
+}
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    DENIED = "denied"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+    @property
+    def status(self) -> TaskStatus:
+        if self is Outcome.SUCCEEDED:
+            return TaskStatus.COMPLETED
+        if self is Outcome.CANCELLED:
+            return TaskStatus.CANCELLED
+        return TaskStatus.FAILED
+
+
+class State(StrEnum):
+    """The agent's own state as Coder reports it (`current_state.state`)."""
+
+    WORKING = "working"
+    IDLE = "idle"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class LogType(StrEnum):
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+class Control(StrEnum):
+    """A request for the runner that holds the task; written by whichever process took the command."""
+
+    STOP = "stop"
+    PAUSE = "pause"
+    RESUME = "resume"
+    DELETE = "delete"
+
+
+def check_transition(task: Task, to: TaskStatus) -> None:
+    now = TaskStatus(task.status)
+    if to not in TRANSITIONS[now]:
+        raise Conflict(f"task {task.name} is {now.value}; it cannot become {to.value}", code="INVALID_TRANSITION")
+
+
+def set_status(task: Task, to: TaskStatus, state: State, message: str) -> None:
+    """The one way a task's status changes: checked against TRANSITIONS, with its current_state."""
+    check_transition(task, to)
+    now = utcnow()
+    task.status = to.value
+    task.state = state.value
+    task.state_message = message[:500]
+    task.state_at = now
+    task.updated_at = now
+
+
+@dataclass(frozen=True)
+class DiffStats:
+    files: int = 0
+    insertions: int = 0
+    deletions: int = 0
+    paths: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if not self.files:
+            return "no files changed"
+        noun = "file" if self.files == 1 else "files"
+        return f"{self.files} {noun} changed, +{self.insertions} -{self.deletions}"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a task ended as it did: what a person needs to trust (or doubt) the outcome."""
+
+    exit_code: int | None
+    duration_s: float
+    diff: DiffStats
+    last_lines: tuple[str, ...]
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "exitCode": self.exit_code,
+            "durationSeconds": round(self.duration_s, 3),
+            "diff": {"files": self.diff.files, "insertions": self.diff.insertions,
+                     "deletions": self.diff.deletions, "paths": list(self.diff.paths)},
+            "lastLines": list(self.last_lines),
+            "reason": self.reason,
+        }
+
+
+def evidence_summary(task: Task) -> str:
+    """One line for chat: `succeeded in 3.2 s · 2 files changed, +10 -1 · exit 0`."""
+    ev = task.evidence or {}
+    parts = [task.outcome or task.status]
+    if "durationSeconds" in ev:
+        parts[0] += f" in {ev['durationSeconds']:.1f} s"
+    diff = ev.get("diff") or {}
+    parts.append(DiffStats(diff.get("files", 0), diff.get("insertions", 0), diff.get("deletions", 0)).describe())
+    if ev.get("exitCode") is not None:
+        parts.append(f"exit {ev['exitCode']}")
+    if ev.get("reason"):
+        parts.append(str(ev["reason"]))
+    return " · ".join(parts)
+
+
+# --- what people ask for -----------------------------------------------------------------------
+
+_REPO_SHORT = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)")
+
+
+def repo_kind(repo: str) -> str:
+    """`url`, `github` (owner/name) or `path` (a local repository)."""
+    if _URL.match(repo):
+        return "url"
+    if repo.startswith(("/", "./", "../", "~")):
+        return "path"
+    if _REPO_SHORT.match(repo):
+        return "github"
+    raise ValidationFailed(
+        f"cannot read repo {repo!r}: use owner/name, a git URL, or a local path (/path, ./path)",
+        code="INVALID_REPO",
+    )
+
+
+def check_branch(branch: str) -> str:
+    if not branch or len(branch) > 200 or _BRANCH_BAD.search(branch):
+        raise ValidationFailed(f"{branch!r} is not a usable git branch name", code="INVALID_BRANCH")
+    return branch
+
+
+def slug(text: str, limit: int = 40) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return words[:limit].rstrip("-") or "task"
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    status: frozenset[TaskStatus] | None = None
+    owner_id: str | None = None  # an owner id or name
+    org_id: str | None = None  # Coder's organization: filter; must be the principal's own org
+    project_id: str | None = None
+
+
+STATUS_GROUPS: dict[str, frozenset[TaskStatus]] = {
+    "active": WAITING | ACTIVE,
+    "waiting": WAITING,
+    "finished": FINISHED,
+    **{s.value: frozenset({s}) for s in TaskStatus},
+}
+
+
+def owner_of(principal: Principal) -> tuple[str, str]:
+    """(owner id, owner name) of whoever is acting: their user, or the token itself."""
+    return principal.user_id or principal.actor, principal.name
+
+
+@dataclass(frozen=True)
+class TaskView:
+    task: Task
+    project: Project | None = None
+
+
+class Tasks:
+    """Create, read and steer tasks. `wake` nudges an in-process runner; others poll the database."""
+
+    def __init__(self, db: Database, *, runtimes: Callable[[], list[str]] | None = None) -> None:
+        self.db = db
+        self.runtimes = runtimes or (lambda: [])
+        self.default_runtime = "claude"
+        self.workspace_root: Path | None = None
+        self.wake: Callable[[], None] = lambda: None
+        self.local_runner = False  # a supervisor runs in this process
+
+    async def runner_available(self) -> bool:
+        """Is any runner alive to run tasks: one in this process, or another with a fresh heartbeat?"""
+        if self.local_runner:
+            return True
+        cutoff = utcnow() - timedelta(seconds=RUNNER_STALE_S)
+        async with self.db.read() as session:
+            fresh = await session.exec(select(func.count()).select_from(RunnerNode).where(RunnerNode.heartbeat_at > cutoff))
+            return int(fresh.one()) > 0
+
+    # --- creating ----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        prompt: str,
+        runtime: str | None = None,
+        repo: str | None = None,
+        branch: str | None = None,
+        project: str | None = None,
+        level: Any = None,
+        name: str | None = None,
+        display_name: str | None = None,
+        owner: str = "me",
+    ) -> TaskView:
+        """A new pending task under a new task agent. The caller's command is its own approval to start."""
+        principal.require(Scope.WRITE, "starting a task")
+        prompt = (prompt or "").strip()
+        if not prompt or len(prompt) > MAX_PROMPT:
+            raise ValidationFailed(f"a prompt is 1-{MAX_PROMPT} characters", code="INVALID_PROMPT")
+        runtime = runtime or self.default_runtime
+        known = self.runtimes()
+        if runtime not in known:
+            raise ValidationFailed(
+                f"unknown agent {runtime!r}: one of {', '.join(known)} (custom agents: SHEPHERD_AGENTS)",
+                code="UNKNOWN_AGENT",
+            )
+        if name is not None and not _NAME.match(name):
+            raise ValidationFailed(
+                "a task name is 1-63 characters: lower-case letters, digits and '-'", code="INVALID_NAME"
+            )
+        if branch is not None:
+            check_branch(branch)
+        if repo is not None:
+            repo = repo.strip()
+            if repo_kind(repo) == "path":
+                # A local path reads whatever the server can read: only admins may name one.
+                principal.require(Scope.ADMIN, "cloning a local path")
+                path = Path(repo).expanduser()
+                if not path.is_dir():
+                    raise ValidationFailed(f"no repository at {repo}", code="INVALID_REPO")
+                repo = str(path.resolve())
+        explicit_level = None if level is None else parse_level(level)
+
+        async with self.db.write() as session:
+            owner_id, owner_name = await self._owner(session, principal, owner)
+            proj = await self._project(session, principal, project) if project else None
+            agent_level = DEFAULT_LEVEL
+            if proj is not None:
+                repo = repo or proj.repo
+                branch = branch or (proj.default_branch if repo == proj.repo else None)
+                proj_agent = (
+                    await session.exec(select(Agent).where(Agent.project_id == proj.id, Agent.type == "project"))
+                ).first()
+                if proj_agent is not None:
+                    agent_level = proj_agent.autonomy_level
+            if explicit_level is not None:
+                if explicit_level > agent_level:
+                    principal.require(Scope.APPROVE, "running a task above its project agent's autonomy")
+                agent_level = explicit_level
+            task_id = new_id("task")
+            name = name or f"{slug(prompt, 32)}-{secrets.token_hex(2)}"
+            clash = (await session.exec(select(Task.id).where(Task.org_id == principal.org_id, Task.name == name))).first()
+            if clash:
+                raise Conflict(f"a task named {name!r} already exists", code="TASK_EXISTS")
+            now = utcnow()
+            agent = Agent(
+                id=new_id("agent-task"), org_id=principal.org_id, name=name, type="task",
+                status=AgentStatus.ACTIVE, autonomy_level=agent_level, project_id=proj.id if proj else None,
+                task=prompt[:2000], created_at=now, started_at=now, last_activity=now,
+            )
+            task = Task(
+                id=task_id, org_id=principal.org_id, name=name,
+                display_name=(display_name or prompt.splitlines()[0])[:200],
+                owner_id=owner_id, owner_name=owner_name, agent_id=agent.id,
+                project_id=proj.id if proj else None, runtime=runtime, prompt=prompt, repo=repo,
+                base_branch=branch, work_branch=f"shepherd/{name}", autonomy_level=agent_level,
+                status=TaskStatus.PENDING.value, state=State.IDLE.value, state_message="waiting for a runner",
+                created_at=now, updated_at=now, state_at=now,
+            )
+            session.add(agent)
+            session.add(task)
+            await record(
+                session, principal, "task", "task.created", agent_id=agent.id, task_id=task.id,
+                payload={"name": name, "runtime": runtime, "repo": repo, "branch": branch,
+                         "projectId": task.project_id, "autonomyLevel": agent_level},
+            )
+        self.wake()
+        return TaskView(task, proj)
+
+    async def _owner(self, session: AsyncSession, principal: Principal, owner: str) -> tuple[str, str]:
+        mine = owner_of(principal)
+        if owner in ("me", mine[0], mine[1]):
+            return mine
+        user = (
+            await session.exec(
+                select(User).where(User.org_id == principal.org_id, or_(User.id == owner, User.name == owner))
+            )
+        ).first()
+        if user is None:
+            raise NotFound(f"user {owner!r} not found", code="USER_NOT_FOUND")
+        principal.require(Scope.ADMIN, "starting a task for someone else")
+        return user.id, user.name
+
+    @staticmethod
+    async def _project(session: AsyncSession, principal: Principal, ref: str) -> Project:
+        proj = (
+            await session.exec(
+                select(Project).where(Project.org_id == principal.org_id, or_(Project.id == ref, Project.name == ref))
+            )
+        ).first()
+        if proj is None:
+            raise NotFound(f"project {ref!r} not found", code="PROJECT_NOT_FOUND")
+        return proj
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def list(
+        self, principal: Principal, flt: TaskFilter | None = None, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Task], int]:
+        """A page of tasks, newest first, and how many match."""
+        principal.require(Scope.READ, "listing tasks")
+        flt = flt or TaskFilter()
+        if flt.org_id is not None and flt.org_id != principal.org_id:
+            return [], 0
+        where: list[Any] = [Task.org_id == principal.org_id]
+        if flt.status:
+            where.append(col(Task.status).in_([s.value for s in flt.status]))
+        if flt.owner_id:
+            where.append(or_(Task.owner_id == flt.owner_id, Task.owner_name == flt.owner_id))
+        if flt.project_id:
+            where.append(Task.project_id == flt.project_id)
+        async with self.db.read() as session:
+            total = (await session.exec(select(func.count()).select_from(Task).where(*where))).one()
+            rows = await session.exec(
+                select(Task).where(*where).order_by(col(Task.created_at).desc(), col(Task.id).desc())
+                .offset(max(0, offset)).limit(max(1, min(limit, MAX_PAGE)))
+            )
+            return list(rows), int(total)
+
+    async def get(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
+        """A task by id or name; with `owner` ("me", a user id or name), only if it is theirs."""
+        principal.require(Scope.READ, "reading a task")
+        async with self.db.read() as session:
+            task = await self._find(session, principal, ref)
+        if owner is not None and not self._owned_by(task, principal, owner):
+            raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
+        return task
+
+    @staticmethod
+    def _owned_by(task: Task, principal: Principal, owner: str) -> bool:
+        if owner == "me":
+            return task.owner_id == owner_of(principal)[0]
+        return owner in (task.owner_id, task.owner_name)
+
+    @staticmethod
+    async def _find(session: AsyncSession, principal: Principal, ref: str) -> Task:
+        task = (
+            await session.exec(
+                select(Task).where(Task.org_id == principal.org_id, or_(Task.id == ref, Task.name == ref))
+            )
+        ).first()
+        if task is None:
+            raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
+        return task
+
+    async def logs(
+        self, principal: Principal, ref: str, *, after_id: int = 0, limit: int = 1000, tail: bool = False
+    ) -> tuple[Task, list[TaskLog]]:
+        """Log entries in order: after `after_id`, or with `tail` the last `limit`."""
+        principal.require(Scope.READ, "reading task logs")
+        limit = max(1, min(limit, 10_000))
+        async with self.db.read() as session:
+            task = await self._find(session, principal, ref)
+            query = select(TaskLog).where(TaskLog.task_id == task.id)
+            if tail:
+                rows = list(await session.exec(query.order_by(col(TaskLog.id).desc()).limit(limit)))
+                rows.reverse()
+            else:
+                rows = list(
+                    await session.exec(query.where(col(TaskLog.id) > after_id).order_by(col(TaskLog.id)).limit(limit))
+                )
+        return task, rows
+
+    async def counts(self, principal: Principal) -> dict[str, int]:
+        principal.require(Scope.READ, "reading status")
+        async with self.db.read() as session:
+            rows = await session.exec(
+                select(Task.status, func.count()).where(Task.org_id == principal.org_id).group_by(Task.status)
+            )
+            return {status: int(n) for status, n in rows}
+
+    # --- steering ----------------------------------------------------------------------------
+
+    async def pause(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
+        return await self._control(principal, ref, Control.PAUSE, owner=owner)
+
+    async def resume(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
+        return await self._control(principal, ref, Control.RESUME, owner=owner)
+
+    async def stop(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
+        """Cancel: a waiting task ends at once; a running one is stopped by its runner (whole group)."""
+        return await self._control(principal, ref, Control.STOP, owner=owner)
+
+    async def delete(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
+        """Remove the task, its logs, its agent and its workspace (a running task is stopped first)."""
+        return await self._control(principal, ref, Control.DELETE, owner=owner)
+
+    async def _control(self, principal: Principal, ref: str, control: Control, *, owner: str | None) -> Task:
+        principal.require(Scope.WRITE, f"{control.value} of a task")
+        workspace: str | None = None
+        deleted = False
+        async with self.db.write() as session:
+            task = await self._find(session, principal, ref)
+            if owner is not None and not self._owned_by(task, principal, owner):
+                raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
+            status = TaskStatus(task.status)
+            if control is Control.PAUSE:
+                if status is TaskStatus.PAUSED or task.control == Control.PAUSE:
+                    return task
+                if status is not TaskStatus.RUNNING:
+                    raise Conflict(f"task {task.name} is {status.value}: only a running task can be paused",
+                                   code="TASK_NOT_RUNNING")
+                task.control = control.value
+            elif control is Control.RESUME:
+                if status is TaskStatus.RUNNING and task.control != Control.PAUSE:
+                    return task
+                if status is not TaskStatus.PAUSED and task.control != Control.PAUSE:
+                    raise Conflict(f"task {task.name} is {status.value}: only a paused task can be resumed",
+                                   code="TASK_NOT_PAUSED")
+                task.control = control.value
+            elif status in ACTIVE:
+                task.control = control.value  # the runner stops the process group, then finishes the task
+            elif control is Control.STOP:
+                if status in FINISHED:
+                    return task
+                set_status(task, TaskStatus.CANCELLED, State.FAILED, f"cancelled by {principal.actor} before it ran")
+                task.outcome = Outcome.CANCELLED.value
+                task.finished_at = utcnow()
+                task.pending_inputs = []
+                await self._agent_idle(session, task)
+            else:  # delete a task no runner holds
+                workspace, deleted = task.workspace, True
+                await session.exec(delete(TaskLog).where(col(TaskLog.task_id) == task.id))  # type: ignore[call-overload]
+                await session.delete(task)
+                if task.agent_id:
+                    agent = await session.get(Agent, task.agent_id)
+                    if agent is not None:
+                        await session.delete(agent)
+            if not deleted:
+                task.updated_at = utcnow()
+                session.add(task)
+            await record(session, principal, "task", f"task.{control.value}_requested",
+                         agent_id=task.agent_id, task_id=task.id, payload={"status": task.status})
+        if workspace:
+            self.remove_workspace(workspace)
+        self.wake()
+        return task
+
+    def remove_workspace(self, path: str) -> None:
+        """Delete a workspace, but only inside the workspace root: a stored path is never trusted blindly."""
+        root = self.workspace_root
+        target = Path(path)
+        if root is None or not target.is_dir():
+            return
+        if target.resolve().parent != root.resolve():
+            raise Forbidden(f"refusing to delete {path}: not a workspace", code="NOT_A_WORKSPACE")
+        shutil.rmtree(target, ignore_errors=True)
+
+    @staticmethod
+    async def _agent_idle(session: AsyncSession, task: Task) -> None:
+        if not task.agent_id:
+            return
+        agent = await session.get(Agent, task.agent_id)
+        if agent is not None and agent.status != AgentStatus.SUSPENDED:
+            agent.status = AgentStatus.IDLE
+            agent.last_activity = utcnow()
+            session.add(agent)
+
+    async def send(self, principal: Principal, ref: str, text: str, *, owner: str | None = None) -> Task:
+        """A follow-up turn: queued while the agent works, started when it is idle (finished).
+
+        Refused while paused, or before the first turn has begun (Coder: 409).
+        """
+        principal.require(Scope.WRITE, "sending input to a task")
+        text = (text or "").strip()
+        if not text or len(text) > MAX_INPUT:
+            raise ValidationFailed(f"input is 1-{MAX_INPUT} characters", code="INVALID_INPUT")
+        async with self.db.write() as session:
+            task = await self._find(session, principal, ref)
+            if owner is not None and not self._owned_by(task, principal, owner):
+                raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
+            status = TaskStatus(task.status)
+            if status is TaskStatus.PAUSED or task.control == Control.PAUSE:
+                raise Conflict(f"task {task.name} is paused: resume it before sending input", code="TASK_PAUSED")
+            if task.turns == 0 and status not in FINISHED:
+                raise Conflict(
+                    f"task {task.name} is {status.value} and has not started its first turn; "
+                    "change its prompt instead (PATCH …/input)", code="TASK_NOT_STARTED",
+                )
+            if task.control in (Control.STOP, Control.DELETE):
+                raise Conflict(f"task {task.name} is being stopped", code="TASK_STOPPING")
+            if len(task.pending_inputs) >= MAX_PENDING_INPUTS:
+                raise Conflict(f"task {task.name} already has {MAX_PENDING_INPUTS} follow-ups waiting",
+                               code="TOO_MANY_INPUTS")
+            task.pending_inputs = [*task.pending_inputs, text]
+            queued = status not in FINISHED
+            if not queued:
+                set_status(task, TaskStatus.PENDING, State.IDLE, "follow-up waiting for a runner")
+                task.outcome = None
+                task.finished_at = None
+            session.add(task)
+            await record(session, principal, "task", "task.input_sent", agent_id=task.agent_id, task_id=task.id,
+                         payload={"queued": queued, "length": len(text)})
+        self.wake()
+        return task
+
+    async def update_input(self, principal: Principal, ref: str, text: str, *, owner: str | None = None) -> Task:
+        """Change the prompt of a task that has not started yet."""
+        principal.require(Scope.WRITE, "changing a task's input")
+        text = (text or "").strip()
+        if not text or len(text) > MAX_PROMPT:
+            raise ValidationFailed(f"input is 1-{MAX_PROMPT} characters", code="INVALID_INPUT")
+        async with self.db.write() as session:
+            task = await self._find(session, principal, ref)
+            if owner is not None and not self._owned_by(task, principal, owner):
+                raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
+            if task.turns > 0 or TaskStatus(task.status) not in WAITING:
+                raise Conflict(f"task {task.name} has started: send a follow-up instead", code="TASK_STARTED")
+            task.prompt = text
+            task.updated_at = utcnow()
+            session.add(task)
+            await record(session, principal, "task", "task.input_updated", agent_id=task.agent_id, task_id=task.id)
+        return task
+
+    async def store_snapshot(self, principal: Principal, ref: str, payload: dict[str, Any], size: int) -> None:
+        """Keep a log snapshot a workspace agent uploaded (Coder's agentapi format), at most 64 KB."""
+        principal.require(Scope.WRITE, "uploading a log snapshot")
+        if size > MAX_SNAPSHOT_BYTES:
+            raise ValidationFailed(f"a snapshot is at most {MAX_SNAPSHOT_BYTES} bytes", code="SNAPSHOT_TOO_LARGE",
+                                   status=413)
+        async with self.db.write() as session:
+            task = await self._find(session, principal, ref)
+            task.log_snapshot = payload
+            task.snapshot_at = utcnow()
+            session.add(task)
+
+
+def is_finished(task: Task) -> bool:
+    return TaskStatus(task.status) in FINISHED
+

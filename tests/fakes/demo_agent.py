@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""A coding-agent CLI for tests and demos: it behaves like `claude -p`, with no model and no network.
+
+    demo_agent.py --version
+    demo_agent.py [--session-id ID] PROMPT        first turn
+    demo_agent.py --resume ID PROMPT              a follow-up turn of session ID
+
+It reads its prompt, prints progress, edits files in its working directory (the task's workspace) and
+exits. Bracketed words in the prompt make it misbehave the way real agents do:
+
+    [fail]        exit 3 after an error message
+    [deny]        print a permission denial and exit 0 (an honest runner must not call that success)
+    [budget]      print a credit/limit message and exit 0
+    [hang]        print one line, then go silent forever (idle timeout)
+    [ask]         ask a question and end the turn; the next turn (--resume) reads the answer
+    [long N]      print a tick every 0.1 s for N seconds (pause/resume/stop), default 30
+    [lines N]     print N lines as fast as it can (log throughput)
+    [sleep S]     wait S seconds before starting
+    [spawn]       start a child process that keeps printing (a process-group kill must take it too)
+    [env]         write its environment to env.json (secrets must not be in it)
+    [stdin]       read standard input until end of file, then go on
+    [noedit]      change no file
+
+Standard library only: it must run wherever the runner runs, sandboxed or not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+VERSION = "demo-agent 1.0.0"
+# Like real agents (~/.claude), it keeps its sessions outside the work: inside .git, which no diff counts.
+STATE_DIR = Path(".git/demo-agent") if Path(".git").is_dir() else Path(".demo-agent")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def directive(prompt: str, name: str) -> str | None:
+    """`[long 5]` -> "5"; `[hang]` -> ""; absent -> None."""
+    match = re.search(r"\[" + name + r"(?:\s+([^\]]*))?\]", prompt)
+    if match is None:
+        return None
+    return (match.group(1) or "").strip()
+
+
+def number(prompt: str, name: str, default: float) -> float:
+    value = directive(prompt, name)
+    try:
+        return float(value) if value else default
+    except ValueError:
+        return default
+
+
+def load_session(session: str) -> dict[str, object]:
+    path = STATE_DIR / f"{session}.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    return {"turns": 0, "question": None}
+
+
+def save_session(session: str, state: dict[str, object]) -> None:
+    STATE_DIR.mkdir(exist_ok=True)
+    (STATE_DIR / f"{session}.json").write_text(json.dumps(state))
+
+
+def edit_files(prompt: str, turn: int) -> None:
+    notes = Path("NOTES.md")
+    with notes.open("a") as fh:
+        fh.write(f"- turn {turn}: {prompt}\n")
+    say("edited NOTES.md")
+    readme = Path("README.md")
+    if readme.exists():
+        readme.write_text(readme.read_text() + f"\nTouched by the demo agent (turn {turn}).\n")
+        say("edited README.md")
+
+
+def main(argv: list[str]) -> int:
+    if "--version" in argv:
+        say(VERSION)
+        return 0
+    session = None
+    resume = False
+    args = list(argv)
+    for flag in ("--session-id", "--resume"):
+        if flag in args:
+            i = args.index(flag)
+            session = args[i + 1]
+            resume = flag == "--resume"
+            del args[i : i + 2]
+    args = [a for a in args if a != "-p"]
+    if not args:
+        print("demo-agent: a prompt is required", file=sys.stderr)
+        return 2
+    prompt = " ".join(args)
+    session = session or str(uuid.uuid4())
+    state = load_session(session)
+    turn = int(str(state["turns"])) + 1
+    state["turns"] = turn
+
+    if resume:
+        say(f"resuming session {session} (turn {turn})")
+        if state.get("question"):
+            say(f"answer to '{state['question']}': {prompt}")
+            state["question"] = None
+    else:
+        say(f"session {session}")
+    time.sleep(number(prompt, "sleep", 0))
+    say(f"reading the prompt: {prompt[:200]}")
+
+    if directive(prompt, "stdin") is not None:
+        data = sys.stdin.read()
+        say(f"read {len(data)} bytes of input")
+    if directive(prompt, "env") is not None:
+        Path("env.json").write_text(json.dumps(dict(os.environ), indent=1))
+        say(f"wrote env.json ({len(os.environ)} variables)")
+    if directive(prompt, "spawn") is not None:
+        child = "import time\nwhile True:\n    print('child tick', flush=True)\n    time.sleep(0.2)\n"
+        proc = subprocess.Popen([sys.executable, "-c", child])
+        Path("child.pid").write_text(str(proc.pid))
+        say(f"started helper process {proc.pid}")
+    if directive(prompt, "fail") is not None:
+        print("error: the test suite does not compile (demo failure)", file=sys.stderr, flush=True)
+        save_session(session, state)
+        return 3
+    if directive(prompt, "hang") is not None:
+        say("thinking very hard…")
+        while True:
+            time.sleep(3600)
+    if directive(prompt, "lines") is not None:
+        for i in range(int(number(prompt, "lines", 1000))):
+            print(f"line {i}: the quick brown fox jumps over the lazy dog", flush=False)
+        sys.stdout.flush()
+    if directive(prompt, "long") is not None:
+        deadline = time.monotonic() + number(prompt, "long", 30)
+        tick = 0
+        while time.monotonic() < deadline:
+            tick += 1
+            say(f"tick {tick}")
+            time.sleep(0.1)
+
+    say("planning the change")
+    if directive(prompt, "noedit") is None:
+        edit_files(prompt, turn)
+    if directive(prompt, "ask") is not None:
+        question = "Which database should the tests use?"
+        state["question"] = question
+        save_session(session, state)
+        say(f"QUESTION: {question}")
+        return 0
+    save_session(session, state)
+    if directive(prompt, "deny") is not None:
+        say("Claude requested permissions to use Bash, but you haven't granted it yet.")
+        say("done (some steps were skipped)")
+        return 0
+    if directive(prompt, "budget") is not None:
+        say("Credit balance is too low")
+        return 0
+    say(f"done: turn {turn} finished")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(130)
