@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import socket
 import uuid
 from collections import deque
@@ -33,7 +34,7 @@ from core.clock import as_utc, utcnow
 from core.events import record
 from core.models import Agent, RunnerNode, Task, TaskLog
 from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
-from core.runners.local import LocalRunner, RunnerError
+from core.runners.local import LocalRunner, RunnerError, group_members
 from core.runners.presets import AgentCatalog, verdict
 from core.runners.workspace import WorkspaceError, diff_stats, prepare
 from core.service import Shepherd
@@ -104,6 +105,26 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def reap_orphans(pgid: int, workspace: str) -> int:
+    """Kill what is left of a dead runner's agent: members of its process group working in its workspace.
+
+    A runner killed outright (SIGKILL, OOM) cannot end its agents; they would go on editing the workspace.
+    The working-directory check guards against a reused process-group id.
+    """
+    killed = 0
+    root = os.path.realpath(workspace)
+    for pid in group_members(pgid):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 @dataclass
@@ -245,6 +266,10 @@ class TaskSupervisor:
         async with self.db.read() as session:
             rows = list(await session.exec(select(Task).where(col(Task.status).in_([s.value for s in ACTIVE]))))
         for stale in [t for t in rows if held(t) and t.id not in self.runs]:
+            if stale.pid and stale.workspace:
+                leftovers = reap_orphans(stale.pid, stale.workspace)
+                if leftovers:
+                    log.warning("task %s: ended %d agent processes left by a dead runner", stale.id, leftovers)
             async with self.db.write() as session:
                 task = await session.get(Task, stale.id)
                 if task is None or TaskStatus(task.status) not in ACTIVE:
@@ -342,9 +367,8 @@ class TaskSupervisor:
                 note = (f"queued: its project has {busy[task.project_id]} tasks running, the cap is "
                         f"{self.config.max_tasks_per_project} (SHEPHERD_MAX_TASKS_PER_PROJECT)")
             else:
-                if await self._take(task):
-                    if task.project_id:
-                        busy[task.project_id] = busy.get(task.project_id, 0) + 1
+                if await self._take(task) and task.project_id:
+                    busy[task.project_id] = busy.get(task.project_id, 0) + 1
                 continue
             if task.status != TaskStatus.QUEUED or task.state_message != note:
                 queue_notes.append((task, note))
@@ -368,7 +392,7 @@ class TaskSupervisor:
         """Claim one waiting task: a conditional update, so that of several runners exactly one wins."""
         now = utcnow()
         async with self.db.write() as session:
-            result = await session.exec(  # type: ignore[call-overload]
+            result = await session.exec(
                 update(Task)
                 .where(col(Task.id) == task.id, col(Task.status).in_([s.value for s in WAITING]))
                 .values(status=TaskStatus.INITIALIZING.value, state=State.WORKING.value,
@@ -467,7 +491,8 @@ class TaskSupervisor:
         async with self.db.write() as session:
             task = await session.get(Task, run.task_id)
             assert task is not None
-            task.workspace, task.base_branch, task.base_sha = snapshot.workspace, snapshot.base_branch, snapshot.base_sha
+            task.workspace, task.base_branch = snapshot.workspace, snapshot.base_branch
+            task.base_sha = snapshot.base_sha
             set_status(task, TaskStatus.RUNNING, State.WORKING, f"{'follow-up' if follow_up else 'turn 1'}: running")
             task.turns += 1
             task.pid = run.handle.pid
@@ -476,7 +501,7 @@ class TaskSupervisor:
             if follow_up:
                 task.pending_inputs = task.pending_inputs[1:]
             session.add(task)
-            await session.exec(insert(TaskLog).values(  # type: ignore[call-overload]
+            await session.exec(insert(TaskLog).values(
                 task_id=task.id, time=utcnow(), type=LogType.INPUT.value, content=text))
             task.log_count += 1
             agent = await session.get(Agent, task.agent_id) if task.agent_id else None
@@ -585,7 +610,7 @@ class TaskSupervisor:
 
     @staticmethod
     async def _delete(session: AsyncSession, task: Task) -> None:
-        await session.exec(delete(TaskLog).where(col(TaskLog.task_id) == task.id))  # type: ignore[call-overload]
+        await session.exec(delete(TaskLog).where(col(TaskLog.task_id) == task.id))
         if task.agent_id:
             agent = await session.get(Agent, task.agent_id)
             if agent is not None:
@@ -628,9 +653,9 @@ class TaskSupervisor:
             now = utcnow()
             try:
                 async with self.db.write() as session:
-                    await session.exec(insert(TaskLog), params=rows)  # type: ignore[call-overload]
+                    await session.exec(insert(TaskLog), params=rows)
                     for task_id, (added, last) in state.items():
-                        await session.exec(  # type: ignore[call-overload]
+                        await session.exec(
                             update(Task).where(col(Task.id) == task_id).values(
                                 log_count=col(Task.log_count) + added, updated_at=now,
                                 # the latest line is the agent's state message while it runs (not when paused)

@@ -15,6 +15,7 @@ core.supervisor; both change tasks only through the transitions checked here.
 
 from __future__ import annotations
 
+import builtins
 import re
 import secrets
 import shutil
@@ -259,7 +260,9 @@ class Tasks:
             return True
         cutoff = utcnow() - timedelta(seconds=RUNNER_STALE_S)
         async with self.db.read() as session:
-            fresh = await session.exec(select(func.count()).select_from(RunnerNode).where(RunnerNode.heartbeat_at > cutoff))
+            fresh = await session.exec(
+                select(func.count()).select_from(RunnerNode).where(col(RunnerNode.heartbeat_at) > cutoff)
+            )
             return int(fresh.one()) > 0
 
     # --- creating ----------------------------------------------------------------------------
@@ -301,7 +304,7 @@ class Tasks:
             if repo_kind(repo) == "path":
                 # A local path reads whatever the server can read: only admins may name one.
                 principal.require(Scope.ADMIN, "cloning a local path")
-                path = Path(repo).expanduser()
+                path = Path(repo).expanduser()  # noqa: ASYNC240 (one stat of a local path)
                 if not path.is_dir():
                     raise ValidationFailed(f"no repository at {repo}", code="INVALID_REPO")
                 repo = str(path.resolve())
@@ -325,7 +328,9 @@ class Tasks:
                 agent_level = explicit_level
             task_id = new_id("task")
             name = name or f"{slug(prompt, 32)}-{secrets.token_hex(2)}"
-            clash = (await session.exec(select(Task.id).where(Task.org_id == principal.org_id, Task.name == name))).first()
+            clash = (
+                await session.exec(select(Task.id).where(Task.org_id == principal.org_id, Task.name == name))
+            ).first()
             if clash:
                 raise Conflict(f"a task named {name!r} already exists", code="TASK_EXISTS")
             now = utcnow()
@@ -359,7 +364,7 @@ class Tasks:
             return mine
         user = (
             await session.exec(
-                select(User).where(User.org_id == principal.org_id, or_(User.id == owner, User.name == owner))
+                select(User).where(User.org_id == principal.org_id, or_(col(User.id) == owner, col(User.name) == owner))
             )
         ).first()
         if user is None:
@@ -371,7 +376,9 @@ class Tasks:
     async def _project(session: AsyncSession, principal: Principal, ref: str) -> Project:
         proj = (
             await session.exec(
-                select(Project).where(Project.org_id == principal.org_id, or_(Project.id == ref, Project.name == ref))
+                select(Project).where(
+                    Project.org_id == principal.org_id, or_(col(Project.id) == ref, col(Project.name) == ref)
+                )
             )
         ).first()
         if proj is None:
@@ -392,7 +399,7 @@ class Tasks:
         if flt.status:
             where.append(col(Task.status).in_([s.value for s in flt.status]))
         if flt.owner_id:
-            where.append(or_(Task.owner_id == flt.owner_id, Task.owner_name == flt.owner_id))
+            where.append(or_(col(Task.owner_id) == flt.owner_id, col(Task.owner_name) == flt.owner_id))
         if flt.project_id:
             where.append(Task.project_id == flt.project_id)
         async with self.db.read() as session:
@@ -422,7 +429,7 @@ class Tasks:
     async def _find(session: AsyncSession, principal: Principal, ref: str) -> Task:
         task = (
             await session.exec(
-                select(Task).where(Task.org_id == principal.org_id, or_(Task.id == ref, Task.name == ref))
+                select(Task).where(Task.org_id == principal.org_id, or_(col(Task.id) == ref, col(Task.name) == ref))
             )
         ).first()
         if task is None:
@@ -431,7 +438,7 @@ class Tasks:
 
     async def logs(
         self, principal: Principal, ref: str, *, after_id: int = 0, limit: int = 1000, tail: bool = False
-    ) -> tuple[Task, list[TaskLog]]:
+    ) -> tuple[Task, builtins.list[TaskLog]]:
         """Log entries in order: after `after_id`, or with `tail` the last `limit`."""
         principal.require(Scope.READ, "reading task logs")
         limit = max(1, min(limit, 10_000))
@@ -506,7 +513,7 @@ class Tasks:
                 await self._agent_idle(session, task)
             else:  # delete a task no runner holds
                 workspace, deleted = task.workspace, True
-                await session.exec(delete(TaskLog).where(col(TaskLog.task_id) == task.id))  # type: ignore[call-overload]
+                await session.exec(delete(TaskLog).where(col(TaskLog.task_id) == task.id))
                 await session.delete(task)
                 if task.agent_id:
                     agent = await session.get(Agent, task.agent_id)

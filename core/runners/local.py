@@ -171,7 +171,7 @@ class LocalHandle:
         self._signal(signal.SIGKILL)
         await self._gone()
 
-    async def lines(self) -> AsyncIterator[str]:  # type: ignore[override]
+    async def lines(self) -> AsyncIterator[str]:
         while (line := await self._lines.get()) is not None:
             yield line
 

@@ -108,7 +108,7 @@ def custom_presets(spec: Mapping[str, Any]) -> list[Preset]:
         if unknown:
             raise ValidationFailed(f"{where}: unknown keys {sorted(unknown)}")
 
-        def split(key: str) -> tuple[str, ...] | None:
+        def split(key: str, body: Mapping[str, Any] = body, where: str = where) -> tuple[str, ...] | None:
             value = body.get(key)
             if value is None:
                 return None

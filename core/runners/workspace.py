@@ -29,17 +29,17 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 async def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-              timeout: float = GIT_TIMEOUT_S) -> str:
+              limit_s: float = GIT_TIMEOUT_S) -> str:
     proc = await asyncio.create_subprocess_exec(
         "git", *args, cwd=cwd, env=env or git_env(), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=limit_s)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise WorkspaceError(f"git {args[0]} took longer than {timeout:.0f} s") from None
+        raise WorkspaceError(f"git {args[0]} took longer than {limit_s:.0f} s") from None
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip().splitlines()
         raise WorkspaceError(f"git {args[0]} failed: {message[-1] if message else f'exit {proc.returncode}'}")
@@ -52,7 +52,7 @@ async def prepare(
     """Create the workspace at `path`; returns (base branch, base commit)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if source is None:
-        path.mkdir()
+        path.mkdir()  # noqa: ASYNC240 (one directory, before any process starts)
         await git("init", "-q", "-b", base_branch or "main", cwd=path)
         await git(*_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "empty workspace", cwd=path)
     else:
@@ -75,7 +75,7 @@ async def diff_stats(path: Path, base_sha: str | None) -> DiffStats:
         await git("add", "-A", cwd=path, env=env)
         out = await git("diff", "--cached", "--numstat", "--no-renames", base_sha, cwd=path, env=env)
     files = insertions = deletions = 0
-    paths = []
+    paths: list[str] = []
     for line in out.splitlines():
         added, removed, name = line.split("\t", 2)
         files += 1

@@ -20,6 +20,9 @@ exits. Bracketed words in the prompt make it misbehave the way real agents do:
     [env]         write its environment to env.json (secrets must not be in it)
     [stdin]       read standard input until end of file, then go on
     [noedit]      change no file
+    [net PORT]    try to reach 127.0.0.1:PORT and say whether it could (sandbox tests)
+    [see PATH]    say whether PATH exists
+    [touch PATH]  try to create PATH and say whether it could
 
 Standard library only: it must run wherever the runner runs, sandboxed or not.
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +54,11 @@ def directive(prompt: str, name: str) -> str | None:
     if match is None:
         return None
     return (match.group(1) or "").strip()
+
+
+def every(prompt: str, name: str) -> list[str]:
+    """The arguments of each `[name ARG]` in the prompt."""
+    return [m.strip() for m in re.findall(r"\[" + name + r"\s+([^\]]+)\]", prompt)]
 
 
 def number(prompt: str, name: str, default: float) -> float:
@@ -127,6 +136,21 @@ def main(argv: list[str]) -> int:
         proc = subprocess.Popen([sys.executable, "-c", child])
         Path("child.pid").write_text(str(proc.pid))
         say(f"started helper process {proc.pid}")
+    port = directive(prompt, "net")
+    if port:
+        try:
+            socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
+            say(f"network: reached 127.0.0.1:{port}")
+        except OSError as exc:
+            say(f"network: unreachable ({exc.__class__.__name__})")
+    for seen in every(prompt, "see"):
+        say(f"see {seen}: {'exists' if Path(seen).exists() else 'missing'}")
+    for touched in every(prompt, "touch"):
+        try:
+            Path(touched).write_text("x")
+            say(f"touch {touched}: written")
+        except OSError as exc:
+            say(f"touch {touched}: refused ({exc.__class__.__name__})")
     if directive(prompt, "fail") is not None:
         print("error: the test suite does not compile (demo failure)", file=sys.stderr, flush=True)
         save_session(session, state)

@@ -1,0 +1,446 @@
+"""Tasks run for real: the demo agent (tests/fakes/demo_agent.py) as a child process group, real git
+workspaces, the real store. Each test says what a user would see."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.access import Principal, Role
+from core.db import Database
+from core.errors import Conflict
+from core.models import Agent, RunnerNode, Task
+from core.runners.local import group_members
+from core.runners.presets import AgentCatalog, custom_presets
+from core.service import Shepherd
+from core.supervisor import RunnerConfig, TaskSupervisor
+from core.tasks import TRANSITIONS, Outcome, TaskStatus, check_transition
+from tests.conftest import IN_CI, person
+
+SECRETS = {
+    "SLACK_BOT_TOKEN": "xoxb-secret-slack",
+    "SLACK_SIGNING_SECRET": "slack-signing-secret",
+    "TELEGRAM_BOT_TOKEN": "123:telegram-secret",
+    "GITHUB_WEBHOOK_SECRET": "gh-webhook-secret",
+    "GITHUB_PRIVATE_KEY": "-----BEGIN KEY-----",
+    "SHEPHERD_DATABASE_URL": "postgresql://u:dbpassword@h/db",
+    "SHEPHERD_SLACK_TOKEN": "shepherd-secret",
+}
+
+
+class Rig:
+    """A core with a running supervisor, and helpers to wait for what a user waits for."""
+
+    def __init__(self, shepherd: Shepherd, supervisor: TaskSupervisor, who: Principal) -> None:
+        self.shepherd = shepherd
+        self.sup = supervisor
+        self.who = who
+
+    async def run(self, prompt: str, **kw: Any) -> Task:
+        kw.setdefault("runtime", "demo")
+        return (await self.shepherd.tasks.create(self.who, prompt=prompt, **kw)).task
+
+    async def get(self, task_id: str) -> Task:
+        return await self.shepherd.tasks.get(self.who, task_id)
+
+    async def until(self, task_id: str, test: Callable[[Task], bool], timeout: float = 20) -> Task:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            task = await self.get(task_id)
+            if test(task):
+                return task
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"gave up waiting: {task.status} {task.outcome} {task.state_message}")
+            await asyncio.sleep(0.05)
+
+    async def finished(self, task_id: str, timeout: float = 20) -> Task:
+        return await self.until(task_id, lambda t: t.outcome is not None and not t.pending_inputs, timeout)
+
+    async def output(self, task_id: str) -> list[str]:
+        _, rows = await self.shepherd.tasks.logs(self.who, task_id, limit=10_000)
+        return [r.content for r in rows if r.type == "output"]
+
+    async def printed(self, task_id: str, text: str, timeout: float = 20) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not any(text in line for line in await self.output(task_id)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{text!r} never printed; got {await self.output(task_id)}")
+            await asyncio.sleep(0.05)
+
+
+def fast_config(root: Path, **kw: Any) -> RunnerConfig:
+    base = RunnerConfig(workspace_root=root / "workspaces", hidden=(root,), poll_s=0.05, flush_s=0.05,
+                        idle_timeout_s=20, hard_timeout_s=60, max_tasks=8)
+    return replace(base, **kw)
+
+
+RigFactory = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture
+async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
+    started: list[tuple[TaskSupervisor, Database]] = []
+
+    async def make(url: str, catalog: AgentCatalog | None = None, **config: Any) -> Rig:
+        db = Database(url)
+        shepherd = Shepherd(db, catalog=catalog or AgentCatalog(), default_agent="demo",
+                            workspace_root=tmp_path / "data" / "workspaces")
+        await shepherd.orgs.ensure("acme")
+        await shepherd.orgs.ensure("globex")
+        sup = TaskSupervisor(shepherd, shepherd.catalog, fast_config(tmp_path / "data", **config))
+        await sup.start()
+        started.append((sup, db))
+        return Rig(shepherd, sup, person(Role.ADMIN))
+
+    yield make
+    for sup, db in reversed(started):
+        await sup.stop()
+        await db.dispose()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A local git repository with one commit on main."""
+    path = tmp_path / "upstream"
+    path.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    (path / "README.md").write_text("# upstream\n")
+    for cmd in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "init"]):
+        subprocess.run(["git", *cmd], cwd=path, env=env, check=True)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# --- the state machine -------------------------------------------------------------------------------
+
+
+def test_every_status_has_its_transitions_and_finished_tasks_only_reopen_for_a_follow_up() -> None:
+    assert set(TRANSITIONS) == set(TaskStatus)
+    for done in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
+        assert TRANSITIONS[done] == {TaskStatus.PENDING}
+    task = Task(id="t", org_id="o", name="n", display_name="n", owner_id="u", owner_name="u", runtime="demo",
+                prompt="p", status="completed", state="complete")
+    with pytest.raises(Conflict, match="cannot become running"):
+        check_transition(task, TaskStatus.RUNNING)
+    for outcome in Outcome:
+        assert outcome.status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+# --- outcomes, with evidence ---------------------------------------------------------------------------
+
+
+async def test_a_run_on_a_local_repo_succeeds_with_diff_stats(db_url: str, make_rig: RigFactory, repo: Path) -> None:
+    rig = await make_rig(db_url)
+    task = await rig.run("add a greeting to the README", repo=str(repo))
+    assert task.status == "pending" and task.work_branch == f"shepherd/{task.name}"
+    done = await rig.finished(task.id)
+    assert (done.status, done.outcome, done.state) == ("completed", "succeeded", "complete")
+    ev = done.evidence
+    assert ev["exitCode"] == 0 and ev["durationSeconds"] > 0
+    assert ev["diff"]["files"] == 2 and sorted(ev["diff"]["paths"]) == ["NOTES.md", "README.md"]
+    assert ev["diff"]["insertions"] >= 3 and ev["lastLines"][-1] == "done: turn 1 finished"
+    _, logs = await rig.shepherd.tasks.logs(rig.who, task.id)
+    assert logs[0].type == "input" and logs[0].content == "add a greeting to the README"
+    assert [r.id for r in logs] == sorted(r.id for r in logs) and "edited README.md" in [r.content for r in logs]
+    workspace = Path(done.workspace or "")
+    branch = subprocess.run(["git", "branch", "--show-current"], cwd=workspace, capture_output=True, text=True)
+    assert branch.stdout.strip() == f"shepherd/{task.name}" and done.base_branch == "main"
+    assert (repo / "README.md").read_text() == "# upstream\n", "the user's repository is never touched"
+    async with rig.shepherd.db.read() as session:
+        agent = await session.get(Agent, done.agent_id)
+    assert agent is not None and agent.type == "task" and agent.status == "IDLE" and agent.tasks_completed == 1
+    names = [e.name for e in await rig.shepherd.events.list(rig.who, limit=50) if e.task_id == task.id]
+    assert {"task.created", "task.turn_started", "task.finished"} <= set(names)
+
+
+async def test_a_permission_denial_with_exit_code_zero_is_not_success(sqlite_url: str, make_rig: RigFactory) -> None:
+    rig = await make_rig(sqlite_url)
+    done = await rig.finished((await rig.run("deploy it [deny]")).id)
+    assert done.outcome == "denied" and done.status == "failed" and done.state == "failed"
+    assert done.evidence["exitCode"] == 0 and "haven't granted it yet" in done.evidence["reason"]
+
+
+async def test_a_failing_agent_fails_with_its_exit_code_and_last_lines(sqlite_url: str, make_rig: RigFactory) -> None:
+    rig = await make_rig(sqlite_url)
+    done = await rig.finished((await rig.run("compile [fail]")).id)
+    assert done.outcome == "failed" and done.evidence["exitCode"] == 3
+    assert any("does not compile" in line for line in done.evidence["lastLines"])
+    budget = await rig.finished((await rig.run("spend [budget]")).id)
+    assert budget.outcome == "budget_exceeded" and budget.evidence["exitCode"] == 0
+
+
+async def test_a_hanging_agent_times_out_and_leaves_no_process(sqlite_url: str, make_rig: RigFactory) -> None:
+    rig = await make_rig(sqlite_url, idle_timeout_s=1.0)
+    task = await rig.run("think [hang]")
+    running = await rig.until(task.id, lambda t: t.status == "running")
+    assert running.pid is not None
+    done = await rig.finished(task.id)
+    assert done.outcome == "timed_out" and "no output for 1 s" in done.evidence["reason"]
+    assert group_members(running.pid) == [] and not _alive(running.pid)
+
+
+async def test_an_unusable_agent_fails_at_once_saying_what_to_install(sqlite_url: str, make_rig: RigFactory) -> None:
+    catalog = AgentCatalog(custom_presets({"ghost": {"command": "no-such-agent-cli run {prompt}",
+                                                     "install": "pip install ghost-agent"}}))
+    rig = await make_rig(sqlite_url, catalog=catalog)
+    done = await rig.finished((await rig.run("anything", runtime="ghost")).id, timeout=10)
+    assert done.outcome == "failed" and "no-such-agent-cli is not installed: pip install ghost-agent" in (
+        done.evidence["reason"])
+    assert done.turns == 0 and done.workspace is None, "nothing was prepared for an agent that cannot run"
+
+
+# --- steering a run --------------------------------------------------------------------------------------
+
+
+async def test_stop_ends_the_whole_process_group(sqlite_url: str, make_rig: RigFactory) -> None:
+    rig = await make_rig(sqlite_url)
+    task = await rig.run("serve forever [spawn] [long 60]")
+    await rig.printed(task.id, "child tick")
+    running = await rig.get(task.id)
+    child = int((Path(running.workspace or "") / "child.pid").read_text())
+    assert _alive(child) and running.pid is not None
+    await rig.shepherd.tasks.stop(rig.who, task.id)
+    done = await rig.finished(task.id)
+    assert (done.status, done.outcome) == ("cancelled", "cancelled")
+    assert not _alive(child) and group_members(running.pid) == []
+
+
+async def test_pause_freezes_output_and_cpu_and_resume_continues(sqlite_url: str, make_rig: RigFactory) -> None:
+    rig = await make_rig(sqlite_url, idle_timeout_s=2.0)
+    task = await rig.run("count [long 60]")
+    await rig.printed(task.id, "tick 3")
+    await rig.shepherd.tasks.pause(rig.who, task.id)
+    paused = await rig.until(task.id, lambda t: t.status == "paused")
+    pid = paused.pid or 0
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert stat[0] == "T", "the agent's process is stopped"
+    await asyncio.sleep(0.4)
+    lines, cpu = len(await rig.output(task.id)), stat[11:13]
+    await asyncio.sleep(2.5)  # longer than the idle timeout: silence while paused is not idleness
+    assert len(await rig.output(task.id)) == lines, "no output while paused"
+    assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13] == cpu, "no CPU while paused"
+    with pytest.raises(Conflict, match="paused"):
+        await rig.shepherd.tasks.send(rig.who, task.id, "hello?")
+    await rig.shepherd.tasks.resume(rig.who, task.id)
+    await rig.until(task.id, lambda t: t.status == "running")
+    await rig.until(task.id, lambda t: t.log_count > lines + 3)
+    await rig.shepherd.tasks.stop(rig.who, task.id)
+    assert (await rig.finished(task.id)).outcome == "cancelled"
+
+
+async def test_send_when_idle_runs_a_follow_up_turn_in_the_same_session(
+    sqlite_url: str, make_rig: RigFactory
+) -> None:
+    rig = await make_rig(sqlite_url)
+    task = await rig.run("set up the tests [ask]")
+    first = await rig.finished(task.id)
+    assert first.outcome == "succeeded" and "QUESTION: Which database" in first.evidence["lastLines"][-1]
+    sent = await rig.shepherd.tasks.send(rig.who, task.id, "use postgres")
+    assert sent.status == "pending" and sent.outcome is None
+    second = await rig.until(task.id, lambda t: t.turns == 2 and t.outcome is not None)
+    assert second.outcome == "succeeded"
+    out = await rig.output(task.id)
+    assert f"resuming session {first.session_ref} (turn 2)" in out
+    assert "answer to 'Which database should the tests use?': use postgres" in out
+    _, logs = await rig.shepherd.tasks.logs(rig.who, task.id)
+    assert [r.content for r in logs if r.type == "input"] == ["set up the tests [ask]", "use postgres"]
+
+
+async def test_send_while_busy_waits_for_the_turn_and_is_refused_before_the_first(
+    sqlite_url: str, make_rig: RigFactory
+) -> None:
+    rig = await make_rig(sqlite_url, max_tasks=1)
+    busy = await rig.run("work [long 1]")
+    waiting = await rig.run("later")
+    with pytest.raises(Conflict, match="has not started"):
+        await rig.shepherd.tasks.send(rig.who, waiting.id, "too early")
+    await rig.until(busy.id, lambda t: t.status == "running")
+    queued = await rig.shepherd.tasks.send(rig.who, busy.id, "and then this")
+    assert queued.status == "running" and queued.pending_inputs == ["and then this"]
+    done = await rig.until(busy.id, lambda t: t.turns == 2 and t.outcome is not None)
+    assert done.outcome == "succeeded" and done.pending_inputs == []
+    assert (await rig.finished(waiting.id)).outcome == "succeeded"
+
+
+async def test_delete_removes_task_logs_agent_and_workspace(sqlite_url: str, make_rig: RigFactory) -> None:
+    rig = await make_rig(sqlite_url)
+    done = await rig.finished((await rig.run("quick")).id)
+    workspace = Path(done.workspace or "")
+    assert workspace.is_dir()
+    await rig.shepherd.tasks.delete(rig.who, done.id)
+    assert not workspace.exists()
+    async with rig.shepherd.db.read() as session:
+        assert await session.get(Task, done.id) is None and await session.get(Agent, done.agent_id) is None
+    running = await rig.run("busy [long 60]")
+    await rig.until(running.id, lambda t: t.status == "running")
+    pid = (await rig.get(running.id)).pid or 0
+    await rig.shepherd.tasks.delete(rig.who, running.id)
+    for _ in range(200):
+        async with rig.shepherd.db.read() as session:
+            if await session.get(Task, running.id) is None:
+                break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("a running task was not deleted")
+    assert group_members(pid) == []
+
+
+# --- the environment an agent gets --------------------------------------------------------------------------
+
+
+async def test_the_agent_environment_holds_none_of_the_servers_secrets(
+    sqlite_url: str, make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "agent-credential")
+    rig = await make_rig(sqlite_url, pass_env=("ANTHROPIC_API_KEY",))
+    done = await rig.finished((await rig.run("show me [env]")).id)
+    env = json.loads((Path(done.workspace or "") / "env.json").read_text())
+    dumped = json.dumps(env)
+    for key, value in SECRETS.items():
+        assert key not in env and value not in dumped
+    assert env["SHEPHERD_TASK_ID"] == done.id and env["ANTHROPIC_API_KEY"] == "agent-credential"
+    assert set(env) <= {"PATH", "HOME", "LANG", "TERM", "TZ", "TMPDIR", "ANTHROPIC_API_KEY", "SHEPHERD_TASK_ID",
+                        "SHEPHERD_TASK_NAME", "SHEPHERD_WORKSPACE", "LC_CTYPE"}
+
+
+def _bwrap_works() -> bool:
+    if shutil.which("bwrap") is None:
+        return False
+    probe = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-net", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+async def test_the_sandbox_has_no_network_a_read_only_system_and_no_data_dir(
+    sqlite_url: str, make_rig: RigFactory, tmp_path: Path
+) -> None:
+    if not _bwrap_works():
+        if IN_CI:
+            pytest.fail("bubblewrap is required in CI (.ci/run installs it)")
+        pytest.skip("bubblewrap is not usable here")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    outside = tmp_path / "outside.txt"
+    secret = tmp_path / "data" / "secret.txt"  # the data dir: database, other tasks' workspaces
+    secret.parent.mkdir()
+    secret.write_text("do not read")
+    try:
+        rig = await make_rig(sqlite_url, sandbox=True)
+        prompt = f"probe [net {port}] [touch {outside}] [touch /usr/shepherd-probe] [see {secret}] [see /usr/bin]"
+        boxed = await rig.finished((await rig.run(prompt)).id)
+        out = await rig.output(boxed.id)
+        assert boxed.outcome == "succeeded", out
+        assert any(line.startswith("network: unreachable") for line in out), out
+        assert any(line.startswith("touch /usr/shepherd-probe: refused") for line in out), out
+        assert not Path("/usr/shepherd-probe").exists()
+        assert not outside.exists(), "writes outside the workspace land in a throwaway /tmp"
+        assert f"see {secret}: missing" in out and "see /usr/bin: exists" in out
+        assert "NOTES.md" in boxed.evidence["diff"]["paths"], "the workspace is writable"
+    finally:
+        listener.close()
+
+
+# --- capacity, suspension, recovery ----------------------------------------------------------------------
+
+
+async def test_beyond_the_cap_tasks_queue_and_say_why(sqlite_url: str, make_rig: RigFactory) -> None:
+    rig = await make_rig(sqlite_url, max_tasks=1)
+    first = await rig.run("first [long 1]")
+    await rig.until(first.id, lambda t: t.status == "running")
+    second = await rig.run("second")
+    queued = await rig.until(second.id, lambda t: t.status == "queued")
+    assert "the cap is 1 (SHEPHERD_MAX_TASKS)" in queued.state_message
+    assert any(e.name == "task.queued" and e.task_id == second.id for e in await rig.shepherd.events.list(rig.who))
+    assert (await rig.finished(second.id)).outcome == "succeeded"
+
+
+async def test_a_task_of_a_suspended_agent_starts_only_after_resume(sqlite_url: str, make_rig: RigFactory) -> None:
+    rig = await make_rig(sqlite_url)
+    project = await rig.shepherd.projects.create(rig.who, name="api", repo=None, default_branch="main")
+    agent = (await rig.shepherd.agents.create(rig.who, name="api-agent", type="project", project_id=project.id,
+                                              autonomy_level=3)).agent
+    await rig.shepherd.agents.act(rig.who, agent.id, "suspend")
+    task = await rig.run("fix it", project="api")
+    assert task.autonomy_level == 3, "a task takes its autonomy from the project agent"
+    queued = await rig.until(task.id, lambda t: t.status == "queued")
+    assert f"agent {agent.id} is suspended" in queued.state_message
+    await asyncio.sleep(0.5)
+    assert (await rig.get(task.id)).status == "queued" and (await rig.get(task.id)).turns == 0
+    await rig.shepherd.agents.act(rig.who, agent.id, "resume")
+    assert (await rig.finished(task.id)).outcome == "succeeded"
+
+
+async def test_tasks_held_by_a_dead_runner_become_interrupted(sqlite_url: str, make_rig: RigFactory) -> None:
+    db = Database(sqlite_url)
+    shepherd = Shepherd(db, default_agent="demo")
+    await shepherd.orgs.ensure("acme")
+    who = person(Role.ADMIN)
+    task = (await shepherd.tasks.create(who, prompt="long job")).task
+    async with db.write() as session:
+        session.add(RunnerNode(id="old-runner", host=socket.gethostname(), pid=_exited_pid()))
+        row = await session.get(Task, task.id)
+        assert row is not None
+        row.status, row.runner_id, row.turns = "running", "old-runner", 1
+        session.add(row)
+    await db.dispose()
+    rig = await make_rig(sqlite_url)
+    done = await rig.finished(task.id, timeout=5)
+    assert (done.status, done.outcome) == ("failed", "interrupted")
+    events = [e for e in await rig.shepherd.events.list(rig.who) if e.task_id == task.id]
+    assert any(e.name == "task.interrupted" and "crash or restart" in e.payload["reason"] for e in events)
+
+
+def _exited_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+async def test_two_runners_on_one_store_run_each_task_once(db_url: str, make_rig: RigFactory) -> None:
+    a = await make_rig(db_url, max_tasks=3)
+    b = await make_rig(db_url, max_tasks=3)
+    tasks = [await a.run(f"job {i}") for i in range(6)]
+    for task in tasks:
+        assert (await a.finished(task.id)).outcome == "succeeded"
+    starts = [e for e in await a.shepherd.events.list(a.who, limit=200) if e.name == "task.turn_started"]
+    assert sorted(e.task_id or "" for e in starts) == sorted(t.id for t in tasks)
+    assert b.sup.node_id != a.sup.node_id
+
+
+async def test_other_orgs_do_not_see_or_steer_a_task(sqlite_url: str, make_rig: RigFactory) -> None:
+    rig = await make_rig(sqlite_url)
+    task = await rig.run("private [noedit]")
+    other = person(Role.ADMIN, org="globex")
+    from core.errors import NotFound
+
+    for call in (rig.shepherd.tasks.get, rig.shepherd.tasks.stop, rig.shepherd.tasks.delete):
+        with pytest.raises(NotFound):
+            await call(other, task.id)
+    assert (await rig.shepherd.tasks.list(other))[1] == 0
+    viewer = person(Role.VIEWER)
+    from core.errors import Forbidden
+
+    with pytest.raises(Forbidden):
+        await rig.shepherd.tasks.create(viewer, prompt="x", runtime="demo")
+    with pytest.raises(Forbidden, match="admin"):
+        await rig.shepherd.tasks.create(person(Role.OPERATOR), prompt="x", runtime="demo", repo="/etc")
+    await rig.finished(task.id)
