@@ -458,6 +458,9 @@ class TaskSupervisor:
                 await self._finish(run, Outcome.FAILED, None, DiffStats(), f"workspace: {exc.message}")
                 return
             task.workspace, task.base_branch, task.base_sha = str(workspace), branch, sha
+        if run.stop_reason == "shutdown":
+            await self._finish(run, Outcome.INTERRUPTED, None, DiffStats(), "Shepherd stopped before the agent started")
+            return
         if run.stop_reason is not None:
             await self._finish(run, Outcome.CANCELLED, None, DiffStats(), "stopped before the agent started")
             return
@@ -593,7 +596,8 @@ class TaskSupervisor:
                     task.status = TaskStatus.INITIALIZING.value
                 self._end(task, outcome, evidence)
                 dropped_inputs = 0
-                if follow_ups and outcome in (Outcome.CANCELLED, Outcome.INTERRUPTED):
+                if follow_ups and (exit_ is None or outcome in (Outcome.CANCELLED, Outcome.INTERRUPTED)):
+                    # the turn never ran, or people ended it: waiting follow-ups are not delivered
                     task.pending_inputs, dropped_inputs = [], len(follow_ups)
                 session.add(task)
                 await self._agent_after(session, task, outcome)

@@ -186,17 +186,17 @@ def evidence_summary(task: Task) -> str:
 # --- what people ask for -----------------------------------------------------------------------
 
 _REPO_SHORT = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-_URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
+_URL = re.compile(r"^(https?|ssh|git)://|^[\w.-]+@[\w.-]+:")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)")
 
 
 def repo_kind(repo: str) -> str:
     """`url`, `github` (owner/name) or `path` (a local repository)."""
+    if repo.startswith(("/", "./", "../", "~", "file:")):
+        return "path"
     if _URL.match(repo):
         return "url"
-    if repo.startswith(("/", "./", "../", "~")):
-        return "path"
     if _REPO_SHORT.match(repo):
         return "github"
     raise ValidationFailed(
@@ -304,7 +304,7 @@ class Tasks:
             if repo_kind(repo) == "path":
                 # A local path reads whatever the server can read: only admins may name one.
                 principal.require(Scope.ADMIN, "cloning a local path")
-                path = Path(repo).expanduser()  # noqa: ASYNC240 (one stat of a local path)
+                path = Path(repo.removeprefix("file://")).expanduser()  # noqa: ASYNC240 (one stat)
                 if not path.is_dir():
                     raise ValidationFailed(f"no repository at {repo}", code="INVALID_REPO")
                 repo = str(path.resolve())

@@ -441,6 +441,13 @@ async def test_other_orgs_do_not_see_or_steer_a_task(sqlite_url: str, make_rig: 
 
     with pytest.raises(Forbidden):
         await rig.shepherd.tasks.create(viewer, prompt="x", runtime="demo")
-    with pytest.raises(Forbidden, match="admin"):
-        await rig.shepherd.tasks.create(person(Role.OPERATOR), prompt="x", runtime="demo", repo="/etc")
+    operator = person(Role.OPERATOR)
+    for local in ("/etc", "file:///etc", "../elsewhere"):
+        with pytest.raises(Forbidden, match="admin"):
+            await rig.shepherd.tasks.create(operator, prompt="x", runtime="demo", repo=local)
+    from core.errors import ValidationFailed
+
+    for bad in ("ext::sh -c id", "--upload-pack=touch /tmp/x", "a b/c"):
+        with pytest.raises(ValidationFailed, match="cannot read repo"):
+            await rig.shepherd.tasks.create(operator, prompt="x", runtime="demo", repo=bad)
     await rig.finished(task.id)

@@ -24,7 +24,9 @@ class WorkspaceError(ShepherdError):
 def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Git never waits for a password prompt in a server, and ignores the user's global hooks."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "SSH_AUTH_SOCK")}
-    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", **(extra or {})})
+    # Only these transports: never `ext::` (it runs commands) whatever the machine's git config says.
+    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_ALLOW_PROTOCOL": "https:http:ssh:git:file",
+                **(extra or {})})
     return env
 
 
