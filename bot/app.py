@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+import adapters.rest.coder
 import adapters.rest.codespar
+import adapters.rest.eliza
 import adapters.rest.ops
 import adapters.rest.projects
 from adapters.rest.framework import (
@@ -29,7 +31,10 @@ from core.service import Shepherd
 
 
 def all_routes() -> list[Route]:
-    return [*adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES]
+    return [
+        *adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES,
+        *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES,
+    ]
 
 
 def create_app(

@@ -13,9 +13,9 @@ from core.commands import build_registry
 from core.errors import NotFound
 from core.grammar import CommandRegistry
 from core.models import Task
+from core.service import Shepherd
 from core.task_commands import state_line
 from core.tasks import FINISHED, LogType, Outcome, TaskStatus
-from core.service import Shepherd
 
 PROMPT = "shepherd> "
 BANNER = (

@@ -38,6 +38,12 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, strict=True)
 
 
+class SnakeApiModel(BaseModel):
+    """Wire models for dialects that speak snake_case (Coder): the field names as they are, strict types."""
+
+    model_config = ConfigDict(strict=True)
+
+
 class ErrorEnvelope(ApiModel):
     error: str
     code: str
@@ -118,7 +124,7 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 # --- authentication ------------------------------------------------------------------------------
 
-TOKEN_HEADERS = ("x-api-key",)
+TOKEN_HEADERS = ("x-api-key", "coder-session-token")  # Coder clients send their own header
 
 
 def _token_from(request: web.Request) -> str:
@@ -131,7 +137,9 @@ def _token_from(request: web.Request) -> str:
     for name in TOKEN_HEADERS:
         if request.headers.get(name):
             return request.headers[name].strip()
-    raise Unauthorized("missing API token: send Authorization: Bearer <token> or x-api-key: <token>")
+    raise Unauthorized(
+        "missing API token: send Authorization: Bearer <token>, x-api-key: <token> or Coder-Session-Token: <token>"
+    )
 
 
 async def authenticate(request: web.Request, shepherd: Shepherd) -> Principal:

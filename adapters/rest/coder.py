@@ -1,0 +1,473 @@
+"""The Coder AI Tasks API (shared/seeds/001): /api/v2/tasks[/{user}[/{task}[/input, /logs, /pause, /resume,
+/send]]] and /api/v2/workspaceagents/me/tasks/{task}/log-snapshot.
+
+Coder speaks snake_case and runs each task in a workspace built from a template. Shepherd has no
+workspaces or templates, so the mapping is: a task's workspace is the task itself (workspace_id = task
+id, build number = turns), its template is the agent CLI (template_name = runtime), and the workspace
+agent is the task's Shepherd agent. Errors keep Shepherd's `{error, code, status}` envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from adapters.rest.framework import ApiRequest, FieldError, Route, SnakeApiModel
+from core.access import Principal
+from core.clock import iso, utcnow
+from core.errors import ValidationFailed
+from core.models import Task, TaskLog
+from core.service import Shepherd
+from core.tasks import MAX_INPUT, MAX_PAGE, MAX_PROMPT, State, TaskFilter, TaskStatus, owner_of
+
+# Template ids are derived from the agent name, so they are the same on every server and every call.
+_TEMPLATE_NS = uuid.UUID("6f1f8a52-6c3e-5b7e-9a55-2f3d1c0e4b7a")
+LOG_LIMIT = 10_000  # core's largest page: a task keeps at most this many log lines by default
+
+
+class CoderStatus(StrEnum):
+    PENDING = "pending"
+    INITIALIZING = "initializing"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    UNKNOWN = "unknown"
+    ERROR = "error"
+
+
+class WorkspaceStatus(StrEnum):
+    PENDING = "pending"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    CANCELING = "canceling"
+    CANCELED = "canceled"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+class AgentLifecycle(StrEnum):
+    CREATED = "created"
+    STARTING = "starting"
+    START_TIMEOUT = "start_timeout"
+    START_ERROR = "start_error"
+    READY = "ready"
+    SHUTTING_DOWN = "shutting_down"
+    SHUTDOWN_TIMEOUT = "shutdown_timeout"
+    SHUTDOWN_ERROR = "shutdown_error"
+    OFF = "off"
+
+
+# A finished task keeps its workspace and takes follow-ups, so `completed` stays active (current_state
+# says it is complete); a failed or cancelled one is an error until a follow-up reopens it.
+STATUS: dict[TaskStatus, CoderStatus] = {
+    TaskStatus.PENDING: CoderStatus.PENDING,
+    TaskStatus.QUEUED: CoderStatus.PENDING,
+    TaskStatus.INITIALIZING: CoderStatus.INITIALIZING,
+    TaskStatus.RUNNING: CoderStatus.ACTIVE,
+    TaskStatus.PAUSED: CoderStatus.PAUSED,
+    TaskStatus.COMPLETED: CoderStatus.ACTIVE,
+    TaskStatus.FAILED: CoderStatus.ERROR,
+    TaskStatus.CANCELLED: CoderStatus.ERROR,
+}
+_WORKSPACE: dict[TaskStatus, tuple[WorkspaceStatus, AgentLifecycle]] = {
+    TaskStatus.PENDING: (WorkspaceStatus.PENDING, AgentLifecycle.CREATED),
+    TaskStatus.QUEUED: (WorkspaceStatus.PENDING, AgentLifecycle.CREATED),
+    TaskStatus.INITIALIZING: (WorkspaceStatus.STARTING, AgentLifecycle.STARTING),
+    TaskStatus.RUNNING: (WorkspaceStatus.RUNNING, AgentLifecycle.READY),
+    TaskStatus.PAUSED: (WorkspaceStatus.STOPPED, AgentLifecycle.OFF),
+    TaskStatus.COMPLETED: (WorkspaceStatus.RUNNING, AgentLifecycle.READY),
+    TaskStatus.FAILED: (WorkspaceStatus.FAILED, AgentLifecycle.OFF),
+    TaskStatus.CANCELLED: (WorkspaceStatus.CANCELED, AgentLifecycle.OFF),
+}
+# A control the runner has not applied yet: the workspace is on its way there.
+_CONTROL_WORKSPACE = {"pause": WorkspaceStatus.STOPPING, "resume": WorkspaceStatus.STARTING,
+                      "stop": WorkspaceStatus.CANCELING, "delete": WorkspaceStatus.DELETING}
+_UNHEALTHY = {
+    TaskStatus.PENDING: "agent has not started: the task waits for a runner",
+    TaskStatus.QUEUED: "agent has not started: the task is queued",
+    TaskStatus.INITIALIZING: "agent is starting",
+    TaskStatus.PAUSED: "agent is paused",
+    TaskStatus.FAILED: "agent is not running: the task failed",
+    TaskStatus.CANCELLED: "agent is not running: the task was cancelled",
+}
+
+
+# --- wire models ---------------------------------------------------------------------------------
+
+
+class NullUUID(SnakeApiModel):
+    uuid: str
+    valid: bool
+
+
+class TaskStateOut(SnakeApiModel):
+    state: State
+    message: str
+    timestamp: str
+    uri: str
+
+
+class AgentHealth(SnakeApiModel):
+    healthy: bool
+    reason: str
+
+
+class CoderTask(SnakeApiModel):
+    id: str
+    name: str
+    display_name: str
+    initial_prompt: str
+    organization_id: str
+    owner_id: str
+    owner_name: str
+    owner_avatar_url: str
+    status: CoderStatus
+    current_state: TaskStateOut
+    created_at: str
+    updated_at: str
+    template_id: str
+    template_name: str
+    template_display_name: str
+    template_icon: str
+    template_version_id: str
+    workspace_id: NullUUID
+    workspace_name: str
+    workspace_status: WorkspaceStatus
+    workspace_build_number: int
+    workspace_agent_id: NullUUID
+    workspace_agent_health: AgentHealth
+    workspace_agent_lifecycle: AgentLifecycle
+    workspace_app_id: NullUUID
+
+
+class TasksList(SnakeApiModel):
+    count: int = Field(description="how many tasks are listed (the newest 500 at most)")
+    tasks: list[CoderTask]
+
+
+class LogEntry(SnakeApiModel):
+    id: int
+    content: str
+    time: str
+    type: Literal["input", "output"]
+
+
+class TaskLogs(SnakeApiModel):
+    logs: list[LogEntry]
+    snapshot: bool = Field(description="true while the task is paused and a log snapshot was uploaded")
+    snapshot_at: str | None = Field(None, description="when that snapshot was uploaded")
+
+
+class WorkspaceBuild(SnakeApiModel):
+    id: str
+    build_number: int
+    created_at: str
+    updated_at: str
+    status: WorkspaceStatus
+    transition: Literal["start", "stop"]
+    reason: Literal["initiator"]
+    has_ai_task: bool
+    workspace_id: str
+    workspace_name: str
+    workspace_owner_id: str
+    workspace_owner_name: str
+    workspace_owner_avatar_url: str
+    initiator_id: str
+    initiator_name: str
+    template_version_id: str
+    template_version_name: str
+
+
+class BuildResponse(SnakeApiModel):
+    workspace_build: WorkspaceBuild
+
+
+class CreateTask(SnakeApiModel):
+    input: str = Field(min_length=1, max_length=MAX_PROMPT, description="the prompt")
+    name: str | None = Field(None, max_length=63, description="lower-case letters, digits and '-'")
+    display_name: str | None = Field(None, max_length=200)
+    template_version_id: str | None = Field(
+        None, max_length=64, description="picks the agent: a template_version_id a task of that agent shows"
+    )
+    template_version_preset_id: str | None = Field(None, max_length=64, description="accepted and ignored")
+    agent: str | None = Field(None, max_length=32, description="Shepherd: the agent CLI (claude, codex, …)")
+    repo: str | None = Field(None, max_length=500, description="Shepherd: owner/name or a git URL to clone")
+    branch: str | None = Field(None, max_length=200, description="Shepherd: the branch to start from")
+    project: str | None = Field(None, max_length=100, description="Shepherd: a project id or name")
+
+
+class TaskInput(SnakeApiModel):
+    input: str = Field(min_length=1, max_length=MAX_INPUT)
+
+
+class ListQuery(SnakeApiModel):
+    q: str | None = Field(
+        None, max_length=1000,
+        description="space-separated filters: owner:<user name|user id|me> organization:<org id> "
+                    "status:<pending|initializing|active|paused|unknown|error>",
+    )
+
+
+class LogSnapshot(SnakeApiModel):
+    """Any JSON object: the snapshot as the workspace agent's format has it."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class SnapshotQuery(SnakeApiModel):
+    format: Literal["agentapi"]
+
+
+# --- mapping -------------------------------------------------------------------------------------
+
+
+def template_id(runtime: str) -> str:
+    return str(uuid.uuid5(_TEMPLATE_NS, f"template/{runtime}"))
+
+
+def template_version_id(runtime: str) -> str:
+    return str(uuid.uuid5(_TEMPLATE_NS, f"template-version/{runtime}"))
+
+
+def _template_title(shepherd: Shepherd, runtime: str) -> str:
+    preset = shepherd.catalog.presets.get(runtime)
+    return preset.title if preset is not None else runtime
+
+
+def workspace_name(task: Task) -> str:
+    return f"shepherd-{task.name}"
+
+
+def workspace_status(task: Task) -> WorkspaceStatus:
+    status = TaskStatus(task.status)
+    if task.control in _CONTROL_WORKSPACE and status in (TaskStatus.RUNNING, TaskStatus.INITIALIZING,
+                                                         TaskStatus.PAUSED):
+        return _CONTROL_WORKSPACE[task.control]
+    return _WORKSPACE[status][0]
+
+
+def coder_task(shepherd: Shepherd, task: Task) -> CoderTask:
+    status = TaskStatus(task.status)
+    reason = _UNHEALTHY.get(status)
+    return CoderTask(
+        id=task.id,
+        name=task.name,
+        display_name=task.display_name,
+        initial_prompt=task.prompt,
+        organization_id=task.org_id,
+        owner_id=task.owner_id,
+        owner_name=task.owner_name,
+        owner_avatar_url="",
+        status=STATUS[status],
+        current_state=TaskStateOut(state=State(task.state), message=task.state_message,
+                                   timestamp=iso(task.state_at), uri=""),
+        created_at=iso(task.created_at),
+        updated_at=iso(task.updated_at),
+        template_id=template_id(task.runtime),
+        template_name=task.runtime,
+        template_display_name=_template_title(shepherd, task.runtime),
+        template_icon="",
+        template_version_id=template_version_id(task.runtime),
+        workspace_id=NullUUID(uuid=task.id, valid=True),
+        workspace_name=workspace_name(task),
+        workspace_status=workspace_status(task),
+        workspace_build_number=task.turns,
+        workspace_agent_id=NullUUID(uuid=task.agent_id or "", valid=task.agent_id is not None),
+        workspace_agent_health=AgentHealth(healthy=reason is None, reason=reason or ""),
+        workspace_agent_lifecycle=_WORKSPACE[status][1],
+        workspace_app_id=NullUUID(uuid="", valid=False),  # Shepherd has no workspace apps
+    )
+
+
+def log_entry(row: TaskLog) -> LogEntry:
+    assert row.id is not None
+    kind: Literal["input", "output"] = "input" if row.type == "input" else "output"
+    return LogEntry(id=row.id, content=row.content, time=iso(row.time), type=kind)
+
+
+def build(principal: Principal, task: Task, transition: Literal["start", "stop"]) -> BuildResponse:
+    """The workspace build a pause (stop) or resume (start) amounts to, as far as Shepherd has one."""
+    status = TaskStatus(task.status)
+    if transition == "stop":
+        done = status is TaskStatus.PAUSED
+        state = WorkspaceStatus.STOPPED if done else WorkspaceStatus.STOPPING
+    else:
+        done = status is TaskStatus.RUNNING and task.control is None
+        state = WorkspaceStatus.RUNNING if done else WorkspaceStatus.STARTING
+    initiator_id, initiator_name = owner_of(principal)
+    now = iso(utcnow())
+    return BuildResponse(workspace_build=WorkspaceBuild(
+        id=str(uuid.uuid4()), build_number=task.turns, created_at=now, updated_at=now, status=state,
+        transition=transition, reason="initiator", has_ai_task=True, workspace_id=task.id,
+        workspace_name=workspace_name(task), workspace_owner_id=task.owner_id,
+        workspace_owner_name=task.owner_name, workspace_owner_avatar_url="", initiator_id=initiator_id,
+        initiator_name=initiator_name, template_version_id=template_version_id(task.runtime),
+        template_version_name=task.runtime,
+    ))
+
+
+_FILTERS = ("owner", "organization", "status")
+
+
+def parse_q(q: str | None, principal: Principal) -> TaskFilter | None:
+    """Coder's `q` as a TaskFilter; None when it can match nothing (status:unknown)."""
+    values: dict[str, str] = {}
+    for term in (q or "").split():
+        key, sep, value = term.partition(":")
+        key = key.lower()
+        if not sep or not key or not value:
+            raise ValidationFailed(f"q: {term!r} is not a key:value filter (e.g. owner:me status:active)",
+                                   code="INVALID_QUERY")
+        if key not in _FILTERS:
+            raise ValidationFailed(f"q: unknown filter {key!r}: use {', '.join(k + ':' for k in _FILTERS)}",
+                                   code="INVALID_QUERY")
+        if key in values:
+            raise ValidationFailed(f"q: {key}: given twice", code="INVALID_QUERY")
+        values[key] = value
+    statuses = None
+    if "status" in values:
+        try:
+            wanted = CoderStatus(values["status"].lower())
+        except ValueError:
+            raise ValidationFailed(
+                f"q: unknown status {values['status']!r}: one of {', '.join(s.value for s in CoderStatus)}",
+                code="INVALID_QUERY",
+            ) from None
+        statuses = frozenset(s for s, c in STATUS.items() if c is wanted)
+        if not statuses:
+            return None
+    owner = values.get("owner")
+    if owner == "me":
+        owner = owner_of(principal)[0]
+    return TaskFilter(status=statuses, owner_id=owner, org_id=values.get("organization"))
+
+
+def _runtime(req: ApiRequest, body: CreateTask) -> str | None:
+    if body.template_version_id is None:
+        return body.agent
+    by_version = {template_version_id(name): name for name in req.shepherd.catalog.names()}
+    runtime = by_version.get(body.template_version_id)
+    if runtime is None:
+        raise ValidationFailed(f"template_version_id {body.template_version_id!r} names no agent here",
+                               code="UNKNOWN_TEMPLATE_VERSION")
+    if body.agent is not None and body.agent != runtime:
+        raise ValidationFailed(f"template_version_id is agent {runtime!r} but agent is {body.agent!r}",
+                               code="AGENT_MISMATCH")
+    return runtime
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+async def list_tasks(req: ApiRequest) -> TasksList:
+    q: ListQuery = req.query
+    flt = parse_q(q.q, req.principal)
+    if flt is None:
+        return TasksList(count=0, tasks=[])
+    tasks, _ = await req.shepherd.tasks.list(req.principal, flt, limit=MAX_PAGE)
+    return TasksList(count=len(tasks), tasks=[coder_task(req.shepherd, t) for t in tasks])
+
+
+async def create_task(req: ApiRequest) -> CoderTask:
+    body: CreateTask = req.body
+    view = await req.shepherd.tasks.create(
+        req.principal, prompt=body.input, runtime=_runtime(req, body), repo=body.repo, branch=body.branch,
+        project=body.project, name=body.name, display_name=body.display_name, owner=req.path("user"),
+    )
+    return coder_task(req.shepherd, view.task)
+
+
+async def get_task(req: ApiRequest) -> CoderTask:
+    task = await req.shepherd.tasks.get(req.principal, req.path("task"), owner=req.path("user"))
+    return coder_task(req.shepherd, task)
+
+
+async def delete_task(req: ApiRequest) -> None:
+    await req.shepherd.tasks.delete(req.principal, req.path("task"), owner=req.path("user"))
+
+
+async def update_input(req: ApiRequest) -> None:
+    body: TaskInput = req.body
+    await req.shepherd.tasks.update_input(req.principal, req.path("task"), body.input, owner=req.path("user"))
+
+
+async def task_logs(req: ApiRequest) -> TaskLogs:
+    ref, owner = req.path("task"), req.path("user")
+    await req.shepherd.tasks.get(req.principal, ref, owner=owner)  # {user} must be the owner
+    task, rows = await req.shepherd.tasks.logs(req.principal, ref, limit=LOG_LIMIT)
+    snapshot = task.status == TaskStatus.PAUSED and task.log_snapshot is not None and task.snapshot_at is not None
+    return TaskLogs(
+        logs=[log_entry(r) for r in rows], snapshot=snapshot,
+        snapshot_at=iso(task.snapshot_at) if snapshot and task.snapshot_at is not None else None,
+    )
+
+
+async def pause_task(req: ApiRequest) -> BuildResponse:
+    task = await req.shepherd.tasks.pause(req.principal, req.path("task"), owner=req.path("user"))
+    return build(req.principal, task, "stop")
+
+
+async def resume_task(req: ApiRequest) -> BuildResponse:
+    task = await req.shepherd.tasks.resume(req.principal, req.path("task"), owner=req.path("user"))
+    return build(req.principal, task, "start")
+
+
+async def send_input(req: ApiRequest) -> None:
+    body: TaskInput = req.body
+    await req.shepherd.tasks.send(req.principal, req.path("task"), body.input, owner=req.path("user"))
+
+
+async def upload_snapshot(req: ApiRequest) -> None:
+    raw = await req.http.read()  # already read and checked to be an object; stored as sent
+    payload: dict[str, Any] = json.loads(raw)
+    await req.shepherd.tasks.store_snapshot(req.principal, req.path("task"), payload, len(raw))
+
+
+_TAG = "tasks (Coder)"
+_TASK = "/api/v2/tasks/{user}/{task}"
+_BY_ID = (401, 403, 404)
+_INPUT = FieldError("INVALID_INPUT", f"input is 1-{MAX_INPUT} characters")
+_USER = "{user} is a user name, a user id, or me."
+
+ROUTES = [
+    Route("GET", "/api/v2/tasks", list_tasks,
+          "List tasks, newest first (at most 500). q filters: owner:<user|me> organization:<org id> "
+          "status:<pending|initializing|active|paused|unknown|error>",
+          response=TasksList, query=ListQuery, errors=(400, 401, 403), tag=_TAG, operation_id="coderListTasks"),
+    Route("POST", "/api/v2/tasks/{user}", create_task,
+          f"Create a task for {{user}} (another user needs the admin scope). {_USER} Shepherd extensions: "
+          "agent (the agent CLI; or template_version_id of a task of that agent), repo (owner/name or git URL), "
+          "branch, project (id or name). template_version_preset_id is ignored.",
+          response=CoderTask, status=201, body=CreateTask, errors=(400, 401, 403, 404, 409, 413), tag=_TAG,
+          operation_id="coderCreateTask", field_errors={"input": FieldError(
+              "INVALID_PROMPT", f"input (the prompt) is 1-{MAX_PROMPT} characters")}),
+    Route("GET", _TASK, get_task, f"A task by id or name, if {{user}} owns it. {_USER}", response=CoderTask,
+          errors=_BY_ID, tag=_TAG, operation_id="coderGetTask"),
+    Route("DELETE", _TASK, delete_task, "Delete a task, its logs and workspace (a running one is stopped first)",
+          status=202, errors=_BY_ID, tag=_TAG, operation_id="coderDeleteTask"),
+    Route("PATCH", f"{_TASK}/input", update_input, "Change the prompt of a task that has not started (else 409)",
+          status=204, body=TaskInput, errors=(400, 401, 403, 404, 409, 413), tag=_TAG,
+          operation_id="coderUpdateTaskInput", field_errors={"input": _INPUT}),
+    Route("GET", f"{_TASK}/logs", task_logs,
+          "Every log entry in order: the inputs sent and what the agent printed; snapshot is true while paused "
+          "with an uploaded snapshot", response=TaskLogs, errors=_BY_ID, tag=_TAG, operation_id="coderTaskLogs"),
+    Route("POST", f"{_TASK}/pause", pause_task, "Pause a running task (its processes freeze; else 409)",
+          response=BuildResponse, status=202, errors=(401, 403, 404, 409), tag=_TAG, operation_id="coderPauseTask"),
+    Route("POST", f"{_TASK}/resume", resume_task, "Resume a paused task (else 409)", response=BuildResponse,
+          status=202, errors=(401, 403, 404, 409), tag=_TAG, operation_id="coderResumeTask"),
+    Route("POST", f"{_TASK}/send", send_input,
+          "Send a follow-up: queued while the agent works, a new turn once it is done; 409 while paused or "
+          "before the first turn", status=204, body=TaskInput, errors=(400, 401, 403, 404, 409, 413), tag=_TAG,
+          operation_id="coderSendTaskInput", field_errors={"input": _INPUT}),
+    Route("POST", "/api/v2/workspaceagents/me/tasks/{task}/log-snapshot", upload_snapshot,
+          "Upload a task's log snapshot (any JSON object, at most 64 KB); format must be agentapi",
+          status=204, body=LogSnapshot, query=SnapshotQuery, errors=(400, 401, 403, 404, 413), tag=_TAG,
+          operation_id="coderUploadLogSnapshot",
+          field_errors={"format": FieldError("INVALID_FORMAT", "format must be agentapi")}),
+]
