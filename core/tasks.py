@@ -211,6 +211,13 @@ def check_branch(branch: str) -> str:
     return branch
 
 
+def checked_input(text: str, limit: int) -> str:
+    text = (text or "").strip()
+    if not text or len(text) > limit:
+        raise ValidationFailed(f"input is 1-{limit} characters", code="INVALID_INPUT")
+    return text
+
+
 def slug(text: str, limit: int = 40) -> str:
     words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return words[:limit].rstrip("-") or "task"
@@ -414,10 +421,7 @@ class Tasks:
         """A task by id or name; with `owner` ("me", a user id or name), only if it is theirs."""
         principal.require(Scope.READ, "reading a task")
         async with self.db.read() as session:
-            task = await self._find(session, principal, ref)
-        if owner is not None and not self._owned_by(task, principal, owner):
-            raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
-        return task
+            return await self._find(session, principal, ref, owner)
 
     @staticmethod
     def _owned_by(task: Task, principal: Principal, owner: str) -> bool:
@@ -425,14 +429,15 @@ class Tasks:
             return task.owner_id == owner_of(principal)[0]
         return owner in (task.owner_id, task.owner_name)
 
-    @staticmethod
-    async def _find(session: AsyncSession, principal: Principal, ref: str) -> Task:
+    @classmethod
+    async def _find(cls, session: AsyncSession, principal: Principal, ref: str, owner: str | None = None) -> Task:
+        """A task of the principal's org by id or name; with `owner`, only if it is theirs."""
         task = (
             await session.exec(
                 select(Task).where(Task.org_id == principal.org_id, or_(col(Task.id) == ref, col(Task.name) == ref))
             )
         ).first()
-        if task is None:
+        if task is None or (owner is not None and not cls._owned_by(task, principal, owner)):
             raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
         return task
 
@@ -483,9 +488,7 @@ class Tasks:
         workspace: str | None = None
         deleted = False
         async with self.db.write() as session:
-            task = await self._find(session, principal, ref)
-            if owner is not None and not self._owned_by(task, principal, owner):
-                raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
+            task = await self._find(session, principal, ref, owner)
             status = TaskStatus(task.status)
             if control is Control.PAUSE:
                 if status is TaskStatus.PAUSED or task.control == Control.PAUSE:
@@ -555,13 +558,9 @@ class Tasks:
         Refused while paused, or before the first turn has begun (Coder: 409).
         """
         principal.require(Scope.WRITE, "sending input to a task")
-        text = (text or "").strip()
-        if not text or len(text) > MAX_INPUT:
-            raise ValidationFailed(f"input is 1-{MAX_INPUT} characters", code="INVALID_INPUT")
+        text = checked_input(text, MAX_INPUT)
         async with self.db.write() as session:
-            task = await self._find(session, principal, ref)
-            if owner is not None and not self._owned_by(task, principal, owner):
-                raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
+            task = await self._find(session, principal, ref, owner)
             status = TaskStatus(task.status)
             if status is TaskStatus.PAUSED or task.control == Control.PAUSE:
                 raise Conflict(f"task {task.name} is paused: resume it before sending input", code="TASK_PAUSED")
@@ -590,13 +589,9 @@ class Tasks:
     async def update_input(self, principal: Principal, ref: str, text: str, *, owner: str | None = None) -> Task:
         """Change the prompt of a task that has not started yet."""
         principal.require(Scope.WRITE, "changing a task's input")
-        text = (text or "").strip()
-        if not text or len(text) > MAX_PROMPT:
-            raise ValidationFailed(f"input is 1-{MAX_PROMPT} characters", code="INVALID_INPUT")
+        text = checked_input(text, MAX_PROMPT)
         async with self.db.write() as session:
-            task = await self._find(session, principal, ref)
-            if owner is not None and not self._owned_by(task, principal, owner):
-                raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
+            task = await self._find(session, principal, ref, owner)
             if task.turns > 0 or TaskStatus(task.status) not in WAITING:
                 raise Conflict(f"task {task.name} has started: send a follow-up instead", code="TASK_STARTED")
             task.prompt = text

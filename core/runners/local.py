@@ -74,9 +74,30 @@ def sandbox_argv(spec: RunSpec) -> list[str]:
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for hidden in spec.hidden:
         argv += ["--tmpfs", str(hidden)]
+    for needed in _shadowed(spec, ("/tmp", *map(str, spec.hidden))):
+        argv += ["--ro-bind", needed, needed]
     argv += ["--bind", ws, ws, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
              "--chdir", ws, "--"]
     return argv + list(spec.argv)
+
+
+def _shadowed(spec: RunSpec, covered: tuple[str, ...]) -> list[str]:
+    """What the command itself needs from under a directory the sandbox covers (a program or a virtualenv
+    installed below /tmp, say): those come back, read-only."""
+    found: list[str] = []
+    program = shutil.which(spec.argv[0]) if spec.argv else None
+    candidates = [program] if program else []
+    candidates += [a for a in spec.argv[1:] if os.path.isabs(a) and os.path.isfile(a)]
+    for path in candidates:
+        path = os.path.abspath(path)
+        if not any(path == c or path.startswith(c.rstrip("/") + "/") for c in covered):
+            continue
+        folder = os.path.dirname(path)
+        if os.path.basename(folder) == "bin":  # a virtualenv's interpreter needs the whole environment
+            folder = os.path.dirname(folder)
+        if folder not in found:
+            found.append(folder)
+    return found
 
 
 class LocalHandle:
