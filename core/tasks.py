@@ -430,13 +430,13 @@ class Tasks:
         return owner in (task.owner_id, task.owner_name)
 
     @classmethod
-    async def _find(cls, session: AsyncSession, principal: Principal, ref: str, owner: str | None = None) -> Task:
-        """A task of the principal's org by id or name; with `owner`, only if it is theirs."""
-        task = (
-            await session.exec(
-                select(Task).where(Task.org_id == principal.org_id, or_(col(Task.id) == ref, col(Task.name) == ref))
-            )
-        ).first()
+    async def _find(
+        cls, session: AsyncSession, principal: Principal, ref: str, owner: str | None = None, *, lock: bool = False
+    ) -> Task:
+        """A task of the principal's org by id or name; with `owner`, only if it is theirs. With `lock`, the row
+        is held until the transaction ends (PostgreSQL), so that concurrent changes cannot undo each other."""
+        query = select(Task).where(Task.org_id == principal.org_id, or_(col(Task.id) == ref, col(Task.name) == ref))
+        task = (await session.exec(query.with_for_update() if lock else query)).first()
         if task is None or (owner is not None and not cls._owned_by(task, principal, owner)):
             raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
         return task
@@ -488,7 +488,7 @@ class Tasks:
         workspace: str | None = None
         deleted = False
         async with self.db.write() as session:
-            task = await self._find(session, principal, ref, owner)
+            task = await self._find(session, principal, ref, owner, lock=True)
             status = TaskStatus(task.status)
             if control is Control.PAUSE:
                 if status is TaskStatus.PAUSED or task.control == Control.PAUSE:
@@ -560,7 +560,7 @@ class Tasks:
         principal.require(Scope.WRITE, "sending input to a task")
         text = checked_input(text, MAX_INPUT)
         async with self.db.write() as session:
-            task = await self._find(session, principal, ref, owner)
+            task = await self._find(session, principal, ref, owner, lock=True)
             status = TaskStatus(task.status)
             if status is TaskStatus.PAUSED or task.control == Control.PAUSE:
                 raise Conflict(f"task {task.name} is paused: resume it before sending input", code="TASK_PAUSED")
@@ -591,7 +591,7 @@ class Tasks:
         principal.require(Scope.WRITE, "changing a task's input")
         text = checked_input(text, MAX_PROMPT)
         async with self.db.write() as session:
-            task = await self._find(session, principal, ref, owner)
+            task = await self._find(session, principal, ref, owner, lock=True)
             if task.turns > 0 or TaskStatus(task.status) not in WAITING:
                 raise Conflict(f"task {task.name} has started: send a follow-up instead", code="TASK_STARTED")
             task.prompt = text
@@ -607,7 +607,7 @@ class Tasks:
             raise ValidationFailed(f"a snapshot is at most {MAX_SNAPSHOT_BYTES} bytes", code="SNAPSHOT_TOO_LARGE",
                                    status=413)
         async with self.db.write() as session:
-            task = await self._find(session, principal, ref)
+            task = await self._find(session, principal, ref, lock=True)
             task.log_snapshot = payload
             task.snapshot_at = utcnow()
             session.add(task)

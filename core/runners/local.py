@@ -41,7 +41,8 @@ def clean_line(raw: bytes) -> str:
     text = raw.decode("utf-8", errors="replace")
     if "\r" in text:
         text = text.rstrip("\r").rsplit("\r", 1)[-1]  # a progress bar redrawn in place: keep its last state
-    text = _ANSI.sub("", text)
+    if "\x1b" in text:
+        text = _ANSI.sub("", text)
     if len(text) > MAX_LINE_CHARS:
         text = text[:MAX_LINE_CHARS] + f"… ({len(text) - MAX_LINE_CHARS} more characters)"
     return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,17 +53,20 @@ async def prepare(
     path: Path, *, source: str | None, base_branch: str | None, work_branch: str
 ) -> tuple[str, str]:
     """Create the workspace at `path`; returns (base branch, base commit)."""
+    # Few processes on purpose: a hundred tasks starting at once pay for each one (bench/README.md).
     path.parent.mkdir(parents=True, exist_ok=True)
     if source is None:
         path.mkdir()  # noqa: ASYNC240 (one directory, before any process starts)
-        await git("init", "-q", "-b", base_branch or "main", cwd=path)
+        await git("init", "-q", "-b", work_branch, cwd=path)
         await git(*_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "empty workspace", cwd=path)
+        branch = base_branch or "main"  # nominal: an empty workspace has only the task's branch
     else:
         branch_args = ["--branch", base_branch] if base_branch else []
         await git("clone", "-q", "--no-tags", *branch_args, "--", source, str(path))
-    branch = (await git("rev-parse", "--abbrev-ref", "HEAD", cwd=path)).strip()
+        head = (path / ".git" / "HEAD").read_text().strip()  # noqa: ASYNC240 ("ref: refs/heads/main")
+        branch = head.removeprefix("ref: refs/heads/")
+        await git("checkout", "-q", "-b", work_branch, cwd=path)
     sha = (await git("rev-parse", "HEAD", cwd=path)).strip()
-    await git("checkout", "-q", "-b", work_branch, cwd=path)
     return branch, sha
 
 
@@ -72,8 +76,12 @@ async def diff_stats(path: Path, base_sha: str | None) -> DiffStats:
     if base_sha is None or not (path / ".git").exists():
         return DiffStats()
     with tempfile.TemporaryDirectory() as scratch:
-        env = git_env({"GIT_INDEX_FILE": str(Path(scratch) / "index")})
-        await git("read-tree", "HEAD", cwd=path, env=env)
+        index = Path(scratch) / "index"
+        env = git_env({"GIT_INDEX_FILE": str(index)})
+        try:  # a copy of the real index keeps its stat cache: only changed files are hashed again
+            shutil.copyfile(path / ".git" / "index", index)
+        except FileNotFoundError:
+            await git("read-tree", "HEAD", cwd=path, env=env)
         await git("add", "-A", cwd=path, env=env)
         out = await git("diff", "--cached", "--numstat", "--no-renames", base_sha, cwd=path, env=env)
     files = insertions = deletions = 0
