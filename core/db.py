@@ -43,12 +43,25 @@ def ensure_sqlite_dir(url: str) -> None:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver would open transactions only before INSERT/UPDATE/DELETE, leaving a read-then-write
+    # unprotected against other processes; Shepherd begins them itself (_sqlite_begin).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss too
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    """Writers take SQLite's write lock when they begin (BEGIN IMMEDIATE): what a write transaction read
+    cannot be changed by another process before it commits. Readers begin a plain snapshot."""
+    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+_IMMEDIATE = "shepherd_sqlite_immediate"
 
 
 class Database:
@@ -75,6 +88,7 @@ class Database:
         if self.is_sqlite:
             ensure_sqlite_dir(self.url)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
 
@@ -99,6 +113,7 @@ class Database:
                     yield session
                 return
             async with self._write_turn, self._sessions() as session, session.begin():
+                await session.connection(execution_options={_IMMEDIATE: True})
                 yield session
         except IntegrityError as exc:
             raise Conflict(

@@ -264,3 +264,30 @@ async def test_revocation_reaches_other_replicas_within_the_cache_window(db: Dat
     now[0] += AUTH_CACHE_SECONDS + 0.1
     with pytest.raises(Unauthorized):
         await there.authenticate(issued.secret)
+
+
+async def test_sqlite_write_transactions_of_two_processes_never_lose_an_update(sqlite_url: str) -> None:
+    """Two pools (as two processes would have) read, think, then write the same row: on SQLite a write
+    transaction holds the write lock from its start, so every increment survives."""
+    from sqlmodel import select
+
+    from core.models import Org
+
+    a, b = Database(sqlite_url), Database(sqlite_url)
+    try:
+        async with a.write() as session:
+            session.add(Org(id="counter", name="0"))
+
+        async def bump(db: Database) -> None:
+            async with db.write() as session:
+                org = (await session.exec(select(Org).where(Org.id == "counter"))).one()
+                await asyncio.sleep(0.05)
+                org.name = str(int(org.name) + 1)
+                session.add(org)
+
+        await asyncio.gather(*(bump(db) for db in (a, b, a, b, a, b)))
+        async with a.read() as session:
+            assert (await session.exec(select(Org).where(Org.id == "counter"))).one().name == "6"
+    finally:
+        await a.dispose()
+        await b.dispose()
