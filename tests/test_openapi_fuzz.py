@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Home]:
-    home = Home(tmp_path, SHEPHERD_LOG_LEVEL="WARNING")
+    # Fuzzed tasks must not reach the network: owner/name repositories clone from a directory that is not there.
+    home = Home(tmp_path, SHEPHERD_LOG_LEVEL="WARNING", SHEPHERD_GIT_BASE_URL=str(tmp_path / "no-such-git-host"))
     proc = home.start()
     try:
         yield home
@@ -35,11 +36,13 @@ def test_schemathesis_finds_nothing(server: Home, tmp_path: Path) -> None:
     server.run("console", "-c", "project create api --repo acme/api")
     for _ in range(3):
         server.http("POST", "/api/agents", {"name": "seed", "type": "coordinator"}, token)
+    # One worker: with two threads, hypothesis's concurrent ast.parse hits a CPython 3.11 race
+    # ("AST constructor recursion depth mismatch") that fails the run with no fault of the API.
     run = subprocess.run(
         [SCHEMATHESIS, "run", f"http://127.0.0.1:{server.port}/openapi.json",
          "-H", f"Authorization: Bearer {token}", "-H", "x-org-id: default",
          "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-         "--max-time", "45", "--workers", "2", "--seed", "1", "--request-timeout", "10"],
+         "--max-time", "45", "--workers", "1", "--seed", "1", "--request-timeout", "10"],
         cwd=tmp_path, capture_output=True, text=True, timeout=240,
     )
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]

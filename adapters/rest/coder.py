@@ -26,7 +26,7 @@ from core.tasks import MAX_INPUT, MAX_PAGE, MAX_PROMPT, State, TaskFilter, TaskS
 
 # Template ids are derived from the agent name, so they are the same on every server and every call.
 _TEMPLATE_NS = uuid.UUID("6f1f8a52-6c3e-5b7e-9a55-2f3d1c0e4b7a")
-LOG_LIMIT = 10_000  # core's largest page: a task keeps at most this many log lines by default
+LOG_LIMIT = 10_000  # core's largest page of log entries
 
 
 class CoderStatus(StrEnum):
