@@ -7,7 +7,17 @@ from typing import Any
 from core import task_commands
 from core.access import Role
 from core.agents import LEVEL_NAMES, AgentFilter, AgentStatus, parse_level
-from core.grammar import Arg, ArgKind, CommandContext, CommandRegistry, CommandSpec, Reply, UsageError
+from core.grammar import (
+    Arg,
+    ArgKind,
+    CommandContext,
+    CommandRegistry,
+    CommandSpec,
+    Reply,
+    UsageError,
+    filter_limit,
+    filter_words,
+)
 from core.text import ago, duration, table
 
 
@@ -17,14 +27,8 @@ def _level(raw: str) -> int:
 
 def _filters(words: list[str]) -> tuple[AgentFilter, int]:
     """`type:project status:suspended project:proj-1 limit:20`."""
-    values: dict[str, str] = {}
-    for word in words:
-        key, sep, value = word.partition(":")
-        if not sep or not value or key not in ("type", "status", "project", "limit"):
-            raise UsageError(
-                f"cannot read filter {word!r}: use type:<type>, status:<status>, project:<id>, limit:<n>"
-            )
-        values[key] = value
+    values = filter_words(words, ("type", "status", "project", "limit"),
+                          "type:<type>, status:<status>, project:<id>, limit:<n>")
     status = None
     if "status" in values:
         try:
@@ -32,10 +36,8 @@ def _filters(words: list[str]) -> tuple[AgentFilter, int]:
         except ValueError:
             names = ", ".join(s.value.lower() for s in AgentStatus)
             raise UsageError(f"unknown status {values['status']!r}: one of {names}") from None
-    limit = values.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 500:
-        raise UsageError("limit is a number from 1 to 500")
-    return AgentFilter(type=values.get("type"), status=status, project_id=values.get("project")), int(limit)
+    flt = AgentFilter(type=values.get("type"), status=status, project_id=values.get("project"))
+    return flt, filter_limit(values, 50)
 
 
 def level_label(level: int) -> str:

@@ -101,6 +101,24 @@ class UsageError(ShepherdError):
         self.suggestion = suggestion
 
 
+def filter_words(words: list[str], keys: tuple[str, ...], hint: str) -> dict[str, str]:
+    """`status:active limit:20` -> {"status": "active", "limit": "20"}; any other word is a usage error."""
+    values: dict[str, str] = {}
+    for word in words:
+        key, sep, value = word.partition(":")
+        if not sep or not value or key not in keys:
+            raise UsageError(f"cannot read filter {word!r}: use {hint}")
+        values[key] = value
+    return values
+
+
+def filter_limit(values: dict[str, str], default: int) -> int:
+    limit = values.get("limit", str(default))
+    if not limit.isdigit() or not 1 <= int(limit) <= 500:
+        raise UsageError("limit is a number from 1 to 500")
+    return int(limit)
+
+
 @dataclass(frozen=True)
 class Invocation:
     spec: CommandSpec

@@ -24,9 +24,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, update
+from sqlalchemy import case, func, insert, update
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.access import Principal, Scope
 from core.agents import AgentStatus
@@ -48,6 +47,8 @@ from core.tasks import (
     Outcome,
     State,
     TaskStatus,
+    agent_after,
+    delete_rows,
     evidence_summary,
     repo_kind,
     set_status,
@@ -277,7 +278,7 @@ class TaskSupervisor:
                 self._end(task, Outcome.INTERRUPTED, {"reason": reason, "exitCode": None})
                 task.pending_inputs = []
                 session.add(task)
-                await self._agent_after(session, task, Outcome.INTERRUPTED)
+                await agent_after(session, task, Outcome.INTERRUPTED)
                 await record(session, self._system(task), "task", "task.interrupted", agent_id=task.agent_id,
                              task_id=task.id, payload={"reason": reason, "runner": stale.runner_id})
                 log.warning("task %s interrupted: %s", task.id, reason)
@@ -586,7 +587,7 @@ class TaskSupervisor:
             system = self._system(task)
             if task.control == Control.DELETE or run.stop_reason == Control.DELETE:
                 workspace = task.workspace
-                await self._delete(session, task)
+                await delete_rows(session, task)
                 await record(session, system, "task", "task.deleted", agent_id=task.agent_id, task_id=task.id)
             else:
                 if run.session_ref:
@@ -601,7 +602,7 @@ class TaskSupervisor:
                     # the turn never ran, or people ended it: waiting follow-ups are not delivered
                     task.pending_inputs, dropped_inputs = [], len(follow_ups)
                 session.add(task)
-                await self._agent_after(session, task, outcome)
+                await agent_after(session, task, outcome)
                 await record(session, system, "task", "task.finished", agent_id=task.agent_id, task_id=task.id,
                              payload={"outcome": outcome.value, "turn": task.turns, "evidence": evidence,
                                       "droppedInputs": dropped_inputs})
@@ -612,27 +613,6 @@ class TaskSupervisor:
                     task.outcome, task.finished_at = None, None
         if workspace:
             await asyncio.to_thread(self.shepherd.tasks.remove_workspace, workspace)
-
-    @staticmethod
-    async def _delete(session: AsyncSession, task: Task) -> None:
-        await session.exec(delete(TaskLog).where(col(TaskLog.task_id) == task.id))
-        if task.agent_id:
-            agent = await session.get(Agent, task.agent_id)
-            if agent is not None:
-                await session.delete(agent)
-        await session.delete(task)
-
-    @staticmethod
-    async def _agent_after(session: AsyncSession, task: Task, outcome: Outcome) -> None:
-        agent = await session.get(Agent, task.agent_id) if task.agent_id else None
-        if agent is None:
-            return
-        if agent.status != AgentStatus.SUSPENDED:
-            agent.status = AgentStatus.IDLE
-        if outcome is Outcome.SUCCEEDED:
-            agent.tasks_completed += 1
-        agent.last_activity = utcnow()
-        session.add(agent)
 
     @staticmethod
     def _system(task: Task) -> Principal:

@@ -6,7 +6,17 @@ from typing import Any
 
 from core.access import Role
 from core.agents import parse_level
-from core.grammar import Arg, ArgKind, CommandContext, CommandRegistry, CommandSpec, Reply, UsageError
+from core.grammar import (
+    Arg,
+    ArgKind,
+    CommandContext,
+    CommandRegistry,
+    CommandSpec,
+    Reply,
+    UsageError,
+    filter_limit,
+    filter_words,
+)
 from core.models import Task
 from core.tasks import FINISHED, STATUS_GROUPS, TaskFilter, TaskStatus, evidence_summary, owner_of
 from core.text import ago, table
@@ -20,14 +30,8 @@ def _level(raw: str) -> int:
 
 def task_filters(words: list[str], ctx: CommandContext) -> tuple[TaskFilter, int]:
     """`status:active owner:me project:api limit:20`."""
-    values: dict[str, str] = {}
-    for word in words:
-        key, sep, value = word.partition(":")
-        if not sep or not value or key not in ("status", "owner", "project", "limit"):
-            raise UsageError(
-                f"cannot read filter {word!r}: use status:<status>, owner:me|<name>, project:<id>, limit:<n>"
-            )
-        values[key] = value
+    values = filter_words(words, ("status", "owner", "project", "limit"),
+                          "status:<status>, owner:me|<name>, project:<id>, limit:<n>")
     status = None
     if "status" in values:
         status = STATUS_GROUPS.get(values["status"].lower())
@@ -36,10 +40,7 @@ def task_filters(words: list[str], ctx: CommandContext) -> tuple[TaskFilter, int
     owner = values.get("owner")
     if owner == "me":
         owner = owner_of(ctx.principal)[0]
-    limit = values.get("limit", "20")
-    if not limit.isdigit() or not 1 <= int(limit) <= 500:
-        raise UsageError("limit is a number from 1 to 500")
-    return TaskFilter(status=status, owner_id=owner, project_id=values.get("project")), int(limit)
+    return TaskFilter(status=status, owner_id=owner, project_id=values.get("project")), filter_limit(values, 20)
 
 
 def state_line(task: Task) -> str:

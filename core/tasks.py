@@ -513,15 +513,10 @@ class Tasks:
                 task.outcome = Outcome.CANCELLED.value
                 task.finished_at = utcnow()
                 task.pending_inputs = []
-                await self._agent_idle(session, task)
+                await agent_after(session, task, Outcome.CANCELLED)
             else:  # delete a task no runner holds
                 workspace, deleted = task.workspace, True
-                await session.exec(delete(TaskLog).where(col(TaskLog.task_id) == task.id))
-                await session.delete(task)
-                if task.agent_id:
-                    agent = await session.get(Agent, task.agent_id)
-                    if agent is not None:
-                        await session.delete(agent)
+                await delete_rows(session, task)
             if not deleted:
                 task.updated_at = utcnow()
                 session.add(task)
@@ -541,16 +536,6 @@ class Tasks:
         if target.resolve().parent != root.resolve():
             raise Forbidden(f"refusing to delete {path}: not a workspace", code="NOT_A_WORKSPACE")
         shutil.rmtree(target, ignore_errors=True)
-
-    @staticmethod
-    async def _agent_idle(session: AsyncSession, task: Task) -> None:
-        if not task.agent_id:
-            return
-        agent = await session.get(Agent, task.agent_id)
-        if agent is not None and agent.status != AgentStatus.SUSPENDED:
-            agent.status = AgentStatus.IDLE
-            agent.last_activity = utcnow()
-            session.add(agent)
 
     async def send(self, principal: Principal, ref: str, text: str, *, owner: str | None = None) -> Task:
         """A follow-up turn: queued while the agent works, started when it is idle (finished).
@@ -611,6 +596,29 @@ class Tasks:
             task.log_snapshot = payload
             task.snapshot_at = utcnow()
             session.add(task)
+
+
+async def delete_rows(session: AsyncSession, task: Task) -> None:
+    """A task, its log and its ephemeral agent, gone in the caller's transaction."""
+    await session.exec(delete(TaskLog).where(col(TaskLog.task_id) == task.id))
+    if task.agent_id:
+        agent = await session.get(Agent, task.agent_id)
+        if agent is not None:
+            await session.delete(agent)
+    await session.delete(task)
+
+
+async def agent_after(session: AsyncSession, task: Task, outcome: Outcome) -> None:
+    """The task's agent once a turn has ended: idle (a suspension stands), one more task done on success."""
+    agent = await session.get(Agent, task.agent_id) if task.agent_id else None
+    if agent is None:
+        return
+    if agent.status != AgentStatus.SUSPENDED:
+        agent.status = AgentStatus.IDLE
+    if outcome is Outcome.SUCCEEDED:
+        agent.tasks_completed += 1
+    agent.last_activity = utcnow()
+    session.add(agent)
 
 
 def is_finished(task: Task) -> bool:
