@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 import adapters.rest.coder
 import adapters.rest.codespar
+import adapters.rest.confirmations
 import adapters.rest.eliza
 import adapters.rest.ops
 import adapters.rest.projects
@@ -33,7 +34,7 @@ from core.service import Shepherd
 def all_routes() -> list[Route]:
     return [
         *adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES,
-        *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES,
+        *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES, *adapters.rest.confirmations.ROUTES,
     ]
 
 
@@ -62,4 +63,13 @@ def create_app(
 
     app.cleanup_ctx.append(database)
     mount(app, routes)
+    return app
+
+
+def create_callback_app(shepherd: Shepherd) -> web.Application:
+    """Only the task callback routes (`shepherd ask`), for a process that serves no web app: the console,
+    a worker without SHEPHERD_PUBLIC_URL. Listens on loopback only."""
+    app = web.Application(client_max_size=64 * 1024, middlewares=[envelope_middleware])
+    app[SHEPHERD] = shepherd
+    mount(app, [r for r in adapters.rest.confirmations.ROUTES if r.path.startswith("/api/tasks/")])
     return app

@@ -17,11 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.migrate import current_revision, head_revision, upgrade
 from bot.settings import Settings, mask_url
 from bot.version import VERSION
-from bot.worker import Worker
 from core.db import Database
 from core.errors import ShepherdError
+from core.policy import PolicyStore
 from core.service import Shepherd
-from core.supervisor import TaskSupervisor
 
 log = logging.getLogger("shepherd")
 
@@ -84,12 +83,16 @@ async def _ensure_schema(settings: Settings) -> None:
 
 
 def _core(settings: Settings, db: Database) -> Shepherd:
+    policies = PolicyStore(settings.policies_path, expiry_s=settings.confirmation_ttl)
     return Shepherd(db, catalog=settings.catalog(), default_agent=settings.default_agent,
-                    workspace_root=settings.workspace_root)
+                    workspace_root=settings.workspace_root, policies=policies)
 
 
-def _supervisor(settings: Settings, shepherd: Shepherd) -> TaskSupervisor:
-    return TaskSupervisor(shepherd, shepherd.catalog, settings.runner_config())
+def _public_url(settings: Settings, port: int) -> str:
+    if settings.public_url:
+        return settings.public_url
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{port}"
 
 
 async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
@@ -103,9 +106,11 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
     from aiohttp import web  # the web stack loads only for the commands that serve
 
     from bot.app import create_app
+    from bot.background import Background
 
     runner: web.AppRunner | None = None
-    worker: Worker | None = None
+    background: Background | None = None
+    callback_url: str | None = None
     try:
         if web_on:
             app = create_app(settings.db_url, max_body_bytes=settings.max_body_bytes, shepherd=shepherd)
@@ -116,45 +121,50 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
                 await site.start()
             except OSError as exc:
                 raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
-            log.info("Shepherd %s serving on http://%s:%d (store: %s)", VERSION, settings.host,
-                     settings.port, db.dialect)
+            port = runner.addresses[0][1] if runner.addresses else settings.port
+            callback_url = _public_url(settings, port)
+            log.info("Shepherd %s serving on http://%s:%d (store: %s)", VERSION, settings.host, port, db.dialect)
             if await shepherd.tokens.count_active() == 0:
                 log.warning(
                     "no API token yet: create one with `%s token create --name me --scopes read,write,approve,admin`"
                     " and send it as `Authorization: Bearer <token>`", _me(),
                 )
         if worker_on:
-            worker = Worker(shepherd, [_supervisor(settings, shepherd)])
-            await worker.start()
+            background = Background(settings, shepherd, callback_url=callback_url)
+            await background.start()
         await stop.wait()
         log.info("shutting down")
     finally:
-        if worker is not None:
-            await worker.stop()
+        if background is not None:
+            await background.stop()
         if runner is not None:
             await runner.cleanup()
         await db.dispose()
 
 
 async def _console(settings: Settings, command: str | None) -> int:
+    from adapters.console.channel import ConsoleChannel
     from adapters.console.repl import Console, console_principal
+    from bot.background import Background
 
     await _ensure_schema(settings)
     db = Database(settings.db_url)
-    supervisor: TaskSupervisor | None = None
+    background: Background | None = None
     try:
         shepherd = _core(settings, db)
         await shepherd.orgs.ensure(settings.org)
-        # The console runs the tasks it starts itself: no server needed to try Shepherd.
-        supervisor = _supervisor(settings, shepherd)
-        await supervisor.start()
-        console = Console(shepherd, console_principal(settings.org))
+        principal = console_principal(settings.org)
+        # The console runs the tasks it starts itself, and prints the prompts addressed to its user:
+        # no server needed to try Shepherd.
+        background = Background(settings, shepherd, channels=[ConsoleChannel(principal.name)])
+        await background.start()
+        console = Console(shepherd, principal)
         if command is not None:
             return 0 if await console.run_one(command, wait=True) else 1
         return await console.repl()
     finally:
-        if supervisor is not None:
-            await supervisor.stop()
+        if background is not None:
+            await background.stop()
         await db.dispose()
 
 
@@ -206,6 +216,15 @@ async def _doctor(settings: Settings) -> int:
     print(f"sandbox: {'on' if settings.sandbox else 'off'} (bubblewrap {'at ' + sandbox if sandbox else 'not found'})")
     if settings.sandbox and not sandbox:
         ok = False
+    policies = PolicyStore(settings.policies_path).check_all()
+    print(f"policies: {len(policies)} project file(s) in {settings.policies_path}"
+          + ("" if policies else " (every project has the built-in policy)"))
+    for path, problem in policies:
+        ok &= problem is None
+        print(f"  {Path(path).name}: {'ok' if problem is None else 'INVALID: ' + problem}")
+    github = "token set" if settings.github_token and settings.github_token.get_secret_value() else \
+        "no token: approved pushes and pull requests will fail (SHEPHERD_GITHUB_TOKEN)"
+    print(f"github: {settings.github_api_url}, {github}")
     return 0 if ok else 1
 
 
@@ -226,10 +245,16 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--scopes", nargs="+", default=["read,write"], help="read write approve admin")
     tc.add_argument("--name", default="api", help="a label to tell tokens apart")
     sub.add_parser("doctor", help="check the database, show settings (secrets masked) and agent CLIs")
+    sub.add_parser("ask", help="(inside a task) ask people before acting; `shepherd ask --help`", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ask"]:
+        from bot.ask import main as ask
+
+        return ask(argv[1:])
     args = _parser().parse_args(argv)
     try:
         settings = _settings()

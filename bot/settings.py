@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     task_log_lines: int = Field(20_000, ge=100, description="output lines stored per task; more are counted")
     sandbox: bool = Field(False, description="run agents in bubblewrap: no network, read-only system")
     git_base_url: str = Field("https://github.com", description="where owner/name repositories are cloned from")
+    github_token: SecretStr | None = Field(
+        None, description="GitHub token Shepherd pushes task branches and opens pull requests with (never an agent's)"
+    )
+    github_api_url: str = Field("https://api.github.com", description="GitHub REST API base (Enterprise: …/api/v3)")
+    policy_dir: Path | None = Field(
+        None, description="folder of per-project policy files <project>.toml (default: <data dir>/policies)"
+    )
+    confirmation_ttl: int = Field(
+        1800, ge=60, le=7 * 24 * 3600, description="seconds a confirmation waits before it expires (a reject)"
+    )
+    public_url: str | None = Field(
+        None, description="where agents (and links) reach this server; default http://<host>:<port>"
+    )
 
     @field_validator("org")
     @classmethod
@@ -77,6 +90,17 @@ class Settings(BaseSettings):
         except ShepherdError as exc:
             raise ValueError(exc.message) from None
         return value
+
+    @field_validator("public_url", "github_api_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @property
+    def policies_path(self) -> Path:
+        return (self.policy_dir or self.data_dir / "policies").resolve()
 
     @property
     def workspace_root(self) -> Path:

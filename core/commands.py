@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core import task_commands
+from core import approval_commands, task_commands
 from core.access import Role
 from core.agents import LEVEL_NAMES, AgentFilter, AgentStatus, parse_level
 from core.grammar import (
@@ -244,4 +244,5 @@ def build_registry() -> CommandRegistry:
         examples=("project create api --repo acme/api --branch main",),
     ))
     task_commands.register(reg)
+    approval_commands.register(reg)
     return reg

@@ -62,10 +62,19 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class Where:
+    """The thread a command came from: a task started there binds it, so its news comes back there."""
+
+    channel: str
+    address: str
+
+
+@dataclass(frozen=True)
 class CommandContext:
     shepherd: Shepherd
     principal: Principal
     registry: CommandRegistry
+    where: Where | None = None
 
 
 Handler = Callable[[CommandContext, dict[str, Any]], Awaitable[Reply]]
@@ -252,12 +261,12 @@ class CommandRegistry:
 
     # --- running -----------------------------------------------------------------------------
 
-    async def run(self, shepherd: Shepherd, principal: Principal, text: str) -> Reply:
+    async def run(self, shepherd: Shepherd, principal: Principal, text: str, *, where: Where | None = None) -> Reply:
         """Parse, check permission, execute. Errors become a reply: never a traceback in a channel."""
         try:
             invocation = self.parse(text)
             principal.require(invocation.spec.role.scope, f"`{invocation.spec.name}`")
-            ctx = CommandContext(shepherd=shepherd, principal=principal, registry=self)
+            ctx = CommandContext(shepherd=shepherd, principal=principal, registry=self, where=where)
             return await invocation.spec.handler(ctx, invocation.args)
         except ShepherdError as exc:
             return Reply(text=f"error: {exc.message}", ok=False, data={"code": exc.code})

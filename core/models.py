@@ -164,6 +164,7 @@ class Task(SQLModel, table=True):
     snapshot_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     decision_count: int = 0
     auto_resolved_count: int = 0
+    callback_hash: str | None = Field(default=None, max_length=64)  # SHA-256 of this turn's SHEPHERD_TASK_TOKEN
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
@@ -190,3 +191,111 @@ class RunnerNode(SQLModel, table=True):
     pid: int
     started_at: datetime = _ts()
     heartbeat_at: datetime = _ts()
+
+
+class Confirmation(SQLModel, table=True):
+    """One gated action on one target, waiting for people (or decided by policy). See core.confirmations."""
+
+    __table_args__ = (
+        UniqueConstraint("org_id", "code"),
+        Index("ix_confirmation_status", "status", "expires_at"),
+        Index("ix_confirmation_task", "task_id", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    code: str = Field(max_length=8)  # what people type: K7P2
+    task_id: str | None = Field(default=None, max_length=64)  # no FK: the record outlives the task
+    agent_id: str | None = Field(default=None, max_length=64)
+    project_id: str | None = Field(default=None, max_length=64)
+    action: str = Field(max_length=64)
+    risk: str = Field(max_length=16)
+    level: int
+    origin: str = Field(max_length=16)  # policy (Shepherd's own gate), agent (`shepherd ask`), person (a command)
+    summary: str = Field(max_length=1000)
+    target: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # repo, branch, head, base, …
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    plan_hash: str = Field(max_length=64)
+    requester_id: str = Field(max_length=200)  # who asked: a user id, or a token's actor
+    requester_name: str = Field(max_length=200)
+    quorum: int = 1
+    approvals: int = 0
+    status: str = Field(max_length=16)  # pending, approved, rejected, expired, void
+    decided_by: str | None = Field(default=None, max_length=200)
+    decided_via: str | None = Field(default=None, max_length=32)  # console, slack, rest, policy, expiry, …
+    decided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    reason: str | None = Field(default=None, max_length=1000)
+    # what Shepherd does with an approved action of its own: waiting, running, done, failed
+    execution: str | None = Field(default=None, max_length=16)
+    executor: str | None = Field(default=None, max_length=200)  # the runner executing it
+    result: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
+
+
+class Vote(SQLModel, table=True):
+    """One person's vote on a confirmation; the unique key makes a second click of the same person a no-op."""
+
+    __table_args__ = (UniqueConstraint("confirmation_id", "voter_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    confirmation_id: str = Field(foreign_key="confirmation.id", ondelete="CASCADE", max_length=64)
+    voter_id: str = Field(max_length=200)
+    voter_name: str = Field(max_length=200)
+    via: str = Field(max_length=32)
+    approve: bool
+    comment: str = Field(default="", max_length=1000)
+    at: datetime = _ts()
+
+
+class Thread(SQLModel, table=True):
+    """Where a conversation lives: a console user, a Slack channel+thread_ts, a Telegram chat, a GitHub
+    issue. Bound to a task (its progress and prompts go there) or to a project (its approval channel)."""
+
+    __table_args__ = (
+        Index("ix_thread_task", "task_id"),
+        Index("ix_thread_project", "project_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    channel: str = Field(max_length=32)
+    address: str = Field(max_length=500)
+    task_id: str | None = Field(default=None, max_length=64)
+    project_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts()
+
+
+class Outbox(SQLModel, table=True):
+    """A message that must go out, written in the transaction of the change it tells about."""
+
+    __table_args__ = (Index("ix_outbox_due", "status", "channel", "next_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(max_length=64)
+    thread_id: str = Field(foreign_key="thread.id", ondelete="CASCADE", max_length=64)
+    channel: str = Field(max_length=32)  # the thread's, copied so that dispatchers claim without a join
+    address: str = Field(max_length=500)
+    key: str = Field(max_length=200)  # which message: confirmation:<id>, task:<id>
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # a core.channels.Message
+    status: str = Field(default="pending", max_length=16)  # pending, sent, failed
+    attempts: int = 0
+    next_at: datetime = _ts()
+    claimed_by: str | None = Field(default=None, max_length=200)
+    claimed_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = _ts()
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class MessageRef(SQLModel, table=True):
+    """The platform's id of a message Shepherd posted (Slack ts, Telegram message_id), kept so that a
+    later change (a decision) edits that message in place."""
+
+    __table_args__ = (UniqueConstraint("thread_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: str = Field(foreign_key="thread.id", ondelete="CASCADE", max_length=64)
+    key: str = Field(max_length=200)
+    ref: str = Field(max_length=500)
+    created_at: datetime = _ts()

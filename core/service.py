@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.agents import Agents
+from core.confirmations import Confirmations
 from core.db import Database
 from core.events import Events
 from core.orgs import Orgs
+from core.policy import PolicyStore
 from core.projects import Projects
 from core.runners.presets import AgentCatalog
 from core.tasks import Tasks
@@ -18,7 +20,7 @@ from core.users import Users
 class Shepherd:
     def __init__(
         self, db: Database, *, catalog: AgentCatalog | None = None, default_agent: str = "claude",
-        workspace_root: Path | None = None,
+        workspace_root: Path | None = None, policies: PolicyStore | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog or AgentCatalog()
@@ -31,3 +33,5 @@ class Shepherd:
         self.tokens = Tokens(db)
         self.users = Users(db)
         self.events = Events(db)
+        self.confirmations = Confirmations(db, policies)
+        self.tasks.confirmations = self.confirmations

@@ -28,17 +28,20 @@ from sqlalchemy import case, func, insert, update
 from sqlmodel import col, select
 
 from core.access import Principal, Scope
+from core.actions import ActionError, ActionsConfig, Executor, PlanChanged, describe, result_line
 from core.agents import AgentStatus
 from core.clock import as_utc, utcnow
+from core.confirmations import Execution, Origin, Plan, Status, new_task_token
 from core.events import record
-from core.models import Agent, RunnerNode, Task, TaskLog
+from core.models import Agent, Confirmation, RunnerNode, Task, TaskLog
 from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
 from core.runners.local import LocalRunner, RunnerError, group_members
 from core.runners.presets import AgentCatalog, verdict
-from core.runners.workspace import WorkspaceError, diff_stats, prepare
+from core.runners.workspace import WorkspaceError, commit_all, diff_stats, prepare
 from core.service import Shepherd
 from core.tasks import (
     ACTIVE,
+    GATED,
     WAITING,
     Control,
     DiffStats,
@@ -49,7 +52,7 @@ from core.tasks import (
     TaskStatus,
     agent_after,
     delete_rows,
-    evidence_summary,
+    end,
     repo_kind,
     set_status,
 )
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TERM", "TZ", "TMPDIR")
 LAST_LINES = 20
 SWEEP_EVERY_S = 10.0
+PROCESS_STARTED = utcnow()
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,25 @@ class RunnerConfig:
     heartbeat_s: float = 5.0
     stale_after_s: float = 30.0
     flush_s: float = 0.2
+    callback_url: str | None = None  # SHEPHERD_URL for agents: where `shepherd ask` reaches Shepherd
+    tool_dir: Path | None = None  # put first on the agent's PATH: holds the `shepherd` (ask) launcher
+    max_action_attempts: int = 3
 
 
-def agent_env(config: RunnerConfig, task: Task, workspace: Path) -> dict[str, str]:
+NEEDS_WORKSPACE = ("branch.push", "pr.open", "deploy.")
+
+
+def agent_env(config: RunnerConfig, task: Task, workspace: Path, token: str | None = None) -> dict[str, str]:
     """The agent's whole environment: an allowlist, the agent credentials named in SHEPHERD_AGENT_ENV,
-    and the task's own SHEPHERD_* values. Nothing else of the server's environment (its secrets) passes."""
+    and the task's own SHEPHERD_* values (with `token`, the task-scoped callback for `shepherd ask`).
+    Nothing else of the server's environment (its secrets) passes."""
     env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
     env.update({k: os.environ[k] for k in config.pass_env if k in os.environ})
     env.update({"SHEPHERD_TASK_ID": task.id, "SHEPHERD_TASK_NAME": task.name, "SHEPHERD_WORKSPACE": str(workspace)})
+    if token and config.callback_url:
+        env.update({"SHEPHERD_URL": config.callback_url, "SHEPHERD_TASK_TOKEN": token})
+    if config.tool_dir is not None:
+        env["PATH"] = os.pathsep.join(p for p in (str(config.tool_dir), env.get("PATH", "")) if p)
     if config.sandbox:
         env["TMPDIR"] = "/tmp"  # the sandbox's own
     return env
@@ -148,9 +163,12 @@ class TaskSupervisor:
     name = "tasks"
 
     def __init__(
-        self, shepherd: Shepherd, catalog: AgentCatalog, config: RunnerConfig, runner: Runner | None = None
+        self, shepherd: Shepherd, catalog: AgentCatalog, config: RunnerConfig, runner: Runner | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.shepherd = shepherd
+        self.executor = executor or Executor(ActionsConfig(git_base_url=config.git_base_url))
+        self._executing: set[str] = set()
         self.db = shepherd.db
         self.catalog = catalog
         self.config = config
@@ -215,7 +233,9 @@ class TaskSupervisor:
             self._wake.clear()
             try:
                 await self._apply_controls()
+                await self._keep_askers_alive()
                 await self._claim()
+                await self._execute_due()
                 now = asyncio.get_running_loop().time()
                 if now - self._last_sweep > SWEEP_EVERY_S:
                     self._last_sweep = now
@@ -248,10 +268,20 @@ class TaskSupervisor:
             n.id for n in nodes
             if n.id != self.node_id and (
                 as_utc(n.heartbeat_at) < cutoff
-                or (n.host == self.host and (n.pid == os.getpid() or not _pid_alive(n.pid)))
+                or (n.host == self.host and (
+                    # this pid before this process began: a previous life (a container's pid 1 restarted)
+                    (n.pid == os.getpid() and as_utc(n.started_at) < PROCESS_STARTED) or not _pid_alive(n.pid)))
             )
         }
         live = {n.id for n in nodes} - dead
+        async with self.db.write() as session:
+            # an action a dead runner was carrying out runs again (every action is safe to repeat)
+            await session.exec(
+                update(Confirmation)
+                .where(col(Confirmation.execution) == Execution.RUNNING.value,
+                       col(Confirmation.executor).not_in([*live, self.node_id]))
+                .values(execution=Execution.WAITING.value, executor=None)
+            )
         await self._interrupt(
             lambda task: task.runner_id not in live,
             "the runner holding this task stopped (a crash or restart) while the agent was working",
@@ -275,7 +305,7 @@ class TaskSupervisor:
                 task = await session.get(Task, stale.id, with_for_update=True)
                 if task is None or TaskStatus(task.status) not in ACTIVE:
                     continue
-                self._end(task, Outcome.INTERRUPTED, {"reason": reason, "exitCode": None})
+                end(task, Outcome.INTERRUPTED, {"reason": reason, "exitCode": None})
                 task.pending_inputs = []
                 session.add(task)
                 await agent_after(session, task, Outcome.INTERRUPTED)
@@ -467,10 +497,16 @@ class TaskSupervisor:
             await self._finish(run, Outcome.CANCELLED, None, DiffStats(), "stopped before the agent started")
             return
         session_ref = task.session_ref or str(uuid.uuid4())
+        token: str | None = None
+        if self.config.callback_url:
+            # a new callback token per turn, stored (hashed) before the agent can use it
+            token, digest = new_task_token()
+            async with self.db.write() as session:
+                await session.exec(update(Task).where(col(Task.id) == task.id).values(callback_hash=digest))
         spec = RunSpec(
             argv=preset.argv(prompt=text, session=session_ref, workspace=workspace, task=task.id,
                              follow_up=follow_up),
-            cwd=workspace, env=agent_env(self.config, task, workspace),
+            cwd=workspace, env=agent_env(self.config, task, workspace, token),
             idle_timeout=self.config.idle_timeout_s, hard_timeout=self.config.hard_timeout_s,
             sandbox=self.config.sandbox, hidden=self.config.hidden,
         )
@@ -489,7 +525,13 @@ class TaskSupervisor:
         with contextlib.suppress(Exception):
             diff = await diff_stats(workspace, task.base_sha)
         outcome, reason = self._judge(run, exit_)
-        await self._finish(run, outcome, exit_, diff, reason)
+        plan: Plan | None = None
+        if outcome is Outcome.SUCCEEDED and diff.files and run.stop_reason is None:
+            try:
+                plan = await self._plan_after_turn(task, workspace)
+            except WorkspaceError as exc:
+                outcome, reason = Outcome.FAILED, f"committing the agent's changes failed: {exc.message}"
+        await self._finish(run, outcome, exit_, diff, reason, plan=plan)
 
     async def _started(self, run: _Run, snapshot: Task, text: str, session_ref: str, follow_up: bool) -> None:
         assert run.handle is not None
@@ -558,19 +600,9 @@ class TaskSupervisor:
 
     # --- finishing ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _end(task: Task, outcome: Outcome, evidence: dict[str, Any]) -> None:
-        task.outcome = outcome.value
-        task.evidence = evidence
-        task.finished_at = utcnow()
-        task.pid = None
-        task.control = None
-        task.runner_id = None
-        set_status(task, outcome.status, State.COMPLETE if outcome is Outcome.SUCCEEDED else State.FAILED,
-                   evidence_summary(task))
-
     async def _finish(
-        self, run: _Run, outcome: Outcome, exit_: RunExit | None, diff: DiffStats, reason: str
+        self, run: _Run, outcome: Outcome, exit_: RunExit | None, diff: DiffStats, reason: str,
+        plan: Plan | None = None,
     ) -> None:
         await self._flush()
         evidence = Evidence(
@@ -596,7 +628,19 @@ class TaskSupervisor:
                 if TaskStatus(task.status) not in ACTIVE:
                     # never started: the outcome still passes through the state machine
                     task.status = TaskStatus.INITIALIZING.value
-                self._end(task, outcome, evidence)
+                if plan is not None and not follow_ups and TaskStatus(task.status) is TaskStatus.RUNNING:
+                    # the turn is done; what it produced leaves the workspace only through the gate
+                    task.evidence, task.pid, task.control, task.runner_id = evidence, None, None, None
+                    task.callback_hash = None
+                    set_status(task, TaskStatus.AWAITING, State.IDLE, f"turn done; {plan.summary}")
+                    session.add(task)
+                    await agent_after(session, task, outcome)
+                    await record(session, system, "task", "task.turn_finished", agent_id=task.agent_id,
+                                 task_id=task.id, payload={"outcome": outcome.value, "turn": task.turns,
+                                                           "evidence": evidence, "next": plan.action})
+                    await self._gate(session, task, plan)
+                    return
+                end(task, outcome, evidence)
                 dropped_inputs = 0
                 if follow_ups and (exit_ is None or outcome in (Outcome.CANCELLED, Outcome.INTERRUPTED)):
                     # the turn never ran, or people ended it: waiting follow-ups are not delivered
@@ -613,6 +657,195 @@ class TaskSupervisor:
                     task.outcome, task.finished_at = None, None
         if workspace:
             await asyncio.to_thread(self.shepherd.tasks.remove_workspace, workspace)
+
+    # --- gated actions -------------------------------------------------------------------------
+
+    async def _plan_after_turn(self, task: Task, workspace: Path) -> Plan | None:
+        """What a turn's changes should become: a pull request (GitHub repositories) or a pushed branch
+        (other remote repositories). A local path or an empty workspace keeps its changes where they are."""
+        if not task.repo or repo_kind(task.repo) not in ("github", "url"):
+            return None
+        head = await commit_all(workspace, f"{task.display_name}\n\nShepherd task {task.name} ({task.id})")
+        action = "pr.open" if repo_kind(task.repo) == "github" else "branch.push"
+        target = {"repo": task.repo, "branch": task.work_branch or f"shepherd/{task.name}",
+                  "base": task.base_branch or "main", "head": head}
+        params: dict[str, Any] = {}
+        if action == "pr.open":
+            params = {"title": task.display_name[:200],
+                      "body": f"Opened by Shepherd for task `{task.name}`, started by {task.owner_name}.\n\n"
+                              f"> {task.prompt[:2000]}"}
+        return Plan(action=action, summary=describe(action, target, params), target=target, params=params)
+
+    async def _gate(self, session: Any, task: Task, plan: Plan) -> None:
+        """Ask the policy about a task's own next action, in the transaction that ends its turn."""
+        agent = await session.get(Agent, task.agent_id) if task.agent_id else None
+        level = agent.autonomy_level if agent is not None else task.autonomy_level
+        gate = await self.shepherd.confirmations.gate(
+            session, org_id=task.org_id, plan=plan, origin=Origin.POLICY, level=level,
+            requester_id=task.owner_id, requester_name=task.owner_name, task=task, agent_id=task.agent_id,
+            project_id=task.project_id,
+        )
+        conf = gate.confirmation
+        if conf.status == Status.PENDING:
+            task.state_message = f"waiting for approval {conf.code}: {plan.summary}"[:500]
+        elif conf.status == Status.APPROVED:
+            task.state_message = f"{conf.code} approved by policy (L{level}): {plan.summary}"[:500]
+            self.wake()
+        else:
+            branch = plan.target.get("branch")
+            end(task, Outcome.SUCCEEDED, {
+                **task.evidence,
+                "reason": f"{plan.action} refused: {gate.decision.reason}; the changes stay committed on "
+                          f"{branch} in the workspace",
+                "confirmation": conf.code,
+            })
+        session.add(task)
+
+    async def _keep_askers_alive(self) -> None:
+        """An agent waiting on `shepherd ask` is silent because people have not decided: not idle."""
+        if not self.runs:
+            return
+        async with self.db.read() as session:
+            asking = set(await session.exec(select(Confirmation.task_id).where(
+                col(Confirmation.task_id).in_(list(self.runs)), Confirmation.status == Status.PENDING.value,
+                Confirmation.origin == Origin.AGENT.value,
+            )))
+        for task_id in asking:
+            run = self.runs.get(task_id or "")
+            if run is not None and run.handle is not None:
+                run.handle.keep_alive()
+
+    def _local(self, task: Task | None) -> bool:
+        if task is None or not task.workspace:
+            return False
+        path = Path(task.workspace)
+        return path.parent == self.config.workspace_root.resolve() and path.is_dir()
+
+    async def _execute_due(self) -> None:
+        """Claim approved actions this runner can carry out (those needing a workspace: where it lives)."""
+        if self._closing:
+            return
+        now = utcnow()
+        async with self.db.read() as session:
+            due = list(await session.exec(
+                select(Confirmation).where(Confirmation.status == Status.APPROVED.value,
+                                           Confirmation.execution == Execution.WAITING.value)
+                .order_by(col(Confirmation.decided_at), col(Confirmation.id)).limit(20)
+            ))
+            for conf in due:
+                if conf.id in self._executing or float(conf.result.get("retryAt", 0)) > now.timestamp():
+                    continue
+                task = await session.get(Task, conf.task_id) if conf.task_id else None
+                if conf.action.startswith(NEEDS_WORKSPACE) and not self._local(task):
+                    continue
+                held = await self.shepherd.confirmations.suspended(session, conf.agent_id, conf.project_id)
+                if held:
+                    await self._note_held(conf, task)
+                    continue
+                async with self.db.write() as claim:
+                    won = await claim.exec(
+                        update(Confirmation)
+                        .where(col(Confirmation.id) == conf.id, col(Confirmation.execution) == Execution.WAITING.value)
+                        .values(execution=Execution.RUNNING.value, executor=self.node_id)
+                    )
+                if won.rowcount != 1:
+                    continue
+                self._executing.add(conf.id)
+                job = asyncio.get_running_loop().create_task(self._execute(conf.id))
+                self._jobs.append(job)
+                job.add_done_callback(lambda j: self._jobs.remove(j) if j in self._jobs else None)
+
+    async def _note_held(self, conf: Confirmation, task: Task | None) -> None:
+        if task is None or TaskStatus(task.status) not in GATED:
+            return
+        note = f"{conf.code} approved; waiting: its agent is suspended (`agent resume` lets {conf.action} run)"
+        if task.state_message == note:
+            return
+        async with self.db.write() as session:
+            locked = await session.get(Task, task.id, with_for_update=True)
+            if locked is not None and TaskStatus(locked.status) in GATED:
+                locked.state_message = note
+                session.add(locked)
+
+    async def _execute(self, conf_id: str) -> None:
+        try:
+            await self._carry_out(conf_id)
+        except Exception:
+            log.exception("carrying out confirmation %s failed", conf_id)
+        finally:
+            self._executing.discard(conf_id)
+
+    async def _carry_out(self, conf_id: str) -> None:
+        async with self.db.read() as session:
+            conf = await session.get(Confirmation, conf_id)
+            if conf is None:
+                return
+            task = await session.get(Task, conf.task_id) if conf.task_id else None
+            policy = await self.shepherd.confirmations.policy_for(session, conf.project_id)
+        result: dict[str, Any] = {}
+        error: ActionError | None = None
+        try:
+            result = await self.executor.execute(conf, task, policy)
+        except ActionError as exc:
+            error = exc
+        except Exception as exc:
+            ref = uuid.uuid4().hex[:8]
+            log.exception("action %s of %s failed inside Shepherd (ref %s)", conf.action, conf.code, ref)
+            error = ActionError(f"Shepherd failed while carrying it out ({type(exc).__name__}, ref {ref})")
+        replan: Plan | None = None
+        if isinstance(error, PlanChanged) and conf.origin == Origin.POLICY and task is not None and self._local(task):
+            with contextlib.suppress(WorkspaceError):
+                replan = await self._plan_after_turn(task, Path(task.workspace or ""))
+        async with self.db.write() as session:
+            conf = await session.get(Confirmation, conf_id, with_for_update=True)
+            if conf is None or conf.execution != Execution.RUNNING:
+                return
+            task = await session.get(Task, conf.task_id, with_for_update=True) if conf.task_id else None
+            gated = task is not None and conf.origin == Origin.POLICY and TaskStatus(task.status) in GATED
+            system = Principal(org_id=conf.org_id, name="runner", scopes=frozenset(Scope), channel="shepherd")
+            attempts = int(conf.result.get("attempts", 0)) + 1
+            if isinstance(error, PlanChanged):
+                conf.execution = None
+                await self.shepherd.confirmations.void(session, conf, error.message)
+                if gated and task is not None:
+                    if replan is not None:
+                        await self._gate(session, task, replan)
+                    else:
+                        end(task, Outcome.FAILED, {**task.evidence, "reason": error.message})
+                        session.add(task)
+                return
+            if error is not None and error.retryable and attempts < self.config.max_action_attempts:
+                conf.execution = Execution.WAITING.value
+                conf.executor = None
+                conf.result = {"attempts": attempts, "lastError": error.message,
+                               "retryAt": utcnow().timestamp() + 5.0 * 2 ** (attempts - 1)}
+                session.add(conf)
+                await record(session, system, "action", "action.retrying", agent_id=conf.agent_id,
+                             task_id=conf.task_id, payload={"code": conf.code, "action": conf.action,
+                                                            "attempt": attempts, "error": error.message})
+                return
+            if error is not None:
+                conf.execution, conf.result = Execution.FAILED.value, {"attempts": attempts, "error": error.message}
+            else:
+                conf.execution, conf.result = Execution.DONE.value, {"attempts": attempts, **result}
+            conf.executor = None
+            session.add(conf)
+            line = result_line(conf)
+            await record(session, system, "action", "action.failed" if error else "action.executed",
+                         agent_id=conf.agent_id, task_id=conf.task_id,
+                         payload={"code": conf.code, "action": conf.action, "result": conf.result})
+            if gated and task is not None:
+                actions = [*task.evidence.get("actions", []), {"action": conf.action, "code": conf.code,
+                                                                "ok": error is None, **conf.result}]
+                end(task, Outcome.FAILED if error else Outcome.SUCCEEDED,
+                    {**task.evidence, "reason": line, "actions": actions})
+                session.add(task)
+            if error is None and conf.action.startswith("deploy.") and conf.agent_id:
+                agent = await session.get(Agent, conf.agent_id)
+                if agent is not None:
+                    agent.deploys_triggered += 1
+                    session.add(agent)
+            await self.shepherd.confirmations.announce(session, conf, task)
 
     @staticmethod
     def _system(task: Task) -> Principal:

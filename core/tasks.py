@@ -3,6 +3,11 @@
 Life of a task (ARCHITECTURE section 2):
 
     pending -> queued -> initializing -> running <-> paused -> completed | failed | cancelled
+                                          running -> awaiting -> completed | failed | cancelled
+
+`awaiting`: the agent's turn is over and Shepherd waits on a gated action of its own (open the pull
+request) for people to decide, or executes it once decided (core.confirmations, core.actions). No process
+runs and no runner slot is held; a refusal or an expiry ends the task `denied`.
 
 `pending` waits for a runner to claim it; `queued` waits for capacity or for a suspended agent to be
 resumed. A finished task has exactly one outcome with its evidence. A follow-up (`send`) to a finished
@@ -32,6 +37,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.access import Principal, Scope
 from core.agents import DEFAULT_LEVEL, AgentStatus, parse_level
+from core.channels import bind_thread
 from core.clock import utcnow
 from core.db import Database
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -53,6 +59,7 @@ class TaskStatus(StrEnum):
     INITIALIZING = "initializing"
     RUNNING = "running"
     PAUSED = "paused"
+    AWAITING = "awaiting"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -61,14 +68,16 @@ class TaskStatus(StrEnum):
 WAITING = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED})
 ACTIVE = frozenset({TaskStatus.INITIALIZING, TaskStatus.RUNNING, TaskStatus.PAUSED})
 FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+GATED = frozenset({TaskStatus.AWAITING})
 
 # Which status may follow which. A finished task goes back to pending for a follow-up turn.
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PENDING: frozenset({TaskStatus.QUEUED, TaskStatus.INITIALIZING, *FINISHED}),
     TaskStatus.QUEUED: frozenset({TaskStatus.PENDING, TaskStatus.INITIALIZING, *FINISHED}),
     TaskStatus.INITIALIZING: frozenset({TaskStatus.RUNNING, *FINISHED}),
-    TaskStatus.RUNNING: frozenset({TaskStatus.PAUSED, TaskStatus.PENDING, *FINISHED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.PAUSED, TaskStatus.PENDING, TaskStatus.AWAITING, *FINISHED}),
     TaskStatus.PAUSED: frozenset({TaskStatus.RUNNING, *FINISHED}),
+    TaskStatus.AWAITING: frozenset({TaskStatus.PENDING, *FINISHED}),
     TaskStatus.COMPLETED: frozenset({TaskStatus.PENDING}),
     TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
     TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING}),
@@ -232,7 +241,7 @@ class TaskFilter:
 
 
 STATUS_GROUPS: dict[str, frozenset[TaskStatus]] = {
-    "active": WAITING | ACTIVE,
+    "active": WAITING | ACTIVE | GATED,
     "waiting": WAITING,
     "finished": FINISHED,
     **{s.value: frozenset({s}) for s in TaskStatus},
@@ -260,6 +269,12 @@ class Tasks:
         self.workspace_root: Path | None = None
         self.wake: Callable[[], None] = lambda: None
         self.local_runner = False  # a supervisor runs in this process
+        self.confirmations: Any = None  # core.confirmations.Confirmations (set by core.service)
+
+    async def _void_gate(self, session: AsyncSession, task: Task, why: str) -> None:
+        """A task leaving `awaiting` by people's hand: what it waited on can no longer run."""
+        if self.confirmations is not None and TaskStatus(task.status) in GATED:
+            await self.confirmations.void_open(session, task, why)
 
     async def runner_available(self) -> bool:
         """Is any runner alive to run tasks: one in this process, or another with a fresh heartbeat?"""
@@ -287,6 +302,7 @@ class Tasks:
         name: str | None = None,
         display_name: str | None = None,
         owner: str = "me",
+        thread: tuple[str, str] | None = None,
     ) -> TaskView:
         """A new pending task under a new task agent. The caller's command is its own approval to start."""
         principal.require(Scope.WRITE, "starting a task")
@@ -357,6 +373,9 @@ class Tasks:
             )
             session.add(agent)
             session.add(task)
+            if thread is not None:  # the conversation it started in hears its news (prompts, decisions)
+                await session.flush()
+                await bind_thread(session, principal.org_id, thread[0], thread[1], task_id=task.id)
             await record(
                 session, principal, "task", "task.created", agent_id=agent.id, task_id=task.id,
                 payload={"name": name, "runtime": runtime, "repo": repo, "branch": branch,
@@ -509,12 +528,14 @@ class Tasks:
             elif control is Control.STOP:
                 if status in FINISHED:
                     return task
+                await self._void_gate(session, task, f"the task was cancelled by {principal.actor}")
                 set_status(task, TaskStatus.CANCELLED, State.FAILED, f"cancelled by {principal.actor} before it ran")
                 task.outcome = Outcome.CANCELLED.value
                 task.finished_at = utcnow()
                 task.pending_inputs = []
                 await agent_after(session, task, Outcome.CANCELLED)
             else:  # delete a task no runner holds
+                await self._void_gate(session, task, f"the task was deleted by {principal.actor}")
                 workspace, deleted = task.workspace, True
                 await delete_rows(session, task)
             if not deleted:
@@ -560,8 +581,9 @@ class Tasks:
                 raise Conflict(f"task {task.name} already has {MAX_PENDING_INPUTS} follow-ups waiting",
                                code="TOO_MANY_INPUTS")
             task.pending_inputs = [*task.pending_inputs, text]
-            queued = status not in FINISHED
+            queued = status not in FINISHED and status not in GATED
             if not queued:
+                await self._void_gate(session, task, "a follow-up was sent: the next turn's result is asked anew")
                 set_status(task, TaskStatus.PENDING, State.IDLE, "follow-up waiting for a runner")
                 task.outcome = None
                 task.finished_at = None
@@ -619,6 +641,19 @@ async def agent_after(session: AsyncSession, task: Task, outcome: Outcome) -> No
         agent.tasks_completed += 1
     agent.last_activity = utcnow()
     session.add(agent)
+
+
+def end(task: Task, outcome: Outcome, evidence: dict[str, Any]) -> None:
+    """A turn's end: the outcome, its evidence, and no process or runner any more."""
+    task.outcome = outcome.value
+    task.evidence = evidence
+    task.finished_at = utcnow()
+    task.pid = None
+    task.control = None
+    task.runner_id = None
+    task.callback_hash = None
+    set_status(task, outcome.status, State.COMPLETE if outcome is Outcome.SUCCEEDED else State.FAILED,
+               evidence_summary(task))
 
 
 def is_finished(task: Task) -> bool:

@@ -11,7 +11,7 @@ from typing import TextIO
 from core.access import Principal, Role
 from core.commands import build_registry
 from core.errors import NotFound
-from core.grammar import CommandRegistry
+from core.grammar import CommandRegistry, Where
 from core.models import Task
 from core.service import Shepherd
 from core.task_commands import state_line
@@ -43,7 +43,8 @@ class Console:
     async def run_one(self, line: str, *, wait: bool = False) -> bool:
         """Run one command and print its reply; a task it starts is followed live. With `wait`, return
         only when that task has finished, and report success only if it succeeded."""
-        reply = await self.registry.run(self.shepherd, self.principal, line)
+        reply = await self.registry.run(self.shepherd, self.principal, line,
+                                        where=Where("console", self.principal.name))
         print(reply.text, file=self.out if reply.ok else sys.stderr, flush=True)
         data = reply.data if isinstance(reply.data, dict) else {}
         if not (reply.ok and data.get("follow")):
@@ -74,7 +75,8 @@ class Console:
                     after = rows[-1].id or after
                     continue  # more may be waiting: read again before sleeping
                 status = TaskStatus(task.status)
-                news = state_line(task) if status in (TaskStatus.QUEUED, TaskStatus.PAUSED, *FINISHED) else ""
+                shown = (TaskStatus.QUEUED, TaskStatus.PAUSED, TaskStatus.AWAITING, *FINISHED)
+                news = state_line(task) if status in shown else ""
                 if news and news != said:
                     print(f"[{task.name}] {news}", file=self.out, flush=True)
                     said = news

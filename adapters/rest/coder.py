@@ -71,6 +71,7 @@ STATUS: dict[TaskStatus, CoderStatus] = {
     TaskStatus.INITIALIZING: CoderStatus.INITIALIZING,
     TaskStatus.RUNNING: CoderStatus.ACTIVE,
     TaskStatus.PAUSED: CoderStatus.PAUSED,
+    TaskStatus.AWAITING: CoderStatus.ACTIVE,  # the turn is over; current_state idle says it waits for people
     TaskStatus.COMPLETED: CoderStatus.ACTIVE,
     TaskStatus.FAILED: CoderStatus.ERROR,
     TaskStatus.CANCELLED: CoderStatus.ERROR,
@@ -81,6 +82,7 @@ _WORKSPACE: dict[TaskStatus, tuple[WorkspaceStatus, AgentLifecycle]] = {
     TaskStatus.INITIALIZING: (WorkspaceStatus.STARTING, AgentLifecycle.STARTING),
     TaskStatus.RUNNING: (WorkspaceStatus.RUNNING, AgentLifecycle.READY),
     TaskStatus.PAUSED: (WorkspaceStatus.STOPPED, AgentLifecycle.OFF),
+    TaskStatus.AWAITING: (WorkspaceStatus.RUNNING, AgentLifecycle.READY),
     TaskStatus.COMPLETED: (WorkspaceStatus.RUNNING, AgentLifecycle.READY),
     TaskStatus.FAILED: (WorkspaceStatus.FAILED, AgentLifecycle.OFF),
     TaskStatus.CANCELLED: (WorkspaceStatus.CANCELED, AgentLifecycle.OFF),

@@ -39,6 +39,7 @@ STATUS: dict[TaskStatus, ElizaStatus] = {
     TaskStatus.FAILED: ElizaStatus.ERROR,
     TaskStatus.CANCELLED: ElizaStatus.STOPPED,
     TaskStatus.PAUSED: ElizaStatus.BLOCKED,
+    TaskStatus.AWAITING: ElizaStatus.BLOCKED,  # waiting for people to decide a gated action
 }
 
 

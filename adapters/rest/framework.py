@@ -127,7 +127,7 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 TOKEN_HEADERS = ("x-api-key", "coder-session-token")  # Coder clients send their own header
 
 
-def _token_from(request: web.Request) -> str:
+def token_from(request: web.Request) -> str:
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
@@ -143,7 +143,7 @@ def _token_from(request: web.Request) -> str:
 
 
 async def authenticate(request: web.Request, shepherd: Shepherd) -> Principal:
-    principal = await shepherd.tokens.authenticate(_token_from(request))
+    principal = await shepherd.tokens.authenticate(token_from(request))
     org = request.headers.get("x-org-id")
     if org is not None and org != principal.org_id:
         raise Forbidden("x-org-id does not match this token's org", code="ORG_MISMATCH")

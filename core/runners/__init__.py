@@ -55,6 +55,10 @@ class RunHandle(Protocol):
 
     def resume(self) -> None: ...
 
+    def keep_alive(self) -> None:
+        """The agent is silent for a reason Shepherd knows (it waits for people): not idle."""
+        ...
+
 
 class Runner(Protocol):
     async def start(self, spec: RunSpec) -> RunHandle: ...

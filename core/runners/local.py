@@ -212,6 +212,9 @@ class LocalHandle:
             self._signal(signal.SIGSTOP)
             self._paused_at = time.monotonic()
 
+    def keep_alive(self) -> None:
+        self._last_output = time.monotonic()
+
     def resume(self) -> None:
         if self._paused_at is not None:
             self._signal(signal.SIGCONT)

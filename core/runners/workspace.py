@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -66,8 +67,61 @@ async def prepare(
         head = (path / ".git" / "HEAD").read_text().strip()  # noqa: ASYNC240 ("ref: refs/heads/main")
         branch = head.removeprefix("ref: refs/heads/")
         await git("checkout", "-q", "-b", work_branch, cwd=path)
+        (path / ".git" / "config").write_text(safe_config(source))  # noqa: ASYNC240 (a small file)
     sha = (await git("rev-parse", "HEAD", cwd=path)).strip()
     return branch, sha
+
+
+# Shepherd runs git in a workspace the agent wrote: no hooks of the agent's making run (as Shepherd,
+# outside any sandbox), and the config is reset first (it could name filters, pagers or an fsmonitor).
+SAFE_GIT = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *_GIT_IDENTITY)
+_ORIGIN_URL = re.compile(r'^\[remote "origin"\]\s*$(?:\n(?!\[).*)*?\n\s*url\s*=\s*(.+)$', re.M)
+
+
+def safe_config(origin: str | None) -> str:
+    """A workspace's whole git config: the repository format and where it was cloned from. Nothing in it
+    runs a command."""
+    text = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n"
+    if origin and "\n" not in origin and '"' not in origin:
+        text += f'[remote "origin"]\n\turl = {origin}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n'
+    return text
+
+
+def reset_config(path: Path) -> None:
+    """Replace the workspace's .git/config (the agent may have edited it) with a safe one that keeps
+    only the origin URL. Shepherd never relies on that URL: its pushes name their own."""
+    config = path / ".git" / "config"
+    if not config.is_file():
+        return
+    current = config.read_text(errors="replace")
+    match = _ORIGIN_URL.search(current)
+    wanted = safe_config(match.group(1).strip() if match else None)
+    if current != wanted:
+        config.write_text(wanted)
+
+
+async def commit_all(path: Path, message: str) -> str:
+    """Commit whatever the agent left uncommitted on the task's branch; returns the new head."""
+    reset_config(path)
+    await git(*SAFE_GIT, "add", "-A", cwd=path)
+    status = await git(*SAFE_GIT, "status", "--porcelain", cwd=path)
+    if status.strip():
+        await git(*SAFE_GIT, "commit", "-q", "--no-verify", "-m", message, cwd=path)
+    return (await git("rev-parse", "HEAD", cwd=path)).strip()
+
+
+async def head_of(path: Path) -> tuple[str, bool]:
+    """(head commit, whether the work tree has changes beyond it)."""
+    reset_config(path)
+    sha = (await git("rev-parse", "HEAD", cwd=path)).strip()
+    dirty = bool((await git(*SAFE_GIT, "status", "--porcelain", cwd=path)).strip())
+    return sha, dirty
+
+
+async def push(path: Path, url: str, branch: str, *, env: dict[str, str] | None = None) -> None:
+    """Push the workspace's HEAD to `branch` at `url` (never a force push)."""
+    reset_config(path)
+    await git(*SAFE_GIT, "push", "-q", "--no-verify", url, f"HEAD:refs/heads/{branch}", cwd=path, env=env)
 
 
 async def diff_stats(path: Path, base_sha: str | None) -> DiffStats:
@@ -82,8 +136,9 @@ async def diff_stats(path: Path, base_sha: str | None) -> DiffStats:
             shutil.copyfile(path / ".git" / "index", index)
         except FileNotFoundError:
             await git("read-tree", "HEAD", cwd=path, env=env)
-        await git("add", "-A", cwd=path, env=env)
-        out = await git("diff", "--cached", "--numstat", "--no-renames", base_sha, cwd=path, env=env)
+        reset_config(path)
+        await git(*SAFE_GIT, "add", "-A", cwd=path, env=env)
+        out = await git(*SAFE_GIT, "diff", "--cached", "--numstat", "--no-renames", base_sha, cwd=path, env=env)
     files = insertions = deletions = 0
     paths: list[str] = []
     for line in out.splitlines():

@@ -23,6 +23,7 @@ exits. Bracketed words in the prompt make it misbehave the way real agents do:
     [net PORT]    try to reach 127.0.0.1:PORT and say whether it could (sandbox tests)
     [see PATH]    say whether PATH exists
     [touch PATH]  try to create PATH and say whether it could
+    [confirm ACTION [RISK]]  run `shepherd ask ACTION` (as an agent hook would) and say what people decided
 
 Standard library only: it must run wherever the runner runs, sandboxed or not.
 """
@@ -143,6 +144,15 @@ def main(argv: list[str]) -> int:
             say(f"network: reached 127.0.0.1:{port}")
         except OSError as exc:
             say(f"network: unreachable ({exc.__class__.__name__})")
+    for wanted in every(prompt, "confirm"):
+        action, _, risk = wanted.partition(" ")
+        argv = ["shepherd", "ask", action, "--summary", f"the demo agent wants to {action}"]
+        if risk.strip():
+            argv += ["--risk", risk.strip()]
+        say(f"asking people before {action}")
+        code = subprocess.run(argv, check=False).returncode
+        verdict = {0: "approved", 1: "rejected", 2: "expired"}.get(code, f"could not ask (exit {code})")
+        say(f"ask {action}: {verdict}")
     for seen in every(prompt, "see"):
         say(f"see {seen}: {'exists' if Path(seen).exists() else 'missing'}")
     for touched in every(prompt, "touch"):

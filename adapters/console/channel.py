@@ -1,0 +1,41 @@
+"""The console as a Channel: prompts and decisions print where the person at the console can act on them."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from typing import TextIO
+
+from core.channels import Message
+
+
+def format_message(message: Message, *, update: bool = False) -> str:
+    if message.kind != "confirmation":
+        return message.text
+    if message.state == "pending":
+        facts = " · ".join(f"{k} {v}" for k, v in message.fields.items() if k not in ("action", "risk"))
+        return (f"? {message.text}\n  {facts}\n"
+                f"  `approve {message.code} [comment]` or `reject {message.code} [reason]`")
+    mark = {"approved": "+", "rejected": "x", "expired": "x", "void": "-"}.get(message.state, "*")
+    return f"{mark} {message.text}"
+
+
+class ConsoleChannel:
+    """Delivers to one console user (the address): another person's console does not print it."""
+
+    name = "console"
+
+    def __init__(self, address: str, out: TextIO | None = None) -> None:
+        self.address = address
+        self.out = out or sys.stdout
+        self._refs = itertools.count(1)
+
+    def accepts(self, address: str) -> bool:
+        return address == self.address
+
+    async def post(self, address: str, message: Message) -> str:
+        print(format_message(message), file=self.out, flush=True)
+        return f"console-{next(self._refs)}"
+
+    async def update(self, address: str, ref: str, message: Message) -> None:
+        print(format_message(message, update=True), file=self.out, flush=True)

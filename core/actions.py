@@ -1,0 +1,237 @@
+"""Gated actions, carried out by Shepherd once policy or people have approved them.
+
+What each action does, on what target:
+
+    branch.push        push the task's branch (HEAD of its workspace) to its repository
+    pr.open            push, then open a pull request task branch -> base branch (or find the open one)
+    pr.comment         comment on the task's pull request
+    pr.merge           merge the task's pull request, only if its head is still the approved commit
+    deploy.<env>       run the project's deploy command in the workspace, or POST to its deploy URL
+
+Every action checks its plan first: if the target moved (a new head, uncommitted changes) since the
+confirmation was asked, it raises PlanChanged and the confirmation is void. Every action is safe to repeat
+after a crash: pushing the same commit again changes nothing, an open pull request is found rather than
+opened twice, merging a merged one returns its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from core.forge import Forge, ForgeError
+from core.models import Confirmation, Task
+from core.policy import DeployTarget, Policy
+from core.runners.workspace import WorkspaceError, head_of, push
+from core.tasks import repo_kind
+
+DEPLOY_TIMEOUT_S = 900.0
+DEPLOY_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TZ", "TMPDIR")
+LAST_LINES = 20
+
+
+class ActionError(Exception):
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+
+
+class PlanChanged(ActionError):
+    """The target is no longer what was approved."""
+
+
+def describe(action: str, target: dict[str, Any], params: dict[str, Any]) -> str:
+    """One line for a prompt: what exactly would happen."""
+    repo, branch, base = target.get("repo", "?"), target.get("branch", "?"), target.get("base", "?")
+    head = str(target.get("head", ""))[:10]
+    if action == "pr.open":
+        return f"open a pull request on {repo}: {branch} -> {base} at {head}"
+    if action == "branch.push":
+        return f"push {branch} at {head} to {repo}"
+    if action == "pr.merge":
+        return f"merge pull request #{params.get('number')} on {repo} at {head}"
+    if action == "pr.comment":
+        return f"comment on {repo}#{params.get('number')}: {str(params.get('body', ''))[:80]}"
+    if action.startswith("deploy."):
+        return f"deploy {branch} at {head} of {repo} to {action.removeprefix('deploy.')}"
+    return action
+
+
+@dataclass(frozen=True)
+class ActionsConfig:
+    git_base_url: str = "https://github.com"
+    git_token: str | None = None  # for https pushes to the code host (the GitHub token)
+    deploy_timeout_s: float = DEPLOY_TIMEOUT_S
+
+
+class Executor:
+    def __init__(self, config: ActionsConfig, forge: Forge | None = None) -> None:
+        self.config = config
+        self.forge = forge
+
+    def push_url(self, repo: str) -> str:
+        if repo_kind(repo) == "github":
+            return f"{self.config.git_base_url.rstrip('/')}/{repo}.git"
+        return repo
+
+    def _push_env(self, url: str) -> dict[str, str] | None:
+        """Credentials for an https push, in the environment of that one git process (never in the
+        workspace's config, where the agent could read them, nor on a command line others can see)."""
+        if not (self.config.git_token and url.startswith("https://")):
+            return None
+        from core.runners.workspace import git_env
+
+        basic = base64.b64encode(f"x-access-token:{self.config.git_token}".encode()).decode()
+        return git_env({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+
+    async def execute(self, conf: Confirmation, task: Task | None, policy: Policy) -> dict[str, Any]:
+        """Carry out one approved confirmation; returns what came of it (shown to people, kept as result)."""
+        action = conf.action
+        if action in ("branch.push", "pr.open"):
+            return await self._push_and_open(conf, task, open_pr=action == "pr.open")
+        if action == "pr.comment":
+            return await self._comment(conf)
+        if action == "pr.merge":
+            return await self._merge(conf)
+        if action.startswith("deploy."):
+            return await self._deploy(conf, task, policy)
+        raise ActionError(f"Shepherd does not carry out {action!r} itself (an agent asked for it: it acts)")
+
+    # --- git and the code host ---------------------------------------------------------------------
+
+    async def _checked_head(self, conf: Confirmation, task: Task | None) -> Path:
+        if task is None or not task.workspace:
+            raise ActionError(f"{conf.action} needs the task's workspace, and it has none")
+        workspace = Path(task.workspace)
+        if not workspace.is_dir():  # noqa: ASYNC240 (one stat)
+            raise ActionError(f"the workspace {workspace} is gone")
+        try:
+            sha, dirty = await head_of(workspace)
+        except WorkspaceError as exc:
+            raise ActionError(exc.message) from None
+        if sha != conf.target.get("head") or dirty:
+            raise PlanChanged(
+                f"the branch moved since {conf.code} was asked (now {sha[:10]}"
+                f"{' with uncommitted changes' if dirty else ''}, approved {str(conf.target.get('head'))[:10]})"
+            )
+        return workspace
+
+    async def _push_and_open(self, conf: Confirmation, task: Task | None, *, open_pr: bool) -> dict[str, Any]:
+        workspace = await self._checked_head(conf, task)
+        repo, branch, base = conf.target["repo"], conf.target["branch"], conf.target.get("base")
+        url = self.push_url(repo)
+        try:
+            await push(workspace, url, branch, env=self._push_env(url))
+        except WorkspaceError as exc:
+            raise ActionError(f"pushing {branch} failed: {exc.message}", retryable=True) from None
+        result: dict[str, Any] = {"branch": branch, "head": conf.target["head"], "pushed": True}
+        if not open_pr:
+            return result
+        forge = self._need_forge()
+        title = conf.params.get("title") or branch
+        body = conf.params.get("body") or ""
+        try:
+            pr = await forge.open_pull_request(repo, head=branch, base=base or "main", title=title, body=body)
+        except ForgeError as exc:
+            raise ActionError(f"opening the pull request failed: {exc.message}", retryable=exc.retryable) from None
+        return {**result, "number": pr.number, "url": pr.url, "created": pr.created}
+
+    async def _comment(self, conf: Confirmation) -> dict[str, Any]:
+        forge = self._need_forge()
+        try:
+            url = await forge.comment(conf.target["repo"], int(conf.params["number"]), str(conf.params["body"]))
+        except ForgeError as exc:
+            raise ActionError(f"commenting failed: {exc.message}", retryable=exc.retryable) from None
+        return {"url": url}
+
+    async def _merge(self, conf: Confirmation) -> dict[str, Any]:
+        forge = self._need_forge()
+        try:
+            sha = await forge.merge(conf.target["repo"], int(conf.params["number"]), sha=conf.target.get("head"),
+                                    method=str(conf.params.get("method", "squash")))
+        except ForgeError as exc:
+            if exc.status == 409:
+                raise PlanChanged(f"the pull request's head moved since {conf.code} was asked") from None
+            raise ActionError(f"merging failed: {exc.message}", retryable=exc.retryable) from None
+        return {"number": conf.params["number"], "mergeCommit": sha}
+
+    def _need_forge(self) -> Forge:
+        if self.forge is None:
+            raise ActionError("no GitHub access is configured: set SHEPHERD_GITHUB_TOKEN (and "
+                              "SHEPHERD_GITHUB_API_URL for GitHub Enterprise)")
+        return self.forge
+
+    # --- deploys -----------------------------------------------------------------------------------
+
+    async def _deploy(self, conf: Confirmation, task: Task | None, policy: Policy) -> dict[str, Any]:
+        env_name = conf.action.removeprefix("deploy.")
+        target: DeployTarget | None = policy.deploy.get(env_name)
+        if target is None:
+            raise ActionError(f"no deploy is configured for {env_name!r}: add [deploy.{env_name}] to the "
+                              "project's policy file")
+        workspace = await self._checked_head(conf, task)
+        facts = {"environment": env_name, "repo": conf.target.get("repo"), "branch": conf.target.get("branch"),
+                 "sha": conf.target.get("head"), "task": task.name if task else None,
+                 "confirmation": conf.code, "approvedBy": conf.decided_by}
+        if target.url:
+            return await self._deploy_url(target.url, facts)
+        assert target.command is not None
+        return await self._deploy_command(target.command, workspace, facts)
+
+    async def _deploy_url(self, url: str, facts: dict[str, Any]) -> dict[str, Any]:
+        try:
+            timeout = aiohttp.ClientTimeout(total=60)
+            async with aiohttp.ClientSession(timeout=timeout) as http, http.post(url, json=facts) as resp:
+                text = (await resp.text())[:500]
+                if resp.status >= 300:
+                    raise ActionError(f"the deploy hook answered {resp.status}: {text}",
+                                      retryable=resp.status >= 500 or resp.status == 429)
+                return {"status": resp.status, "response": text}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ActionError(f"the deploy hook could not be reached: {type(exc).__name__}", retryable=True) from None
+
+    async def _deploy_command(self, command: str, workspace: Path, facts: dict[str, Any]) -> dict[str, Any]:
+        env = {k: os.environ[k] for k in DEPLOY_ENV_ALLOWLIST if k in os.environ}
+        env.update({f"SHEPHERD_DEPLOY_{k.upper()}": str(v) for k, v in facts.items() if v is not None})
+        proc = await asyncio.create_subprocess_shell(
+            command, cwd=workspace, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=self.config.deploy_timeout_s)
+        except TimeoutError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise ActionError(f"the deploy command ran longer than {self.config.deploy_timeout_s:g} s") from None
+        lines = out.decode(errors="replace").splitlines()[-LAST_LINES:]
+        if proc.returncode != 0:
+            raise ActionError(f"the deploy command failed (exit {proc.returncode}): {' | '.join(lines[-3:])}")
+        return {"exitCode": 0, "lastLines": lines}
+
+
+def result_line(conf: Confirmation) -> str:
+    """What came of an executed action, for chat."""
+    r = conf.result or {}
+    if r.get("error"):
+        return f"{conf.action} failed: {r['error']}"
+    if conf.action == "pr.open" and r.get("url"):
+        return f"pull request #{r.get('number')} {'opened' if r.get('created', True) else 'already open'}: {r['url']}"
+    if conf.action == "branch.push":
+        return f"pushed {r.get('branch')} at {str(r.get('head', ''))[:10]}"
+    if conf.action == "pr.merge":
+        return f"merged #{r.get('number')} as {str(r.get('mergeCommit', ''))[:10]}"
+    if conf.action == "pr.comment":
+        return f"commented: {r.get('url')}"
+    if conf.action.startswith("deploy."):
+        return f"{conf.action}: done" + (f" ({json.dumps(r.get('status'))})" if "status" in r else "")
+    return f"{conf.action}: done"

@@ -1,0 +1,118 @@
+"""The `Channel` port and the outbox: how a change reaches the threads that must hear about it.
+
+A change someone must hear about (a confirmation asked, a decision) writes outbox rows addressed to
+threads, in the transaction of the change itself: if the change commits, the message will go out; if it
+rolls back, no message claims otherwise. A dispatcher (bot/outbox.py) delivers rows through the Channel of
+their thread (console now; Slack and Telegram implement the same port), retries without dropping, and keeps
+each message's platform ref (MessageRef) so that a later row with the same key edits that message in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.ids import new_id
+from core.models import Outbox, Thread
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    action: str  # approve | reject
+    value: str  # the opaque id the click carries back (a confirmation id)
+    style: str = ""  # primary | danger
+    confirm: str | None = None  # ask "are you sure?" first (critical actions)
+
+
+@dataclass(frozen=True)
+class Message:
+    """What a channel renders: plain text any channel can show, plus structure richer ones use."""
+
+    key: str  # the message's identity: a second Message with this key in a thread edits the first
+    text: str
+    kind: str = "notice"  # notice | confirmation
+    state: str = ""  # for confirmations: pending, approved, rejected, expired, void
+    fields: dict[str, str] = field(default_factory=dict)
+    buttons: tuple[Button, ...] = ()
+    code: str = ""  # a confirmation's code, for channels that print `approve K7P2`
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Message:
+        buttons = tuple(Button(**b) for b in data.get("buttons", ()))
+        return cls(**{**data, "buttons": buttons})
+
+
+class DeliveryError(Exception):
+    """A channel could not deliver. `retry_after` is the platform's word on when to try again;
+    `permanent` means trying again cannot help (the chat is gone); the row is kept as failed."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Channel(Protocol):
+    name: str  # console, slack, telegram, github
+
+    def accepts(self, address: str) -> bool:
+        """Whether this process delivers to `address` (a console delivers only to its own user)."""
+        ...
+
+    async def post(self, address: str, message: Message) -> str:
+        """Post a new message; returns its platform ref (for later updates)."""
+        ...
+
+    async def update(self, address: str, ref: str, message: Message) -> None:
+        """Replace the content of the message `ref` in place."""
+        ...
+
+
+async def bind_thread(
+    session: AsyncSession, org_id: str, channel: str, address: str, *, task_id: str | None = None,
+    project_id: str | None = None,
+) -> Thread:
+    """The thread (channel, address) bound to a task or a project; created once."""
+    query = select(Thread).where(Thread.org_id == org_id, Thread.channel == channel, Thread.address == address)
+    query = query.where(Thread.task_id == task_id) if task_id else query.where(col(Thread.task_id).is_(None))
+    query = query.where(Thread.project_id == project_id) if project_id else query
+    found = (await session.exec(query)).first()
+    if found is not None:
+        return found
+    thread = Thread(id=new_id("thr"), org_id=org_id, channel=channel, address=address, task_id=task_id,
+                    project_id=project_id)
+    session.add(thread)
+    await session.flush()
+    return thread
+
+
+async def threads_for(
+    session: AsyncSession, org_id: str, *, task_id: str | None = None, project_id: str | None = None
+) -> list[Thread]:
+    """Who must see news of a task: its own threads, and its project's approval channels."""
+    clauses = []
+    if task_id:
+        clauses.append(col(Thread.task_id) == task_id)
+    if project_id:
+        clauses.append((col(Thread.project_id) == project_id) & col(Thread.task_id).is_(None))
+    if not clauses:
+        return []
+    query = select(Thread).where(Thread.org_id == org_id, or_(*clauses))
+    return list(await session.exec(query.order_by(col(Thread.created_at), col(Thread.id))))
+
+
+def enqueue(session: AsyncSession, threads: list[Thread], message: Message) -> int:
+    """Outbox rows for `message` to every thread, in the caller's transaction."""
+    for thread in threads:
+        session.add(Outbox(org_id=thread.org_id, thread_id=thread.id, channel=thread.channel,
+                           address=thread.address, key=message.key, payload=message.to_json()))
+    return len(threads)

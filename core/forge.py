@@ -1,0 +1,50 @@
+"""The `Forge` port: the code host a gated action talks to (pull requests, comments, merges).
+
+core decides *whether* an action runs (core.policy, core.confirmations); an adapter that implements this
+protocol does the talking (adapters/github/forge.py, through gidgethub). Every method is safe to call
+again after a crash or a retry: opening a pull request for a head that already has one returns it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    number: int
+    url: str  # the page people open (html_url)
+    head: str  # branch name
+    base: str
+    state: str  # open | closed
+    merged: bool = False
+    created: bool = True  # False when an open pull request for this head already existed
+
+
+class ForgeError(Exception):
+    """The code host refused or failed. `status` is its HTTP status (0: it could not be reached)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+
+class Forge(Protocol):
+    async def open_pull_request(self, repo: str, *, head: str, base: str, title: str, body: str) -> PullRequest:
+        """Open a pull request `head` -> `base` on `repo` (owner/name), or return the open one for `head`."""
+        ...
+
+    async def comment(self, repo: str, number: int, body: str) -> str:
+        """Comment on issue or pull request `number`; returns the comment's html_url."""
+        ...
+
+    async def merge(self, repo: str, number: int, *, sha: str | None = None, method: str = "squash") -> str:
+        """Merge pull request `number` (only if its head is still `sha`, when given); returns the merge
+        commit sha. Merging one that is already merged returns its merge commit sha."""
+        ...
