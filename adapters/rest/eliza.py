@@ -1,21 +1,25 @@
-"""The Eliza coding-agents API (shared/seeds/000): coordinator status and stopping a task.
+"""The Eliza coding-agents API (shared/seeds/000): coordinator status, stopping a task, and the
+coordinator's pending confirmations with their decision.
 
 Eliza's orchestrator runs CLI agents as tasks, as Shepherd does: a session is a task, the coordinator's
 supervision level is the autonomy level of the org's coordinator agent, and "the orchestrator service
-is unavailable" means no runner is alive to run tasks.
+is unavailable" means no runner is alive to run tasks. Eliza's coordinator escalates what it will not
+decide to people (`pending`, then `confirm/{sessionId}`); here those are the task's confirmations.
 """
 
 from __future__ import annotations
 
 import asyncio
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field
 
-from adapters.rest.framework import ApiModel, ApiRequest, Route
+from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Route
 from core.agents import DEFAULT_LEVEL, LEVEL_NAMES, AgentFilter
-from core.errors import ShepherdError, Unavailable
-from core.models import Task
+from core.clock import iso
+from core.errors import NotFound, ShepherdError, Unavailable
+from core.models import Confirmation, Task
 from core.tasks import MAX_PAGE, TaskStatus, is_finished
 
 STOP_WAIT_S = 10.0  # how long a stop may take before it is reported as failed
@@ -65,6 +69,47 @@ class StopDone(ApiModel):
     ok: bool
 
 
+class Decision(ApiModel):
+    action: str = Field(description="what would run: pr.open, deploy.staging, …")
+    risk: str
+    reasoning: str = Field(description="why people must decide (the policy's words)")
+
+
+class TaskContext(ApiModel):
+    label: str
+    agent_type: str
+    original_task: str
+
+
+class PendingConfirmation(ApiModel):
+    session_id: str = Field(description="the task id")
+    confirmation_id: str
+    code: str = Field(description="what people type in chat: approve K7P2")
+    prompt_text: str = Field(description="what is asked")
+    recent_output: list[str] = Field(description="the task's last lines")
+    llm_decision: Decision
+    task_context: TaskContext
+    approvals: int
+    quorum: int
+    created_at: str
+    expires_at: str
+
+
+class ConfirmIn(ApiModel):
+    approved: bool
+    override: str | dict[str, Any] | None = Field(
+        None, description="a note kept with the decision (Eliza: a replacement response; its `response` field)"
+    )
+
+
+class ConfirmDone(ApiModel):
+    ok: bool
+    code: str
+    status: str = Field(description="the confirmation after this decision: pending (more approvals needed), "
+                                    "approved or rejected")
+    counted: bool
+
+
 def coding_task(task: Task) -> CodingTask:
     return CodingTask(
         session_id=task.id, agent_type=task.runtime, label=task.display_name, original_task=task.prompt,
@@ -81,7 +126,7 @@ async def coordinator_status(req: ApiRequest) -> CoordinatorStatus:
         tasks, _ = await req.shepherd.tasks.list(req.principal, limit=MAX_PAGE)
     return CoordinatorStatus(
         supervision_level=LEVEL_NAMES[level].lower(), task_count=len(tasks),
-        pending_confirmations=0,  # confirmations (approvals a task waits for) are not served yet
+        pending_confirmations=len(await req.shepherd.confirmations.pending(req.principal, limit=500)),
         tasks=[coding_task(t) for t in tasks],
     )
 
@@ -106,6 +151,46 @@ async def stop_task(req: ApiRequest) -> StopDone:
     return StopDone(ok=True)
 
 
+def _pending_out(conf: Confirmation, task: Task) -> PendingConfirmation:
+    last = [str(line) for line in (task.evidence or {}).get("lastLines", [])][-10:]
+    return PendingConfirmation(
+        session_id=task.id, confirmation_id=conf.id, code=conf.code, prompt_text=conf.summary, recent_output=last,
+        llm_decision=Decision(action=conf.action, risk=conf.risk, reasoning=conf.reason or
+                              f"{conf.action} is {conf.risk} risk at autonomy level {conf.level}"),
+        task_context=TaskContext(label=task.display_name, agent_type=task.runtime, original_task=task.prompt),
+        approvals=conf.approvals, quorum=conf.quorum, created_at=iso(conf.created_at), expires_at=iso(conf.expires_at),
+    )
+
+
+async def pending(req: ApiRequest) -> list[PendingConfirmation]:
+    """What the org's tasks wait on people for, oldest first."""
+    rows = await req.shepherd.confirmations.pending(req.principal, limit=500)
+    out = []
+    for conf in rows:
+        if conf.task_id is None:
+            continue
+        try:
+            task = await req.shepherd.tasks.get(req.principal, conf.task_id)
+        except NotFound:
+            continue
+        out.append(_pending_out(conf, task))
+    return out
+
+
+async def confirm(req: ApiRequest) -> ConfirmDone:
+    """Decide what a task waits on (its oldest pending confirmation)."""
+    body: ConfirmIn = req.body
+    task = await req.shepherd.tasks.get(req.principal, req.path("sessionId"))
+    waiting = await req.shepherd.confirmations.pending(req.principal, task_id=task.id, limit=1)
+    if not waiting:
+        raise NotFound(f"task {task.name} waits on no confirmation", code="NO_PENDING_CONFIRMATION")
+    note = body.override.get("response", "") if isinstance(body.override, dict) else (body.override or "")
+    result = await req.shepherd.confirmations.vote(req.principal, waiting[0].id, approve=body.approved,
+                                                   comment=str(note), via="api")
+    conf = result.confirmation
+    return ConfirmDone(ok=True, code=conf.code, status=conf.status, counted=result.counted)
+
+
 _TAG = "coding agents (Eliza)"
 ROUTES = [
     Route("GET", "/api/coding-agents/coordinator/status", coordinator_status,
@@ -114,4 +199,12 @@ ROUTES = [
     Route("POST", "/api/coding-agents/{sessionId}/stop", stop_task,
           "Cancel a task and wait (up to 10 s) until it has stopped; 503 without a runner, 500 if it does not stop",
           response=StopDone, errors=(401, 403, 404, 500, 503), tag=_TAG, operation_id="elizaStopTask"),
+    Route("GET", "/api/coding-agents/pending", pending,
+          "Confirmations the org's tasks wait on, oldest first (what the coordinator escalated to people)",
+          response=list[PendingConfirmation], errors=(401, 403), tag=_TAG, operation_id="elizaPending"),
+    Route("POST", "/api/coding-agents/confirm/{sessionId}", confirm,
+          "Approve or reject what a task waits on (approve scope); 404 when it waits on nothing",
+          response=ConfirmDone, body=ConfirmIn, errors=(400, 401, 403, 404, 409), tag=_TAG,
+          operation_id="elizaConfirm",
+          field_errors={"approved": FieldError("INVALID_DECISION", "approved must be true or false")}),
 ]
