@@ -73,12 +73,13 @@ def test_approve_and_reject_on_two_replicas_at_once_make_one_decision(
         results: dict[str, tuple[int, Any]] = {}
         barrier = threading.Barrier(2)
 
-        def decide(home: Home, token: str, word: str) -> None:
+        def decide(home: Home, token: str, word: str, code: str, barrier: threading.Barrier,
+                   results: dict[str, tuple[int, Any]]) -> None:
             barrier.wait()
             results[word] = home.http("POST", f"/api/confirmations/{code}/decision", {"decision": word}, token)
 
-        threads = [threading.Thread(target=decide, args=(a, approver_a, "approve")),
-                   threading.Thread(target=decide, args=(b, approver_b, "reject"))]
+        threads = [threading.Thread(target=decide, args=(a, approver_a, "approve", code, barrier, results)),
+                   threading.Thread(target=decide, args=(b, approver_b, "reject", code, barrier, results))]
         for t in threads:
             t.start()
         for t in threads:
