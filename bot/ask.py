@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, NoReturn
 
 APPROVED, REJECTED, EXPIRED, ERROR = 0, 1, 2, 3
 WAIT_S = 25  # one long poll
@@ -49,8 +49,15 @@ def _request(method: str, url: str, token: str, body: dict[str, Any] | None = No
         raise AskError(f"Shepherd answered {exc.code}: {detail}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse exits 2, which here means "expired"
+        self.print_usage(sys.stderr)
+        print(f"shepherd ask: {message}", file=sys.stderr)
+        sys.exit(ERROR)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shepherd ask", description=__doc__.split("\n\n")[0],
+    p = _Parser(prog="shepherd ask", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="exit status: 0 approved, 1 rejected, 2 expired, 3 could not ask")
     p.add_argument("action", help="what the agent wants to do: pr.merge, deploy.staging, rm.data, …")

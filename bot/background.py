@@ -34,7 +34,10 @@ def write_launcher(folder: Path) -> Path:
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     launcher = folder / "shepherd"
-    text = f'#!/bin/sh\n# written by Shepherd: agents call `shepherd ask`\nexec "{sys.executable}" -m bot.ask "$@"\n'
+    text = ("#!/bin/sh\n# written by Shepherd: inside a task, agents call `shepherd ask`\n"
+            'if [ "$1" != ask ]; then echo "shepherd: inside a task only \\`shepherd ask\\` is available" >&2; '
+            "exit 3; fi\nshift\n"
+            f'exec "{sys.executable}" -m bot.ask "$@"\n')
     if not launcher.exists() or launcher.read_text() != text:
         tmp = folder / ".shepherd.tmp"
         tmp.write_text(text)

@@ -1,0 +1,1 @@
+"""GitHub: the code host behind the gated actions (and, later, webhooks)."""

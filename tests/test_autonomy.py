@@ -1,0 +1,285 @@
+"""Graduated autonomy end to end: the demo agent works in a real clone, Shepherd gates what leaves the
+workspace, pushes to a real local bare repository and opens pull requests on a loopback fake of the
+GitHub API through the real gidgethub client. Prompts and decisions reach a thread through the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from adapters.github.forge import GitHubForge
+from bot.app import create_callback_app
+from bot.background import write_launcher
+from bot.outbox import Dispatcher
+from core.access import Principal, Role
+from core.actions import ActionsConfig, Executor
+from core.channels import DeliveryError, Message
+from core.confirmations import Status
+from core.db import Database
+from core.models import Confirmation, Task
+from core.policy import PolicyStore
+from core.runners.presets import AgentCatalog
+from core.service import Shepherd
+from core.supervisor import TaskSupervisor
+from tests.fakes.github_api import FakeGitHub
+from tests.test_tasks import fast_config
+
+GH_TOKEN = "ghs_test_token_for_the_fake"
+ALICE = Principal.for_role("acme", "alice", Role.ADMIN, "console", user_id="user-alice")
+BOB = Principal.for_role("acme", "bob", Role.APPROVER, "slack", user_id="user-bob")
+
+
+@dataclass
+class Recorder:
+    """A Channel that remembers what it was asked to show (and can fail on demand)."""
+
+    name: str = "console"
+    posts: list[tuple[str, Message]] = field(default_factory=list)
+    updates: list[tuple[str, str, Message]] = field(default_factory=list)
+    fail_next: list[DeliveryError] = field(default_factory=list)
+
+    def accepts(self, address: str) -> bool:
+        return address == "alice"
+
+    async def post(self, address: str, message: Message) -> str:
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        self.posts.append((address, message))
+        return f"ref-{len(self.posts)}"
+
+    async def update(self, address: str, ref: str, message: Message) -> None:
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        self.updates.append((address, ref, message))
+
+    def texts(self) -> list[str]:
+        return [m.text for _, m in self.posts] + [m.text for _, _, m in self.updates]
+
+
+def git(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+@dataclass
+class World:
+    shepherd: Shepherd
+    sup: TaskSupervisor
+    channel: Recorder
+    github: FakeGitHub
+    remote: Path  # the bare repository behind acme/api
+
+    async def run(self, prompt: str, level: int, **kw: Any) -> Task:
+        view = await self.shepherd.tasks.create(ALICE, prompt=prompt, runtime="demo", repo="acme/api", level=level,
+                                                thread=("console", "alice"), **kw)
+        return view.task
+
+    async def until(self, task_id: str, test: Any, timeout: float = 30) -> Task:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            task = await self.shepherd.tasks.get(ALICE, task_id)
+            if test(task):
+                return task
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"gave up: {task.status} {task.outcome} {task.state_message}")
+            await asyncio.sleep(0.05)
+
+    async def pending_for(self, task_id: str, timeout: float = 30) -> Confirmation:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            rows = await self.shepherd.confirmations.pending(ALICE, task_id=task_id)
+            if rows:
+                return rows[0]
+            if asyncio.get_running_loop().time() > deadline:
+                task, rows = await self.shepherd.tasks.logs(ALICE, task_id)
+                raise AssertionError(f"no confirmation asked: {task.status} {task.state_message} "
+                                     f"{[r.content for r in rows]}")
+            await asyncio.sleep(0.05)
+
+    def branch_head(self, branch: str) -> str | None:
+        out = subprocess.run(["git", "rev-parse", "--verify", "-q", f"refs/heads/{branch}"], cwd=self.remote,
+                             capture_output=True, text=True)
+        return out.stdout.strip() or None
+
+    def pull_posts(self) -> list[dict[str, Any]]:
+        return [r.body for r in self.github.requests if r.method == "POST" and r.path.endswith("/pulls")]
+
+
+@pytest.fixture
+async def world(tmp_path: Path, sqlite_url: str) -> AsyncIterator[World]:
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "README.md").write_text("# api\n")
+    git("init", "-q", "-b", "main", cwd=seed)
+    git("add", ".", cwd=seed)
+    git("commit", "-qm", "init", cwd=seed)
+    hosts = tmp_path / "githost"
+    (hosts / "acme").mkdir(parents=True)
+    git("clone", "-q", "--bare", str(seed), str(hosts / "acme" / "api.git"), cwd=tmp_path)
+
+    db = Database(sqlite_url)
+    shepherd = Shepherd(db, catalog=AgentCatalog(), default_agent="demo",
+                        workspace_root=tmp_path / "data" / "workspaces",
+                        policies=PolicyStore(tmp_path / "policies"))
+    await shepherd.orgs.ensure("acme")
+    github = FakeGitHub(token=GH_TOKEN, git_root=hosts)
+    base_url = await github.start()
+    callback = web.AppRunner(create_callback_app(shepherd), access_log=None)
+    await callback.setup()
+    site = web.TCPSite(callback, "127.0.0.1", 0)
+    await site.start()
+    http = aiohttp.ClientSession()
+    config = replace(fast_config(tmp_path / "data"), git_base_url=str(hosts), idle_timeout_s=3,
+                     callback_url=f"http://127.0.0.1:{callback.addresses[0][1]}",
+                     tool_dir=write_launcher(tmp_path / "bin"))
+    executor = Executor(ActionsConfig(git_base_url=str(hosts)), GitHubForge(http, token=GH_TOKEN, base_url=base_url))
+    sup = TaskSupervisor(shepherd, shepherd.catalog, config, executor=executor)
+    channel = Recorder()
+    dispatcher = Dispatcher(shepherd, [channel], poll_s=0.05, expire_every_s=0.2)
+    await sup.start()
+    await dispatcher.start()
+    try:
+        yield World(shepherd, sup, channel, github, hosts / "acme" / "api.git")
+    finally:
+        await dispatcher.stop()
+        await sup.stop()
+        await http.close()
+        await callback.cleanup()
+        await github.stop()
+        await db.dispose()
+
+
+async def test_level_1_asks_before_the_pull_request_and_approval_pushes_and_opens_it(world: World) -> None:
+    task = await world.run("add a greeting to the README", level=1)
+    conf = await world.pending_for(task.id)
+    assert (conf.action, conf.risk, conf.quorum) == ("pr.open", "medium", 1)
+    assert conf.target["branch"] == f"shepherd/{task.name}" and conf.target["base"] == "main"
+    waiting = await world.shepherd.tasks.get(ALICE, task.id)
+    assert waiting.status == "awaiting" and conf.code in waiting.state_message
+    assert world.branch_head(f"shepherd/{task.name}") is None  # nothing left the workspace yet
+    assert world.pull_posts() == []
+    await world.until(task.id, lambda t: any(conf.code in x for x in world.channel.texts()), timeout=5)
+    prompt = world.channel.posts[0][1]
+    assert prompt.state == "pending" and "open a pull request on acme/api" in prompt.text
+
+    await world.shepherd.confirmations.vote(BOB, conf.code, approve=True)
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    assert (done.status, done.outcome) == ("completed", "succeeded"), done.evidence
+    assert world.branch_head(f"shepherd/{task.name}") == conf.target["head"]
+    assert git("show", "--stat", "--format=%s", conf.target["head"], cwd=world.remote).startswith(
+        "add a greeting to the README")
+    [pr] = world.pull_posts()
+    assert (pr["head"], pr["base"], pr["title"]) == (f"shepherd/{task.name}", "main", "add a greeting to the README")
+    action = done.evidence["actions"][0]
+    assert action["action"] == "pr.open" and action["number"] == 1 and action["url"].endswith("/pull/1")
+    assert (done.decision_count, done.auto_resolved_count) == (1, 0)
+    await world.until(task.id, lambda t: any("pull request #1" in m.text for _, _, m in world.channel.updates))
+    final = world.channel.updates[-1]
+    assert final[1] == "ref-1" and "approved by bob from slack" in final[2].text  # the prompt, edited in place
+
+
+async def test_level_3_opens_the_pull_request_without_asking_and_counts_it_auto_resolved(world: World) -> None:
+    task = await world.run("add a greeting", level=3)
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    assert done.outcome == "succeeded", done.evidence
+    assert (done.decision_count, done.auto_resolved_count) == (1, 1)
+    assert len(world.pull_posts()) == 1
+    assert world.branch_head(f"shepherd/{task.name}") is not None
+    assert await world.shepherd.confirmations.pending(ALICE) == []
+    assert world.channel.posts == []  # nobody was asked
+
+
+async def test_level_0_refuses_the_pull_request_and_keeps_the_work_in_the_workspace(world: World) -> None:
+    task = await world.run("add a greeting", level=0)
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    assert done.outcome == "succeeded"
+    assert "pr.open refused" in done.evidence["reason"] and "only observes" in done.evidence["reason"]
+    assert world.branch_head(f"shepherd/{task.name}") is None and world.pull_posts() == []
+
+
+async def test_a_suspended_agent_runs_no_action_until_it_is_resumed(world: World) -> None:
+    task = await world.run("add a greeting", level=1)
+    conf = await world.pending_for(task.id)
+    assert task.agent_id
+    await world.shepherd.agents.act(ALICE, task.agent_id, "suspend")
+    await world.shepherd.confirmations.vote(BOB, conf.code, approve=True)
+    held = await world.until(task.id, lambda t: "suspended" in t.state_message)
+    assert held.status == "awaiting"
+    await asyncio.sleep(1.0)
+    assert world.pull_posts() == [] and world.branch_head(f"shepherd/{task.name}") is None
+    await world.shepherd.agents.act(ALICE, task.agent_id, "resume")
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    assert done.outcome == "succeeded" and len(world.pull_posts()) == 1
+
+
+async def test_a_changed_workspace_voids_the_approval_and_asks_again(world: World) -> None:
+    task = await world.run("add a greeting", level=1)
+    first = await world.pending_for(task.id)
+    workspace = Path((await world.shepherd.tasks.get(ALICE, task.id)).workspace or "")
+    (workspace / "sneaky.txt").write_text("changed after the prompt\n")
+    await world.shepherd.confirmations.vote(BOB, first.code, approve=True)
+    second = await world.pending_for(task.id)
+    assert second.code != first.code and second.target["head"] != first.target["head"]
+    voided = await world.shepherd.confirmations.get(ALICE, first.code)
+    assert voided.status == Status.VOID and "moved" in (voided.reason or "")
+    assert world.pull_posts() == [] and world.branch_head(f"shepherd/{task.name}") is None
+    await world.shepherd.confirmations.vote(BOB, second.code, approve=True)
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    assert done.outcome == "succeeded"
+    assert world.branch_head(f"shepherd/{task.name}") == second.target["head"]
+
+
+async def test_a_github_outage_is_retried_and_the_pull_request_opened_once(world: World) -> None:
+    world.github.fail_next(status=502)
+    task = await world.run("add a greeting", level=3)
+    done = await world.until(task.id, lambda t: t.outcome is not None, timeout=40)
+    assert done.outcome == "succeeded", done.evidence
+    assert done.evidence["actions"][0]["attempts"] == 2
+    failed = [r for r in world.github.requests if r.path.endswith("/pulls")][0]
+    assert failed.method == "GET"  # the outage hit the look-up for an open pull request
+    assert len(world.pull_posts()) == 1 and len(world.github.pulls) == 1
+
+
+async def test_shepherd_ask_blocks_the_agent_until_approved_and_outlasts_the_idle_timeout(world: World) -> None:
+    task = await world.run("deploy it [confirm deploy.staging] [noedit]", level=1)
+    conf = await world.pending_for(task.id)
+    assert (conf.action, conf.risk, conf.origin) == ("deploy.staging", "high", "agent")
+    await asyncio.sleep(4)  # longer than the 3 s idle timeout: a task waiting for people is not idle
+    running = await world.shepherd.tasks.get(ALICE, task.id)
+    assert running.status == "running", running.state_message
+    await world.shepherd.confirmations.vote(BOB, conf.code, approve=True)
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    assert done.outcome == "succeeded"
+    _, rows = await world.shepherd.tasks.logs(ALICE, task.id)
+    assert "ask deploy.staging: approved" in [r.content for r in rows]
+    assert (done.decision_count, done.auto_resolved_count) == (1, 0)
+
+
+async def test_shepherd_ask_exits_1_on_reject_and_the_policy_answers_at_once_when_it_may(world: World) -> None:
+    task = await world.run("[confirm db.migrate] [confirm pr.comment] [noedit]", level=2)
+    conf = await world.pending_for(task.id)
+    assert conf.action == "db.migrate"  # unknown to the policy: high risk, so L2 asks
+    await world.shepherd.confirmations.vote(BOB, conf.code, approve=False, comment="not now")
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    lines = [r.content for r in (await world.shepherd.tasks.logs(ALICE, task.id))[1]]
+    assert "ask db.migrate: rejected" in lines
+    assert "ask pr.comment: approved" in lines  # low risk at L2: policy decided without people
+    assert (done.decision_count, done.auto_resolved_count) == (2, 1)
+
+
+async def test_a_failed_delivery_is_retried_and_nothing_is_lost(world: World) -> None:
+    world.channel.fail_next.append(DeliveryError("rate limited", retry_after=0.3))
+    task = await world.run("add a greeting", level=1)
+    conf = await world.pending_for(task.id)
+    await world.until(task.id, lambda t: len(world.channel.posts) == 1, timeout=10)
+    assert conf.code in world.channel.posts[0][1].text
