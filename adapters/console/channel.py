@@ -9,11 +9,12 @@ from typing import TextIO
 from core.channels import Message
 
 
-def format_message(message: Message, *, update: bool = False) -> str:
+def format_message(message: Message) -> str:
     if message.kind != "confirmation":
         return message.text
     if message.state == "pending":
-        facts = " · ".join(f"{k} {v}" for k, v in message.fields.items() if k not in ("action", "risk"))
+        shown = ("task", "requested by", "votes", "expires")  # the target is in the headline already
+        facts = " · ".join(f"{k} {message.fields[k]}" for k in shown if k in message.fields)
         return (f"? {message.text}\n  {facts}\n"
                 f"  `approve {message.code} [comment]` or `reject {message.code} [reason]`")
     mark = {"approved": "+", "rejected": "x", "expired": "x", "void": "-"}.get(message.state, "*")
@@ -38,4 +39,4 @@ class ConsoleChannel:
         return f"console-{next(self._refs)}"
 
     async def update(self, address: str, ref: str, message: Message) -> None:
-        print(format_message(message, update=True), file=self.out, flush=True)
+        print(format_message(message), file=self.out, flush=True)
