@@ -283,3 +283,83 @@ async def test_a_failed_delivery_is_retried_and_nothing_is_lost(world: World) ->
     conf = await world.pending_for(task.id)
     await world.until(task.id, lambda t: len(world.channel.posts) == 1, timeout=10)
     assert conf.code in world.channel.posts[0][1].text
+
+
+async def _wait_done(world: World, code: str, timeout: float = 20) -> Confirmation:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        conf = await world.shepherd.confirmations.get(ALICE, code)
+        if conf.execution in ("done", "failed"):
+            return conf
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{code} never carried out: {conf.status} {conf.execution} {conf.result}")
+        await asyncio.sleep(0.05)
+
+
+async def test_people_ask_for_comment_merge_and_deploys_each_gated_by_the_agents_level(
+    world: World, tmp_path: Path
+) -> None:
+    hook_calls: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        hook_calls.append(await request.json())
+        return web.json_response({"deployment": 7}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/deploy", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    marker = tmp_path / "deployed-staging.txt"
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "api.toml").write_text(
+        f'[deploy.staging]\ncommand = "echo $SHEPHERD_DEPLOY_SHA $SHEPHERD_DEPLOY_ENVIRONMENT > {marker}"\n'
+        f'[deploy.production]\nurl = "http://127.0.0.1:{runner.addresses[0][1]}/deploy"\n')
+    try:
+        from core.commands import build_registry
+
+        registry = build_registry()
+        await world.shepherd.projects.create(ALICE, name="api", repo="acme/api", default_branch="main")
+        task = await world.run("add a greeting", level=3, project="api")
+        done = await world.until(task.id, lambda t: t.outcome is not None)
+        assert done.outcome == "succeeded", done.evidence
+        head = done.evidence["actions"][0]["head"]
+
+        reply = await registry.run(world.shepherd, ALICE, f"comment {task.name} nice work")
+        assert reply.ok and "approved by policy" in reply.text, reply.text  # low risk: L3 runs it
+        assert (await _wait_done(world, reply.data["code"])).execution == "done"
+        assert world.github.comments[-1]["body"] == "nice work"
+
+        operator = Principal.for_role("acme", "olga", Role.OPERATOR, "console", user_id="user-olga")
+        waits = await registry.run(world.shepherd, operator, f"merge {task.name}")
+        assert waits.ok and waits.data["status"] == "pending"  # high risk at L3: people decide
+        await world.shepherd.confirmations.vote(BOB, waits.data["code"], approve=True)
+        merged = await _wait_done(world, waits.data["code"])
+        assert merged.execution == "done" and merged.result["mergeCommit"]
+        assert world.github.pulls[("acme/api", 1)]["merged"] is True
+
+        staging = await registry.run(world.shepherd, ALICE, f"deploy staging {task.name}")
+        assert staging.data["status"] == "approved" and "approved by alice" in staging.text  # her own vote
+        assert (await _wait_done(world, staging.data["code"])).execution == "done"
+        assert marker.read_text().split() == [head, "staging"]
+
+        prod = await registry.run(world.shepherd, ALICE, f"deploy production {task.name}")
+        assert prod.data["status"] == "pending"  # critical, always asks, quorum 2
+        with pytest.raises(Exception, match="other than the requester"):
+            await world.shepherd.confirmations.vote(ALICE, prod.data["code"], approve=True)
+        await world.shepherd.confirmations.vote(BOB, prod.data["code"], approve=True)
+        carol = Principal.for_role("acme", "carol", Role.APPROVER, "telegram", user_id="user-carol")
+        await world.shepherd.confirmations.vote(carol, prod.data["code"], approve=True)
+        shipped = await _wait_done(world, prod.data["code"])
+        assert shipped.execution == "done", shipped.result
+        assert hook_calls == [{"environment": "production", "repo": "acme/api", "branch": f"shepherd/{task.name}",
+                               "sha": head, "task": task.name, "confirmation": prod.data["code"],
+                               "approvedBy": "carol"}]
+        agent = await world.shepherd.agents.get(ALICE, task.agent_id or "")
+        assert agent.agent.deploys_triggered == 2
+
+        unknown = await registry.run(world.shepherd, ALICE, f"deploy qa {task.name}")
+        failed = await _wait_done(world, unknown.data["code"])
+        assert failed.execution == "failed" and "no deploy is configured for 'qa'" in failed.result["error"]
+    finally:
+        await runner.cleanup()

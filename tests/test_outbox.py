@@ -1,0 +1,150 @@
+"""The outbox dispatcher, on SQLite and PostgreSQL: every row delivered once however many dispatchers run,
+the newest version of a message wins, an edit waits for its post, failures are retried or kept."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlmodel import col, select
+
+from bot.outbox import Dispatcher
+from core.channels import DeliveryError, Message, bind_thread, enqueue
+from core.db import Database
+from core.models import MessageRef, Outbox
+from core.service import Shepherd
+
+
+@dataclass
+class Sink:
+    """A Channel that records what it delivered; `fail` decides per call whether to raise."""
+
+    name: str = "chat"
+    delivered: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, address, text)
+    fail: Callable[[Message], DeliveryError | None] = lambda _m: None
+    delay: float = 0.0
+
+    def accepts(self, address: str) -> bool:
+        return True
+
+    async def post(self, address: str, message: Message) -> str:
+        await asyncio.sleep(self.delay)
+        if (error := self.fail(message)) is not None:
+            raise error
+        self.delivered.append(("post", address, message.text))
+        return f"m{len(self.delivered)}"
+
+    async def update(self, address: str, ref: str, message: Message) -> None:
+        await asyncio.sleep(self.delay)
+        if (error := self.fail(message)) is not None:
+            raise error
+        self.delivered.append((f"update {ref}", address, message.text))
+
+
+async def _enqueue(shepherd: Shepherd, address: str, *texts: str, key: str = "k") -> None:
+    async with shepherd.db.write() as session:
+        thread = await bind_thread(session, "acme", "chat", address, project_id=None)
+        for text in texts:
+            enqueue(session, [thread], Message(key=key, text=text))
+
+
+async def _rows(shepherd: Shepherd) -> list[Outbox]:
+    async with shepherd.db.read() as session:
+        return list(await session.exec(select(Outbox).order_by(col(Outbox.id))))
+
+
+async def _drain(*dispatchers: Dispatcher) -> None:
+    for _ in range(50):
+        if sum(await asyncio.gather(*(d.deliver_due() for d in dispatchers))) == 0:
+            return
+
+
+async def test_two_dispatchers_deliver_every_row_exactly_once(db_url: str) -> None:
+    first, second = Database(db_url), Database(db_url)
+    try:
+        a, b = Shepherd(first), Shepherd(second)
+        await a.orgs.ensure("acme")
+        for i in range(30):
+            await _enqueue(a, f"C{i}", f"hello {i}", key=f"msg-{i}")
+        sink_a, sink_b = Sink(delay=0.001), Sink(delay=0.001)
+        da, db_ = Dispatcher(a, [sink_a], batch=5), Dispatcher(b, [sink_b], batch=5)
+        await _drain(da, db_)
+        texts = sorted(t for _, _, t in sink_a.delivered + sink_b.delivered)
+        assert texts == sorted(f"hello {i}" for i in range(30))
+        assert sink_a.delivered and sink_b.delivered, "both took a share"
+        assert {r.status for r in await _rows(a)} == {"sent"}
+    finally:
+        await first.dispose()
+        await second.dispose()
+
+
+async def test_the_newest_version_wins_and_later_versions_edit_the_posted_message(shepherd: Shepherd) -> None:
+    sink = Sink()
+    dispatcher = Dispatcher(shepherd, [sink])
+    await _enqueue(shepherd, "C1", "v1", "v2", "v3")
+    await _drain(dispatcher)
+    assert sink.delivered == [("post", "C1", "v3")]  # v1 and v2 were superseded before they went out
+    await _enqueue(shepherd, "C1", "v4")
+    await _drain(dispatcher)
+    assert sink.delivered[-1] == ("update m1", "C1", "v4")
+    async with shepherd.db.read() as session:
+        refs = list(await session.exec(select(MessageRef)))
+    assert [(r.key, r.ref) for r in refs] == [("k", "m1")]
+
+
+async def test_a_rate_limited_post_waits_its_retry_after_and_is_not_lost(shepherd: Shepherd) -> None:
+    calls: list[str] = []
+
+    def fail(message: Message) -> DeliveryError | None:
+        calls.append(message.text)
+        return DeliveryError("ratelimited", retry_after=0.4) if len(calls) == 1 else None
+
+    sink = Sink(fail=fail)
+    dispatcher = Dispatcher(shepherd, [sink])
+    await _enqueue(shepherd, "C1", "prompt")
+    assert await dispatcher.deliver_due() == 1
+    [row] = await _rows(shepherd)
+    assert (row.status, row.attempts, row.last_error) == ("pending", 1, "ratelimited")
+    assert await dispatcher.deliver_due() == 0, "not before its Retry-After"
+    await asyncio.sleep(0.5)
+    await _drain(dispatcher)
+    assert sink.delivered == [("post", "C1", "prompt")]
+    assert (await _rows(shepherd))[0].status == "sent"
+
+
+async def test_a_permanent_refusal_is_kept_as_failed_and_other_threads_go_on(shepherd: Shepherd) -> None:
+    sink = Sink(fail=lambda m: DeliveryError("channel_not_found", permanent=True) if m.text == "doomed" else None)
+    dispatcher = Dispatcher(shepherd, [sink])
+    await _enqueue(shepherd, "GONE", "doomed", key="a")
+    await _enqueue(shepherd, "C2", "fine", key="b")
+    await _drain(dispatcher)
+    rows = {r.address: r for r in await _rows(shepherd)}
+    assert (rows["GONE"].status, rows["GONE"].last_error) == ("failed", "channel_not_found")
+    assert rows["C2"].status == "sent" and sink.delivered == [("post", "C2", "fine")]
+
+
+async def test_a_crashing_channel_is_retried_with_backoff(shepherd: Shepherd) -> None:
+    def boom(_m: Message) -> DeliveryError | None:
+        raise RuntimeError("socket closed")
+
+    dispatcher = Dispatcher(shepherd, [Sink(fail=boom)])
+    await _enqueue(shepherd, "C1", "x")
+    await dispatcher.deliver_due()
+    [row] = await _rows(shepherd)
+    assert row.status == "pending" and row.attempts == 1 and "socket closed" in (row.last_error or "")
+    assert row.next_at > row.created_at
+
+
+async def test_rows_for_other_channels_or_addresses_are_left_for_their_dispatcher(shepherd: Shepherd) -> None:
+    class Picky(Sink):
+        def accepts(self, address: str) -> bool:
+            return address == "mine"
+
+    sink = Picky()
+    dispatcher = Dispatcher(shepherd, [sink])
+    await _enqueue(shepherd, "theirs", "not for me", key="a")
+    await _enqueue(shepherd, "mine", "for me", key="b")
+    await _drain(dispatcher)
+    assert sink.delivered == [("post", "mine", "for me")]
+    assert {r.address: r.status for r in await _rows(shepherd)} == {"theirs": "pending", "mine": "sent"}
