@@ -59,13 +59,15 @@ async def _status(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     by_status = ", ".join(f"{counts.get(s.value, 0)} {s.value.lower()}" for s in AgentStatus)
     task_text = ", ".join(f"{n} {status}" for status, n in sorted(tasks.items())) or "none yet"
     runner = "a runner is up" if await ctx.shepherd.tasks.runner_available() else "no runner is up"
+    waiting = len(await ctx.shepherd.confirmations.pending(ctx.principal, limit=500))
     text = (
         f"org {ctx.principal.org_id} · store {ctx.shepherd.db.dialect}\n"
         f"agents: {total} ({by_status})\n"
         f"tasks: {task_text} ({runner})\n"
+        f"confirmations: {waiting} pending" + (" (`pending` lists them)" if waiting else "") + "\n"
         f"projects: {len(projects)}"
     )
-    return Reply(text, data={"agents": counts, "tasks": tasks, "projects": len(projects)})
+    return Reply(text, data={"agents": counts, "tasks": tasks, "projects": len(projects), "pending": waiting})
 
 
 async def _agents(ctx: CommandContext, args: dict[str, Any]) -> Reply:

@@ -144,7 +144,8 @@ def render(conf: Confirmation, task_name: str | None = None) -> Message:
         if verb:
             text = f"{conf.code} {verb} at {at}: {conf.summary}" + (f" ({conf.reason})" if conf.reason else "")
         else:
-            text = f"{conf.code} {status.value} by {who} from {where} at {at}: {conf.summary}"
+            by = f"by policy (L{conf.level})" if where == "policy" else f"by {who} from {where}"
+            text = f"{conf.code} {status.value} {by} at {at}: {conf.summary}"
             if conf.reason and status is Status.REJECTED:
                 text += f" ({conf.reason})"
             if conf.execution in (Execution.DONE, Execution.FAILED):

@@ -845,7 +845,8 @@ class TaskSupervisor:
                 if agent is not None:
                     agent.deploys_triggered += 1
                     session.add(agent)
-            await self.shepherd.confirmations.announce(session, conf, task)
+            if conf.decided_via != "policy":  # people saw the prompt: it now shows the result too
+                await self.shepherd.confirmations.announce(session, conf, task)
 
     @staticmethod
     def _system(task: Task) -> Principal:

@@ -92,6 +92,12 @@ async def _task(ctx: CommandContext, args: dict[str, Any]) -> Reply:
         lines.append(f"  workspace {t.workspace}")
     if t.pending_inputs:
         lines.append(f"  follow-ups waiting: {len(t.pending_inputs)}")
+    lines.append(f"  decisions {t.decision_count} ({t.auto_resolved_count} by policy)")
+    for conf in await ctx.shepherd.confirmations.pending(ctx.principal, task_id=t.id):
+        lines.append(f"  waiting for approval {conf.code}: {conf.summary} (`approve {conf.code}`)")
+    for action in (t.evidence or {}).get("actions", []):
+        outcome = action.get("url") or action.get("error") or ("done" if action.get("ok") else "failed")
+        lines.append(f"  {action.get('action')} ({action.get('code')}): {outcome}")
     last = (t.evidence or {}).get("lastLines") or []
     if last:
         lines.append("  last output:")

@@ -5,7 +5,6 @@ GitHub API through the real gidgethub client. Prompts and decisions reach a thre
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from core.runners.presets import AgentCatalog
 from core.service import Shepherd
 from core.supervisor import TaskSupervisor
 from tests.fakes.github_api import FakeGitHub
+from tests.gitrepos import git, github_host
 from tests.test_tasks import fast_config
 
 GH_TOKEN = "ghs_test_token_for_the_fake"
@@ -63,12 +63,6 @@ class Recorder:
 
     def texts(self) -> list[str]:
         return [m.text for _, m in self.posts] + [m.text for _, _, m in self.updates]
-
-
-def git(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
 @dataclass
@@ -117,15 +111,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path, sqlite_url: str) -> AsyncIterator[World]:
-    seed = tmp_path / "seed"
-    seed.mkdir()
-    (seed / "README.md").write_text("# api\n")
-    git("init", "-q", "-b", "main", cwd=seed)
-    git("add", ".", cwd=seed)
-    git("commit", "-qm", "init", cwd=seed)
-    hosts = tmp_path / "githost"
-    (hosts / "acme").mkdir(parents=True)
-    git("clone", "-q", "--bare", str(seed), str(hosts / "acme" / "api.git"), cwd=tmp_path)
+    hosts = github_host(tmp_path)
 
     db = Database(sqlite_url)
     shepherd = Shepherd(db, catalog=AgentCatalog(), default_agent="demo",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.github_api import FakeGitHub
+from tests.gitrepos import github_host
 from tests.procs import SHEPHERD
 
 pytestmark = pytest.mark.slow
@@ -54,22 +55,8 @@ class ConsoleProc:
                 return match
 
 
-def _bare_repo(root: Path) -> Path:
-    seed = root / "seed"
-    seed.mkdir()
-    (seed / "README.md").write_text("# api\n")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    for cmd in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "init"]):
-        subprocess.run(["git", *cmd], cwd=seed, env=env, check=True)
-    hosts = root / "githost"
-    (hosts / "acme").mkdir(parents=True)
-    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(hosts / "acme" / "api.git")], check=True)
-    return hosts
-
-
 async def test_console_approves_a_pull_request_and_an_agents_question(tmp_path: Path) -> None:
-    hosts = _bare_repo(tmp_path)
+    hosts = github_host(tmp_path)
     home = tmp_path / "home"
     home.mkdir()
     async with FakeGitHub(TOKEN, git_root=hosts) as github:

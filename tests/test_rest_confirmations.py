@@ -98,29 +98,41 @@ async def test_explain_says_run_ask_or_refuse_and_why(rig: Rig) -> None:
     assert (status, body["code"]) == (404, "AGENT_NOT_FOUND")
 
 
-async def test_eliza_pending_and_confirm(rig: Rig) -> None:
+@pytest.mark.parametrize("prefix", ["/api/coding-agents", "/api/coding-agents/coordinator"])
+async def test_eliza_pending_and_confirm(rig: Rig, prefix: str) -> None:
     task = await started_task(rig.shepherd, ALICE)
     conf = await gate(rig.shepherd, task, pr_plan())
-    status, body = await rig.call("GET", "/api/coding-agents/pending")
+    status, body = await rig.call("GET", f"{prefix}/pending")
     assert status == 200 and len(body) == 1
     item = body[0]
-    assert (item["sessionId"], item["code"], item["llmDecision"]["action"]) == (task.id, conf.code, "pr.open")
-    assert item["taskContext"] == {"label": task.display_name, "agentType": "demo", "originalTask": task.prompt}
+    assert {"sessionId", "promptText", "suggestedAction", "reasoning", "agentType", "label", "createdAt"} <= set(item)
+    assert (item["sessionId"], item["code"], item["action"], item["suggestedAction"]) == (
+        task.id, conf.code, "pr.open", "escalate")
+    assert (item["agentType"], item["label"]) == ("demo", task.display_name)
+    assert isinstance(item["createdAt"], int) and item["expiresAt"] - item["createdAt"] == 30 * 60 * 1000
     status, body = await rig.call("GET", "/api/coding-agents/coordinator/status")
     assert body["pendingConfirmations"] == 1
 
-    status, body = await rig.call("POST", f"/api/coding-agents/confirm/{task.id}", {"approved": "yes"})
+    status, body = await rig.call("POST", f"{prefix}/confirm/{task.id}", {"approved": "yes"})
     assert (status, body["code"]) == (400, "INVALID_DECISION")
-    status, body = await rig.call("POST", f"/api/coding-agents/confirm/{task.id}",
+    status, body = await rig.call("POST", f"{prefix}/confirm/{task.id}",
                                   {"approved": False, "override": {"response": "use the other branch"}})
-    assert (status, body) == (200, {"ok": True, "code": conf.code, "status": "rejected", "counted": True})
+    assert (status, body) == (200, {"success": True, "sessionId": task.id, "approved": False, "code": conf.code,
+                                    "status": "rejected", "counted": True})
     rejected = await rig.shepherd.confirmations.get(ALICE, conf.code)
     assert rejected.reason == "use the other branch"
-    status, body = await rig.call("POST", f"/api/coding-agents/confirm/{task.id}", {"approved": True})
+    status, body = await rig.call("POST", f"{prefix}/confirm/{task.id}", {})
     assert (status, body["code"]) == (404, "NO_PENDING_CONFIRMATION")
-    status, body = await rig.call("POST", "/api/coding-agents/confirm/task-nope", {"approved": True})
+    assert body["error"] == f"No pending decision for session {task.id}"
+    status, body = await rig.call("POST", f"{prefix}/confirm/task-nope", {"approved": True})
     assert (status, body["code"]) == (404, "TASK_NOT_FOUND")
-    assert (await rig.call("GET", "/api/coding-agents/pending"))[1] == []
+    assert (await rig.call("GET", f"{prefix}/pending"))[1] == []
+
+    other = await started_task(rig.shepherd, ALICE)
+    conf2 = await gate(rig.shepherd, other, pr_plan("e" * 40))
+    status, body = await rig.call("POST", f"{prefix}/confirm/{other.id}", {})  # approved defaults to true
+    assert (status, body["status"]) == (200, "approved")
+    assert (await rig.shepherd.confirmations.get(ALICE, conf2.code)).status == "approved"
 
 
 async def test_the_task_callback_opens_only_with_that_tasks_token(rig: Rig) -> None:
@@ -159,3 +171,26 @@ async def test_the_task_callback_opens_only_with_that_tasks_token(rig: Rig) -> N
     status, body = await rig.call("POST", f"/api/tasks/{other.id}/confirmations",
                                   {"action": "db.migrate", "summary": "x"}, headers=dict(auth))
     assert (status, body["code"]) == (401, "INVALID_TASK_TOKEN")
+
+
+async def test_codespar_approval_vote(rig: Rig) -> None:
+    task = await started_task(rig.shepherd, ALICE)
+    plan = Plan(action="deploy.production", summary="ship", target={"repo": "acme/api"})
+    conf = await gate(rig.shepherd, task, plan, level=5, origin=Origin.PERSON)
+    second = await rig.token_for("acme", "read,approve")
+    status, body = await rig.call("POST", "/api/approval/vote", {"token": conf.code, "vote": "approve", "userId": "U1"})
+    assert (status, body) == (200, {"success": True, "result": {"status": "pending", "votesReceived": 1,
+                                                                "votesRequired": 2}})
+    status, body = await rig.call("POST", "/api/approval/vote", {"token": conf.code, "vote": "approve"})
+    assert (status, body["code"]) == (404, "VOTE_REJECTED") and "already counted" in body["error"]
+    status, body = await rig.call("POST", "/api/approval/vote", {"token": conf.code, "vote": "deny"}, token=second)
+    assert (status, body["result"]["status"]) == (200, "denied")
+    status, body = await rig.call("POST", "/api/approval/vote", {"token": conf.code, "vote": "approve"}, token=second)
+    assert (status, body["code"]) == (404, "VOTE_REJECTED")
+    assert body["error"].startswith("Token not found, already resolved, or vote rejected")
+    for bad, code in (({"token": conf.code, "vote": "yes"}, "INVALID_VOTE"), ({"vote": "deny"}, "INVALID_TOKEN")):
+        status, body = await rig.call("POST", "/api/approval/vote", bad)
+        assert (status, body["code"]) == (400, code), body
+    viewer = await rig.token_for("acme", "read")
+    status, body = await rig.call("POST", "/api/approval/vote", {"token": "ZZZZ", "vote": "deny"}, token=viewer)
+    assert (status, body["code"]) == (403, "INSUFFICIENT_SCOPE")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from core.service import Shepherd
 from core.supervisor import RunnerConfig, TaskSupervisor
 from core.tasks import TRANSITIONS, Outcome, TaskStatus, check_transition
 from tests.conftest import IN_CI, person
+from tests.gitrepos import seed_repo
 
 SECRETS = {
     "SLACK_BOT_TOKEN": "xoxb-secret-slack",
@@ -111,14 +111,7 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A local git repository with one commit on main."""
-    path = tmp_path / "upstream"
-    path.mkdir()
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    (path / "README.md").write_text("# upstream\n")
-    for cmd in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "init"]):
-        subprocess.run(["git", *cmd], cwd=path, env=env, check=True)
-    return path
+    return seed_repo(tmp_path / "upstream", "# upstream\n")
 
 
 def _alive(pid: int) -> bool:

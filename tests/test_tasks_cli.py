@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from core.models import Task
 from core.runners.local import group_members
 from core.service import Shepherd
 from tests.conftest import person
+from tests.gitrepos import seed_repo
 from tests.procs import Home, stop
 
 pytestmark = pytest.mark.slow
@@ -28,18 +27,8 @@ def home(tmp_path: Path) -> Iterator[Home]:
     yield Home(tmp_path, SHEPHERD_DEFAULT_AGENT="demo", SHEPHERD_ORG="acme")
 
 
-def _git_repo(path: Path) -> Path:
-    path.mkdir()
-    (path / "README.md").write_text("# app\n")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    for cmd in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "init"]):
-        subprocess.run(["git", *cmd], cwd=path, env=env, check=True)
-    return path
-
-
 def test_console_run_streams_the_agent_and_ends_with_its_evidence(home: Home) -> None:
-    repo = _git_repo(home.root / "app")
+    repo = seed_repo(home.root / "app")
     out = home.run("console", "-c", f'run "add a greeting" --agent demo --repo {repo}')
     lines = out.stdout.splitlines()
     assert lines[0].startswith("started task add-a-greeting-")

@@ -1,14 +1,17 @@
-"""The CodeSpar agent API (shared/seeds/004): /api/agents, /api/agents/{id}[/action], /api/agent-types."""
+"""The CodeSpar agent API (shared/seeds/004): /api/agents, /api/agents/{id}[/action], /api/agent-types, and
+CodeSpar's approval vote (/api/approval/vote) over Shepherd's confirmations."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import Field
 
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Result, Route
 from core.agents import ACTION_NAMES, MAX_PAGE, AgentAction, AgentFilter, AgentStatus, AgentView, Lifecycle
 from core.clock import iso, utcnow
+from core.errors import NotFound, ShepherdError
 
 # --- wire models ---------------------------------------------------------------------------------
 
@@ -215,6 +218,53 @@ async def register_type(req: ApiRequest) -> AgentTypeOut:
     return AgentTypeOut(type=t.type, lifecycle=t.lifecycle, description=t.description)
 
 
+class VoteWord(StrEnum):
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+class VoteIn(ApiModel):
+    token: str = Field(min_length=1, max_length=64, description="the approval's code (Shepherd: K7P2)")
+    vote: VoteWord
+    user_id: str | None = Field(None, max_length=200, description="accepted for CodeSpar clients; the voter is "
+                                                                  "the API token's own identity")
+    channel_type: str | None = Field(None, max_length=32)
+
+
+class VoteResult(ApiModel):
+    status: str = Field(description="pending, approved, denied or expired")
+    votes_received: int
+    votes_required: int
+
+
+class VoteOut(ApiModel):
+    success: bool
+    result: VoteResult
+
+
+_CODESPAR_STATUS = {"rejected": "denied", "void": "denied"}
+
+
+async def approval_vote(req: ApiRequest) -> VoteOut:
+    """CodeSpar's approval vote: one deny denies, approvals count to the quorum. Like CodeSpar, a vote that
+    cannot count (unknown, resolved, the requester's own, a repeat) is 404."""
+    body: VoteIn = req.body
+    rejected = "Token not found, already resolved, or vote rejected"
+    try:
+        result = await req.shepherd.confirmations.vote(req.principal, body.token, approve=body.vote is VoteWord.APPROVE,
+                                                       via=body.channel_type or "api")
+    except ShepherdError as exc:
+        if exc.code in ("CONFIRMATION_NOT_FOUND", "CONFIRMATION_DECIDED", "SELF_APPROVAL"):
+            raise NotFound(f"{rejected}: {exc.message}", code="VOTE_REJECTED") from None
+        raise
+    if not result.counted:
+        raise NotFound(f"{rejected}: {result.text}", code="VOTE_REJECTED")
+    conf = result.confirmation
+    return VoteOut(success=True, result=VoteResult(
+        status=_CODESPAR_STATUS.get(conf.status, conf.status), votes_received=conf.approvals,
+        votes_required=conf.quorum))
+
+
 _LEVEL = FieldError("INVALID_AUTONOMY_LEVEL", "Autonomy level must be between 0 and 5")
 _ACTION = FieldError("INVALID_ACTION", f"Invalid action. Must be one of: {ACTION_NAMES}")
 _TAG = "agents (CodeSpar)"
@@ -240,4 +290,10 @@ ROUTES = [
     Route("POST", "/api/agent-types", register_type, "Register an agent type (admin scope)",
           response=AgentTypeOut, status=201, body=RegisterType, errors=(400, 401, 403, 409, 413), tag=_TAG,
           operation_id="registerAgentType"),
+    Route("POST", "/api/approval/vote", approval_vote,
+          "Vote on an approval by its token (code): approve or deny (approve scope). One deny denies; 404 when the "
+          "vote cannot count (unknown or resolved token, the requester's own vote at quorum 2, a repeat)",
+          response=VoteOut, body=VoteIn, errors=(400, 401, 403, 404), tag=_TAG, operation_id="approvalVote",
+          field_errors={"vote": FieldError("INVALID_VOTE", "vote must be 'approve' or 'deny'"),
+                        "token": FieldError("INVALID_TOKEN", "token, vote, and userId are required")}),
 ]

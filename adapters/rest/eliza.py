@@ -17,7 +17,7 @@ from pydantic import Field
 
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Route
 from core.agents import DEFAULT_LEVEL, LEVEL_NAMES, AgentFilter
-from core.clock import iso
+from core.clock import as_utc
 from core.errors import NotFound, ShepherdError, Unavailable
 from core.models import Confirmation, Task
 from core.tasks import MAX_PAGE, TaskStatus, is_finished
@@ -69,41 +69,41 @@ class StopDone(ApiModel):
     ok: bool
 
 
-class Decision(ApiModel):
-    action: str = Field(description="what would run: pr.open, deploy.staging, …")
-    risk: str
-    reasoning: str = Field(description="why people must decide (the policy's words)")
-
-
-class TaskContext(ApiModel):
-    label: str
-    agent_type: str
-    original_task: str
+class Override(ApiModel):
+    response: str | None = Field(None, max_length=1000, description="Eliza: the text to send instead; kept as "
+                                                                      "the decision's comment")
+    use_keys: bool | None = None
+    keys: list[str] | None = Field(None, max_length=20)
 
 
 class PendingConfirmation(ApiModel):
+    """Eliza's pending decision, plus what Shepherd's confirmations add (code, action, risk, votes, expiry)."""
+
     session_id: str = Field(description="the task id")
-    confirmation_id: str
-    code: str = Field(description="what people type in chat: approve K7P2")
     prompt_text: str = Field(description="what is asked")
-    recent_output: list[str] = Field(description="the task's last lines")
-    llm_decision: Decision
-    task_context: TaskContext
+    suggested_action: str = Field(description="always `escalate`: people decide what the policy would not")
+    reasoning: str = Field(description="why people must decide (the policy's words)")
+    agent_type: str
+    label: str
+    created_at: int = Field(description="epoch milliseconds")
+    code: str = Field(description="what people type in chat: approve K7P2")
+    confirmation_id: str
+    action: str
+    risk: str
     approvals: int
     quorum: int
-    created_at: str
-    expires_at: str
+    expires_at: int = Field(description="epoch milliseconds")
 
 
 class ConfirmIn(ApiModel):
-    approved: bool
-    override: str | dict[str, Any] | None = Field(
-        None, description="a note kept with the decision (Eliza: a replacement response; its `response` field)"
-    )
+    approved: bool = Field(True, description="false rejects; absent approves, as in Eliza")
+    override: Override | None = None
 
 
 class ConfirmDone(ApiModel):
-    ok: bool
+    success: bool
+    session_id: str
+    approved: bool
     code: str
     status: str = Field(description="the confirmation after this decision: pending (more approvals needed), "
                                     "approved or rejected")
@@ -151,14 +151,17 @@ async def stop_task(req: ApiRequest) -> StopDone:
     return StopDone(ok=True)
 
 
+def _ms(value: Any) -> int:
+    return int(as_utc(value).timestamp() * 1000)
+
+
 def _pending_out(conf: Confirmation, task: Task) -> PendingConfirmation:
-    last = [str(line) for line in (task.evidence or {}).get("lastLines", [])][-10:]
     return PendingConfirmation(
-        session_id=task.id, confirmation_id=conf.id, code=conf.code, prompt_text=conf.summary, recent_output=last,
-        llm_decision=Decision(action=conf.action, risk=conf.risk, reasoning=conf.reason or
-                              f"{conf.action} is {conf.risk} risk at autonomy level {conf.level}"),
-        task_context=TaskContext(label=task.display_name, agent_type=task.runtime, original_task=task.prompt),
-        approvals=conf.approvals, quorum=conf.quorum, created_at=iso(conf.created_at), expires_at=iso(conf.expires_at),
+        session_id=task.id, prompt_text=conf.summary, suggested_action="escalate",
+        reasoning=conf.reason or f"{conf.action} is {conf.risk} risk at autonomy level {conf.level}",
+        agent_type=task.runtime, label=task.display_name, created_at=_ms(conf.created_at), code=conf.code,
+        confirmation_id=conf.id, action=conf.action, risk=conf.risk, approvals=conf.approvals, quorum=conf.quorum,
+        expires_at=_ms(conf.expires_at),
     )
 
 
@@ -183,12 +186,13 @@ async def confirm(req: ApiRequest) -> ConfirmDone:
     task = await req.shepherd.tasks.get(req.principal, req.path("sessionId"))
     waiting = await req.shepherd.confirmations.pending(req.principal, task_id=task.id, limit=1)
     if not waiting:
-        raise NotFound(f"task {task.name} waits on no confirmation", code="NO_PENDING_CONFIRMATION")
-    note = body.override.get("response", "") if isinstance(body.override, dict) else (body.override or "")
+        raise NotFound(f"No pending decision for session {task.id}", code="NO_PENDING_CONFIRMATION")
+    note = body.override.response or "" if body.override else ""
     result = await req.shepherd.confirmations.vote(req.principal, waiting[0].id, approve=body.approved,
-                                                   comment=str(note), via="api")
+                                                   comment=note, via="api")
     conf = result.confirmation
-    return ConfirmDone(ok=True, code=conf.code, status=conf.status, counted=result.counted)
+    return ConfirmDone(success=True, session_id=task.id, approved=body.approved, code=conf.code, status=conf.status,
+                       counted=result.counted)
 
 
 _TAG = "coding agents (Eliza)"
@@ -199,12 +203,19 @@ ROUTES = [
     Route("POST", "/api/coding-agents/{sessionId}/stop", stop_task,
           "Cancel a task and wait (up to 10 s) until it has stopped; 503 without a runner, 500 if it does not stop",
           response=StopDone, errors=(401, 403, 404, 500, 503), tag=_TAG, operation_id="elizaStopTask"),
-    Route("GET", "/api/coding-agents/pending", pending,
-          "Confirmations the org's tasks wait on, oldest first (what the coordinator escalated to people)",
-          response=list[PendingConfirmation], errors=(401, 403), tag=_TAG, operation_id="elizaPending"),
-    Route("POST", "/api/coding-agents/confirm/{sessionId}", confirm,
-          "Approve or reject what a task waits on (approve scope); 404 when it waits on nothing",
-          response=ConfirmDone, body=ConfirmIn, errors=(400, 401, 403, 404, 409), tag=_TAG,
-          operation_id="elizaConfirm",
-          field_errors={"approved": FieldError("INVALID_DECISION", "approved must be true or false")}),
+    *[
+        route
+        for prefix, suffix in (("/api/coding-agents", ""), ("/api/coding-agents/coordinator", "Coordinator"))
+        for route in (
+            Route("GET", f"{prefix}/pending", pending,
+                  "Confirmations the org's tasks wait on, oldest first (what the coordinator escalated to people)",
+                  response=list[PendingConfirmation], errors=(401, 403), tag=_TAG,
+                  operation_id=f"elizaPending{suffix}"),
+            Route("POST", f"{prefix}/confirm/{{sessionId}}", confirm,
+                  "Approve (default) or reject what a task waits on (approve scope); 404 when it waits on nothing",
+                  response=ConfirmDone, body=ConfirmIn, errors=(400, 401, 403, 404, 409), tag=_TAG,
+                  operation_id=f"elizaConfirm{suffix}",
+                  field_errors={"approved": FieldError("INVALID_DECISION", "approved must be true or false")}),
+        )
+    ],
 ]
