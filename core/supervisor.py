@@ -34,6 +34,7 @@ from core.clock import as_utc, utcnow
 from core.confirmations import Execution, Origin, Plan, Status, new_task_token
 from core.events import record
 from core.models import Agent, Confirmation, RunnerNode, Task, TaskLog
+from core.policy import PolicyError
 from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
 from core.runners.local import LocalRunner, RunnerError, group_members
 from core.runners.presets import AgentCatalog, verdict
@@ -680,11 +681,16 @@ class TaskSupervisor:
         """Ask the policy about a task's own next action, in the transaction that ends its turn."""
         agent = await session.get(Agent, task.agent_id) if task.agent_id else None
         level = agent.autonomy_level if agent is not None else task.autonomy_level
-        gate = await self.shepherd.confirmations.gate(
-            session, org_id=task.org_id, plan=plan, origin=Origin.POLICY, level=level,
-            requester_id=task.owner_id, requester_name=task.owner_name, task=task, agent_id=task.agent_id,
-            project_id=task.project_id,
-        )
+        try:
+            gate = await self.shepherd.confirmations.gate(
+                session, org_id=task.org_id, plan=plan, origin=Origin.POLICY, level=level,
+                requester_id=task.owner_id, requester_name=task.owner_name, task=task, agent_id=task.agent_id,
+                project_id=task.project_id,
+            )
+        except PolicyError as exc:  # nothing runs on a policy nobody can read; the message names the key
+            end(task, Outcome.FAILED, {**task.evidence, "reason": f"{plan.action} not decided: {exc.message}"})
+            session.add(task)
+            return
         conf = gate.confirmation
         if conf.status == Status.PENDING:
             task.state_message = f"waiting for approval {conf.code}: {plan.summary}"[:500]

@@ -349,3 +349,16 @@ async def test_people_ask_for_comment_merge_and_deploys_each_gated_by_the_agents
         assert failed.execution == "failed" and "no deploy is configured for 'qa'" in failed.result["error"]
     finally:
         await runner.cleanup()
+
+
+async def test_a_broken_policy_file_fails_the_task_with_the_key_named_and_nothing_leaves(
+    world: World, tmp_path: Path
+) -> None:
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "web.toml").write_text('[risk]\n"pr.open" = "sometimes"\n')
+    await world.shepherd.projects.create(ALICE, name="web", repo="acme/api", default_branch="main")
+    task = await world.run("add a greeting", level=5, project="web")
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    assert done.outcome == "failed"
+    assert "pr.open not decided" in done.evidence["reason"] and "risk.pr.open: unknown risk" in done.evidence["reason"]
+    assert world.pull_posts() == [] and world.branch_head(f"shepherd/{task.name}") is None
