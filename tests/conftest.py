@@ -103,3 +103,14 @@ def person(role: Role, org: str = "acme", name: str | None = None) -> Principal:
 @pytest.fixture
 def admin() -> Principal:
     return person(Role.ADMIN)
+
+
+@pytest.fixture
+async def two_cores(db_url: str) -> AsyncIterator[tuple[Shepherd, Shepherd]]:
+    """Two cores over two connection pools on one database: two server processes, as far as the store sees."""
+    first, second = Database(db_url), Database(db_url)
+    a, b = Shepherd(first), Shepherd(second)
+    await a.orgs.ensure("acme")
+    yield a, b
+    await first.dispose()
+    await second.dispose()

@@ -14,7 +14,6 @@ from core.access import Principal, Role
 from core.channels import bind_thread
 from core.clock import utcnow
 from core.confirmations import Origin, Plan, Status, plan_hash
-from core.db import Database
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from core.models import Confirmation, Event, Outbox, Task
 from core.service import Shepherd
@@ -214,32 +213,28 @@ async def test_a_follow_up_or_a_stop_voids_what_the_task_waited_on(shepherd: She
         await shepherd.confirmations.vote(BOB, conf2.code, approve=True)
 
 
-async def test_approve_and_reject_at_the_same_moment_from_two_pools_make_one_decision(db_url: str) -> None:
+async def test_approve_and_reject_at_the_same_moment_from_two_pools_make_one_decision(
+    two_cores: tuple[Shepherd, Shepherd],
+) -> None:
     """Two connection pools stand for two server processes (the CLI test runs two real ones)."""
-    first, second = Database(db_url), Database(db_url)
-    try:
-        a, b = Shepherd(first), Shepherd(second)
-        await a.orgs.ensure("acme")
-        for _ in range(5):
-            task = await started_task(a)
-            conf = await gate(a, task, pr_plan())
-            results = await asyncio.gather(
-                a.confirmations.vote(BOB, conf.code, approve=True),
-                b.confirmations.vote(CAROL, conf.code, approve=False),
-                return_exceptions=True,
-            )
-            decided = await a.confirmations.get(ALICE, conf.code)
-            counted = [r for r in results if not isinstance(r, BaseException) and r.counted]
-            refused = [r for r in results if isinstance(r, Conflict)]
-            assert len(counted) == 1 and len(refused) == 1, results
-            assert counted[0].confirmation.status == decided.status
-            assert decided.status in ("approved", "rejected")
-            decisions = [e for e in await events(a, task.id) if e != "confirmation.requested"]
-            assert decisions == [f"confirmation.{decided.status}"]
-            assert (await a.tasks.get(ALICE, task.id)).decision_count == 1
-    finally:
-        await first.dispose()
-        await second.dispose()
+    a, b = two_cores
+    for _ in range(5):
+        task = await started_task(a)
+        conf = await gate(a, task, pr_plan())
+        results = await asyncio.gather(
+            a.confirmations.vote(BOB, conf.code, approve=True),
+            b.confirmations.vote(CAROL, conf.code, approve=False),
+            return_exceptions=True,
+        )
+        decided = await a.confirmations.get(ALICE, conf.code)
+        counted = [r for r in results if not isinstance(r, BaseException) and r.counted]
+        refused = [r for r in results if isinstance(r, Conflict)]
+        assert len(counted) == 1 and len(refused) == 1, results
+        assert counted[0].confirmation.status == decided.status
+        assert decided.status in ("approved", "rejected")
+        decisions = [e for e in await events(a, task.id) if e != "confirmation.requested"]
+        assert decisions == [f"confirmation.{decided.status}"]
+        assert (await a.tasks.get(ALICE, task.id)).decision_count == 1
 
 
 async def test_a_task_token_opens_only_its_own_task_while_it_runs(shepherd: Shepherd) -> None:

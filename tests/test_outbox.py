@@ -11,7 +11,6 @@ from sqlmodel import col, select
 
 from bot.outbox import Dispatcher
 from core.channels import DeliveryError, Message, bind_thread, enqueue
-from core.db import Database
 from core.models import MessageRef, Outbox
 from core.service import Shepherd
 
@@ -60,23 +59,17 @@ async def _drain(*dispatchers: Dispatcher) -> None:
             return
 
 
-async def test_two_dispatchers_deliver_every_row_exactly_once(db_url: str) -> None:
-    first, second = Database(db_url), Database(db_url)
-    try:
-        a, b = Shepherd(first), Shepherd(second)
-        await a.orgs.ensure("acme")
-        for i in range(30):
-            await _enqueue(a, f"C{i}", f"hello {i}", key=f"msg-{i}")
-        sink_a, sink_b = Sink(delay=0.001), Sink(delay=0.001)
-        da, db_ = Dispatcher(a, [sink_a], batch=5), Dispatcher(b, [sink_b], batch=5)
-        await _drain(da, db_)
-        texts = sorted(t for _, _, t in sink_a.delivered + sink_b.delivered)
-        assert texts == sorted(f"hello {i}" for i in range(30))
-        assert sink_a.delivered and sink_b.delivered, "both took a share"
-        assert {r.status for r in await _rows(a)} == {"sent"}
-    finally:
-        await first.dispose()
-        await second.dispose()
+async def test_two_dispatchers_deliver_every_row_exactly_once(two_cores: tuple[Shepherd, Shepherd]) -> None:
+    a, b = two_cores
+    for i in range(30):
+        await _enqueue(a, f"C{i}", f"hello {i}", key=f"msg-{i}")
+    sink_a, sink_b = Sink(delay=0.001), Sink(delay=0.001)
+    da, db_ = Dispatcher(a, [sink_a], batch=5), Dispatcher(b, [sink_b], batch=5)
+    await _drain(da, db_)
+    texts = sorted(t for _, _, t in sink_a.delivered + sink_b.delivered)
+    assert texts == sorted(f"hello {i}" for i in range(30))
+    assert sink_a.delivered and sink_b.delivered, "both took a share"
+    assert {r.status for r in await _rows(a)} == {"sent"}
 
 
 async def test_the_newest_version_wins_and_later_versions_edit_the_posted_message(shepherd: Shepherd) -> None:
