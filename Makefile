@@ -27,6 +27,7 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/tasks.py
+	$(BIN)/python bench/approvals.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check core adapters bot tests bench

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -158,6 +159,7 @@ class Confirmations:
     def __init__(self, db: Database, policies: PolicyStore | None = None) -> None:
         self.db = db
         self.policies = policies or PolicyStore()
+        self.wake: Callable[[], None] = lambda: None  # set by a supervisor in this process
 
     # --- policy ------------------------------------------------------------------------------------
 
@@ -384,6 +386,14 @@ class Confirmations:
         self, principal: Principal, ref: str, *, approve: bool, comment: str = "", via: str | None = None
     ) -> VoteResult:
         """Count one person's vote; the confirmation is decided when one rejects or the quorum approves."""
+        result = await self._vote(principal, ref, approve=approve, comment=comment, via=via)
+        if result.counted and result.confirmation.execution == Execution.WAITING:
+            self.wake()  # committed: a runner in this process carries it out now, others within a second
+        return result
+
+    async def _vote(
+        self, principal: Principal, ref: str, *, approve: bool, comment: str, via: str | None
+    ) -> VoteResult:
         principal.require(Scope.APPROVE, "deciding a confirmation")
         comment = (comment or "").strip()[:MAX_COMMENT]
         via = via or principal.channel

@@ -198,6 +198,7 @@ class TaskSupervisor:
         await self.reconcile()
         self.shepherd.tasks.wake = self.wake
         self.shepherd.tasks.local_runner = True
+        self.shepherd.confirmations.wake = self.wake
         loop = asyncio.get_running_loop()
         self._jobs = [loop.create_task(self._loop()), loop.create_task(self._heartbeat()),
                       loop.create_task(self._flusher())]
@@ -208,6 +209,7 @@ class TaskSupervisor:
         self._closing = True
         self.shepherd.tasks.wake = lambda: None
         self.shepherd.tasks.local_runner = False
+        self.shepherd.confirmations.wake = lambda: None
         for job in self._jobs:
             job.cancel()
         for run in list(self.runs.values()):
