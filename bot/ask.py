@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(2)
     status = conf.get("status")
     who = f" by {conf['decidedBy']}" if conf.get("decidedBy") else ""
-    where = f" from {conf['decidedVia']}" if conf.get("decidedVia") else ""
+    where = f" from {conf['decidedVia']}" if conf.get("decidedVia") not in (None, "", "policy") else ""
     reason = f": {conf['reason']}" if conf.get("reason") else ""
     say(f"{code} {status}{who}{where}{reason}")
     return {"approved": APPROVED, "expired": EXPIRED}.get(str(status), REJECTED)
