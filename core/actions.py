@@ -39,10 +39,11 @@ LAST_LINES = 20
 
 
 class ActionError(Exception):
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+        self.retry_after = retry_after  # the host's Retry-After, when it said one
 
 
 class PlanChanged(ActionError):
@@ -143,7 +144,8 @@ class Executor:
         try:
             pr = await forge.open_pull_request(repo, head=branch, base=base or "main", title=title, body=body)
         except ForgeError as exc:
-            raise ActionError(f"opening the pull request failed: {exc.message}", retryable=exc.retryable) from None
+            raise ActionError(f"opening the pull request failed: {exc.message}", retryable=exc.retryable,
+                              retry_after=exc.retry_after) from None
         return {**result, "number": pr.number, "url": pr.url, "created": pr.created}
 
     async def _comment(self, conf: Confirmation) -> dict[str, Any]:
@@ -151,7 +153,8 @@ class Executor:
         try:
             url = await forge.comment(conf.target["repo"], int(conf.params["number"]), str(conf.params["body"]))
         except ForgeError as exc:
-            raise ActionError(f"commenting failed: {exc.message}", retryable=exc.retryable) from None
+            raise ActionError(f"commenting failed: {exc.message}", retryable=exc.retryable,
+                              retry_after=exc.retry_after) from None
         return {"url": url}
 
     async def _merge(self, conf: Confirmation) -> dict[str, Any]:
@@ -162,7 +165,8 @@ class Executor:
         except ForgeError as exc:
             if exc.status == 409:
                 raise PlanChanged(f"the pull request's head moved since {conf.code} was asked") from None
-            raise ActionError(f"merging failed: {exc.message}", retryable=exc.retryable) from None
+            raise ActionError(f"merging failed: {exc.message}", retryable=exc.retryable,
+                              retry_after=exc.retry_after) from None
         return {"number": conf.params["number"], "mergeCommit": sha}
 
     def _need_forge(self) -> Forge:

@@ -23,12 +23,14 @@ class PullRequest:
 
 
 class ForgeError(Exception):
-    """The code host refused or failed. `status` is its HTTP status (0: it could not be reached)."""
+    """The code host refused or failed. `status` is its HTTP status (0: it could not be reached);
+    `retry_after` is the host's own word on when to try again (seconds), when it gave one."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.retry_after = retry_after
 
     @property
     def retryable(self) -> bool:

@@ -826,7 +826,7 @@ class TaskSupervisor:
                 conf.execution = Execution.WAITING.value
                 conf.executor = None
                 conf.result = {"attempts": attempts, "lastError": error.message,
-                               "retryAt": utcnow().timestamp() + 5.0 * 2 ** (attempts - 1)}
+                               "retryAt": utcnow().timestamp() + (error.retry_after or 5.0 * 2 ** (attempts - 1))}
                 session.add(conf)
                 await record(session, system, "action", "action.retrying", agent_id=conf.agent_id,
                              task_id=conf.task_id, payload={"code": conf.code, "action": conf.action,

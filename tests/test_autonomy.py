@@ -362,3 +362,20 @@ async def test_a_broken_policy_file_fails_the_task_with_the_key_named_and_nothin
     assert done.outcome == "failed"
     assert "pr.open not decided" in done.evidence["reason"] and "risk.pr.open: unknown risk" in done.evidence["reason"]
     assert world.pull_posts() == [] and world.branch_head(f"shepherd/{task.name}") is None
+
+
+async def test_githubs_retry_after_sets_when_the_action_is_tried_again(world: World) -> None:
+    world.github.secondary_rate_limit_next(retry_after=2)
+    task = await world.run("add a greeting", level=3)
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        found = await world.shepherd.confirmations.history(ALICE, status="approved", task_id=task.id)
+        if found and found[0].result.get("lastError"):
+            conf = found[0]
+            break
+        assert asyncio.get_running_loop().time() < deadline, [c.result for c in found]
+        await asyncio.sleep(0.05)
+    assert "secondary rate limit" in conf.result["lastError"]
+    assert conf.result["retryAt"] - conf.decided_at.timestamp() >= 2  # GitHub's word, not our 5 s backoff
+    done = await world.until(task.id, lambda t: t.outcome is not None, timeout=30)
+    assert done.outcome == "succeeded" and done.evidence["actions"][0]["attempts"] == 2

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+import adapters.github.forge
 from adapters.github.forge import GitHubForge
 from core.forge import ForgeError
 from tests.fakes.github_api import FakeGitHub
@@ -82,3 +83,55 @@ async def test_failures_carry_githubs_status_and_words_but_never_the_token(
     with pytest.raises(ForgeError) as unreachable:
         await gone.comment("acme/api", 1, "x")
     assert unreachable.value.status == 0 and unreachable.value.retryable
+
+
+async def test_a_pull_request_opened_by_a_racing_retry_is_found_after_githubs_422(
+    github: FakeGitHub, http: aiohttp.ClientSession
+) -> None:
+    forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
+    first = await forge.open_pull_request("acme/api", head="b", base="main", title="t", body="")
+    github.answer_next(200, [], method="GET")  # the lookup misses it: another process opened it a moment ago
+    again = await forge.open_pull_request("acme/api", head="b", base="main", title="t", body="")
+    assert (again.number, again.created) == (first.number, False)
+    assert [(r.method, r.path) for r in github.requests[-3:]] == [
+        ("GET", "/repos/acme/api/pulls"), ("POST", "/repos/acme/api/pulls"), ("GET", "/repos/acme/api/pulls")]
+    assert len(github.pulls) == 1
+
+
+@pytest.mark.parametrize("status", [403, 429])
+async def test_a_secondary_rate_limit_is_retryable_and_says_when(
+    github: FakeGitHub, http: aiohttp.ClientSession, status: int
+) -> None:
+    forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
+    github.secondary_rate_limit_next(status=status, retry_after=60)
+    with pytest.raises(ForgeError) as limited:
+        await forge.comment("acme/api", 1, "x")
+    assert limited.value.status == 429 and limited.value.retryable
+    assert "retry after 60 s" in limited.value.message and "secondary rate limit" in limited.value.message
+    assert limited.value.retry_after == 60.0  # the executor waits that long before its next attempt
+    assert TOKEN not in limited.value.message
+
+
+async def test_a_github_that_does_not_answer_in_time_is_unreachable(
+    github: FakeGitHub, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(adapters.github.forge, "TIMEOUT_S", 0.1)
+    forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
+    github.stall_next(0.5)
+    with pytest.raises(ForgeError) as slow:
+        await forge.comment("acme/api", 1, "x")
+    assert slow.value.status == 0 and slow.value.retryable and "did not answer" in slow.value.message
+
+
+async def test_the_fake_refuses_what_github_refuses(github: FakeGitHub, http: aiohttp.ClientSession) -> None:
+    url = f"{github.base_url}/repos/acme/api/pulls"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.get(url, headers=auth, skip_auto_headers=["User-Agent"]) as anonymous:
+        assert anonymous.status == 403 and "User-Agent" in (await anonymous.json())["message"]
+    async with http.get(url, headers={"User-Agent": "t"}) as unsigned:
+        assert (unsigned.status, await unsigned.json()) == (
+            401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
+    async with http.get(url, headers={"User-Agent": "t", **auth}) as listed:
+        assert (listed.status, await listed.json()) == (200, [])
+    async with http.get(f"{url}/7", headers={"User-Agent": "t", **auth}) as missing:
+        assert missing.status == 404 and (await missing.json())["message"] == "Not Found"

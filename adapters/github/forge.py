@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -28,26 +29,53 @@ def _pull(data: dict[str, Any], *, created: bool) -> PullRequest:
     )
 
 
+def _resets(exc: gidgethub.RateLimitExceeded) -> str:
+    reset = getattr(exc.rate_limit, "reset_datetime", None)
+    return f" until {reset:%H:%M:%S} UTC" if reset is not None else ""
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
 class GitHubForge:
+    """core.forge.Forge on GitHub: each method is safe to repeat (an open PR is found, a merged one reported)."""
+
     def __init__(self, session: aiohttp.ClientSession, *, token: str | None, base_url: str = "https://api.github.com",
                  requester: str = "shepherd") -> None:
         self.token = token
         self.api = GitHubAPI(session, requester, oauth_token=token, base_url=base_url.rstrip("/"))
 
     async def _call(self, doing: str, call: Awaitable[T]) -> T:
+        """One request, bounded by TIMEOUT_S; every way it can fail leaves as a ForgeError callers can judge."""
         try:
             return await asyncio.wait_for(call, timeout=TIMEOUT_S)
         except gidgethub.RateLimitExceeded as exc:
-            raise ForgeError(f"{doing}: GitHub's rate limit is used up ({exc})", 429) from None
+            reset = getattr(exc.rate_limit, "reset_datetime", None)
+            wait = max(1.0, (reset - datetime.now(UTC)).total_seconds()) if reset is not None else None
+            raise ForgeError(f"{doing}: GitHub's rate limit is used up{_resets(exc)} ({self._clean(str(exc))})",
+                             429, retry_after=wait) from None
         except gidgethub.HTTPException as exc:
-            raise ForgeError(f"{doing}: GitHub answered {int(exc.status_code)}: {self._clean(str(exc))}",
-                             int(exc.status_code)) from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            status, text = int(exc.status_code), self._clean(str(exc))
+            retry_after = exc.headers.get("retry-after")
+            if status in (403, 429) and (retry_after or "rate limit" in text.lower()):
+                # A secondary (abuse) limit: GitHub says 403 or 429 and when to come back; either way, wait and retry.
+                wait = f", retry after {retry_after} s" if retry_after else ""
+                raise ForgeError(f"{doing}: GitHub's secondary rate limit{wait}: {text}", 429,
+                                 retry_after=_seconds(retry_after)) from None
+            raise ForgeError(f"{doing}: GitHub answered {status}: {text}", status) from None
+        except TimeoutError:
+            raise ForgeError(f"{doing}: GitHub did not answer within {TIMEOUT_S:g} s", 0) from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise ForgeError(f"{doing}: GitHub could not be reached ({type(exc).__name__})", 0) from None
         except gidgethub.GitHubException as exc:
             raise ForgeError(f"{doing}: {self._clean(str(exc))}", 0) from None
 
     def _clean(self, text: str) -> str:
+        """GitHub's words, bounded, with the token blanked should any error ever echo it."""
         if self.token:
             text = text.replace(self.token, "********")
         return text[:500] or "no message"
@@ -57,6 +85,7 @@ class GitHubForge:
         return repo.split("/", 1)[0]
 
     async def _open_for(self, repo: str, head: str) -> PullRequest | None:
+        """The open pull request for `head`: GitHub filters by `owner:branch`, not by the bare branch."""
         found = await self._call(f"listing pull requests of {repo}", self.api.getitem(
             "/repos/{+repo}/pulls{?head,state}", {"repo": repo, "head": f"{self._owner(repo)}:{head}",
                                                  "state": "open"}))

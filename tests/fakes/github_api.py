@@ -9,11 +9,15 @@ shapes, statuses and error bodies, so that the real gidgethub client (adapters/g
 
 With `git_root`, a pull request's head must be a branch of the bare repository
 `<git_root>/<owner>/<repo>.git` (422 otherwise, as GitHub answers), and its head sha is read from there.
-Tests read `requests` (everything asked, in order) and `pulls`, and inject failures with `fail_next`.
+Tests read `requests` (everything asked, in order), `pulls` and `comments`, and queue what the next
+requests meet instead of the real answer: `fail_next` (an error), `rate_limit_next` and
+`secondary_rate_limit_next` (GitHub's two rate limits), `answer_next` (any status and body) and `stall_next`
+(a slow answer). Only requests that pass GitHub's own checks (User-Agent, then credentials) take one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import subprocess
@@ -22,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 DOCS = "https://docs.github.com/rest"
-BODY = web.RequestKey("body", object)
+BODY: web.RequestKey[dict[str, Any]] = web.RequestKey("body", dict)
 
 
 @dataclass
@@ -37,10 +42,14 @@ class Seen:
 
 
 @dataclass
-class Failure:
-    status: int
-    message: str
+class Canned:
+    """What a test queued for the next request (of `method`, when given): `status` None passes it on."""
+
+    status: int | None
+    body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    method: str | None = None
+    delay: float = 0.0
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
@@ -49,27 +58,44 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None, **e
 
 
 class FakeGitHub:
+    """GitHub's REST API for one token, in memory; repositories exist as soon as they are named."""
+
     def __init__(self, token: str, *, git_root: Path | None = None) -> None:
         self.token = token
         self.git_root = git_root
         self.requests: list[Seen] = []
         self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
         self.comments: list[dict[str, Any]] = []
-        self._failures: list[Failure] = []
+        self._canned: list[Canned] = []
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
     # --- control ------------------------------------------------------------------------------
 
-    def fail_next(
-        self, status: int = 502, message: str = "Server Error", headers: dict[str, str] | None = None
-    ) -> None:
-        """The next request answers `status` (e.g. 502, or 403 with x-ratelimit-remaining: 0)."""
-        self._failures.append(Failure(status, message, headers or {}))
+    def answer_next(self, status: int, body: Any, headers: dict[str, str] | None = None, *,
+                    method: str | None = None, delay: float = 0.0) -> None:
+        """The next request (of `method`, when given) gets this answer instead of the real one."""
+        self._canned.append(Canned(status, body, headers or {}, method, delay))
+
+    def fail_next(self, status: int = 502, message: str = "Server Error", headers: dict[str, str] | None = None,
+                  *, method: str | None = None, **extra: Any) -> None:
+        """The next request answers `status` with GitHub's error body ({"message", "documentation_url", ...})."""
+        self.answer_next(status, {"message": message, "documentation_url": DOCS, **extra}, headers, method=method)
 
     def rate_limit_next(self) -> None:
+        """The primary limit: 403 with x-ratelimit-remaining: 0 (gidgethub raises RateLimitExceeded)."""
         self.fail_next(403, "API rate limit exceeded", {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0",
                                                         "x-ratelimit-reset": "9999999999"})
+
+    def secondary_rate_limit_next(self, status: int = 403, retry_after: int = 60) -> None:
+        """A secondary limit: 403 or 429 with Retry-After while the hourly quota still has room."""
+        self.fail_next(status, "You have exceeded a secondary rate limit. Please wait a few minutes before you "
+                               "try again.", {"retry-after": str(retry_after), "x-ratelimit-limit": "5000",
+                                              "x-ratelimit-remaining": "4990", "x-ratelimit-reset": "9999999999"})
+
+    def stall_next(self, seconds: float, *, method: str | None = None) -> None:
+        """The next request is answered for real, but only after `seconds` (to run a client into its timeout)."""
+        self._canned.append(Canned(None, method=method, delay=seconds))
 
     async def start(self) -> str:
         app = web.Application(middlewares=[self._middleware])
@@ -99,7 +125,7 @@ class FakeGitHub:
     # --- what GitHub checks first ---------------------------------------------------------------
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = json.loads(raw) if raw else None
@@ -113,10 +139,13 @@ class FakeGitHub:
         scheme, _, secret = auth.partition(" ")
         if scheme.lower() not in ("token", "bearer") or secret != self.token:
             return _error(401, "Bad credentials")
-        if self._failures:
-            failure = self._failures.pop(0)
-            return _error(failure.status, failure.message, failure.headers)
-        request[BODY] = body
+        canned = next((c for c in self._canned if c.method in (None, request.method)), None)
+        if canned is not None:
+            self._canned.remove(canned)
+            await asyncio.sleep(canned.delay)
+            if canned.status is not None:
+                return web.json_response(canned.body, status=canned.status, headers=canned.headers)
+        request[BODY] = body if isinstance(body, dict) else {}
         return await handler(request)
 
     # --- endpoints ----------------------------------------------------------------------------
@@ -142,7 +171,7 @@ class FakeGitHub:
 
     async def _create_pull(self, request: web.Request) -> web.Response:
         repo = self._repo(request)
-        body: dict[str, Any] = request[BODY] or {}  # type: ignore[assignment]
+        body = request[BODY]
         missing = [f for f in ("title", "head", "base") if not body.get(f)]
         if missing:
             return _error(422, "Validation Failed",
@@ -179,7 +208,7 @@ class FakeGitHub:
             return _error(404, "Not Found")
         if pull["merged"]:
             return _error(405, "Pull Request is not mergeable")
-        body: dict[str, Any] = request[BODY] or {}  # type: ignore[assignment]
+        body = request[BODY]
         if body.get("sha") and body["sha"] != pull["head"]["sha"]:
             return _error(409, "Head branch was modified. Review and try the merge again.")
         pull.update(merged=True, state="closed",
@@ -188,7 +217,7 @@ class FakeGitHub:
                                   "message": "Pull Request successfully merged"})
 
     async def _comment(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = request[BODY] or {}  # type: ignore[assignment]
+        body = request[BODY]
         if not body.get("body"):
             return _error(422, "Validation Failed", errors=[{"resource": "IssueComment", "field": "body",
                                                              "code": "missing_field"}])
