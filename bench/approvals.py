@@ -103,7 +103,7 @@ async def approve_to_pr(root: Path, n: int) -> tuple[list[float], list[float]]:
                 git("add", "-A", cwd=work)
                 git("commit", "-qm", "floor", cwd=work)
                 started = time.perf_counter()
-                await push(work, str(hosts / "acme" / "api.git"), f"floor/{i}")
+                await push(work, str(hosts / "acme" / "api.git"), f"floor/{i}", "HEAD")
                 await forge.open_pull_request("acme/api", head=f"floor/{i}", base="main", title="t", body="")
                 floor_s.append(time.perf_counter() - started)
         finally:

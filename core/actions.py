@@ -24,13 +24,14 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from core.forge import Forge, ForgeError
 from core.models import Confirmation, Task
 from core.policy import DeployTarget, Policy
-from core.runners.workspace import WorkspaceError, head_of, push
+from core.runners.workspace import WorkspaceError, git_env, head_of, push
 from core.tasks import repo_kind
 
 DEPLOY_TIMEOUT_S = 900.0
@@ -48,6 +49,13 @@ class ActionError(Exception):
 
 class PlanChanged(ActionError):
     """The target is no longer what was approved."""
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Is `url` an https URL on the same host and port as `base`?"""
+    a, b = urlsplit(url), urlsplit(base)
+    return a.scheme == "https" and b.scheme == "https" and (a.hostname, a.port) == (b.hostname, b.port) \
+        and bool(a.hostname)
 
 
 def describe(action: str, target: dict[str, Any], params: dict[str, Any]) -> str:
@@ -85,12 +93,11 @@ class Executor:
         return repo
 
     def _push_env(self, url: str) -> dict[str, str] | None:
-        """Credentials for an https push, in the environment of that one git process (never in the
-        workspace's config, where the agent could read them, nor on a command line others can see)."""
-        if not (self.config.git_token and url.startswith("https://")):
+        """Credentials for an https push to the configured code host only (the URL of an arbitrary task
+        repository never gets the token), in the environment of that one git process: never in the
+        workspace's config, where the agent could read them, nor on a command line others can see."""
+        if not (self.config.git_token and same_origin(url, self.config.git_base_url)):
             return None
-        from core.runners.workspace import git_env
-
         basic = base64.b64encode(f"x-access-token:{self.config.git_token}".encode()).decode()
         return git_env({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
                         "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
@@ -132,7 +139,7 @@ class Executor:
         repo, branch, base = conf.target["repo"], conf.target["branch"], conf.target.get("base")
         url = self.push_url(repo)
         try:
-            await push(workspace, url, branch, env=self._push_env(url))
+            await push(workspace, url, branch, conf.target["head"], env=self._push_env(url))
         except WorkspaceError as exc:
             raise ActionError(f"pushing {branch} failed: {exc.message}", retryable=True) from None
         result: dict[str, Any] = {"branch": branch, "head": conf.target["head"], "pushed": True}
@@ -188,14 +195,17 @@ class Executor:
                  "sha": conf.target.get("head"), "task": task.name if task else None,
                  "confirmation": conf.code, "approvedBy": conf.decided_by}
         if target.url:
-            return await self._deploy_url(target.url, facts)
+            return await self._deploy_url(target.url, facts, key=conf.id)
         assert target.command is not None
         return await self._deploy_command(target.command, workspace, facts)
 
-    async def _deploy_url(self, url: str, facts: dict[str, Any]) -> dict[str, Any]:
+    async def _deploy_url(self, url: str, facts: dict[str, Any], *, key: str) -> dict[str, Any]:
         try:
             timeout = aiohttp.ClientTimeout(total=60)
-            async with aiohttp.ClientSession(timeout=timeout) as http, http.post(url, json=facts) as resp:
+            # the same key on a retry: a hook that honours Idempotency-Key deploys once
+            headers = {"Idempotency-Key": key}
+            async with aiohttp.ClientSession(timeout=timeout) as http, \
+                    http.post(url, json=facts, headers=headers) as resp:
                 text = (await resp.text())[:500]
                 if resp.status >= 300:
                     raise ActionError(f"the deploy hook answered {resp.status}: {text}",

@@ -368,7 +368,9 @@ class Confirmations:
         ref = (ref or "").strip()
         key = col(Confirmation.id) == ref if ref.startswith("conf-") else col(Confirmation.code) == ref.upper()
         query = select(Confirmation).where(Confirmation.org_id == principal.org_id, key)
-        conf = (await session.exec(query.with_for_update() if lock else query)).first()
+        if lock:  # read again under the lock: what an earlier read of this session saw may be stale
+            query = query.with_for_update().execution_options(populate_existing=True)
+        conf = (await session.exec(query)).first()
         if conf is None:
             raise NotFound(f"no confirmation {ref!r}: `pending` lists the open ones", code="CONFIRMATION_NOT_FOUND")
         return conf
@@ -399,6 +401,11 @@ class Confirmations:
         via = via or principal.channel
         voter_id = principal.user_id or principal.actor
         async with self.db.write() as session:
+            # locks in one order everywhere (the task, then its confirmation), so that a vote and a stop
+            # of the same task at once wait for each other instead of deadlocking
+            seen = await self._find(session, principal, ref)
+            if seen.task_id:
+                await session.get(Task, seen.task_id, with_for_update=True)
             conf = await self._find(session, principal, ref, lock=True)
             policy = await self.policy_for(session, conf.project_id)
             if policy.approver_role is Role.ADMIN:
@@ -509,7 +516,10 @@ class Confirmations:
         expired = 0
         for conf_id in due:
             async with self.db.write() as session:
-                conf = await session.get(Confirmation, conf_id, with_for_update=True)
+                seen = await session.get(Confirmation, conf_id)
+                if seen is not None and seen.task_id:  # the task first, as everywhere
+                    await session.get(Task, seen.task_id, with_for_update=True)
+                conf = await session.get(Confirmation, conf_id, with_for_update=True, populate_existing=True)
                 if conf is None or conf.status != Status.PENDING or as_utc(conf.expires_at) > utcnow():
                     continue
                 minutes = max(1, round((as_utc(conf.expires_at) - as_utc(conf.created_at)).total_seconds() / 60))

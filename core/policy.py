@@ -304,7 +304,10 @@ class PolicyStore:
         cached = self._cache.get(str(path))
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
         policy = parse_policy(text, source=str(path))
         if "expiry_minutes" not in tomllib.loads(text) and self.default.expiry_s != DEFAULT_EXPIRY_S:
             policy = Policy(**{**policy.__dict__, "expiry_s": self.default.expiry_s})

@@ -718,6 +718,14 @@ class TaskSupervisor:
                 col(Confirmation.task_id).in_(list(self.runs)), Confirmation.status == Status.PENDING.value,
                 Confirmation.origin == Origin.AGENT.value,
             )))
+            # an approved answer held back while the agent is suspended: `shepherd ask` still waits
+            for conf in await session.exec(select(Confirmation).where(
+                col(Confirmation.task_id).in_(list(self.runs)), Confirmation.status == Status.APPROVED.value,
+                Confirmation.origin == Origin.AGENT.value,
+            )):
+                if conf.task_id not in asking and await self.shepherd.confirmations.suspended(
+                        session, conf.agent_id, conf.project_id):
+                    asking.add(conf.task_id)
         for task_id in asking:
             run = self.runs.get(task_id or "")
             if run is not None and run.handle is not None:
@@ -779,7 +787,15 @@ class TaskSupervisor:
         try:
             await self._carry_out(conf_id)
         except Exception:
-            log.exception("carrying out confirmation %s failed", conf_id)
+            log.exception("carrying out confirmation %s failed; handing it back to be tried again", conf_id)
+            with contextlib.suppress(Exception):
+                async with self.db.write() as session:
+                    await session.exec(
+                        update(Confirmation)
+                        .where(col(Confirmation.id) == conf_id, col(Confirmation.executor) == self.node_id,
+                               col(Confirmation.execution) == Execution.RUNNING.value)
+                        .values(execution=Execution.WAITING.value, executor=None)
+                    )
         finally:
             self._executing.discard(conf_id)
 
@@ -805,10 +821,11 @@ class TaskSupervisor:
             with contextlib.suppress(WorkspaceError):
                 replan = await self._plan_after_turn(task, Path(task.workspace or ""))
         async with self.db.write() as session:
-            conf = await session.get(Confirmation, conf_id, with_for_update=True)
-            if conf is None or conf.execution != Execution.RUNNING:
-                return
-            task = await session.get(Task, conf.task_id, with_for_update=True) if conf.task_id else None
+            # the task first, then its confirmation: the order every other writer locks them in
+            task = await session.get(Task, task.id, with_for_update=True, populate_existing=True) if task else None
+            conf = await session.get(Confirmation, conf_id, with_for_update=True, populate_existing=True)
+            if conf is None or conf.execution != Execution.RUNNING or conf.executor != self.node_id:
+                return  # handed to another runner meanwhile (this one was thought dead): its result stands
             gated = task is not None and conf.origin == Origin.POLICY and TaskStatus(task.status) in GATED
             system = Principal(org_id=conf.org_id, name="runner", scopes=frozenset(Scope), channel="shepherd")
             attempts = int(conf.result.get("attempts", 0)) + 1

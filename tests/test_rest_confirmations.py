@@ -194,3 +194,15 @@ async def test_codespar_approval_vote(rig: Rig) -> None:
     viewer = await rig.token_for("acme", "read")
     status, body = await rig.call("POST", "/api/approval/vote", {"token": "ZZZZ", "vote": "deny"}, token=viewer)
     assert (status, body["code"]) == (403, "INSUFFICIENT_SCOPE")
+
+
+async def test_eliza_confirm_never_decides_what_the_client_did_not_name(rig: Rig) -> None:
+    task = await started_task(rig.shepherd, ALICE, status="running")
+    first = await gate(rig.shepherd, task, Plan(action="db.migrate", summary="a"), origin=Origin.AGENT)
+    second = await gate(rig.shepherd, task, Plan(action="db.drop", summary="b"), origin=Origin.AGENT)
+    status, body = await rig.call("POST", f"/api/coding-agents/confirm/{task.id}", {"approved": True})
+    assert (status, body["code"]) == (409, "AMBIGUOUS_CONFIRMATION") and second.code in body["error"]
+    status, body = await rig.call("POST", f"/api/coding-agents/confirm/{task.id}",
+                                  {"approved": True, "code": second.code.lower()})
+    assert (status, body["code"], body["status"]) == (200, second.code, "approved")
+    assert (await rig.shepherd.confirmations.get(ALICE, first.code)).status == "pending"

@@ -18,7 +18,7 @@ from pydantic import Field
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Route
 from core.agents import DEFAULT_LEVEL, LEVEL_NAMES, AgentFilter
 from core.clock import as_utc
-from core.errors import NotFound, ShepherdError, Unavailable
+from core.errors import Conflict, NotFound, ShepherdError, Unavailable
 from core.models import Confirmation, Task
 from core.tasks import MAX_PAGE, TaskStatus, is_finished
 
@@ -98,6 +98,8 @@ class PendingConfirmation(ApiModel):
 class ConfirmIn(ApiModel):
     approved: bool = Field(True, description="false rejects; absent approves, as in Eliza")
     override: Override | None = None
+    code: str | None = Field(None, max_length=64, description="which confirmation (code or id); needed when the "
+                                                              "task waits on more than one")
 
 
 class ConfirmDone(ApiModel):
@@ -184,9 +186,15 @@ async def confirm(req: ApiRequest) -> ConfirmDone:
     """Decide what a task waits on (its oldest pending confirmation)."""
     body: ConfirmIn = req.body
     task = await req.shepherd.tasks.get(req.principal, req.path("sessionId"))
-    waiting = await req.shepherd.confirmations.pending(req.principal, task_id=task.id, limit=1)
+    waiting = await req.shepherd.confirmations.pending(req.principal, task_id=task.id)
+    if body.code:
+        waiting = [c for c in waiting if body.code.strip().upper() in (c.code, c.id.upper())]
     if not waiting:
         raise NotFound(f"No pending decision for session {task.id}", code="NO_PENDING_CONFIRMATION")
+    if len(waiting) > 1:  # never decide something the client did not show
+        codes = ", ".join(c.code for c in waiting)
+        raise Conflict(f"session {task.id} waits on {len(waiting)} decisions ({codes}): say which with `code`",
+                       code="AMBIGUOUS_CONFIRMATION")
     note = body.override.response or "" if body.override else ""
     result = await req.shepherd.confirmations.vote(req.principal, waiting[0].id, approve=body.approved,
                                                    comment=note, via="api")

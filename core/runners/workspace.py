@@ -88,12 +88,28 @@ def safe_config(origin: str | None) -> str:
 
 
 def reset_config(path: Path) -> None:
-    """Replace the workspace's .git/config (the agent may have edited it) with a safe one that keeps
-    only the origin URL. Shepherd never relies on that URL: its pushes name their own."""
-    config = path / ".git" / "config"
-    if not config.is_file():
-        return
-    current = config.read_text(errors="replace")
+    """Make the workspace's repository safe for Shepherd's own git commands, or refuse.
+
+    The agent can write anything in its workspace. Before Shepherd runs git there (outside any sandbox),
+    `.git`, `.git/objects` and `.git/refs` must be real directories (a `gitdir:` file or a symlink would
+    point git at a repository and config of the agent's choosing), there must be no `commondir`, and
+    `.git/config` is replaced by a safe one that keeps only the origin URL (a symlink in its place is
+    removed, never written through). Shepherd never relies on that URL: its pushes name their own."""
+    dot = path / ".git"
+    for required in (dot, dot / "objects", dot / "refs"):
+        if required.is_symlink() or not required.is_dir():
+            raise WorkspaceError(f"{required.relative_to(path)} is not a plain directory (the agent replaced it): "
+                                 "Shepherd runs no git command in this workspace")
+    if (dot / "commondir").exists() or (dot / "commondir").is_symlink():
+        raise WorkspaceError(".git/commondir points elsewhere: Shepherd runs no git command in this workspace")
+    config = dot / "config"
+    current = ""
+    if config.is_symlink() or (config.exists() and not config.is_file()):
+        if config.is_dir() and not config.is_symlink():
+            raise WorkspaceError(".git/config is a directory: Shepherd runs no git command in this workspace")
+        config.unlink()  # the link itself, not what it points to
+    elif config.is_file():
+        current = config.read_text(errors="replace")
     match = _ORIGIN_URL.search(current)
     wanted = safe_config(match.group(1).strip() if match else None)
     if current != wanted:
@@ -118,10 +134,10 @@ async def head_of(path: Path) -> tuple[str, bool]:
     return sha, dirty
 
 
-async def push(path: Path, url: str, branch: str, *, env: dict[str, str] | None = None) -> None:
-    """Push the workspace's HEAD to `branch` at `url` (never a force push)."""
+async def push(path: Path, url: str, branch: str, sha: str, *, env: dict[str, str] | None = None) -> None:
+    """Push commit `sha` (the approved one, whatever HEAD is by now) to `branch` at `url`; never forced."""
     reset_config(path)
-    await git(*SAFE_GIT, "push", "-q", "--no-verify", url, f"HEAD:refs/heads/{branch}", cwd=path, env=env)
+    await git(*SAFE_GIT, "push", "-q", "--no-verify", url, f"{sha}:refs/heads/{branch}", cwd=path, env=env)
 
 
 async def diff_stats(path: Path, base_sha: str | None) -> DiffStats:
@@ -129,6 +145,7 @@ async def diff_stats(path: Path, base_sha: str | None) -> DiffStats:
     index is left alone: the count uses a scratch index."""
     if base_sha is None or not (path / ".git").exists():
         return DiffStats()
+    reset_config(path)
     with tempfile.TemporaryDirectory() as scratch:
         index = Path(scratch) / "index"
         env = git_env({"GIT_INDEX_FILE": str(index)})
@@ -136,7 +153,6 @@ async def diff_stats(path: Path, base_sha: str | None) -> DiffStats:
             shutil.copyfile(path / ".git" / "index", index)
         except FileNotFoundError:
             await git("read-tree", "HEAD", cwd=path, env=env)
-        reset_config(path)
         await git(*SAFE_GIT, "add", "-A", cwd=path, env=env)
         out = await git(*SAFE_GIT, "diff", "--cached", "--numstat", "--no-renames", base_sha, cwd=path, env=env)
     files = insertions = deletions = 0

@@ -1,0 +1,71 @@
+"""Shepherd runs git in workspaces an agent wrote, outside any sandbox: nothing the agent planted there may
+run as Shepherd, be written through, or receive Shepherd's GitHub token."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from core.actions import ActionsConfig, Executor, same_origin
+from core.runners.workspace import WorkspaceError, commit_all, diff_stats, prepare
+from tests.gitrepos import git, seed_repo
+
+
+async def _workspace(tmp_path: Path) -> tuple[Path, str]:
+    upstream = seed_repo(tmp_path / "upstream")
+    ws = tmp_path / "ws" / "task-1"
+    _, sha = await prepare(ws, source=str(upstream), base_branch=None, work_branch="shepherd/t")
+    return ws, sha
+
+
+async def test_a_filter_the_agent_configured_never_runs_as_shepherd(tmp_path: Path) -> None:
+    ws, sha = await _workspace(tmp_path)
+    marker = tmp_path / "pwned"
+    with (ws / ".git" / "config").open("a") as config:
+        config.write(f'[filter "x"]\n\tclean = touch {marker}; cat\n')
+    (ws / ".gitattributes").write_text("* filter=x\n")
+    (ws / "new.txt").write_text("work\n")
+    head = await commit_all(ws, "the agent's work")
+    assert head != sha and not marker.exists()
+    assert '[filter' not in (ws / ".git" / "config").read_text()
+
+
+async def test_a_git_dir_moved_elsewhere_is_refused(tmp_path: Path) -> None:
+    ws, sha = await _workspace(tmp_path)
+    marker = tmp_path / "pwned"
+    (ws / ".git").rename(ws / ".x")
+    (ws / ".git").write_text("gitdir: .x\n")
+    with (ws / ".x" / "config").open("a") as config:
+        config.write(f'[filter "x"]\n\tclean = touch {marker}; cat\n')
+    (ws / ".gitattributes").write_text("* filter=x\n")
+    with pytest.raises(WorkspaceError, match="not a plain directory"):
+        await commit_all(ws, "x")
+    with pytest.raises(WorkspaceError):
+        await diff_stats(ws, sha)
+    assert not marker.exists()
+
+
+async def test_a_config_symlink_is_replaced_not_written_through(tmp_path: Path) -> None:
+    ws, _ = await _workspace(tmp_path)
+    precious = tmp_path / "shepherd.db"
+    precious.write_text("the database\n")
+    (ws / ".git" / "config").unlink()
+    (ws / ".git" / "config").symlink_to(precious)
+    (ws / "new.txt").write_text("work\n")
+    await commit_all(ws, "x")
+    assert precious.read_text() == "the database\n"
+    assert not (ws / ".git" / "config").is_symlink()
+    assert git("log", "-1", "--format=%s", cwd=ws).strip() == "x"
+
+
+def test_the_github_token_goes_only_to_the_configured_code_host() -> None:
+    executor = Executor(ActionsConfig(git_base_url="https://github.com", git_token="ghs_secret"))
+    assert executor._push_env("https://github.com/acme/api.git") is not None
+    for elsewhere in ("https://attacker.example/acme/api.git", "https://github.com.attacker.example/a.git",
+                      "http://github.com/acme/api.git", "https://github.com:8443/acme/api.git", "/srv/git/a.git"):
+        assert executor._push_env(elsewhere) is None, elsewhere
+    assert same_origin("https://ghe.example:8443/a/b.git", "https://ghe.example:8443")
+    assert not same_origin("ssh://git@github.com/a/b.git", "https://github.com")
+    assert asyncio.iscoroutinefunction(executor.execute)
