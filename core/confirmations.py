@@ -460,6 +460,7 @@ class Confirmations:
     ) -> None:
         """Settle a pending confirmation (locked by the caller): the counters, the task, the event, the news."""
         now = utcnow()
+        first_decision = conf.status == Status.PENDING  # voiding an approved one is not a second decision
         conf.status, conf.decided_by, conf.decided_via, conf.decided_at = status.value, by, via, now
         conf.reason = reason
         if status is Status.APPROVED and conf.origin != Origin.AGENT:
@@ -467,7 +468,7 @@ class Confirmations:
         session.add(conf)
         task = await session.get(Task, conf.task_id, with_for_update=True) if conf.task_id else None
         if task is not None:
-            task.decision_count += 1
+            task.decision_count += 1 if first_decision else 0
             if status in (Status.REJECTED, Status.EXPIRED) and conf.origin == Origin.POLICY \
                     and TaskStatus(task.status) in GATED:
                 why = f"{conf.action} {status.value}" + (f" by {by} from {via}" if status is Status.REJECTED else "")

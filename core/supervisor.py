@@ -746,7 +746,8 @@ class TaskSupervisor:
             due = list(await session.exec(
                 select(Confirmation).where(Confirmation.status == Status.APPROVED.value,
                                            Confirmation.execution == Execution.WAITING.value)
-                .order_by(col(Confirmation.decided_at), col(Confirmation.id)).limit(20)
+                # a wide window: actions this runner must skip (held, elsewhere, not due) cannot starve the rest
+                .order_by(col(Confirmation.decided_at), col(Confirmation.id)).limit(500)
             ))
             for conf in due:
                 if conf.id in self._executing or float(conf.result.get("retryAt", 0)) > now.timestamp():

@@ -223,6 +223,7 @@ async def test_a_changed_workspace_voids_the_approval_and_asks_again(world: Worl
     done = await world.until(task.id, lambda t: t.outcome is not None)
     assert done.outcome == "succeeded"
     assert world.branch_head(f"shepherd/{task.name}") == second.target["head"]
+    assert done.decision_count == 2  # two approvals; voiding the first was not a third decision
 
 
 async def test_a_github_outage_is_retried_and_the_pull_request_opened_once(world: World) -> None:
