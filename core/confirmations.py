@@ -36,7 +36,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.access import Principal, Role, Scope
 from core.actions import result_line
-from core.agents import AgentStatus
+from core.agents import DEFAULT_LEVEL, Agents, AgentStatus
 from core.channels import Button, Message, enqueue, threads_for
 from core.clock import as_utc, utcnow
 from core.db import Database
@@ -45,6 +45,7 @@ from core.events import record
 from core.ids import new_id
 from core.models import Agent, Confirmation, Project, Task, Vote
 from core.policy import Decision, Policy, PolicyStore, Risk, Verdict
+from core.projects import Projects
 from core.tasks import ACTIVE, GATED, Outcome, TaskStatus, end
 
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no I, L, O, 0, 1: read aloud and typed without doubt
@@ -159,6 +160,8 @@ class Confirmations:
     def __init__(self, db: Database, policies: PolicyStore | None = None) -> None:
         self.db = db
         self.policies = policies or PolicyStore()
+        self.agents = Agents(db)
+        self.projects = Projects(db)
         self.wake: Callable[[], None] = lambda: None  # set by a supervisor in this process
 
     # --- policy ------------------------------------------------------------------------------------
@@ -173,25 +176,15 @@ class Confirmations:
     ) -> tuple[Decision, Agent | None]:
         """Would `action` run, ask or be refused for this agent (or at this level), and why."""
         principal.require(Scope.READ, "explaining the policy")
-        async with self.db.read() as session:
-            found: Agent | None = None
-            project_id: str | None = None
-            if agent:
-                found = (await session.exec(
-                    select(Agent).where(Agent.org_id == principal.org_id, Agent.id == agent))).first()
-                if found is None:
-                    raise NotFound(f"agent {agent!r} not found", code="AGENT_NOT_FOUND")
-                project_id = found.project_id
-            if project:
-                proj = (await session.exec(select(Project).where(
-                    Project.org_id == principal.org_id, (col(Project.id) == project) | (col(Project.name) == project)
-                ))).first()
-                if proj is None:
-                    raise NotFound(f"project {project!r} not found", code="PROJECT_NOT_FOUND")
-                project_id = proj.id
-            policy = await self.policy_for(session, project_id)
-        effective = level if level is not None else (found.autonomy_level if found else 1)
-        return policy.decide(action, effective), found
+        found: Agent | None = None
+        project_name: str | None = None
+        if agent:
+            view = await self.agents.get(principal, agent)
+            found, project_name = view.agent, view.project.name if view.project else None
+        if project:
+            project_name = (await self.projects.get(principal, project)).name
+        effective = level if level is not None else (found.autonomy_level if found else DEFAULT_LEVEL)
+        return self.policies.for_project(project_name).decide(action, effective), found
 
     # --- asking ------------------------------------------------------------------------------------
 
@@ -232,7 +225,7 @@ class Confirmations:
         await record(session, system, "confirmation", name, agent_id=agent_id, task_id=conf.task_id,
                      payload=self._payload(conf, reason=decision.reason))
         if decision.verdict is Verdict.ASK:
-            await self._announce(session, conf, task)
+            await self.announce(session, conf, task)
         return Gate(conf, decision)
 
     async def request(
@@ -265,10 +258,6 @@ class Confirmations:
             if taken is None:
                 return code
         return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH + 2))
-
-    async def _announce(self, session: AsyncSession, conf: Confirmation, task: Task | None) -> None:
-        threads = await threads_for(session, conf.org_id, task_id=conf.task_id, project_id=conf.project_id)
-        enqueue(session, threads, render(conf, task.name if task else None))
 
     @staticmethod
     def _payload(conf: Confirmation, **extra: Any) -> dict[str, Any]:

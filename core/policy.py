@@ -168,7 +168,7 @@ class PolicyError(ValidationFailed):
     code = "INVALID_POLICY"
 
 
-def parse_policy(text: str, source: str = "policy") -> Policy:
+def parse_policy(text: str, source: str = "policy", *, expiry_s: int = DEFAULT_EXPIRY_S) -> Policy:
     """A policy from TOML: the built-in defaults with the file's keys laid over them.
 
         always_ask = ["deploy.production", "rollback"]   # replaces the list
@@ -188,10 +188,11 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML: {exc}") from None
-    return policy_from(data, source)
+    return policy_from(data, source, expiry_s=expiry_s)
 
 
-def policy_from(data: dict[str, Any], source: str) -> Policy:
+def policy_from(data: dict[str, Any], source: str, *, expiry_s: int = DEFAULT_EXPIRY_S) -> Policy:
+    """`expiry_s` stands unless the file names `expiry_minutes`."""
     def fail(key: str, problem: str) -> PolicyError:
         return PolicyError(f"{source}: {key}: {problem}")
 
@@ -244,7 +245,6 @@ def policy_from(data: dict[str, Any], source: str) -> Policy:
             raise fail("approvers", '"approver" (approvers and admins decide) or "admin" (admins only)')
         approver_role = Role.parse(raw_role)
 
-    expiry_s = DEFAULT_EXPIRY_S
     if "expiry_minutes" in data:
         minutes = data["expiry_minutes"]
         if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 1 <= minutes <= 7 * 24 * 60:
@@ -308,9 +308,7 @@ class PolicyStore:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicyError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
-        policy = parse_policy(text, source=str(path))
-        if "expiry_minutes" not in tomllib.loads(text) and self.default.expiry_s != DEFAULT_EXPIRY_S:
-            policy = Policy(**{**policy.__dict__, "expiry_s": self.default.expiry_s})
+        policy = parse_policy(text, source=str(path), expiry_s=self.default.expiry_s)
         self._cache[str(path)] = (mtime, policy)
         return policy
 
