@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -30,6 +32,11 @@ from bot.version import VERSION
 from core.db import Database
 from core.service import Shepherd
 
+if TYPE_CHECKING:
+    from adapters.slack.inbound import SlackConfig, SlackInbound
+
+SLACK = web.AppKey("slack", "SlackInbound")
+
 
 def all_routes() -> list[Route]:
     return [
@@ -39,10 +46,12 @@ def all_routes() -> list[Route]:
 
 
 def create_app(
-    db_url: str, *, max_body_bytes: int = 256 * 1024, shepherd: Shepherd | None = None
+    db_url: str, *, max_body_bytes: int = 256 * 1024, shepherd: Shepherd | None = None,
+    slack: SlackConfig | None = None,
 ) -> web.Application:
     """The web app. Given a `shepherd`, it shares that core (and its connection pool) with the caller,
-    who closes it; otherwise it opens its own database on startup and closes it on cleanup."""
+    who closes it; otherwise it opens its own database on startup and closes it on cleanup. Given `slack`,
+    it receives Slack at /slack/events (or over Socket Mode when that has an app token)."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[envelope_middleware])
     registry = CollectorRegistry()
     app[METRICS] = registry
@@ -62,8 +71,34 @@ def create_app(
         await db.dispose()
 
     app.cleanup_ctx.append(database)
+    if slack is not None:
+        app.cleanup_ctx.append(_slack_context(slack))
+    app.router.add_post("/slack/events", _slack_events, name="slackEvents")
     mount(app, routes)
     return app
+
+
+def _slack_context(config: SlackConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        from adapters.slack.inbound import SlackInbound
+
+        async with aiohttp.ClientSession() as http:
+            inbound = SlackInbound(app[SHEPHERD], config, http=http)
+            app[SLACK] = inbound
+            await inbound.start()
+            yield
+            await inbound.stop()
+
+    return context
+
+
+async def _slack_events(request: web.Request) -> web.StreamResponse:
+    inbound: SlackInbound | None = request.app.get(SLACK)
+    if inbound is None:
+        return web.json_response({"error": "slack_not_configured", "message":
+                                  "Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (README: Connect Slack)"},
+                                 status=404)
+    return await inbound.handle_http(request)
 
 
 def create_callback_app(shepherd: Shepherd) -> web.Application:

@@ -76,6 +76,11 @@ class Background:
                          tool_dir=write_launcher(settings.data_dir / "bin"))
         executor = Executor(ActionsConfig(git_base_url=settings.git_base_url, git_token=token), forge)
         self.supervisor = TaskSupervisor(self.shepherd, self.shepherd.catalog, config, executor=executor)
+        slack = settings.slack()
+        if slack is not None and not any(c.name == "slack" for c in self.channels):
+            from adapters.slack.channel import SlackChannel, make_client
+
+            self.channels.append(SlackChannel(make_client(slack.bot_token, slack.api_url, self.http)))
         self.dispatcher = Dispatcher(self.shepherd, self.channels)
         self.worker = Worker(self.shepherd, [self.supervisor, self.dispatcher])
         await self.worker.start()

@@ -7,7 +7,11 @@
 - A failure is retried after the platform's Retry-After or an exponential backoff (capped), for as long
   as it takes; only a permanent refusal (the chat is gone) marks the row failed. Nothing is dropped.
 
-It also expires confirmations past their time (core.confirmations.expire_due): the worker's sweep.
+- Edits are paced per conversation (a Slack channel: at most one edit a second); a paced edit waits, and a
+  newer version written meanwhile supersedes it, so fast-moving news becomes fewer, fresher edits.
+
+It also expires confirmations past their time (core.confirmations.expire_due), and about once a second writes
+task news for its channels' threads (core.progress): the worker's sweeps.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class Dispatcher:
 
     def __init__(
         self, shepherd: Shepherd, channels: list[Channel] | None = None, *, poll_s: float = 0.5,
-        batch: int = 50, expire_every_s: float = 5.0,
+        batch: int = 50, expire_every_s: float = 5.0, news_every_s: float = 1.0,
     ) -> None:
         self.shepherd = shepherd
         self.db = shepherd.db
@@ -51,6 +55,10 @@ class Dispatcher:
         self.poll_s = poll_s
         self.batch = batch
         self.expire_every_s = expire_every_s
+        self.news_every_s = news_every_s
+        self._news_channels = [c.name for c in channels or [] if getattr(c, "progress", False)]
+        self._last_edit: dict[tuple[str, str], float] = {}
+        self._last_news = 0.0
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         self._job: asyncio.Task[None] | None = None
@@ -60,6 +68,7 @@ class Dispatcher:
         self._wake.set()
 
     async def start(self) -> None:
+        self.shepherd.outbox_due = self.wake
         self._job = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -80,6 +89,9 @@ class Dispatcher:
                 if loop.time() - self._last_expiry >= self.expire_every_s:
                     self._last_expiry = loop.time()
                     await self.shepherd.confirmations.expire_due()
+                if self._news_channels and loop.time() - self._last_news >= self.news_every_s:
+                    self._last_news = loop.time()
+                    await self.shepherd.progress.announce_due(self._news_channels)
                 while await self.deliver_due() >= self.batch:
                     pass
             except Exception:
@@ -134,10 +146,18 @@ class Dispatcher:
         if ref is None and earlier is not None:
             await self._later(row, 0.5, None)  # the first version is still on its way: it must be posted first
             return
+        pace = (channel.name, channel.pace_key(row.address))
+        if ref is not None and channel.pace_s:
+            wait = self._last_edit.get(pace, -1e9) + channel.pace_s - asyncio.get_running_loop().time()
+            if wait > 0:
+                await self._later(row, wait, None)  # not a failure: a newer version may yet supersede it
+                return
         try:
             if ref is not None:
+                self._last_edit[pace] = asyncio.get_running_loop().time()
                 await channel.update(row.address, ref.ref, message)
             else:
+                self._last_edit[pace] = asyncio.get_running_loop().time()  # its first edit waits a pace too
                 new_ref = await channel.post(row.address, message)
                 async with self.db.write() as session:
                     session.add(MessageRef(thread_id=row.thread_id, key=row.key, ref=new_ref))

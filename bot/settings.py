@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ShepherdError
@@ -13,12 +13,15 @@ from core.orgs import DEFAULT_ORG, check_org_id
 from core.runners.presets import AgentCatalog, custom_presets
 from core.supervisor import RunnerConfig
 
+if TYPE_CHECKING:
+    from adapters.slack.inbound import SlackConfig
+
 # The bot's own credentials: no setting can hand them to an agent.
 FORBIDDEN_TO_AGENTS = ("SHEPHERD_", "SLACK_", "TELEGRAM_", "GITHUB_")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SHEPHERD_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SHEPHERD_", env_file=".env", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(Path(".shepherd"), description="where the embedded database and workspaces live")
     database_url: SecretStr | None = Field(
@@ -59,6 +62,29 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="where agents (and links) reach this server; default http://<host>:<port>"
     )
+    default_role: str = Field(
+        "viewer", description="role of a person Shepherd meets for the first time in a chat: viewer, operator, …"
+    )
+    admins: str = Field(
+        "", description="chat users who are admins from their first message: slack:U0123ABC,telegram:4242"
+    )
+    # Slack's own variable names (the SDKs' and Slack's docs' convention); SHEPHERD_SLACK_* work too.
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "SHEPHERD_SLACK_BOT_TOKEN"),
+        description="the app's bot token (xoxb-…): turns the Slack channel on",
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "SHEPHERD_SLACK_SIGNING_SECRET"),
+        description="verifies requests to /slack/events (Basic Information → App Credentials)",
+    )
+    slack_app_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "SHEPHERD_SLACK_APP_TOKEN"),
+        description="an app-level token (xapp-…, connections:write): Socket Mode instead of /slack/events",
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api/", validation_alias=AliasChoices("SLACK_API_URL", "SHEPHERD_SLACK_API_URL"),
+        description="Slack Web API base URL",
+    )
 
     @field_validator("org")
     @classmethod
@@ -90,6 +116,65 @@ class Settings(BaseSettings):
         except ShepherdError as exc:
             raise ValueError(exc.message) from None
         return value
+
+    @field_validator("default_role")
+    @classmethod
+    def _default_role(cls, value: str) -> str:
+        from core.access import Role
+
+        try:
+            return Role.parse(value).label
+        except ShepherdError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, value: str) -> str:
+        entries = [e.strip() for e in value.replace(" ", ",").split(",") if e.strip()]
+        for entry in entries:
+            channel, sep, who = entry.partition(":")
+            if not sep or not channel or not who:
+                raise ValueError(f"{entry!r}: each admin is <channel>:<user id>, e.g. slack:U0123ABC")
+        return ",".join(entries)
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_api(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL")
+        return value.rstrip("/") + "/"
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets `field`."""
+        alias = cls.model_fields[field].validation_alias
+        if isinstance(alias, AliasChoices):
+            return str(alias.choices[0])
+        return f"SHEPHERD_{field.upper()}"
+
+    @property
+    def admin_ids(self) -> frozenset[str]:
+        return frozenset(e for e in self.admins.split(",") if e)
+
+    @property
+    def slack_on(self) -> bool:
+        return bool(self.slack_bot_token and self.slack_bot_token.get_secret_value())
+
+    def slack(self) -> SlackConfig | None:
+        """The Slack channel's configuration, or None when no bot token is set."""
+        if not self.slack_on or self.slack_bot_token is None:
+            return None
+        from adapters.slack.inbound import SlackConfig
+        from core.access import Role
+
+        secret, app = self.slack_signing_secret, self.slack_app_token
+        return SlackConfig(
+            bot_token=self.slack_bot_token.get_secret_value(), org_id=self.org,
+            signing_secret=secret.get_secret_value() or None if secret else None,
+            app_token=app.get_secret_value() or None if app else None, api_url=self.slack_api_url,
+            default_role=Role.parse(self.default_role),
+            admins=frozenset(e.split(":", 1)[1] for e in self.admin_ids if e.startswith("slack:")),
+        )
 
     @field_validator("public_url", "github_api_url")
     @classmethod
@@ -143,7 +228,7 @@ class Settings(BaseSettings):
                 value = mask_url(self.db_url)
             elif isinstance(value, SecretStr):
                 value = "********" if value.get_secret_value() else ""
-            shown[f"SHEPHERD_{name.upper()}"] = str(value)
+            shown[self.env_name(name)] = str(value)
         return shown
 
 

@@ -35,11 +35,13 @@ class Message:
 
     key: str  # the message's identity: a second Message with this key in a thread edits the first
     text: str
-    kind: str = "notice"  # notice | confirmation
+    kind: str = "notice"  # notice | reply | confirmation | progress (a task's status) | outcome (a turn's end)
     state: str = ""  # for confirmations: pending, approved, rejected, expired, void
     fields: dict[str, str] = field(default_factory=dict)
     buttons: tuple[Button, ...] = ()
     code: str = ""  # a confirmation's code, for channels that print `approve K7P2`
+    detail: str = ""  # preformatted text shown under the message (output lines); channels may cut it
+    more: str = ""  # where to read all of it when a channel has to cut the text, e.g. `logs fix-auth-3f2a`
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +65,12 @@ class DeliveryError(Exception):
 
 class Channel(Protocol):
     name: str  # console, slack, telegram, github
+    progress: bool  # whether it shows tasks' progress messages (the console follows tasks by itself)
+    pace_s: float  # the least time between two edits in one conversation (0: none)
+
+    def pace_key(self, address: str) -> str:
+        """The conversation an address belongs to for pacing edits (a Slack channel, a Telegram chat)."""
+        ...
 
     def accepts(self, address: str) -> bool:
         """Whether this process delivers to `address` (a console delivers only to its own user)."""
@@ -84,7 +92,10 @@ async def bind_thread(
     """The thread (channel, address) bound to a task or a project; created once."""
     query = select(Thread).where(Thread.org_id == org_id, Thread.channel == channel, Thread.address == address)
     query = query.where(Thread.task_id == task_id) if task_id else query.where(col(Thread.task_id).is_(None))
-    query = query.where(Thread.project_id == project_id) if project_id else query
+    if project_id:
+        query = query.where(Thread.project_id == project_id)
+    elif not task_id:  # a conversation's own thread (replies), not a project's approval channel
+        query = query.where(col(Thread.project_id).is_(None))
     found = (await session.exec(query)).first()
     if found is not None:
         return found

@@ -182,6 +182,20 @@ async def _project_create(ctx: CommandContext, args: dict[str, Any]) -> Reply:
 _ID = Arg("id", "an agent id, like agent-proj-3f9a1c07be12")
 
 
+async def _users(ctx: CommandContext, args: dict[str, Any]) -> Reply:
+    people = await ctx.shepherd.users.list(ctx.principal)
+    if not people:
+        return Reply("no users yet: people are added when they first talk to Shepherd in a chat")
+    rows = [(u.name, u.role, ", ".join(chans) or "-", ago(u.created_at)) for u, chans in people]
+    return Reply(table(("USER", "ROLE", "CHANNELS", "SINCE"), rows),
+                 data=[{"name": u.name, "role": u.role, "channels": chans} for u, chans in people])
+
+
+async def _role(ctx: CommandContext, args: dict[str, Any]) -> Reply:
+    user = await ctx.shepherd.users.set_role(ctx.principal, args["user"].lstrip("@"), args["role"])
+    return Reply(f"{user.name} is now {user.role}", data={"name": user.name, "role": user.role})
+
+
 def build_registry() -> CommandRegistry:
     reg = CommandRegistry()
     V, OP, AD = Role.VIEWER, Role.OPERATOR, Role.ADMIN
@@ -191,6 +205,13 @@ def build_registry() -> CommandRegistry:
         examples=("help", "help agent create"),
     ))
     reg.add(CommandSpec("status", "what Shepherd is running for this org", V, _status, examples=("status",)))
+    reg.add(CommandSpec("users", "people Shepherd knows in this org, their roles and channels", V, _users))
+    reg.add(CommandSpec(
+        "role", "set a person's role: viewer, operator, approver or admin", AD, _role,
+        args=(Arg("user", "their Shepherd name (in Slack, @mention them)"),
+              Arg("role", "viewer, operator, approver or admin", convert=Role.parse)),
+        examples=("role bob approver",),
+    ))
     reg.add(CommandSpec(
         "agents", "list agents, optionally filtered", V, _agents,
         args=(Arg("filters", "type:<type> status:<status> project:<id> limit:<n>", ArgKind.REST, required=False),),

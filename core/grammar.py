@@ -75,6 +75,7 @@ class CommandContext:
     principal: Principal
     registry: CommandRegistry
     where: Where | None = None
+    request_key: str | None = None  # the inbound item this command came in (a retry of it acts once)
 
 
 Handler = Callable[[CommandContext, dict[str, Any]], Awaitable[Reply]]
@@ -261,12 +262,16 @@ class CommandRegistry:
 
     # --- running -----------------------------------------------------------------------------
 
-    async def run(self, shepherd: Shepherd, principal: Principal, text: str, *, where: Where | None = None) -> Reply:
+    async def run(
+        self, shepherd: Shepherd, principal: Principal, text: str, *, where: Where | None = None,
+        request_key: str | None = None,
+    ) -> Reply:
         """Parse, check permission, execute. Errors become a reply: never a traceback in a channel."""
         try:
             invocation = self.parse(text)
             principal.require(invocation.spec.role.scope, f"`{invocation.spec.name}`")
-            ctx = CommandContext(shepherd=shepherd, principal=principal, registry=self, where=where)
+            ctx = CommandContext(shepherd=shepherd, principal=principal, registry=self, where=where,
+                                 request_key=request_key)
             return await invocation.spec.handler(ctx, invocation.args)
         except ShepherdError as exc:
             return Reply(text=f"error: {exc.message}", ok=False, data={"code": exc.code})

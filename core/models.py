@@ -127,6 +127,7 @@ class Task(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("org_id", "name"),
+        Index("ux_task_request", "org_id", "request_key", unique=True),
         Index("ix_task_org_created", "org_id", "created_at", "id"),
         Index("ix_task_status", "status", "created_at"),
     )
@@ -165,6 +166,9 @@ class Task(SQLModel, table=True):
     decision_count: int = 0
     auto_resolved_count: int = 0
     callback_hash: str | None = Field(default=None, max_length=64)  # SHA-256 of this turn's SHEPHERD_TASK_TOKEN
+    # the inbound item that created it (a Slack event id, a GitHub delivery): processing it again finds this task
+    request_key: str | None = Field(default=None, max_length=200)
+    news_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # its threads last told
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
@@ -299,3 +303,27 @@ class MessageRef(SQLModel, table=True):
     key: str = Field(max_length=200)
     ref: str = Field(max_length=500)
     created_at: datetime = _ts()
+
+
+class Delivery(SQLModel, table=True):
+    """The inbound delivery ledger: one row per platform item (a Slack event_id or interaction, a GitHub
+    delivery, a Telegram update), written before the item is acknowledged. A redelivery of a done or
+    in-hand item does nothing; a failed or abandoned one (its process died) is processed again."""
+
+    __table_args__ = (
+        UniqueConstraint("source", "key"),
+        Index("ix_delivery_due", "status", "next_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=32)  # slack, github, telegram
+    key: str = Field(max_length=200)  # the platform's id, e.g. event:Ev08ABC
+    org_id: str = Field(max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # enough to process it again
+    status: str = Field(default="received", max_length=16)  # received, done, failed
+    attempts: int = 0
+    redeliveries: int = 0  # copies the platform sent again (and we did not act on)
+    next_at: datetime = _ts()  # received: the lease of whoever processes it; failed: when to try again
+    error: str | None = Field(default=None, max_length=1000)
+    received_at: datetime = _ts()
+    done_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from core.agents import Agents
 from core.confirmations import Confirmations
 from core.db import Database
 from core.events import Events
+from core.ledger import Ledger
 from core.orgs import Orgs
 from core.policy import PolicyStore
+from core.progress import Progress
 from core.projects import Projects
 from core.runners.presets import AgentCatalog
 from core.tasks import Tasks
@@ -34,4 +37,8 @@ class Shepherd:
         self.users = Users(db)
         self.events = Events(db)
         self.confirmations = Confirmations(db, policies)
+        self.ledger = Ledger(db)
+        self.progress = Progress(db)
+        # set by an outbox dispatcher in this process: rows just written go out now, not at its next poll
+        self.outbox_due: Callable[[], None] = lambda: None
         self.tasks.confirmations = self.confirmations

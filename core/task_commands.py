@@ -53,7 +53,7 @@ async def _run(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     view = await ctx.shepherd.tasks.create(
         ctx.principal, prompt=" ".join(args["prompt"]), runtime=args["agent"], repo=args["repo"],
         branch=args["branch"], project=args["project"], level=args["level"], name=args["name"],
-        thread=(ctx.where.channel, ctx.where.address) if ctx.where else None,
+        thread=(ctx.where.channel, ctx.where.address) if ctx.where else None, request_key=ctx.request_key,
     )
     t = view.task
     where = f" on {t.repo}" + (f" ({t.base_branch})" if t.base_branch else "") if t.repo else ""

@@ -303,8 +303,10 @@ class Tasks:
         display_name: str | None = None,
         owner: str = "me",
         thread: tuple[str, str] | None = None,
+        request_key: str | None = None,
     ) -> TaskView:
-        """A new pending task under a new task agent. The caller's command is its own approval to start."""
+        """A new pending task under a new task agent. The caller's command is its own approval to start.
+        `request_key` names the inbound item that asked for it: asking again with it returns the same task."""
         principal.require(Scope.WRITE, "starting a task")
         prompt = (prompt or "").strip()
         if not prompt or len(prompt) > MAX_PROMPT:
@@ -334,6 +336,12 @@ class Tasks:
         explicit_level = None if level is None else parse_level(level)
 
         async with self.db.write() as session:
+            if request_key:
+                earlier = (await session.exec(select(Task).where(
+                    Task.org_id == principal.org_id, Task.request_key == request_key))).first()
+                if earlier is not None:  # the same request processed again (a redelivery, a retry after a crash)
+                    return TaskView(earlier, await session.get(Project, earlier.project_id)
+                                    if earlier.project_id else None)
             owner_id, owner_name = await self._owner(session, principal, owner)
             proj = await self._project(session, principal, project) if project else None
             agent_level = DEFAULT_LEVEL
@@ -369,7 +377,7 @@ class Tasks:
                 project_id=proj.id if proj else None, runtime=runtime, prompt=prompt, repo=repo,
                 base_branch=branch, work_branch=f"shepherd/{name}", autonomy_level=agent_level,
                 status=TaskStatus.PENDING.value, state=State.IDLE.value, state_message="waiting for a runner",
-                created_at=now, updated_at=now, state_at=now,
+                created_at=now, updated_at=now, state_at=now, request_key=request_key,
             )
             session.add(agent)
             session.add(task)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core.access import Principal, Role, Scope
 from core.db import Database
@@ -18,9 +18,11 @@ class Users:
         self.db = db
 
     async def principal_for(
-        self, org_id: str, channel: str, external_id: str, *, display_name: str, default_role: Role
+        self, org_id: str, channel: str, external_id: str, *, display_name: str, default_role: Role,
+        admin: bool = False,
     ) -> Principal:
-        """Who a channel's user is in Shepherd; first contact creates the user with `default_role`."""
+        """Who a channel's user is in Shepherd; first contact creates the user with `default_role`.
+        `admin`: the deployment names them an admin (SHEPHERD_ADMINS), whatever their role was."""
         async with self.db.write() as session:
             await ensure_org(session, org_id)
             identity = (
@@ -43,7 +45,29 @@ class Users:
                 session.add(user)
                 await session.flush()
                 session.add(Identity(org_id=org_id, user_id=user.id, channel=channel, external_id=external_id))
+            if admin and user.role != Role.ADMIN.label:
+                user.role = Role.ADMIN.label
+                session.add(user)
         return Principal.for_role(org_id, user.name, Role.parse(user.role), channel, user_id=user.id)
+
+    async def list(self, principal: Principal) -> list[tuple[User, list[str]]]:
+        """The org's people, each with the channels that know them."""
+        principal.require(Scope.READ, "listing users")
+        async with self.db.read() as session:
+            users = list(await session.exec(select(User).where(User.org_id == principal.org_id).order_by(User.name)))
+            seen: dict[str, list[str]] = {}
+            for ident in await session.exec(select(Identity).where(Identity.org_id == principal.org_id)):
+                seen.setdefault(ident.user_id, []).append(ident.channel)
+        return [(u, sorted(set(seen.get(u.id, [])))) for u in users]
+
+    async def name_of(self, org_id: str, channel: str, external_id: str) -> str | None:
+        """The Shepherd name of a channel's user, if they have been seen."""
+        async with self.db.read() as session:
+            found = (await session.exec(
+                select(User.name).join(Identity, col(Identity.user_id) == col(User.id)).where(
+                    Identity.org_id == org_id, Identity.channel == channel, Identity.external_id == external_id)
+            )).first()
+        return found
 
     async def set_role(self, principal: Principal, name: str, role: Role) -> User:
         principal.require(Scope.ADMIN, "setting a role")

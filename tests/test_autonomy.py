@@ -46,6 +46,11 @@ class Recorder:
     posts: list[tuple[str, Message]] = field(default_factory=list)
     updates: list[tuple[str, str, Message]] = field(default_factory=list)
     fail_next: list[DeliveryError] = field(default_factory=list)
+    progress: bool = False
+    pace_s: float = 0.0
+
+    def pace_key(self, address: str) -> str:
+        return address
 
     def accepts(self, address: str) -> bool:
         return address == "alice"

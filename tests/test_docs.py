@@ -13,7 +13,8 @@ README = (ROOT / "README.md").read_text()
 
 def test_every_setting_is_documented() -> None:
     for name in Settings.model_fields:
-        assert f"SHEPHERD_{name.upper()}" in README, f"SHEPHERD_{name.upper()} is not in README.md"
+        env = Settings.env_name(name)
+        assert env in README, f"{env} is not in README.md"
 
 
 def test_every_command_is_documented() -> None:

@@ -23,6 +23,11 @@ class Sink:
     delivered: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, address, text)
     fail: Callable[[Message], DeliveryError | None] = lambda _m: None
     delay: float = 0.0
+    progress: bool = False
+    pace_s: float = 0.0
+
+    def pace_key(self, address: str) -> str:
+        return address
 
     def accepts(self, address: str) -> bool:
         return True

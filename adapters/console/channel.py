@@ -25,11 +25,16 @@ class ConsoleChannel:
     """Delivers to one console user (the address): another person's console does not print it."""
 
     name = "console"
+    progress = False  # the console follows the tasks it starts by itself
+    pace_s = 0.0
 
     def __init__(self, address: str, out: TextIO | None = None) -> None:
         self.address = address
         self.out = out or sys.stdout
         self._refs = itertools.count(1)
+
+    def pace_key(self, address: str) -> str:
+        return address
 
     def accepts(self, address: str) -> bool:
         return address == self.address
