@@ -11,55 +11,104 @@ from the row alone.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import tuple_, update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.clock import as_utc, utcnow
 from core.db import Database
+from core.errors import Conflict
 from core.models import Delivery
 
 LEASE_S = 120.0  # how long one process may take over an item before another takes it back
 MAX_ATTEMPTS = 5
 MAX_BACKOFF_S = 600.0
 
+_Item = tuple[str, str, str, dict[str, Any], "asyncio.Future[bool]"]
+
 
 class Ledger:
     def __init__(self, db: Database, *, lease_s: float = LEASE_S) -> None:
         self.db = db
         self.lease_s = lease_s
+        self._waiting: list[_Item] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def receive(self, source: str, key: str, org_id: str, payload: dict[str, Any]) -> bool:
         """Record an item as it arrives. True: this caller processes it now (it is new, or it failed, or its
-        processor's lease ran out). False: it is done or in hand: acknowledge it and do nothing."""
+        processor's lease ran out). False: it is done or in hand: acknowledge it and do nothing.
+
+        Items arriving together are recorded together: one transaction (one fsync) for every item that came in
+        while the previous batch was being written, so a burst costs a few commits, not one per item."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((source, key, org_id, payload, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_batches())
+        return await future
+
+    async def _write_batches(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                answers = await self._record(batch)
+            except Conflict:  # another process recorded one of them at the same moment: one at a time
+                answers = []
+                for item in batch:
+                    try:
+                        answers.append((await self._record([item]))[0])
+                    except Conflict:
+                        answers.append(False)  # the other process has it
+                    except Exception as exc:
+                        answers.append(exc)
+            except Exception as exc:
+                answers = [exc] * len(batch)
+            for (*_, future), answer in zip(batch, answers, strict=True):
+                if future.done():
+                    continue
+                if isinstance(answer, BaseException):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+    async def _record(self, batch: list[_Item]) -> list[bool | BaseException]:
         now = utcnow()
         lease = now + timedelta(seconds=self.lease_s)
-        try:
-            async with self.db.write() as session:
-                query = select(Delivery).where(Delivery.source == source, Delivery.key == key)
-                if not self.db.is_sqlite:
-                    query = query.with_for_update()
-                row = (await session.exec(query)).first()
+        answers: list[bool | BaseException] = []
+        async with self.db.write() as session:
+            keys = [(source, key) for source, key, *_ in batch]
+            query = select(Delivery).where(tuple_(col(Delivery.source), col(Delivery.key)).in_(keys))
+            if not self.db.is_sqlite:
+                query = query.with_for_update()
+            rows = {(r.source, r.key): r for r in await session.exec(query)}
+            for source, key, org_id, payload, _ in batch:
+                row = rows.get((source, key))
                 if row is None:
-                    session.add(Delivery(source=source, key=key, org_id=org_id, payload=payload, attempts=1,
-                                         next_at=lease, received_at=now))
-                    return True
+                    row = Delivery(source=source, key=key, org_id=org_id, payload=payload, attempts=1,
+                                   next_at=lease, received_at=now)
+                    rows[(source, key)] = row
+                    session.add(row)
+                    answers.append(True)
+                    continue
                 row.redeliveries += 1
                 taken = row.status == "failed" or (row.status == "received" and as_utc(row.next_at) <= now)
                 if taken:
                     row.status, row.attempts, row.next_at = "received", row.attempts + 1, lease
                 session.add(row)
-                return taken
-        except IntegrityError:
-            return False  # another process recorded the same item at the same moment: it processes it
+                answers.append(taken)
+        return answers
+
+    async def settle(self, session: AsyncSession, source: str, key: str) -> None:
+        """Mark an item done inside the caller's transaction (the one that wrote its effect or its reply)."""
+        await session.exec(update(Delivery).where(col(Delivery.source) == source, col(Delivery.key) == key).values(
+            status="done", done_at=utcnow(), error=None))
 
     async def done(self, source: str, key: str) -> None:
         async with self.db.write() as session:
-            await session.exec(update(Delivery).where(col(Delivery.source) == source, col(Delivery.key) == key).values(
-                status="done", done_at=utcnow(), error=None))
+            await self.settle(session, source, key)
 
     async def failed(self, source: str, key: str, error: str) -> None:
         """Processing failed: tried again after a backoff, up to MAX_ATTEMPTS times in all."""

@@ -23,6 +23,13 @@ class Users:
     ) -> Principal:
         """Who a channel's user is in Shepherd; first contact creates the user with `default_role`.
         `admin`: the deployment names them an admin (SHEPHERD_ADMINS), whatever their role was."""
+        async with self.db.read() as session:  # the common case, someone seen before: no write
+            known = (await session.exec(
+                select(User).join(Identity, col(Identity.user_id) == col(User.id)).where(
+                    Identity.org_id == org_id, Identity.channel == channel, Identity.external_id == external_id)
+            )).first()
+        if known is not None and (not admin or known.role == Role.ADMIN.label):
+            return Principal.for_role(org_id, known.name, Role.parse(known.role), channel, user_id=known.id)
         async with self.db.write() as session:
             await ensure_org(session, org_id)
             identity = (

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "slack"
 SWEEP_S = 10.0
+WORKING = 4  # items processed at once by one process
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _LEADING_MENTIONS = re.compile(r"^\s*(?:<@[UW][A-Z0-9]+(?:\|[^>]*)?>[\s,:]*)+")
 _QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
@@ -130,6 +131,8 @@ class SlackInbound:
         self.verifier = SignatureVerifier(config.signing_secret) if config.signing_secret else None
         self.socket: Any = None
         self._jobs: set[asyncio.Task[None]] = set()
+        self._working = asyncio.Semaphore(WORKING)
+        self._settled: set[str] = set()  # items whose reply transaction also marked them done
         self._sweeper: asyncio.Task[None] | None = None
         self._wire()
 
@@ -229,14 +232,17 @@ class SlackInbound:
         if job is not None:
             self._jobs.add(job)  # type: ignore[arg-type]
         try:
-            await self.handle(key, body)
+            async with self._working:  # a burst is worked through a few at a time; the acks never wait
+                await self.handle(key, body)
         except Exception as exc:
             log.exception("Slack: processing %s failed; it will be tried again", key)
             with contextlib.suppress(Exception):
                 await self.shepherd.ledger.failed(SOURCE, key, f"{type(exc).__name__}: {exc}")
         else:
-            await self.shepherd.ledger.done(SOURCE, key)
+            if key not in self._settled:
+                await self.shepherd.ledger.done(SOURCE, key)
         finally:
+            self._settled.discard(key)
             if job is not None:
                 self._jobs.discard(job)  # type: ignore[arg-type]
 
@@ -375,4 +381,6 @@ class SlackInbound:
         async with self.shepherd.db.write() as session:
             thread = await bind_thread(session, self.config.org_id, SOURCE, address)
             enqueue(session, [thread], Message(key=f"reply:{key}", text=text, kind="reply"))
+            await self.shepherd.ledger.settle(session, SOURCE, key)  # the reply and "done" in one commit
+        self._settled.add(key)
         self.shepherd.outbox_due()
