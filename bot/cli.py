@@ -226,6 +226,17 @@ async def _doctor(settings: Settings) -> int:
     github = "token set" if settings.github_token and settings.github_token.get_secret_value() else \
         "no token: approved pushes and pull requests will fail (SHEPHERD_GITHUB_TOKEN)"
     print(f"github: {settings.github_api_url}, {github}")
+    slack = settings.slack()
+    if slack is None:
+        print("slack: off (SLACK_BOT_TOKEN turns it on; README: Connect Slack)")
+    elif slack.app_token:
+        print(f"slack: Socket Mode (SLACK_APP_TOKEN), Web API {slack.api_url}")
+    elif slack.signing_secret:
+        print(f"slack: HTTP at {settings.public_url or '<public URL>'}/slack/events, Web API {slack.api_url}")
+    else:
+        ok = False
+        print("slack: bot token set but Slack cannot reach Shepherd: set SLACK_SIGNING_SECRET (HTTP) or "
+              "SLACK_APP_TOKEN (Socket Mode)")
     return 0 if ok else 1
 
 

@@ -104,6 +104,22 @@ def test_doctor_masks_secrets(home: Home) -> None:
     assert "schema up to date" in home.run("doctor").stdout
 
 
+def test_doctor_says_how_slack_is_set_up_and_never_shows_its_secrets(home: Home) -> None:
+    home.run("migrate")
+    assert "slack: off" in home.run("doctor").stdout
+    home.env["SLACK_BOT_TOKEN"] = "xoxb-very-secret-token"
+    out = home.run("doctor", check=False)
+    assert out.returncode == 1 and "set SLACK_SIGNING_SECRET (HTTP) or SLACK_APP_TOKEN" in out.stdout
+    home.env["SLACK_SIGNING_SECRET"] = "sign-secret-value"
+    out = home.run("doctor")
+    assert "slack: HTTP at <public URL>/slack/events" in out.stdout
+    home.env["SLACK_APP_TOKEN"] = "xapp-secret-app-token"
+    out = home.run("doctor")
+    assert "slack: Socket Mode" in out.stdout and "SLACK_BOT_TOKEN=********" in out.stdout
+    for secret in ("xoxb-very-secret-token", "sign-secret-value", "xapp-secret-app-token"):
+        assert secret not in out.stdout + out.stderr
+
+
 def test_bad_settings_are_named(home: Home) -> None:
     home.env["SHEPHERD_PORT"] = "eighty"
     out = home.run("serve", check=False)

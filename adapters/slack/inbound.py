@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 SOURCE = "slack"
 SWEEP_S = 10.0
 WORKING = 4  # items processed at once by one process
+YIELD_S = 2.0  # the longest the work on acknowledged items waits for a burst of new requests to be acked
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _LEADING_MENTIONS = re.compile(r"^\s*(?:<@[UW][A-Z0-9]+(?:\|[^>]*)?>[\s,:]*)+")
 _QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
@@ -132,6 +133,9 @@ class SlackInbound:
         self.socket: Any = None
         self._jobs: set[asyncio.Task[None]] = set()
         self._working = asyncio.Semaphore(WORKING)
+        self._acking = 0  # requests between arrival and their ack
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self._settled: set[str] = set()  # items whose reply transaction also marked them done
         self._sweeper: asyncio.Task[None] | None = None
         self._wire()
@@ -163,6 +167,16 @@ class SlackInbound:
         if self.verifier is None:
             return web.json_response({"error": "slack_not_configured",
                                       "message": "set SLACK_SIGNING_SECRET to receive Slack requests"}, status=404)
+        self._acking += 1
+        self._quiet.clear()
+        try:
+            return await self._handle_http(request)
+        finally:
+            self._acking -= 1
+            if not self._acking:
+                self._quiet.set()
+
+    async def _handle_http(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         # bolt reads the payload before it checks the signature, and trips over shapes it does not expect:
         # a verified payload Shepherd cannot read is answered 400 here, an unverified one 401 as bolt would
@@ -232,7 +246,9 @@ class SlackInbound:
         if job is not None:
             self._jobs.add(job)  # type: ignore[arg-type]
         try:
-            async with self._working:  # a burst is worked through a few at a time; the acks never wait
+            async with self._working:  # a burst is worked through a few at a time, after its acks
+                with contextlib.suppress(TimeoutError):  # Slack's 3 s are for acks; the work can wait (a while)
+                    await asyncio.wait_for(self._quiet.wait(), YIELD_S)
                 await self.handle(key, body)
         except Exception as exc:
             log.exception("Slack: processing %s failed; it will be tried again", key)
