@@ -466,3 +466,17 @@ async def test_socket_mode_receives_commands_and_events_over_a_websocket_and_ack
         assert len(await slack.tasks()) == 1
     finally:
         await runner.cleanup()
+
+
+async def test_a_channel_shepherd_was_not_invited_to_gets_its_answers_in_a_dm(slack: SlackWorld) -> None:
+    slack.fake.fail_next("chat.postEphemeral", "not_in_channel")
+    await slack.command("help", channel="C9")
+    await slack.fake.wait_for(lambda: any("invite me there" in m.text for m in slack.roots(ADMIN)))
+    slack.fake.fail_next("chat.postMessage", "not_in_channel")
+    await slack.command('run "somewhere private" --agent demo', channel="C9")
+    root = await slack.root_for("somewhere private", channel=ADMIN)  # the DM with whoever started it
+    assert "/invite @Shepherd" in root.text
+    await slack.in_thread(root, lambda m: "exit code" in _all_text(m), "outcome")
+    async with slack.shepherd.db.read() as session:
+        failed = list(await session.exec(select(Outbox).where(Outbox.status == "failed")))
+    assert failed == []

@@ -30,6 +30,13 @@ PERMANENT = frozenset({
 })
 
 
+NOT_THERE = frozenset({"not_in_channel", "channel_not_found"})  # a conversation the bot is not a member of
+
+
+def _note(text: str) -> dict[str, object]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
 def make_client(token: str, api_url: str, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
     """A Web API client that waits out 429s (Retry-After) and retries dropped connections."""
     return AsyncWebClient(
@@ -88,8 +95,17 @@ class SlackChannel:
         text, blocks = render(message)
         try:
             if where.user:
-                answer = await self.client.chat_postEphemeral(
-                    channel=where.channel, user=where.user, text=text, blocks=blocks, thread_ts=where.thread_ts)
+                try:
+                    answer = await self.client.chat_postEphemeral(
+                        channel=where.channel, user=where.user, text=text, blocks=blocks, thread_ts=where.thread_ts)
+                except SlackApiError as exc:
+                    if exc.response.get("error") not in NOT_THERE:
+                        raise
+                    # a slash command in a channel Shepherd was not invited to: the answer goes to a DM
+                    note = f"(from <#{where.channel}>: invite me there with `/invite @Shepherd` to answer in place)"
+                    answer = await self.client.chat_postMessage(channel=where.user, text=f"{text}\n{note}",
+                                                                blocks=[*blocks, _note(note)])
+                    return f"ephemeral:{answer.get('ts', '')}"
                 return f"ephemeral:{answer.get('message_ts', '')}"
             answer = await self.client.chat_postMessage(
                 channel=where.channel, text=text, blocks=blocks, thread_ts=where.thread_ts,

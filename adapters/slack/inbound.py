@@ -28,12 +28,13 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlmodel import col, select
 
 from adapters.slack.blocks import ACTION_PREFIX
-from adapters.slack.channel import Address, make_client
+from adapters.slack.channel import NOT_THERE, Address, make_client
 from core.access import Principal, Role
 from core.channels import Message, bind_thread, enqueue, threads_for
 from core.commands import build_registry
@@ -384,10 +385,17 @@ class SlackInbound:
         asked for what."""
         async with self.shepherd.db.read() as session:
             for thread in await threads_for(session, principal.org_id, task_id=task_id):
-                if thread.channel == SOURCE and Address.parse(thread.address).channel == channel:
+                if thread.channel == SOURCE and Address.parse(thread.address).channel in (channel, user):
                     return thread.address
-        root = await self.client.chat_postMessage(channel=channel, text=f"<@{user}> `{said[:2900]}`")
-        address = f"{channel}/{root['ts']}"
+        try:
+            root = await self.client.chat_postMessage(channel=channel, text=f"<@{user}> `{said[:2900]}`")
+        except SlackApiError as exc:
+            if exc.response.get("error") not in NOT_THERE:
+                raise
+            # not invited to that channel: the task lives in a DM with whoever started it
+            root = await self.client.chat_postMessage(
+                channel=user, text=f"`{said[:2900]}` (from <#{channel}>: `/invite @Shepherd` there to work in it)")
+        address = f"{root['channel']}/{root['ts']}"
         async with self.shepherd.db.write() as session:
             await bind_thread(session, principal.org_id, SOURCE, address, task_id=task_id)
         return address
