@@ -28,6 +28,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/approvals.py
+	$(BIN)/python bench/slack_ack.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check core adapters bot tests bench

@@ -56,6 +56,17 @@ _QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
 _SPOKEN = (None, "", "thread_broadcast", "file_share")
 
 
+class _Quiet(logging.Filter):
+    """bolt reads SLACK_BOT_TOKEN from the environment by itself and then warns that our client wins."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be unused" not in record.getMessage()
+
+
+_bolt_log = logging.getLogger("adapters.slack.bolt")
+_bolt_log.addFilter(_Quiet())
+
+
 class BadPayload(Exception):
     """A verified request we cannot read: answered 400 with what is wrong."""
 
@@ -127,7 +138,7 @@ class SlackInbound:
         bolt_client = AsyncWebClient(base_url=config.api_url, session=http, timeout=15,
                                      retry_handlers=self.client.retry_handlers)
         # the ledger comes right after bolt's signature check, before bolt reads the payload any further
-        self.bolt = AsyncApp(client=bolt_client, signing_secret=config.signing_secret,
+        self.bolt = AsyncApp(client=bolt_client, signing_secret=config.signing_secret, logger=_bolt_log,
                              before_authorize=self._recorder(), authorize=_authorizer(config.bot_token),
                              ignoring_self_events_enabled=False)
         self.verifier = SignatureVerifier(config.signing_secret) if config.signing_secret else None
