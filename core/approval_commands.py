@@ -13,11 +13,11 @@ from core.errors import Conflict, ValidationFailed
 from core.grammar import Arg, ArgKind, CommandContext, CommandRegistry, CommandSpec, Reply
 from core.models import Task
 from core.policy import Verdict
+from core.task_commands import TASK_ARG as _TASK
 from core.tasks import repo_kind
 from core.text import ago, table
 
 _CODE = Arg("code", "the confirmation's code, like K7P2 (see `pending`)")
-_TASK = Arg("id", "a task id or name, like task-3f9a1c07be12")
 
 
 async def _pending(ctx: CommandContext, args: dict[str, Any]) -> Reply:

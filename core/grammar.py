@@ -37,6 +37,7 @@ class Arg:
     convert: Callable[[str], Any] = str
     metavar: str | None = None
     default: Any = None
+    thread_task: bool = False  # omitted in a task's thread (Slack, Telegram): that task
 
     @property
     def flag(self) -> str:
@@ -63,10 +64,12 @@ class Reply:
 
 @dataclass(frozen=True)
 class Where:
-    """The thread a command came from: a task started there binds it, so its news comes back there."""
+    """The thread a command came from: a task started there binds it, so its news comes back there; in a
+    task's own thread, `task` is that task (`stop` there stops it)."""
 
     channel: str
     address: str
+    task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ class CommandRegistry:
 
     # --- parsing -----------------------------------------------------------------------------
 
-    def parse(self, text: str) -> Invocation:
+    def parse(self, text: str, *, thread_task: str | None = None) -> Invocation:
         try:
             words = shlex.split(text)
         except ValueError as exc:
@@ -175,7 +178,7 @@ class CommandRegistry:
             guess = guess or _close(words[0], self._names)
             raise UsageError(f"unknown command `{words[0]}`.", suggestion=guess)
         try:
-            return Invocation(spec, self._bind(spec, rest))
+            return Invocation(spec, self._bind(spec, rest, thread_task))
         except UsageError as exc:
             # `agent suspnd x` reads as `agent <id>` with a stray word: point at the sibling meant.
             siblings = [n for n in self.specs if n.startswith(spec.name + " ")]
@@ -185,7 +188,7 @@ class CommandRegistry:
                     raise UsageError(str(exc).split("\nusage:")[0], suggestion=guess) from None
             raise
 
-    def _bind(self, spec: CommandSpec, words: list[str]) -> dict[str, Any]:
+    def _bind(self, spec: CommandSpec, words: list[str], thread_task: str | None = None) -> dict[str, Any]:
         options = {a.flag: a for a in spec.args if a.kind is ArgKind.OPTION}
         positionals = [a for a in spec.args if a.kind is ArgKind.POSITIONAL]
         rest_arg = next((a for a in spec.args if a.kind is ArgKind.REST), None)
@@ -212,6 +215,14 @@ class CommandRegistry:
             else:
                 loose.append(word)
             i += 1
+        if thread_task and rest_arg is None:
+            # in a task's thread the task may go unsaid: `stop`, `logs --tail 5`, `deploy staging`
+            missing = len([a for a in positionals if a.required]) - len(loose)
+            for arg in positionals:
+                if missing > 0 and arg.thread_task:
+                    values[arg.name] = thread_task
+                    missing -= 1
+            positionals = [a for a in positionals if a.name not in values]
         for arg in positionals:
             if loose:
                 values[arg.name] = self._convert(spec, arg, loose.pop(0))
@@ -268,7 +279,7 @@ class CommandRegistry:
     ) -> Reply:
         """Parse, check permission, execute. Errors become a reply: never a traceback in a channel."""
         try:
-            invocation = self.parse(text)
+            invocation = self.parse(text, thread_task=where.task if where else None)
             principal.require(invocation.spec.role.scope, f"`{invocation.spec.name}`")
             ctx = CommandContext(shepherd=shepherd, principal=principal, registry=self, where=where,
                                  request_key=request_key)

@@ -21,7 +21,8 @@ from core.models import Task
 from core.tasks import FINISHED, STATUS_GROUPS, TaskFilter, TaskStatus, evidence_summary, owner_of
 from core.text import ago, table
 
-_TASK = Arg("id", "a task id or name, like task-3f9a1c07be12")
+TASK_ARG = Arg("id", "a task id or name, like task-3f9a1c07be12 (in the task's thread: omit it)", thread_task=True)
+_TASK = TASK_ARG
 
 
 def _level(raw: str) -> int:

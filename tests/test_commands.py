@@ -51,6 +51,21 @@ def test_usage_errors_say_what_is_wrong(text: str, fragment: str) -> None:
     assert fragment in str(err.value)
 
 
+def test_in_a_task_thread_the_task_may_go_unsaid() -> None:
+    def bound(text: str) -> dict[str, object]:
+        return REG.parse(text, thread_task="task-abc").args
+
+    assert bound("stop")["id"] == "task-abc"
+    assert bound("logs --tail 5") == {"id": "task-abc", "tail": 5}
+    assert bound("deploy staging") == {"environment": "staging", "id": "task-abc"}
+    assert bound("stop other-task")["id"] == "other-task"  # said: that one
+    assert bound("merge --method squash")["id"] == "task-abc"
+    with pytest.raises(UsageError):
+        REG.parse("stop")  # outside a task's thread it must be said
+    with pytest.raises(UsageError):
+        REG.parse("agent suspend", thread_task="task-abc")  # an agent id is never taken from the thread
+
+
 def test_help_is_derived_from_the_specs() -> None:
     text = REG.help()
     for spec in REG:

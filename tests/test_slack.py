@@ -480,3 +480,13 @@ async def test_a_channel_shepherd_was_not_invited_to_gets_its_answers_in_a_dm(sl
     async with slack.shepherd.db.read() as session:
         failed = list(await session.exec(select(Outbox).where(Outbox.status == "failed")))
     assert failed == []
+
+
+async def test_in_a_task_thread_a_mention_may_leave_the_task_unsaid(slack: SlackWorld) -> None:
+    await slack.command('run "say tick [long 1]" --agent demo')
+    root = await slack.root_for("say tick")
+    outcome = await slack.in_thread(root, lambda m: "exit code" in _all_text(m), "outcome")
+    await slack.event({"type": "app_mention", "user": MEMBER, "text": "<@U0BOT> logs --tail 3",
+                       "ts": "1700000600.0001", "thread_ts": root.ts, "channel": "C1"}, event_id="EvT")
+    answer = await slack.in_thread(root, lambda m: m.ts > outcome.ts and "tick" in m.text, "the task's logs")
+    assert "error" not in answer.text

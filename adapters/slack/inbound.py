@@ -330,8 +330,9 @@ class SlackInbound:
         principal = await self.principal(user)
         text = await self._readable(_LEADING_MENTIONS.sub("", raw)) or "help"
         address = f"{channel}/{thread_ts or ts}"
-        reply = await self.registry.run(self.shepherd, principal, text, where=Where(SOURCE, address),
-                                        request_key=key)
+        task = await self._thread_task(channel, thread_ts) if thread_ts else None  # `@Shepherd stop` there
+        reply = await self.registry.run(self.shepherd, principal, text, request_key=key,
+                                        where=Where(SOURCE, address, task.id if task else None))
         await self._reply(address, key, reply.text)
 
     async def _action(self, key: str, body: dict[str, Any]) -> None:
