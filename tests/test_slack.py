@@ -490,3 +490,10 @@ async def test_in_a_task_thread_a_mention_may_leave_the_task_unsaid(slack: Slack
                        "ts": "1700000600.0001", "thread_ts": root.ts, "channel": "C1"}, event_id="EvT")
     answer = await slack.in_thread(root, lambda m: m.ts > outcome.ts and "tick" in m.text, "the task's logs")
     assert "error" not in answer.text
+
+
+async def test_what_people_typed_is_shown_but_cannot_ping_everyone(slack: SlackWorld) -> None:
+    await slack.command('run "tell <!channel> about <https://evil.example|the docs>" --agent demo')
+    root = await slack.root_for("tell")
+    assert "<!channel>" not in root.text and "&lt;!channel&gt;" in root.text
+    assert "<https://evil" not in root.text

@@ -33,7 +33,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlmodel import col, select
 
-from adapters.slack.blocks import ACTION_PREFIX
+from adapters.slack.blocks import ACTION_PREFIX, escape
 from adapters.slack.channel import NOT_THERE, Address, make_client
 from core.access import Principal, Role
 from core.channels import Message, bind_thread, enqueue, threads_for
@@ -395,18 +395,19 @@ class SlackInbound:
     async def _task_thread(self, principal: Principal, task_id: str, channel: str, user: str, said: str) -> str:
         """The Slack thread in `channel` that a task's news goes to; a new one hangs from a message saying who
         asked for what."""
+        said = escape(said.replace("`", "'"))[:2900]  # what they typed, shown, never a ping or a link
         async with self.shepherd.db.read() as session:
             for thread in await threads_for(session, principal.org_id, task_id=task_id):
                 if thread.channel == SOURCE and Address.parse(thread.address).channel in (channel, user):
                     return thread.address
         try:
-            root = await self.client.chat_postMessage(channel=channel, text=f"<@{user}> `{said[:2900]}`")
+            root = await self.client.chat_postMessage(channel=channel, text=f"<@{user}> `{said}`")
         except SlackApiError as exc:
             if exc.response.get("error") not in NOT_THERE:
                 raise
             # not invited to that channel: the task lives in a DM with whoever started it
             root = await self.client.chat_postMessage(
-                channel=user, text=f"`{said[:2900]}` (from <#{channel}>: `/invite @Shepherd` there to work in it)")
+                channel=user, text=f"`{said}` (from <#{channel}>: `/invite @Shepherd` there to work in it)")
         address = f"{root['channel']}/{root['ts']}"
         async with self.shepherd.db.write() as session:
             await bind_thread(session, principal.org_id, SOURCE, address, task_id=task_id)
