@@ -3,8 +3,9 @@
     shepherd ask ACTION --summary "what and why" [--risk low|medium|high|critical] [--param key=value]...
 
 Run inside a Shepherd task (it reads SHEPHERD_URL, SHEPHERD_TASK_ID and SHEPHERD_TASK_TOKEN, which every
-turn's environment carries). The task's autonomy level decides first: an action it may take runs at once
-(exit 0), one it may not is refused at once (exit 1), the rest wait for approvers. Exit status:
+turn's environment carries; in the sandbox SHEPHERD_URL is `unix:<socket path>`). The task's autonomy
+level decides first: an action it may take runs at once (exit 0), one it may not is refused at once
+(exit 1), the rest wait for approvers. Exit status:
 
     0  approved          1  rejected (or void)          2  expired          3  could not ask
 
@@ -15,8 +16,10 @@ start fast.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -32,9 +35,46 @@ class AskError(Exception):
     pass
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: how a sandboxed agent (no network) reaches Shepherd."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        self.sock = sock
+
+
+def _unix_request(method: str, url: str, headers: dict[str, str], data: bytes | None,
+                  timeout: float) -> dict[str, Any]:
+    """`unix:/run/shepherd/ask.sock/api/…`: the socket path, then the route."""
+    path, sep, route = url.removeprefix("unix:").partition("/api/")
+    conn = _UnixConnection(path, timeout)
+    try:
+        conn.request(method, f"/api/{route}" if sep else "/", body=data, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    if resp.status >= 400:
+        try:
+            detail = json.loads(raw or b"{}").get("error") or resp.reason
+        except ValueError:
+            detail = resp.reason
+        raise AskError(f"Shepherd answered {resp.status}: {detail}")
+    return dict(json.loads(raw or b"{}"))
+
+
 def _request(method: str, url: str, token: str, body: dict[str, Any] | None = None,
              timeout: float = 10.0) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
+    if url.startswith("unix:"):
+        return _unix_request(method, url, {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                                           "Accept": "application/json"}, data, timeout)
     req = urllib.request.Request(url, data=data, method=method, headers={
         "Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json",
     })
@@ -94,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         body["risk"] = args.risk
     try:
         conf = _request("POST", url, token, body)
-    except (AskError, OSError) as exc:
+    except (AskError, OSError, http.client.HTTPException) as exc:
         say(f"could not ask: {exc}")
         return ERROR
     code = conf.get("code", "?")
@@ -109,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         except AskError as exc:
             say(f"could not read the decision: {exc}")
             return ERROR
-        except OSError as exc:  # Shepherd restarting: the confirmation survives, keep asking
+        except (OSError, http.client.HTTPException) as exc:  # Shepherd restarting: the confirmation survives
             unreachable_since = unreachable_since or time.monotonic()
             if time.monotonic() - unreachable_since > UNREACHABLE_GIVE_UP_S:
                 say(f"Shepherd unreachable for {UNREACHABLE_GIVE_UP_S:.0f} s: {exc}")

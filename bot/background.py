@@ -2,21 +2,20 @@
 outbox dispatcher. `serve`, `worker` and the console assemble it here, each with its own channels.
 
 Agents reach Shepherd for `shepherd ask` at SHEPHERD_URL: the web server when this process serves one (or
-SHEPHERD_PUBLIC_URL), otherwise a loopback listener that serves only the task callback routes.
+SHEPHERD_PUBLIC_URL), otherwise a loopback listener that serves only the task callback routes; sandboxed
+agents through a Unix socket that serves only those routes (bot.callbacks).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import stat
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from bot.callbacks import PYTHON, CallbackSocket, callback_app, write_launcher
 from bot.outbox import Dispatcher
 from bot.settings import Settings
 from bot.worker import Worker
@@ -26,24 +25,6 @@ from core.service import Shepherd
 from core.supervisor import TaskSupervisor
 
 log = logging.getLogger(__name__)
-
-
-def write_launcher(folder: Path) -> Path:
-    """A folder holding a `shepherd` that runs only `shepherd ask`, put first on every agent's PATH: an agent
-    can ask, whatever PATH the server was started with, and can run nothing else of Shepherd's."""
-    folder = folder.resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    launcher = folder / "shepherd"
-    text = ("#!/bin/sh\n# written by Shepherd: inside a task, agents call `shepherd ask`\n"
-            'if [ "$1" != ask ]; then echo "shepherd: inside a task only \\`shepherd ask\\` is available" >&2; '
-            "exit 3; fi\nshift\n"
-            f'exec "{sys.executable}" -m bot.ask "$@"\n')
-    if not launcher.exists() or launcher.read_text() != text:
-        tmp = folder / ".shepherd.tmp"
-        tmp.write_text(text)
-        tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        tmp.replace(launcher)
-    return folder
 
 
 class Background:
@@ -57,6 +38,7 @@ class Background:
         self.callback_url = callback_url or settings.public_url
         self.http: aiohttp.ClientSession | None = None
         self.callback_site: web.AppRunner | None = None
+        self.callback_socket: CallbackSocket | None = None
         self.worker: Worker | None = None
         self.supervisor: TaskSupervisor | None = None
         self.dispatcher: Dispatcher | None = None
@@ -74,6 +56,11 @@ class Background:
             self.callback_url = await self._callback_listener()
         config = replace(settings.runner_config(), callback_url=self.callback_url,
                          tool_dir=write_launcher(settings.data_dir / "bin"))
+        if config.sandbox is not None:  # no network inside: agents ask through a socket bound into the sandbox
+            self.callback_socket = CallbackSocket(self.shepherd)
+            socket = await self.callback_socket.start()
+            config = replace(config, sandbox=replace(config.sandbox, socket=socket, tools=config.tool_dir,
+                                                     programs=(PYTHON,)))
         executor = Executor(ActionsConfig(git_base_url=settings.git_base_url, git_token=token), forge)
         self.supervisor = TaskSupervisor(self.shepherd, self.shepherd.catalog, config, executor=executor)
         slack = settings.slack()
@@ -86,9 +73,7 @@ class Background:
         await self.worker.start()
 
     async def _callback_listener(self) -> str:
-        from bot.app import create_callback_app
-
-        self.callback_site = web.AppRunner(create_callback_app(self.shepherd), access_log=None)
+        self.callback_site = callback_app(self.shepherd)
         await self.callback_site.setup()
         site = web.TCPSite(self.callback_site, "127.0.0.1", 0)
         await site.start()
@@ -101,5 +86,7 @@ class Background:
         if self.callback_site is not None:
             with contextlib.suppress(Exception):
                 await self.callback_site.cleanup()
+        if self.callback_socket is not None:
+            await self.callback_socket.stop()
         if self.http is not None:
             await self.http.close()

@@ -213,10 +213,7 @@ async def _doctor(settings: Settings) -> int:
     if settings.default_agent not in catalog.names():
         ok = False
         print(f"  SHEPHERD_DEFAULT_AGENT={settings.default_agent} is not one of these")
-    sandbox = shutil.which("bwrap")
-    print(f"sandbox: {'on' if settings.sandbox else 'off'} (bubblewrap {'at ' + sandbox if sandbox else 'not found'})")
-    if settings.sandbox and not sandbox:
-        ok = False
+    ok &= await _doctor_sandbox(settings)
     policies = PolicyStore(settings.policies_path).check_all()
     print(f"policies: {len(policies)} project file(s) in {settings.policies_path}"
           + ("" if policies else " (every project has the built-in policy)"))
@@ -238,6 +235,25 @@ async def _doctor(settings: Settings) -> int:
         print("slack: bot token set but Slack cannot reach Shepherd: set SLACK_SIGNING_SECRET (HTTP) or "
               "SLACK_APP_TOKEN (Socket Mode)")
     return 0 if ok else 1
+
+
+async def _doctor_sandbox(settings: Settings) -> bool:
+    """What the sandbox really gives here, probed from inside; a sandbox that is on but weak fails."""
+    from core.runners.sandbox import probe
+
+    report = await probe(settings.sandbox_view())
+    if not settings.sandbox:
+        state = "would give " + report.describe() if report.strong else "could not be used here: " + \
+            "; ".join(report.problems)
+        print(f"sandbox: off (SHEPHERD_SANDBOX=true turns it on; it {state})")
+        return True
+    if report.strong:
+        extra = f"; also readable: {settings.sandbox_ro_paths}" if settings.sandbox_ro_paths else ""
+        print(f"sandbox: on: {report.describe()}{extra}")
+        return True
+    print(f"sandbox: on but WEAK, so agents will not run: {'; '.join(report.problems)}"
+          + (f" ({report.describe()})" if report.version else ""))
+    return False
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.errors import ShepherdError
 from core.orgs import DEFAULT_ORG, check_org_id
 from core.runners.presets import AgentCatalog, custom_presets
+from core.runners.sandbox import SandboxView, parse_paths
 from core.supervisor import RunnerConfig
 
 if TYPE_CHECKING:
@@ -47,7 +48,13 @@ class Settings(BaseSettings):
     task_timeout: float = Field(3600, gt=0, description="hard limit of one agent turn, in seconds")
     task_idle_timeout: float = Field(600, gt=0, description="end a turn after this many seconds without output")
     task_log_lines: int = Field(20_000, ge=100, description="output lines stored per task; more are counted")
-    sandbox: bool = Field(False, description="run agents in bubblewrap: no network, read-only system")
+    sandbox: bool = Field(
+        False, description="run agents in bubblewrap: an unprivileged uid with no capabilities, no network, only "
+                           "the system read-only and the workspace writable"
+    )
+    sandbox_ro_paths: str = Field(
+        "", description="more host paths a sandboxed agent may read, colon-separated absolute paths"
+    )
     git_base_url: str = Field("https://github.com", description="where owner/name repositories are cloned from")
     github_token: SecretStr | None = Field(
         None, description="GitHub token Shepherd pushes task branches and opens pull requests with (never an agent's)"
@@ -90,6 +97,11 @@ class Settings(BaseSettings):
     @classmethod
     def _org(cls, value: str) -> str:
         return check_org_id(value)
+
+    @field_validator("sandbox_ro_paths")
+    @classmethod
+    def _ro_paths(cls, value: str) -> str:
+        return ":".join(str(p) for p in parse_paths(value))
 
     @field_validator("log_level")
     @classmethod
@@ -197,16 +209,23 @@ class Settings(BaseSettings):
     def runner_config(self) -> RunnerConfig:
         return RunnerConfig(
             workspace_root=self.workspace_root,
-            hidden=(self.data_dir.resolve(),),
             max_tasks=self.max_tasks,
             max_tasks_per_project=self.max_tasks_per_project,
             hard_timeout_s=self.task_timeout,
             idle_timeout_s=self.task_idle_timeout,
-            sandbox=self.sandbox,
+            sandbox=self.sandbox_view() if self.sandbox else None,
             pass_env=tuple(n for n in self.agent_env.split(",") if n),
             git_base_url=self.git_base_url,
             max_log_lines=self.task_log_lines,
         )
+
+    def sandbox_view(self) -> SandboxView:
+        """What a sandboxed agent sees besides the system: never Shepherd's data directory, its working
+        directory or its user's home; the operator's read-only additions."""
+        hidden = [self.data_dir.resolve(), Path.cwd().resolve(), Path.home().resolve(), self.policies_path]
+        if self.embedded and ":///" in self.db_url:  # a database file kept outside the data directory
+            hidden.append(Path(self.db_url.split(":///", 1)[1]).resolve().parent)
+        return SandboxView(hidden=tuple(dict.fromkeys(hidden)), ro_paths=parse_paths(self.sandbox_ro_paths))
 
     @property
     def db_url(self) -> str:

@@ -38,6 +38,7 @@ from core.policy import PolicyError
 from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
 from core.runners.local import LocalRunner, RunnerError, group_members
 from core.runners.presets import AgentCatalog, verdict
+from core.runners.sandbox import SANDBOX_HOME, SANDBOX_SOCKET, SANDBOX_TOOLS, SandboxView, home_for
 from core.runners.workspace import WorkspaceError, commit_all, diff_stats, prepare
 from core.service import Shepherd
 from core.tasks import (
@@ -69,12 +70,11 @@ PROCESS_STARTED = utcnow()
 @dataclass(frozen=True)
 class RunnerConfig:
     workspace_root: Path
-    hidden: tuple[Path, ...] = ()  # what a sandboxed agent must not see (the data directory)
     max_tasks: int = 4
     max_tasks_per_project: int = 2
     hard_timeout_s: float = 3600.0
     idle_timeout_s: float = 600.0
-    sandbox: bool = False
+    sandbox: SandboxView | None = None  # run agents through bubblewrap, showing this much of the host
     pass_env: tuple[str, ...] = ()
     git_base_url: str = "https://github.com"
     max_log_lines: int = 20_000
@@ -97,12 +97,16 @@ def agent_env(config: RunnerConfig, task: Task, workspace: Path, token: str | No
     env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
     env.update({k: os.environ[k] for k in config.pass_env if k in os.environ})
     env.update({"SHEPHERD_TASK_ID": task.id, "SHEPHERD_TASK_NAME": task.name, "SHEPHERD_WORKSPACE": str(workspace)})
-    if token and config.callback_url:
-        env.update({"SHEPHERD_URL": config.callback_url, "SHEPHERD_TASK_TOKEN": token})
-    if config.tool_dir is not None:
-        env["PATH"] = os.pathsep.join(p for p in (str(config.tool_dir), env.get("PATH", "")) if p)
-    if config.sandbox:
-        env["TMPDIR"] = "/tmp"  # the sandbox's own
+    box = config.sandbox
+    # in the sandbox Shepherd is reached through its socket, and the launcher sits where the sandbox shows it
+    callback = f"unix:{SANDBOX_SOCKET}" if box is not None and box.socket is not None else config.callback_url
+    if token and callback:
+        env.update({"SHEPHERD_URL": callback, "SHEPHERD_TASK_TOKEN": token})
+    tools = SANDBOX_TOOLS if box is not None and box.tools is not None else config.tool_dir
+    if tools is not None:
+        env["PATH"] = os.pathsep.join(p for p in (str(tools), env.get("PATH", "")) if p)
+    if box is not None:
+        env.update({"HOME": SANDBOX_HOME, "TMPDIR": "/tmp"})  # the sandbox's own
     return env
 
 
@@ -506,12 +510,17 @@ class TaskSupervisor:
             token, digest = new_task_token()
             async with self.db.write() as session:
                 await session.exec(update(Task).where(col(Task.id) == task.id).values(callback_hash=digest))
+        sandbox: SandboxView | None = None
+        if self.config.sandbox is not None:
+            home = home_for(workspace)  # the agent's own home, kept for its follow-up turns
+            await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
+            sandbox = self.config.sandbox.for_task(home)
         spec = RunSpec(
             argv=preset.argv(prompt=text, session=session_ref, workspace=workspace, task=task.id,
                              follow_up=follow_up),
             cwd=workspace, env=agent_env(self.config, task, workspace, token),
             idle_timeout=self.config.idle_timeout_s, hard_timeout=self.config.hard_timeout_s,
-            sandbox=self.config.sandbox, hidden=self.config.hidden,
+            sandbox=sandbox, program=preset.own_words(follow_up=follow_up),
         )
         try:
             run.handle = await self.runner.start(spec)

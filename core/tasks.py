@@ -44,6 +44,7 @@ from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.events import record
 from core.ids import new_id
 from core.models import Agent, Project, RunnerNode, Task, TaskLog, User
+from core.runners.sandbox import home_for
 
 MAX_PROMPT = 20_000
 MAX_INPUT = 20_000
@@ -565,6 +566,7 @@ class Tasks:
         if target.resolve().parent != root.resolve():
             raise Forbidden(f"refusing to delete {path}: not a workspace", code="NOT_A_WORKSPACE")
         shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(home_for(target.resolve()), ignore_errors=True)  # a sandboxed agent's home, if it had one
 
     async def send(self, principal: Principal, ref: str, text: str, *, owner: str | None = None) -> Task:
         """A follow-up turn: queued while the agent works, started when it is idle (finished).

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from adapters.github.forge import GitHubForge
 from bot.app import create_callback_app
-from bot.background import write_launcher
+from bot.callbacks import write_launcher
 from bot.outbox import Dispatcher
 from core.access import Principal, Role
 from core.actions import ActionsConfig, Executor

@@ -22,7 +22,7 @@ from adapters.github.forge import GitHubForge
 from adapters.slack.channel import SlackChannel, make_client
 from adapters.slack.inbound import SlackConfig
 from bot.app import SLACK, create_app
-from bot.background import write_launcher
+from bot.callbacks import write_launcher
 from bot.outbox import Dispatcher
 from core.access import Principal, Role
 from core.actions import ActionsConfig, Executor

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from core.runners.sandbox import SandboxView
 
 
 class ExitReason(StrEnum):
@@ -27,8 +30,8 @@ class RunSpec:
     env: Mapping[str, str]
     idle_timeout: float
     hard_timeout: float
-    sandbox: bool = False
-    hidden: Sequence[Path] = field(default_factory=tuple)  # paths the sandbox must not show (the data dir)
+    sandbox: SandboxView | None = None  # run through bubblewrap, showing this much of the host
+    program: Sequence[str] = field(default_factory=tuple)  # the command's own words (configuration, not prompts)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ Stop ends the whole group (TERM, a grace period, KILL) and returns only when no 
 agent's helpers and test servers go with it. Pause is SIGSTOP of the group, resume SIGCONT. The idle
 timeout (no output) and the hard timeout count running time only, not time spent paused.
 
-With `sandbox`, the run goes through bubblewrap: the system read-only, the workspace writable, no network,
-its own /tmp and PID namespace, and the data directory (database, other workspaces) hidden.
+With `sandbox`, the run goes through bubblewrap (core.runners.sandbox): an unprivileged uid in a user
+namespace with no capabilities, the system read-only, the workspace writable, no network, its own /tmp and
+PID namespace, and nothing of Shepherd's own (data directory, working directory, home) in sight. A host where
+that sandbox does not hold gets no run at all: the task fails and says why.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 
 from core.errors import ShepherdError
 from core.runners import ExitReason, RunExit, RunSpec
+from core.runners.sandbox import SandboxReport, SandboxView, bwrap_argv, probe
 
 CHUNK_BYTES = 64 * 1024
 MAX_LINE_CHARS = 4000  # a longer line is cut: logs are for people, and one line must not fill the store
 STOP_GRACE_S = 3.0
 WATCH_INTERVAL_S = 0.1
 GONE_WAIT_S = 5.0
+RECHECK_WEAK_S = 30.0  # a sandbox found weak is probed again after this long (bubblewrap installed meanwhile)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
@@ -61,43 +65,6 @@ def group_members(pgid: int) -> list[int]:
         fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
             found.append(int(entry.name))
-    return found
-
-
-def sandbox_argv(spec: RunSpec) -> list[str]:
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        raise RunnerError(
-            "the sandbox needs bubblewrap: install it (apt-get install bubblewrap) or set SHEPHERD_SANDBOX=off",
-            code="SANDBOX_UNAVAILABLE",
-        )
-    ws = str(spec.cwd)
-    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for hidden in spec.hidden:
-        argv += ["--tmpfs", str(hidden)]
-    for needed in _shadowed(spec, ("/tmp", *map(str, spec.hidden))):
-        argv += ["--ro-bind", needed, needed]
-    argv += ["--bind", ws, ws, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
-             "--chdir", ws, "--"]
-    return argv + list(spec.argv)
-
-
-def _shadowed(spec: RunSpec, covered: tuple[str, ...]) -> list[str]:
-    """What the command itself needs from under a directory the sandbox covers (a program or a virtualenv
-    installed below /tmp, say): those come back, read-only."""
-    found: list[str] = []
-    program = shutil.which(spec.argv[0]) if spec.argv else None
-    candidates = [program] if program else []
-    candidates += [a for a in spec.argv[1:] if os.path.isabs(a) and os.path.isfile(a)]
-    for path in candidates:
-        path = os.path.abspath(path)
-        if not any(path == c or path.startswith(c.rstrip("/") + "/") for c in covered):
-            continue
-        folder = os.path.dirname(path)
-        if os.path.basename(folder) == "bin":  # a virtualenv's interpreter needs the whole environment
-            folder = os.path.dirname(folder)
-        if folder not in found:
-            found.append(folder)
     return found
 
 
@@ -227,8 +194,35 @@ class LocalHandle:
 class LocalRunner:
     """Runs each turn as a child process group on this machine."""
 
+    def __init__(self) -> None:
+        self._checked: tuple[float, SandboxReport] | None = None
+        self._checking = asyncio.Lock()
+
+    async def sandbox_report(self, view: SandboxView) -> SandboxReport:
+        """What the sandbox gives on this host, probed once (again after a while if it was weak)."""
+        async with self._checking:
+            now = time.monotonic()
+            if self._checked is None or (not self._checked[1].strong and now - self._checked[0] > RECHECK_WEAK_S):
+                self._checked = (now, await probe(view))
+            return self._checked[1]
+
     async def start(self, spec: RunSpec) -> LocalHandle:
-        argv = sandbox_argv(spec) if spec.sandbox else list(spec.argv)
+        argv = list(spec.argv)
+        if spec.sandbox is not None:
+            report = await self.sandbox_report(spec.sandbox)
+            if not report.strong:
+                raise RunnerError(
+                    f"the sandbox does not hold on this host, so the agent was not started: {report.describe()} "
+                    "(`shepherd doctor` shows what it gives; SHEPHERD_SANDBOX=false runs agents without it)",
+                    code="SANDBOX_WEAK",
+                )
+            bwrap = shutil.which("bwrap")
+            if bwrap is None:
+                raise RunnerError("the sandbox needs bubblewrap: install it (apt-get install bubblewrap) or set "
+                                  "SHEPHERD_SANDBOX=false", code="SANDBOX_UNAVAILABLE")
+            # reads /etc and the program's files: off the event loop
+            argv = await asyncio.to_thread(bwrap_argv, bwrap, spec.argv, cwd=spec.cwd, env=spec.env,
+                                           view=spec.sandbox, program=spec.program)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=spec.cwd, env=dict(spec.env), stdin=asyncio.subprocess.DEVNULL,

@@ -9,6 +9,7 @@ is one argument, whatever it contains.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shlex
 import sys
@@ -25,6 +26,9 @@ VERSION_TIMEOUT_S = 5.0
 CHECK_TTL_S = 60.0
 PLACEHOLDERS = ("{prompt}", "{session}", "{workspace}", "{task}")
 DEMO_AGENT = Path(__file__).resolve().parents[2] / "tests" / "fakes" / "demo_agent.py"
+# The interpreter itself, not a virtualenv's link to it: the demo agent needs only the standard library, and
+# a sandbox then shows the Python installation, not Shepherd's virtualenv.
+PYTHON = os.path.realpath(getattr(sys, "_base_executable", "") or sys.executable)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,12 @@ class Preset:
     version: tuple[str, ...]
     install: str
     session_pattern: str | None = None  # when the CLI names its own session in its output
+
+    def own_words(self, *, follow_up: bool) -> tuple[str, ...]:
+        """The command's words that come from configuration, not from a prompt or a task: what a sandbox
+        may look at on the host to run it (its program, a script it names)."""
+        template = self.resume if follow_up and self.resume else self.start
+        return tuple(t for t in template if not any(p in t for p in PLACEHOLDERS))
 
     def argv(self, *, prompt: str, session: str, workspace: Path, task: str, follow_up: bool) -> list[str]:
         template = self.resume if follow_up and self.resume else self.start
@@ -84,9 +94,9 @@ BUILTIN_PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         "demo", "Shepherd demo agent (no model, for trying Shepherd and its tests)",
-        start=(sys.executable, str(DEMO_AGENT), "--session-id", "{session}", "{prompt}"),
-        resume=(sys.executable, str(DEMO_AGENT), "--resume", "{session}", "{prompt}"),
-        version=(sys.executable, str(DEMO_AGENT), "--version"),
+        start=(PYTHON, str(DEMO_AGENT), "--session-id", "{session}", "{prompt}"),
+        resume=(PYTHON, str(DEMO_AGENT), "--resume", "{session}", "{prompt}"),
+        version=(PYTHON, str(DEMO_AGENT), "--version"),
         install=f"the demo agent ships with Shepherd's source checkout ({DEMO_AGENT}); run from a clone",
     ),
 )
@@ -121,9 +131,13 @@ def custom_presets(spec: Mapping[str, Any]) -> list[Preset]:
 
         start = split("command")
         assert start is not None
+        if any(p in start[0] for p in PLACEHOLDERS):
+            raise ValidationFailed(f"{where}.command: the program is configuration: no placeholder in its first word")
         if not any("{prompt}" in t for t in start):
             raise ValidationFailed(f"{where}.command: must contain {{prompt}}")
         resume = split("resume")
+        if resume is not None and any(p in resume[0] for p in PLACEHOLDERS):
+            raise ValidationFailed(f"{where}.resume: the program is configuration: no placeholder in its first word")
         if resume is not None and not any("{prompt}" in t for t in resume):
             raise ValidationFailed(f"{where}.resume: must contain {{prompt}}")
         presets.append(Preset(

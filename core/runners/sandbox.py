@@ -1,0 +1,375 @@
+"""The agent sandbox: what an agent run through bubblewrap sees of the host, and proof that it holds.
+
+The agent runs in a user namespace as an unprivileged uid (AGENT_UID) with every capability dropped and
+nested user namespaces refused, whoever started Shepherd (root included): it can mount, unmount and
+remount nothing, and the kernel's ownership checks are all that is left between it and a file. So it is
+shown only what it needs, read-only:
+
+- the system directories a toolchain needs (/usr, /bin, /sbin, /lib*, /etc without the files only their
+  owner may read: shadow, gshadow, ssh host keys, private TLS keys, …);
+- the agent program's own installation (found from the preset's command, never from a prompt), and the
+  interpreter of its script;
+- what the operator lists in SHEPHERD_SANDBOX_RO_PATHS;
+
+and writable: its workspace, a home of its own (per task, kept for its follow-up turns) and a private /tmp.
+Shepherd's data directory, its working directory and its user's home are never shown, even under a path
+the operator listed. There is no network; `shepherd ask` reaches Shepherd through one Unix socket bound
+in at SANDBOX_SOCKET, which serves only the task-token routes.
+
+`probe` runs the same sandbox with a shell script and reports what it really gives; the runner refuses
+to run an agent in a sandbox that is weaker than this (fail closed), and `shepherd doctor` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from core.errors import ShepherdError
+
+AGENT_UID = 65534  # "nobody": an unprivileged uid every Linux passwd file names
+SANDBOX_HOME = "/home/agent"
+SANDBOX_TOOLS = "/run/shepherd/bin"
+SANDBOX_SOCKET = "/run/shepherd/ask.sock"
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+SECRETS_TTL_S = 300.0  # /etc is read again for files only their owner may read at most this often
+PROBE_TIMEOUT_S = 20.0
+PROBE_PATH = "/usr/bin:/bin"
+
+
+class SandboxError(ShepherdError):
+    code = "SANDBOX_UNAVAILABLE"
+    status = 500
+
+
+@dataclass(frozen=True)
+class SandboxView:
+    """What a sandboxed run may see besides the system and its workspace."""
+
+    hidden: tuple[Path, ...] = ()  # never shown: the data dir, Shepherd's working directory, its user's home
+    ro_paths: tuple[Path, ...] = ()  # the operator's additions (SHEPHERD_SANDBOX_RO_PATHS)
+    programs: tuple[Path, ...] = ()  # programs every run needs (the interpreter of the `shepherd ask` launcher)
+    tools: Path | None = None  # the launcher folder, shown at SANDBOX_TOOLS
+    socket: Path | None = None  # Shepherd's task-callback socket, shown at SANDBOX_SOCKET
+    home: Path | None = None  # this task's home, shown (writable) at SANDBOX_HOME
+
+    def for_task(self, home: Path) -> SandboxView:
+        return replace(self, home=home)
+
+
+def home_for(workspace: Path) -> Path:
+    """Where a sandboxed task's home lives on the host: beside the workspaces, never inside one (what the
+    agent keeps there is not part of its change)."""
+    return workspace.parent / ".homes" / workspace.name
+
+
+# --- what the host shows --------------------------------------------------------------------------
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def is_system(path: str) -> bool:
+    return any(_within(path, d) for d in SYSTEM_DIRS)
+
+
+_secrets: tuple[float, tuple[tuple[str, bool], ...]] | None = None
+
+
+def etc_secrets(now: float | None = None) -> tuple[tuple[str, bool], ...]:
+    """Entries under /etc that other users may not read, as (path, is_dir): the host's secrets by its own
+    account. Cached for SECRETS_TTL_S; walking /etc takes a fraction of a second."""
+    global _secrets
+    now = time.monotonic() if now is None else now
+    if _secrets is not None and now - _secrets[0] < SECRETS_TTL_S:
+        return _secrets[1]
+    found: list[tuple[str, bool]] = []
+    for root, dirs, files in os.walk("/etc"):
+        keep = []
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                continue  # a link shows what it points to, checked where that is
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if not st.st_mode & stat.S_IROTH or (is_dir and not st.st_mode & stat.S_IXOTH):
+                found.append((path, is_dir))
+            elif is_dir:
+                keep.append(name)
+        dirs[:] = [d for d in dirs if d in keep]
+    _secrets = (now, tuple(found))
+    return _secrets[1]
+
+
+def _install_root(real: str, hidden: Sequence[str]) -> str | None:
+    """The folder a program is installed in (`…/venv` for `…/venv/bin/python`), or None on the system.
+    Never a folder that holds something hidden (a program in ~/bin does not show the whole home)."""
+    if is_system(real):
+        return None
+    folder = os.path.dirname(real)
+    candidates = [os.path.dirname(folder), folder] if os.path.basename(folder) == "bin" else [folder]
+    for root in candidates:
+        if root != "/" and not any(_within(h, root) for h in hidden):
+            return root
+    return real
+
+
+def _interpreter(path: str, search: str) -> str | None:
+    """A script's interpreter from its `#!` line (`/usr/bin/env node` looks `node` up on `search`)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].decode(errors="replace").split()
+    if not words:
+        return None
+    if os.path.basename(words[0]) == "env":
+        names = [w for w in words[1:] if not w.startswith("-")]
+        return shutil.which(names[0], path=search) if names else None
+    return words[0]
+
+
+def program_roots(program: Sequence[str], search: str, hidden: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(the program's real path, what must be shown for it to run): its installation, its script's
+    interpreter's installation, and the absolute files its command names. `program` is the command's own
+    words from configuration; a prompt is never among them."""
+    roots: list[str] = []
+    real: str | None = None
+    found = shutil.which(program[0], path=search) if program else None
+    if found:
+        real = os.path.realpath(found)
+        chain = [real]
+        interpreter = _interpreter(real, search)
+        for _ in range(3):  # an interpreter that is itself a script, a few levels deep at most
+            if interpreter is None:
+                break
+            resolved = os.path.realpath(interpreter)
+            chain.append(resolved)
+            interpreter = _interpreter(resolved, search) if resolved != chain[-2] else None
+        for path in chain:
+            root = _install_root(path, hidden)
+            if root and root not in roots:
+                roots.append(root)
+    for word in program[1:]:
+        if os.path.isabs(word) and os.path.isfile(word) and not is_system(word):
+            real_word = os.path.realpath(word)
+            if real_word not in roots:
+                roots.append(real_word)  # that file only: a script the command runs, say
+    return real, roots
+
+
+def bwrap_argv(
+    bwrap: str, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], view: SandboxView,
+    program: Sequence[str] = (),
+) -> list[str]:
+    """The whole command line: bubblewrap's options, then the agent's argv (its program made absolute).
+    `program` is the command's own words from configuration (argv[0] when not given)."""
+    hidden = [os.path.realpath(h) for h in view.hidden if os.path.realpath(h) != "/"]
+    ws = os.path.realpath(cwd)
+    out = [bwrap, "--unshare-user", "--uid", str(AGENT_UID), "--gid", str(AGENT_UID), "--disable-userns",
+           "--cap-drop", "ALL", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+           "--unshare-cgroup-try", "--hostname", "shepherd-task", "--die-with-parent",
+           "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    shown: list[str] = []
+    for system in SYSTEM_DIRS:
+        if os.path.islink(system):
+            out += ["--symlink", os.readlink(system), system]
+        elif os.path.isdir(system):
+            out += ["--ro-bind", system, system]
+            shown.append(system)
+    for path, is_dir in etc_secrets():
+        out += (["--tmpfs", path, "--remount-ro", path] if is_dir else ["--ro-bind", "/dev/null", path])
+    for extra in view.ro_paths:
+        out += ["--ro-bind-try", str(extra), str(extra)]
+        shown.append(str(extra))
+    # what is hidden stays hidden under anything shown (a data dir below /usr, a listed /srv, …); made
+    # read-only last, once what must be shown inside it (the workspace, say) is mounted
+    masked: list[str] = []
+    for secret in sorted(hidden, key=len):  # the outermost only: one inside another is covered with it
+        if any(_within(secret, s) for s in shown) and not any(_within(secret, m) for m in masked):
+            masked.append(secret)
+    for secret in masked:
+        out += ["--tmpfs", secret]
+    search = env.get("PATH", os.defpath)
+    real, roots = program_roots(program or argv[:1], search, hidden)
+    for needed in view.programs:
+        roots += [r for r in program_roots([str(needed)], search, hidden)[1] if r not in roots]
+    for root in roots:
+        out += ["--ro-bind", root, root]
+    out += ["--bind", ws, ws]
+    if view.home is not None:
+        out += ["--bind", str(view.home), SANDBOX_HOME]
+    if view.tools is not None:
+        out += ["--ro-bind", str(view.tools), SANDBOX_TOOLS]
+    if view.socket is not None:
+        out += ["--bind", str(view.socket), SANDBOX_SOCKET]
+    for secret in masked:
+        out += ["--remount-ro", secret]
+    out += ["--remount-ro", "/", "--chdir", ws, "--"]
+    command = list(argv)
+    if real and command:
+        command[0] = real
+    return out + command
+
+
+# --- what the sandbox really gives ------------------------------------------------------------------
+
+_PROBE = (
+    'grep -E "^Cap(Eff|Prm|Bnd):" /proc/self/status; echo "uid $(id -u)"; '
+    'echo "map $(head -n 1 /proc/self/uid_map)"; '
+    'echo "net $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\\n" " ")"; '
+    'if unshare -U true 2>/dev/null; then echo "nested yes"; else echo "nested no"; fi; '
+    'for p in "$@"; do if [ -e "$p" ]; then echo "sees $p $(ls -A "$p" 2>/dev/null | tr "\\n" "/")"; fi; done; '
+    'if [ -w /usr ]; then echo "writes /usr"; fi'  # asked, not tried: where the sandbox fails, this is the host
+)
+
+
+@dataclass(frozen=True)
+class SandboxReport:
+    """What a probe run inside the sandbox found: `strong` when it holds, else `problems` say why."""
+
+    version: str
+    uid: str = ""
+    user_namespace: bool = False
+    capabilities: str = ""
+    network: tuple[str, ...] = ()
+    nested_namespaces: bool = True
+    sees_hidden: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def strong(self) -> bool:
+        return not self.problems
+
+    def describe(self) -> str:
+        if not self.version:
+            return "; ".join(self.problems)
+        parts = [
+            f"bubblewrap {self.version}",
+            f"user namespace: {'yes' if self.user_namespace else 'NO'} (agent uid {self.uid or '?'})",
+            f"capabilities: {'none' if self.capabilities == '0' else self.capabilities or '?'}",
+            f"network: {'loopback only' if set(self.network) <= {'lo'} else ', '.join(self.network)}",
+            f"nested namespaces: {'refused' if not self.nested_namespaces else 'ALLOWED'}",
+        ]
+        return ", ".join(parts)
+
+
+def _version(bwrap: str) -> str:
+    try:
+        import subprocess
+
+        out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip().removeprefix("bubblewrap ").strip() or "?"
+    except (OSError, ValueError):
+        return "?"
+
+
+def _probe_argv(bwrap: str, view: SandboxView, scratch: Path) -> tuple[list[str], dict[str, set[str]]]:
+    """The probe's command line in the sandbox `view` describes, and what each hidden folder may list: the
+    bare path to a program installed below it (a Python under ~/.pyenv) and nothing else."""
+    hidden = [os.path.realpath(h) for h in view.hidden]
+    roots = [r for p in view.programs for r in program_roots([str(p)], PROBE_PATH, hidden)[1]]
+    allowed = {h: {Path(r).relative_to(h).parts[0] for r in roots if _within(r, h) and r != h} for h in hidden}
+    ws, home = scratch / "ws", scratch / "home"
+    ws.mkdir()
+    home.mkdir()
+    argv = bwrap_argv(bwrap, ["/bin/sh", "-c", _PROBE, "probe", *hidden], cwd=ws, env={"PATH": PROBE_PATH},
+                      view=replace(view, home=home, socket=None, tools=None), program=["/bin/sh"])
+    return argv, allowed
+
+
+async def probe(view: SandboxView) -> SandboxReport:
+    """Run a shell inside the sandbox `view` describes and report what it can do there."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return SandboxReport("", problems=("bubblewrap is not installed (apt-get install bubblewrap)",))
+    version = await asyncio.to_thread(_version, bwrap)
+    with tempfile.TemporaryDirectory(prefix="shepherd-probe-") as scratch:
+        argv, allowed = await asyncio.to_thread(_probe_argv, bwrap, view, Path(scratch))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env={"PATH": PROBE_PATH, "HOME": SANDBOX_HOME}, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            return SandboxReport(version, problems=(f"bubblewrap could not run: {exc}",))
+    if proc.returncode != 0:
+        said = (err or out).decode(errors="replace").strip().splitlines()
+        why = said[-1] if said else f"exit {proc.returncode}"
+        return SandboxReport(version, problems=(f"bubblewrap {version} cannot build the sandbox here: {why}",))
+    return _report(version, out.decode(errors="replace"), allowed)
+
+
+def _report(version: str, text: str, allowed: Mapping[str, set[str]]) -> SandboxReport:
+    caps: dict[str, str] = {}
+    uid, mapped, nested, writes = "", "", True, False
+    network: tuple[str, ...] = ()
+    sees: list[str] = []
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if line.startswith("Cap"):
+            name, _, bits = line.partition(":")
+            caps[name] = bits.strip()
+        elif key == "uid":
+            uid = value.strip()
+        elif key == "map":
+            mapped = value.strip()
+        elif key == "net":
+            network = tuple(value.split())
+        elif key == "nested":
+            nested = value.strip() == "yes"
+        elif key == "sees":
+            path, _, listing = value.partition(" ")
+            extra = {e for e in listing.split("/") if e} - allowed.get(path, set())
+            if extra:
+                sees.append(f"{path} ({', '.join(sorted(extra)[:5])})")
+        elif key == "writes":
+            writes = True
+    effective = {int(v or "0", 16) for v in caps.values()}
+    capabilities = "0" if caps and effective == {0} else ",".join(f"{k}={v}" for k, v in caps.items())
+    userns = bool(mapped) and mapped.split()[:3] != ["0", "0", "4294967295"]
+    problems = []
+    if not userns:
+        problems.append("the agent is not in a user namespace")
+    if uid == "0":
+        problems.append("the agent runs as uid 0")
+    if capabilities != "0":
+        problems.append(f"the agent keeps capabilities ({capabilities or 'unreadable'})")
+    if set(network) - {"lo"}:
+        problems.append(f"the agent has network interfaces: {', '.join(network)}")
+    if nested:
+        problems.append("the agent can create user namespaces of its own (bubblewrap 0.8+ has --disable-userns)")
+    if sees:
+        problems.append(f"the agent sees {', '.join(sees)}")
+    if writes:
+        problems.append("the agent can write to /usr")
+    return SandboxReport(version, uid=uid, user_namespace=userns, capabilities=capabilities, network=network,
+                         nested_namespaces=nested, sees_hidden=tuple(sees), problems=tuple(problems))
+
+
+def parse_paths(value: str | Iterable[str]) -> tuple[Path, ...]:
+    """SHEPHERD_SANDBOX_RO_PATHS: absolute paths, colon-separated."""
+    words = value.split(":") if isinstance(value, str) else list(value)
+    paths = []
+    for word in (w.strip() for w in words):
+        if not word:
+            continue
+        if not os.path.isabs(word):
+            raise ValueError(f"{word!r} is not an absolute path")
+        paths.append(Path(os.path.normpath(word)))
+    return tuple(paths)
