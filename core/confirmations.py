@@ -278,6 +278,11 @@ class Confirmations:
                                code="INVALID_TASK_TOKEN")
         return task
 
+    async def check_task_token(self, task_id: str, token: str) -> None:
+        """Refuse (401) a token that is not this task's for its running turn, before anything else is read."""
+        async with self.db.read() as session:
+            await self.task_by_token(session, task_id, token)
+
     async def ask(self, task_id: str, token: str, plan: Plan) -> Confirmation:
         async with self.db.write() as session:
             task = await self.task_by_token(session, task_id, token, lock=True)

@@ -9,10 +9,9 @@ agent is the task's Shepherd agent. Errors keep Shepherd's `{error, code, status
 
 from __future__ import annotations
 
-import json
 import uuid
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import ConfigDict, Field
 
@@ -426,9 +425,8 @@ async def send_input(req: ApiRequest) -> None:
 
 
 async def upload_snapshot(req: ApiRequest) -> None:
-    raw = await req.http.read()  # already read and checked to be an object; stored as sent
-    payload: dict[str, Any] = json.loads(raw)
-    await req.shepherd.tasks.store_snapshot(req.principal, req.path("task"), payload, len(raw))
+    # validated as agentapi's shape, stored as sent (the body as parsed once, by the framework)
+    await req.shepherd.tasks.store_snapshot(req.principal, req.path("task"), req.data, req.size)
 
 
 _TAG = "tasks (Coder)"
