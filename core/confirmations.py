@@ -25,7 +25,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -47,6 +47,7 @@ from core.models import Agent, Confirmation, Project, Task, Vote
 from core.policy import Decision, Policy, PolicyStore, Risk, Verdict
 from core.projects import Projects
 from core.tasks import ACTIVE, GATED, Outcome, TaskStatus, end
+from core.textcheck import free_text, name_text
 
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no I, L, O, 0, 1: read aloud and typed without doubt
 CODE_LENGTH = 4
@@ -235,6 +236,7 @@ class Confirmations:
         """A person asks for an action by command. Their command is their own vote when they may approve
         and one vote decides (quorum 1); otherwise approvers decide, as for anything else."""
         principal.require(Scope.WRITE, f"asking for {plan.action}")
+        plan = checked_plan(plan)
         requester_id = principal.user_id or principal.actor
         async with self.db.write() as session:
             level = agent.autonomy_level if agent else 1
@@ -286,6 +288,7 @@ class Confirmations:
     async def ask(self, task_id: str, token: str, plan: Plan) -> Confirmation:
         async with self.db.write() as session:
             task = await self.task_by_token(session, task_id, token, lock=True)
+            plan = checked_plan(plan)  # the token first: a stranger learns nothing, not even what is refused
             agent = await session.get(Agent, task.agent_id) if task.agent_id else None
             level = agent.autonomy_level if agent else task.autonomy_level
             gate = await self.gate(
@@ -391,7 +394,7 @@ class Confirmations:
         self, principal: Principal, ref: str, *, approve: bool, comment: str, via: str | None
     ) -> VoteResult:
         principal.require(Scope.APPROVE, "deciding a confirmation")
-        comment = (comment or "").strip()[:MAX_COMMENT]
+        comment = free_text((comment or "").strip(), "the comment")[:MAX_COMMENT]
         via = via or principal.channel
         voter_id = principal.user_id or principal.actor
         async with self.db.write() as session:
@@ -525,7 +528,15 @@ class Confirmations:
 
 
 def check_summary(text: str) -> str:
-    text = (text or "").strip()
+    text = free_text((text or "").strip(), "the summary")
     if not text or len(text) > MAX_SUMMARY:
         raise ValidationFailed(f"a summary is 1-{MAX_SUMMARY} characters", code="INVALID_SUMMARY")
     return text
+
+
+def checked_plan(plan: Plan) -> Plan:
+    """What people or an agent wrote into a plan (its summary, its text parameters) is text like any other:
+    checked, and kept with its line breaks normalised."""
+    params = {name_text(str(key), "a parameter name"): free_text(value, f"parameter {key}")
+              if isinstance(value, str) else value for key, value in plan.params.items()}
+    return replace(plan, summary=free_text(plan.summary, "the summary"), params=params)

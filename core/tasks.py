@@ -44,6 +44,8 @@ from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.events import record
 from core.ids import new_id
 from core.models import Agent, Project, RunnerNode, Task, TaskLog, User
+from core.projects import check_branch, find_project, resolve_project
+from core.textcheck import free_text, optional_name
 
 MAX_PROMPT = 20_000
 MAX_INPUT = 20_000
@@ -197,7 +199,6 @@ def evidence_summary(task: Task) -> str:
 _REPO_SHORT = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _URL = re.compile(r"^(https?|ssh|git)://|^[\w.-]+@[\w.-]+:")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)")
 
 
 def repo_kind(repo: str) -> str:
@@ -214,14 +215,8 @@ def repo_kind(repo: str) -> str:
     )
 
 
-def check_branch(branch: str) -> str:
-    if not branch or len(branch) > 200 or _BRANCH_BAD.search(branch):
-        raise ValidationFailed(f"{branch!r} is not a usable git branch name", code="INVALID_BRANCH")
-    return branch
-
-
 def checked_input(text: str, limit: int) -> str:
-    text = (text or "").strip()
+    text = free_text((text or "").strip(), "the input")
     if not text or len(text) > limit:
         raise ValidationFailed(f"input is 1-{limit} characters", code="INVALID_INPUT")
     return text
@@ -237,7 +232,7 @@ class TaskFilter:
     status: frozenset[TaskStatus] | None = None
     owner_id: str | None = None  # an owner id or name
     org_id: str | None = None  # Coder's organization: filter; must be the principal's own org
-    project_id: str | None = None
+    project_id: str | None = None  # a project id or name
 
 
 STATUS_GROUPS: dict[str, frozenset[TaskStatus]] = {
@@ -308,9 +303,12 @@ class Tasks:
         """A new pending task under a new task agent. The caller's command is its own approval to start.
         `request_key` names the inbound item that asked for it: asking again with it returns the same task."""
         principal.require(Scope.WRITE, "starting a task")
-        prompt = (prompt or "").strip()
+        prompt = free_text((prompt or "").strip(), "the prompt")
         if not prompt or len(prompt) > MAX_PROMPT:
             raise ValidationFailed(f"a prompt is 1-{MAX_PROMPT} characters", code="INVALID_PROMPT")
+        display_name = optional_name(display_name, "the display name")
+        for value, what in ((name, "the task name"), (repo, "the repository"), (branch, "the branch")):
+            optional_name(value, what)
         runtime = runtime or self.default_runtime
         known = self.runtimes()
         if runtime not in known:
@@ -343,7 +341,7 @@ class Tasks:
                     return TaskView(earlier, await session.get(Project, earlier.project_id)
                                     if earlier.project_id else None)
             owner_id, owner_name = await self._owner(session, principal, owner)
-            proj = await self._project(session, principal, project) if project else None
+            proj = await resolve_project(session, principal.org_id, project) if project else None
             agent_level = DEFAULT_LEVEL
             if proj is not None:
                 repo = repo or proj.repo
@@ -372,7 +370,7 @@ class Tasks:
             )
             task = Task(
                 id=task_id, org_id=principal.org_id, name=name,
-                display_name=(display_name or prompt.splitlines()[0])[:200],
+                display_name=(display_name or prompt.splitlines()[0].replace("\t", " "))[:200],
                 owner_id=owner_id, owner_name=owner_name, agent_id=agent.id,
                 project_id=proj.id if proj else None, runtime=runtime, prompt=prompt, repo=repo,
                 base_branch=branch, work_branch=f"shepherd/{name}", autonomy_level=agent_level,
@@ -406,19 +404,6 @@ class Tasks:
         principal.require(Scope.ADMIN, "starting a task for someone else")
         return user.id, user.name
 
-    @staticmethod
-    async def _project(session: AsyncSession, principal: Principal, ref: str) -> Project:
-        proj = (
-            await session.exec(
-                select(Project).where(
-                    Project.org_id == principal.org_id, or_(col(Project.id) == ref, col(Project.name) == ref)
-                )
-            )
-        ).first()
-        if proj is None:
-            raise NotFound(f"project {ref!r} not found", code="PROJECT_NOT_FOUND")
-        return proj
-
     # --- reading -----------------------------------------------------------------------------
 
     async def list(
@@ -434,9 +419,12 @@ class Tasks:
             where.append(col(Task.status).in_([s.value for s in flt.status]))
         if flt.owner_id:
             where.append(or_(col(Task.owner_id) == flt.owner_id, col(Task.owner_name) == flt.owner_id))
-        if flt.project_id:
-            where.append(Task.project_id == flt.project_id)
         async with self.db.read() as session:
+            if flt.project_id:
+                proj = await find_project(session, principal.org_id, flt.project_id)
+                if proj is None:
+                    return [], 0
+                where.append(Task.project_id == proj.id)
             total = (await session.exec(select(func.count()).select_from(Task).where(*where))).one()
             rows = await session.exec(
                 select(Task).where(*where).order_by(col(Task.created_at).desc(), col(Task.id).desc())
