@@ -40,6 +40,7 @@ from core.runners.local import LocalRunner, RunnerError, group_members
 from core.runners.presets import AgentCatalog, verdict
 from core.runners.workspace import WorkspaceError, commit_all, diff_stats, prepare
 from core.service import Shepherd
+from core.snapshots import take_snapshot
 from core.tasks import (
     ACTIVE,
     GATED,
@@ -339,6 +340,8 @@ class TaskSupervisor:
 
     async def _pause_or_resume(self, run: _Run, control: Control) -> None:
         assert run.handle is not None
+        if control is Control.PAUSE:
+            await self._flush()  # the snapshot is taken from the stored log: store what was read first
         async with self.db.write() as session:
             task = await session.get(Task, run.task_id, with_for_update=True)
             if task is None:
@@ -347,6 +350,7 @@ class TaskSupervisor:
             if control is Control.PAUSE and task.status == TaskStatus.RUNNING:
                 run.handle.pause()
                 set_status(task, TaskStatus.PAUSED, State.IDLE, "paused: the agent's processes are frozen")
+                await take_snapshot(session, task)
                 name = "task.paused"
             elif control is Control.RESUME and task.status == TaskStatus.PAUSED:
                 run.handle.resume()

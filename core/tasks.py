@@ -45,12 +45,12 @@ from core.events import record
 from core.ids import new_id
 from core.models import Agent, Project, RunnerNode, Task, TaskLog, User
 from core.projects import check_branch, find_project, resolve_project
+from core.snapshots import MAX_SNAPSHOT_BYTES
 from core.textcheck import free_text, optional_name
 
 MAX_PROMPT = 20_000
 MAX_INPUT = 20_000
 MAX_PAGE = 500
-MAX_SNAPSHOT_BYTES = 64 * 1024
 MAX_PENDING_INPUTS = 20
 RUNNER_STALE_S = 30.0  # a runner silent this long is gone; its tasks end `interrupted`
 
@@ -505,18 +505,23 @@ class Tasks:
         async with self.db.write() as session:
             task = await self._find(session, principal, ref, owner, lock=True)
             status = TaskStatus(task.status)
+            # Coder answers 409 for the wrong state, a repeat included: pausing a paused task is a mistake the
+            # client should hear about. Until the runner has applied one, the other takes it back; neither
+            # takes back a stop.
+            if control in (Control.PAUSE, Control.RESUME) and task.control in (Control.STOP, Control.DELETE):
+                raise Conflict(f"task {task.name} is being stopped", code="TASK_STOPPING")
             if control is Control.PAUSE:
-                if status is TaskStatus.PAUSED or task.control == Control.PAUSE:
-                    return task
-                if status is not TaskStatus.RUNNING:
-                    raise Conflict(f"task {task.name} is {status.value}: only a running task can be paused",
+                if not ((status is TaskStatus.RUNNING and task.control != Control.PAUSE)
+                        or (status is TaskStatus.PAUSED and task.control == Control.RESUME)):
+                    now = "being paused" if task.control == Control.PAUSE else status.value
+                    raise Conflict(f"task {task.name} is {now}: only a running task can be paused",
                                    code="TASK_NOT_RUNNING")
                 task.control = control.value
             elif control is Control.RESUME:
-                if status is TaskStatus.RUNNING and task.control != Control.PAUSE:
-                    return task
-                if status is not TaskStatus.PAUSED and task.control != Control.PAUSE:
-                    raise Conflict(f"task {task.name} is {status.value}: only a paused task can be resumed",
+                if not ((status is TaskStatus.PAUSED and task.control != Control.RESUME)
+                        or (status is TaskStatus.RUNNING and task.control == Control.PAUSE)):
+                    now = "being resumed" if task.control == Control.RESUME else status.value
+                    raise Conflict(f"task {task.name} is {now}: only a paused task can be resumed",
                                    code="TASK_NOT_PAUSED")
                 task.control = control.value
             elif status in ACTIVE:
