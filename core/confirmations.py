@@ -46,7 +46,7 @@ from core.ids import new_id
 from core.models import Agent, Confirmation, Project, Task, Vote
 from core.policy import Decision, Policy, PolicyStore, Risk, Verdict
 from core.projects import Projects
-from core.tasks import ACTIVE, GATED, Outcome, TaskStatus, end
+from core.tasks import ACTIVE, GATED, Outcome, State, TaskStatus, end, set_state
 from core.textcheck import free_text, name_text
 
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no I, L, O, 0, 1: read aloud and typed without doubt
@@ -296,10 +296,26 @@ class Confirmations:
                 requester_id=task.owner_id, requester_name=task.owner_name, task=task, agent_id=task.agent_id,
                 project_id=task.project_id,
             )
-            if gate.confirmation.status == Status.PENDING:
-                task.state_message = f"waiting for approval {gate.confirmation.code}: {plan.summary}"[:500]
-                session.add(task)
+            await self.note_waiting(session, task)
             return gate.confirmation
+
+    async def note_waiting(self, session: AsyncSession, task: Task, decided: str = "") -> None:
+        """The one writer of "this running agent waits on people": while one of its `shepherd ask` questions is
+        pending, the task's state is `idle` with the question; once people decided them all, `working` again
+        (`decided` says how). The log flusher leaves an idle task's message alone (core.tasks.waiting_on_people)."""
+        if TaskStatus(task.status) is not TaskStatus.RUNNING:
+            return  # a paused task is idle anyway; resuming it asks again
+        asking = (await session.exec(select(Confirmation).where(
+            Confirmation.task_id == task.id, Confirmation.status == Status.PENDING.value,
+            Confirmation.origin == Origin.AGENT.value,
+        ).order_by(col(Confirmation.created_at), col(Confirmation.id)))).first()
+        if asking is not None:
+            set_state(task, State.IDLE, f"waiting for approval {asking.code}: {asking.summary}")
+        elif task.state == State.IDLE:
+            set_state(task, State.WORKING, decided or "people decided; the agent goes on")
+        else:
+            return
+        session.add(task)
 
     async def asked(self, task_id: str, token: str, code: str) -> tuple[Confirmation, bool]:
         """A question of this task, and whether its answer is held back (its agent is suspended)."""
@@ -474,6 +490,9 @@ class Confirmations:
                 end(task, Outcome.DENIED, {**(task.evidence or {}), "reason": why, "confirmation": conf.code})
             elif status is Status.APPROVED and TaskStatus(task.status) in GATED:
                 task.state_message = f"{conf.code} approved by {by}: running {conf.action}"
+            elif conf.origin == Origin.AGENT:
+                how = f"{status.value} by {by}" if status in (Status.APPROVED, Status.REJECTED) else status.value
+                await self.note_waiting(session, task, f"{conf.code} {how}; the agent goes on")
             session.add(task)
         system = Principal(org_id=conf.org_id, name=by, scopes=frozenset(), channel=via)
         await record(session, system, "confirmation", f"confirmation.{status.value}", agent_id=conf.agent_id,

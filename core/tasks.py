@@ -24,7 +24,7 @@ import builtins
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -142,6 +142,41 @@ def set_status(task: Task, to: TaskStatus, state: State, message: str) -> None:
     task.state_message = message[:500]
     task.state_at = now
     task.updated_at = now
+
+
+def set_state(task: Task, state: State, message: str) -> None:
+    """The agent's current_state within the task's status (a running agent that waits on people is idle)."""
+    now = utcnow()
+    task.state = state.value
+    task.state_message = message[:500]
+    task.state_at = now
+    task.updated_at = now
+
+
+# Who waits on whom. A task waits on people when a gated action of its own waits for a decision
+# (`awaiting`), when its running agent waits in `shepherd ask` (core.confirmations keeps such a task's
+# state `idle` with the question, and `working` again once people decided), or when its last turn ended
+# on a question (`closing_question`: completed, state `idle`, the question as its message). Every dialect
+# reads that one fact through `waiting_on_people`: Coder shows current_state idle, Eliza `blocked`.
+_ASKING = frozenset({TaskStatus.RUNNING, TaskStatus.COMPLETED})
+
+
+def waiting_on_people(task: Task) -> bool:
+    status = TaskStatus(task.status)
+    return status in GATED or (status in _ASKING and task.state == State.IDLE)
+
+
+_QUESTION_END = re.compile(r"\?[\s\"'`*_)\]]*$")
+
+
+def closing_question(lines: Sequence[str]) -> str | None:
+    """The question a turn ended on: its last non-blank output line, when that line asks something (it ends
+    with a question mark, maybe inside quotes or markdown). An agent that asks and exits (`claude -p` with a
+    question for the user, the demo agent's `[ask]`) waits for input; it has not completed the work."""
+    for line in reversed(lines):
+        if line.strip():
+            return line.strip()[:500] if _QUESTION_END.search(line) else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -644,8 +679,9 @@ async def agent_after(session: AsyncSession, task: Task, outcome: Outcome) -> No
     session.add(agent)
 
 
-def end(task: Task, outcome: Outcome, evidence: dict[str, Any]) -> None:
-    """A turn's end: the outcome, its evidence, and no process or runner any more."""
+def end(task: Task, outcome: Outcome, evidence: dict[str, Any], *, question: str | None = None) -> None:
+    """A turn's end: the outcome, its evidence, and no process or runner any more. A successful turn that
+    ended on a `question` waits for input: state `idle`, the question its message."""
     task.outcome = outcome.value
     task.evidence = evidence
     task.finished_at = utcnow()
@@ -653,6 +689,9 @@ def end(task: Task, outcome: Outcome, evidence: dict[str, Any]) -> None:
     task.control = None
     task.runner_id = None
     task.callback_hash = None
+    if question is not None and outcome is Outcome.SUCCEEDED:
+        set_status(task, outcome.status, State.IDLE, question)
+        return
     set_status(task, outcome.status, State.COMPLETE if outcome is Outcome.SUCCEEDED else State.FAILED,
                evidence_summary(task))
 
