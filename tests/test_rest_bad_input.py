@@ -102,7 +102,7 @@ async def test_a_nul_anywhere_in_a_body_is_refused_with_where_it_is(rig: Rig) ->
         path = _path(route, task_id if "{taskId}" in route.path else "x")
         headers = {"Authorization": f"Bearer {task_token}"} if route.guard else None
         for raw, where in ((b'{"name": "a\\u0000b"}', "name"), (b'{"x": {"deep": ["ok", "\\u0000"]}}', "x.deep[1]"),
-                           (b'{"ke\\u0000y": 1}', "ke")):
+                           (b'{"ke\\u0000y": 1}', "ke\\x00y")):
             status, body = await rig.call(route.method, path + "?format=agentapi", raw=raw, headers=headers)
             assert (status, body["code"]) == (400, "VALIDATION_ERROR"), (_id(route), status, body)
             assert body["error"].startswith(where) and "NUL" in body["error"], body

@@ -183,7 +183,7 @@ def _nul_at(data: Any) -> str | None:
             for key, value in item.items():
                 path = f"{where}.{key}" if where else str(key)
                 if "\x00" in key:
-                    return path
+                    return path.replace("\x00", "\\x00")  # named, not echoed
                 stack.append((path, value))
         elif isinstance(item, list):
             stack.extend((f"{where}[{i}]", value) for i, value in enumerate(item))
