@@ -24,6 +24,8 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.events import record
 from core.ids import new_id
 from core.models import Agent, AgentType, Project
+from core.projects import find_project, resolve_project
+from core.textcheck import free_text, name_text
 
 MIN_LEVEL, MAX_LEVEL, DEFAULT_LEVEL = 0, 5, 1
 MAX_PAGE = 500
@@ -127,7 +129,7 @@ def parse_action(value: Any) -> AgentAction:
 class AgentFilter:
     type: str | None = None
     status: AgentStatus | None = None
-    project_id: str | None = None
+    project_id: str | None = None  # a project id or name
 
 
 class Agents:
@@ -153,7 +155,7 @@ class Agents:
         self, principal: Principal, *, type_name: str, lifecycle: str, description: str
     ) -> TypeInfo:
         principal.require(Scope.ADMIN, "registering an agent type")
-        if not _TYPE_NAME.match(type_name or ""):
+        if not _TYPE_NAME.match(name_text(type_name or "", "the agent type")):
             raise ValidationFailed(
                 "an agent type is 2-32 characters: a lower-case letter, then letters, digits, '-' or '_'",
                 code="INVALID_AGENT_TYPE",
@@ -164,7 +166,7 @@ class Agents:
             raise ValidationFailed(
                 "lifecycle must be persistent or ephemeral", code="INVALID_LIFECYCLE"
             ) from None
-        description = (description or "").strip()
+        description = free_text((description or "").strip(), "the description")
         if not description or len(description) > 500:
             raise ValidationFailed("a description is 1-500 characters", code="VALIDATION_ERROR")
         async with self.db.write() as session:
@@ -189,9 +191,12 @@ class Agents:
             where.append(Agent.type == flt.type)
         if flt.status:
             where.append(Agent.status == flt.status.value)
-        if flt.project_id:
-            where.append(Agent.project_id == flt.project_id)
         async with self.db.read() as session:
+            if flt.project_id:
+                project = await find_project(session, principal.org_id, flt.project_id)
+                if project is None:
+                    return [], 0
+                where.append(Agent.project_id == project.id)
             total = (await session.exec(select(func.count()).select_from(Agent).where(*where))).one()
             rows = await session.exec(
                 select(Agent, Project)
@@ -249,7 +254,7 @@ class Agents:
         task: str | None = None,
     ) -> AgentView:
         principal.require(Scope.WRITE, "creating an agent")
-        name = (name or "").strip()
+        name = name_text((name or "").strip(), "the agent name")
         if not name or len(name) > 100:
             raise ValidationFailed("an agent name is 1-100 characters", code="INVALID_NAME")
         level = parse_level(autonomy_level)
@@ -262,9 +267,7 @@ class Agents:
                 )
             project = None
             if project_id:
-                project = await session.get(Project, project_id)
-                if project is None or project.org_id != principal.org_id:
-                    raise NotFound(f"project {project_id!r} not found", code="PROJECT_NOT_FOUND")
+                project = await resolve_project(session, principal.org_id, project_id)
             elif type == "project":
                 raise ValidationFailed("a project agent needs a projectId", code="PROJECT_REQUIRED")
             if type == "project" and project is not None:

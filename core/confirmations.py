@@ -25,7 +25,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -46,7 +46,8 @@ from core.ids import new_id
 from core.models import Agent, Confirmation, Project, Task, Vote
 from core.policy import Decision, Policy, PolicyStore, Risk, Verdict
 from core.projects import Projects
-from core.tasks import ACTIVE, GATED, Outcome, TaskStatus, end
+from core.tasks import ACTIVE, GATED, Outcome, State, TaskStatus, end, set_state
+from core.textcheck import free_text, name_text
 
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no I, L, O, 0, 1: read aloud and typed without doubt
 CODE_LENGTH = 4
@@ -235,6 +236,7 @@ class Confirmations:
         """A person asks for an action by command. Their command is their own vote when they may approve
         and one vote decides (quorum 1); otherwise approvers decide, as for anything else."""
         principal.require(Scope.WRITE, f"asking for {plan.action}")
+        plan = checked_plan(plan)
         requester_id = principal.user_id or principal.actor
         async with self.db.write() as session:
             level = agent.autonomy_level if agent else 1
@@ -278,9 +280,15 @@ class Confirmations:
                                code="INVALID_TASK_TOKEN")
         return task
 
+    async def check_task_token(self, task_id: str, token: str) -> None:
+        """Refuse (401) a token that is not this task's for its running turn, before anything else is read."""
+        async with self.db.read() as session:
+            await self.task_by_token(session, task_id, token)
+
     async def ask(self, task_id: str, token: str, plan: Plan) -> Confirmation:
         async with self.db.write() as session:
             task = await self.task_by_token(session, task_id, token, lock=True)
+            plan = checked_plan(plan)  # the token first: a stranger learns nothing, not even what is refused
             agent = await session.get(Agent, task.agent_id) if task.agent_id else None
             level = agent.autonomy_level if agent else task.autonomy_level
             gate = await self.gate(
@@ -288,10 +296,26 @@ class Confirmations:
                 requester_id=task.owner_id, requester_name=task.owner_name, task=task, agent_id=task.agent_id,
                 project_id=task.project_id,
             )
-            if gate.confirmation.status == Status.PENDING:
-                task.state_message = f"waiting for approval {gate.confirmation.code}: {plan.summary}"[:500]
-                session.add(task)
+            await self.note_waiting(session, task)
             return gate.confirmation
+
+    async def note_waiting(self, session: AsyncSession, task: Task, decided: str = "") -> None:
+        """The one writer of "this running agent waits on people": while one of its `shepherd ask` questions is
+        pending, the task's state is `idle` with the question; once people decided them all, `working` again
+        (`decided` says how). The log flusher leaves an idle task's message alone (core.tasks.waiting_on_people)."""
+        if TaskStatus(task.status) is not TaskStatus.RUNNING:
+            return  # a paused task is idle anyway; resuming it asks again
+        asking = (await session.exec(select(Confirmation).where(
+            Confirmation.task_id == task.id, Confirmation.status == Status.PENDING.value,
+            Confirmation.origin == Origin.AGENT.value,
+        ).order_by(col(Confirmation.created_at), col(Confirmation.id)))).first()
+        if asking is not None:
+            set_state(task, State.IDLE, f"waiting for approval {asking.code}: {asking.summary}")
+        elif task.state == State.IDLE:
+            set_state(task, State.WORKING, decided or "people decided; the agent goes on")
+        else:
+            return
+        session.add(task)
 
     async def asked(self, task_id: str, token: str, code: str) -> tuple[Confirmation, bool]:
         """A question of this task, and whether its answer is held back (its agent is suspended)."""
@@ -386,7 +410,7 @@ class Confirmations:
         self, principal: Principal, ref: str, *, approve: bool, comment: str, via: str | None
     ) -> VoteResult:
         principal.require(Scope.APPROVE, "deciding a confirmation")
-        comment = (comment or "").strip()[:MAX_COMMENT]
+        comment = free_text((comment or "").strip(), "the comment")[:MAX_COMMENT]
         via = via or principal.channel
         voter_id = principal.user_id or principal.actor
         async with self.db.write() as session:
@@ -466,6 +490,9 @@ class Confirmations:
                 end(task, Outcome.DENIED, {**(task.evidence or {}), "reason": why, "confirmation": conf.code})
             elif status is Status.APPROVED and TaskStatus(task.status) in GATED:
                 task.state_message = f"{conf.code} approved by {by}: running {conf.action}"
+            elif conf.origin == Origin.AGENT:
+                how = f"{status.value} by {by}" if status in (Status.APPROVED, Status.REJECTED) else status.value
+                await self.note_waiting(session, task, f"{conf.code} {how}; the agent goes on")
             session.add(task)
         system = Principal(org_id=conf.org_id, name=by, scopes=frozenset(), channel=via)
         await record(session, system, "confirmation", f"confirmation.{status.value}", agent_id=conf.agent_id,
@@ -520,7 +547,15 @@ class Confirmations:
 
 
 def check_summary(text: str) -> str:
-    text = (text or "").strip()
+    text = free_text((text or "").strip(), "the summary")
     if not text or len(text) > MAX_SUMMARY:
         raise ValidationFailed(f"a summary is 1-{MAX_SUMMARY} characters", code="INVALID_SUMMARY")
     return text
+
+
+def checked_plan(plan: Plan) -> Plan:
+    """What people or an agent wrote into a plan (its summary, its text parameters) is text like any other:
+    checked, and kept with its line breaks normalised."""
+    params = {name_text(str(key), "a parameter name"): free_text(value, f"parameter {key}")
+              if isinstance(value, str) else value for key, value in plan.params.items()}
+    return replace(plan, summary=free_text(plan.summary, "the summary"), params=params)

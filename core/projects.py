@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.access import Principal, Scope
 from core.db import Database
@@ -12,13 +13,14 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.events import record
 from core.ids import new_id
 from core.models import Project
+from core.textcheck import name_text
 
 PROJECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 REPO = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$"
 _NAME = re.compile(PROJECT_NAME)
 _REPO = re.compile(REPO)
-# git check-ref-format, the parts that matter for a name typed by a person.
-_BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)|(\.$)|(//)")
+# git check-ref-format, the parts that matter for a name typed by a person (control characters included).
+_BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\s\x00-\x1f\x7f~^:?*\[\\])|(@\{)|(/$)|(\.lock$)|(\.$)|(//)")
 
 
 def check_repo(repo: str) -> str:
@@ -33,6 +35,26 @@ def check_branch(branch: str) -> str:
     return branch
 
 
+async def find_project(session: AsyncSession, org_id: str, ref: str) -> Project | None:
+    """A project of the org by id, else by name: the one way every channel and dialect names a project
+    (the console speaks in names, the CodeSpar seed's own example sends `"projectId": "proj-001"`)."""
+    ref = (ref or "").strip()
+    if not ref:
+        return None
+    project = await session.get(Project, ref)
+    if project is not None and project.org_id == org_id:
+        return project
+    return (await session.exec(select(Project).where(Project.org_id == org_id, Project.name == ref))).first()
+
+
+async def resolve_project(session: AsyncSession, org_id: str, ref: str) -> Project:
+    """`find_project`, or 404 PROJECT_NOT_FOUND."""
+    project = await find_project(session, org_id, ref)
+    if project is None:
+        raise NotFound(f"project {ref!r} not found", code="PROJECT_NOT_FOUND")
+    return project
+
+
 class Projects:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -41,7 +63,7 @@ class Projects:
         self, principal: Principal, *, name: str, repo: str | None = None, default_branch: str | None = None
     ) -> Project:
         principal.require(Scope.WRITE, "creating a project")
-        name = (name or "").strip()
+        name = name_text((name or "").strip(), "the project name")
         if not _NAME.match(name):
             raise ValidationFailed(
                 "a project name is 1-100 letters, digits, '.', '-' or '_', starting with a letter or digit",
@@ -79,13 +101,4 @@ class Projects:
         """A project by id or by name."""
         principal.require(Scope.READ, "reading a project")
         async with self.db.read() as session:
-            project = await session.get(Project, ref)
-            if project is None or project.org_id != principal.org_id:
-                project = (
-                    await session.exec(
-                        select(Project).where(Project.org_id == principal.org_id, Project.name == ref)
-                    )
-                ).first()
-        if project is None:
-            raise NotFound(f"project {ref!r} not found", code="PROJECT_NOT_FOUND")
-        return project
+            return await resolve_project(session, principal.org_id, ref)

@@ -20,11 +20,11 @@ import socket
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, func, insert, update
+from sqlalchemy import and_, case, func, insert, update
 from sqlmodel import col, select
 
 from core.access import Principal, Scope
@@ -41,6 +41,7 @@ from core.runners.presets import AgentCatalog, verdict
 from core.runners.sandbox import SANDBOX_HOME, SANDBOX_SOCKET, SANDBOX_TOOLS, SandboxView, home_for
 from core.runners.workspace import WorkspaceError, commit_all, diff_stats, prepare
 from core.service import Shepherd
+from core.snapshots import take_snapshot
 from core.tasks import (
     ACTIVE,
     GATED,
@@ -53,6 +54,7 @@ from core.tasks import (
     State,
     TaskStatus,
     agent_after,
+    closing_question,
     delete_rows,
     end,
     repo_kind,
@@ -162,6 +164,8 @@ class _Run:
     dropped: int = 0
     session_pattern: str | None = None
     session_ref: str | None = None
+    # claimed before its callback token exists: every `shepherd ask` since belongs to this turn
+    turn_started: datetime = field(default_factory=utcnow)
 
 
 class TaskSupervisor:
@@ -343,6 +347,8 @@ class TaskSupervisor:
 
     async def _pause_or_resume(self, run: _Run, control: Control) -> None:
         assert run.handle is not None
+        if control is Control.PAUSE:
+            await self._flush()  # the snapshot is taken from the stored log: store what was read first
         async with self.db.write() as session:
             task = await session.get(Task, run.task_id, with_for_update=True)
             if task is None:
@@ -351,10 +357,12 @@ class TaskSupervisor:
             if control is Control.PAUSE and task.status == TaskStatus.RUNNING:
                 run.handle.pause()
                 set_status(task, TaskStatus.PAUSED, State.IDLE, "paused: the agent's processes are frozen")
+                await take_snapshot(session, task)
                 name = "task.paused"
             elif control is Control.RESUME and task.status == TaskStatus.PAUSED:
                 run.handle.resume()
                 set_status(task, TaskStatus.RUNNING, State.WORKING, "resumed")
+                await self.shepherd.confirmations.note_waiting(session, task)  # still asking people?
                 name = "task.resumed"
             else:
                 session.add(task)
@@ -536,14 +544,18 @@ class TaskSupervisor:
         diff = DiffStats()
         with contextlib.suppress(Exception):
             diff = await diff_stats(workspace, task.base_sha)
-        outcome, reason = self._judge(run, exit_)
+        outcome, reason = self._judge(run, exit_, await self._refused_question(run))
+        question = closing_question(run.last_lines) if outcome is Outcome.SUCCEEDED else None
+        if question is not None:
+            reason = f"waiting for input: {question}"
         plan: Plan | None = None
-        if outcome is Outcome.SUCCEEDED and diff.files and run.stop_reason is None:
+        # a turn that ends on a question has not finished the work: its changes wait for the answer's turn
+        if outcome is Outcome.SUCCEEDED and diff.files and run.stop_reason is None and question is None:
             try:
                 plan = await self._plan_after_turn(task, workspace)
             except WorkspaceError as exc:
                 outcome, reason = Outcome.FAILED, f"committing the agent's changes failed: {exc.message}"
-        await self._finish(run, outcome, exit_, diff, reason, plan=plan)
+        await self._finish(run, outcome, exit_, diff, reason, plan=plan, question=question)
 
     async def _started(self, run: _Run, snapshot: Task, text: str, session_ref: str, follow_up: bool) -> None:
         assert run.handle is not None
@@ -593,7 +605,16 @@ class TaskSupervisor:
         added, _ = self._log_state.get(run.task_id, (0, ""))
         self._log_state[run.task_id] = (added + 1, line)
 
-    def _judge(self, run: _Run, exit_: RunExit) -> tuple[Outcome, str]:
+    async def _refused_question(self, run: _Run) -> Confirmation | None:
+        """A `shepherd ask` of this turn that people rejected, or let expire."""
+        async with self.db.read() as session:
+            return (await session.exec(select(Confirmation).where(
+                Confirmation.task_id == run.task_id, Confirmation.origin == Origin.AGENT.value,
+                col(Confirmation.status).in_([Status.REJECTED.value, Status.EXPIRED.value]),
+                col(Confirmation.created_at) >= run.turn_started,
+            ).order_by(col(Confirmation.created_at)))).first()
+
+    def _judge(self, run: _Run, exit_: RunExit, refused: Confirmation | None = None) -> tuple[Outcome, str]:
         cfg = self.config
         if run.stop_reason == "shutdown":
             return Outcome.INTERRUPTED, "Shepherd stopped while the agent was working; `send` continues it"
@@ -605,6 +626,11 @@ class TaskSupervisor:
             return Outcome.TIMED_OUT, f"ran longer than {cfg.hard_timeout_s:g} s (SHEPHERD_TASK_TIMEOUT)"
         if run.verdict is not None:
             return run.verdict, f"the agent reported: {run.verdict_line[:300]}"
+        if refused is not None and not exit_.exit_code:
+            # it asked, people said no (or nobody answered), and it went on to exit 0: not a success
+            by = f" by {refused.decided_by}" if refused.status == Status.REJECTED else ""
+            why = f": {refused.reason}" if refused.reason else ""
+            return Outcome.DENIED, f"{refused.action} ({refused.code}) was {refused.status}{by}{why}"
         if exit_.exit_code:
             how = f"killed by signal {-exit_.exit_code}" if exit_.exit_code < 0 else f"exit code {exit_.exit_code}"
             return Outcome.FAILED, f"the agent failed ({how})"
@@ -614,7 +640,7 @@ class TaskSupervisor:
 
     async def _finish(
         self, run: _Run, outcome: Outcome, exit_: RunExit | None, diff: DiffStats, reason: str,
-        plan: Plan | None = None,
+        plan: Plan | None = None, question: str | None = None,
     ) -> None:
         await self._flush()
         evidence = Evidence(
@@ -652,7 +678,7 @@ class TaskSupervisor:
                                                            "evidence": evidence, "next": plan.action})
                     await self._gate(session, task, plan)
                     return
-                end(task, outcome, evidence)
+                end(task, outcome, evidence, question=question)
                 dropped_inputs = 0
                 if follow_ups and (exit_ is None or outcome in (Outcome.CANCELLED, Outcome.INTERRUPTED)):
                     # the turn never ran, or people ended it: waiting follow-ups are not delivered
@@ -914,9 +940,11 @@ class TaskSupervisor:
                         await session.exec(
                             update(Task).where(col(Task.id) == task_id).values(
                                 log_count=col(Task.log_count) + added, updated_at=now,
-                                # the latest line is the agent's state message while it runs (not when paused)
+                                # the latest line is the agent's state message while it works (not when
+                                # paused, nor while it waits on people: core.confirmations.note_waiting)
                                 state_message=case(
-                                    (col(Task.status) == TaskStatus.RUNNING.value, last[:500]),
+                                    (and_(col(Task.status) == TaskStatus.RUNNING.value,
+                                          col(Task.state) == State.WORKING.value), last[:500]),
                                     else_=col(Task.state_message),
                                 ),
                             )

@@ -24,7 +24,7 @@ import builtins
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -44,12 +44,14 @@ from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.events import record
 from core.ids import new_id
 from core.models import Agent, Project, RunnerNode, Task, TaskLog, User
+from core.projects import check_branch, find_project, resolve_project
 from core.runners.sandbox import home_for
+from core.snapshots import MAX_SNAPSHOT_BYTES
+from core.textcheck import free_text, optional_name
 
 MAX_PROMPT = 20_000
 MAX_INPUT = 20_000
 MAX_PAGE = 500
-MAX_SNAPSHOT_BYTES = 64 * 1024
 MAX_PENDING_INPUTS = 20
 RUNNER_STALE_S = 30.0  # a runner silent this long is gone; its tasks end `interrupted`
 
@@ -143,6 +145,41 @@ def set_status(task: Task, to: TaskStatus, state: State, message: str) -> None:
     task.updated_at = now
 
 
+def set_state(task: Task, state: State, message: str) -> None:
+    """The agent's current_state within the task's status (a running agent that waits on people is idle)."""
+    now = utcnow()
+    task.state = state.value
+    task.state_message = message[:500]
+    task.state_at = now
+    task.updated_at = now
+
+
+# Who waits on whom. A task waits on people when a gated action of its own waits for a decision
+# (`awaiting`), when its running agent waits in `shepherd ask` (core.confirmations keeps such a task's
+# state `idle` with the question, and `working` again once people decided), or when its last turn ended
+# on a question (`closing_question`: completed, state `idle`, the question as its message). Every dialect
+# reads that one fact through `waiting_on_people`: Coder shows current_state idle, Eliza `blocked`.
+_ASKING = frozenset({TaskStatus.RUNNING, TaskStatus.COMPLETED})
+
+
+def waiting_on_people(task: Task) -> bool:
+    status = TaskStatus(task.status)
+    return status in GATED or (status in _ASKING and task.state == State.IDLE)
+
+
+_QUESTION_END = re.compile(r"\?[\s\"'`*_)\]]*$")
+
+
+def closing_question(lines: Sequence[str]) -> str | None:
+    """The question a turn ended on: its last non-blank output line, when that line asks something (it ends
+    with a question mark, maybe inside quotes or markdown). An agent that asks and exits (`claude -p` with a
+    question for the user, the demo agent's `[ask]`) waits for input; it has not completed the work."""
+    for line in reversed(lines):
+        if line.strip():
+            return line.strip()[:500] if _QUESTION_END.search(line) else None
+    return None
+
+
 @dataclass(frozen=True)
 class DiffStats:
     files: int = 0
@@ -198,7 +235,6 @@ def evidence_summary(task: Task) -> str:
 _REPO_SHORT = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _URL = re.compile(r"^(https?|ssh|git)://|^[\w.-]+@[\w.-]+:")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)")
 
 
 def repo_kind(repo: str) -> str:
@@ -215,14 +251,8 @@ def repo_kind(repo: str) -> str:
     )
 
 
-def check_branch(branch: str) -> str:
-    if not branch or len(branch) > 200 or _BRANCH_BAD.search(branch):
-        raise ValidationFailed(f"{branch!r} is not a usable git branch name", code="INVALID_BRANCH")
-    return branch
-
-
 def checked_input(text: str, limit: int) -> str:
-    text = (text or "").strip()
+    text = free_text((text or "").strip(), "the input")
     if not text or len(text) > limit:
         raise ValidationFailed(f"input is 1-{limit} characters", code="INVALID_INPUT")
     return text
@@ -238,7 +268,7 @@ class TaskFilter:
     status: frozenset[TaskStatus] | None = None
     owner_id: str | None = None  # an owner id or name
     org_id: str | None = None  # Coder's organization: filter; must be the principal's own org
-    project_id: str | None = None
+    project_id: str | None = None  # a project id or name
 
 
 STATUS_GROUPS: dict[str, frozenset[TaskStatus]] = {
@@ -309,9 +339,12 @@ class Tasks:
         """A new pending task under a new task agent. The caller's command is its own approval to start.
         `request_key` names the inbound item that asked for it: asking again with it returns the same task."""
         principal.require(Scope.WRITE, "starting a task")
-        prompt = (prompt or "").strip()
+        prompt = free_text((prompt or "").strip(), "the prompt")
         if not prompt or len(prompt) > MAX_PROMPT:
             raise ValidationFailed(f"a prompt is 1-{MAX_PROMPT} characters", code="INVALID_PROMPT")
+        display_name = optional_name(display_name, "the display name")
+        for value, what in ((name, "the task name"), (repo, "the repository"), (branch, "the branch")):
+            optional_name(value, what)
         runtime = runtime or self.default_runtime
         known = self.runtimes()
         if runtime not in known:
@@ -344,7 +377,7 @@ class Tasks:
                     return TaskView(earlier, await session.get(Project, earlier.project_id)
                                     if earlier.project_id else None)
             owner_id, owner_name = await self._owner(session, principal, owner)
-            proj = await self._project(session, principal, project) if project else None
+            proj = await resolve_project(session, principal.org_id, project) if project else None
             agent_level = DEFAULT_LEVEL
             if proj is not None:
                 repo = repo or proj.repo
@@ -373,7 +406,7 @@ class Tasks:
             )
             task = Task(
                 id=task_id, org_id=principal.org_id, name=name,
-                display_name=(display_name or prompt.splitlines()[0])[:200],
+                display_name=(display_name or prompt.splitlines()[0].replace("\t", " "))[:200],
                 owner_id=owner_id, owner_name=owner_name, agent_id=agent.id,
                 project_id=proj.id if proj else None, runtime=runtime, prompt=prompt, repo=repo,
                 base_branch=branch, work_branch=f"shepherd/{name}", autonomy_level=agent_level,
@@ -407,19 +440,6 @@ class Tasks:
         principal.require(Scope.ADMIN, "starting a task for someone else")
         return user.id, user.name
 
-    @staticmethod
-    async def _project(session: AsyncSession, principal: Principal, ref: str) -> Project:
-        proj = (
-            await session.exec(
-                select(Project).where(
-                    Project.org_id == principal.org_id, or_(col(Project.id) == ref, col(Project.name) == ref)
-                )
-            )
-        ).first()
-        if proj is None:
-            raise NotFound(f"project {ref!r} not found", code="PROJECT_NOT_FOUND")
-        return proj
-
     # --- reading -----------------------------------------------------------------------------
 
     async def list(
@@ -435,9 +455,12 @@ class Tasks:
             where.append(col(Task.status).in_([s.value for s in flt.status]))
         if flt.owner_id:
             where.append(or_(col(Task.owner_id) == flt.owner_id, col(Task.owner_name) == flt.owner_id))
-        if flt.project_id:
-            where.append(Task.project_id == flt.project_id)
         async with self.db.read() as session:
+            if flt.project_id:
+                proj = await find_project(session, principal.org_id, flt.project_id)
+                if proj is None:
+                    return [], 0
+                where.append(Task.project_id == proj.id)
             total = (await session.exec(select(func.count()).select_from(Task).where(*where))).one()
             rows = await session.exec(
                 select(Task).where(*where).order_by(col(Task.created_at).desc(), col(Task.id).desc())
@@ -518,18 +541,23 @@ class Tasks:
         async with self.db.write() as session:
             task = await self._find(session, principal, ref, owner, lock=True)
             status = TaskStatus(task.status)
+            # Coder answers 409 for the wrong state, a repeat included: pausing a paused task is a mistake the
+            # client should hear about. Until the runner has applied one, the other takes it back; neither
+            # takes back a stop.
+            if control in (Control.PAUSE, Control.RESUME) and task.control in (Control.STOP, Control.DELETE):
+                raise Conflict(f"task {task.name} is being stopped", code="TASK_STOPPING")
             if control is Control.PAUSE:
-                if status is TaskStatus.PAUSED or task.control == Control.PAUSE:
-                    return task
-                if status is not TaskStatus.RUNNING:
-                    raise Conflict(f"task {task.name} is {status.value}: only a running task can be paused",
+                if not ((status is TaskStatus.RUNNING and task.control != Control.PAUSE)
+                        or (status is TaskStatus.PAUSED and task.control == Control.RESUME)):
+                    now = "being paused" if task.control == Control.PAUSE else status.value
+                    raise Conflict(f"task {task.name} is {now}: only a running task can be paused",
                                    code="TASK_NOT_RUNNING")
                 task.control = control.value
             elif control is Control.RESUME:
-                if status is TaskStatus.RUNNING and task.control != Control.PAUSE:
-                    return task
-                if status is not TaskStatus.PAUSED and task.control != Control.PAUSE:
-                    raise Conflict(f"task {task.name} is {status.value}: only a paused task can be resumed",
+                if not ((status is TaskStatus.PAUSED and task.control != Control.RESUME)
+                        or (status is TaskStatus.RUNNING and task.control == Control.PAUSE)):
+                    now = "being resumed" if task.control == Control.RESUME else status.value
+                    raise Conflict(f"task {task.name} is {now}: only a paused task can be resumed",
                                    code="TASK_NOT_PAUSED")
                 task.control = control.value
             elif status in ACTIVE:
@@ -653,8 +681,9 @@ async def agent_after(session: AsyncSession, task: Task, outcome: Outcome) -> No
     session.add(agent)
 
 
-def end(task: Task, outcome: Outcome, evidence: dict[str, Any]) -> None:
-    """A turn's end: the outcome, its evidence, and no process or runner any more."""
+def end(task: Task, outcome: Outcome, evidence: dict[str, Any], *, question: str | None = None) -> None:
+    """A turn's end: the outcome, its evidence, and no process or runner any more. A successful turn that
+    ended on a `question` waits for input: state `idle`, the question its message."""
     task.outcome = outcome.value
     task.evidence = evidence
     task.finished_at = utcnow()
@@ -662,6 +691,9 @@ def end(task: Task, outcome: Outcome, evidence: dict[str, Any]) -> None:
     task.control = None
     task.runner_id = None
     task.callback_hash = None
+    if question is not None and outcome is Outcome.SUCCEEDED:
+        set_status(task, outcome.status, State.IDLE, question)
+        return
     set_status(task, outcome.status, State.COMPLETE if outcome is Outcome.SUCCEEDED else State.FAILED,
                evidence_summary(task))
 

@@ -18,6 +18,7 @@ from core.errors import Unauthorized, ValidationFailed
 from core.ids import new_id
 from core.models import ApiToken
 from core.orgs import ensure_org
+from core.textcheck import name_text
 
 SECRET_PREFIX = "shp_"
 
@@ -47,7 +48,7 @@ class Tokens:
 
     async def create(self, *, org_id: str, name: str, scopes: frozenset[Scope] | str) -> IssuedToken:
         scope_set = parse_scopes(scopes) if isinstance(scopes, str) else scopes
-        name = name.strip()
+        name = name_text(name.strip(), "the token name")
         if not name or len(name) > 200:
             raise ValidationFailed("a token name is 1-200 characters", code="INVALID_TOKEN_NAME")
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)

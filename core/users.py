@@ -11,6 +11,7 @@ from core.events import record
 from core.ids import new_id
 from core.models import Identity, User
 from core.orgs import ensure_org
+from core.textcheck import clean_name
 
 
 class Users:
@@ -23,6 +24,7 @@ class Users:
     ) -> Principal:
         """Who a channel's user is in Shepherd; first contact creates the user with `default_role`.
         `admin`: the deployment names them an admin (SHEPHERD_ADMINS), whatever their role was."""
+        display_name = clean_name(display_name).strip() or external_id  # the platform's, never retyped
         async with self.db.read() as session:  # the common case, someone seen before: no write
             known = (await session.exec(
                 select(User).join(Identity, col(Identity.user_id) == col(User.id)).where(

@@ -16,6 +16,8 @@ import pytest
 from aiohttp import web
 
 from adapters.github.forge import GitHubForge
+from adapters.rest.coder import coder_task
+from adapters.rest.eliza import coding_task
 from bot.app import create_callback_app
 from bot.callbacks import write_launcher
 from bot.outbox import Dispatcher
@@ -267,6 +269,47 @@ async def test_shepherd_ask_exits_1_on_reject_and_the_policy_answers_at_once_whe
     assert "ask db.migrate: rejected" in lines
     assert "ask pr.comment: approved" in lines  # low risk at L2: policy decided without people
     assert (done.decision_count, done.auto_resolved_count) == (2, 1)
+    # it went on and exited 0, but what it asked people for was refused: not a success (README: `denied`)
+    assert (done.status, done.outcome, done.evidence["exitCode"]) == ("failed", "denied", 0)
+    assert done.evidence["reason"] == f"db.migrate ({conf.code}) was rejected by bob: not now"
+
+
+async def test_an_agent_waiting_in_shepherd_ask_shows_as_waiting_on_people_in_every_dialect(world: World) -> None:
+    task = await world.run("deploy it [confirm deploy.staging] [long 3] [noedit]", level=1)
+    conf = await world.pending_for(task.id)
+    question = f"waiting for approval {conf.code}: the demo agent wants to deploy.staging"
+    waiting = await world.until(task.id, lambda t: t.state == "idle")
+    assert (waiting.status, waiting.state_message) == ("running", question)
+    coder = coder_task(world.shepherd, waiting)
+    assert (coder.status, coder.current_state.state, coder.current_state.message) == ("active", "idle", question)
+    assert coding_task(waiting).status == "blocked"
+    await asyncio.sleep(0.5)  # output flushed meanwhile ("asking people before …") does not hide the question
+    assert (await world.shepherd.tasks.get(ALICE, task.id)).state_message == question
+
+    await world.shepherd.confirmations.vote(BOB, conf.code, approve=True)
+    working = await world.until(task.id, lambda t: t.state == "working" and "tick" in t.state_message)
+    assert working.status == "running" and coding_task(working).status == "active"
+    assert coder_task(world.shepherd, working).current_state.state == "working"
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    assert done.outcome == "succeeded"
+
+
+async def test_a_turn_that_ends_on_a_question_waits_for_its_answer_before_anything_leaves(world: World) -> None:
+    task = await world.run("pick a database [ask]", level=3)  # L3 opens pull requests by itself
+    asked = await world.until(task.id, lambda t: t.outcome is not None)
+    question = "QUESTION: Which database should the tests use?"
+    assert (asked.status, asked.outcome, asked.state, asked.state_message) == (
+        "completed", "succeeded", "idle", question)
+    assert asked.evidence["reason"] == f"waiting for input: {question}"
+    coder = coder_task(world.shepherd, asked)
+    assert (coder.status, coder.current_state.state, coder.current_state.message) == ("active", "idle", question)
+    assert coding_task(asked).status == "blocked"
+    assert world.pull_posts() == [] and await world.shepherd.confirmations.pending(ALICE) == []
+
+    await world.shepherd.tasks.send(ALICE, task.id, "PostgreSQL")
+    done = await world.until(task.id, lambda t: t.turns == 2 and t.outcome is not None)
+    assert (done.state, done.outcome) == ("complete", "succeeded") and coding_task(done).status == "completed"
+    assert len(world.pull_posts()) == 1, "the answered turn's work is what the pull request carries"
 
 
 async def test_a_failed_delivery_is_retried_and_nothing_is_lost(world: World) -> None:

@@ -108,12 +108,23 @@ async def test_agent_commands_end_to_end(shepherd: Shepherd, admin: Principal) -
     assert "autonomy L4 Trusted" in text and "repo acme/api" in text and "agent.set_autonomy" in text
     ok, text = await run(shepherd, admin, "agents status:suspended")
     assert ok and "no agents" in text
+    project_id = (await shepherd.projects.get(admin, "api")).id
+    for ref in ("api", project_id):  # a project by name or by id, in filters as everywhere
+        ok, text = await run(shepherd, admin, f"agents project:{ref}")
+        assert ok and agent_id in text, (ref, text)
+    ok, text = await run(shepherd, admin, "agents project:nope")
+    assert ok and "no agents" in text
     ok, text = await run(shepherd, admin, "status")
     assert "agents: 1 (1 active" in text and "projects: 1" in text
     ok, text = await run(shepherd, admin, f"agent delete {agent_id}")
     assert ok
     ok, text = await run(shepherd, admin, f"agent {agent_id}")
     assert not ok and text == "error: Agent not found"
+    ok, text = await run(shepherd, admin, 'run "fix it" --agent demo --project api')
+    assert ok, text
+    for ref in ("api", project_id):
+        ok, text = await run(shepherd, admin, f"tasks project:{ref}")
+        assert ok and "fix-it-" in text, (ref, text)
 
 
 async def test_permissions_are_checked(shepherd: Shepherd, admin: Principal) -> None:

@@ -303,21 +303,36 @@ async def test_pause_send_resume_and_the_queued_follow_up(rig: Rig) -> None:
     paused = await rig.until(task["id"], lambda t: t["status"] == "paused")
     assert (paused["workspace_status"], paused["workspace_agent_lifecycle"]) == ("stopped", "off")
     assert paused["current_state"]["state"] == "idle"
-    assert (await rig.call("POST", f"{url}/pause"))[0] == 202, "pausing a paused task is a no-op"
+    status, body = await rig.call("POST", f"{url}/pause")
+    assert (status, body["code"]) == (409, "TASK_NOT_RUNNING"), "pausing a paused task is refused, as Coder does"
     status, body = await rig.call("POST", f"{url}/send", {"input": "hello?"})
     assert (status, body["code"]) == (409, "TASK_PAUSED")
 
-    # A paused task's logs say whether a snapshot was uploaded.
-    logs = await rig.logs(task["id"])
-    assert logs["snapshot"] is False and "snapshot_at" not in logs
-    snap = f"/api/v2/workspaceagents/me/tasks/{task['id']}/log-snapshot?format=agentapi"
-    assert (await rig.call("POST", snap, {"messages": [{"id": 0, "role": "agent", "content": "tick"}]}))[0] == 204
+    # Pausing kept a snapshot of the last messages, and logs answers from it while paused.
     logs = await rig.logs(task["id"])
     assert logs["snapshot"] is True and ISO.match(logs["snapshot_at"])
+    entries = logs["logs"]
+    assert [e["type"] for e in entries] == ["input", "output"], "the prompt, then one message of what it printed"
+    assert entries[0]["content"] == "count [long 3]" and "tick 1" in entries[1]["content"]
+    assert all(set(e) == {"id", "content", "time", "type"} and ISO.match(e["time"]) for e in entries)
+    async with rig.shepherd.db.read() as session:
+        stored = await session.get(Task, task["id"])
+    assert stored is not None and stored.log_snapshot is not None
+    assert [m["role"] for m in stored.log_snapshot["messages"]] == ["user", "agent"], "agentapi's shape"
+    # A workspace agent's own upload replaces it.
+    snap = f"/api/v2/workspaceagents/me/tasks/{task['id']}/log-snapshot?format=agentapi"
+    message = {"id": 0, "role": "agent", "content": "uploaded", "time": "2026-01-02T03:04:05Z"}
+    assert (await rig.call("POST", snap, {"messages": [message]}))[0] == 204
+    logs = await rig.logs(task["id"])
+    assert logs["snapshot"] is True and logs["logs"] == [
+        {"id": 0, "content": "uploaded", "time": "2026-01-02T03:04:05Z", "type": "output"}]
 
     status, body = await rig.call("POST", f"{url}/resume")
     assert status == 202 and body["workspace_build"]["transition"] == "start"
     assert body["workspace_build"]["status"] in ("starting", "running")
+    await rig.until(task["id"], lambda t: t["status"] == "active")
+    status, body = await rig.call("POST", f"{url}/resume")
+    assert (status, body["code"]) == (409, "TASK_NOT_PAUSED"), "resuming a running task is refused"
     done = await rig.until(task["id"], lambda t: t["workspace_build_number"] == 2
                            and t["current_state"]["state"] == "complete", timeout=30)
     assert done["status"] == "active"
@@ -360,7 +375,11 @@ async def test_log_snapshot_upload(idle: Rig) -> None:
     assert (status, body["code"]) == (400, "INVALID_JSON")
     status, body = await idle.call("POST", f"{base}?format=agentapi", raw=b"{nope")
     assert (status, body["code"]) == (400, "INVALID_JSON")
-    big = {"messages": [{"content": "x" * 70_000}]}
+    message = {"id": 0, "role": "agent", "content": "hello", "time": "2026-01-02T03:04:05Z"}
+    for bad in ({}, {"messages": {}}, {"messages": [{**message, "role": "robot"}]}, {"messages": [{"id": 0}]}):
+        status, body = await idle.call("POST", f"{base}?format=agentapi", bad)
+        assert (status, body["code"]) == (400, "INVALID_SNAPSHOT"), bad
+    big = {"messages": [{**message, "content": "x" * 70_000}]}
     status, body = await idle.call("POST", f"{base}?format=agentapi", big)
     assert (status, body["code"]) == (413, "SNAPSHOT_TOO_LARGE")
     status, body = await idle.call("POST", "/api/v2/workspaceagents/me/tasks/task-nope/log-snapshot?format=agentapi",

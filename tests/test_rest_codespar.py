@@ -256,6 +256,36 @@ async def test_projects_api(api: Api) -> None:
     assert (await api.call("GET", "/api/projects/nope"))[1]["code"] == "PROJECT_NOT_FOUND"
 
 
+async def test_the_seeds_own_example_names_its_project_and_every_project_reference_takes_id_or_name(
+        api: Api) -> None:
+    """Seed 004's example sends `"projectId": "proj-001"`: on a fresh server, after a project of that name."""
+    status, body = await api.call("POST", "/api/agents", {"name": "api-gateway-agent", "type": "project",
+                                                          "projectId": "proj-001", "autonomyLevel": 2})
+    assert (status, body["code"]) == (404, "PROJECT_NOT_FOUND")
+    status, project = await api.call("POST", "/api/projects", {"name": "proj-001"})
+    assert status == 201 and project["id"] != "proj-001"
+    status, agent = await api.call("POST", "/api/agents", {"name": "api-gateway-agent", "type": "project",
+                                                           "projectId": "proj-001", "autonomyLevel": 2})
+    assert status == 201, agent
+    assert (agent["type"], agent["status"], agent["autonomyLevel"]) == ("project", "ACTIVE", 2)
+    assert agent["projectId"] == project["id"], "the reference resolved to the project it names"
+    status, body = await api.call("POST", "/api/agents", {"name": "again", "type": "project",
+                                                          "projectId": project["id"]})
+    assert (status, body["code"]) == (409, "PROJECT_AGENT_EXISTS"), "by id, the same project"
+    await api.call("POST", "/api/agents", {"name": "elsewhere", "type": "coordinator"})
+    for ref in ("proj-001", project["id"]):
+        status, listed = await api.call("GET", f"/api/agents?projectId={ref}")
+        assert [a["id"] for a in listed] == [agent["id"]], ref
+    status, listed = await api.call("GET", "/api/agents?projectId=no-such-project")
+    assert (status, listed) == (200, [])
+    status, details = await api.call("GET", f"/api/agents/{agent['id']}")
+    assert details["project"]["name"] == "proj-001"
+    status, explained = await api.call("GET", "/api/policy/explain?action=pr.open&project=proj-001")
+    assert status == 200 and explained["level"] == 1
+    status, task = await api.call("POST", "/api/v2/tasks/me", {"input": "x", "agent": "demo", "project": "proj-001"})
+    assert status == 201 and task["status"] == "pending"
+
+
 async def test_operations_endpoints(api: Api) -> None:
     async with api.client.get("/healthz") as resp:
         assert resp.status == 200 and await resp.json() == {"status": "ok"}

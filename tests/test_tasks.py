@@ -199,6 +199,26 @@ async def test_an_unusable_agent_fails_at_once_saying_what_to_install(sqlite_url
     assert done.turns == 0 and done.workspace is None, "nothing was prepared for an agent that cannot run"
 
 
+async def test_control_characters_an_agent_prints_are_not_stored_and_stop_no_output(
+        db_url: str, make_rig: RigFactory, tmp_path: Path) -> None:
+    """PostgreSQL stores no NUL: one agent printing one used to fail every later batch of every task's output."""
+    noisy = tmp_path / "noisy-agent"
+    noisy.write_text("#!/usr/bin/env python3\nimport sys\n"
+                     "if '--version' in sys.argv: print('noisy 1.0'); sys.exit(0)\n"
+                     "sys.stdout.write('start\\x00end\\nbell\\x07 csi\\x9b2J del\\x7f\\ntab\\tkept\\n')\n")
+    noisy.chmod(0o755)
+    catalog = AgentCatalog(custom_presets({"noisy": {"command": f"{noisy} {{prompt}}",
+                                                     "version": f"{noisy} --version"}}))
+    rig = await make_rig(db_url, catalog=catalog)
+    done = await rig.finished((await rig.run("make noise", runtime="noisy")).id)
+    assert done.outcome == "succeeded", done.evidence
+    _, rows = await rig.shepherd.tasks.logs(rig.who, done.id)
+    assert [r.content for r in rows if r.type == "output"] == ["startend", "bell csi2J del", "tab\tkept"]
+    after = await rig.finished((await rig.run("then a quiet one")).id)
+    _, rows = await rig.shepherd.tasks.logs(rig.who, after.id)
+    assert any("done: turn 1 finished" in r.content for r in rows), "output of later tasks is still stored"
+
+
 # --- steering a run --------------------------------------------------------------------------------------
 
 

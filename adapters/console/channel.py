@@ -6,6 +6,7 @@ import itertools
 import sys
 from typing import TextIO
 
+from adapters.console.terminal import emit
 from core.channels import Message
 
 
@@ -40,8 +41,8 @@ class ConsoleChannel:
         return address == self.address
 
     async def post(self, address: str, message: Message) -> str:
-        print(format_message(message), file=self.out, flush=True)
+        emit(format_message(message), self.out)
         return f"console-{next(self._refs)}"
 
     async def update(self, address: str, ref: str, message: Message) -> None:
-        print(format_message(message), file=self.out, flush=True)
+        emit(format_message(message), self.out)

@@ -8,6 +8,7 @@ import getpass
 import sys
 from typing import TextIO
 
+from adapters.console.terminal import emit
 from core.access import Principal, Role
 from core.commands import build_registry
 from core.errors import NotFound
@@ -45,7 +46,7 @@ class Console:
         only when that task has finished, and report success only if it succeeded."""
         reply = await self.registry.run(self.shepherd, self.principal, line,
                                         where=Where("console", self.principal.name))
-        print(reply.text, file=self.out if reply.ok else sys.stderr, flush=True)
+        emit(reply.text, self.out if reply.ok else sys.stderr)
         data = reply.data if isinstance(reply.data, dict) else {}
         if not (reply.ok and data.get("follow")):
             return reply.ok
@@ -66,11 +67,11 @@ class Console:
                 try:
                     task, rows = await self.shepherd.tasks.logs(self.principal, task_id, after_id=after)
                 except NotFound:
-                    print(f"[{task_id}] deleted", file=self.out, flush=True)
+                    emit(f"[{task_id}] deleted", self.out)
                     return None
                 for row in rows:
                     mark = ">" if row.type == LogType.INPUT else "|"
-                    print(f"[{task.name}] {mark} {row.content}", file=self.out, flush=True)
+                    emit(f"[{task.name}] {mark} {row.content}", self.out)
                 if rows:
                     after = rows[-1].id or after
                     continue  # more may be waiting: read again before sleeping
@@ -78,7 +79,7 @@ class Console:
                 shown = (TaskStatus.QUEUED, TaskStatus.PAUSED, TaskStatus.AWAITING, *FINISHED)
                 news = state_line(task) if status in shown else ""
                 if news and news != said:
-                    print(f"[{task.name}] {news}", file=self.out, flush=True)
+                    emit(f"[{task.name}] {news}", self.out)
                     said = news
                 if status in FINISHED and not task.pending_inputs:
                     return task

@@ -9,10 +9,9 @@ agent is the task's Shepherd agent. Errors keep Shepherd's `{error, code, status
 
 from __future__ import annotations
 
-import json
 import uuid
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import ConfigDict, Field
 
@@ -22,6 +21,7 @@ from core.clock import iso, utcnow
 from core.errors import ValidationFailed
 from core.models import Task, TaskLog
 from core.service import Shepherd
+from core.snapshots import snapshot_entries
 from core.tasks import MAX_INPUT, MAX_PAGE, MAX_PROMPT, State, TaskFilter, TaskStatus, owner_of
 
 # Template ids are derived from the agent name, so they are the same on every server and every call.
@@ -162,8 +162,8 @@ class LogEntry(SnakeApiModel):
 
 class TaskLogs(SnakeApiModel):
     logs: list[LogEntry]
-    snapshot: bool = Field(description="true while the task is paused and a log snapshot was uploaded")
-    snapshot_at: str | None = Field(None, description="when that snapshot was uploaded")
+    snapshot: bool = Field(description="true while the task is paused: the logs are its snapshot")
+    snapshot_at: str | None = Field(None, description="when that snapshot was taken (or uploaded)")
 
 
 class WorkspaceBuild(SnakeApiModel):
@@ -216,10 +216,21 @@ class ListQuery(SnakeApiModel):
     )
 
 
-class LogSnapshot(SnakeApiModel):
-    """Any JSON object: the snapshot as the workspace agent's format has it."""
+class AgentApiMessage(SnakeApiModel):
+    """One message of agentapi's `GET /messages`, as Coder reads it back from a snapshot."""
 
     model_config = ConfigDict(strict=True, extra="allow")
+    id: int = Field(ge=0)
+    content: str
+    role: Literal["user", "agent"]
+    time: str = Field(max_length=64, description="RFC 3339")
+
+
+class LogSnapshot(SnakeApiModel):
+    """agentapi's `GET /messages` answer (Coder requires `messages`; other fields are kept as sent)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    messages: list[AgentApiMessage]
 
 
 class SnapshotQuery(SnakeApiModel):
@@ -400,14 +411,15 @@ async def update_input(req: ApiRequest) -> None:
 
 
 async def task_logs(req: ApiRequest) -> TaskLogs:
+    """The log; while paused, as Coder answers, the snapshot taken at the pause (or uploaded since)."""
     ref, owner = req.path("task"), req.path("user")
-    await req.shepherd.tasks.get(req.principal, ref, owner=owner)  # {user} must be the owner
+    task = await req.shepherd.tasks.get(req.principal, ref, owner=owner)  # {user} must be the owner
+    if task.status == TaskStatus.PAUSED and task.log_snapshot is not None and task.snapshot_at is not None:
+        entries = [LogEntry(id=e.id, content=e.content, time=e.time, type="input" if e.type == "input" else "output")
+                   for e in snapshot_entries(task.log_snapshot)]
+        return TaskLogs(logs=entries, snapshot=True, snapshot_at=iso(task.snapshot_at))
     task, rows = await req.shepherd.tasks.logs(req.principal, ref, limit=LOG_LIMIT)
-    snapshot = task.status == TaskStatus.PAUSED and task.log_snapshot is not None and task.snapshot_at is not None
-    return TaskLogs(
-        logs=[log_entry(r) for r in rows], snapshot=snapshot,
-        snapshot_at=iso(task.snapshot_at) if snapshot and task.snapshot_at is not None else None,
-    )
+    return TaskLogs(logs=[log_entry(r) for r in rows], snapshot=False)
 
 
 async def pause_task(req: ApiRequest) -> BuildResponse:
@@ -426,9 +438,8 @@ async def send_input(req: ApiRequest) -> None:
 
 
 async def upload_snapshot(req: ApiRequest) -> None:
-    raw = await req.http.read()  # already read and checked to be an object; stored as sent
-    payload: dict[str, Any] = json.loads(raw)
-    await req.shepherd.tasks.store_snapshot(req.principal, req.path("task"), payload, len(raw))
+    # validated as agentapi's shape, stored as sent (the body as parsed once, by the framework)
+    await req.shepherd.tasks.store_snapshot(req.principal, req.path("task"), req.data, req.size)
 
 
 _TAG = "tasks (Coder)"
@@ -457,8 +468,9 @@ ROUTES = [
           status=204, body=TaskInput, errors=(400, 401, 403, 404, 409, 413), tag=_TAG,
           operation_id="coderUpdateTaskInput", field_errors={"input": _INPUT}),
     Route("GET", f"{_TASK}/logs", task_logs,
-          "Every log entry in order: the inputs sent and what the agent printed; snapshot is true while paused "
-          "with an uploaded snapshot", response=TaskLogs, errors=_BY_ID, tag=_TAG, operation_id="coderTaskLogs"),
+          "Every log entry in order: the inputs sent and what the agent printed. While paused, the snapshot "
+          "(its last messages, at most 64 KB) with snapshot true and snapshot_at", response=TaskLogs,
+          errors=_BY_ID, tag=_TAG, operation_id="coderTaskLogs"),
     Route("POST", f"{_TASK}/pause", pause_task, "Pause a running task (its processes freeze; else 409)",
           response=BuildResponse, status=202, errors=(401, 403, 404, 409), tag=_TAG, operation_id="coderPauseTask"),
     Route("POST", f"{_TASK}/resume", resume_task, "Resume a paused task (else 409)", response=BuildResponse,
@@ -468,8 +480,11 @@ ROUTES = [
           "before the first turn", status=204, body=TaskInput, errors=(400, 401, 403, 404, 409, 413), tag=_TAG,
           operation_id="coderSendTaskInput", field_errors={"input": _INPUT}),
     Route("POST", "/api/v2/workspaceagents/me/tasks/{task}/log-snapshot", upload_snapshot,
-          "Upload a task's log snapshot (any JSON object, at most 64 KB); format must be agentapi",
+          "Upload a task's log snapshot (agentapi's {messages: [...]}, at most 64 KB); format must be agentapi. "
+          "It replaces the one Shepherd took when it paused the task",
           status=204, body=LogSnapshot, query=SnapshotQuery, errors=(400, 401, 403, 404, 413), tag=_TAG,
           operation_id="coderUploadLogSnapshot",
-          field_errors={"format": FieldError("INVALID_FORMAT", "format must be agentapi")}),
+          field_errors={"format": FieldError("INVALID_FORMAT", "format must be agentapi"),
+                        "messages": FieldError("INVALID_SNAPSHOT", "an agentapi snapshot is {messages: [{id, "
+                                                                   "content, role: user|agent, time}]}")}),
 ]

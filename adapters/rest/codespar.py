@@ -91,7 +91,7 @@ class AgentTypeOut(ApiModel):
 class CreateAgent(ApiModel):
     name: str = Field(min_length=1, max_length=100)
     type: str = Field(min_length=1, max_length=32)
-    project_id: str | None = Field(None, max_length=64)
+    project_id: str | None = Field(None, max_length=100, description="a project id or name")
     autonomy_level: int = Field(1, ge=0, le=5)
 
 
@@ -113,7 +113,7 @@ class RegisterType(ApiModel):
 class ListQuery(ApiModel):
     type: str | None = None
     status: AgentStatus | None = None
-    project_id: str | None = Field(None, alias="projectId")
+    project_id: str | None = Field(None, alias="projectId", max_length=100, description="a project id or name")
     limit: int = Field(100, ge=1, le=MAX_PAGE)
     offset: int = Field(0, ge=0, le=10_000_000)
 

@@ -186,6 +186,11 @@ def ask_out(conf: Confirmation, held: bool = False) -> AskOut:
                   decided_via=conf.decided_via, reason=conf.reason, expires_at=iso(conf.expires_at))
 
 
+async def task_token(req: ApiRequest) -> None:
+    """The task-token routes' guard: the token must be that task's, for its running turn (else 401)."""
+    await req.shepherd.confirmations.check_task_token(req.path("taskId"), token_from(req.http))
+
+
 async def agent_ask(req: ApiRequest) -> Result:
     body: AskIn = req.body
     plan = Plan(action=check_action(body.action), summary=check_summary(body.summary), params=dict(body.params),
@@ -227,10 +232,10 @@ ROUTES = [
     Route("POST", "/api/tasks/{taskId}/confirmations", agent_ask,
           "The task's agent asks before acting (`shepherd ask`). Authenticated by the task's SHEPHERD_TASK_TOKEN "
           "only, valid while its turn runs. 201 pending, 200 decided at once by policy",
-          response=AskOut, status=201, body=AskIn, errors=(400, 401), tag=_TAG, auth=False,
+          response=AskOut, status=201, body=AskIn, errors=(400, 401), tag=_TAG, auth=False, guard=task_token,
           operation_id="agentAsk"),
     Route("GET", "/api/tasks/{taskId}/confirmations/{code}", agent_answer,
           "The decision on the agent's question; waits up to ?wait= seconds while it is pending (task token only)",
-          response=AskOut, query=WaitQuery, errors=(400, 401, 404), tag=_TAG, auth=False,
+          response=AskOut, query=WaitQuery, errors=(400, 401, 404), tag=_TAG, auth=False, guard=task_token,
           operation_id="agentAnswer"),
 ]

@@ -20,7 +20,7 @@ from core.agents import DEFAULT_LEVEL, LEVEL_NAMES, AgentFilter
 from core.clock import as_utc
 from core.errors import Conflict, NotFound, ShepherdError, Unavailable
 from core.models import Confirmation, Task
-from core.tasks import MAX_PAGE, TaskStatus, is_finished
+from core.tasks import MAX_PAGE, TaskStatus, is_finished, waiting_on_people
 
 STOP_WAIT_S = 10.0  # how long a stop may take before it is reported as failed
 STOP_POLL_S = 0.1
@@ -112,10 +112,16 @@ class ConfirmDone(ApiModel):
     counted: bool
 
 
+def eliza_status(task: Task) -> ElizaStatus:
+    """The seed's mapping, and `blocked` whenever the task waits on people: a decision, a `shepherd ask`, a
+    question its turn ended on (as Eliza's own orchestrator reports an agent blocked on a prompt)."""
+    return ElizaStatus.BLOCKED if waiting_on_people(task) else STATUS[TaskStatus(task.status)]
+
+
 def coding_task(task: Task) -> CodingTask:
     return CodingTask(
         session_id=task.id, agent_type=task.runtime, label=task.display_name, original_task=task.prompt,
-        workdir=task.workspace or "", status=STATUS[TaskStatus(task.status)], decision_count=task.decision_count,
+        workdir=task.workspace or "", status=eliza_status(task), decision_count=task.decision_count,
         auto_resolved_count=task.auto_resolved_count,
     )
 

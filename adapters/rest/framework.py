@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -65,6 +66,8 @@ class ApiRequest:
     shepherd: Shepherd
     body: Any = None
     query: Any = None
+    data: Any = None  # the body as parsed JSON, before validation (for routes that keep it as sent)
+    size: int = 0  # the body's length in bytes
 
     def path(self, name: str) -> str:
         return self.http.match_info[name]
@@ -80,6 +83,7 @@ class Result:
 
 
 Handler = Callable[[ApiRequest], Awaitable[Any]]
+Guard = Callable[[ApiRequest], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,9 @@ class Route:
     errors: tuple[int, ...] = ()
     tag: str = "api"
     auth: bool = True
+    # A route with its own credentials (the task token of `shepherd ask`) checks them here: after the path,
+    # before the query and the body are read, so that nobody unauthenticated gets Shepherd to parse anything.
+    guard: Guard | None = None
     field_errors: Mapping[str, FieldError] = field(default_factory=dict)
     operation_id: str = ""
     produces: str = "application/json"  # a handler for another type returns its own web.Response
@@ -164,17 +171,56 @@ def _field_error(route: Route, exc: ValidationError) -> ShepherdError:
     return ValidationFailed("; ".join(problems[:5]), code="VALIDATION_ERROR")
 
 
-async def _read_body(request: web.Request, route: Route) -> Any:
+def _nul_at(data: Any) -> str | None:
+    """Where a NUL hides in parsed JSON (a key or a string, at any depth), as a dotted path; None if nowhere."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where or "body"
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                path = f"{where}.{key}" if where else str(key)
+                if "\x00" in key:
+                    return path.replace("\x00", "\\x00")  # named, not echoed
+                stack.append((path, value))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", value) for i, value in enumerate(item))
+    return None
+
+
+def refuse_nul(value: str, what: str) -> str:
+    """Text holding a NUL is refused at the door: no argv, file name or PostgreSQL column can hold one."""
+    if "\x00" in value:
+        raise ValidationFailed(f"{what} contains a NUL character", code="VALIDATION_ERROR")
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, with pydantic's parser (the one validation uses): strict UTF-8, no lone
+    surrogates, no NaN, and nesting capped (json.loads recurses until RecursionError: a 500 for `[[[[…`)."""
+    try:
+        return pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        if "recursion limit" in str(exc):
+            raise ValidationFailed("malformed JSON: nested too deeply (arrays and objects inside each other, "
+                                   "about 200 levels at most)", code="INVALID_JSON") from None
+        raise ValidationFailed(f"malformed JSON: {exc}", code="INVALID_JSON") from None
+
+
+async def _read_body(request: web.Request, route: Route, api: ApiRequest) -> Any:
     assert route.body is not None
     raw = await request.read()
     if not raw.strip():
         raise ValidationFailed("request body must be a JSON object", code="INVALID_JSON")
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValidationFailed(f"malformed JSON: {exc}", code="INVALID_JSON") from None
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise ValidationFailed("request body must be a JSON object", code="INVALID_JSON")
+    where = _nul_at(data)
+    if where is not None:
+        raise ValidationFailed(f"{where}: contains a NUL character", code="VALIDATION_ERROR")
+    api.data, api.size = data, len(raw)
     try:
         # JSON-mode validation: strict about types ("3" is not 3) yet reads enum values from strings.
         return route.body.model_validate_json(raw)
@@ -184,9 +230,10 @@ async def _read_body(request: web.Request, route: Route) -> Any:
 
 def _read_query(request: web.Request, route: Route) -> Any:
     assert route.query is not None
+    values = {key: refuse_nul(value, f"query parameter {key}") for key, value in request.query.items()}
     try:
         # Query values are text: validate in lax mode so "50" is the number 50.
-        return route.query.model_validate(dict(request.query), strict=False)
+        return route.query.model_validate(values, strict=False)
     except ValidationError as exc:
         raise _field_error(route, exc) from None
 
@@ -211,11 +258,15 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
     async def handle(request: web.Request) -> web.StreamResponse:
         shepherd = request.app[SHEPHERD]
         principal = await authenticate(request, shepherd) if route.auth else _ANONYMOUS
+        for name, value in request.match_info.items():
+            refuse_nul(value, f"path segment {{{name}}}")
         api = ApiRequest(http=request, principal=principal, shepherd=shepherd)
+        if route.guard is not None:
+            await route.guard(api)
         if route.query is not None:
             api.query = _read_query(request, route)
         if route.body is not None:
-            api.body = await _read_body(request, route)
+            api.body = await _read_body(request, route, api)
         return _serialize(route, await route.handler(api))
 
     return handle

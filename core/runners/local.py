@@ -32,6 +32,7 @@ STOP_GRACE_S = 3.0
 WATCH_INTERVAL_S = 0.1
 GONE_WAIT_S = 5.0
 RECHECK_WEAK_S = 30.0  # a sandbox found weak is probed again after this long (bubblewrap installed meanwhile)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but TAB, DEL, C1
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
@@ -41,12 +42,15 @@ class RunnerError(ShepherdError):
 
 
 def clean_line(raw: bytes) -> str:
-    """Bytes of one output line as text a person can read: no colours, no carriage-return redraws."""
+    """Bytes of one output line as text a person can read: no colours, no carriage-return redraws, and no
+    other control character but the tab (a NUL cannot even be stored: PostgreSQL refuses the whole batch)."""
     text = raw.decode("utf-8", errors="replace")
     if "\r" in text:
         text = text.rstrip("\r").rsplit("\r", 1)[-1]  # a progress bar redrawn in place: keep its last state
     if "\x1b" in text:
         text = _ANSI.sub("", text)
+    if not text.isprintable():
+        text = _CONTROL.sub("", text)
     if len(text) > MAX_LINE_CHARS:
         text = text[:MAX_LINE_CHARS] + f"… ({len(text) - MAX_LINE_CHARS} more characters)"
     return text
