@@ -44,6 +44,8 @@ from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.events import record
 from core.ids import new_id
 from core.models import Agent, Project, RunnerNode, Task, TaskLog, User
+from core.repos import RepoRules
+from core.repos import repo_kind as repo_kind  # re-exported: where repositories come from is core.repos
 
 MAX_PROMPT = 20_000
 MAX_INPUT = 20_000
@@ -194,24 +196,8 @@ def evidence_summary(task: Task) -> str:
 
 # --- what people ask for -----------------------------------------------------------------------
 
-_REPO_SHORT = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-_URL = re.compile(r"^(https?|ssh|git)://|^[\w.-]+@[\w.-]+:")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _BRANCH_BAD = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/$)|(\.lock$)")
-
-
-def repo_kind(repo: str) -> str:
-    """`url`, `github` (owner/name) or `path` (a local repository)."""
-    if repo.startswith(("/", "./", "../", "~", "file:")):
-        return "path"
-    if _URL.match(repo):
-        return "url"
-    if _REPO_SHORT.match(repo):
-        return "github"
-    raise ValidationFailed(
-        f"cannot read repo {repo!r}: use owner/name, a git URL, or a local path (/path, ./path)",
-        code="INVALID_REPO",
-    )
 
 
 def check_branch(branch: str) -> str:
@@ -270,6 +256,7 @@ class Tasks:
         self.wake: Callable[[], None] = lambda: None
         self.local_runner = False  # a supervisor runs in this process
         self.confirmations: Any = None  # core.confirmations.Confirmations (set by core.service)
+        self.repos = RepoRules()  # which repositories tasks may name (set by core.service)
 
     async def _void_gate(self, session: AsyncSession, task: Task, why: str) -> None:
         """A task leaving `awaiting` by people's hand: what it waited on can no longer run."""
@@ -333,6 +320,8 @@ class Tasks:
                 if not path.is_dir():
                     raise ValidationFailed(f"no repository at {repo}", code="INVALID_REPO")
                 repo = str(path.resolve())
+            else:  # the server fetches it: only from hosts the rules allow (checked again before the clone)
+                await self.repos.reach(repo)
         explicit_level = None if level is None else parse_level(level)
 
         async with self.db.write() as session:
