@@ -145,6 +145,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"{entry!r}: each admin is <channel>:<user id>, e.g. slack:U0123ABC")
         return ",".join(entries)
 
+    @field_validator("console_user")
+    @classmethod
+    def _console_user(cls, value: str | None) -> str | None:
+        from core.users import check_user_name
+
+        if value is None or not value.strip():
+            return None
+        try:
+            return check_user_name(value)
+        except ShepherdError as exc:
+            raise ValueError(exc.message) from None
+
     @field_validator("repo_hosts")
     @classmethod
     def _repo_hosts(cls, value: str) -> str:

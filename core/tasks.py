@@ -235,8 +235,8 @@ STATUS_GROUPS: dict[str, frozenset[TaskStatus]] = {
 
 
 def owner_of(principal: Principal) -> tuple[str, str]:
-    """(owner id, owner name) of whoever is acting: their user, or the token itself."""
-    return principal.user_id or principal.actor, principal.name
+    """(owner id, owner name) of whoever is acting: their user, or the token itself (core.access)."""
+    return principal.identity, principal.name
 
 
 @dataclass(frozen=True)
