@@ -148,6 +148,9 @@ def parse_remote(url: str) -> Remote:
     authority = _AUTHORITY.match(parts.netloc)
     if authority is None or parts.netloc.count("@") > 1:
         raise _bad(url, "its host part is not user@host:port")
+    if "@" in parts.netloc and scheme in ("http", "https"):  # a token in the URL would be shown in chat and logs
+        raise ValidationFailed("a repository URL may not carry credentials (user:password@ or token@): they would be "
+                               "shown in chat and logs and given to the agent", code="INVALID_REPO")
     raw_host = authority.group(1).strip("[]")
     port = int(authority.group(2)) if authority.group(2) else DEFAULT_PORTS[scheme]
     if not 0 < port < 65536:
