@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core.access import Principal, Role, Scope, format_scopes, parse_scopes, role_for_scopes
 from core.clock import utcnow
@@ -94,8 +94,10 @@ class Tokens:
         if cached is not None and cached[0] > now:
             return cached[1]
         async with self.db.read() as session:
-            token = (await session.exec(select(ApiToken).where(ApiToken.secret_hash == digest))).first()
-            person = await session.get(User, token.user_id) if token is not None and token.user_id else None
+            found = (await session.exec(
+                select(ApiToken, User).outerjoin(User, col(User.id) == col(ApiToken.user_id))
+                .where(ApiToken.secret_hash == digest))).first()
+        token, person = found if found is not None else (None, None)
         if token is None or token.revoked_at is not None or (token.user_id and person is None):
             self._cache.pop(digest, None)
             raise Unauthorized("invalid or revoked API token", code="INVALID_TOKEN")
