@@ -141,7 +141,10 @@ def parse_remote(url: str) -> Remote:
     scp = _SCP.match(url)
     if scp and "://" not in url:
         return Remote("ssh", check_host(scp.group(2), url), DEFAULT_PORTS["ssh"], scp.group(3))
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [ in the host
+        raise _bad(url, str(exc)) from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise _bad(url, "use https://, http://, ssh://, git:// or user@host:path")
@@ -304,7 +307,7 @@ class RepoRules:
         try:
             found = [remote.host] if remote.literal else \
                 await asyncio.wait_for(self.resolve(remote.host, remote.port), RESOLVE_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a name the IDNA codec refuses
             raise ValidationFailed(f"cannot resolve the repository host {remote.host}: {exc}",
                                    code="INVALID_REPO") from None
         addresses = [a for a in (_address(text) for text in found) if a is not None]

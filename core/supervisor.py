@@ -493,7 +493,6 @@ class TaskSupervisor:
                     work_branch=task.work_branch or f"shepherd/{task.name}", env=reach.env() if reach else None,
                 )
             except ShepherdError as exc:  # WorkspaceError, or the repository's host is refused
-
                 await self._finish(run, Outcome.FAILED, None, DiffStats(), f"workspace: {exc.message}")
                 return
             task.workspace, task.base_branch, task.base_sha = str(workspace), branch, sha

@@ -64,7 +64,7 @@ def test_public_addresses_are_public(address: str) -> None:
     "http://2130706433/x.git", "http://0x7f.1/x.git", "http://127.1/x.git", "http://a@b@127.0.0.1/x.git",
     "ssh://-oProxyCommand=touch%20x/y", "http://host name/x", "http://ex\\ample.com/x", "ftp://example.com/x",
     "https://example.com:99999/x", "https:///x.git", "https://ghp_secret@github.com/a/b.git",
-    "https://me:hunter2@git.example.com/a.git",
+    "https://me:hunter2@git.example.com/a.git", "http://[::1/x.git", "git@[::1]:x.git", "http://\u0661\u0662\u0663.example/x",
 ])
 def test_urls_that_resolvers_and_git_might_read_differently_are_refused(url: str) -> None:
     with pytest.raises(ValidationFailed) as err:
