@@ -145,7 +145,7 @@ async def bare_round(n: int, lines: int) -> dict[str, float]:
             cwd.mkdir()
             begun = time.time()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(DEMO), f"bench {i} [lines {lines}]", cwd=cwd,
+                sys.executable, str(DEMO), "--here", f"bench {i} [lines {lines}]", cwd=cwd,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
             assert proc.stdout is not None
             got: list[bytes] = []

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.migrate import current_revision, head_revision, upgrade
 from bot.settings import Settings, mask_url
 from bot.version import VERSION
+from core.access import Scope, parse_scopes
 from core.db import Database
 from core.errors import ShepherdError
 from core.policy import PolicyStore
@@ -85,7 +86,7 @@ async def _ensure_schema(settings: Settings) -> None:
 def _core(settings: Settings, db: Database) -> Shepherd:
     policies = PolicyStore(settings.policies_path, expiry_s=settings.confirmation_ttl)
     return Shepherd(db, catalog=settings.catalog(), default_agent=settings.default_agent,
-                    workspace_root=settings.workspace_root, policies=policies)
+                    workspace_root=settings.workspace_root, policies=policies, repos=settings.repo_rules())
 
 
 def _public_url(settings: Settings, port: int) -> str:
@@ -127,7 +128,7 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
             log.info("Shepherd %s serving on http://%s:%d (store: %s)", VERSION, settings.host, port, db.dialect)
             if await shepherd.tokens.count_active() == 0:
                 log.warning(
-                    "no API token yet: create one with `%s token create --name me --scopes read,write,approve,admin`"
+                    "no API token yet: create one with `%s token create --user me --scopes read,write,approve,admin`"
                     " and send it as `Authorization: Bearer <token>`", _me(),
                 )
         if worker_on:
@@ -143,7 +144,7 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
         await db.dispose()
 
 
-async def _console(settings: Settings, command: str | None) -> int:
+async def _console(settings: Settings, command: str | None, user: str | None) -> int:
     from adapters.console.channel import ConsoleChannel
     from adapters.console.repl import Console, console_principal
     from bot.background import Background
@@ -154,7 +155,10 @@ async def _console(settings: Settings, command: str | None) -> int:
     try:
         shepherd = _core(settings, db)
         await shepherd.orgs.ensure(settings.org)
-        principal = console_principal(settings.org)
+        principal, created = await console_principal(shepherd, settings.org, user or settings.console_user)
+        if created:
+            print(f"shepherd console: acting as {principal.name}, a new admin user of org {principal.org_id} "
+                  "(SHEPHERD_CONSOLE_USER or --user names someone else)", file=sys.stderr)
         # The console runs the tasks it starts itself, and prints the prompts addressed to its user:
         # no server needed to try Shepherd.
         background = Background(settings, shepherd, channels=[ConsoleChannel(principal.name)])
@@ -169,15 +173,26 @@ async def _console(settings: Settings, command: str | None) -> int:
         await db.dispose()
 
 
-async def _token_create(settings: Settings, org: str | None, scopes: str, name: str) -> int:
+async def _token_create(settings: Settings, org: str | None, scopes: str, user: str | None, label: str | None) -> int:
     await _ensure_schema(settings)
     db = Database(settings.db_url)
     try:
-        issued = await Shepherd(db).tokens.create(org_id=org or settings.org, name=name, scopes=scopes)
+        issued = await Shepherd(db).tokens.create(org_id=org or settings.org, scopes=scopes, user=user, name=label)
     finally:
         await db.dispose()
-    t = issued.token
-    print(f"created token {t.id} '{t.name}' for org {t.org_id} with scopes {t.scopes}")
+    t, person = issued.token, issued.user
+    if person is None:
+        print(f"created token {t.id} '{t.name}' for org {t.org_id} with scopes {t.scopes}; it acts for no person "
+              "(it cannot approve or reject: give it one with --user NAME)")
+    else:
+        made = f", a new user with role {person.role}" if issued.user_created else f" (role {person.role})"
+        print(f"created token {t.id} '{t.name}' for org {t.org_id} acting for {person.name}{made}, "
+              f"with scopes {t.scopes}")
+        effective = issued.effective_scopes
+        if effective != parse_scopes(t.scopes):
+            allowed = ", ".join(s.value for s in Scope if s in effective) or "nothing"
+            print(f"note: {person.name}'s role {person.role} limits it to {allowed}; an admin raises it with "
+                  f"`role {person.name} <role>`")
     print("the secret is shown once; store it now:")
     print(issued.secret)
     return 0
@@ -204,6 +219,12 @@ async def _doctor(settings: Settings) -> int:
     print("settings:")
     for key, value in settings.masked().items():
         print(f"  {key}={value}")
+    from adapters.console.repl import console_user
+
+    source = "SHEPHERD_CONSOLE_USER" if settings.console_user else "the OS user; SHEPHERD_CONSOLE_USER names someone"
+    print(f"console: acts as {console_user(settings.console_user)} ({source}) with admin rights in org {settings.org}")
+    hosts = settings.repo_hosts.replace(",", ", ") or "none (SHEPHERD_REPO_HOSTS allows some)"
+    print(f"repositories: owner/name from {settings.git_base_url}; other hosts: {hosts}")
     catalog = settings.catalog()
     print(f"agents (each checked with --version; tasks use {settings.default_agent} unless told otherwise):")
     for name in catalog.names():
@@ -263,15 +284,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="web server and background services in one process (the embedded default)")
     sub.add_parser("web", help="web server only (REST, webhooks)")
     sub.add_parser("worker", help="background services only (runners, outbox, scheduler)")
-    c = sub.add_parser("console", help="the command grammar in a terminal, as a local admin")
+    c = sub.add_parser("console", help="the command grammar in a terminal, as an admin user of the org")
     c.add_argument("-c", dest="command", metavar="COMMAND", help="run one command and exit (1 on error)")
+    c.add_argument("--user", metavar="NAME", help="the person the console acts as (default: "
+                   "SHEPHERD_CONSOLE_USER, else the OS user); an admin user of the org, created if new")
     sub.add_parser("migrate", help="bring the database schema up to date")
     t = sub.add_parser("token", help="API tokens")
     tsub = t.add_subparsers(dest="token_cmd", required=True, metavar="ACTION")
     tc = tsub.add_parser("create", help="create a token; its secret is the last line printed")
     tc.add_argument("--org", help="org id (default: SHEPHERD_ORG, created if new)")
     tc.add_argument("--scopes", nargs="+", default=["read,write"], help="read write approve admin")
-    tc.add_argument("--name", default="api", help="a label to tell tokens apart")
+    tc.add_argument("--user", "--name", dest="user", metavar="NAME",
+                    help="the person it acts for (created if new, with the role its scopes need); without it the "
+                         "token is nobody's and cannot approve or reject")
+    tc.add_argument("--label", help="a label to tell tokens apart (default: the user's name, or api)")
     sub.add_parser("doctor", help="check the database, show settings (secrets masked) and agent CLIs")
     sub.add_parser("ask", help="(inside a task) ask people before acting; `shepherd ask --help`", add_help=False)
     return p
@@ -291,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             "serve": lambda: _serve(settings, web_on=True, worker_on=True),
             "web": lambda: _serve(settings, web_on=True, worker_on=False),
             "worker": lambda: _serve(settings, web_on=False, worker_on=True),
-            "console": lambda: _console(settings, args.command),
+            "console": lambda: _console(settings, args.command, args.user),
             "doctor": lambda: _doctor(settings),
         }
         if args.cmd == "migrate":
@@ -299,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"database schema at {head_revision()} ({mask_url(settings.db_url)})")
             return 0
         if args.cmd == "token":
-            return asyncio.run(_token_create(settings, args.org, " ".join(args.scopes), args.name))
+            return asyncio.run(_token_create(settings, args.org, " ".join(args.scopes), args.user, args.label))
         return asyncio.run(runs[args.cmd]()) or 0
     except (CliError, ShepherdError) as exc:
         print(f"shepherd: {exc}", file=sys.stderr)

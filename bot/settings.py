@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ShepherdError
 from core.orgs import DEFAULT_ORG, check_org_id
+from core.repos import RepoRules, parse_hosts
 from core.runners.presets import AgentCatalog, custom_presets
 from core.runners.sandbox import SandboxView, parse_paths
 from core.supervisor import RunnerConfig
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
         "", description="more host paths a sandboxed agent may read, colon-separated absolute paths"
     )
     git_base_url: str = Field("https://github.com", description="where owner/name repositories are cloned from")
+    repo_hosts: str = Field(
+        "", description="other hosts task repositories may come from, comma-separated: git.example.com, "
+        "*.example.com (public addresses only), * (any public host)",
+    )
     github_token: SecretStr | None = Field(
         None, description="GitHub token Shepherd pushes task branches and opens pull requests with (never an agent's)"
     )
@@ -74,6 +79,9 @@ class Settings(BaseSettings):
     )
     admins: str = Field(
         "", description="chat users who are admins from their first message: slack:U0123ABC,telegram:4242"
+    )
+    console_user: str | None = Field(
+        None, description="the person `shepherd console` acts as (an admin user of SHEPHERD_ORG); default: the OS user"
     )
     # Slack's own variable names (the SDKs' and Slack's docs' convention); SHEPHERD_SLACK_* work too.
     slack_bot_token: SecretStr | None = Field(
@@ -149,6 +157,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"{entry!r}: each admin is <channel>:<user id>, e.g. slack:U0123ABC")
         return ",".join(entries)
 
+    @field_validator("console_user")
+    @classmethod
+    def _console_user(cls, value: str | None) -> str | None:
+        from core.users import check_user_name
+
+        if value is None or not value.strip():
+            return None
+        try:
+            return check_user_name(value)
+        except ShepherdError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("repo_hosts")
+    @classmethod
+    def _repo_hosts(cls, value: str) -> str:
+        try:
+            return ",".join(parse_hosts(value))
+        except ShepherdError as exc:
+            raise ValueError(exc.message) from None
+
     @field_validator("slack_api_url")
     @classmethod
     def _slack_api(cls, value: str) -> str:
@@ -163,6 +191,14 @@ class Settings(BaseSettings):
         if isinstance(alias, AliasChoices):
             return str(alias.choices[0])
         return f"SHEPHERD_{field.upper()}"
+
+    @property
+    def repo_host_list(self) -> tuple[str, ...]:
+        return parse_hosts(self.repo_hosts)
+
+    def repo_rules(self) -> RepoRules:
+        """Which repositories tasks may name (checked when a task is created; runners check again)."""
+        return RepoRules(code_host=self.git_base_url, hosts=self.repo_host_list)
 
     @property
     def admin_ids(self) -> frozenset[str]:
@@ -216,6 +252,7 @@ class Settings(BaseSettings):
             sandbox=self.sandbox_view() if self.sandbox else None,
             pass_env=tuple(n for n in self.agent_env.split(",") if n),
             git_base_url=self.git_base_url,
+            repo_hosts=self.repo_host_list,
             max_log_lines=self.task_log_lines,
         )
 

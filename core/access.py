@@ -2,6 +2,13 @@
 
 A role implies scopes (viewer: read; operator: +write; approver: +approve; admin: all), so every check
 in core asks one question: does this principal hold scope S?
+
+Identities, users and tokens: a User is a person in an org, with a role. Channels know a person through an
+Identity (a Slack member ID, …); the console acts as a user it names; an API token acts for the user it is
+bound to, with at most its own scopes and at most that user's role. Whichever way a person comes, they are
+one principal identity (their user id): one owner of their tasks, one requester, one voter. A token bound to
+no user is nobody but itself (its own id, shared with no other token): it may do what its scopes allow, but it
+is not a person, so it never approves or rejects.
 """
 
 from __future__ import annotations
@@ -74,6 +81,11 @@ def format_scopes(scopes: frozenset[Scope]) -> str:
     return ",".join(s.value for s in Scope if s in scopes)
 
 
+def role_for_scopes(scopes: frozenset[Scope]) -> Role:
+    """The lowest role that holds every one of `scopes` (a user made for a token gets it)."""
+    return max((_SCOPE_ROLE[s] for s in scopes), default=Role.VIEWER)
+
+
 @dataclass(frozen=True)
 class Principal:
     """Whoever is acting: a person through a channel, or an API token. Always inside one org."""
@@ -83,6 +95,22 @@ class Principal:
     scopes: frozenset[Scope]
     channel: str
     user_id: str | None = None
+    token_id: str | None = None  # the API token it came with
+
+    @property
+    def identity(self) -> str:
+        """Who this is when owning a task, requesting or voting: the person's user id; a token bound to no
+        user is itself, never shared with another token; otherwise (tests, Shepherd itself) the actor."""
+        if self.user_id:
+            return self.user_id
+        if self.token_id:
+            return f"token:{self.token_id}"
+        return self.actor
+
+    @property
+    def is_person(self) -> bool:
+        """False only for an API token bound to no user."""
+        return self.user_id is not None or self.token_id is None
 
     @classmethod
     def for_role(cls, org_id: str, name: str, role: Role, channel: str, user_id: str | None = None) -> Principal:
@@ -95,6 +123,13 @@ class Principal:
 
     def can(self, scope: Scope) -> bool:
         return scope in self.scopes
+
+    def require_person(self, doing: str) -> None:
+        if not self.is_person:
+            raise Forbidden(
+                f"{doing} needs a person, and this API token is bound to no user: create one that acts for you "
+                "with `shepherd token create --user NAME`", code="NOT_A_PERSON",
+            )
 
     def require(self, scope: Scope, doing: str) -> None:
         if scope not in self.scopes:

@@ -28,11 +28,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from core.errors import ShepherdError
 from core.forge import Forge, ForgeError
 from core.models import Confirmation, Task
 from core.policy import DeployTarget, Policy
-from core.runners.workspace import WorkspaceError, git_env, head_of, push
-from core.tasks import repo_kind
+from core.repos import RepoRules
+from core.runners.workspace import WorkspaceError, head_of, push
 
 DEPLOY_TIMEOUT_S = 900.0
 DEPLOY_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TZ", "TMPDIR")
@@ -87,26 +88,24 @@ class Executor:
         self.config = config
         self.forge = forge
 
-    def push_url(self, repo: str) -> str:
-        if repo_kind(repo) == "github":
-            return f"{self.config.git_base_url.rstrip('/')}/{repo}.git"
-        return repo
-
-    def _push_env(self, url: str) -> dict[str, str] | None:
-        """Credentials for an https push to the configured code host only (the URL of an arbitrary task
-        repository never gets the token), in the environment of that one git process: never in the
-        workspace's config, where the agent could read them, nor on a command line others can see."""
+    def _credentials(self, url: str) -> dict[str, str]:
+        """Git settings that authenticate an https push to the configured code host only (the URL of an
+        arbitrary task repository never gets the token), for that one git process: never in the workspace's
+        config, where the agent could read them, nor on a command line others can see."""
         if not (self.config.git_token and same_origin(url, self.config.git_base_url)):
-            return None
+            return {}
         basic = base64.b64encode(f"x-access-token:{self.config.git_token}".encode()).decode()
-        return git_env({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+        return {"http.extraHeader": f"Authorization: Basic {basic}"}
 
-    async def execute(self, conf: Confirmation, task: Task | None, policy: Policy) -> dict[str, Any]:
-        """Carry out one approved confirmation; returns what came of it (shown to people, kept as result)."""
+    async def execute(
+        self, conf: Confirmation, task: Task | None, policy: Policy, *, repos: RepoRules | None = None
+    ) -> dict[str, Any]:
+        """Carry out one approved confirmation; returns what came of it (shown to people, kept as result).
+        `repos`: the rules the task's clone obeyed (by default the code host alone); a push obeys them too."""
         action = conf.action
         if action in ("branch.push", "pr.open"):
-            return await self._push_and_open(conf, task, open_pr=action == "pr.open")
+            rules = repos or RepoRules(code_host=self.config.git_base_url)
+            return await self._push_and_open(conf, task, rules, open_pr=action == "pr.open")
         if action == "pr.comment":
             return await self._comment(conf)
         if action == "pr.merge":
@@ -134,12 +133,17 @@ class Executor:
             )
         return workspace
 
-    async def _push_and_open(self, conf: Confirmation, task: Task | None, *, open_pr: bool) -> dict[str, Any]:
+    async def _push_and_open(
+        self, conf: Confirmation, task: Task | None, repos: RepoRules, *, open_pr: bool
+    ) -> dict[str, Any]:
         workspace = await self._checked_head(conf, task)
         repo, branch, base = conf.target["repo"], conf.target["branch"], conf.target.get("base")
-        url = self.push_url(repo)
+        try:  # checked again right before git connects: the host's addresses may have changed since the clone
+            reach = await repos.reach(repo)
+        except ShepherdError as exc:
+            raise ActionError(f"pushing {branch} refused: {exc.message}") from None
         try:
-            await push(workspace, url, branch, conf.target["head"], env=self._push_env(url))
+            await push(workspace, reach.url, branch, conf.target["head"], env=reach.env(self._credentials(reach.url)))
         except WorkspaceError as exc:
             raise ActionError(f"pushing {branch} failed: {exc.message}", retryable=True) from None
         result: dict[str, Any] = {"branch": branch, "head": conf.target["head"], "pushed": True}

@@ -237,7 +237,7 @@ class Confirmations:
         and one vote decides (quorum 1); otherwise approvers decide, as for anything else."""
         principal.require(Scope.WRITE, f"asking for {plan.action}")
         plan = checked_plan(plan)
-        requester_id = principal.user_id or principal.actor
+        requester_id = principal.identity
         async with self.db.write() as session:
             level = agent.autonomy_level if agent else 1
             gate = await self.gate(
@@ -246,7 +246,7 @@ class Confirmations:
                 agent_id=agent.id if agent else None, project_id=project_id,
             )
         conf = gate.confirmation
-        if conf.status == Status.PENDING and conf.quorum == 1 and principal.can(Scope.APPROVE):
+        if conf.status == Status.PENDING and conf.quorum == 1 and principal.can(Scope.APPROVE) and principal.is_person:
             with contextlib.suppress(Forbidden):  # a project whose policy lets only admins decide
                 result = await self.vote(principal, conf.id, approve=True, comment="by their own command")
                 return Gate(result.confirmation, gate.decision)
@@ -410,9 +410,10 @@ class Confirmations:
         self, principal: Principal, ref: str, *, approve: bool, comment: str, via: str | None
     ) -> VoteResult:
         principal.require(Scope.APPROVE, "deciding a confirmation")
+        principal.require_person("approving or rejecting")  # one voter per person: a token of nobody is no one
         comment = free_text((comment or "").strip(), "the comment")[:MAX_COMMENT]
         via = via or principal.channel
-        voter_id = principal.user_id or principal.actor
+        voter_id = principal.identity
         async with self.db.write() as session:
             # locks in one order everywhere (the task, then its confirmation), so that a vote and a stop
             # of the same task at once wait for each other instead of deadlocking

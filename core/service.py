@@ -14,6 +14,7 @@ from core.orgs import Orgs
 from core.policy import PolicyStore
 from core.progress import Progress
 from core.projects import Projects
+from core.repos import RepoRules
 from core.runners.presets import AgentCatalog
 from core.tasks import Tasks
 from core.tokens import Tokens
@@ -23,13 +24,14 @@ from core.users import Users
 class Shepherd:
     def __init__(
         self, db: Database, *, catalog: AgentCatalog | None = None, default_agent: str = "claude",
-        workspace_root: Path | None = None, policies: PolicyStore | None = None,
+        workspace_root: Path | None = None, policies: PolicyStore | None = None, repos: RepoRules | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog or AgentCatalog()
         self.tasks = Tasks(db, runtimes=self.catalog.names)
         self.tasks.default_runtime = default_agent
         self.tasks.workspace_root = workspace_root
+        self.tasks.repos = repos or RepoRules()
         self.orgs = Orgs(db)
         self.agents = Agents(db)
         self.projects = Projects(db)

@@ -32,9 +32,11 @@ from core.actions import ActionError, ActionsConfig, Executor, PlanChanged, desc
 from core.agents import AgentStatus
 from core.clock import as_utc, utcnow
 from core.confirmations import Execution, Origin, Plan, Status, new_task_token
+from core.errors import ShepherdError
 from core.events import record
 from core.models import Agent, Confirmation, RunnerNode, Task, TaskLog
 from core.policy import PolicyError
+from core.repos import RepoRules
 from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
 from core.runners.local import LocalRunner, RunnerError, group_members
 from core.runners.presets import AgentCatalog, verdict
@@ -79,6 +81,7 @@ class RunnerConfig:
     sandbox: SandboxView | None = None  # run agents through bubblewrap, showing this much of the host
     pass_env: tuple[str, ...] = ()
     git_base_url: str = "https://github.com"
+    repo_hosts: tuple[str, ...] = ()  # SHEPHERD_REPO_HOSTS (core.repos.parse_hosts)
     max_log_lines: int = 20_000
     poll_s: float = 1.0
     heartbeat_s: float = 5.0
@@ -112,12 +115,9 @@ def agent_env(config: RunnerConfig, task: Task, workspace: Path, token: str | No
     return env
 
 
-def clone_source(config: RunnerConfig, repo: str | None) -> str | None:
-    if repo is None:
-        return None
-    if repo_kind(repo) == "github":
-        return f"{config.git_base_url.rstrip('/')}/{repo}.git"
-    return repo
+def repo_rules(config: RunnerConfig) -> RepoRules:
+    """The rules a runner's clones and pushes obey: the same the task was checked with when created."""
+    return RepoRules(code_host=config.git_base_url, hosts=config.repo_hosts)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -181,6 +181,7 @@ class TaskSupervisor:
         self.db = shepherd.db
         self.catalog = catalog
         self.config = config
+        self.repos = repo_rules(config)
         self.runner: Runner = runner or LocalRunner()
         self.host = socket.gethostname()
         self.node_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -497,11 +498,13 @@ class TaskSupervisor:
             if workspace.exists():  # left by a run that died while preparing it
                 await asyncio.to_thread(self.shepherd.tasks.remove_workspace, str(workspace))
             try:
+                # checked again right before git connects: DNS may have changed since the task was created
+                reach = await self.repos.reach(task.repo) if task.repo else None
                 branch, sha = await prepare(
-                    workspace, source=clone_source(self.config, task.repo), base_branch=task.base_branch,
-                    work_branch=task.work_branch or f"shepherd/{task.name}",
+                    workspace, source=reach.url if reach else None, base_branch=task.base_branch,
+                    work_branch=task.work_branch or f"shepherd/{task.name}", env=reach.env() if reach else None,
                 )
-            except WorkspaceError as exc:
+            except ShepherdError as exc:  # WorkspaceError, or the repository's host is refused
                 await self._finish(run, Outcome.FAILED, None, DiffStats(), f"workspace: {exc.message}")
                 return
             task.workspace, task.base_branch, task.base_sha = str(workspace), branch, sha
@@ -845,7 +848,7 @@ class TaskSupervisor:
         result: dict[str, Any] = {}
         error: ActionError | None = None
         try:
-            result = await self.executor.execute(conf, task, policy)
+            result = await self.executor.execute(conf, task, policy, repos=self.repos)
         except ActionError as exc:
             error = exc
         except Exception as exc:

@@ -45,6 +45,8 @@ from core.events import record
 from core.ids import new_id
 from core.models import Agent, Project, RunnerNode, Task, TaskLog, User
 from core.projects import check_branch, find_project, resolve_project
+from core.repos import RepoRules
+from core.repos import repo_kind as repo_kind  # re-exported: where repositories come from is core.repos
 from core.runners.sandbox import home_for
 from core.snapshots import MAX_SNAPSHOT_BYTES
 from core.textcheck import free_text, optional_name
@@ -232,23 +234,9 @@ def evidence_summary(task: Task) -> str:
 
 # --- what people ask for -----------------------------------------------------------------------
 
-_REPO_SHORT = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-_URL = re.compile(r"^(https?|ssh|git)://|^[\w.-]+@[\w.-]+:")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
-def repo_kind(repo: str) -> str:
-    """`url`, `github` (owner/name) or `path` (a local repository)."""
-    if repo.startswith(("/", "./", "../", "~", "file:")):
-        return "path"
-    if _URL.match(repo):
-        return "url"
-    if _REPO_SHORT.match(repo):
-        return "github"
-    raise ValidationFailed(
-        f"cannot read repo {repo!r}: use owner/name, a git URL, or a local path (/path, ./path)",
-        code="INVALID_REPO",
-    )
 
 
 def checked_input(text: str, limit: int) -> str:
@@ -280,8 +268,8 @@ STATUS_GROUPS: dict[str, frozenset[TaskStatus]] = {
 
 
 def owner_of(principal: Principal) -> tuple[str, str]:
-    """(owner id, owner name) of whoever is acting: their user, or the token itself."""
-    return principal.user_id or principal.actor, principal.name
+    """(owner id, owner name) of whoever is acting: their user, or the token itself (core.access)."""
+    return principal.identity, principal.name
 
 
 @dataclass(frozen=True)
@@ -301,6 +289,7 @@ class Tasks:
         self.wake: Callable[[], None] = lambda: None
         self.local_runner = False  # a supervisor runs in this process
         self.confirmations: Any = None  # core.confirmations.Confirmations (set by core.service)
+        self.repos = RepoRules()  # which repositories tasks may name (set by core.service)
 
     async def _void_gate(self, session: AsyncSession, task: Task, why: str) -> None:
         """A task leaving `awaiting` by people's hand: what it waited on can no longer run."""
@@ -367,6 +356,8 @@ class Tasks:
                 if not path.is_dir():
                     raise ValidationFailed(f"no repository at {repo}", code="INVALID_REPO")
                 repo = str(path.resolve())
+            else:  # the server fetches it: only from hosts the rules allow (checked again before the clone)
+                await self.repos.reach(repo)
         explicit_level = None if level is None else parse_level(level)
 
         async with self.db.write() as session:

@@ -1,4 +1,5 @@
-"""API tokens: a random secret shown once, stored as its SHA-256, bound to one org."""
+"""API tokens: a random secret shown once, stored as its SHA-256, bound to one org and, to act for a person,
+to one user of that org (core.access says how tokens, users and identities relate)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import col, select
 
-from core.access import Principal, Scope, format_scopes, parse_scopes
+from core.access import Principal, Role, Scope, format_scopes, parse_scopes, role_for_scopes
 from core.clock import utcnow
 from core.db import Database
 from core.errors import Unauthorized, ValidationFailed
 from core.ids import new_id
-from core.models import ApiToken
+from core.models import ApiToken, User
 from core.orgs import ensure_org
 from core.textcheck import name_text
+from core.users import Users
 
 SECRET_PREFIX = "shp_"
 
@@ -32,6 +34,14 @@ def hash_secret(secret: str) -> str:
 class IssuedToken:
     token: ApiToken
     secret: str
+    user: User | None = None  # the person it acts for
+    user_created: bool = False
+
+    @property
+    def effective_scopes(self) -> frozenset[Scope]:
+        """What it may do: its scopes, within its user's role."""
+        scopes = parse_scopes(self.token.scopes)
+        return scopes & Role.parse(self.user.role).scopes if self.user is not None else scopes
 
 
 # A valid token is remembered this long per process, sparing a database round-trip per request. Revoking
@@ -46,24 +56,35 @@ class Tokens:
         self._clock = clock
         self._cache: dict[str, tuple[float, Principal]] = {}
 
-    async def create(self, *, org_id: str, name: str, scopes: frozenset[Scope] | str) -> IssuedToken:
+    async def create(
+        self, *, org_id: str, scopes: frozenset[Scope] | str, user: str | None = None, name: str | None = None
+    ) -> IssuedToken:
+        """A new token of `org_id`. With `user`, it acts for that person (created, with the role its scopes
+        need, if the org has no user of that name; an existing user keeps their role, which bounds the token).
+        Without, it is a principal of its own that is not a person. `name` labels it (default: the user's
+        name, or "api")."""
         scope_set = parse_scopes(scopes) if isinstance(scopes, str) else scopes
-        name = name_text(name.strip(), "the token name")
-        if not name or len(name) > 200:
+        label = name_text((name if name is not None else user or "api").strip(), "the token name")
+        if not label or len(label) > 200:
             raise ValidationFailed("a token name is 1-200 characters", code="INVALID_TOKEN_NAME")
+        person: User | None = None
+        created = False
+        if user is not None:
+            person, created = await Users(self.db).ensure(org_id, user, role=role_for_scopes(scope_set))
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         async with self.db.write() as session:
             await ensure_org(session, org_id)
             token = ApiToken(
                 id=new_id("tok"),
                 org_id=org_id,
-                name=name,
+                name=label,
                 prefix=secret[:8],
                 secret_hash=hash_secret(secret),
                 scopes=format_scopes(scope_set),
+                user_id=person.id if person else None,
             )
             session.add(token)
-        return IssuedToken(token=token, secret=secret)
+        return IssuedToken(token=token, secret=secret, user=person, user_created=created)
 
     async def authenticate(self, secret: str) -> Principal:
         if not secret:
@@ -74,17 +95,20 @@ class Tokens:
         if cached is not None and cached[0] > now:
             return cached[1]
         async with self.db.read() as session:
-            token = (await session.exec(select(ApiToken).where(ApiToken.secret_hash == digest))).first()
-        if token is None or token.revoked_at is not None:
+            found = (await session.exec(
+                select(ApiToken, User).outerjoin(User, col(User.id) == col(ApiToken.user_id))
+                .where(ApiToken.secret_hash == digest))).first()
+        token, person = found if found is not None else (None, None)
+        if token is None or token.revoked_at is not None or (token.user_id and person is None):
             self._cache.pop(digest, None)
             raise Unauthorized("invalid or revoked API token", code="INVALID_TOKEN")
-        principal = Principal(
-            org_id=token.org_id,
-            name=token.name,
-            scopes=parse_scopes(token.scopes),
-            channel="token",
-            user_id=token.user_id,
-        )
+        scopes = parse_scopes(token.scopes)
+        if person is not None:  # a person's token: their name, and never more than their role allows
+            principal = Principal(org_id=token.org_id, name=person.name, scopes=scopes & Role.parse(person.role).scopes,
+                                  channel="token", user_id=person.id, token_id=token.id)
+        else:  # nobody's token: a principal of its own, named by its id so that no other token is it
+            principal = Principal(org_id=token.org_id, name=token.id, scopes=scopes, channel="token",
+                                  token_id=token.id)
         if len(self._cache) >= AUTH_CACHE_ENTRIES:
             self._cache.clear()
         self._cache[digest] = (now + AUTH_CACHE_SECONDS, principal)

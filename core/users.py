@@ -6,17 +6,48 @@ from sqlmodel import col, select
 
 from core.access import Principal, Role, Scope
 from core.db import Database
-from core.errors import NotFound
+from core.errors import Conflict, NotFound, ValidationFailed
 from core.events import record
 from core.ids import new_id
 from core.models import Identity, User
 from core.orgs import ensure_org
-from core.textcheck import clean_name
+from core.textcheck import clean_name, name_text
+
+MAX_NAME = 200
+
+
+def check_user_name(name: str) -> str:
+    name = name_text((name or "").strip(), "the user name")  # no control character, C1 included
+    if not name or len(name) > MAX_NAME:
+        raise ValidationFailed(f"a user name is 1-{MAX_NAME} characters", code="INVALID_USER_NAME")
+    return name
 
 
 class Users:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    async def ensure(self, org_id: str, name: str, *, role: Role) -> tuple[User, bool]:
+        """The org's user named `name`, created with `role` if there is none (an existing one keeps theirs).
+        Returns the user and whether it was created. For the deployment's own tools (token create, the
+        console): whoever runs them holds the database already."""
+        name = check_user_name(name)
+        for attempt in range(2):
+            try:
+                async with self.db.write() as session:
+                    await ensure_org(session, org_id)
+                    user = (await session.exec(select(User).where(User.org_id == org_id, User.name == name))).first()
+                    if user is not None:
+                        return user, False
+                    user = User(id=new_id("user"), org_id=org_id, name=name, role=role.label)
+                    session.add(user)
+                    system = Principal(org_id=org_id, name="shepherd", scopes=frozenset(), channel="cli")
+                    await record(session, system, "user", "user.created", payload={"user": name, "role": role.label})
+                    return user, True
+            except Conflict:  # made at the same moment by another process: read theirs
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     async def principal_for(
         self, org_id: str, channel: str, external_id: str, *, display_name: str, default_role: Role,

@@ -59,8 +59,10 @@ class Home:
                 time.sleep(0.1)
         raise AssertionError("server did not become ready in 30 s")
 
-    def token(self, *scopes: str) -> str:
-        out = self.run("token", "create", "--scopes", *(scopes or ("read", "write", "approve", "admin"))).stdout
+    def token(self, *scopes: str, user: str | None = None) -> str:
+        """A new token's secret; with `user`, it acts for that person (only a person approves or rejects)."""
+        who = ["--user", user] if user else []
+        out = self.run("token", "create", *who, "--scopes", *(scopes or ("read", "write", "approve", "admin"))).stdout
         return out.strip().splitlines()[-1]
 
     def http(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:

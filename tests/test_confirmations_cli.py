@@ -67,8 +67,8 @@ def test_approve_and_reject_on_two_replicas_at_once_make_one_decision(
     replicas: tuple[Home, Home], pg_url: str
 ) -> None:
     a, b = replicas
-    approver_a = a.token("read", "approve")
-    approver_b = b.token("read", "approve")
+    approver_a = a.token("read", "approve", user="ana")
+    approver_b = b.token("read", "approve", user="ben")
     for task_id, code in asyncio.run(_pending(pg_url, ROUNDS)):
         results: dict[str, tuple[int, Any]] = {}
         barrier = threading.Barrier(2)

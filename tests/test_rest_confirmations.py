@@ -70,10 +70,9 @@ async def test_list_decide_and_read_back_with_the_envelope_for_every_refusal(rig
 
 
 async def test_quorum_two_over_rest_refuses_the_requester(rig: Rig) -> None:
-    owner = Principal.for_role("acme", "acme-read,write,approve,admin", Role.ADMIN, "token",
-                               user_id=None)
+    owner = await rig.shepherd.tokens.authenticate(rig.token)  # the person the rig's token acts for
     task = await started_task(rig.shepherd, owner)
-    assert task.owner_id == "token:acme-read,write,approve,admin"
+    assert task.owner_id == owner.user_id and task.owner_name == "acme-read,write,approve,admin"
     plan = Plan(action="deploy.production", summary="ship", target={"repo": "acme/api"})
     conf = await gate(rig.shepherd, task, plan, level=5, origin=Origin.PERSON)
     status, body = await rig.call("POST", f"/api/confirmations/{conf.code}/decision", {"decision": "approve"})

@@ -1,4 +1,4 @@
-"""The console channel: the command grammar in a terminal, acting as a local admin."""
+"""The console channel: the command grammar in a terminal, acting as one person of the org, with admin rights."""
 
 from __future__ import annotations
 
@@ -21,13 +21,23 @@ from core.tasks import FINISHED, LogType, Outcome, TaskStatus
 PROMPT = "shepherd> "
 BANNER = (
     "Shepherd console: type `help` for commands, `exit` to leave.\n"
+    "Acting as {name} in org {org}, with admin rights (SHEPHERD_CONSOLE_USER or --user names someone else).\n"
     'Try a task with the demo agent: run "add a greeting to the README" --agent demo'
 )
 FOLLOW_POLL_S = 0.2
 
 
-def console_principal(org_id: str) -> Principal:
-    return Principal.for_role(org_id, getpass.getuser(), Role.ADMIN, "console")
+def console_user(configured: str | None) -> str:
+    """Whom the console acts as: the person named (--user, SHEPHERD_CONSOLE_USER), else the OS user."""
+    return configured or getpass.getuser()
+
+
+async def console_principal(shepherd: Shepherd, org_id: str, name: str | None = None) -> tuple[Principal, bool]:
+    """The console's person: a real user of the org (an admin user, created if new), so that what they do here
+    and through their tokens or chat identities is one owner and one voter. The console acts with admin
+    rights whatever that user's role: whoever runs it holds the database. Returns it and whether it is new."""
+    user, created = await shepherd.users.ensure(org_id, console_user(name), role=Role.ADMIN)
+    return Principal.for_role(org_id, user.name, Role.ADMIN, "console", user_id=user.id), created
 
 
 class Console:
@@ -92,7 +102,7 @@ class Console:
             import readline  # noqa: F401  (line editing and history where the platform has it)
         interactive = sys.stdin.isatty()
         if interactive:
-            print(BANNER, file=self.out)
+            print(BANNER.format(name=self.principal.name, org=self.principal.org_id), file=self.out)
         failures = 0
         while True:
             try:

@@ -4,13 +4,13 @@ repository is named (so that what the agent changed can always be counted)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from core.errors import ShepherdError
+from core.repos import git_env as git_env  # re-exported: Shepherd's git runs with nothing of its user's
 from core.tasks import DiffStats
 
 GIT_TIMEOUT_S = 600.0
@@ -21,15 +21,6 @@ MAX_DIFF_PATHS = 20
 class WorkspaceError(ShepherdError):
     code = "WORKSPACE_ERROR"
     status = 500
-
-
-def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Git never waits for a password prompt in a server, and ignores the user's global hooks."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "SSH_AUTH_SOCK")}
-    # Only these transports: never `ext::` (it runs commands) whatever the machine's git config says.
-    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_ALLOW_PROTOCOL": "https:http:ssh:git:file",
-                **(extra or {})})
-    return env
 
 
 async def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -51,9 +42,10 @@ async def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = 
 
 
 async def prepare(
-    path: Path, *, source: str | None, base_branch: str | None, work_branch: str
+    path: Path, *, source: str | None, base_branch: str | None, work_branch: str, env: dict[str, str] | None = None
 ) -> tuple[str, str]:
-    """Create the workspace at `path`; returns (base branch, base commit)."""
+    """Create the workspace at `path`; returns (base branch, base commit). `env` is the clone's environment
+    (core.repos.Reach.env: pinned to the addresses checked)."""
     # Few processes on purpose: a hundred tasks starting at once pay for each one (bench/README.md).
     path.parent.mkdir(parents=True, exist_ok=True)
     if source is None:
@@ -63,7 +55,7 @@ async def prepare(
         branch = base_branch or "main"  # nominal: an empty workspace has only the task's branch
     else:
         branch_args = ["--branch", base_branch] if base_branch else []
-        await git("clone", "-q", "--no-tags", *branch_args, "--", source, str(path))
+        await git("clone", "-q", "--no-tags", *branch_args, "--", source, str(path), env=env)
         head = (path / ".git" / "HEAD").read_text().strip()  # noqa: ASYNC240 ("ref: refs/heads/main")
         branch = head.removeprefix("ref: refs/heads/")
         await git("checkout", "-q", "-b", work_branch, cwd=path)

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """A coding-agent CLI for tests and demos: it behaves like `claude -p`, with no model and no network.
 
-    demo_agent.py --version
-    demo_agent.py [--session-id ID] PROMPT        first turn
-    demo_agent.py --resume ID PROMPT              a follow-up turn of session ID
+    demo_agent.py [--here] [--session-id ID] PROMPT    first turn
+    demo_agent.py [--here] --resume ID PROMPT          a follow-up turn of session ID
+    demo_agent.py --version | --help
 
-It reads its prompt, prints progress, edits files in its working directory (the task's workspace) and
-exits. Bracketed words in the prompt make it misbehave the way real agents do:
+It reads its prompt, prints progress, edits files in its working directory and exits. It edits only a
+directory Shepherd made for it (its working directory is $SHEPHERD_WORKSPACE, as in every task Shepherd
+runs), or the working directory when told to with --here; anywhere else it refuses (exit 2) and touches
+nothing. Options come before the prompt. Bracketed words in the prompt make it misbehave the way real agents
+do:
 
     [fail]        exit 3 after an error message
     [deny]        print a permission denial and exit 0 (an honest runner must not call that success)
@@ -93,22 +96,53 @@ def edit_files(prompt: str, turn: int) -> None:
         say("edited README.md")
 
 
+USAGE = __doc__.split("\n\n", 2)[1] if __doc__ else ""
+
+
+def refusal(here: bool) -> str | None:
+    """Why it may not edit its working directory, or None when it may: a workspace Shepherd made for it
+    (SHEPHERD_WORKSPACE names it), or anywhere with --here."""
+    if here:
+        return None
+    workspace = os.environ.get("SHEPHERD_WORKSPACE")
+    try:
+        if workspace and os.path.samefile(workspace, "."):
+            return None
+    except OSError:
+        pass
+    told = f"SHEPHERD_WORKSPACE is {workspace}" if workspace else "SHEPHERD_WORKSPACE is not set"
+    return (f"demo-agent: {Path.cwd()} is not a workspace Shepherd made for it ({told}): it edits files only "
+            "there, or in the working directory when run with --here")
+
+
 def main(argv: list[str]) -> int:
-    if "--version" in argv:
-        say(VERSION)
-        return 0
     session = None
-    resume = False
+    resume = here = False
     args = list(argv)
-    for flag in ("--session-id", "--resume"):
-        if flag in args:
-            i = args.index(flag)
-            session = args[i + 1]
-            resume = flag == "--resume"
-            del args[i : i + 2]
-    args = [a for a in args if a != "-p"]
+    while args:  # options first: the prompt begins at the first word that is not one
+        word = args[0]
+        if word in ("--version", "-v"):
+            say(VERSION)
+            return 0
+        if word in ("--help", "-h"):
+            say((__doc__ or "").strip())
+            return 0
+        if word in ("--session-id", "--resume") and len(args) > 1:
+            session, resume = args[1], word == "--resume"
+            del args[:2]
+        elif word in ("--here", "-p", "--"):
+            here = here or word == "--here"
+            del args[0]
+            if word == "--":
+                break
+        else:
+            break
     if not args:
-        print("demo-agent: a prompt is required", file=sys.stderr)
+        print(f"demo-agent: a prompt is required\nusage:\n{USAGE}", file=sys.stderr)
+        return 2
+    refused = refusal(here)
+    if refused is not None:
+        print(refused, file=sys.stderr)
         return 2
     prompt = " ".join(args)
     session = session or str(uuid.uuid4())
