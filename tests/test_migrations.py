@@ -38,3 +38,43 @@ def test_downgrade_to_nothing_and_up_again(db_url: str) -> None:
     assert asyncio.run(current_revision(db_url)) == head_revision()
     upgrade(db_url)  # idempotent
     assert asyncio.run(_diff(db_url)) == []
+
+
+def test_tokens_named_before_people_existed_keep_acting_for_that_person(db_url: str) -> None:
+    """An upgrade locks nobody out: a token made with `--name me` under 0004 acts for the person `me` after
+    it (so `me` still approves), while tokens left with the default name `api` stay tokens of nobody."""
+    from core.access import Scope
+    from core.db import Database
+    from core.service import Shepherd
+    from core.tokens import hash_secret
+
+    command.downgrade(alembic_config(db_url), "0004")
+
+    async def old_tokens() -> None:
+        engine = create_async_engine(normalize_url(db_url))
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("INSERT INTO org (id, name, created_at) VALUES ('acme', 'acme', "
+                                       "CURRENT_TIMESTAMP)")
+            for tid, name, scopes in (("tok-1", "me", "read,write,approve"), ("tok-2", "me", "read"),
+                                      ("tok-3", "api", "read,write,approve")):
+                await conn.exec_driver_sql(
+                    "INSERT INTO apitoken (id, org_id, name, prefix, secret_hash, scopes, created_at) VALUES "
+                    f"('{tid}', 'acme', '{name}', 'shp_', '{hash_secret(tid)}', '{scopes}', CURRENT_TIMESTAMP)")
+        await engine.dispose()
+
+    asyncio.run(old_tokens())
+    upgrade(db_url)
+
+    async def after() -> None:
+        db = Database(db_url)
+        try:
+            tokens = Shepherd(db).tokens
+            me, me_too, api = [await tokens.authenticate(t) for t in ("tok-1", "tok-2", "tok-3")]
+            assert me.is_person and me.name == "me" and me.can(Scope.APPROVE)
+            assert me_too.identity == me.identity, "one person's tokens are one voter"
+            assert not me_too.can(Scope.APPROVE), "a token keeps its own scopes"
+            assert not api.is_person
+        finally:
+            await db.dispose()
+
+    asyncio.run(after())
