@@ -435,6 +435,32 @@ async def test_new_people_get_the_configured_role_and_admins_set_roles(slack: Sl
     assert users == {"vi": "approver", "mo": "operator", "ada": "admin"}
 
 
+async def test_role_for_someone_shepherd_has_not_met_takes_the_id_slack_sends(slack: SlackWorld) -> None:
+    # what Slack sends for `/shepherd role @dave operator` with should_escape: true (users.info knows no dave here:
+    # the name comes with the mention)
+    await slack.command("role <@U0ABC123|dave> operator", user=ADMIN, name="ada")
+    await slack.ephemeral(ADMIN, "dave is now operator")
+    await slack.command("pending", user="U0ABC123", name="dave")  # dave writes for the first time: it is him
+    await slack.ephemeral("U0ABC123", "nothing")
+    people = {u.name: (u.role, chans) for u, chans in await slack.shepherd.users.list(CONSOLE)}
+    assert people["dave"] == ("operator", ["slack"]) and len([n for n in people if "dave" in n]) == 1
+
+
+async def test_a_plain_at_name_is_the_one_known_person_it_can_mean(slack: SlackWorld) -> None:
+    # from an app installed with the older manifest (should_escape: false), Slack sends what was typed
+    for user, name in (("USAM1", "sam"), ("USAM2", "SAM"), (BYSTANDER, "vi")):
+        await slack.command("pending", user=user, name=name)
+        await slack.ephemeral(user, "nothing")
+    await slack.command("role @Vi approver", user=ADMIN, name="ada")
+    await slack.ephemeral(ADMIN, "vi is now approver")
+    await slack.command("role @Sam approver", user=ADMIN, name="ada")  # sam or SAM: not guessed
+    await slack.ephemeral(ADMIN, "not found")
+    await slack.command("role @sam approver", user=ADMIN, name="ada")
+    await slack.ephemeral(ADMIN, "sam is now approver")
+    roles = {u.name: u.role for u, _ in await slack.shepherd.users.list(CONSOLE)}
+    assert (roles["vi"], roles["sam"], roles["SAM"]) == ("approver", "approver", "operator")
+
+
 async def test_long_output_is_cut_within_block_kit_limits_and_says_where_the_rest_is(slack: SlackWorld) -> None:
     await slack.command('run "spill [lines 400]" --agent demo')
     root = await slack.root_for("spill")
