@@ -1,5 +1,6 @@
-"""Slack in: a slack-bolt AsyncApp that turns slash commands, mentions, DMs, thread replies and button clicks
-into the same commands every channel runs, and answers through the outbox.
+"""Slack in: slash commands, mentions, DMs, thread replies and button clicks become the same commands every
+channel runs, answered through the outbox. Over HTTP (/slack/events) requests are read here; in Socket Mode
+slack-bolt's AsyncApp holds the connection and hands each payload to the same receiver.
 
 Each item is, in this order: verified (the signature over the raw body, over HTTP; Socket Mode needs none),
 read into the item Shepherd acts on (adapters.slack.items.parse: what it leaves alone is never recorded),
