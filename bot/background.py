@@ -30,11 +30,14 @@ log = logging.getLogger(__name__)
 class Background:
     def __init__(
         self, settings: Settings, shepherd: Shepherd, *, channels: list[Channel] | None = None,
-        callback_url: str | None = None,
+        callback_url: str | None = None, platforms: bool = True,
     ) -> None:
         self.settings = settings
         self.shepherd = shepherd
         self.channels = channels or []
+        # Whether this process delivers to chat platforms (Slack): only a process that serves (serve, worker).
+        # A console leaves its outbox rows to the server's dispatcher, which keeps each platform's pace.
+        self.platforms = platforms
         self.callback_url = callback_url or settings.public_url
         self.http: aiohttp.ClientSession | None = None
         self.callback_site: web.AppRunner | None = None
@@ -64,7 +67,7 @@ class Background:
         executor = Executor(ActionsConfig(git_base_url=settings.git_base_url, git_token=token), forge)
         self.supervisor = TaskSupervisor(self.shepherd, self.shepherd.catalog, config, executor=executor)
         slack = settings.slack()
-        if slack is not None and not any(c.name == "slack" for c in self.channels):
+        if self.platforms and slack is not None and not any(c.name == "slack" for c in self.channels):
             from adapters.slack.channel import SlackChannel, make_client
 
             self.channels.append(SlackChannel(make_client(slack.bot_token, slack.api_url, self.http)))

@@ -160,8 +160,9 @@ async def _console(settings: Settings, command: str | None, user: str | None) ->
             print(f"shepherd console: acting as {principal.name}, a new admin user of org {principal.org_id} "
                   "(SHEPHERD_CONSOLE_USER or --user names someone else)", file=sys.stderr)
         # The console runs the tasks it starts itself, and prints the prompts addressed to its user:
-        # no server needed to try Shepherd.
-        background = Background(settings, shepherd, channels=[ConsoleChannel(principal.name)])
+        # no server needed to try Shepherd. What it says to Slack waits in the outbox for the server's
+        # dispatcher, which keeps Slack's pace (one edit a second per channel, Retry-After).
+        background = Background(settings, shepherd, channels=[ConsoleChannel(principal.name)], platforms=False)
         await background.start()
         console = Console(shepherd, principal)
         if command is not None:

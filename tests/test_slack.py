@@ -19,7 +19,7 @@ from aiohttp import web
 from sqlmodel import select
 
 from adapters.github.forge import GitHubForge
-from adapters.slack.channel import SlackChannel, make_client
+from adapters.slack.channel import SlackChannel, make_client, retry_after
 from adapters.slack.inbound import SlackConfig
 from bot.app import SLACK, create_app
 from bot.callbacks import write_launcher
@@ -349,6 +349,37 @@ async def test_a_429_with_retry_after_delays_delivery_and_loses_nothing(slack: S
     assert row.status == "sent" and row.attempts == 1  # one failed try of the outbox (after the SDK's 3)
 
 
+async def test_the_message_a_task_thread_hangs_from_waits_out_429s_in_place(slack: SlackWorld) -> None:
+    # posted while the slash command is processed (not by the outbox): each 429 is waited out for exactly its
+    # Retry-After, there and then; the item does not fail over to the ledger's backoff (the review saw 13-22 s)
+    slack.fake.rate_limit_next("chat.postMessage", retry_after=1, times=3)
+    await slack.command('run "a rate limited start" --agent demo', trigger="T-429")
+    root = await slack.root_for("a rate limited start")
+    tries = [c for c in slack.fake.calls_to("chat.postMessage") if "a rate limited start" in str(c.args.get("text"))]
+    assert len(tries) == 4, [c.args for c in tries]
+    assert all(b.at - a.at >= 0.95 for a, b in zip(tries, tries[1:], strict=False))  # Retry-After: 1, honoured
+    await slack.in_thread(root, lambda m: m.text.startswith("started task"), "reply")
+    row = await slack.shepherd.ledger.get("slack", "command:T-429")
+    assert row is not None and (row.status, row.attempts, row.error) == ("done", 1, None)
+
+
+@pytest.mark.parametrize("header,wait", [
+    ("1", 1.0), ("0.5", 0.5), ("30", 30.0), (None, 30.0), ("soon", 30.0), ("nan", 30.0), ("-3", 0.0),
+    ("86400", 60.0), ("inf", 60.0),
+])
+def test_retry_after_is_read_as_slack_sends_it_and_bounded(header: str | None, wait: float) -> None:
+    assert retry_after({"Retry-After": header} if header is not None else {}) == wait
+    assert retry_after({"retry-after": [header]} if header is not None else {}) == wait  # slack_sdk's shape
+
+
+async def test_a_fractional_retry_after_is_waited_out_too(slack: SlackWorld) -> None:
+    client = make_client(BOT_TOKEN, slack.fake.api_url, slack.http)
+    slack.fake.rate_limit_next("chat.postMessage", retry_after="0.5", times=2)
+    await client.chat_postMessage(channel="C7", text="hello")  # slack_sdk's own handler fails on int("0.5")
+    tries = slack.fake.calls_to("chat.postMessage")
+    assert len(tries) == 3 and all(b.at - a.at >= 0.45 for a, b in zip(tries, tries[1:], strict=False))
+
+
 # --- conversations ---------------------------------------------------------------------------------
 
 
@@ -404,6 +435,32 @@ async def test_new_people_get_the_configured_role_and_admins_set_roles(slack: Sl
     assert users == {"vi": "approver", "mo": "operator", "ada": "admin"}
 
 
+async def test_role_for_someone_shepherd_has_not_met_takes_the_id_slack_sends(slack: SlackWorld) -> None:
+    # what Slack sends for `/shepherd role @dave operator` with should_escape: true (users.info knows no dave here:
+    # the name comes with the mention)
+    await slack.command("role <@U0ABC123|dave> operator", user=ADMIN, name="ada")
+    await slack.ephemeral(ADMIN, "dave is now operator")
+    await slack.command("pending", user="U0ABC123", name="dave")  # dave writes for the first time: it is him
+    await slack.ephemeral("U0ABC123", "nothing")
+    people = {u.name: (u.role, chans) for u, chans in await slack.shepherd.users.list(CONSOLE)}
+    assert people["dave"] == ("operator", ["slack"]) and len([n for n in people if "dave" in n]) == 1
+
+
+async def test_a_plain_at_name_is_the_one_known_person_it_can_mean(slack: SlackWorld) -> None:
+    # from an app installed with the older manifest (should_escape: false), Slack sends what was typed
+    for user, name in (("USAM1", "sam"), ("USAM2", "SAM"), (BYSTANDER, "vi")):
+        await slack.command("pending", user=user, name=name)
+        await slack.ephemeral(user, "nothing")
+    await slack.command("role @Vi approver", user=ADMIN, name="ada")
+    await slack.ephemeral(ADMIN, "vi is now approver")
+    await slack.command("role @Sam approver", user=ADMIN, name="ada")  # sam or SAM: not guessed
+    await slack.ephemeral(ADMIN, "not found")
+    await slack.command("role @sam approver", user=ADMIN, name="ada")
+    await slack.ephemeral(ADMIN, "sam is now approver")
+    roles = {u.name: u.role for u, _ in await slack.shepherd.users.list(CONSOLE)}
+    assert (roles["vi"], roles["sam"], roles["SAM"]) == ("approver", "approver", "operator")
+
+
 async def test_long_output_is_cut_within_block_kit_limits_and_says_where_the_rest_is(slack: SlackWorld) -> None:
     await slack.command('run "spill [lines 400]" --agent demo')
     root = await slack.root_for("spill")
@@ -425,9 +482,7 @@ async def test_ledger_items_left_by_a_dead_process_are_processed_again(slack: Sl
         row = (await session.exec(select(Delivery).where(Delivery.key == "event:EvLost"))).one()
         row.next_at = row.received_at  # its lease is over
         session.add(row)
-    [due] = [r for r in await ledger.due("slack") if r.key == "event:EvLost"]
-    await inbound.handle(due.key, due.payload)
-    await ledger.done("slack", due.key)
+    assert await inbound.sweep() == 1  # what the sweep does every few seconds, now
     await slack.until_task(lambda t: "picked up later" in t.prompt)
     assert (await ledger.get("slack", "event:EvLost")).status == "done"  # type: ignore[union-attr]
 
@@ -491,9 +546,3 @@ async def test_in_a_task_thread_a_mention_may_leave_the_task_unsaid(slack: Slack
     answer = await slack.in_thread(root, lambda m: m.ts > outcome.ts and "tick" in m.text, "the task's logs")
     assert "error" not in answer.text
 
-
-async def test_what_people_typed_is_shown_but_cannot_ping_everyone(slack: SlackWorld) -> None:
-    await slack.command('run "tell <!channel> about <https://evil.example|the docs>" --agent demo')
-    root = await slack.root_for("tell")
-    assert "<!channel>" not in root.text and "&lt;!channel&gt;" in root.text
-    assert "<https://evil" not in root.text

@@ -56,10 +56,14 @@ async def test_serve_with_slack_settings_runs_a_task_in_a_thread_and_a_console_d
             shown = prompt()
             assert shown is not None and "deploy.staging" in shown.text
             code = shown.text.split()[1]
+            # the console has the Slack variables too (another token, to tell its calls apart), but only the
+            # server delivers to Slack: the console writes the outbox, the server's dispatcher edits the prompt
+            home.env["SLACK_BOT_TOKEN"] = "xoxb-console"
             approved = await asyncio.to_thread(home.run, "console", "-c", f"approve {code}")
             assert "approved" in approved.stdout, approved.stdout + approved.stderr
             await fake.wait_for(lambda: not _buttons(fake.messages[("C1", shown.ts)]), timeout=20)
             assert "from console" in fake.messages[("C1", shown.ts)].text
+            assert not [c for c in fake.calls if c.token == "xoxb-console"], "the console called Slack itself"
             await fake.wait_for(lambda: any("exit code" in json.dumps(m.blocks or [])
                                             for m in fake.thread("C1", root.ts)), timeout=30)
             outcome = next(m for m in fake.thread("C1", root.ts) if "exit code" in json.dumps(m.blocks or []))

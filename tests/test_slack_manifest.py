@@ -44,3 +44,10 @@ def test_every_command_is_in_the_slash_command_hint_and_every_event_has_its_scop
     for event in data["settings"]["event_subscriptions"]["bot_events"]:
         assert needs[event] in scopes
     assert {"commands", "chat:write", "users:read"} <= scopes
+
+
+def test_slack_escapes_mentions_in_the_slash_command() -> None:
+    """`/shepherd role @dave operator` arrives as `role <@U123|dave> operator`: dave is found by his Slack id,
+    whether Shepherd has met him or not (unescaped, it is a bare `@dave`, unknown until he writes)."""
+    for data in (manifest(), manifest(None)):
+        assert data["features"]["slash_commands"][0]["should_escape"] is True

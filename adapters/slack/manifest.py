@@ -41,8 +41,9 @@ def manifest(url: str | None = EXAMPLE_URL, registry: CommandRegistry | None = N
     """The app manifest; `url` None is the Socket Mode variant (no public URL)."""
     registry = registry or build_registry()
     events = f"{url.rstrip('/')}/slack/events" if url else None
+    # should_escape: Slack sends `@dave` as <@U123|dave>, so a person is known by their Slack id, seen before or not
     command: dict[str, Any] = {"command": "/shepherd", "description": "Drive coding agents: tasks, approvals, status",
-                               "usage_hint": usage_hint(registry), "should_escape": False}
+                               "usage_hint": usage_hint(registry), "should_escape": True}
     subscriptions: dict[str, Any] = {"bot_events": BOT_EVENTS}
     interactivity: dict[str, Any] = {"is_enabled": True}
     if events:

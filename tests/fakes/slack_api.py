@@ -73,7 +73,7 @@ class Posted:
 class _Queued:
     method: str
     error: str
-    retry_after: int | None = None  # set: a 429
+    retry_after: float | str | None = None  # set: a 429 with this Retry-After
 
 
 class SlackError(Exception):
@@ -188,7 +188,7 @@ class FakeSlack:
     def ephemeral_for(self, user: str) -> list[Posted]:
         return [m for m in self.messages.values() if m.ephemeral and m.user == user]
 
-    def rate_limit_next(self, method: str, *, retry_after: int = 1, times: int = 1) -> None:
+    def rate_limit_next(self, method: str, *, retry_after: float | str = 1, times: int = 1) -> None:
         """The next `times` calls of `method` answer 429, Retry-After and {"ok": false, "error": "ratelimited"}."""
         self._queued.extend(_Queued(method, "ratelimited", retry_after) for _ in range(times))
 
