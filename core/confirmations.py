@@ -301,14 +301,15 @@ class Confirmations:
 
     async def note_waiting(self, session: AsyncSession, task: Task, decided: str = "") -> None:
         """The one writer of "this running agent waits on people": while one of its `shepherd ask` questions is
-        pending, the task's state is `idle` with the question; once people decided them all, `working` again
-        (`decided` says how). The log flusher leaves an idle task's message alone (core.tasks.waiting_on_people)."""
+        pending, the task's state is `idle` with the question (the one it asked last: what it waits on now);
+        once people decided them all, `working` again (`decided` says how). The log flusher leaves an idle
+        task's message alone (core.tasks.waiting_on_people)."""
         if TaskStatus(task.status) is not TaskStatus.RUNNING:
             return  # a paused task is idle anyway; resuming it asks again
         asking = (await session.exec(select(Confirmation).where(
             Confirmation.task_id == task.id, Confirmation.status == Status.PENDING.value,
             Confirmation.origin == Origin.AGENT.value,
-        ).order_by(col(Confirmation.created_at), col(Confirmation.id)))).first()
+        ).order_by(col(Confirmation.created_at).desc(), col(Confirmation.id).desc()))).first()
         if asking is not None:
             set_state(task, State.IDLE, f"waiting for approval {asking.code}: {asking.summary}")
         elif task.state == State.IDLE:
