@@ -13,20 +13,18 @@ only the task-token routes.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import stat
-import sys
 import tempfile
 from pathlib import Path
 
 from aiohttp import web
 
+from core.runners.presets import PYTHON as BASE_PYTHON
 from core.service import Shepherd
 
 ASK_SOURCE = Path(__file__).with_name("ask.py")
-# The interpreter itself, not a virtualenv's link to it: the sandbox shows this installation and no more.
-PYTHON = Path(os.path.realpath(getattr(sys, "_base_executable", "") or sys.executable))
+PYTHON = Path(BASE_PYTHON)  # the interpreter itself, not a virtualenv's link: a sandbox shows it and no more
 
 
 def _write(path: Path, text: str, *, executable: bool = False) -> None:

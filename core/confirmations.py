@@ -525,6 +525,17 @@ class Confirmations:
             await self._decide(session, conf, Status.VOID, "shepherd", "shepherd", reason)
         return len(rows)
 
+    async def void_questions(self, session: AsyncSession, task: Task, reason: str) -> int:
+        """Void what the task's agent asked (`shepherd ask`) and people have not decided yet: the turn that
+        asked is over, so nobody waits for the answer, and a later decision would decide nothing."""
+        rows = list(await session.exec(select(Confirmation).where(
+            Confirmation.task_id == task.id, Confirmation.status == Status.PENDING.value,
+            Confirmation.origin == Origin.AGENT.value,
+        ).with_for_update()))
+        for conf in rows:
+            await self._decide(session, conf, Status.VOID, "shepherd", "shepherd", reason)
+        return len(rows)
+
     async def expire_due(self, *, limit: int = 100) -> int:
         """Pending confirmations past their expiry become `expired` (a reject). Run by the worker."""
         now = utcnow()

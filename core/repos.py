@@ -21,11 +21,13 @@ host with the server user's keys. The rules:
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
 import re
 import shlex
 import socket
+import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -190,14 +192,30 @@ def not_public(addr: IPAddress) -> str | None:
     if isinstance(addr, ipaddress.IPv6Address):
         candidates += _embedded_v4(addr)
     for a in candidates:
+        site_local = isinstance(a, ipaddress.IPv6Address) and a.is_site_local  # fec0::/10, deprecated yet routed
         for why, hit in (("unspecified", a.is_unspecified), ("loopback", a.is_loopback),
-                         ("link-local", a.is_link_local), ("multicast", a.is_multicast),
+                         ("link-local", a.is_link_local), ("site-local", site_local), ("multicast", a.is_multicast),
                          ("private", a.is_private), ("reserved", a.is_reserved)):
             if hit:
                 return f"a {why} address" + (f" (it embeds {a})" if a is not addr else "")
         if not a.is_global:  # e.g. 100.64.0.0/10, carrier-grade NAT
             return "not a public address" + (f" (it embeds {a})" if a is not addr else "")
     return None
+
+
+@functools.cache
+def git_version_text() -> str:
+    """What `git --version` says of the git on PATH ("git version 2.39.5"), or why it could not say."""
+    try:
+        return subprocess.run(["git", "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"no git ({type(exc).__name__})"
+
+
+def git_pins_http() -> bool:
+    """Does this git have http.curloptResolve (2.37 and newer), which pins a host to the checked address?"""
+    found = re.search(r"(\d+)\.(\d+)", git_version_text())
+    return found is not None and (int(found.group(1)), int(found.group(2))) >= (2, 37)
 
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -293,15 +311,21 @@ class RepoRules:
         no_redirects = {"http.followRedirects": "false"}  # a redirect would lead git past this check
         if entry == remote.host:
             return Reach(repo, no_redirects)  # named exactly by an admin: trusted as named, private or not
+        if remote.scheme not in ("http", "https", "ssh") and not remote.literal:
+            # git:// has no way to pin the address checked here: git would resolve the name again itself
+            raise RepoRefused(f"{remote.scheme}:// repositories come only from hosts named exactly in {HOSTS_SETTING} "
+                              f"({remote.host} is allowed there by {entry!r})")
         addresses = await self._public_addresses(remote)
         if remote.literal:
             return Reach(repo, no_redirects)  # nothing to resolve, nothing to pin
         if remote.scheme in ("http", "https"):
+            if not await asyncio.to_thread(git_pins_http):
+                raise RepoRefused(f"this git ({git_version_text()}) cannot pin a host to the address Shepherd "
+                                  f"checked (http.curloptResolve needs git 2.37): name {remote.host} exactly in "
+                                  f"{HOSTS_SETTING}, or upgrade git")
             pinned = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
             return Reach(repo, {**no_redirects, "http.curloptResolve": f"{remote.host}:{remote.port}:{pinned}"})
-        if remote.scheme == "ssh":
-            return Reach(repo, no_redirects, ("-o", f"HostName={addresses[0]}", "-o", f"HostKeyAlias={remote.host}"))
-        return Reach(repo, no_redirects)  # git://: checked just now; git resolves again itself
+        return Reach(repo, no_redirects, ("-o", f"HostName={addresses[0]}", "-o", f"HostKeyAlias={remote.host}"))
 
     async def _public_addresses(self, remote: Remote) -> list[str]:
         try:

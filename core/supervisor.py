@@ -317,6 +317,7 @@ class TaskSupervisor:
                 task = await session.get(Task, stale.id, with_for_update=True)
                 if task is None or TaskStatus(task.status) not in ACTIVE:
                     continue
+                await self.shepherd.confirmations.void_questions(session, task, f"the turn ended: {reason}")
                 end(task, Outcome.INTERRUPTED, {"reason": reason, "exitCode": None})
                 task.pending_inputs = []
                 session.add(task)
@@ -658,6 +659,8 @@ class TaskSupervisor:
             if task is None:
                 return
             system = self._system(task)
+            # the turn is over: what its agent asked and nobody decided can no longer be waited for
+            await self.shepherd.confirmations.void_questions(session, task, f"the agent's turn ended ({outcome.value})")
             if task.control == Control.DELETE or run.stop_reason == Control.DELETE:
                 workspace = task.workspace
                 await delete_rows(session, task)

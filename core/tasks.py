@@ -637,13 +637,18 @@ class Tasks:
         return task
 
     async def store_snapshot(self, principal: Principal, ref: str, payload: dict[str, Any], size: int) -> None:
-        """Keep a log snapshot a workspace agent uploaded (Coder's agentapi format), at most 64 KB."""
+        """Keep a log snapshot a workspace agent uploaded (Coder's agentapi format), at most 64 KB: for a task of
+        one's own (an admin: any), its messages' text checked like any other text given to Shepherd."""
         principal.require(Scope.WRITE, "uploading a log snapshot")
         if size > MAX_SNAPSHOT_BYTES:
             raise ValidationFailed(f"a snapshot is at most {MAX_SNAPSHOT_BYTES} bytes", code="SNAPSHOT_TOO_LARGE",
                                    status=413)
+        for i, message in enumerate(payload.get("messages") or []):
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                message["content"] = free_text(message["content"], f"messages[{i}].content")
         async with self.db.write() as session:
-            task = await self._find(session, principal, ref, lock=True)
+            owner = None if principal.can(Scope.ADMIN) else "me"
+            task = await self._find(session, principal, ref, owner, lock=True)
             task.log_snapshot = payload
             task.snapshot_at = utcnow()
             session.add(task)

@@ -18,8 +18,17 @@ from core.errors import ValidationFailed
 FREE_TEXT_ALLOWED = frozenset("\n\t")
 
 
-def _control(ch: str) -> bool:
-    return unicodedata.category(ch) == "Cc"  # C0, DEL and C1 (U+0080-U+009F: CSI is U+009B)
+def is_control(ch: str) -> bool:
+    """C0, DEL and C1 (U+0080-U+009F: CSI is U+009B): what a terminal may obey rather than show."""
+    return unicodedata.category(ch) == "Cc"
+
+
+def without_controls(value: str, keep: frozenset[str] = frozenset("\t")) -> str:
+    """`value` with every control character dropped but those in `keep` (text printed by others: an agent's
+    output, a platform's display name)."""
+    if value.isprintable():
+        return value
+    return "".join(ch for ch in value if ch in keep or not is_control(ch))
 
 
 def _describe(ch: str) -> str:
@@ -30,7 +39,7 @@ def _describe(ch: str) -> str:
 
 def _refuse(value: str, field: str, allowed: frozenset[str], what: str) -> str:
     for i, ch in enumerate(value):
-        if _control(ch) and ch not in allowed:
+        if is_control(ch) and ch not in allowed:
             raise ValidationFailed(
                 f"{field} contains a control character, {_describe(ch)} at position {i + 1}: {what}",
                 code="VALIDATION_ERROR",
@@ -57,4 +66,4 @@ def optional_name(value: str | None, field: str) -> str | None:
 
 def clean_name(value: str) -> str:
     """A name given by a platform (a chat display name) that nobody can retype: control characters dropped."""
-    return "".join(ch for ch in value if not _control(ch))
+    return without_controls(value, frozenset())

@@ -26,6 +26,7 @@ from core.actions import ActionsConfig, Executor
 from core.channels import DeliveryError, Message
 from core.confirmations import Status
 from core.db import Database
+from core.errors import Conflict
 from core.models import Confirmation, Task
 from core.policy import PolicyStore
 from core.runners.presets import AgentCatalog
@@ -272,6 +273,19 @@ async def test_shepherd_ask_exits_1_on_reject_and_the_policy_answers_at_once_whe
     # it went on and exited 0, but what it asked people for was refused: not a success (README: `denied`)
     assert (done.status, done.outcome, done.evidence["exitCode"]) == ("failed", "denied", 0)
     assert done.evidence["reason"] == f"db.migrate ({conf.code}) was rejected by bob: not now"
+
+
+async def test_a_question_whose_turn_ended_is_void_and_a_late_decision_decides_nothing(world: World) -> None:
+    task = await world.run("deploy it [confirm deploy.staging] [noedit]", level=1)
+    conf = await world.pending_for(task.id)
+    await world.shepherd.tasks.stop(ALICE, task.id)
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    assert done.outcome == "cancelled"
+    asked = await world.shepherd.confirmations.get(ALICE, conf.code)
+    assert asked.status == "void" and "turn ended" in (asked.reason or "")
+    assert not await world.shepherd.confirmations.pending(ALICE, task_id=task.id)
+    with pytest.raises(Conflict):
+        await world.shepherd.confirmations.vote(BOB, conf.code, approve=True)
 
 
 async def test_an_agent_waiting_in_shepherd_ask_shows_as_waiting_on_people_in_every_dialect(world: World) -> None:

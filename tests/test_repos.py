@@ -49,7 +49,7 @@ async def public_dns(host: str, port: int) -> list[str]:
     "127.0.0.1", "127.8.9.1", "0.0.0.0", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
     "100.127.255.254", "224.0.0.1", "255.255.255.255", "240.0.0.1", "198.18.0.1", "::", "::1", "fe80::1", "fd00::1",
     "fc00::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::127.0.0.1", "64:ff9b::7f00:1",
-    "2002:7f00:1::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "2002:7f00:1::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "fec0::1",
 ])
 def test_private_loopback_link_local_and_embedded_addresses_are_not_public(address: str) -> None:
     assert not_public(ipaddress.ip_address(address)) is not None, address
@@ -160,6 +160,11 @@ async def test_a_pattern_pins_git_to_the_checked_addresses() -> None:
     assert http.config["http.followRedirects"] == "false"
     ssh = await rules.reach("git@git.example.test:acme/api.git")
     assert ("-o", f"HostName={PUBLIC}") == ssh.ssh_options[:2] and "HostKeyAlias=git.example.test" in ssh.ssh_options
+    # git:// cannot be pinned: git would look the name up again, so only a host named exactly is reached by it
+    with pytest.raises(RepoRefused, match="named exactly"):
+        await rules.reach("git://git.example.test/acme/api.git")
+    assert (await RepoRules(hosts=("git.example.test",), resolve=public_dns)
+            .reach("git://git.example.test/acme/api.git")).url == "git://git.example.test/acme/api.git"
 
 
 async def test_a_push_checks_the_host_again(tmp_path: Path) -> None:

@@ -393,6 +393,13 @@ async def test_log_snapshot_upload(idle: Rig) -> None:
     assert stored is not None and stored.log_snapshot == {"messages": [], "nested": {"a": [1]}}
     logs = await idle.logs(task["id"])
     assert logs == {"logs": [], "snapshot": False}, "not paused: no snapshot is shown"
+    hostile = {"messages": [{**message, "content": "done\x1b[2J\x07"}]}
+    status, body = await idle.call("POST", f"{base}?format=agentapi", hostile)
+    assert (status, body["code"]) == (400, "VALIDATION_ERROR") and "messages[0].content" in body["error"]
+    # another person's task is not theirs to rewrite (an admin's is: the rig's own token is an admin's)
+    someone = await idle.token_for("acme", "read,write")
+    status, body = await idle.call("POST", f"{base}?format=agentapi", {"messages": []}, token=someone)
+    assert (status, body["code"]) == (404, "TASK_NOT_FOUND")
 
 
 async def test_coder_session_token_authenticates(idle: Rig) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from sqlmodel import col
+from sqlmodel import col, select
 
 from core.access import Principal, Role
 from core.confirmations import Origin, Plan, new_task_token
-from core.models import Task
+from core.models import Task, Vote
 from tests.test_confirmations import gate, pr_plan, started_task
 from tests.test_rest_coder import Rig, served
 
@@ -177,9 +177,12 @@ async def test_codespar_approval_vote(rig: Rig) -> None:
     plan = Plan(action="deploy.production", summary="ship", target={"repo": "acme/api"})
     conf = await gate(rig.shepherd, task, plan, level=5, origin=Origin.PERSON)
     second = await rig.token_for("acme", "read,approve")
-    status, body = await rig.call("POST", "/api/approval/vote", {"token": conf.code, "vote": "approve", "userId": "U1"})
+    status, body = await rig.call("POST", "/api/approval/vote", {"token": conf.code, "vote": "approve", "userId": "U1",
+                                                                  "channelType": "slack\x1b[2J"})
     assert (status, body) == (200, {"success": True, "result": {"status": "pending", "votesReceived": 1,
                                                                 "votesRequired": 2}})
+    async with rig.shepherd.db.read() as session:  # a client does not get to say the vote came from Slack
+        assert {v.via for v in await session.exec(select(Vote))} == {"api"}
     status, body = await rig.call("POST", "/api/approval/vote", {"token": conf.code, "vote": "approve"})
     assert (status, body["code"]) == (404, "VOTE_REJECTED") and "already counted" in body["error"]
     status, body = await rig.call("POST", "/api/approval/vote", {"token": conf.code, "vote": "deny"}, token=second)

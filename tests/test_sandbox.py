@@ -71,6 +71,7 @@ class Host:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.cleanup: list[Path] = []  # more folders the test made, removed with the host
         self.work = root / "srv" / "shepherd"  # Shepherd's working directory
         self.data = self.work / ".shepherd"
         self.home = root / "home" / "ops"
@@ -163,10 +164,12 @@ def host() -> Iterator[Host]:
     # not under /tmp, which the sandbox replaces with its own
     root = Path(tempfile.mkdtemp(prefix="shepherd-host-", dir="/var/tmp"))
     root.chmod(0o755)
+    made = Host(root)
     try:
-        yield Host(root)
+        yield made
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        for folder in (root, *made.cleanup):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_as_root_the_agent_sees_only_the_system_and_writes_only_its_own_folders(
@@ -192,14 +195,27 @@ def test_an_operator_may_share_folders_but_shepherds_own_stay_hidden_beneath_the
     host: Host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _usable()
-    # the whole test host listed: the shared toolchain and the other service become readable (the operator
-    # said so), Shepherd's working directory, data directory and home stay hidden under it
-    out = _run_probe(host, host.view(monkeypatch, ro_paths=f"{host.shared}:{host.root}"))
+    # the whole test host listed, once by its name and once through a link (a /home that links to /var/home):
+    # the shared toolchain and the other service become readable (the operator said so); Shepherd's working
+    # directory, data directory and home stay hidden under both names. /etc listed again keeps its secrets.
+    alias = Path(tempfile.mkdtemp(prefix="shepherd-alias-", dir="/var/tmp")) / "host"
+    alias.symlink_to(host.root)
+    host.cleanup.append(alias.parent)
+    out = _run_probe(host, host.view(monkeypatch, ro_paths=f"{host.shared}:{host.root}:{alias}:/etc"))
     read, written, _ = _findings(out)
     assert str(host.shared / "VERSION") in read and str(host.other / ".env") in read
-    for hidden in (host.work / ".env", host.data / "shepherd.db", host.home / ".gitconfig", host.home / ".npmrc"):
-        assert str(hidden) not in read, out
+    for secret in (host.work / ".env", host.data / "shepherd.db", host.home / ".gitconfig", host.home / ".npmrc"):
+        assert str(secret) not in read, out
     assert str(host.shared) not in written and str(host.root) not in written
+    env = subprocess.run(
+        bwrap_argv(shutil.which("bwrap") or "bwrap",
+                   ["/bin/sh", "-c", 'for p in "$@"; do cat "$p" >/dev/null 2>&1 && echo "read $p"; done; echo done',
+                    "probe", f"{alias}/srv/shepherd/.env", f"{alias}/srv/shepherd/.shepherd/shepherd.db",
+                    f"{alias}/home/ops/.gitconfig", f"{alias}/srv/billing/.env", "/etc/shadow"],
+                   cwd=host.workspace, env={"PATH": "/usr/bin:/bin"},
+                   view=host.view(monkeypatch, ro_paths=f"{alias}:/etc")),
+        capture_output=True, text=True, timeout=60)
+    assert env.stdout.splitlines() == [f"read {alias}/srv/billing/.env", "done"], env.stdout + env.stderr
 
 
 async def test_doctor_and_runner_agree_on_what_the_sandbox_gives(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -332,3 +348,19 @@ def test_doctor_fails_when_the_sandbox_is_on_but_weak(tmp_path: Path) -> None:
     doctor = home.run("doctor", check=False)
     assert doctor.returncode == 1 and "sandbox: on but WEAK, so agents will not run" in doctor.stdout, doctor.stdout
     assert "nested namespaces" in doctor.stdout or "user namespace" in doctor.stdout
+
+
+@pytest.mark.parametrize(("program", "shown"), [
+    ("/home/ops/.pyenv/versions/3.11.7/bin/python3.11", "/home/ops/.pyenv/versions/3.11.7"),
+    ("/home/ops/.nvm/versions/node/v20.1.0/bin/node", "/home/ops/.nvm/versions/node/v20.1.0"),
+    ("/home/ops/.local/pipx/venvs/aider-chat/bin/aider", "/home/ops/.local/pipx/venvs/aider-chat"),
+    ("/home/ops/.local/bin/aider", "/home/ops/.local/bin"),  # not ~/.local: its share/ holds keyrings
+    ("/home/ops/.cargo/bin/agent", "/home/ops/.cargo/bin"),  # not ~/.cargo: it holds credentials.toml
+    ("/home/ops/bin/agent", "/home/ops/bin"),
+    ("/opt/node/bin/node", "/opt/node"),  # outside any hidden folder: the whole prefix
+    ("/usr/local/bin/claude", None),  # the system is shown anyway
+])
+def test_a_programs_installation_inside_a_home_shows_no_more_than_itself(program: str, shown: str | None) -> None:
+    from core.runners.sandbox import _install_root
+
+    assert _install_root(program, ["/home/ops", "/srv/shepherd"]) == shown

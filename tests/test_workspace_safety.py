@@ -4,6 +4,7 @@ run as Shepherd, be written through, or receive Shepherd's GitHub token."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,36 @@ async def test_a_config_symlink_is_replaced_not_written_through(tmp_path: Path) 
     assert precious.read_text() == "the database\n"
     assert not (ws / ".git" / "config").is_symlink()
     assert git("log", "-1", "--format=%s", cwd=ws).strip() == "x"
+
+
+@pytest.mark.parametrize("planted", ["COMMIT_EDITMSG", "logs/HEAD", "objects/ab", "index", "ORIG_HEAD"])
+async def test_a_link_planted_anywhere_under_git_stops_shepherds_git_before_it_writes_through_it(
+    tmp_path: Path, planted: str
+) -> None:
+    # git writes COMMIT_EDITMSG, the reflog and new objects through whatever it finds, as Shepherd's user:
+    # a sandboxed agent's link there would let it write (or read) any file on the host
+    ws, sha = await _workspace(tmp_path)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    target = victim / ("dir" if planted == "objects/ab" else "authorized_keys")
+    if planted == "objects/ab":
+        target.mkdir()
+    else:
+        target.write_text("ssh-ed25519 AAAA the-owner\n")
+    link = ws / ".git" / planted
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link)
+    link.unlink(missing_ok=True)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target)
+    (ws / "new.txt").write_text("ssh-ed25519 AAAA the-attacker\n")
+    for step in (lambda: commit_all(ws, "ssh-ed25519 AAAA the-attacker"), lambda: diff_stats(ws, sha)):
+        with pytest.raises(WorkspaceError, match="link or a special file"):
+            await step()
+    if planted == "objects/ab":
+        assert not any(target.iterdir())
+    else:
+        assert target.read_text() == "ssh-ed25519 AAAA the-owner\n"
 
 
 def test_the_github_token_goes_only_to_the_configured_code_host() -> None:

@@ -9,14 +9,15 @@ break and the tab is shown escaped (ESC as `\\x1b`), on its way out, in one plac
 
 from __future__ import annotations
 
-import unicodedata
 from typing import TextIO
+
+from core.textcheck import is_control
 
 _KEPT = frozenset("\n\t")
 
 
 def _shown(ch: str) -> str:
-    if ch in _KEPT or unicodedata.category(ch) != "Cc":
+    if ch in _KEPT or not is_control(ch):
         return ch
     return {"\r": "\\r", "\b": "\\b"}.get(ch, f"\\x{ord(ch):02x}")
 

@@ -228,7 +228,8 @@ class VoteIn(ApiModel):
     vote: VoteWord
     user_id: str | None = Field(None, max_length=200, description="accepted for CodeSpar clients; the voter is "
                                                                   "the API token's own identity")
-    channel_type: str | None = Field(None, max_length=32)
+    channel_type: str | None = Field(None, max_length=32, description="accepted for CodeSpar clients; the vote "
+                                                                      "is recorded as made through the API")
 
 
 class VoteResult(ApiModel):
@@ -252,7 +253,7 @@ async def approval_vote(req: ApiRequest) -> VoteOut:
     rejected = "Token not found, already resolved, or vote rejected"
     try:
         result = await req.shepherd.confirmations.vote(req.principal, body.token, approve=body.vote is VoteWord.APPROVE,
-                                                       via=body.channel_type or "api")
+                                                       via="api")  # where it came from: not the client's say
     except ShepherdError as exc:
         if exc.code in ("CONFIRMATION_NOT_FOUND", "CONFIRMATION_DECIDED", "SELF_APPROVAL"):
             raise NotFound(f"{rejected}: {exc.message}", code="VOTE_REJECTED") from None

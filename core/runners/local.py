@@ -25,6 +25,7 @@ from pathlib import Path
 from core.errors import ShepherdError
 from core.runners import ExitReason, RunExit, RunSpec
 from core.runners.sandbox import SandboxReport, SandboxView, bwrap_argv, probe
+from core.textcheck import without_controls
 
 CHUNK_BYTES = 64 * 1024
 MAX_LINE_CHARS = 4000  # a longer line is cut: logs are for people, and one line must not fill the store
@@ -32,7 +33,6 @@ STOP_GRACE_S = 3.0
 WATCH_INTERVAL_S = 0.1
 GONE_WAIT_S = 5.0
 RECHECK_WEAK_S = 30.0  # a sandbox found weak is probed again after this long (bubblewrap installed meanwhile)
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but TAB, DEL, C1
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
@@ -49,8 +49,7 @@ def clean_line(raw: bytes) -> str:
         text = text.rstrip("\r").rsplit("\r", 1)[-1]  # a progress bar redrawn in place: keep its last state
     if "\x1b" in text:
         text = _ANSI.sub("", text)
-    if not text.isprintable():
-        text = _CONTROL.sub("", text)
+    text = without_controls(text)  # a NUL would make PostgreSQL refuse the whole batch of output
     if len(text) > MAX_LINE_CHARS:
         text = text[:MAX_LINE_CHARS] + f"… ({len(text) - MAX_LINE_CHARS} more characters)"
     return text
@@ -220,11 +219,8 @@ class LocalRunner:
                     "(`shepherd doctor` shows what it gives; SHEPHERD_SANDBOX=false runs agents without it)",
                     code="SANDBOX_WEAK",
                 )
-            bwrap = shutil.which("bwrap")
-            if bwrap is None:
-                raise RunnerError("the sandbox needs bubblewrap: install it (apt-get install bubblewrap) or set "
-                                  "SHEPHERD_SANDBOX=false", code="SANDBOX_UNAVAILABLE")
-            # reads /etc and the program's files: off the event loop
+            # the probe found bubblewrap (a strong report says so); building reads /etc and the program's files
+            bwrap = shutil.which("bwrap") or "bwrap"
             argv = await asyncio.to_thread(bwrap_argv, bwrap, spec.argv, cwd=spec.cwd, env=spec.env,
                                            view=spec.sandbox, program=spec.program)
         try:

@@ -32,8 +32,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.errors import ShepherdError
-
 AGENT_UID = 65534  # "nobody": an unprivileged uid every Linux passwd file names
 SANDBOX_HOME = "/home/agent"
 SANDBOX_TOOLS = "/run/shepherd/bin"
@@ -42,11 +40,6 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "
 SECRETS_TTL_S = 300.0  # /etc is read again for files only their owner may read at most this often
 PROBE_TIMEOUT_S = 20.0
 PROBE_PATH = "/usr/bin:/bin"
-
-
-class SandboxError(ShepherdError):
-    code = "SANDBOX_UNAVAILABLE"
-    status = 500
 
 
 @dataclass(frozen=True)
@@ -112,13 +105,32 @@ def etc_secrets(now: float | None = None) -> tuple[tuple[str, bool], ...]:
     return _secrets[1]
 
 
+# Folders under which each subfolder is one self-contained installation: pyenv's and nvm's versions, pipx's
+# venvs, rustup's toolchains, asdf's installs.
+_INSTALL_SETS = ("versions", "venvs", "toolchains", "installs")
+
+
+def _self_contained(root: str) -> bool:
+    """Is `root` one whole installation (a virtualenv, a versioned toolchain), not a shared prefix such as
+    ~/.local, whose share/ and state/ hold more than programs?"""
+    parents = {os.path.basename(os.path.dirname(root)), os.path.basename(os.path.dirname(os.path.dirname(root)))}
+    return os.path.isfile(os.path.join(root, "pyvenv.cfg")) or bool(parents & set(_INSTALL_SETS))
+
+
 def _install_root(real: str, hidden: Sequence[str]) -> str | None:
-    """The folder a program is installed in (`…/venv` for `…/venv/bin/python`), or None on the system.
-    Never a folder that holds something hidden (a program in ~/bin does not show the whole home)."""
+    """The folder a program is installed in (`/opt/node` for `/opt/node/bin/node`), or None on the system.
+    Inside a hidden folder (a home) only a self-contained installation (`~/.pyenv/versions/3.11.7`, a
+    virtualenv) or the program's own folder is shown: a program in ~/.local/bin does not show ~/.local, nor one
+    in ~/bin the whole home."""
     if is_system(real):
         return None
     folder = os.path.dirname(real)
-    candidates = [os.path.dirname(folder), folder] if os.path.basename(folder) == "bin" else [folder]
+    inside = any(_within(folder, h) for h in hidden)
+    candidates = [folder]
+    if os.path.basename(folder) == "bin":
+        prefix = os.path.dirname(folder)
+        if not inside or _self_contained(prefix):
+            candidates.insert(0, prefix)
     for root in candidates:
         if root != "/" and not any(_within(h, root) for h in hidden):
             return root
@@ -172,6 +184,13 @@ def program_roots(program: Sequence[str], search: str, hidden: Sequence[str]) ->
     return real, roots
 
 
+def _under(path: str, source: str, dest: str) -> str | None:
+    """Where `path` (a real path) shows inside the sandbox when `source` (real) is bound at `dest`."""
+    if not _within(path, source):
+        return None
+    return dest + path[len(source.rstrip("/")):] if path != source else dest
+
+
 def bwrap_argv(
     bwrap: str, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], view: SandboxView,
     program: Sequence[str] = (),
@@ -184,27 +203,37 @@ def bwrap_argv(
            "--cap-drop", "ALL", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
            "--unshare-cgroup-try", "--hostname", "shepherd-task", "--die-with-parent",
            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    shown: list[str] = []
+    shown: list[tuple[str, str]] = []  # (real source, where it shows)
     for system in SYSTEM_DIRS:
         if os.path.islink(system):
             out += ["--symlink", os.readlink(system), system]
         elif os.path.isdir(system):
             out += ["--ro-bind", system, system]
-            shown.append(system)
-    for path, is_dir in etc_secrets():
-        out += (["--tmpfs", path, "--remount-ro", path] if is_dir else ["--ro-bind", "/dev/null", path])
+            shown.append((system, system))
     for extra in view.ro_paths:
-        out += ["--ro-bind-try", str(extra), str(extra)]
-        shown.append(str(extra))
-    # what is hidden stays hidden under anything shown (a data dir below /usr, a listed /srv, …); made
-    # read-only last, once what must be shown inside it (the workspace, say) is mounted
+        # bound by what the path really is: a link must not carry a hidden folder in under another name
+        source = os.path.realpath(extra)
+        if os.path.exists(source):
+            out += ["--ro-bind", source, str(extra)]
+            shown.append((source, str(extra)))
+    # What stays hidden under anything shown, wherever it shows: the host's secrets in /etc (under /etc, or
+    # a listed /etc/ssl), and Shepherd's own folders (a data dir below /usr, a listed /srv or a link to it).
+    # Folders become an empty tmpfs, made read-only last, once what must show inside them (the workspace,
+    # say) is mounted; files an unreadable device.
+    secrets = [*etc_secrets(), *((h, True) for h in hidden)]
     masked: list[str] = []
-    for secret in sorted(hidden, key=len):  # the outermost only: one inside another is covered with it
-        if any(_within(secret, s) for s in shown) and not any(_within(secret, m) for m in masked):
-            masked.append(secret)
-    for secret in masked:
-        out += ["--tmpfs", secret]
-    search = env.get("PATH", os.defpath)
+    files: list[str] = []
+    for path, is_dir in sorted(secrets, key=lambda s: len(s[0])):
+        for source, dest in shown:
+            at = _under(path, source, dest)
+            if at is None or any(_within(at, m) for m in masked):
+                continue  # not shown there, or covered by an outer mask already
+            (masked if is_dir else files).append(at)
+    for at in masked:
+        out += ["--tmpfs", at]
+    for at in files:
+        out += ["--ro-bind", "/dev/null", at]
+    search = env.get("PATH") or os.defpath
     real, roots = program_roots(program or argv[:1], search, hidden)
     for needed in view.programs:
         roots += [r for r in program_roots([str(needed)], search, hidden)[1] if r not in roots]
@@ -217,8 +246,8 @@ def bwrap_argv(
         out += ["--ro-bind", str(view.tools), SANDBOX_TOOLS]
     if view.socket is not None:
         out += ["--bind", str(view.socket), SANDBOX_SOCKET]
-    for secret in masked:
-        out += ["--remount-ro", secret]
+    for at in masked:
+        out += ["--remount-ro", at]
     out += ["--remount-ro", "/", "--chdir", ws, "--"]
     command = list(argv)
     if real and command:

@@ -4,13 +4,15 @@ repository is named (so that what the agent changed can always be counted)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 from core.errors import ShepherdError
-from core.repos import git_env as git_env  # re-exported: Shepherd's git runs with nothing of its user's
+from core.repos import git_env
 from core.tasks import DiffStats
 
 GIT_TIMEOUT_S = 600.0
@@ -79,6 +81,20 @@ def safe_config(origin: str | None) -> str:
     return text
 
 
+def _not_plain(root: Path) -> Path | None:
+    """The first entry under `root` that is not a plain file or folder (a symlink, a FIFO, a device…)."""
+    for folder, dirs, files in os.walk(root):  # never follows links: they are what it looks for
+        for name in dirs + files:
+            entry = Path(folder) / name
+            try:
+                mode = entry.lstat().st_mode
+            except FileNotFoundError:
+                continue
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                return entry
+    return None
+
+
 def reset_config(path: Path) -> None:
     """Make the workspace's repository safe for Shepherd's own git commands, or refuse.
 
@@ -86,7 +102,11 @@ def reset_config(path: Path) -> None:
     `.git`, `.git/objects` and `.git/refs` must be real directories (a `gitdir:` file or a symlink would
     point git at a repository and config of the agent's choosing), there must be no `commondir`, and
     `.git/config` is replaced by a safe one that keeps only the origin URL (a symlink in its place is
-    removed, never written through). Shepherd never relies on that URL: its pushes name their own."""
+    removed, never written through). Shepherd never relies on that URL: its pushes name their own.
+
+    Nothing else under `.git` may be a link or anything but a file or a folder either: git writes through
+    what it finds there (COMMIT_EDITMSG, logs/HEAD, a folder of objects), as Shepherd's user, so a link
+    planted by a sandboxed agent would let it write anywhere on the host."""
     dot = path / ".git"
     for required in (dot, dot / "objects", dot / "refs"):
         if required.is_symlink() or not required.is_dir():
@@ -95,6 +115,12 @@ def reset_config(path: Path) -> None:
     if (dot / "commondir").exists() or (dot / "commondir").is_symlink():
         raise WorkspaceError(".git/commondir points elsewhere: Shepherd runs no git command in this workspace")
     config = dot / "config"
+    if config.is_symlink():
+        config.unlink()  # the link itself, not what it points to: replaced below
+    planted = _not_plain(dot)
+    if planted is not None:
+        raise WorkspaceError(f"{planted.relative_to(path)} is a link or a special file (the agent planted it): "
+                             "Shepherd runs no git command in this workspace")
     current = ""
     if config.is_symlink() or (config.exists() and not config.is_file()):
         if config.is_dir() and not config.is_symlink():
