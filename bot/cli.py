@@ -225,7 +225,10 @@ async def _doctor(settings: Settings) -> int:
     source = "SHEPHERD_CONSOLE_USER" if settings.console_user else "the OS user; SHEPHERD_CONSOLE_USER names someone"
     print(f"console: acts as {console_user(settings.console_user)} ({source}) with admin rights in org {settings.org}")
     hosts = settings.repo_hosts.replace(",", ", ") or "none (SHEPHERD_REPO_HOSTS allows some)"
-    print(f"repositories: owner/name from {settings.git_base_url}; other hosts: {hosts}")
+    from core.repos import git_pins_http, git_version_text
+
+    pins = "" if git_pins_http() else " (too old to pin hosts allowed by a pattern: git 2.37 or newer)"
+    print(f"repositories: owner/name from {settings.git_base_url}; other hosts: {hosts}; {git_version_text()}{pins}")
     catalog = settings.catalog()
     print(f"agents (each checked with --version; tasks use {settings.default_agent} unless told otherwise):")
     for name in catalog.names():
