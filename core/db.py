@@ -91,6 +91,7 @@ class Database:
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
+        self._writing: set[asyncio.Task[Any]] = set()  # tasks inside a write transaction now
 
     @property
     def dialect(self) -> str:
@@ -107,6 +108,12 @@ class Database:
 
         A unique or foreign-key violation (two requests racing to create the same name) is a 409, not a 500.
         """
+        me = asyncio.current_task()
+        if me is not None and me in self._writing:
+            # SQLite's writers take turns on one lock: a second write inside the first waits for itself forever
+            raise RuntimeError("a write transaction was opened inside another in the same task: pass the session")
+        if me is not None:
+            self._writing.add(me)
         try:
             if self._write_turn is None:
                 async with self._sessions() as session, session.begin():
@@ -120,6 +127,9 @@ class Database:
                 "that conflicts with data written at the same moment; read it again and retry",
                 code="CONFLICT",
             ) from exc
+        finally:
+            if me is not None:
+                self._writing.discard(me)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -16,7 +16,11 @@ from bot.migrate import upgrade
 from core.access import Principal, Role
 from core.db import Database
 from core.service import Shepherd
+from tests import watchdog
 from tests.pgcluster import Cluster, ClusterUnavailable
+
+watchdog.install()
+pytest_runtest_protocol = watchdog.pytest_runtest_protocol  # a stuck test tells where it is stuck
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_TEMPLATE = "shepherd_template"
