@@ -33,13 +33,13 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.github.forge import GitHubForge  # noqa: E402
 from bot.migrate import upgrade  # noqa: E402
+from bot.presets import agent_catalog  # noqa: E402
 from core.access import Principal, Role  # noqa: E402
 from core.actions import ActionsConfig, Executor  # noqa: E402
 from core.confirmations import Origin, Plan  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.models import Task  # noqa: E402
 from core.policy import PolicyStore  # noqa: E402
-from core.runners.presets import AgentCatalog  # noqa: E402
 from core.runners.workspace import push  # noqa: E402
 from core.service import Shepherd  # noqa: E402
 from core.supervisor import RunnerConfig, TaskSupervisor  # noqa: E402
@@ -64,7 +64,7 @@ async def approve_to_pr(root: Path, n: int) -> tuple[list[float], list[float]]:
     url = f"sqlite:///{root / 'bench.db'}"
     await asyncio.to_thread(upgrade, url)
     db = Database(url)
-    shepherd = Shepherd(db, catalog=AgentCatalog(), default_agent="demo", workspace_root=root / "ws",
+    shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo", workspace_root=root / "ws",
                         policies=PolicyStore(root / "policies"))
     await shepherd.orgs.ensure("acme")
     async with FakeGitHub(TOKEN, git_root=hosts) as github, aiohttp.ClientSession() as http:

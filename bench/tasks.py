@@ -31,7 +31,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 SHEPHERD = str(Path(sys.executable).parent / "shepherd")
-DEMO = ROOT / "tests" / "fakes" / "demo_agent.py"
+DEMO = ROOT / "bot" / "demo_agent.py"
 TICK = os.sysconf("SC_CLK_TCK")
 
 

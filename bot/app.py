@@ -28,6 +28,7 @@ from adapters.rest.framework import (
 )
 from adapters.rest.openapi import build_openapi
 from adapters.rest.ops import OPENAPI
+from bot.presets import agent_catalog
 from bot.version import VERSION
 from core.db import Database
 from core.service import Shepherd
@@ -66,7 +67,7 @@ def create_app(
             yield
             return
         db = Database(db_url)
-        app[SHEPHERD] = Shepherd(db)
+        app[SHEPHERD] = Shepherd(db, catalog=agent_catalog())
         yield
         await db.dispose()
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.presets import agent_catalog
 from core.errors import ShepherdError
 from core.orgs import DEFAULT_ORG, check_org_id
 from core.repos import RepoRules, parse_hosts
@@ -240,7 +241,7 @@ class Settings(BaseSettings):
         return (self.data_dir / "workspaces").resolve()
 
     def catalog(self) -> AgentCatalog:
-        return AgentCatalog(custom_presets(self.agents))
+        return agent_catalog(custom_presets(self.agents))
 
     def runner_config(self) -> RunnerConfig:
         return RunnerConfig(

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from bot.migrate import upgrade
+from bot.presets import agent_catalog
 from core.access import Principal, Role
 from core.db import Database
 from core.service import Shepherd
@@ -94,7 +95,7 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def shepherd(db: Database) -> Shepherd:
-    s = Shepherd(db)
+    s = Shepherd(db, catalog=agent_catalog())
     await s.orgs.ensure("acme")
     await s.orgs.ensure("globex")
     return s

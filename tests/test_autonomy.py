@@ -21,6 +21,7 @@ from adapters.rest.eliza import coding_task
 from bot.app import create_callback_app
 from bot.callbacks import write_launcher
 from bot.outbox import Dispatcher
+from bot.presets import agent_catalog
 from core.access import Principal, Role
 from core.actions import ActionsConfig, Executor
 from core.channels import DeliveryError, Message
@@ -29,7 +30,6 @@ from core.db import Database
 from core.errors import Conflict
 from core.models import Confirmation, Task
 from core.policy import PolicyStore
-from core.runners.presets import AgentCatalog
 from core.service import Shepherd
 from core.supervisor import TaskSupervisor
 from tests.fakes.github_api import FakeGitHub
@@ -122,7 +122,7 @@ async def world(tmp_path: Path, sqlite_url: str) -> AsyncIterator[World]:
     hosts = github_host(tmp_path)
 
     db = Database(sqlite_url)
-    shepherd = Shepherd(db, catalog=AgentCatalog(), default_agent="demo",
+    shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo",
                         workspace_root=tmp_path / "data" / "workspaces",
                         policies=PolicyStore(tmp_path / "policies"))
     await shepherd.orgs.ensure("acme")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
+from bot.presets import agent_catalog
 from core.access import Principal, Role
 from core.db import Database
 from core.models import Event
@@ -41,7 +42,7 @@ def replicas(tmp_path: Path, pg_url: str) -> Iterator[tuple[Home, Home]]:
 async def _pending(url: str, rounds: int) -> list[tuple[str, str]]:
     db = Database(url)
     try:
-        shepherd = Shepherd(db)
+        shepherd = Shepherd(db, catalog=agent_catalog())
         await shepherd.orgs.ensure("acme")
         made = []
         for i in range(rounds):

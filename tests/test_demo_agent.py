@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.runners.presets import DEMO_AGENT
+from bot.presets import DEMO_AGENT
 
 
 def demo(cwd: Path, *args: str, workspace: Path | None = None) -> subprocess.CompletedProcess[str]:

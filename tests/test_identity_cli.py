@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.presets import agent_catalog
 from core.access import Role
 from core.confirmations import Origin, Plan
 from core.db import Database
@@ -23,7 +24,7 @@ async def _pending_production_deploy(url: str) -> str:
     """A critical confirmation (quorum 2) that otto asked for."""
     db = Database(url)
     try:
-        shepherd = Shepherd(db)
+        shepherd = Shepherd(db, catalog=agent_catalog())
         task = await started_task(shepherd, person(Role.OPERATOR, name="otto"))
         plan = Plan(action="deploy.production", summary="deploy to production", target={"repo": "acme/api"})
         return (await gate(shepherd, task, plan, level=5, origin=Origin.PERSON)).code

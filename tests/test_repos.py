@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import create_app
+from bot.presets import agent_catalog
 from core.access import Role
 from core.actions import ActionError, ActionsConfig, Executor
 from core.db import Database
@@ -23,7 +24,6 @@ from core.errors import ValidationFailed
 from core.models import Confirmation, Task
 from core.policy import Policy
 from core.repos import RepoRefused, RepoRules, not_public, parse_hosts, parse_remote
-from core.runners.presets import AgentCatalog
 from core.runners.workspace import WorkspaceError, prepare
 from core.service import Shepherd
 from core.supervisor import RunnerConfig, TaskSupervisor
@@ -111,7 +111,7 @@ async def test_the_code_host_and_hosts_named_exactly_are_accepted(shepherd: Shep
 
 async def test_a_refused_repository_is_a_400_naming_the_setting_over_rest(db_url: str, tmp_path: Path) -> None:
     db = Database(db_url)
-    shepherd = Shepherd(db, catalog=AgentCatalog(), default_agent="demo", repos=RepoRules(hosts=("*",)))
+    shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo", repos=RepoRules(hosts=("*",)))
     await shepherd.orgs.ensure("acme")
     token = (await shepherd.tokens.create(org_id="acme", name="ops", scopes="read,write")).secret
     client = TestClient(TestServer(create_app(db_url, shepherd=shepherd)))
@@ -136,13 +136,13 @@ async def test_a_refused_repository_is_a_400_naming_the_setting_over_rest(db_url
 async def test_a_host_that_rebinds_to_loopback_after_creation_is_refused_before_the_clone(
     db: Database, tmp_path: Path
 ) -> None:
-    shepherd = Shepherd(db, repos=RepoRules(hosts=("*",), resolve=public_dns))
+    shepherd = Shepherd(db, catalog=agent_catalog(), repos=RepoRules(hosts=("*",), resolve=public_dns))
     await shepherd.orgs.ensure("acme")
     with GitHttp(tmp_path / "served") as server:
         created = await shepherd.tasks.create(person(Role.OPERATOR), prompt="x", runtime="demo",
                                               repo=server.url("app.git", host="localhost"))
         config = RunnerConfig(workspace_root=tmp_path / "ws", repo_hosts=("*",), poll_s=0.05, flush_s=0.05)
-        supervisor = TaskSupervisor(shepherd, AgentCatalog(), config)
+        supervisor = TaskSupervisor(shepherd, agent_catalog(), config)
         await supervisor.start()
         try:
             task = await _finished(shepherd, created.task.id)

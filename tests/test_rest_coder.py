@@ -16,10 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.rest.coder import template_version_id
 from bot.app import create_app
+from bot.presets import agent_catalog
 from core.access import Role
 from core.db import Database
 from core.models import Task
-from core.runners.presets import AgentCatalog
 from core.service import Shepherd
 from core.supervisor import RunnerConfig, TaskSupervisor
 
@@ -109,7 +109,7 @@ class Rig:
 @contextlib.asynccontextmanager
 async def served(db_url: str, root: Path, *, runner: bool = True, **config: Any) -> AsyncIterator[Rig]:
     db = Database(db_url)
-    shepherd = Shepherd(db, catalog=AgentCatalog(), default_agent="demo", workspace_root=root / "ws")
+    shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo", workspace_root=root / "ws")
     await shepherd.orgs.ensure("acme")
     client = TestClient(TestServer(create_app(db_url, shepherd=shepherd)))
     await client.start_server()

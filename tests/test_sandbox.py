@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from bot.callbacks import PYTHON, CallbackSocket, write_launcher
+from bot.presets import agent_catalog
 from bot.settings import Settings
 from core.access import Role
 from core.db import Database
 from core.runners import RunSpec
 from core.runners.local import LocalRunner
-from core.runners.presets import AgentCatalog
 from core.runners.sandbox import AGENT_UID, SANDBOX_HOME, SandboxView, bwrap_argv, probe
 from core.service import Shepherd
 from core.supervisor import TaskSupervisor
@@ -246,7 +246,7 @@ async def boxed(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
     _usable()
     db = Database(sqlite_url)
     data = tmp_path / "data"
-    shepherd = Shepherd(db, catalog=AgentCatalog(), default_agent="demo", workspace_root=data / "workspaces")
+    shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo", workspace_root=data / "workspaces")
     await shepherd.orgs.ensure("acme")
     socket = CallbackSocket(shepherd)
     path = await socket.start()
@@ -291,7 +291,7 @@ async def test_a_host_whose_bubblewrap_does_not_isolate_runs_no_agent(
     # closed with the reason
     monkeypatch.setenv("PATH", f"{_unconfining_bwrap(tmp_path)}{os.pathsep}{os.environ['PATH']}")
     db = Database(sqlite_url)
-    shepherd = Shepherd(db, catalog=AgentCatalog(), default_agent="demo",
+    shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo",
                         workspace_root=tmp_path / "data" / "workspaces")
     await shepherd.orgs.ensure("acme")
     sup = TaskSupervisor(shepherd, shepherd.catalog,

@@ -24,13 +24,13 @@ from adapters.slack.inbound import SlackConfig
 from bot.app import SLACK, create_app
 from bot.callbacks import write_launcher
 from bot.outbox import Dispatcher
+from bot.presets import agent_catalog
 from core.access import Principal, Role
 from core.actions import ActionsConfig, Executor
 from core.commands import build_registry
 from core.db import Database
 from core.models import Delivery, Outbox, Task, Thread
 from core.policy import PolicyStore
-from core.runners.presets import AgentCatalog
 from core.service import Shepherd
 from core.supervisor import TaskSupervisor
 from tests.fakes.github_api import FakeGitHub
@@ -151,7 +151,7 @@ async def slack(tmp_path: Path, sqlite_url: str) -> AsyncIterator[SlackWorld]:
         fake.users.update({ADMIN: "ada", MEMBER: "mo", BYSTANDER: "vi"})
         hosts = github_host(tmp_path)
         db = Database(sqlite_url)
-        shepherd = Shepherd(db, catalog=AgentCatalog(), default_agent="demo",
+        shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo",
                             workspace_root=tmp_path / "data" / "workspaces", policies=PolicyStore(tmp_path / "pol"))
         await shepherd.orgs.ensure("acme")
         github = FakeGitHub(token=GH_TOKEN, git_root=hosts)

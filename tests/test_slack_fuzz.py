@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from adapters.slack.inbound import SlackConfig, SlackInbound
 from bot.app import SLACK, create_app
+from bot.presets import agent_catalog
 from core.access import Role
 from core.db import Database
 from core.service import Shepherd
@@ -51,7 +52,7 @@ class Door:
 async def door(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Door]:
     async with FakeSlack(bot_token="xoxb-fuzz") as fake:
         db = Database(sqlite_url)
-        shepherd = Shepherd(db, workspace_root=tmp_path / "ws")
+        shepherd = Shepherd(db, catalog=agent_catalog(), workspace_root=tmp_path / "ws")
         await shepherd.orgs.ensure("acme")
         config = SlackConfig(bot_token="xoxb-fuzz", org_id="acme", signing_secret=SECRET, api_url=fake.api_url,
                              default_role=Role.VIEWER)

@@ -1,4 +1,4 @@
-"""Tasks run for real: the demo agent (tests/fakes/demo_agent.py) as a child process group, real git
+"""Tasks run for real: the demo agent (bot/demo_agent.py) as a child process group, real git
 workspaces, the real store. Each test says what a user would see."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bot.presets import agent_catalog
 from core.access import Principal, Role
 from core.db import Database
 from core.errors import Conflict
@@ -92,7 +93,7 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
 
     async def make(url: str, catalog: AgentCatalog | None = None, **config: Any) -> Rig:
         db = Database(url)
-        shepherd = Shepherd(db, catalog=catalog or AgentCatalog(), default_agent="demo",
+        shepherd = Shepherd(db, catalog=catalog or agent_catalog(), default_agent="demo",
                             workspace_root=tmp_path / "data" / "workspaces")
         await shepherd.orgs.ensure("acme")
         await shepherd.orgs.ensure("globex")
@@ -190,7 +191,7 @@ async def test_a_hanging_agent_times_out_and_leaves_no_process(sqlite_url: str, 
 
 
 async def test_an_unusable_agent_fails_at_once_saying_what_to_install(sqlite_url: str, make_rig: RigFactory) -> None:
-    catalog = AgentCatalog(custom_presets({"ghost": {"command": "no-such-agent-cli run {prompt}",
+    catalog = agent_catalog(custom_presets({"ghost": {"command": "no-such-agent-cli run {prompt}",
                                                      "install": "pip install ghost-agent"}}))
     rig = await make_rig(sqlite_url, catalog=catalog)
     done = await rig.finished((await rig.run("anything", runtime="ghost")).id, timeout=10)
@@ -207,7 +208,7 @@ async def test_control_characters_an_agent_prints_are_not_stored_and_stop_no_out
                      "if '--version' in sys.argv: print('noisy 1.0'); sys.exit(0)\n"
                      "sys.stdout.write('start\\x00end\\nbell\\x07 csi\\x9b2J del\\x7f\\ntab\\tkept\\n')\n")
     noisy.chmod(0o755)
-    catalog = AgentCatalog(custom_presets({"noisy": {"command": f"{noisy} {{prompt}}",
+    catalog = agent_catalog(custom_presets({"noisy": {"command": f"{noisy} {{prompt}}",
                                                      "version": f"{noisy} --version"}}))
     rig = await make_rig(db_url, catalog=catalog)
     done = await rig.finished((await rig.run("make noise", runtime="noisy")).id)
@@ -367,7 +368,7 @@ async def test_a_task_of_a_suspended_agent_starts_only_after_resume(sqlite_url: 
 
 async def test_tasks_held_by_a_dead_runner_become_interrupted(sqlite_url: str, make_rig: RigFactory) -> None:
     db = Database(sqlite_url)
-    shepherd = Shepherd(db, default_agent="demo")
+    shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo")
     await shepherd.orgs.ensure("acme")
     who = person(Role.ADMIN)
     task = (await shepherd.tasks.create(who, prompt="long job")).task

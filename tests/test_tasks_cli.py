@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.presets import agent_catalog
 from core.access import Role
 from core.db import Database
 from core.models import Task
@@ -67,7 +68,7 @@ def test_killing_the_server_mid_run_marks_the_task_interrupted_on_restart(home: 
 async def _create(url: str, prompt: str) -> str:
     db = Database(url)
     try:
-        shepherd = Shepherd(db, default_agent="demo")
+        shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo")
         await shepherd.orgs.ensure("acme")
         return (await shepherd.tasks.create(person(Role.OPERATOR), prompt=prompt)).task.id
     finally:

@@ -25,9 +25,8 @@ from core.tasks import Outcome
 VERSION_TIMEOUT_S = 5.0
 CHECK_TTL_S = 60.0
 PLACEHOLDERS = ("{prompt}", "{session}", "{workspace}", "{task}")
-DEMO_AGENT = Path(__file__).resolve().parents[2] / "tests" / "fakes" / "demo_agent.py"
-# The interpreter itself, not a virtualenv's link to it: the demo agent needs only the standard library, and
-# a sandbox then shows the Python installation, not Shepherd's virtualenv.
+# The interpreter itself, not a virtualenv's link to it: what a sandbox shows of a Python program (the demo
+# agent, the `shepherd ask` launcher) is this installation, not Shepherd's virtualenv.
 PYTHON = os.path.realpath(getattr(sys, "_base_executable", "") or sys.executable)
 
 
@@ -91,13 +90,6 @@ BUILTIN_PRESETS: tuple[Preset, ...] = (
         version=("aider", "--version"),
         install="python -m pip install aider-install && aider-install, and pass your model's API key "
                 "through SHEPHERD_AGENT_ENV",
-    ),
-    Preset(
-        "demo", "Shepherd demo agent (no model, for trying Shepherd and its tests)",
-        start=(PYTHON, str(DEMO_AGENT), "--session-id", "{session}", "{prompt}"),
-        resume=(PYTHON, str(DEMO_AGENT), "--resume", "{session}", "{prompt}"),
-        version=(PYTHON, str(DEMO_AGENT), "--version"),
-        install=f"the demo agent ships with Shepherd's source checkout ({DEMO_AGENT}); run from a clone",
     ),
 )
 
