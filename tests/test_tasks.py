@@ -22,7 +22,7 @@ from core.runners.local import group_members
 from core.runners.presets import AgentCatalog, custom_presets
 from core.service import Shepherd
 from core.supervisor import RunnerConfig, TaskSupervisor
-from core.tasks import TRANSITIONS, Outcome, TaskStatus, check_transition
+from core.task_state import TRANSITIONS, Outcome, TaskStatus, check_transition
 from tests.conftest import person
 from tests.gitrepos import seed_repo
 
