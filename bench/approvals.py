@@ -39,6 +39,7 @@ from core.actions import ActionsConfig, Executor  # noqa: E402
 from core.confirmations import Origin, Plan  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.models import Task  # noqa: E402
+from core.plans import Target  # noqa: E402
 from core.policy import PolicyStore  # noqa: E402
 from core.runners.workspace import push  # noqa: E402
 from core.service import Shepherd  # noqa: E402
@@ -126,7 +127,7 @@ async def decisions(root: Path, count: int, voters: int) -> float:
             assert row is not None
             for i in range(count):
                 gate = await shepherd.confirmations.gate(
-                    session, org_id="acme", plan=Plan("pr.merge", f"merge {i}", {"n": i}), origin=Origin.PERSON,
+                    session, org_id="acme", plan=Plan("pr.merge", f"merge {i}", Target(number=i)), origin=Origin.PERSON,
                     level=1, requester_id="user-alice", requester_name="alice", task=row, agent_id=None,
                     project_id=None)
                 codes.append(gate.confirmation.code)

@@ -12,9 +12,9 @@ from bot.presets import agent_catalog
 from core.errors import ShepherdError
 from core.orgs import DEFAULT_ORG, check_org_id
 from core.repos import RepoRules, parse_hosts
+from core.runner_config import RunnerConfig
 from core.runners.presets import AgentCatalog, custom_presets
 from core.runners.sandbox import SandboxView, parse_paths
-from core.supervisor import RunnerConfig
 
 if TYPE_CHECKING:
     from adapters.slack.inbound import SlackConfig

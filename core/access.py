@@ -116,6 +116,11 @@ class Principal:
     def for_role(cls, org_id: str, name: str, role: Role, channel: str, user_id: str | None = None) -> Principal:
         return cls(org_id=org_id, name=name, scopes=role.scopes, channel=channel, user_id=user_id)
 
+    @classmethod
+    def system(cls, org_id: str, name: str = "runner") -> Principal:
+        """Shepherd acting on its own (a runner ending a turn, the policy deciding): every scope, no person."""
+        return cls(org_id=org_id, name=name, scopes=frozenset(Scope), channel="shepherd")
+
     @property
     def actor(self) -> str:
         """How events and messages name this principal: `console:admin`, `token:ci-bot`."""

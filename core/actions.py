@@ -18,25 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from core import environ
 from core.errors import ShepherdError
+from core.evidence import ActionResult
 from core.forge import Forge, ForgeError
 from core.models import Confirmation, Task
+from core.plans import Target
+from core.plans import describe as describe  # re-exported: what an action would do is core.plans'
 from core.policy import DeployTarget, Policy
 from core.repos import RepoRules
 from core.runners.workspace import WorkspaceError, head_of, push
 
 DEPLOY_TIMEOUT_S = 900.0
-DEPLOY_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TZ", "TMPDIR")
 LAST_LINES = 20
 
 
@@ -57,23 +59,6 @@ def same_origin(url: str, base: str) -> bool:
     a, b = urlsplit(url), urlsplit(base)
     return a.scheme == "https" and b.scheme == "https" and (a.hostname, a.port) == (b.hostname, b.port) \
         and bool(a.hostname)
-
-
-def describe(action: str, target: dict[str, Any], params: dict[str, Any]) -> str:
-    """One line for a prompt: what exactly would happen."""
-    repo, branch, base = target.get("repo", "?"), target.get("branch", "?"), target.get("base", "?")
-    head = str(target.get("head", ""))[:10]
-    if action == "pr.open":
-        return f"open a pull request on {repo}: {branch} -> {base} at {head}"
-    if action == "branch.push":
-        return f"push {branch} at {head} to {repo}"
-    if action == "pr.merge":
-        return f"merge pull request #{params.get('number')} on {repo} at {head}"
-    if action == "pr.comment":
-        return f"comment on {repo}#{params.get('number')}: {str(params.get('body', ''))[:80]}"
-    if action.startswith("deploy."):
-        return f"deploy {branch} at {head} of {repo} to {action.removeprefix('deploy.')}"
-    return action
 
 
 @dataclass(frozen=True)
@@ -99,7 +84,7 @@ class Executor:
 
     async def execute(
         self, conf: Confirmation, task: Task | None, policy: Policy, *, repos: RepoRules | None = None
-    ) -> dict[str, Any]:
+    ) -> ActionResult:
         """Carry out one approved confirmation; returns what came of it (shown to people, kept as result).
         `repos`: the rules the task's clone obeyed (by default the code host alone); a push obeys them too."""
         action = conf.action
@@ -116,7 +101,7 @@ class Executor:
 
     # --- git and the code host ---------------------------------------------------------------------
 
-    async def _checked_head(self, conf: Confirmation, task: Task | None) -> Path:
+    async def _checked_head(self, conf: Confirmation, target: Target, task: Task | None) -> Path:
         if task is None or not task.workspace:
             raise ActionError(f"{conf.action} needs the task's workspace, and it has none")
         workspace = Path(task.workspace)
@@ -126,59 +111,62 @@ class Executor:
             sha, dirty = await head_of(workspace)
         except WorkspaceError as exc:
             raise ActionError(exc.message) from None
-        if sha != conf.target.get("head") or dirty:
+        if sha != target.head or dirty:
             raise PlanChanged(
                 f"the branch moved since {conf.code} was asked (now {sha[:10]}"
-                f"{' with uncommitted changes' if dirty else ''}, approved {str(conf.target.get('head'))[:10]})"
+                f"{' with uncommitted changes' if dirty else ''}, approved {str(target.head)[:10]})"
             )
         return workspace
 
     async def _push_and_open(
         self, conf: Confirmation, task: Task | None, repos: RepoRules, *, open_pr: bool
-    ) -> dict[str, Any]:
-        workspace = await self._checked_head(conf, task)
-        repo, branch, base = conf.target["repo"], conf.target["branch"], conf.target.get("base")
+    ) -> ActionResult:
+        target = Target.from_json(conf.target)
+        workspace = await self._checked_head(conf, target, task)
+        repo, branch, head = _need(target.repo, "repo"), _need(target.branch, "branch"), _need(target.head, "head")
         try:  # checked again right before git connects: the host's addresses may have changed since the clone
             reach = await repos.reach(repo)
         except ShepherdError as exc:
             raise ActionError(f"pushing {branch} refused: {exc.message}") from None
         try:
-            await push(workspace, reach.url, branch, conf.target["head"], env=reach.env(self._credentials(reach.url)))
+            await push(workspace, reach.url, branch, head, env=reach.env(self._credentials(reach.url)))
         except WorkspaceError as exc:
             raise ActionError(f"pushing {branch} failed: {exc.message}", retryable=True) from None
-        result: dict[str, Any] = {"branch": branch, "head": conf.target["head"], "pushed": True}
+        result = ActionResult(branch=branch, head=head, pushed=True)
         if not open_pr:
             return result
         forge = self._need_forge()
         title = conf.params.get("title") or branch
         body = conf.params.get("body") or ""
         try:
-            pr = await forge.open_pull_request(repo, head=branch, base=base or "main", title=title, body=body)
+            pr = await forge.open_pull_request(repo, head=branch, base=target.base or "main", title=title, body=body)
         except ForgeError as exc:
             raise ActionError(f"opening the pull request failed: {exc.message}", retryable=exc.retryable,
                               retry_after=exc.retry_after) from None
-        return {**result, "number": pr.number, "url": pr.url, "created": pr.created}
+        return replace(result, number=pr.number, url=pr.url, created=pr.created)
 
-    async def _comment(self, conf: Confirmation) -> dict[str, Any]:
+    async def _comment(self, conf: Confirmation) -> ActionResult:
         forge = self._need_forge()
+        repo = _need(Target.from_json(conf.target).repo, "repo")
         try:
-            url = await forge.comment(conf.target["repo"], int(conf.params["number"]), str(conf.params["body"]))
+            url = await forge.comment(repo, int(conf.params["number"]), str(conf.params["body"]))
         except ForgeError as exc:
             raise ActionError(f"commenting failed: {exc.message}", retryable=exc.retryable,
                               retry_after=exc.retry_after) from None
-        return {"url": url}
+        return ActionResult(url=url)
 
-    async def _merge(self, conf: Confirmation) -> dict[str, Any]:
+    async def _merge(self, conf: Confirmation) -> ActionResult:
         forge = self._need_forge()
+        target = Target.from_json(conf.target)
         try:
-            sha = await forge.merge(conf.target["repo"], int(conf.params["number"]), sha=conf.target.get("head"),
+            sha = await forge.merge(_need(target.repo, "repo"), int(conf.params["number"]), sha=target.head,
                                     method=str(conf.params.get("method", "squash")))
         except ForgeError as exc:
             if exc.status == 409:
                 raise PlanChanged(f"the pull request's head moved since {conf.code} was asked") from None
             raise ActionError(f"merging failed: {exc.message}", retryable=exc.retryable,
                               retry_after=exc.retry_after) from None
-        return {"number": conf.params["number"], "mergeCommit": sha}
+        return ActionResult(number=int(conf.params["number"]), merge_commit=sha)
 
     def _need_forge(self) -> Forge:
         if self.forge is None:
@@ -188,22 +176,23 @@ class Executor:
 
     # --- deploys -----------------------------------------------------------------------------------
 
-    async def _deploy(self, conf: Confirmation, task: Task | None, policy: Policy) -> dict[str, Any]:
+    async def _deploy(self, conf: Confirmation, task: Task | None, policy: Policy) -> ActionResult:
         env_name = conf.action.removeprefix("deploy.")
-        target: DeployTarget | None = policy.deploy.get(env_name)
-        if target is None:
+        deploy: DeployTarget | None = policy.deploy.get(env_name)
+        if deploy is None:
             raise ActionError(f"no deploy is configured for {env_name!r}: add [deploy.{env_name}] to the "
                               "project's policy file")
-        workspace = await self._checked_head(conf, task)
-        facts = {"environment": env_name, "repo": conf.target.get("repo"), "branch": conf.target.get("branch"),
-                 "sha": conf.target.get("head"), "task": task.name if task else None,
+        target = Target.from_json(conf.target)
+        workspace = await self._checked_head(conf, target, task)
+        facts = {"environment": env_name, "repo": target.repo, "branch": target.branch,
+                 "sha": target.head, "task": task.name if task else None,
                  "confirmation": conf.code, "approvedBy": conf.decided_by}
-        if target.url:
-            return await self._deploy_url(target.url, facts, key=conf.id)
-        assert target.command is not None
-        return await self._deploy_command(target.command, workspace, facts)
+        if deploy.url:
+            return await self._deploy_url(deploy.url, facts, key=conf.id)
+        assert deploy.command is not None
+        return await self._deploy_command(deploy.command, workspace, facts)
 
-    async def _deploy_url(self, url: str, facts: dict[str, Any], *, key: str) -> dict[str, Any]:
+    async def _deploy_url(self, url: str, facts: dict[str, Any], *, key: str) -> ActionResult:
         try:
             timeout = aiohttp.ClientTimeout(total=60)
             # the same key on a retry: a hook that honours Idempotency-Key deploys once
@@ -214,12 +203,12 @@ class Executor:
                 if resp.status >= 300:
                     raise ActionError(f"the deploy hook answered {resp.status}: {text}",
                                       retryable=resp.status >= 500 or resp.status == 429)
-                return {"status": resp.status, "response": text}
+                return ActionResult(hook_status=resp.status, hook_response=text)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ActionError(f"the deploy hook could not be reached: {type(exc).__name__}", retryable=True) from None
 
-    async def _deploy_command(self, command: str, workspace: Path, facts: dict[str, Any]) -> dict[str, Any]:
-        env = {k: os.environ[k] for k in DEPLOY_ENV_ALLOWLIST if k in os.environ}
+    async def _deploy_command(self, command: str, workspace: Path, facts: dict[str, Any]) -> ActionResult:
+        env = environ.passed(environ.DEPLOY)
         env.update({f"SHEPHERD_DEPLOY_{k.upper()}": str(v) for k, v in facts.items() if v is not None})
         proc = await asyncio.create_subprocess_shell(
             command, cwd=workspace, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -234,22 +223,10 @@ class Executor:
         lines = out.decode(errors="replace").splitlines()[-LAST_LINES:]
         if proc.returncode != 0:
             raise ActionError(f"the deploy command failed (exit {proc.returncode}): {' | '.join(lines[-3:])}")
-        return {"exitCode": 0, "lastLines": lines}
+        return ActionResult(exit_code=0, last_lines=tuple(lines))
 
 
-def result_line(conf: Confirmation) -> str:
-    """What came of an executed action, for chat."""
-    r = conf.result or {}
-    if r.get("error"):
-        return f"{conf.action} failed: {r['error']}"
-    if conf.action == "pr.open" and r.get("url"):
-        return f"pull request #{r.get('number')} {'opened' if r.get('created', True) else 'already open'}: {r['url']}"
-    if conf.action == "branch.push":
-        return f"pushed {r.get('branch')} at {str(r.get('head', ''))[:10]}"
-    if conf.action == "pr.merge":
-        return f"merged #{r.get('number')} as {str(r.get('mergeCommit', ''))[:10]}"
-    if conf.action == "pr.comment":
-        return f"commented: {r.get('url')}"
-    if conf.action.startswith("deploy."):
-        return f"{conf.action}: done" + (f" ({json.dumps(r.get('status'))})" if "status" in r else "")
-    return f"{conf.action}: done"
+def _need(value: str | None, what: str) -> str:
+    if not value:
+        raise ActionError(f"the approved target names no {what}")
+    return value

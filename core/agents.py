@@ -8,7 +8,8 @@ restart and set_autonomy. Every action writes an event in the same transaction a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -97,6 +98,37 @@ class ActionResult:
     previous_level: int
     current_level: int
     uptime: int | None = None
+
+
+@dataclass(frozen=True)
+class Suspensions:
+    """Which suspended agents hold work back: a suspended agent its own task and actions, a suspended project
+    agent everything of its project. A suspended agent starts nothing and runs no action."""
+
+    agents: frozenset[str] = frozenset()
+    projects: Mapping[str, str] = field(default_factory=dict)  # project id -> its suspended project agent
+
+    def blocker(self, agent_id: str | None, project_id: str | None) -> str | None:
+        """The suspended agent that holds back work of this agent (or project), if any."""
+        if agent_id and agent_id in self.agents:
+            return agent_id
+        return self.projects.get(project_id) if project_id else None
+
+
+async def suspensions(
+    session: AsyncSession, agent_ids: Collection[str | None], project_ids: Collection[str | None]
+) -> Suspensions:
+    """The suspensions that concern these agents and projects, in one query."""
+    agents = {a for a in agent_ids if a}
+    projects = {p for p in project_ids if p}
+    if not agents and not projects:
+        return Suspensions()
+    rows = list(await session.exec(select(Agent.id, Agent.type, Agent.project_id).where(
+        Agent.status == AgentStatus.SUSPENDED,
+        col(Agent.id).in_(agents) | (col(Agent.project_id).in_(projects) & (Agent.type == "project")),
+    )))
+    return Suspensions(agents=frozenset(r[0] for r in rows),
+                       projects={r[2]: r[0] for r in rows if r[1] == "project" and r[2]})
 
 
 def parse_level(value: Any) -> int:

@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from core.access import Role
-from core.actions import describe
 from core.agents import LEVEL_NAMES, parse_level
 from core.confirmations import Gate, Plan, Status, render
 from core.errors import Conflict, ValidationFailed
+from core.evidence import Evidence
 from core.grammar import Arg, ArgKind, CommandContext, CommandRegistry, CommandSpec, Reply
 from core.models import Task
+from core.plans import Target, describe
 from core.policy import Verdict
+from core.repos import repo_kind
 from core.task_commands import TASK_ARG as _TASK
-from core.tasks import repo_kind
 from core.text import ago, table
 
 _CODE = Arg("code", "the confirmation's code, like K7P2 (see `pending`)")
@@ -64,15 +65,14 @@ async def _explain(ctx: CommandContext, args: dict[str, Any]) -> Reply:
 
 async def _task_pr(ctx: CommandContext, ref: str) -> tuple[Task, int]:
     task = await ctx.shepherd.tasks.get(ctx.principal, ref)
-    number = next((a.get("number") for a in reversed((task.evidence or {}).get("actions", []))
-                   if a.get("action") == "pr.open" and a.get("number")), None)
+    number = Evidence.of(task).pull_request()
     if number is None or not task.repo or repo_kind(task.repo) != "github":
         raise Conflict(f"task {task.name} has no pull request (yet): one is opened when its turn ends with "
                        "changes on a GitHub repository", code="NO_PULL_REQUEST")
-    return task, int(number)
+    return task, number
 
 
-async def _ask(ctx: CommandContext, task: Task, action: str, target: dict[str, Any], params: dict[str, Any]) -> Reply:
+async def _ask(ctx: CommandContext, task: Task, action: str, target: Target, params: dict[str, Any]) -> Reply:
     agent = await ctx.shepherd.agents.get(ctx.principal, task.agent_id) if task.agent_id else None
     plan = Plan(action=action, summary=describe(action, target, params), target=target, params=params)
     gate: Gate = await ctx.shepherd.confirmations.request(
@@ -90,15 +90,15 @@ async def _ask(ctx: CommandContext, task: Task, action: str, target: dict[str, A
 
 
 def _head(task: Task) -> str:
-    for item in reversed((task.evidence or {}).get("actions", [])):
-        if item.get("head"):
-            return str(item["head"])
+    head = Evidence.of(task).pushed_head()
+    if head:
+        return head
     raise Conflict(f"task {task.name} has no pushed commit to act on", code="NO_PUSHED_COMMIT")
 
 
 async def _merge(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     task, number = await _task_pr(ctx, args["id"])
-    target = {"repo": task.repo, "branch": task.work_branch, "base": task.base_branch, "head": _head(task)}
+    target = Target(repo=task.repo, branch=task.work_branch, base=task.base_branch, head=_head(task))
     return await _ask(ctx, task, "pr.merge", target, {"number": number, "method": args["method"]})
 
 
@@ -107,14 +107,14 @@ async def _comment(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     body = " ".join(args["text"]).strip()
     if not body or len(body) > 60_000:
         raise ValidationFailed("a comment is 1-60000 characters", code="INVALID_COMMENT")
-    target = {"repo": task.repo, "number": number}
+    target = Target(repo=task.repo, number=number)
     return await _ask(ctx, task, "pr.comment", target, {"number": number, "body": body})
 
 
 async def _deploy(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     env = args["environment"].strip().lower()
     task = await ctx.shepherd.tasks.get(ctx.principal, args["id"])
-    target = {"repo": task.repo or "", "branch": task.work_branch, "base": task.base_branch, "head": _head(task)}
+    target = Target(repo=task.repo or "", branch=task.work_branch, base=task.base_branch, head=_head(task))
     return await _ask(ctx, task, f"deploy.{env}", target, {})
 
 

@@ -21,10 +21,6 @@ from core.grammar import (
 from core.text import ago, duration, table
 
 
-def _level(raw: str) -> int:
-    return parse_level(raw)
-
-
 def _filters(words: list[str]) -> tuple[AgentFilter, int]:
     """`type:project status:suspended project:proj-1 limit:20`."""
     values = filter_words(words, ("type", "status", "project", "limit"),
@@ -228,7 +224,7 @@ def build_registry() -> CommandRegistry:
             Arg("type", "agent type (see `agent types`)", ArgKind.OPTION, metavar="T"),
             Arg("project", "project id or name (project agents need one)", ArgKind.OPTION, required=False,
                 metavar="P"),
-            Arg("level", "autonomy level 0-5", ArgKind.OPTION, required=False, convert=_level, metavar="N",
+            Arg("level", "autonomy level 0-5", ArgKind.OPTION, required=False, convert=parse_level, metavar="N",
                 default=1),
         ),
         examples=("agent create api-agent --type project --project api --level 2",),
@@ -252,7 +248,7 @@ def build_registry() -> CommandRegistry:
     ))
     reg.add(CommandSpec(
         "autonomy", "set an agent's autonomy level (raising it needs the approver role)", OP, _autonomy,
-        args=(_ID, Arg("level", "0 observe … 5 autonomous", convert=_level)),
+        args=(_ID, Arg("level", "0 observe … 5 autonomous", convert=parse_level)),
         details="Levels: " + ", ".join(f"{n} {name}" for n, name in LEVEL_NAMES.items()) + ".",
         examples=("autonomy agent-proj-3f9a1c07be12 3",),
     ))

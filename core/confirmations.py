@@ -22,31 +22,33 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from core import task_state
 from core.access import Principal, Role, Scope
-from core.actions import result_line
-from core.agents import DEFAULT_LEVEL, Agents, AgentStatus
+from core.agents import DEFAULT_LEVEL, Agents, suspensions
 from core.channels import Button, Message, enqueue, threads_for
 from core.clock import as_utc, utcnow
 from core.db import Database
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from core.events import record
+from core.evidence import ActionRecord
 from core.ids import new_id
 from core.models import Agent, Confirmation, Project, Task, Vote
+from core.plans import Plan as Plan  # re-exported: a confirmation is bound to a plan
+from core.plans import Target
+from core.plans import plan_hash as plan_hash
 from core.policy import Decision, Policy, PolicyStore, Risk, Verdict
 from core.projects import Projects
-from core.tasks import ACTIVE, GATED, Outcome, State, TaskStatus, end, set_state
+from core.task_state import ACTIVE, GATED, TaskStatus
 from core.textcheck import free_text, name_text
 
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no I, L, O, 0, 1: read aloud and typed without doubt
@@ -75,27 +77,6 @@ class Execution(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
-
-
-def plan_hash(action: str, target: dict[str, Any], params: dict[str, Any]) -> str:
-    canonical = json.dumps({"action": action, "target": target, "params": params}, sort_keys=True,
-                           separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What would run: the action, on what, with what."""
-
-    action: str
-    summary: str
-    target: dict[str, Any] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    declared: Risk | None = None  # an agent's own estimate; it can only raise the policy's risk
-
-    @property
-    def hash(self) -> str:
-        return plan_hash(self.action, self.target, self.params)
 
 
 @dataclass(frozen=True)
@@ -128,9 +109,11 @@ def render(conf: Confirmation, task_name: str | None = None) -> Message:
               "votes": f"{conf.approvals}/{conf.quorum}"}
     if task_name:
         fields["task"] = task_name
-    for key in ("repo", "branch", "base", "head"):
-        if conf.target.get(key):
-            fields[key] = str(conf.target[key])[:12] if key == "head" else str(conf.target[key])
+    target = Target.from_json(conf.target)
+    for key, value in (("repo", target.repo), ("branch", target.branch), ("base", target.base),
+                       ("head", (target.head or "")[:12])):
+        if value:
+            fields[key] = value
     buttons: tuple[Button, ...] = ()
     if status is Status.PENDING:
         fields["expires"] = _when(conf.expires_at)
@@ -152,7 +135,7 @@ def render(conf: Confirmation, task_name: str | None = None) -> Message:
             if conf.reason and status is Status.REJECTED:
                 text += f" ({conf.reason})"
             if conf.execution in (Execution.DONE, Execution.FAILED):
-                text += f" · {result_line(conf)}"
+                text += f" · {ActionRecord.from_json(conf.result).line(conf.action)}"
     return Message(key=f"confirmation:{conf.id}", text=text, kind="confirmation", state=status.value,
                    fields=fields, buttons=buttons, code=conf.code)
 
@@ -203,11 +186,11 @@ class Confirmations:
             id=new_id("conf"), org_id=org_id, code=await self._new_code(session, org_id),
             task_id=task.id if task else None, agent_id=agent_id, project_id=project_id,
             action=decision.action, risk=decision.risk.label, level=level, origin=origin.value,
-            summary=plan.summary[:MAX_SUMMARY], target=plan.target, params=plan.params, plan_hash=plan.hash,
+            summary=plan.summary[:MAX_SUMMARY], target=plan.target.to_json(), params=plan.params, plan_hash=plan.hash,
             requester_id=requester_id, requester_name=requester_name, quorum=decision.quorum,
             status=Status.PENDING.value, created_at=now, expires_at=now + timedelta(seconds=policy.expiry_s),
         )
-        system = Principal(org_id=org_id, name="policy", scopes=frozenset(Scope), channel="shepherd")
+        system = Principal.system(org_id, "policy")
         if decision.verdict is not Verdict.ASK:
             approved = decision.verdict is Verdict.RUN
             conf.status = (Status.APPROVED if approved else Status.REJECTED).value
@@ -311,9 +294,9 @@ class Confirmations:
             Confirmation.origin == Origin.AGENT.value,
         ).order_by(col(Confirmation.created_at).desc(), col(Confirmation.id).desc()))).first()
         if asking is not None:
-            set_state(task, State.IDLE, f"waiting for approval {asking.code}: {asking.summary}")
-        elif task.state == State.IDLE:
-            set_state(task, State.WORKING, decided or "people decided; the agent goes on")
+            task_state.wait_on_people(task, f"waiting for approval {asking.code}: {asking.summary}")
+        elif task.state == task_state.State.IDLE:
+            task_state.back_to_work(task, decided or "people decided; the agent goes on")
         else:
             return
         session.add(task)
@@ -333,16 +316,8 @@ class Confirmations:
     @staticmethod
     async def suspended(session: AsyncSession, agent_id: str | None, project_id: str | None) -> bool:
         """Is the agent (or its project's agent) suspended? A suspended agent runs no action."""
-        clauses = []
-        if agent_id:
-            clauses.append(col(Agent.id) == agent_id)
-        if project_id:
-            clauses.append((col(Agent.project_id) == project_id) & (col(Agent.type) == "project"))
-        if not clauses:
-            return False
-        found = (await session.exec(select(func.count()).select_from(Agent).where(
-            or_(*clauses), Agent.status == AgentStatus.SUSPENDED))).one()
-        return int(found) > 0
+        held = await suspensions(session, [agent_id], [project_id])
+        return held.blocker(agent_id, project_id) is not None
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -489,9 +464,9 @@ class Confirmations:
                 why = f"{conf.action} {status.value}" + (f" by {by} from {via}" if status is Status.REJECTED else "")
                 if reason:
                     why += f": {reason}"
-                end(task, Outcome.DENIED, {**(task.evidence or {}), "reason": why, "confirmation": conf.code})
+                task_state.deny(task, why, conf.code)
             elif status is Status.APPROVED and TaskStatus(task.status) in GATED:
-                task.state_message = f"{conf.code} approved by {by}: running {conf.action}"
+                task_state.note_gate(task, f"{conf.code} approved by {by}: running {conf.action}")
             elif conf.origin == Origin.AGENT:
                 how = f"{status.value} by {by}" if status in (Status.APPROVED, Status.REJECTED) else status.value
                 await self.note_waiting(session, task, f"{conf.code} {how}; the agent goes on")

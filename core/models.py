@@ -149,7 +149,7 @@ class Task(SQLModel, table=True):
     base_sha: str | None = Field(default=None, max_length=64)
     autonomy_level: int = 1
     status: str = Field(max_length=16)
-    state: str = Field(max_length=16)  # the Coder current_state: working, idle, complete, failed
+    state: str = Field(max_length=16)  # what the agent does: working, idle, complete, failed (core.task_state)
     state_message: str = Field(default="", max_length=500)
     state_at: datetime = _ts()
     outcome: str | None = Field(default=None, max_length=32)

@@ -17,8 +17,9 @@ from sqlmodel import col, select
 from core.channels import Message, enqueue
 from core.clock import as_utc, utcnow
 from core.db import Database
+from core.evidence import Evidence, evidence_summary
 from core.models import Task, TaskLog, Thread
-from core.tasks import FINISHED, DiffStats, TaskStatus, evidence_summary
+from core.task_state import FINISHED, TaskStatus
 from core.text import duration
 
 ICONS = {"pending": "⏳", "queued": "⏳", "initializing": "⚙️", "running": "🏃", "paused": "⏸️",
@@ -49,22 +50,21 @@ def status_message(task: Task, last_lines: list[str] | None = None) -> Message:
 
 def outcome_message(task: Task) -> Message:
     """A turn's end, posted once per turn: the outcome and the evidence behind it."""
-    ev = task.evidence or {}
-    diff = ev.get("diff") or {}
+    ev = Evidence.of(task)
     fields = {"outcome": task.outcome or task.status, "turn": str(task.turns)}
-    if ev.get("exitCode") is not None:
-        fields["exit code"] = str(ev["exitCode"])
-    if "durationSeconds" in ev:
-        fields["duration"] = f"{float(ev['durationSeconds']):.1f} s"
-    fields["changes"] = DiffStats(diff.get("files", 0), diff.get("insertions", 0), diff.get("deletions", 0)).describe()
-    if diff.get("paths"):
-        fields["paths"] = ", ".join(str(p) for p in diff["paths"][:10]) + (" …" if len(diff["paths"]) > 10 else "")
-    if ev.get("reason"):
-        fields["reason"] = str(ev["reason"])
+    if ev.exit_code is not None:
+        fields["exit code"] = str(ev.exit_code)
+    if ev.duration_s is not None:
+        fields["duration"] = f"{ev.duration_s:.1f} s"
+    fields["changes"] = ev.diff.describe()
+    if ev.diff.paths:
+        fields["paths"] = ", ".join(ev.diff.paths[:10]) + (" …" if len(ev.diff.paths) > 10 else "")
+    if ev.reason:
+        fields["reason"] = ev.reason
     icon = ICONS.get(task.status, "•")
     return Message(key=f"task:{task.id}:turn:{task.turns}:outcome", text=f"{icon} {task.name} {evidence_summary(task)}",
                    kind="outcome", state=task.outcome or task.status, fields=fields,
-                   detail="\n".join(str(x) for x in ev.get("lastLines") or []), more=f"logs {task.name}")
+                   detail="\n".join(ev.last_lines), more=f"logs {task.name}")
 
 
 class Progress:

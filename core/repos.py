@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-import os
 import re
 import shlex
 import socket
@@ -32,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from core import environ
 from core.errors import ShepherdError, ValidationFailed
 
 HOSTS_SETTING = "SHEPHERD_REPO_HOSTS"
@@ -49,7 +49,6 @@ SSH_COMMAND = (
 )
 # Only these transports: never `ext::` (it runs commands), whatever anyone's git config says.
 GIT_PROTOCOLS = "https:http:ssh:git:file"
-_PASSED = ("PATH", "LANG", "TZ", "TMPDIR")
 
 
 class RepoRefused(ShepherdError):
@@ -64,7 +63,7 @@ def git_env(extra: Mapping[str, str] | None = None, *, config: Mapping[str, str]
     """The whole environment of a git process Shepherd runs: no prompt, no credentials and no config of the
     server's user. `config` adds git settings for this one process (as `-c` would, but off the command
     line, where other users of the machine could read them); `ssh_options` are added to ssh's."""
-    env = {k: os.environ[k] for k in _PASSED if k in os.environ}
+    env = environ.passed(environ.GIT)
     env.update({
         "HOME": "/dev/null",  # git and curl read ~/.gitconfig, ~/.netrc, ~/.git-credentials from here
         "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",

@@ -6,6 +6,7 @@ from typing import Any
 
 from core.access import Role
 from core.agents import parse_level
+from core.evidence import Evidence, evidence_summary
 from core.grammar import (
     Arg,
     ArgKind,
@@ -18,15 +19,12 @@ from core.grammar import (
     filter_words,
 )
 from core.models import Task
-from core.tasks import FINISHED, STATUS_GROUPS, TaskFilter, TaskStatus, evidence_summary, owner_of
+from core.task_state import FINISHED, TaskStatus
+from core.tasks import STATUS_GROUPS, TaskFilter, owner_of
 from core.text import ago, table
 
 TASK_ARG = Arg("id", "a task id or name, like task-3f9a1c07be12 (in the task's thread: omit it)", thread_task=True)
 _TASK = TASK_ARG
-
-
-def _level(raw: str) -> int:
-    return parse_level(raw)
 
 
 def task_filters(words: list[str], ctx: CommandContext) -> tuple[TaskFilter, int]:
@@ -96,10 +94,10 @@ async def _task(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     lines.append(f"  decisions {t.decision_count} ({t.auto_resolved_count} by policy)")
     for conf in await ctx.shepherd.confirmations.pending(ctx.principal, task_id=t.id):
         lines.append(f"  waiting for approval {conf.code}: {conf.summary} (`approve {conf.code}`)")
-    for action in (t.evidence or {}).get("actions", []):
-        outcome = action.get("url") or action.get("error") or ("done" if action.get("ok") else "failed")
-        lines.append(f"  {action.get('action')} ({action.get('code')}): {outcome}")
-    last = (t.evidence or {}).get("lastLines") or []
+    evidence = Evidence.of(t)
+    for action in evidence.actions:
+        lines.append(f"  {action.action} ({action.code}): {action.describe()}")
+    last = evidence.last_lines
     if last:
         lines.append("  last output:")
         lines += [f"    {line}" for line in last[-5:]]
@@ -150,7 +148,7 @@ def register(reg: CommandRegistry) -> None:
             Arg("project", "project id or name: its repository and its agent's autonomy", ArgKind.OPTION,
                 required=False, metavar="P"),
             Arg("level", "autonomy 0-5 (default: the project agent's)", ArgKind.OPTION, required=False,
-                convert=_level, metavar="N"),
+                convert=parse_level, metavar="N"),
             Arg("name", "a name for the task (default: from the prompt)", ArgKind.OPTION, required=False,
                 metavar="NAME"),
         ),

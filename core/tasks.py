@@ -1,21 +1,8 @@
 """Tasks: one coding job, run by an ephemeral `task` agent through a Runner.
 
-Life of a task (ARCHITECTURE section 2):
-
-    pending -> queued -> initializing -> running <-> paused -> completed | failed | cancelled
-                                          running -> awaiting -> completed | failed | cancelled
-
-`awaiting`: the agent's turn is over and Shepherd waits on a gated action of its own (open the pull
-request) for people to decide, or executes it once decided (core.confirmations, core.actions). No process
-runs and no runner slot is held; a refusal or an expiry ends the task `denied`.
-
-`pending` waits for a runner to claim it; `queued` waits for capacity or for a suspended agent to be
-resumed. A finished task has exactly one outcome with its evidence. A follow-up (`send`) to a finished
-task makes it pending again for one more turn, and its next finish sets the outcome anew; every turn's
-outcome stays in the event log.
-
-This module is what channels and APIs call. The runner's side (claiming, running, finishing) is in
-core.supervisor; both change tasks only through the transitions checked here.
+This module is what channels and APIs call: create, read and steer tasks. Its life and its states are
+core.task_state's (the one writer of a task's status); the runner's side (claiming, running, finishing) is
+core.supervisor and the modules it wires.
 """
 
 from __future__ import annotations
@@ -24,7 +11,7 @@ import builtins
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -35,6 +22,7 @@ from sqlalchemy import delete, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from core import task_state
 from core.access import Principal, Scope
 from core.agents import DEFAULT_LEVEL, AgentStatus, parse_level
 from core.channels import bind_thread
@@ -49,6 +37,12 @@ from core.repos import RepoRules
 from core.repos import repo_kind as repo_kind  # re-exported: where repositories come from is core.repos
 from core.runners.sandbox import home_for
 from core.snapshots import MAX_SNAPSHOT_BYTES
+from core.task_state import ACTIVE, GATED, WAITING
+
+# re-exported while channels still import them from here: a task's states are core.task_state's
+from core.task_state import FINISHED as FINISHED
+from core.task_state import Outcome as Outcome
+from core.task_state import TaskStatus as TaskStatus
 from core.textcheck import free_text, optional_name
 
 MAX_PROMPT = 20_000
@@ -56,64 +50,6 @@ MAX_INPUT = 20_000
 MAX_PAGE = 500
 MAX_PENDING_INPUTS = 20
 RUNNER_STALE_S = 30.0  # a runner silent this long is gone; its tasks end `interrupted`
-
-
-class TaskStatus(StrEnum):
-    PENDING = "pending"
-    QUEUED = "queued"
-    INITIALIZING = "initializing"
-    RUNNING = "running"
-    PAUSED = "paused"
-    AWAITING = "awaiting"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-WAITING = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED})
-ACTIVE = frozenset({TaskStatus.INITIALIZING, TaskStatus.RUNNING, TaskStatus.PAUSED})
-FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-GATED = frozenset({TaskStatus.AWAITING})
-
-# Which status may follow which. A finished task goes back to pending for a follow-up turn.
-TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.QUEUED, TaskStatus.INITIALIZING, *FINISHED}),
-    TaskStatus.QUEUED: frozenset({TaskStatus.PENDING, TaskStatus.INITIALIZING, *FINISHED}),
-    TaskStatus.INITIALIZING: frozenset({TaskStatus.RUNNING, *FINISHED}),
-    TaskStatus.RUNNING: frozenset({TaskStatus.PAUSED, TaskStatus.PENDING, TaskStatus.AWAITING, *FINISHED}),
-    TaskStatus.PAUSED: frozenset({TaskStatus.RUNNING, *FINISHED}),
-    TaskStatus.AWAITING: frozenset({TaskStatus.PENDING, *FINISHED}),
-    TaskStatus.COMPLETED: frozenset({TaskStatus.PENDING}),
-    TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
-    TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING}),
-}
-
-
-class Outcome(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
-    DENIED = "denied"
-    BUDGET_EXCEEDED = "budget_exceeded"
-
-    @property
-    def status(self) -> TaskStatus:
-        if self is Outcome.SUCCEEDED:
-            return TaskStatus.COMPLETED
-        if self is Outcome.CANCELLED:
-            return TaskStatus.CANCELLED
-        return TaskStatus.FAILED
-
-
-class State(StrEnum):
-    """The agent's own state as Coder reports it (`current_state.state`)."""
-
-    WORKING = "working"
-    IDLE = "idle"
-    COMPLETE = "complete"
-    FAILED = "failed"
 
 
 class LogType(StrEnum):
@@ -128,108 +64,6 @@ class Control(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     DELETE = "delete"
-
-
-def check_transition(task: Task, to: TaskStatus) -> None:
-    now = TaskStatus(task.status)
-    if to not in TRANSITIONS[now]:
-        raise Conflict(f"task {task.name} is {now.value}; it cannot become {to.value}", code="INVALID_TRANSITION")
-
-
-def set_status(task: Task, to: TaskStatus, state: State, message: str) -> None:
-    """The one way a task's status changes: checked against TRANSITIONS, with its current_state."""
-    check_transition(task, to)
-    now = utcnow()
-    task.status = to.value
-    task.state = state.value
-    task.state_message = message[:500]
-    task.state_at = now
-    task.updated_at = now
-
-
-def set_state(task: Task, state: State, message: str) -> None:
-    """The agent's current_state within the task's status (a running agent that waits on people is idle)."""
-    now = utcnow()
-    task.state = state.value
-    task.state_message = message[:500]
-    task.state_at = now
-    task.updated_at = now
-
-
-# Who waits on whom. A task waits on people when a gated action of its own waits for a decision
-# (`awaiting`), when its running agent waits in `shepherd ask` (core.confirmations keeps such a task's
-# state `idle` with the question, and `working` again once people decided), or when its last turn ended
-# on a question (`closing_question`: completed, state `idle`, the question as its message). Every dialect
-# reads that one fact through `waiting_on_people`: Coder shows current_state idle, Eliza `blocked`.
-_ASKING = frozenset({TaskStatus.RUNNING, TaskStatus.COMPLETED})
-
-
-def waiting_on_people(task: Task) -> bool:
-    status = TaskStatus(task.status)
-    return status in GATED or (status in _ASKING and task.state == State.IDLE)
-
-
-_QUESTION_END = re.compile(r"\?[\s\"'`*_)\]]*$")
-
-
-def closing_question(lines: Sequence[str]) -> str | None:
-    """The question a turn ended on: its last non-blank output line, when that line asks something (it ends
-    with a question mark, maybe inside quotes or markdown). An agent that asks and exits (`claude -p` with a
-    question for the user, the demo agent's `[ask]`) waits for input; it has not completed the work."""
-    for line in reversed(lines):
-        if line.strip():
-            return line.strip()[:500] if _QUESTION_END.search(line) else None
-    return None
-
-
-@dataclass(frozen=True)
-class DiffStats:
-    files: int = 0
-    insertions: int = 0
-    deletions: int = 0
-    paths: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        if not self.files:
-            return "no files changed"
-        noun = "file" if self.files == 1 else "files"
-        return f"{self.files} {noun} changed, +{self.insertions} -{self.deletions}"
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """Why a task ended as it did: what a person needs to trust (or doubt) the outcome."""
-
-    exit_code: int | None
-    duration_s: float
-    diff: DiffStats
-    last_lines: tuple[str, ...]
-    reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "exitCode": self.exit_code,
-            "durationSeconds": round(self.duration_s, 3),
-            "diff": {"files": self.diff.files, "insertions": self.diff.insertions,
-                     "deletions": self.diff.deletions, "paths": list(self.diff.paths)},
-            "lastLines": list(self.last_lines),
-            "reason": self.reason,
-        }
-
-
-def evidence_summary(task: Task) -> str:
-    """One line for chat: `succeeded in 3.2 s · 2 files changed, +10 -1 · exit 0`."""
-    ev = task.evidence or {}
-    parts = [task.outcome or task.status]
-    if "durationSeconds" in ev:
-        parts[0] += f" in {ev['durationSeconds']:.1f} s"
-    diff = ev.get("diff") or {}
-    parts.append(DiffStats(diff.get("files", 0), diff.get("insertions", 0), diff.get("deletions", 0)).describe())
-    if ev.get("exitCode") is not None:
-        parts.append(f"exit {ev['exitCode']}")
-    if ev.get("reason"):
-        parts.append(str(ev["reason"]))
-    return " · ".join(parts)
 
 
 # --- what people ask for -----------------------------------------------------------------------
@@ -401,8 +235,7 @@ class Tasks:
                 owner_id=owner_id, owner_name=owner_name, agent_id=agent.id,
                 project_id=proj.id if proj else None, runtime=runtime, prompt=prompt, repo=repo,
                 base_branch=branch, work_branch=f"shepherd/{name}", autonomy_level=agent_level,
-                status=TaskStatus.PENDING.value, state=State.IDLE.value, state_message="waiting for a runner",
-                created_at=now, updated_at=now, state_at=now, request_key=request_key,
+                **task_state.created(now), created_at=now, updated_at=now, request_key=request_key,
             )
             session.add(agent)
             session.add(task)
@@ -557,10 +390,7 @@ class Tasks:
                 if status in FINISHED:
                     return task
                 await self._void_gate(session, task, f"the task was cancelled by {principal.actor}")
-                set_status(task, TaskStatus.CANCELLED, State.FAILED, f"cancelled by {principal.actor} before it ran")
-                task.outcome = Outcome.CANCELLED.value
-                task.finished_at = utcnow()
-                task.pending_inputs = []
+                task_state.cancel(task, principal.actor)
                 await agent_after(session, task, Outcome.CANCELLED)
             else:  # delete a task no runner holds
                 await self._void_gate(session, task, f"the task was deleted by {principal.actor}")
@@ -613,9 +443,7 @@ class Tasks:
             queued = status not in FINISHED and status not in GATED
             if not queued:
                 await self._void_gate(session, task, "a follow-up was sent: the next turn's result is asked anew")
-                set_status(task, TaskStatus.PENDING, State.IDLE, "follow-up waiting for a runner")
-                task.outcome = None
-                task.finished_at = None
+                task_state.follow_up(task)
             session.add(task)
             await record(session, principal, "task", "task.input_sent", agent_id=task.agent_id, task_id=task.id,
                          payload={"queued": queued, "length": len(text)})
@@ -675,25 +503,3 @@ async def agent_after(session: AsyncSession, task: Task, outcome: Outcome) -> No
         agent.tasks_completed += 1
     agent.last_activity = utcnow()
     session.add(agent)
-
-
-def end(task: Task, outcome: Outcome, evidence: dict[str, Any], *, question: str | None = None) -> None:
-    """A turn's end: the outcome, its evidence, and no process or runner any more. A successful turn that
-    ended on a `question` waits for input: state `idle`, the question its message."""
-    task.outcome = outcome.value
-    task.evidence = evidence
-    task.finished_at = utcnow()
-    task.pid = None
-    task.control = None
-    task.runner_id = None
-    task.callback_hash = None
-    if question is not None and outcome is Outcome.SUCCEEDED:
-        set_status(task, outcome.status, State.IDLE, question)
-        return
-    set_status(task, outcome.status, State.COMPLETE if outcome is Outcome.SUCCEEDED else State.FAILED,
-               evidence_summary(task))
-
-
-def is_finished(task: Task) -> bool:
-    return TaskStatus(task.status) in FINISHED
-

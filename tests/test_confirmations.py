@@ -16,6 +16,7 @@ from core.clock import utcnow
 from core.confirmations import Origin, Plan, Status, plan_hash
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from core.models import Confirmation, Event, Outbox, Task
+from core.plans import Target
 from core.service import Shepherd
 from tests.conftest import person
 
@@ -34,7 +35,7 @@ async def started_task(shepherd: Shepherd, who: Principal = ALICE, status: str =
 
 
 def pr_plan(head: str = "a" * 40) -> Plan:
-    target = {"repo": "acme/api", "branch": "shepherd/x", "base": "main", "head": head}
+    target = Target(repo="acme/api", branch="shepherd/x", base="main", head=head)
     return Plan(action="pr.open", summary="open a pull request", target=target, params={"title": "x"})
 
 
@@ -107,7 +108,7 @@ async def test_a_level_3_task_runs_it_by_policy_and_counts_it_as_auto_resolved(s
 
 async def test_quorum_two_refuses_the_requester_ignores_duplicates_and_needs_two_others(shepherd: Shepherd) -> None:
     task = await started_task(shepherd, ALICE)
-    plan = Plan(action="deploy.production", summary="deploy to production", target={"repo": "acme/api"})
+    plan = Plan(action="deploy.production", summary="deploy to production", target=Target(repo="acme/api"))
     conf = await gate(shepherd, task, plan, level=5, origin=Origin.PERSON)
     assert conf.status == "pending" and conf.quorum == 2 and conf.risk == "critical"
 
@@ -130,7 +131,7 @@ async def test_quorum_two_refuses_the_requester_ignores_duplicates_and_needs_two
 
 async def test_one_reject_rejects_and_a_decided_confirmation_stays_decided(shepherd: Shepherd) -> None:
     task = await started_task(shepherd, ALICE)
-    plan = Plan(action="deploy.production", summary="deploy", target={"repo": "acme/api"})
+    plan = Plan(action="deploy.production", summary="deploy", target=Target(repo="acme/api"))
     conf = await gate(shepherd, task, plan, level=3, origin=Origin.PERSON)
     await shepherd.confirmations.vote(BOB, conf.code, approve=True)
     rejected = await shepherd.confirmations.vote(CAROL, conf.code, approve=False, comment="not on a Friday")
@@ -261,7 +262,7 @@ async def test_a_task_token_opens_only_its_own_task_while_it_runs(shepherd: Shep
 
 async def test_person_requests_count_the_requesters_own_vote_when_one_decides(shepherd: Shepherd) -> None:
     task = await started_task(shepherd, ALICE, status="completed")
-    plan = Plan(action="pr.merge", summary="merge #1", target={"repo": "acme/api", "head": "a" * 40},
+    plan = Plan(action="pr.merge", summary="merge #1", target=Target(repo="acme/api", head="a" * 40),
                 params={"number": 1})
     gate_ = await shepherd.confirmations.request(ALICE, plan, task=task, agent=None, project_id=None)
     assert gate_.confirmation.status == "approved" and gate_.confirmation.decided_by == "alice"

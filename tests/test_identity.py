@@ -14,13 +14,14 @@ from core.access import Principal, Role, Scope
 from core.confirmations import Origin, Plan
 from core.errors import Forbidden
 from core.models import ApiToken, User
+from core.plans import Target
 from core.service import Shepherd
 from core.tokens import Tokens
 from tests.conftest import person
 from tests.test_confirmations import gate, started_task
 from tests.test_rest_coder import Rig, served
 
-PRODUCTION = Plan(action="deploy.production", summary="deploy to production", target={"repo": "acme/api"})
+PRODUCTION = Plan(action="deploy.production", summary="deploy to production", target=Target(repo="acme/api"))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from bot.presets import agent_catalog
 from core.access import Role
 from core.confirmations import Origin, Plan
 from core.db import Database
+from core.plans import Target
 from core.service import Shepherd
 from tests.conftest import person
 from tests.procs import Home, stop
@@ -26,7 +27,7 @@ async def _pending_production_deploy(url: str) -> str:
     try:
         shepherd = Shepherd(db, catalog=agent_catalog())
         task = await started_task(shepherd, person(Role.OPERATOR, name="otto"))
-        plan = Plan(action="deploy.production", summary="deploy to production", target={"repo": "acme/api"})
+        plan = Plan(action="deploy.production", summary="deploy to production", target=Target(repo="acme/api"))
         return (await gate(shepherd, task, plan, level=5, origin=Origin.PERSON)).code
     finally:
         await db.dispose()

@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from core.access import Principal, Role
 from core.confirmations import Origin, Plan, new_task_token
 from core.models import Task, Vote
+from core.plans import Target
 from tests.test_confirmations import gate, pr_plan, started_task
 from tests.test_rest_coder import Rig, served
 
@@ -73,7 +74,7 @@ async def test_quorum_two_over_rest_refuses_the_requester(rig: Rig) -> None:
     owner = await rig.shepherd.tokens.authenticate(rig.token)  # the person the rig's token acts for
     task = await started_task(rig.shepherd, owner)
     assert task.owner_id == owner.user_id and task.owner_name == "acme-read,write,approve,admin"
-    plan = Plan(action="deploy.production", summary="ship", target={"repo": "acme/api"})
+    plan = Plan(action="deploy.production", summary="ship", target=Target(repo="acme/api"))
     conf = await gate(rig.shepherd, task, plan, level=5, origin=Origin.PERSON)
     status, body = await rig.call("POST", f"/api/confirmations/{conf.code}/decision", {"decision": "approve"})
     assert (status, body["code"]) == (403, "SELF_APPROVAL")
@@ -174,7 +175,7 @@ async def test_the_task_callback_opens_only_with_that_tasks_token(rig: Rig) -> N
 
 async def test_codespar_approval_vote(rig: Rig) -> None:
     task = await started_task(rig.shepherd, ALICE)
-    plan = Plan(action="deploy.production", summary="ship", target={"repo": "acme/api"})
+    plan = Plan(action="deploy.production", summary="ship", target=Target(repo="acme/api"))
     conf = await gate(rig.shepherd, task, plan, level=5, origin=Origin.PERSON)
     second = await rig.token_for("acme", "read,approve")
     status, body = await rig.call("POST", "/api/approval/vote", {"token": conf.code, "vote": "approve", "userId": "U1",

@@ -23,7 +23,7 @@ from core.runners.local import group_members
 from core.runners.presets import AgentCatalog, custom_presets
 from core.service import Shepherd
 from core.supervisor import RunnerConfig, TaskSupervisor
-from core.tasks import TRANSITIONS, Outcome, TaskStatus, check_transition
+from core.task_state import TRANSITIONS, Outcome, TaskStatus, check_transition
 from tests.conftest import person
 from tests.gitrepos import seed_repo
 
@@ -364,6 +364,53 @@ async def test_a_task_of_a_suspended_agent_starts_only_after_resume(sqlite_url: 
     assert (await rig.get(task.id)).status == "queued" and (await rig.get(task.id)).turns == 0
     await rig.shepherd.agents.act(rig.who, agent.id, "resume")
     assert (await rig.finished(task.id)).outcome == "succeeded"
+
+
+async def test_a_queued_task_says_so_when_what_it_waits_for_changes(sqlite_url: str, make_rig: RigFactory) -> None:
+    """Held first by its suspended agent, then (resumed) by the full runner: the note follows, and the runner
+    goes on claiming (a queued task re-noted used to fail every pass of the supervisor's loop)."""
+    rig = await make_rig(sqlite_url, max_tasks=1)
+    project = await rig.shepherd.projects.create(rig.who, name="api", repo=None, default_branch="main")
+    agent = (await rig.shepherd.agents.create(rig.who, name="api-agent", type="project", project_id=project.id,
+                                              autonomy_level=1)).agent
+    await rig.shepherd.agents.act(rig.who, agent.id, "suspend")
+    busy = await rig.run("keep the runner busy [long 30]")
+    await rig.until(busy.id, lambda t: t.status == "running")
+    held = await rig.run("fix it", project="api")
+    await rig.until(held.id, lambda t: f"agent {agent.id} is suspended" in t.state_message)
+    await rig.shepherd.agents.act(rig.who, agent.id, "resume")
+    queued = await rig.until(held.id, lambda t: "the cap is 1 (SHEPHERD_MAX_TASKS)" in t.state_message)
+    assert queued.status == "queued"
+    await rig.shepherd.tasks.stop(rig.who, busy.id)
+    assert (await rig.finished(held.id)).outcome == "succeeded"
+
+
+async def test_a_turn_ended_elsewhere_meanwhile_keeps_that_ending(sqlite_url: str, make_rig: RigFactory) -> None:
+    """A runner that stalled long enough to be thought dead: another one ends its task `interrupted` and kills
+    the agent's processes. When the stalled runner sees its turn end, that ending stands; its own account of
+    the turn is only recorded."""
+    stalled = await make_rig(sqlite_url, heartbeat_s=3600)
+    task = await stalled.run("a long job [long 30]")
+    await stalled.until(task.id, lambda t: t.status == "running")
+    async with stalled.shepherd.db.write() as session:  # its heartbeat stopped a minute ago
+        node = await session.get(RunnerNode, stalled.sup.node_id)
+        assert node is not None
+        node.heartbeat_at = node.heartbeat_at.replace(year=node.heartbeat_at.year - 1)
+        session.add(node)
+    other = await make_rig(sqlite_url)
+    done = await other.until(task.id, lambda t: t.outcome is not None)
+    assert (done.status, done.outcome) == ("failed", "interrupted") and "crash or restart" in done.evidence["reason"]
+
+    async def discarded() -> list[Any]:
+        return [e for e in await other.shepherd.events.list(other.who) if e.name == "task.turn_discarded"]
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while not await discarded():
+        assert asyncio.get_running_loop().time() < deadline, "the stalled runner never ended its turn"
+        await asyncio.sleep(0.05)
+    assert (await discarded())[0].payload["outcome"] == "failed"  # the agent was killed under it
+    after = await other.get(task.id)
+    assert (after.status, after.outcome, after.evidence["reason"]) == ("failed", "interrupted", done.evidence["reason"])
 
 
 async def test_tasks_held_by_a_dead_runner_become_interrupted(sqlite_url: str, make_rig: RigFactory) -> None:

@@ -22,7 +22,8 @@ from core.errors import ValidationFailed
 from core.models import Task, TaskLog
 from core.service import Shepherd
 from core.snapshots import snapshot_entries
-from core.tasks import MAX_INPUT, MAX_PAGE, MAX_PROMPT, State, TaskFilter, TaskStatus, owner_of
+from core.task_state import State, TaskStatus
+from core.tasks import MAX_INPUT, MAX_PAGE, MAX_PROMPT, TaskFilter, owner_of
 
 # Template ids are derived from the agent name, so they are the same on every server and every call.
 _TEMPLATE_NS = uuid.UUID("6f1f8a52-6c3e-5b7e-9a55-2f3d1c0e4b7a")
@@ -36,6 +37,15 @@ class CoderStatus(StrEnum):
     PAUSED = "paused"
     UNKNOWN = "unknown"
     ERROR = "error"
+
+
+class CoderState(StrEnum):
+    """`current_state.state`: what the agent is doing."""
+
+    WORKING = "working"
+    IDLE = "idle"
+    COMPLETE = "complete"
+    FAILED = "failed"
 
 
 class WorkspaceStatus(StrEnum):
@@ -87,6 +97,13 @@ _WORKSPACE: dict[TaskStatus, tuple[WorkspaceStatus, AgentLifecycle]] = {
     TaskStatus.FAILED: (WorkspaceStatus.FAILED, AgentLifecycle.OFF),
     TaskStatus.CANCELLED: (WorkspaceStatus.CANCELED, AgentLifecycle.OFF),
 }
+# Core's words for what the agent does happen to be Coder's; the mapping says so rather than assuming it.
+STATE: dict[State, CoderState] = {
+    State.WORKING: CoderState.WORKING,
+    State.IDLE: CoderState.IDLE,  # waiting on input, or on people (core.task_state.waiting_on_people)
+    State.COMPLETE: CoderState.COMPLETE,
+    State.FAILED: CoderState.FAILED,
+}
 # A control the runner has not applied yet: the workspace is on its way there.
 _CONTROL_WORKSPACE = {"pause": WorkspaceStatus.STOPPING, "resume": WorkspaceStatus.STARTING,
                       "stop": WorkspaceStatus.CANCELING, "delete": WorkspaceStatus.DELETING}
@@ -109,7 +126,7 @@ class NullUUID(SnakeApiModel):
 
 
 class TaskStateOut(SnakeApiModel):
-    state: State
+    state: CoderState
     message: str
     timestamp: str
     uri: str
@@ -278,7 +295,7 @@ def coder_task(shepherd: Shepherd, task: Task) -> CoderTask:
         owner_name=task.owner_name,
         owner_avatar_url="",
         status=STATUS[status],
-        current_state=TaskStateOut(state=State(task.state), message=task.state_message,
+        current_state=TaskStateOut(state=STATE[State(task.state)], message=task.state_message,
                                    timestamp=iso(task.state_at), uri=""),
         created_at=iso(task.created_at),
         updated_at=iso(task.updated_at),

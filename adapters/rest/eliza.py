@@ -20,7 +20,8 @@ from core.agents import DEFAULT_LEVEL, LEVEL_NAMES, AgentFilter
 from core.clock import as_utc
 from core.errors import Conflict, NotFound, ShepherdError, Unavailable
 from core.models import Confirmation, Task
-from core.tasks import MAX_PAGE, TaskStatus, is_finished, waiting_on_people
+from core.task_state import TaskStatus, is_finished, waiting_on_people
+from core.tasks import MAX_PAGE
 
 STOP_WAIT_S = 10.0  # how long a stop may take before it is reported as failed
 STOP_POLL_S = 0.1

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ValidationFailed
-from core.tasks import Outcome
+from core.task_state import Outcome
 
 VERSION_TIMEOUT_S = 5.0
 CHECK_TTL_S = 60.0

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from core.errors import ShepherdError
+from core.evidence import DiffStats
 from core.repos import git_env
-from core.tasks import DiffStats
 
 GIT_TIMEOUT_S = 600.0
 _GIT_IDENTITY = ("-c", "user.name=Shepherd", "-c", "user.email=shepherd@localhost")

@@ -1,0 +1,80 @@
+"""Judging a turn's end: the outcome and its reason from how the process exited, why it was stopped, what
+the agent reported, a `shepherd ask` people refused and the line it ended on. Pure, so table-driven."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from core.models import Confirmation
+from core.runners import ExitReason, RunExit
+from core.task_state import Outcome
+from core.turns import Judgement, closing_question, judge
+
+EXITED_0 = RunExit(ExitReason.EXITED, 0, 1.0)
+EXITED_3 = RunExit(ExitReason.EXITED, 3, 1.0)
+KILLED = RunExit(ExitReason.EXITED, -9, 1.0)
+STOPPED = RunExit(ExitReason.STOPPED, -15, 1.0)
+IDLE = RunExit(ExitReason.IDLE_TIMEOUT, -9, 600.0)
+HARD = RunExit(ExitReason.HARD_TIMEOUT, -9, 3600.0)
+
+
+def refused(status: str = "rejected", reason: str | None = "not now") -> Confirmation:
+    now = datetime.now(UTC)
+    return Confirmation(id="conf-1", org_id="acme", code="K7P2", action="db.migrate", risk="high", level=1,
+                        origin="agent", summary="migrate", plan_hash="x", requester_id="u", requester_name="ana",
+                        status=status, decided_by="bob", reason=reason, expires_at=now)
+
+
+CASES = [
+    ("a clean exit succeeds", EXITED_0, {}, Outcome.SUCCEEDED, "the agent finished its turn"),
+    ("an exit code fails", EXITED_3, {}, Outcome.FAILED, "the agent failed (exit code 3)"),
+    ("a signal fails", KILLED, {}, Outcome.FAILED, "the agent failed (killed by signal 9)"),
+    ("people stopped it", STOPPED, {"stop_reason": "stop"}, Outcome.CANCELLED,
+     "stopped on request; its processes were ended"),
+    ("a stop that came as it exited still cancels", EXITED_0, {"stop_reason": "delete"}, Outcome.CANCELLED,
+     "stopped on request; its processes were ended"),
+    ("Shepherd stopping interrupts", STOPPED, {"stop_reason": "shutdown"}, Outcome.INTERRUPTED,
+     "Shepherd stopped while the agent was working; `send` continues it"),
+    ("silence times out", IDLE, {"idle_timeout_s": 600.0}, Outcome.TIMED_OUT,
+     "no output for 600 s (SHEPHERD_TASK_IDLE_TIMEOUT)"),
+    ("the hard limit times out", HARD, {"hard_timeout_s": 3600.0}, Outcome.TIMED_OUT,
+     "ran longer than 3600 s (SHEPHERD_TASK_TIMEOUT)"),
+    ("a reported denial beats exit 0", EXITED_0,
+     {"verdict": Outcome.DENIED, "verdict_line": "Permission denied: you haven't granted it yet"}, Outcome.DENIED,
+     "the agent reported: Permission denied: you haven't granted it yet"),
+    ("a refused question and exit 0 is denied", EXITED_0, {"refused": refused()}, Outcome.DENIED,
+     "db.migrate (K7P2) was rejected by bob: not now"),
+    ("an expired question names no one", EXITED_0, {"refused": refused("expired", None)}, Outcome.DENIED,
+     "db.migrate (K7P2) was expired"),
+    ("a refused question and a failure is a failure", EXITED_3, {"refused": refused()}, Outcome.FAILED,
+     "the agent failed (exit code 3)"),
+    ("a success that ends asking waits for input", EXITED_0, {"last_lines": ["working", "Which database?", ""]},
+     Outcome.SUCCEEDED, "waiting for input: Which database?"),
+    ("a failure that ends asking is still a failure", EXITED_3, {"last_lines": ["Which database?"]},
+     Outcome.FAILED, "the agent failed (exit code 3)"),
+]
+
+
+@pytest.mark.parametrize(("case", "exit_", "facts", "outcome", "reason"), CASES, ids=[c[0] for c in CASES])
+def test_judge(case: str, exit_: RunExit, facts: dict[str, object], outcome: Outcome, reason: str) -> None:
+    judged = judge(exit_, **facts)  # type: ignore[arg-type]
+    assert (judged.outcome, judged.reason) == (outcome, reason)
+
+
+def test_the_question_comes_with_the_judgement() -> None:
+    assert judge(EXITED_0, last_lines=["**Which database should I use?**"]) == Judgement(
+        Outcome.SUCCEEDED, "waiting for input: **Which database should I use?**", "**Which database should I use?**")
+
+
+@pytest.mark.parametrize(("lines", "question"), [
+    (["Shall I go on?"], "Shall I go on?"),
+    (["Shall I go on?", "  ", ""], "Shall I go on?"),
+    (['"Which one?"'], '"Which one?"'),
+    (["Which one?", "done."], None),
+    (["Is this a question? No."], None),
+    ([], None),
+])
+def test_closing_question(lines: list[str], question: str | None) -> None:
+    assert closing_question(lines) == question
