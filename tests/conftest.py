@@ -114,7 +114,7 @@ def admin() -> Principal:
 async def two_cores(db_url: str) -> AsyncIterator[tuple[Shepherd, Shepherd]]:
     """Two cores over two connection pools on one database: two server processes, as far as the store sees."""
     first, second = Database(db_url), Database(db_url)
-    a, b = Shepherd(first), Shepherd(second)
+    a, b = Shepherd(first, catalog=agent_catalog()), Shepherd(second, catalog=agent_catalog())
     await a.orgs.ensure("acme")
     yield a, b
     await first.dispose()
