@@ -157,17 +157,20 @@ class Conversations:
         through the outbox (None: the caller shows it itself, as the console does). `opening`: when `where` is no
         thread, how a task the command follows gets one (its reply then goes there). `item`: the inbound item it
         came in, settled in the same commit (and the key a repeat of it acts once by)."""
-        async with self.db.unit():
+        async with self.db.unit() as unit:
             reply = await self.registry.run(self.shepherd, principal, said, where=where,
                                             request_key=item.key if item else None)
+            acted = unit.wrote  # the command changed something (not only read)
             task = followed(reply)
-            async with self.db.write() as session:
-                thread = None
-                if answer is not None and opening is not None and task is not None:
-                    key = f"opening:{item.key}" if item else new_id("opening")
-                    thread = await open_thread(session, principal.org_id, answer.channel, task, opening, key=key)
-                await self._answer(session, principal.org_id, answer, thread, reply.text, item)
-        self._committed()
+            if answer is not None or item is not None:
+                async with self.db.write() as session:
+                    thread = None
+                    if answer is not None and opening is not None and task is not None:
+                        key = f"opening:{item.key}" if item else new_id("opening")
+                        thread = await open_thread(session, principal.org_id, answer.channel, task, opening,
+                                                   key=key)
+                    await self._answer(session, principal.org_id, answer, thread, reply.text, item)
+        self._committed(runner=acted)
         return reply
 
     async def vote(
@@ -176,15 +179,18 @@ class Conversations:
     ) -> None:
         """A vote from a button: counted (the decision is announced by core wherever the prompt shows), or
         refused, the refusal answered at `answer`; in one commit with the item settled."""
-        async with self.db.unit():
+        async with self.db.unit() as unit:
             try:
                 await self.shepherd.confirmations.vote(principal, confirmation, approve=approve, via=via)
                 refusal = None
             except ShepherdError as exc:
                 refusal = f"error: {exc.message}"
-            async with self.db.write() as session:
-                await self._answer(session, principal.org_id, answer if refusal else None, None, refusal or "", item)
-        self._committed()
+            acted = unit.wrote
+            answer = answer if refusal else None
+            if answer is not None or item is not None:
+                async with self.db.write() as session:
+                    await self._answer(session, principal.org_id, answer, None, refusal or "", item)
+        self._committed(runner=acted)
 
     async def settle(self, item: Received) -> None:
         """An item there is nothing to do for: done."""
@@ -200,9 +206,11 @@ class Conversations:
         if item is not None:
             await self.shepherd.ledger.settle(session, item.source, item.key)
 
-    def _committed(self) -> None:
-        """What a unit wrote is visible to other connections only now: the outbox and the runner look at once
-        (a wake-up a service gave inside the unit came before its rows could be seen)."""
+    def _committed(self, *, runner: bool) -> None:
+        """What a unit wrote is visible to other connections only now: the outbox looks at once, and so does a
+        runner in this process when the command changed something (a wake-up a service gave inside the unit
+        came before its rows could be seen)."""
         self.shepherd.outbox_due()
-        self.shepherd.tasks.wake()
-        self.shepherd.confirmations.wake()
+        if runner:
+            self.shepherd.tasks.wake()
+            self.shepherd.confirmations.wake()

@@ -70,7 +70,7 @@ def _sqlite_begin(conn: Any) -> None:
 _IMMEDIATE = "shepherd_sqlite_immediate"
 
 
-class _Unit:
+class Unit:
     """The one transaction of a unit of work: begun by the first write inside it, joined by the writes (and, once
     begun, the reads) of the asyncio task that opened it, and of no other task."""
 
@@ -79,6 +79,11 @@ class _Unit:
         self.owner = asyncio.current_task()
         self.session: AsyncSession | None = None
         self._turn = False
+
+    @property
+    def wrote(self) -> bool:
+        """Whether anything inside the unit has written (its transaction has begun)."""
+        return self.session is not None
 
     async def begin(self) -> AsyncSession:
         if self.session is None:
@@ -108,7 +113,7 @@ class _Unit:
                 self.db._write_turn.release()
 
 
-_UNIT: ContextVar[_Unit | None] = ContextVar("shepherd_unit_of_work", default=None)
+_UNIT: ContextVar[Unit | None] = ContextVar("shepherd_unit_of_work", default=None)
 
 
 class Database:
@@ -143,7 +148,7 @@ class Database:
     def dialect(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
 
-    def _joined(self) -> _Unit | None:
+    def _joined(self) -> Unit | None:
         """The unit of work this task has open on this database, if any."""
         unit = _UNIT.get()
         if unit is not None and unit.db is self and unit.owner is asyncio.current_task():
@@ -151,19 +156,20 @@ class Database:
         return None
 
     @asynccontextmanager
-    async def unit(self) -> AsyncIterator[None]:
+    async def unit(self) -> AsyncIterator[Unit]:
         """One transaction for every write inside the block: committed once when it ends, rolled back if it
         raises. Each `write()` inside joins it as a savepoint (a write that raises undoes only itself, as its
         own transaction would have). It begins at the first write, so what runs before (reading, asking a
         remote host) holds no lock; what runs after the first write should be quick, as it holds the store's
         write lock on SQLite. Inside a unit, nested units are part of it; other asyncio tasks never join it."""
-        if self._joined() is not None:
-            yield
+        outer = self._joined()
+        if outer is not None:
+            yield outer
             return
-        unit = _Unit(self)
+        unit = Unit(self)
         token = _UNIT.set(unit)
         try:
-            yield
+            yield unit
             if unit.session is not None:
                 await unit.session.commit()
         except IntegrityError as exc:
