@@ -4,12 +4,13 @@ A channel adapter (the console, Slack; Telegram and GitHub next) knows its platf
 Everything else it asks here:
 
 - `person`: who a channel's user is (their identity -> the Principal acting for them; first contact makes them);
-- `task_at`: what a place (a `Where`: channel, address) is bound to: the task whose thread it is;
+- `task_at`: what a place (a `Where`: channel, address) is bound to: the task whose thread it is; `bind`;
 - `command`: run a command said at a place, with its words as the channel read them (no quoting and reading
   again), in one unit of work with everything it causes: the command's effect, the thread a task it follows
   lives in (bound, or opened), its answer through the outbox, and the inbound item settled in the delivery
   ledger. One commit: an item is done exactly when its effect and its answer are written;
-- `vote`: a click on a confirmation's button, the same way; `settle`: an item there is nothing to do for.
+- `vote`: a click on a confirmation's button, the same way; `reply`: say something at a place (through the
+  outbox, the item it answers settled in the same commit); `settle`: an item there is nothing to do for.
 
 Threads are bound here only (`bind_thread`, also for a task started from a thread, core.tasks). A place that is
 not a thread (a Slack slash command's channel) gives a task it follows a new thread that begins with a message
@@ -144,7 +145,19 @@ class Conversations:
                 .order_by(col(Thread.created_at).desc()).limit(1)
             )).first()
 
+    async def bind(self, org_id: str, where: Where, task_id: str) -> None:
+        """Bind a place to a task: the task's news and prompts come there too."""
+        async with self.db.write() as session:
+            await bind_thread(session, org_id, where.channel, where.address, task_id=task_id)
+
     # --- acting --------------------------------------------------------------------------------------
+
+    async def reply(self, org_id: str, where: Where, text: str, *, item: Received | None = None) -> None:
+        """Say something at a place through the outbox (not a command's answer: `command` answers itself), with
+        the item it answers settled in the same commit."""
+        async with self.db.write() as session:
+            await self._answer(session, org_id, where, None, text, item)
+        self.shepherd.outbox_due()
 
     async def command(
         self, principal: Principal, said: str | Sequence[str], *, where: Where | None = None,

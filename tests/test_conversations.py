@@ -77,3 +77,18 @@ async def test_a_task_followed_from_no_thread_gets_a_thread_that_begins_with_a_m
     assert sink.delivered[0] == ("open", "C1@U1", "/shepherd run it")
     assert sink.delivered[1][:2] == ("post", "C1/m1") and sink.delivered[1][2].startswith("started task")
     assert await conversations.task_at("acme", Where("chat", "C1/m1")) == task  # a reply there reaches the task
+
+
+async def test_a_place_bound_to_a_task_resolves_to_it_and_a_reply_there_settles_its_item(shepherd: Shepherd) -> None:
+    conversations = Conversations(shepherd, build_registry())
+    place = Where("chat", "C7/200.1")
+    assert await conversations.task_at("acme", place) is None
+    task = (await _demo(shepherd).tasks.create(ADA, prompt="bound", runtime="demo")).task
+    await conversations.bind("acme", place, task.id)
+    assert await conversations.task_at("acme", place) == task.id
+    assert await shepherd.ledger.receive("chat", "item-3", "acme", {})
+    await conversations.reply("acme", place, "noted", item=Received("chat", "item-3"))
+    async with shepherd.db.read() as session:
+        [row] = list(await session.exec(select(Outbox)))
+    assert (row.address, row.payload["text"], row.key) == ("C7/200.1", "noted", "reply:item-3")
+    assert (await shepherd.ledger.get("chat", "item-3")).status == "done"  # type: ignore[union-attr]
