@@ -1,5 +1,6 @@
-"""What runs beside (or instead of) the web server: the task supervisor with its action executor, and the
-outbox dispatcher. `serve`, `worker` and the console assemble it here, each with its own channels.
+"""What runs beside (or instead of) the web server: the task supervisor with its action executor, the outbox
+dispatcher and the sweeper (expiry, task news). `serve`, `worker` and the console assemble it here, each with
+its own channels; the dispatcher and the sweeper get core's outbox wake-up through their constructors.
 
 Agents reach Shepherd for `shepherd ask` at SHEPHERD_URL: the web server when this process serves one (or
 SHEPHERD_PUBLIC_URL), otherwise a loopback listener that serves only the task callback routes; sandboxed
@@ -18,6 +19,7 @@ from aiohttp import web
 from bot.callbacks import PYTHON, CallbackSocket, callback_app, write_launcher
 from bot.outbox import Dispatcher
 from bot.settings import Settings
+from bot.sweeper import Sweeper
 from bot.worker import Worker
 from core.actions import ActionsConfig, Executor
 from core.channels import Channel
@@ -45,6 +47,7 @@ class Background:
         self.worker: Worker | None = None
         self.supervisor: TaskSupervisor | None = None
         self.dispatcher: Dispatcher | None = None
+        self.sweeper: Sweeper | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -71,8 +74,10 @@ class Background:
             from adapters.slack.channel import SlackChannel, make_client
 
             self.channels.append(SlackChannel(make_client(slack.bot_token, slack.api_url, self.http)))
-        self.dispatcher = Dispatcher(self.shepherd, self.channels)
-        self.worker = Worker(self.shepherd, [self.supervisor, self.dispatcher])
+        self.dispatcher = Dispatcher(self.shepherd, self.channels, wakeup=self.shepherd.outbox_due)
+        self.sweeper = Sweeper(self.shepherd, news_channels=[c.name for c in self.channels if c.progress],
+                               outbox_due=self.shepherd.outbox_due)
+        self.worker = Worker(self.shepherd, [self.supervisor, self.dispatcher, self.sweeper])
         await self.worker.start()
 
     async def _callback_listener(self) -> str:

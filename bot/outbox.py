@@ -9,9 +9,13 @@
 
 - Edits are paced per conversation (a Slack channel: at most one edit a second); a paced edit waits, and a
   newer version written meanwhile supersedes it, so fast-moving news becomes fewer, fresher edits.
+- A thread that begins with a message (core.conversations.Opening) is opened by posting that message
+  (`Channel.open`); the thread then has its address, and its other rows, which waited for it, go out. The
+  opening row is keyed by the item that asked for it, so processing that item again posts no second message;
+  its 429s and pacing are the outbox's like any other post's.
 
-It also expires confirmations past their time (core.confirmations.expire_due), and about once a second writes
-task news for its channels' threads (core.progress): the worker's sweeps.
+Core wakes it through the `Wakeup` it is given (core.service.Shepherd.outbox_due) when it writes rows; it polls
+otherwise. Expiring confirmations and writing task news are bot.sweeper's.
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ import logging
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from core.channels import Channel, DeliveryError, Message
 from core.clock import utcnow
-from core.models import MessageRef, Outbox
+from core.models import MessageRef, Outbox, Thread
 from core.service import Shepherd
+from core.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -42,33 +48,31 @@ def backoff(attempts: int) -> float:
     return float(min(MAX_BACKOFF_S, 2 ** min(attempts, 10)))
 
 
+@dataclass(frozen=True)
+class _Due:
+    row: Outbox
+    address: str  # the thread's, as it is now
+    opens: bool  # the message its thread begins with
+
+
 class Dispatcher:
     name = "outbox"
 
     def __init__(
-        self, shepherd: Shepherd, channels: list[Channel] | None = None, *, poll_s: float = 0.5,
-        batch: int = 50, expire_every_s: float = 5.0, news_every_s: float = 1.0,
+        self, shepherd: Shepherd, channels: list[Channel] | None = None, *, wakeup: Wakeup | None = None,
+        poll_s: float = 0.5, batch: int = 50,
     ) -> None:
-        self.shepherd = shepherd
         self.db = shepherd.db
         self.channels = {c.name: c for c in channels or []}
+        self.wakeup = wakeup or shepherd.outbox_due  # what core calls when it wrote rows
         self.poll_s = poll_s
         self.batch = batch
-        self.expire_every_s = expire_every_s
-        self.news_every_s = news_every_s
-        self._news_channels = [c.name for c in channels or [] if getattr(c, "progress", False)]
         self._last_edit: dict[tuple[str, str], float] = {}
-        self._last_news = 0.0
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._wake = asyncio.Event()
         self._job: asyncio.Task[None] | None = None
-        self._last_expiry = 0.0
-
-    def wake(self) -> None:
-        self._wake.set()
+        self._opened = False  # a pass opened a thread: its waiting rows are due at once
 
     async def start(self) -> None:
-        self.shepherd.outbox_due = self.wake
         self._job = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -80,19 +84,10 @@ class Dispatcher:
             await self.deliver_due()  # what is due now still goes out
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
-            self._wake.clear()
+            await self.wakeup.wait(self.poll_s)
             try:
-                if loop.time() - self._last_expiry >= self.expire_every_s:
-                    self._last_expiry = loop.time()
-                    await self.shepherd.confirmations.expire_due()
-                if self._news_channels and loop.time() - self._last_news >= self.news_every_s:
-                    self._last_news = loop.time()
-                    await self.shepherd.progress.announce_due(self._news_channels)
-                while await self.deliver_due() >= self.batch:
+                while await self.deliver_due() >= self.batch or self._opened:
                     pass
             except Exception:
                 log.exception("outbox pass failed; retrying")
@@ -100,35 +95,39 @@ class Dispatcher:
 
     async def deliver_due(self) -> int:
         """Claim and deliver what is due for this process's channels; returns how many rows it took."""
+        self._opened = False
         if not self.channels:
             return 0
-        rows = await self._claim()
-        for row in rows:
-            await self._deliver(row)
-        return len(rows)
+        due = await self._claim()
+        for each in due:
+            await self._deliver(each)
+        return len(due)
 
-    async def _claim(self) -> list[Outbox]:
+    async def _claim(self) -> list[_Due]:
         now = utcnow()
         query = (
-            select(Outbox)
+            select(Outbox, Thread.address, Thread.opening).join(Thread, col(Thread.id) == col(Outbox.thread_id))
             .where(Outbox.status == "pending", col(Outbox.channel).in_(list(self.channels)),
                    col(Outbox.next_at) <= now,
-                   col(Outbox.claimed_until).is_(None) | (col(Outbox.claimed_until) < now))
+                   col(Outbox.claimed_until).is_(None) | (col(Outbox.claimed_until) < now),
+                   # a thread that waits for its first message: only that message is due
+                   or_(col(Thread.opening).is_(None), col(Thread.opening) == col(Outbox.key)))
             .order_by(col(Outbox.id)).limit(self.batch * 4)
         )
         if not self.db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
+            query = query.with_for_update(skip_locked=True, of=Outbox)
         async with self.db.write() as session:
-            rows = [r for r in await session.exec(query) if self.channels[r.channel].accepts(r.address)]
-            rows = rows[: self.batch]
-            if rows:
+            due = [_Due(row, address, opening is not None) for row, address, opening in await session.exec(query)
+                   if self.channels[row.channel].accepts(address)][: self.batch]
+            if due:
                 await session.exec(
-                    update(Outbox).where(col(Outbox.id).in_([r.id for r in rows]))
+                    update(Outbox).where(col(Outbox.id).in_([d.row.id for d in due]))
                     .values(claimed_by=self.node_id, claimed_until=now + timedelta(seconds=LEASE_S))
                 )
-        return rows
+        return due
 
-    async def _deliver(self, row: Outbox) -> None:
+    async def _deliver(self, due: _Due) -> None:
+        row = due.row
         channel = self.channels[row.channel]
         message = Message.from_json(row.payload)
         async with self.db.read() as session:
@@ -146,7 +145,7 @@ class Dispatcher:
         if ref is None and earlier is not None:
             await self._later(row, 0.5, None)  # the first version is still on its way: it must be posted first
             return
-        pace = (channel.name, channel.pace_key(row.address))
+        pace = (channel.name, channel.pace_key(due.address))
         if ref is not None and channel.pace_s:
             wait = self._last_edit.get(pace, -1e9) + channel.pace_s - asyncio.get_running_loop().time()
             if wait > 0:
@@ -155,15 +154,19 @@ class Dispatcher:
         try:
             if ref is not None:
                 self._last_edit[pace] = asyncio.get_running_loop().time()
-                await channel.update(row.address, ref.ref, message)
+                await channel.update(due.address, ref.ref, message)
+            elif due.opens:
+                self._last_edit[pace] = asyncio.get_running_loop().time()
+                new_ref, address = await channel.open(due.address, message)
+                await self._opened_at(row, new_ref, address)
             else:
                 self._last_edit[pace] = asyncio.get_running_loop().time()  # its first edit waits a pace too
-                new_ref = await channel.post(row.address, message)
+                new_ref = await channel.post(due.address, message)
                 async with self.db.write() as session:
                     session.add(MessageRef(thread_id=row.thread_id, key=row.key, ref=new_ref))
         except DeliveryError as exc:
             if exc.permanent:
-                await self._failed(row, exc.message)
+                await self._failed(row, exc.message, opens=due.opens)
             else:
                 await self._later(row, exc.retry_after if exc.retry_after is not None else backoff(row.attempts),
                                   exc.message)
@@ -187,8 +190,25 @@ class Dispatcher:
                 next_at=utcnow() + timedelta(seconds=max(0.0, delay_s)),
                 last_error=error if error else row.last_error))
 
-    async def _failed(self, row: Outbox, error: str) -> None:
+    async def _opened_at(self, row: Outbox, ref: str, address: str) -> None:
+        """The thread's first message is posted: the thread is at `address` from now on, and what waited for it
+        is due (addressed there, for the record)."""
+        async with self.db.write() as session:
+            session.add(MessageRef(thread_id=row.thread_id, key=row.key, ref=ref))
+            await session.exec(update(Thread).where(col(Thread.id) == row.thread_id, col(Thread.opening) == row.key)
+                               .values(address=address, opening=None))
+            await session.exec(update(Outbox).where(col(Outbox.thread_id) == row.thread_id,
+                                                    col(Outbox.status) == "pending", col(Outbox.address) == "")
+                               .values(address=address))
+        self._opened = True
+
+    async def _failed(self, row: Outbox, error: str, *, opens: bool = False) -> None:
         log.error("outbox row %s to %s:%s refused for good: %s", row.id, row.channel, row.address, error)
         async with self.db.write() as session:
             await session.exec(update(Outbox).where(col(Outbox.id) == row.id).values(
                 status="failed", attempts=row.attempts + 1, claimed_until=None, last_error=error[:1000]))
+            if opens:  # a thread that cannot begin: what waited for it fails too, and its task's news goes elsewhere
+                await session.exec(update(Outbox).where(
+                    col(Outbox.thread_id) == row.thread_id, col(Outbox.status) == "pending").values(
+                    status="failed", claimed_until=None, last_error=f"its thread could not begin: {error}"[:1000]))
+                await session.exec(update(Thread).where(col(Thread.id) == row.thread_id).values(task_id=None))

@@ -5,6 +5,8 @@ threads, in the transaction of the change itself: if the change commits, the mes
 rolls back, no message claims otherwise. A dispatcher (bot/outbox.py) delivers rows through the Channel of
 their thread (console now; Slack and Telegram implement the same port), retries without dropping, and keeps
 each message's platform ref (MessageRef) so that a later row with the same key edits that message in place.
+A thread may begin with a message of its own (`Channel.open`, core.conversations.Opening): rows for it wait
+until that message is posted and the thread has its address. Threads are bound in core.conversations.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.ids import new_id
 from core.models import Outbox, Thread
 
 
@@ -84,26 +85,10 @@ class Channel(Protocol):
         """Replace the content of the message `ref` in place."""
         ...
 
-
-async def bind_thread(
-    session: AsyncSession, org_id: str, channel: str, address: str, *, task_id: str | None = None,
-    project_id: str | None = None,
-) -> Thread:
-    """The thread (channel, address) bound to a task or a project; created once."""
-    query = select(Thread).where(Thread.org_id == org_id, Thread.channel == channel, Thread.address == address)
-    query = query.where(Thread.task_id == task_id) if task_id else query.where(col(Thread.task_id).is_(None))
-    if project_id:
-        query = query.where(Thread.project_id == project_id)
-    elif not task_id:  # a conversation's own thread (replies), not a project's approval channel
-        query = query.where(col(Thread.project_id).is_(None))
-    found = (await session.exec(query)).first()
-    if found is not None:
-        return found
-    thread = Thread(id=new_id("thr"), org_id=org_id, channel=channel, address=address, task_id=task_id,
-                    project_id=project_id)
-    session.add(thread)
-    await session.flush()
-    return thread
+    async def open(self, address: str, message: Message) -> tuple[str, str]:
+        """Post the message a new thread begins with at `address` (a place on the channel itself, not a thread);
+        returns its platform ref and the address of the thread that hangs from it."""
+        ...
 
 
 async def threads_for(
@@ -122,8 +107,10 @@ async def threads_for(
 
 
 def enqueue(session: AsyncSession, threads: list[Thread], message: Message) -> int:
-    """Outbox rows for `message` to every thread, in the caller's transaction."""
+    """Outbox rows for `message` to every thread, in the caller's transaction. To a thread that waits for its
+    first message to be posted, only that message is addressed; the rest wait for the thread's address."""
     for thread in threads:
+        waits = thread.opening is not None and thread.opening != message.key
         session.add(Outbox(org_id=thread.org_id, thread_id=thread.id, channel=thread.channel,
-                           address=thread.address, key=message.key, payload=message.to_json()))
+                           address="" if waits else thread.address, key=message.key, payload=message.to_json()))
     return len(threads)

@@ -1,10 +1,16 @@
-"""The one SQL store: SQLite (WAL) embedded by default, PostgreSQL (asyncpg) to scale out."""
+"""The one SQL store: SQLite (WAL) embedded by default, PostgreSQL (asyncpg) to scale out.
+
+Every write is a transaction of its own (`Database.write`), unless it runs inside a unit of work
+(`Database.unit`): then it joins the unit's one transaction as a savepoint, and the unit commits once. A
+channel's command is one unit: its effect, its answer in the outbox and its ledger item settled, one commit.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +70,52 @@ def _sqlite_begin(conn: Any) -> None:
 _IMMEDIATE = "shepherd_sqlite_immediate"
 
 
+class Unit:
+    """The one transaction of a unit of work: begun by the first write inside it, joined by the writes (and, once
+    begun, the reads) of the asyncio task that opened it, and of no other task."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.owner = asyncio.current_task()
+        self.session: AsyncSession | None = None
+        self._turn = False
+
+    @property
+    def wrote(self) -> bool:
+        """Whether anything inside the unit has written (its transaction has begun)."""
+        return self.session is not None
+
+    async def begin(self) -> AsyncSession:
+        if self.session is None:
+            if self.db._write_turn is not None:
+                await self.db._write_turn.acquire()
+                self._turn = True
+            session = self.db._sessions()
+            try:
+                await session.begin()
+                if self.db.is_sqlite:
+                    await session.connection(execution_options={_IMMEDIATE: True})
+            except BaseException:
+                await self.close(session)
+                raise
+            self.session = session
+        return self.session
+
+    async def close(self, session: AsyncSession | None = None) -> None:
+        """Ends the transaction (rolled back unless committed) and gives the write turn back."""
+        session = session or self.session
+        try:
+            if session is not None:
+                await session.close()
+        finally:
+            if self._turn and self.db._write_turn is not None:
+                self._turn = False
+                self.db._write_turn.release()
+
+
+_UNIT: ContextVar[Unit | None] = ContextVar("shepherd_unit_of_work", default=None)
+
+
 class Database:
     """Sessions for reading and for writing. On SQLite, writers in one process take turns.
 
@@ -97,17 +149,61 @@ class Database:
     def dialect(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
 
+    def _joined(self) -> Unit | None:
+        """The unit of work this task has open on this database, if any."""
+        unit = _UNIT.get()
+        if unit is not None and unit.db is self and unit.owner is asyncio.current_task():
+            return unit
+        return None
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[Unit]:
+        """One transaction for every write inside the block: committed once when it ends, rolled back if it
+        raises. Each `write()` inside joins it as a savepoint (a write that raises undoes only itself, as its
+        own transaction would have). It begins at the first write, so what runs before (reading, asking a
+        remote host) holds no lock; what runs after the first write should be quick, as it holds the store's
+        write lock on SQLite. Inside a unit, nested units are part of it; other asyncio tasks never join it."""
+        outer = self._joined()
+        if outer is not None:
+            yield outer
+            return
+        unit = Unit(self)
+        token = _UNIT.set(unit)
+        try:
+            yield unit
+            if unit.session is not None:
+                await unit.session.commit()
+        except IntegrityError as exc:
+            raise _conflict() from exc
+        finally:
+            _UNIT.reset(token)
+            await unit.close()
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
+        unit = self._joined()
+        if unit is not None and unit.session is not None:  # what this unit wrote so far is read too
+            yield unit.session
+            return
         async with self._sessions() as session:
             yield session
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction committed on normal exit and rolled back on any exception.
+        """A transaction committed on normal exit and rolled back on any exception (inside a unit of work: a
+        savepoint of the unit's transaction).
 
         A unique or foreign-key violation (two requests racing to create the same name) is a 409, not a 500.
         """
+        unit = self._joined()
+        if unit is not None:
+            session = await unit.begin()
+            try:
+                async with session.begin_nested():
+                    yield session
+            except IntegrityError as exc:
+                raise _conflict() from exc
+            return
         me = asyncio.current_task()
         if me is not None and me in self._writing:
             # SQLite's writers take turns on one lock: a second write inside the first waits for itself forever
@@ -123,10 +219,7 @@ class Database:
                 await session.connection(execution_options={_IMMEDIATE: True})
                 yield session
         except IntegrityError as exc:
-            raise Conflict(
-                "that conflicts with data written at the same moment; read it again and retry",
-                code="CONFLICT",
-            ) from exc
+            raise _conflict() from exc
         finally:
             if me is not None:
                 self._writing.discard(me)
@@ -137,3 +230,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _conflict() -> Conflict:
+    return Conflict("that conflicts with data written at the same moment; read it again and retry", code="CONFLICT")

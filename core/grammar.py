@@ -1,5 +1,9 @@
 """The command grammar: commands are specs (data); one parser, one help and one permission check
 interpret them for every channel (console, Slack, Telegram, GitHub, REST).
+
+A command arrives as what someone typed (split here, shell-like: quotes group words) or as words a channel
+has split already (a Slack thread reply becomes `send <task> -- <the reply>`: its text one word, never
+quoted and read again). `--` ends the options: every word after it is taken as it is.
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ import difflib
 import logging
 import shlex
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -138,6 +142,14 @@ class Invocation:
     args: dict[str, Any]
 
 
+def split(text: str) -> list[str]:
+    """What someone typed, as words: shell-like, quotes group words."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"cannot read that command: {exc} (close your quotes).") from None
+
+
 def _close(word: str, options: Iterable[str]) -> str | None:
     found = difflib.get_close_matches(word.lower(), list(options), n=1, cutoff=0.6)
     return found[0] if found else None
@@ -161,11 +173,9 @@ class CommandRegistry:
 
     # --- parsing -----------------------------------------------------------------------------
 
-    def parse(self, text: str, *, thread_task: str | None = None) -> Invocation:
-        try:
-            words = shlex.split(text)
-        except ValueError as exc:
-            raise UsageError(f"cannot read that command: {exc} (close your quotes).") from None
+    def parse(self, said: str | Sequence[str], *, thread_task: str | None = None) -> Invocation:
+        """The command in what was typed (a string) or in words already split (a list, taken as they are)."""
+        words = split(said) if isinstance(said, str) else list(said)
         if not words:
             raise UsageError("empty command. Try `help`.")
         head2 = " ".join(words[:2]).lower()
@@ -197,6 +207,9 @@ class CommandRegistry:
         i = 0
         while i < len(words):
             word = words[i]
+            if word == "--":  # the end of the options: what follows is taken as it is
+                loose += words[i + 1:]
+                break
             if word.startswith("--") and len(word) > 2:
                 flag, _, inline = word.partition("=")
                 arg = options.get(flag)
@@ -274,12 +287,13 @@ class CommandRegistry:
     # --- running -----------------------------------------------------------------------------
 
     async def run(
-        self, shepherd: Shepherd, principal: Principal, text: str, *, where: Where | None = None,
+        self, shepherd: Shepherd, principal: Principal, said: str | Sequence[str], *, where: Where | None = None,
         request_key: str | None = None,
     ) -> Reply:
-        """Parse, check permission, execute. Errors become a reply: never a traceback in a channel."""
+        """Parse (what was typed, or words already split), check permission, execute. Errors become a reply:
+        never a traceback in a channel."""
         try:
-            invocation = self.parse(text, thread_task=where.task if where else None)
+            invocation = self.parse(said, thread_task=where.task if where else None)
             principal.require(invocation.spec.role.scope, f"`{invocation.spec.name}`")
             ctx = CommandContext(shepherd=shepherd, principal=principal, registry=self, where=where,
                                  request_key=request_key)
@@ -288,5 +302,5 @@ class CommandRegistry:
             return Reply(text=f"error: {exc.message}", ok=False, data={"code": exc.code})
         except Exception:
             ref = uuid.uuid4().hex[:8]
-            log.exception("command failed (ref %s): %r", ref, text)
+            log.exception("command failed (ref %s): %r", ref, said)
             return Reply(text=f"error: something went wrong on our side (ref {ref}); it is logged.", ok=False)

@@ -254,7 +254,11 @@ class Vote(SQLModel, table=True):
 
 class Thread(SQLModel, table=True):
     """Where a conversation lives: a console user, a Slack channel+thread_ts, a Telegram chat, a GitHub
-    issue. Bound to a task (its progress and prompts go there) or to a project (its approval channel)."""
+    issue. Bound to a task (its progress and prompts go there) or to a project (its approval channel).
+
+    A thread may begin with a message of Shepherd's (a slash command's task thread in Slack): until the outbox
+    has posted that message (the row keyed `opening`), `address` is the place it is posted at, and nothing
+    else addressed to the thread goes out; posting it gives the thread its real address."""
 
     __table_args__ = (
         Index("ix_thread_task", "task_id"),
@@ -267,6 +271,7 @@ class Thread(SQLModel, table=True):
     address: str = Field(max_length=500)
     task_id: str | None = Field(default=None, max_length=64)
     project_id: str | None = Field(default=None, max_length=64)
+    opening: str | None = Field(default=None, max_length=200)  # the key of the message it begins with, unposted
     created_at: datetime = _ts()
 
 
@@ -278,8 +283,8 @@ class Outbox(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     org_id: str = Field(max_length=64)
     thread_id: str = Field(foreign_key="thread.id", ondelete="CASCADE", max_length=64)
-    channel: str = Field(max_length=32)  # the thread's, copied so that dispatchers claim without a join
-    address: str = Field(max_length=500)
+    channel: str = Field(max_length=32)  # the thread's, copied so that the due-index finds a channel's rows
+    address: str = Field(max_length=500)  # the thread's when written; "" while the thread waits for its address
     key: str = Field(max_length=200)  # which message: confirmation:<id>, task:<id>
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # a core.channels.Message
     status: str = Field(default="pending", max_length=16)  # pending, sent, failed

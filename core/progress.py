@@ -1,10 +1,10 @@
 """Task news for the threads a task is bound to: one status message per task, edited in place as the task
 moves, and one message per turn with its outcome and evidence.
 
-A dispatcher calls `announce_due` about once a second. Whatever changed a task since its threads were last
-told (output, a status change, in any process) sets `updated_at` past `news_at`; the pass writes the news to
-the outbox and moves `news_at`. So a task's threads hear of it at most once a pass, however fast its output
-comes, and several changes between passes become one edit.
+The worker's sweeper (bot/sweeper.py) calls `announce_due` about once a second. Whatever changed a task since
+its threads were last told (output, a status change, in any process) sets `updated_at` past `news_at`; the
+pass writes the news to the outbox and moves `news_at`. So a task's threads hear of it at most once a pass,
+however fast its output comes, and several changes between passes become one edit.
 """
 
 from __future__ import annotations

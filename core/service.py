@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from core.agents import Agents
@@ -19,12 +18,14 @@ from core.runners.presets import AgentCatalog
 from core.tasks import Tasks
 from core.tokens import Tokens
 from core.users import Users
+from core.wakeup import Wakeup
 
 
 class Shepherd:
     def __init__(
         self, db: Database, *, catalog: AgentCatalog | None = None, default_agent: str = "claude",
         workspace_root: Path | None = None, policies: PolicyStore | None = None, repos: RepoRules | None = None,
+        outbox_due: Wakeup | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog or AgentCatalog()
@@ -41,6 +42,7 @@ class Shepherd:
         self.confirmations = Confirmations(db, policies)
         self.ledger = Ledger(db)
         self.progress = Progress(db)
-        # set by an outbox dispatcher in this process: rows just written go out now, not at its next poll
-        self.outbox_due: Callable[[], None] = lambda: None
+        # rows just written go out now, not at the next poll, when an outbox dispatcher in this process awaits it
+        # (it is given this wake-up, bot/outbox.py)
+        self.outbox_due = outbox_due or Wakeup()
         self.tasks.confirmations = self.confirmations

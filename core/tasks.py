@@ -25,8 +25,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from core import task_state
 from core.access import Principal, Scope
 from core.agents import DEFAULT_LEVEL, AgentStatus, parse_level
-from core.channels import bind_thread
 from core.clock import utcnow
+from core.conversations import bind_thread
 from core.db import Database
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.events import record

@@ -22,6 +22,7 @@ from bot.app import create_callback_app
 from bot.callbacks import write_launcher
 from bot.outbox import Dispatcher
 from bot.presets import agent_catalog
+from bot.sweeper import Sweeper
 from core.access import Principal, Role
 from core.actions import ActionsConfig, Executor
 from core.channels import DeliveryError, Message
@@ -139,12 +140,15 @@ async def world(tmp_path: Path, sqlite_url: str) -> AsyncIterator[World]:
     executor = Executor(ActionsConfig(git_base_url=str(hosts)), GitHubForge(http, token=GH_TOKEN, base_url=base_url))
     sup = TaskSupervisor(shepherd, shepherd.catalog, config, executor=executor)
     channel = Recorder()
-    dispatcher = Dispatcher(shepherd, [channel], poll_s=0.05, expire_every_s=0.2)
+    dispatcher = Dispatcher(shepherd, [channel], poll_s=0.05)
+    sweeper = Sweeper(shepherd, expire_every_s=0.2)
     await sup.start()
     await dispatcher.start()
+    await sweeper.start()
     try:
         yield World(shepherd, sup, channel, github, hosts / "acme" / "api.git")
     finally:
+        await sweeper.stop()
         await dispatcher.stop()
         await sup.stop()
         await http.close()

@@ -146,3 +146,17 @@ async def test_errors_never_leak_a_traceback(shepherd: Shepherd, admin: Principa
     ok, text = await run(shepherd, admin, "agents extra words")
     assert not ok and "cannot read filter 'extra'" in text
     assert "Traceback" not in text
+
+
+def test_words_a_channel_split_already_are_taken_as_they_are() -> None:
+    # a Slack thread reply becomes `send <task> -- <the reply>`: its text one word, never quoted and read again
+    said = 'don\'t stop; "quote" me --tail 5 \\ ok'
+    assert REG.parse(["send", "task-abc", "--", said]).args == {"id": "task-abc", "text": [said]}
+    assert REG.parse(["logs", "task-abc", "--tail", "5"]).args == {"id": "task-abc", "tail": 5}
+    assert REG.parse(["run", "fix the test", "--agent", "demo"]).args["prompt"] == ["fix the test"]
+
+
+def test_after_a_double_dash_nothing_is_an_option() -> None:
+    assert REG.parse('run "x" -- --agent demo').args["prompt"] == ["x", "--agent", "demo"]
+    assert REG.parse('run "x" -- --agent demo').args["agent"] is None
+    assert REG.parse("send task-abc -- --help").args["text"] == ["--help"]

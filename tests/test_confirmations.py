@@ -11,9 +11,9 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from core.access import Principal, Role
-from core.channels import bind_thread
 from core.clock import utcnow
 from core.confirmations import Origin, Plan, Status, plan_hash
+from core.conversations import bind_thread
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from core.models import Confirmation, Event, Outbox, Task
 from core.plans import Target

@@ -1,5 +1,6 @@
 """The outbox dispatcher, on SQLite and PostgreSQL: every row delivered once however many dispatchers run,
-the newest version of a message wins, an edit waits for its post, failures are retried or kept."""
+the newest version of a message wins, an edit waits for its post, failures are retried or kept, a thread that
+begins with a message is opened before anything else goes to it, and core's wake-up sends rows at once."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from dataclasses import dataclass, field
 from sqlmodel import col, select
 
 from bot.outbox import Dispatcher
-from core.channels import DeliveryError, Message, bind_thread, enqueue
-from core.models import MessageRef, Outbox
+from core.channels import DeliveryError, Message, enqueue, threads_for
+from core.conversations import Opening, bind_thread, open_thread
+from core.models import MessageRef, Outbox, Thread
 from core.service import Shepherd
+from core.wakeup import Wakeup
 
 
 @dataclass
@@ -44,6 +47,13 @@ class Sink:
         if (error := self.fail(message)) is not None:
             raise error
         self.delivered.append((f"update {ref}", address, message.text))
+
+    async def open(self, address: str, message: Message) -> tuple[str, str]:
+        if (error := self.fail(message)) is not None:
+            raise error
+        self.delivered.append(("open", address, message.text))
+        ref = f"m{len(self.delivered)}"
+        return ref, f"{address.split('@')[0]}/{ref}"  # a thread in the channel, hanging from that message
 
 
 async def _enqueue(shepherd: Shepherd, address: str, *texts: str, key: str = "k") -> None:
@@ -146,3 +156,97 @@ async def test_rows_for_other_channels_or_addresses_are_left_for_their_dispatche
     await _drain(dispatcher)
     assert sink.delivered == [("post", "mine", "for me")]
     assert {r.address: r.status for r in await _rows(shepherd)} == {"theirs": "pending", "mine": "sent"}
+
+
+# --- threads that begin with a message -------------------------------------------------------------------
+
+OPENING = Opening("C1@U1", "/shepherd run fix it", serves=lambda address: address.split("/")[0].split("@")[0] == "C1")
+
+
+async def _open(shepherd: Shepherd, *after: str) -> Thread:
+    """What a slash command's unit of work writes: the task's thread, its first message, then `after` messages."""
+    async with shepherd.db.write() as session:
+        thread = await open_thread(session, "acme", "chat", "task-1", OPENING, key="opening:item-1")
+        for i, text in enumerate(after):
+            enqueue(session, [thread], Message(key=f"m-{i}", text=text))
+        return thread
+
+
+async def _thread(shepherd: Shepherd, thread_id: str) -> Thread:
+    async with shepherd.db.read() as session:
+        found = await session.get(Thread, thread_id)
+    assert found is not None
+    return found
+
+
+async def test_a_thread_is_opened_by_its_first_message_before_anything_else_goes_to_it(shepherd: Shepherd) -> None:
+    thread = await _open(shepherd, "started task", "status")
+    assert [(r.key, r.address) for r in await _rows(shepherd)] == [
+        ("opening:item-1", "C1@U1"), ("m-0", ""), ("m-1", "")]  # the others wait for the thread's address
+    sink = Sink()
+    dispatcher = Dispatcher(shepherd, [sink])
+    assert await dispatcher.deliver_due() == 1, "only the opening is due"
+    await _drain(dispatcher)
+    assert sink.delivered == [("open", "C1@U1", "/shepherd run fix it"), ("post", "C1/m1", "started task"),
+                              ("post", "C1/m1", "status")]
+    opened = await _thread(shepherd, thread.id)
+    assert (opened.address, opened.opening, opened.task_id) == ("C1/m1", None, "task-1")
+    assert {(r.status, r.address) for r in await _rows(shepherd)} == {("sent", "C1@U1"), ("sent", "C1/m1")}
+    # the same item processed again (a replay) finds the thread: no second opening, and news goes straight there
+    again = await _open(shepherd, "started task")
+    assert again.id == thread.id
+    await _drain(dispatcher)
+    assert [kind for kind, _, _ in sink.delivered].count("open") == 1
+    assert sink.delivered[-1] == ("update m2", "C1/m1", "started task")
+
+
+async def test_an_opening_that_is_rate_limited_waits_its_retry_after_and_so_does_its_thread(
+    shepherd: Shepherd,
+) -> None:
+    tries: list[str] = []
+
+    def fail(message: Message) -> DeliveryError | None:
+        tries.append(message.text)
+        return DeliveryError("ratelimited", retry_after=0.4) if len(tries) == 1 else None
+
+    sink = Sink(fail=fail)
+    dispatcher = Dispatcher(shepherd, [sink])
+    await _open(shepherd, "started task")
+    await _drain(dispatcher)
+    assert sink.delivered == [] and tries == ["/shepherd run fix it"], "nothing goes to a thread not yet open"
+    await asyncio.sleep(0.5)
+    await _drain(dispatcher)
+    assert sink.delivered == [("open", "C1@U1", "/shepherd run fix it"), ("post", "C1/m1", "started task")]
+
+
+async def test_a_thread_that_cannot_begin_fails_what_waited_and_its_task_news_goes_elsewhere(
+    shepherd: Shepherd,
+) -> None:
+    sink = Sink(fail=lambda m: DeliveryError("user_not_found", permanent=True) if m.key.startswith("opening")
+                else None)
+    dispatcher = Dispatcher(shepherd, [sink])
+    thread = await _open(shepherd, "started task")
+    await _drain(dispatcher)
+    rows = await _rows(shepherd)
+    assert [(r.status, r.last_error) for r in rows] == [
+        ("failed", "user_not_found"), ("failed", "its thread could not begin: user_not_found")]
+    async with shepherd.db.read() as session:
+        assert await threads_for(session, "acme", task_id="task-1") == []  # no more rows pile up for it
+    assert (await _thread(shepherd, thread.id)).task_id is None and sink.delivered == []
+
+
+async def test_core_wakes_the_dispatcher_it_was_given_instead_of_its_poll(shepherd: Shepherd) -> None:
+    wakeup = Wakeup()
+    sink = Sink()
+    dispatcher = Dispatcher(shepherd, [sink], wakeup=wakeup, poll_s=3600)  # it would otherwise look in an hour
+    await dispatcher.start()
+    try:
+        await _enqueue(shepherd, "C1", "now")
+        wakeup()
+        for _ in range(200):
+            if sink.delivered:
+                break
+            await asyncio.sleep(0.05)
+        assert sink.delivered == [("post", "C1", "now")]
+    finally:
+        await dispatcher.stop()

@@ -25,6 +25,7 @@ from bot.app import SLACK, create_app
 from bot.callbacks import write_launcher
 from bot.outbox import Dispatcher
 from bot.presets import agent_catalog
+from bot.sweeper import Sweeper
 from core.access import Principal, Role
 from core.actions import ActionsConfig, Executor
 from core.commands import build_registry
@@ -170,13 +171,15 @@ async def slack(tmp_path: Path, sqlite_url: str) -> AsyncIterator[SlackWorld]:
         forge = GitHubForge(http, token=GH_TOKEN, base_url=github_url)
         executor = Executor(ActionsConfig(git_base_url=str(hosts)), forge)
         sup = TaskSupervisor(shepherd, shepherd.catalog, run_config, executor=executor)
-        dispatcher = Dispatcher(shepherd, [SlackChannel(make_client(BOT_TOKEN, fake.api_url, http))],
-                                poll_s=0.05, news_every_s=0.2)
+        dispatcher = Dispatcher(shepherd, [SlackChannel(make_client(BOT_TOKEN, fake.api_url, http))], poll_s=0.05)
+        sweeper = Sweeper(shepherd, news_channels=["slack"], news_every_s=0.2)
         await sup.start()
         await dispatcher.start()
+        await sweeper.start()
         try:
             yield SlackWorld(shepherd, fake, github, http, url, app)
         finally:
+            await sweeper.stop()
             await dispatcher.stop()
             await sup.stop()
             await runner.cleanup()
@@ -349,9 +352,10 @@ async def test_a_429_with_retry_after_delays_delivery_and_loses_nothing(slack: S
     assert row.status == "sent" and row.attempts == 1  # one failed try of the outbox (after the SDK's 3)
 
 
-async def test_the_message_a_task_thread_hangs_from_waits_out_429s_in_place(slack: SlackWorld) -> None:
-    # posted while the slash command is processed (not by the outbox): each 429 is waited out for exactly its
-    # Retry-After, there and then; the item does not fail over to the ledger's backoff (the review saw 13-22 s)
+async def test_the_message_a_task_thread_hangs_from_waits_out_429s_through_the_outbox(slack: SlackWorld) -> None:
+    # posted by the outbox like any message: each 429 is waited out for exactly its Retry-After (in the call,
+    # then by the dispatcher); the item was done when its effect and answer were written, and never fails over to
+    # the ledger's backoff (the review saw 13-22 s when the adapter posted it itself)
     slack.fake.rate_limit_next("chat.postMessage", retry_after=1, times=3)
     await slack.command('run "a rate limited start" --agent demo', trigger="T-429")
     root = await slack.root_for("a rate limited start")
@@ -387,11 +391,13 @@ async def test_a_plain_reply_in_a_task_thread_is_a_follow_up_turn(slack: SlackWo
     await slack.command('run "first turn" --agent demo')
     root = await slack.root_for("first turn")
     await slack.in_thread(root, lambda m: "turn: 1" in _all_text(m) and "succeeded" in m.text, "outcome 1")
-    await slack.event({"type": "message", "user": MEMBER, "text": "now the second", "ts": "1700000200.0001",
+    # as typed: a reply that reads like options, or holds quotes, is one argument, never quoted and read again
+    said = 'now the second --agent claude, "quoted" &amp; it\'s fine'  # Slack escapes &, < and >
+    await slack.event({"type": "message", "user": MEMBER, "text": said, "ts": "1700000200.0001",
                        "thread_ts": root.ts, "channel": "C1", "channel_type": "channel"}, event_id="EvF")
     task = await slack.until_task(lambda t: t.turns == 2 and t.outcome == "succeeded")
     _, logs = await slack.shepherd.tasks.logs(CONSOLE, task.id)
-    assert [r.content for r in logs if r.type == "input"][-1] == "now the second"
+    assert [r.content for r in logs if r.type == "input"][-1] == said.replace("&amp;", "&")
     await slack.fake.wait_for(lambda: len([m for m in slack.fake.thread("C1", root.ts)
                                            if "exit code" in _all_text(m)]) == 2)  # one outcome per turn
 
@@ -469,6 +475,24 @@ async def test_long_output_is_cut_within_block_kit_limits_and_says_where_the_res
     assert "shows all" in text or "shows the whole log" in text
     assert not [c for c in slack.fake.calls if c.method.startswith("chat.")
                 and c.args.get("blocks") and len(json.dumps(c.args["blocks"])) > 12000]
+
+
+async def test_a_slash_command_processed_again_posts_no_second_root_and_one_answer(slack: SlackWorld) -> None:
+    await slack.command('run "only one root" --agent demo', trigger="T-again")
+    root = await slack.root_for("only one root")
+    await slack.in_thread(root, lambda m: m.text.startswith("started task"), "reply")
+    await slack.app[SLACK].idle()
+    # as if its process had died before its ack reached Slack: the ledger takes the item up again
+    async with slack.shepherd.db.write() as session:
+        row = (await session.exec(select(Delivery).where(Delivery.key == "command:T-again"))).one()
+        row.status, row.next_at = "failed", row.received_at
+        session.add(row)
+    assert await slack.app[SLACK].sweep() == 1
+    await slack.until_task(lambda t: t.outcome == "succeeded")
+    await asyncio.sleep(0.5)  # the outbox has long been woken for anything the replay wrote
+    assert [m.ts for m in slack.roots() if "only one root" in m.text] == [root.ts]
+    assert len([m for m in slack.fake.thread("C1", root.ts) if m.text.startswith("started task")]) == 1
+    assert len(await slack.tasks()) == 1
 
 
 async def test_ledger_items_left_by_a_dead_process_are_processed_again(slack: SlackWorld) -> None:

@@ -112,7 +112,7 @@ async def test_the_console_refuses_them_too_with_the_code(shepherd: Shepherd, ca
     for line, fragment in ((f'run "fix it {ESC}" --agent demo', "the prompt contains"),
                            ("agent create bell\x07 --type coordinator", "the agent name contains"),
                            ("project create api\x1b", "the project name contains")):
-        reply = await console.registry.run(shepherd, ADMIN, line)
+        reply = await console.conversations.command(ADMIN, line)
         assert not reply.ok and reply.data == {"code": "VALIDATION_ERROR"}, (line, reply.text)
         assert fragment in reply.text
         assert not await console.run_one(line)

@@ -46,3 +46,6 @@ class ConsoleChannel:
 
     async def update(self, address: str, ref: str, message: Message) -> None:
         emit(format_message(message), self.out)
+
+    async def open(self, address: str, message: Message) -> tuple[str, str]:
+        return await self.post(address, message), address  # a console is one conversation

@@ -1,4 +1,5 @@
-"""The console channel: the command grammar in a terminal, acting as one person of the org, with admin rights."""
+"""The console channel: the command grammar in a terminal, acting as one person of the org, with admin rights.
+Commands go through core's conversation API like every channel's; the console prints their replies itself."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import TextIO
 from adapters.console.terminal import emit
 from core.access import Principal, Role
 from core.commands import build_registry
+from core.conversations import Conversations, Where, followed
 from core.errors import NotFound
-from core.grammar import CommandRegistry, Where
-from core.models import Task
+from core.grammar import CommandRegistry
 from core.service import Shepherd
 from core.task_commands import state_line
 from core.tasks import FINISHED, LogType, Outcome, TaskStatus
@@ -47,30 +48,27 @@ class Console:
     ) -> None:
         self.shepherd = shepherd
         self.principal = principal
-        self.registry = registry or build_registry()
+        self.conversations = Conversations(shepherd, registry or build_registry())
         self.out = out
-        self._following: dict[str, asyncio.Task[Task | None]] = {}
+        self._following: dict[str, asyncio.Task[bool]] = {}
 
     async def run_one(self, line: str, *, wait: bool = False) -> bool:
         """Run one command and print its reply; a task it starts is followed live. With `wait`, return
         only when that task has finished, and report success only if it succeeded."""
-        reply = await self.registry.run(self.shepherd, self.principal, line,
-                                        where=Where("console", self.principal.name))
+        reply = await self.conversations.command(self.principal, line, where=Where("console", self.principal.name))
         emit(reply.text, self.out if reply.ok else sys.stderr)
-        data = reply.data if isinstance(reply.data, dict) else {}
-        if not (reply.ok and data.get("follow")):
+        task_id = followed(reply)
+        if task_id is None:
             return reply.ok
-        task_id = str(data["id"])
         if task_id not in self._following:
             self._following[task_id] = asyncio.get_running_loop().create_task(self._follow(task_id))
         if wait:
-            task = await self._following[task_id]
-            return task is not None and task.outcome == Outcome.SUCCEEDED
+            return await self._following[task_id]
         return True
 
-    async def _follow(self, task_id: str) -> Task | None:
+    async def _follow(self, task_id: str) -> bool:
         """Print a task's new log lines and state changes until it has finished (polling the store, so it
-        works whichever process runs the task)."""
+        works whichever process runs the task); returns whether it succeeded."""
         after, said = 0, ""
         try:
             while True:
@@ -78,7 +76,7 @@ class Console:
                     task, rows = await self.shepherd.tasks.logs(self.principal, task_id, after_id=after)
                 except NotFound:
                     emit(f"[{task_id}] deleted", self.out)
-                    return None
+                    return False
                 for row in rows:
                     mark = ">" if row.type == LogType.INPUT else "|"
                     emit(f"[{task.name}] {mark} {row.content}", self.out)
@@ -92,7 +90,7 @@ class Console:
                     emit(f"[{task.name}] {news}", self.out)
                     said = news
                 if status in FINISHED and not task.pending_inputs:
-                    return task
+                    return task.outcome == Outcome.SUCCEEDED
                 await asyncio.sleep(FOLLOW_POLL_S)
         finally:
             self._following.pop(task_id, None)

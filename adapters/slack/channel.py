@@ -2,9 +2,12 @@
 
 Addresses: `C123/1700000000.000100` is a thread (replies carry thread_ts); `C123/1700…@U456` and `C123@U456`
 are messages only U456 sees (ephemeral: Slack cannot edit those, so an edit posts again); `C123` is the
-channel itself. Rate limits: a 429 is tried again after exactly the Retry-After Slack sent (`RetryAfter`)
-while the call is in hand; past a couple of tries, the 429's Retry-After goes back to the dispatcher, which
-keeps the row and tries again then. Nothing is dropped.
+channel itself. A thread is opened (`open`) at `C123@U456`: a message in C123 saying who asked for what (or in
+a DM with U456 when Shepherd is not in C123), the thread its replies.
+
+Rate limits: a 429 is tried again after exactly the Retry-After Slack sent (`RetryAfter`) while the call is in
+hand; past a couple of tries, the 429's Retry-After goes back to the dispatcher, which keeps the row and tries
+again then. Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.blocks import moved_note, render
+from adapters.slack.blocks import moved_note, moved_root_text, render, root_text
 from core.channels import DeliveryError, Message
 
 # Refusals that trying again cannot fix: the conversation is gone or closed to us, or the message is.
@@ -176,3 +179,20 @@ class SlackChannel:
             await self.client.chat_update(channel=Address.parse(address).channel, ts=ref, text=text, blocks=blocks)
         except SlackApiError as exc:
             raise delivery_error(exc) from None
+
+    async def open(self, address: str, message: Message) -> tuple[str, str]:
+        """The message a slash command's task thread hangs from, `message.text` being what was typed: in the
+        channel, mentioning who typed it; in a DM with them when Shepherd is not in the channel."""
+        where = Address.parse(address)
+        try:
+            try:
+                answer = await self.client.chat_postMessage(channel=where.channel,
+                                                            text=root_text(where.user or "", message.text))
+            except SlackApiError as exc:
+                if exc.response.get("error") not in NOT_THERE or not where.user:
+                    raise
+                answer = await self.client.chat_postMessage(channel=where.user,
+                                                            text=moved_root_text(where.channel, message.text))
+        except SlackApiError as exc:
+            raise delivery_error(exc) from None
+        return str(answer["ts"]), f"{answer['channel']}/{answer['ts']}"

@@ -1,9 +1,10 @@
 """A Slack payload -> the item Shepherd acts on, parsed once, without I/O.
 
-`parse` is the only router of Slack items: the delivery ledger records an item only when `parse` returns one,
-and processing, live or replayed from the ledger, starts from `parse` of the same payload. So a payload means
-the same thing however often it is read, and what `parse` leaves alone (events Shepherd has no use for,
-buttons that are not Shepherd's, other interactivity) is never recorded and never decides anything.
+`parse` is the only router of Slack items: the delivery ledger records an item only when `parse` returns one.
+A live request is parsed once, at the door, and that item is processed; an item replayed from the ledger is
+parsed from its stored payload by this same function. So a payload means the same thing however often it is
+read, and what `parse` leaves alone (events Shepherd has no use for, buttons that are not Shepherd's, other
+interactivity) is never recorded and never decides anything.
 """
 
 from __future__ import annotations

@@ -1,0 +1,94 @@
+"""core.conversations, on SQLite and PostgreSQL: a command, its answer and its inbound item are one commit; a
+command that only reads writes nothing; a task followed from a place that is no thread gets a thread that
+begins with a message, which is a place (resolvable, answerable) only once the outbox has posted it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlmodel import col, select
+
+from bot.outbox import Dispatcher
+from core.access import Role
+from core.commands import build_registry
+from core.conversations import Conversations, Opening, Received, Where
+from core.models import Outbox, Task, Thread
+from core.runners.presets import AgentCatalog
+from core.service import Shepherd
+from tests.conftest import person
+from tests.test_outbox import Sink, _drain
+
+ADA = person(Role.OPERATOR, name="ada")
+
+
+def _commits(shepherd: Shepherd) -> list[int]:
+    counted = [0]
+
+    def count(_conn: Any) -> None:
+        counted[0] += 1
+
+    event.listen(shepherd.db.engine.sync_engine, "commit", count)
+    return counted
+
+
+def _demo(shepherd: Shepherd) -> Shepherd:
+    return Shepherd(shepherd.db, catalog=AgentCatalog(), default_agent="demo")
+
+
+async def test_a_command_that_only_reads_writes_nothing(shepherd: Shepherd) -> None:
+    commits = _commits(shepherd)
+    reply = await Conversations(shepherd, build_registry()).command(ADA, "status", where=Where("console", "ada"))
+    assert reply.ok and "agents:" in reply.text
+    assert commits == [0]
+
+
+async def test_a_command_its_answer_and_its_item_are_one_commit(shepherd: Shepherd) -> None:
+    core = _demo(shepherd)
+    assert await core.ledger.receive("chat", "item-1", "acme", {"text": "run"})
+    commits = _commits(core)
+    reply = await Conversations(core, build_registry()).command(
+        ADA, 'run "one commit" --agent demo', answer=Where("chat", "C1/100.1"), item=Received("chat", "item-1"))
+    assert reply.ok, reply.text
+    assert commits == [1]
+    async with core.db.read() as session:
+        [task] = list(await session.exec(select(Task)))
+        [answer] = list(await session.exec(select(Outbox).where(Outbox.key == "reply:item-1")))
+    assert task.request_key == "item-1" and answer.address == "C1/100.1" and "one-commit" in answer.payload["text"]
+    assert (await core.ledger.get("chat", "item-1")).status == "done"  # type: ignore[union-attr]
+
+
+async def test_a_task_followed_from_no_thread_gets_a_thread_that_begins_with_a_message(shepherd: Shepherd) -> None:
+    core = _demo(shepherd)
+    conversations = Conversations(core, build_registry())
+    opening = Opening("C1@U1", "/shepherd run it", serves=lambda address: address.startswith("C1"))
+    reply = await conversations.command(ADA, 'run "in a thread of its own" --agent demo',
+                                        answer=Where("chat", "C1@U1"), opening=opening,
+                                        item=Received("chat", "item-2"))
+    async with core.db.read() as session:
+        [thread] = list(await session.exec(select(Thread)))
+        rows = list(await session.exec(select(Outbox).order_by(col(Outbox.id))))
+    task = str(reply.data["id"])
+    assert (thread.task_id, thread.opening, thread.address) == (task, "opening:item-2", "C1@U1")
+    assert [(r.key, r.address) for r in rows] == [("opening:item-2", "C1@U1"), ("reply:item-2", "")]
+    assert await conversations.task_at("acme", Where("chat", "C1@U1")) is None  # no place anyone can talk in yet
+    sink = Sink()
+    await _drain(Dispatcher(core, [sink]))
+    assert sink.delivered[0] == ("open", "C1@U1", "/shepherd run it")
+    assert sink.delivered[1][:2] == ("post", "C1/m1") and sink.delivered[1][2].startswith("started task")
+    assert await conversations.task_at("acme", Where("chat", "C1/m1")) == task  # a reply there reaches the task
+
+
+async def test_a_place_bound_to_a_task_resolves_to_it_and_a_reply_there_settles_its_item(shepherd: Shepherd) -> None:
+    conversations = Conversations(shepherd, build_registry())
+    place = Where("chat", "C7/200.1")
+    assert await conversations.task_at("acme", place) is None
+    task = (await _demo(shepherd).tasks.create(ADA, prompt="bound", runtime="demo")).task
+    await conversations.bind("acme", place, task.id)
+    assert await conversations.task_at("acme", place) == task.id
+    assert await shepherd.ledger.receive("chat", "item-3", "acme", {})
+    await conversations.reply("acme", place, "noted", item=Received("chat", "item-3"))
+    async with shepherd.db.read() as session:
+        [row] = list(await session.exec(select(Outbox)))
+    assert (row.address, row.payload["text"], row.key) == ("C7/200.1", "noted", "reply:item-3")
+    assert (await shepherd.ledger.get("chat", "item-3")).status == "done"  # type: ignore[union-attr]
