@@ -10,11 +10,11 @@ from sqlalchemy import event
 from sqlmodel import col, select
 
 from bot.outbox import Dispatcher
+from bot.presets import agent_catalog
 from core.access import Role
 from core.commands import build_registry
 from core.conversations import Conversations, Opening, Received, Where
 from core.models import Outbox, Task, Thread
-from core.runners.presets import AgentCatalog
 from core.service import Shepherd
 from tests.conftest import person
 from tests.test_outbox import Sink, _drain
@@ -33,7 +33,7 @@ def _commits(shepherd: Shepherd) -> list[int]:
 
 
 def _demo(shepherd: Shepherd) -> Shepherd:
-    return Shepherd(shepherd.db, catalog=AgentCatalog(), default_agent="demo")
+    return Shepherd(shepherd.db, catalog=agent_catalog(), default_agent="demo")
 
 
 async def test_a_command_that_only_reads_writes_nothing(shepherd: Shepherd) -> None:

@@ -22,10 +22,10 @@ from sqlmodel import col, select
 
 from adapters.slack.inbound import SlackConfig, SlackInbound
 from bot.app import SLACK, create_app
+from bot.presets import agent_catalog
 from core.access import Role
 from core.db import Database
 from core.models import Delivery, Outbox, Task, Thread
-from core.runners.presets import AgentCatalog
 from core.service import Shepherd
 from tests.fakes.slack_api import FakeSlack, signed_headers
 
@@ -67,7 +67,7 @@ async def counted(tmp_path: Path, db_url: str) -> AsyncIterator[Counted]:
     async with FakeSlack(bot_token="xoxb-count") as fake:
         fake.users["UADA"] = "ada"
         db = Database(db_url)
-        shepherd = Shepherd(db, catalog=AgentCatalog(), default_agent="demo", workspace_root=tmp_path / "ws")
+        shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo", workspace_root=tmp_path / "ws")
         await shepherd.orgs.ensure("acme")
         commits = [0]
 
