@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -50,6 +49,7 @@ from core.policy import Decision, Policy, PolicyStore, Risk, Verdict
 from core.projects import Projects
 from core.task_state import ACTIVE, GATED, TaskStatus
 from core.textcheck import free_text, name_text
+from core.wakeup import Wakeup
 
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no I, L, O, 0, 1: read aloud and typed without doubt
 CODE_LENGTH = 4
@@ -141,12 +141,12 @@ def render(conf: Confirmation, task_name: str | None = None) -> Message:
 
 
 class Confirmations:
-    def __init__(self, db: Database, policies: PolicyStore | None = None) -> None:
+    def __init__(self, db: Database, policies: PolicyStore | None = None, *, runs_due: Wakeup | None = None) -> None:
         self.db = db
         self.policies = policies or PolicyStore()
         self.agents = Agents(db)
         self.projects = Projects(db)
-        self.wake: Callable[[], None] = lambda: None  # set by a supervisor in this process
+        self.runs_due = runs_due or Wakeup()  # an approved action: a runner in this process carries it out now
 
     # --- policy ------------------------------------------------------------------------------------
 
@@ -379,7 +379,7 @@ class Confirmations:
         """Count one person's vote; the confirmation is decided when one rejects or the quorum approves."""
         result = await self._vote(principal, ref, approve=approve, comment=comment, via=via)
         if result.counted and result.confirmation.execution == Execution.WAITING:
-            self.wake()  # committed: a runner in this process carries it out now, others within a second
+            self.runs_due()  # committed: a runner in this process carries it out now, others within a second
         return result
 
     async def _vote(

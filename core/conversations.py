@@ -225,5 +225,4 @@ class Conversations:
         came before its rows could be seen)."""
         self.shepherd.outbox_due()
         if runner:
-            self.shepherd.tasks.wake()
-            self.shepherd.confirmations.wake()
+            self.shepherd.runs_due()

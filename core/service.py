@@ -22,27 +22,27 @@ from core.wakeup import Wakeup
 
 
 class Shepherd:
+    """The core's services, wired together once. The wake-ups are how a change in this process reaches the
+    service that acts on it at once (others find it at their next poll): `runs_due` for the task runner (a task
+    to claim, a control, an approved action), `outbox_due` for the outbox dispatcher."""
+
     def __init__(
         self, db: Database, *, catalog: AgentCatalog | None = None, default_agent: str = "claude",
         workspace_root: Path | None = None, policies: PolicyStore | None = None, repos: RepoRules | None = None,
-        outbox_due: Wakeup | None = None,
+        outbox_due: Wakeup | None = None, runs_due: Wakeup | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog or AgentCatalog()
-        self.tasks = Tasks(db, runtimes=self.catalog.names)
-        self.tasks.default_runtime = default_agent
-        self.tasks.workspace_root = workspace_root
-        self.tasks.repos = repos or RepoRules()
+        self.runs_due = runs_due or Wakeup()
+        self.outbox_due = outbox_due or Wakeup()
+        self.confirmations = Confirmations(db, policies, runs_due=self.runs_due)
+        self.tasks = Tasks(db, self.confirmations, runs_due=self.runs_due, runtimes=self.catalog.names,
+                           default_runtime=default_agent, workspace_root=workspace_root, repos=repos)
         self.orgs = Orgs(db)
         self.agents = Agents(db)
         self.projects = Projects(db)
         self.tokens = Tokens(db)
         self.users = Users(db)
         self.events = Events(db)
-        self.confirmations = Confirmations(db, policies)
         self.ledger = Ledger(db)
         self.progress = Progress(db)
-        # rows just written go out now, not at the next poll, when an outbox dispatcher in this process awaits it
-        # (it is given this wake-up, bot/outbox.py)
-        self.outbox_due = outbox_due or Wakeup()
-        self.tasks.confirmations = self.confirmations

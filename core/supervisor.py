@@ -5,13 +5,12 @@ people's controls to the turns it drives, keeps agents that wait on people from 
 tasks (core.claims), carries out approved actions (core.executor) and, every few seconds, recovers the work of
 runners that died (core.runner_nodes). Beside it run the heartbeat and the output flusher (core.task_output).
 Commands from other processes reach a running task through its `control` column, polled every second; in
-the same process `Tasks.wake` makes that immediate.
+the same process the core's `runs_due` wake-up makes that immediate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlmodel import col, select
@@ -58,21 +57,17 @@ class TaskSupervisor:
         self.turns = Turns(shepherd, catalog, config, runner or LocalRunner(), self.output, ending, self.wake)
         self.actions = ApprovedActions(shepherd, executor or Executor(ActionsConfig(git_base_url=config.git_base_url)),
                                        config, ending, self.node_id)
-        self._wake = asyncio.Event()
         self._closing = False
         self._jobs: list[asyncio.Task[None]] = []
         self._last_sweep = 0.0
 
     def wake(self) -> None:
-        self._wake.set()
+        self.shepherd.runs_due()
 
     async def start(self) -> None:
         self.config.workspace_root.mkdir(parents=True, exist_ok=True)
         await self.nodes.announce()
         await self.nodes.reconcile(self.turns.running)
-        self.shepherd.tasks.wake = self.wake
-        self.shepherd.tasks.local_runner = True
-        self.shepherd.confirmations.wake = self.wake
         loop = asyncio.get_running_loop()
         self._jobs = [loop.create_task(self._loop()), loop.create_task(self.nodes.beat()),
                       loop.create_task(self.output.run())]
@@ -81,9 +76,6 @@ class TaskSupervisor:
     async def stop(self) -> None:
         """Stop every turn this process drives; they end `interrupted`, and say so."""
         self._closing = True
-        self.shepherd.tasks.wake = lambda: None
-        self.shepherd.tasks.local_runner = False
-        self.shepherd.confirmations.wake = lambda: None
         for job in [*self._jobs, *self.actions.jobs]:
             job.cancel()
         await self.turns.stop_all("shutdown", wait_s=SHUTDOWN_WAIT_S)
@@ -92,9 +84,7 @@ class TaskSupervisor:
 
     async def _loop(self) -> None:
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_s)
-            self._wake.clear()
+            await self.shepherd.runs_due.wait(self.config.poll_s)
             try:
                 await self._apply_controls()
                 await self._keep_askers_alive()

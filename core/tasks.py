@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, or_
 from sqlmodel import col, select
@@ -35,6 +35,9 @@ from core.models import Agent, Project, RunnerNode, Task, TaskLog, User
 from core.projects import check_branch, find_project, resolve_project
 from core.repos import RepoRules
 from core.repos import repo_kind as repo_kind  # re-exported: where repositories come from is core.repos
+
+if TYPE_CHECKING:
+    from core.confirmations import Confirmations
 from core.runners.sandbox import home_for
 from core.snapshots import MAX_SNAPSHOT_BYTES
 from core.task_state import ACTIVE, GATED, WAITING
@@ -44,6 +47,7 @@ from core.task_state import FINISHED as FINISHED
 from core.task_state import Outcome as Outcome
 from core.task_state import TaskStatus as TaskStatus
 from core.textcheck import free_text, optional_name
+from core.wakeup import Wakeup
 
 MAX_PROMPT = 20_000
 MAX_INPUT = 20_000
@@ -115,25 +119,26 @@ class TaskView:
 class Tasks:
     """Create, read and steer tasks. `wake` nudges an in-process runner; others poll the database."""
 
-    def __init__(self, db: Database, *, runtimes: Callable[[], list[str]] | None = None) -> None:
+    def __init__(
+        self, db: Database, confirmations: Confirmations, *, runs_due: Wakeup,
+        runtimes: Callable[[], list[str]] | None = None, default_runtime: str = "claude",
+        workspace_root: Path | None = None, repos: RepoRules | None = None,
+    ) -> None:
         self.db = db
+        self.confirmations = confirmations  # a task leaving `awaiting` by people's hand voids what it waited on
+        self.runs_due = runs_due  # a runner in this process looks now; others within their poll
         self.runtimes = runtimes or (lambda: [])
-        self.default_runtime = "claude"
-        self.workspace_root: Path | None = None
-        self.wake: Callable[[], None] = lambda: None
-        self.local_runner = False  # a supervisor runs in this process
-        self.confirmations: Any = None  # core.confirmations.Confirmations (set by core.service)
-        self.repos = RepoRules()  # which repositories tasks may name (set by core.service)
+        self.default_runtime = default_runtime
+        self.workspace_root = workspace_root
+        self.repos = repos or RepoRules()  # which repositories tasks may name
 
     async def _void_gate(self, session: AsyncSession, task: Task, why: str) -> None:
         """A task leaving `awaiting` by people's hand: what it waited on can no longer run."""
-        if self.confirmations is not None and TaskStatus(task.status) in GATED:
+        if TaskStatus(task.status) in GATED:
             await self.confirmations.void_open(session, task, why)
 
     async def runner_available(self) -> bool:
-        """Is any runner alive to run tasks: one in this process, or another with a fresh heartbeat?"""
-        if self.local_runner:
-            return True
+        """Is any runner alive to run tasks: one with a fresh heartbeat (a runner announces itself as it starts)?"""
         cutoff = utcnow() - timedelta(seconds=RUNNER_STALE_S)
         async with self.db.read() as session:
             fresh = await session.exec(
@@ -247,7 +252,7 @@ class Tasks:
                 payload={"name": name, "runtime": runtime, "repo": repo, "branch": branch,
                          "projectId": task.project_id, "autonomyLevel": agent_level},
             )
-        self.wake()
+        self.runs_due()
         return TaskView(task, proj)
 
     async def _owner(self, session: AsyncSession, principal: Principal, owner: str) -> tuple[str, str]:
@@ -403,7 +408,7 @@ class Tasks:
                          agent_id=task.agent_id, task_id=task.id, payload={"status": task.status})
         if workspace:
             self.remove_workspace(workspace)
-        self.wake()
+        self.runs_due()
         return task
 
     def remove_workspace(self, path: str) -> None:
@@ -447,7 +452,7 @@ class Tasks:
             session.add(task)
             await record(session, principal, "task", "task.input_sent", agent_id=task.agent_id, task_id=task.id,
                          payload={"queued": queued, "length": len(text)})
-        self.wake()
+        self.runs_due()
         return task
 
     async def update_input(self, principal: Principal, ref: str, text: str, *, owner: str | None = None) -> Task:
