@@ -41,6 +41,7 @@ from core.db import Database  # noqa: E402
 from core.models import Task  # noqa: E402
 from core.plans import Target  # noqa: E402
 from core.policy import PolicyStore  # noqa: E402
+from core.runners.local import LocalRunner  # noqa: E402
 from core.runners.workspace import push  # noqa: E402
 from core.service import Shepherd  # noqa: E402
 from core.supervisor import RunnerConfig, TaskSupervisor  # noqa: E402
@@ -71,7 +72,7 @@ async def approve_to_pr(root: Path, n: int) -> tuple[list[float], list[float]]:
     async with FakeGitHub(TOKEN, git_root=hosts) as github, aiohttp.ClientSession() as http:
         forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
         config = replace(RunnerConfig(workspace_root=root / "ws"), max_tasks=8, git_base_url=str(hosts))
-        sup = TaskSupervisor(shepherd, shepherd.catalog, config,
+        sup = TaskSupervisor(shepherd, config, runner=LocalRunner(),
                              executor=Executor(ActionsConfig(git_base_url=str(hosts)), forge))
         await sup.start()
         try:

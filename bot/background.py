@@ -1,6 +1,8 @@
-"""What runs beside (or instead of) the web server: the task supervisor with its action executor, the outbox
-dispatcher and the sweeper (expiry, task news). `serve`, `worker` and the console assemble it here, each with
-its own channels; the dispatcher and the sweeper get core's outbox wake-up through their constructors.
+"""What runs beside (or instead of) the web server: the task supervisor with its runner and action executor,
+the outbox dispatcher and the sweeper (expiry, task news). `serve`, `worker` and the console assemble it here,
+each with its own channels: this is where the ports' implementations are built (the local runner, GitHub as
+the forge, the HTTP deploy hook, Slack as a channel) and handed to core; the dispatcher and the sweeper get
+core's outbox wake-up through their constructors. Services start in order and stop in reverse.
 
 Agents reach Shepherd for `shepherd ask` at SHEPHERD_URL: the web server when this process serves one (or
 SHEPHERD_PUBLIC_URL), otherwise a loopback listener that serves only the task callback routes; sandboxed
@@ -12,21 +14,32 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import replace
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 
+from adapters.deploy.hook import HttpDeployHook
 from bot.callbacks import PYTHON, CallbackSocket, callback_app, write_launcher
 from bot.outbox import Dispatcher
 from bot.settings import Settings
 from bot.sweeper import Sweeper
-from bot.worker import Worker
-from core.actions import ActionsConfig, Executor
+from core.actions import Executor
 from core.channels import Channel
+from core.forge import Forge
+from core.runners.local import LocalRunner
 from core.service import Shepherd
 from core.supervisor import TaskSupervisor
 
 log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Background:
@@ -44,20 +57,14 @@ class Background:
         self.http: aiohttp.ClientSession | None = None
         self.callback_site: web.AppRunner | None = None
         self.callback_socket: CallbackSocket | None = None
-        self.worker: Worker | None = None
         self.supervisor: TaskSupervisor | None = None
         self.dispatcher: Dispatcher | None = None
         self.sweeper: Sweeper | None = None
+        self._started: list[Service] = []
 
     async def start(self) -> None:
         settings = self.settings
         self.http = aiohttp.ClientSession()
-        token = settings.github_token.get_secret_value() if settings.github_token else None
-        forge = None
-        if token:
-            from adapters.github.forge import GitHubForge
-
-            forge = GitHubForge(self.http, token=token, base_url=settings.github_api_url)
         if self.callback_url is None:
             self.callback_url = await self._callback_listener()
         config = replace(settings.runner_config(), callback_url=self.callback_url,
@@ -67,8 +74,8 @@ class Background:
             socket = await self.callback_socket.start()
             config = replace(config, sandbox=replace(config.sandbox, socket=socket, tools=config.tool_dir,
                                                      programs=(PYTHON,)))
-        executor = Executor(ActionsConfig(git_base_url=settings.git_base_url, git_token=token), forge)
-        self.supervisor = TaskSupervisor(self.shepherd, self.shepherd.catalog, config, executor=executor)
+        executor = Executor(settings.actions_config(), self._forge(self.http), HttpDeployHook(self.http))
+        self.supervisor = TaskSupervisor(self.shepherd, config, runner=LocalRunner(), executor=executor)
         slack = settings.slack()
         if self.platforms and slack is not None and not any(c.name == "slack" for c in self.channels):
             from adapters.slack.channel import SlackChannel, make_client
@@ -77,8 +84,19 @@ class Background:
         self.dispatcher = Dispatcher(self.shepherd, self.channels, wakeup=self.shepherd.outbox_due)
         self.sweeper = Sweeper(self.shepherd, news_channels=[c.name for c in self.channels if c.progress],
                                outbox_due=self.shepherd.outbox_due)
-        self.worker = Worker(self.shepherd, [self.supervisor, self.dispatcher, self.sweeper])
-        await self.worker.start()
+        for service in (self.supervisor, self.dispatcher, self.sweeper):
+            await service.start()
+            self._started.append(service)
+        log.info("background services started: %s", ", ".join(s.name for s in self._started))
+
+    def _forge(self, http: aiohttp.ClientSession) -> Forge | None:
+        """GitHub as the code host, when Shepherd has a token for it."""
+        token = self.settings.github_token.get_secret_value() if self.settings.github_token else None
+        if not token:
+            return None
+        from adapters.github.forge import GitHubForge
+
+        return GitHubForge(http, token=token, base_url=self.settings.github_api_url)
 
     async def _callback_listener(self) -> str:
         self.callback_site = callback_app(self.shepherd)
@@ -89,8 +107,12 @@ class Background:
         return f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
-        if self.worker is not None:
-            await self.worker.stop()
+        while self._started:
+            service = self._started.pop()
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", service.name)
         if self.callback_site is not None:
             with contextlib.suppress(Exception):
                 await self.callback_site.cleanup()

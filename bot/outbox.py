@@ -165,7 +165,7 @@ class Dispatcher:
                 async with self.db.write() as session:
                     session.add(MessageRef(thread_id=row.thread_id, key=row.key, ref=new_ref))
         except DeliveryError as exc:
-            if exc.permanent:
+            if not exc.transient:
                 await self._failed(row, exc.message, opens=due.opens)
             else:
                 await self._later(row, exc.retry_after if exc.retry_after is not None else backoff(row.attempts),

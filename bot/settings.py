@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.presets import agent_catalog
+from core.actions import ActionsConfig
 from core.errors import ShepherdError
 from core.orgs import DEFAULT_ORG, check_org_id
 from core.repos import RepoRules, parse_hosts
@@ -242,6 +243,11 @@ class Settings(BaseSettings):
 
     def catalog(self) -> AgentCatalog:
         return agent_catalog(custom_presets(self.agents))
+
+    def actions_config(self) -> ActionsConfig:
+        """How approved actions reach the code host: where it is, and the token pushes carry there only."""
+        token = self.github_token.get_secret_value() if self.github_token else None
+        return ActionsConfig(git_base_url=self.git_base_url, git_token=token or None)
 
     def runner_config(self) -> RunnerConfig:
         return RunnerConfig(

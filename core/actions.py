@@ -20,12 +20,11 @@ import asyncio
 import base64
 import os
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from core import environ
 from core.errors import ShepherdError
@@ -42,12 +41,11 @@ DEPLOY_TIMEOUT_S = 900.0
 LAST_LINES = 20
 
 
-class ActionError(Exception):
-    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.retry_after = retry_after  # the host's Retry-After, when it said one
+class ActionError(ShepherdError):
+    """An approved action could not be carried out (transient: it is tried again, after `retry_after`)."""
+
+    code = "ACTION_FAILED"
+    status = 502
 
 
 class PlanChanged(ActionError):
@@ -68,10 +66,22 @@ class ActionsConfig:
     deploy_timeout_s: float = DEPLOY_TIMEOUT_S
 
 
+class DeployHook(Protocol):
+    """How a deploy URL is called (adapters/deploy): a JSON POST; core never speaks HTTP itself."""
+
+    async def post(self, url: str, facts: Mapping[str, Any], *, key: str) -> tuple[int, str]:
+        """POST `facts` to `url` with `Idempotency-Key: key`; returns the answer's status and (the start of) its
+        text. An ActionError, transient, when the hook cannot be reached or does not answer in time."""
+        ...
+
+
 class Executor:
-    def __init__(self, config: ActionsConfig, forge: Forge | None = None) -> None:
+    def __init__(
+        self, config: ActionsConfig, forge: Forge | None = None, deploy_hook: DeployHook | None = None
+    ) -> None:
         self.config = config
         self.forge = forge
+        self.deploy_hook = deploy_hook
 
     def _credentials(self, url: str) -> dict[str, str]:
         """Git settings that authenticate an https push to the configured code host only (the URL of an
@@ -131,7 +141,7 @@ class Executor:
         try:
             await push(workspace, reach.url, branch, head, env=reach.env(self._credentials(reach.url)))
         except WorkspaceError as exc:
-            raise ActionError(f"pushing {branch} failed: {exc.message}", retryable=True) from None
+            raise ActionError(f"pushing {branch} failed: {exc.message}", transient=True) from None
         result = ActionResult(branch=branch, head=head, pushed=True)
         if not open_pr:
             return result
@@ -141,7 +151,7 @@ class Executor:
         try:
             pr = await forge.open_pull_request(repo, head=branch, base=target.base or "main", title=title, body=body)
         except ForgeError as exc:
-            raise ActionError(f"opening the pull request failed: {exc.message}", retryable=exc.retryable,
+            raise ActionError(f"opening the pull request failed: {exc.message}", transient=exc.transient,
                               retry_after=exc.retry_after) from None
         return replace(result, number=pr.number, url=pr.url, created=pr.created)
 
@@ -151,7 +161,7 @@ class Executor:
         try:
             url = await forge.comment(repo, int(conf.params["number"]), str(conf.params["body"]))
         except ForgeError as exc:
-            raise ActionError(f"commenting failed: {exc.message}", retryable=exc.retryable,
+            raise ActionError(f"commenting failed: {exc.message}", transient=exc.transient,
                               retry_after=exc.retry_after) from None
         return ActionResult(url=url)
 
@@ -162,9 +172,9 @@ class Executor:
             sha = await forge.merge(_need(target.repo, "repo"), int(conf.params["number"]), sha=target.head,
                                     method=str(conf.params.get("method", "squash")))
         except ForgeError as exc:
-            if exc.status == 409:
+            if exc.host_status == 409:
                 raise PlanChanged(f"the pull request's head moved since {conf.code} was asked") from None
-            raise ActionError(f"merging failed: {exc.message}", retryable=exc.retryable,
+            raise ActionError(f"merging failed: {exc.message}", transient=exc.transient,
                               retry_after=exc.retry_after) from None
         return ActionResult(number=int(conf.params["number"]), merge_commit=sha)
 
@@ -193,19 +203,13 @@ class Executor:
         return await self._deploy_command(deploy.command, workspace, facts)
 
     async def _deploy_url(self, url: str, facts: dict[str, Any], *, key: str) -> ActionResult:
-        try:
-            timeout = aiohttp.ClientTimeout(total=60)
-            # the same key on a retry: a hook that honours Idempotency-Key deploys once
-            headers = {"Idempotency-Key": key}
-            async with aiohttp.ClientSession(timeout=timeout) as http, \
-                    http.post(url, json=facts, headers=headers) as resp:
-                text = (await resp.text())[:500]
-                if resp.status >= 300:
-                    raise ActionError(f"the deploy hook answered {resp.status}: {text}",
-                                      retryable=resp.status >= 500 or resp.status == 429)
-                return ActionResult(hook_status=resp.status, hook_response=text)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ActionError(f"the deploy hook could not be reached: {type(exc).__name__}", retryable=True) from None
+        if self.deploy_hook is None:
+            raise ActionError("this process cannot call deploy hooks (no DeployHook was given to its executor)")
+        # the same key on a retry: a hook that honours Idempotency-Key deploys once
+        status, text = await self.deploy_hook.post(url, facts, key=key)
+        if status >= 300:
+            raise ActionError(f"the deploy hook answered {status}: {text}", transient=status >= 500 or status == 429)
+        return ActionResult(hook_status=status, hook_response=text)
 
     async def _deploy_command(self, command: str, workspace: Path, facts: dict[str, Any]) -> ActionResult:
         env = environ.passed(environ.DEPLOY)

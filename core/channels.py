@@ -18,6 +18,7 @@ from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from core.errors import ShepherdError
 from core.models import Outbox, Thread
 
 
@@ -53,15 +54,15 @@ class Message:
         return cls(**{**data, "buttons": buttons})
 
 
-class DeliveryError(Exception):
-    """A channel could not deliver. `retry_after` is the platform's word on when to try again;
-    `permanent` means trying again cannot help (the chat is gone); the row is kept as failed."""
+class DeliveryError(ShepherdError):
+    """A channel could not deliver. Transient unless `permanent` (the chat is gone: trying again cannot help,
+    and the row is kept as failed); `retry_after` is the platform's word on when to try again."""
+
+    code = "DELIVERY_FAILED"
+    status = 502
 
     def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-        self.permanent = permanent
+        super().__init__(message, retry_after=retry_after, transient=not permanent)
 
 
 class Channel(Protocol):

@@ -4,21 +4,38 @@ from __future__ import annotations
 
 
 class ShepherdError(Exception):
-    """A failure a user can act on: a stable machine code, an HTTP-ish status and a message."""
+    """A failure a user can act on: a stable machine code, an HTTP-ish status and a message.
+
+    `transient`: trying the same again later may succeed (the other side is down, busy or rate-limiting);
+    `retry_after` is then its own word on when, in seconds, if it gave one. Whoever retries (the action
+    executor, the outbox) reads these two and nothing else."""
 
     code = "ERROR"
     status = 400
+    transient = False
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 transient: bool | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         if status is not None:
             self.status = status
+        if transient is not None:
+            self.transient = transient
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return self.message
+
+
+class TryLater(ShepherdError):
+    """Transient by nature: a service Shepherd depends on is unavailable for now."""
+
+    code = "UNAVAILABLE"
+    status = 503
+    transient = True
 
 
 class ValidationFailed(ShepherdError):
@@ -46,6 +63,6 @@ class Forbidden(ShepherdError):
     status = 403
 
 
-class Unavailable(ShepherdError):
+class Unavailable(TryLater):
     code = "UNAVAILABLE"
     status = 503

@@ -44,7 +44,7 @@ def after_attempt(
     attempts = before.attempts + 1
     if error is None:
         return Execution.DONE, ActionRecord(attempts=attempts, result=result)
-    if error.retryable and attempts < max_attempts:
+    if error.transient and attempts < max_attempts:
         wait = error.retry_after or BACKOFF_S * 2 ** (attempts - 1)
         return Execution.WAITING, ActionRecord(attempts=attempts, last_error=error.message, retry_at=now + wait)
     return Execution.FAILED, ActionRecord(attempts=attempts, error=error.message)

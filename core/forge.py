@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from core.errors import ShepherdError
+
 
 @dataclass(frozen=True)
 class PullRequest:
@@ -22,19 +24,17 @@ class PullRequest:
     created: bool = True  # False when an open pull request for this head already existed
 
 
-class ForgeError(Exception):
-    """The code host refused or failed. `status` is its HTTP status (0: it could not be reached);
-    `retry_after` is the host's own word on when to try again (seconds), when it gave one."""
+class ForgeError(ShepherdError):
+    """The code host refused or failed. `host_status` is its HTTP status (0: it could not be reached); it is
+    transient when the host could not be reached, rate-limits (429) or failed (5xx)."""
 
-    def __init__(self, message: str, status: int = 0, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
+    code = "CODE_HOST_ERROR"
+    status = 502
 
-    @property
-    def retryable(self) -> bool:
-        return self.status == 0 or self.status == 429 or self.status >= 500
+    def __init__(self, message: str, host_status: int = 0, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after,
+                         transient=host_status == 0 or host_status == 429 or host_status >= 500)
+        self.host_status = host_status
 
 
 class Forge(Protocol):

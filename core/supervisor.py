@@ -15,7 +15,7 @@ import logging
 
 from sqlmodel import col, select
 
-from core.actions import ActionsConfig, Executor
+from core.actions import Executor
 from core.claims import Caps, Claims, plan_claims
 from core.confirmations import Origin, Status
 from core.executor import ApprovedActions
@@ -24,8 +24,6 @@ from core.models import Confirmation, Task
 from core.runner_config import RunnerConfig as RunnerConfig  # re-exported: the shell builds it from Settings
 from core.runner_nodes import RunnerNodes
 from core.runners import Runner
-from core.runners.local import LocalRunner
-from core.runners.presets import AgentCatalog
 from core.service import Shepherd
 from core.task_output import TaskOutput
 from core.tasks import Control
@@ -41,10 +39,9 @@ SHUTDOWN_WAIT_S = 10.0
 class TaskSupervisor:
     name = "tasks"
 
-    def __init__(
-        self, shepherd: Shepherd, catalog: AgentCatalog, config: RunnerConfig, runner: Runner | None = None,
-        executor: Executor | None = None,
-    ) -> None:
+    def __init__(self, shepherd: Shepherd, config: RunnerConfig, *, runner: Runner, executor: Executor) -> None:
+        """`runner` runs the agents' turns and `executor` carries out approved actions: the application shell
+        builds both (core builds no implementation of a port)."""
         self.shepherd = shepherd
         self.db = shepherd.db
         self.config = config
@@ -54,9 +51,8 @@ class TaskSupervisor:
                                  stale_after_s=config.stale_after_s)
         self.claims = Claims(self.db, self.node_id)
         ending = TurnEnd(shepherd, self.output, self.node_id, self.wake)
-        self.turns = Turns(shepherd, catalog, config, runner or LocalRunner(), self.output, ending, self.wake)
-        self.actions = ApprovedActions(shepherd, executor or Executor(ActionsConfig(git_base_url=config.git_base_url)),
-                                       config, ending, self.node_id)
+        self.turns = Turns(shepherd, shepherd.catalog, config, runner, self.output, ending, self.wake)
+        self.actions = ApprovedActions(shepherd, executor, config, ending, self.node_id)
         self._closing = False
         self._jobs: list[asyncio.Task[None]] = []
         self._last_sweep = 0.0

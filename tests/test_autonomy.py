@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from adapters.deploy.hook import HttpDeployHook
 from adapters.github.forge import GitHubForge
 from adapters.rest.coder import coder_task
 from adapters.rest.eliza import coding_task
@@ -35,7 +36,7 @@ from core.service import Shepherd
 from core.supervisor import TaskSupervisor
 from tests.fakes.github_api import FakeGitHub
 from tests.gitrepos import git, github_host
-from tests.test_tasks import fast_config
+from tests.test_tasks import fast_config, supervisor
 
 GH_TOKEN = "ghs_test_token_for_the_fake"
 ALICE = Principal.for_role("acme", "alice", Role.ADMIN, "console", user_id="user-alice")
@@ -137,8 +138,9 @@ async def world(tmp_path: Path, sqlite_url: str) -> AsyncIterator[World]:
     config = replace(fast_config(tmp_path / "data"), git_base_url=str(hosts), idle_timeout_s=3,
                      callback_url=f"http://127.0.0.1:{callback.addresses[0][1]}",
                      tool_dir=write_launcher(tmp_path / "bin"))
-    executor = Executor(ActionsConfig(git_base_url=str(hosts)), GitHubForge(http, token=GH_TOKEN, base_url=base_url))
-    sup = TaskSupervisor(shepherd, shepherd.catalog, config, executor=executor)
+    executor = Executor(ActionsConfig(git_base_url=str(hosts)), GitHubForge(http, token=GH_TOKEN, base_url=base_url),
+                        HttpDeployHook(http))
+    sup = supervisor(shepherd, config, executor)
     channel = Recorder()
     dispatcher = Dispatcher(shepherd, [channel], poll_s=0.05)
     sweeper = Sweeper(shepherd, expire_every_s=0.2)

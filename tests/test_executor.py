@@ -12,8 +12,8 @@ from core.executor import after_attempt
 
 NOW = 1_000_000.0
 PUSHED = ActionResult(branch="shepherd/x", head="a" * 40, pushed=True)
-OUTAGE = ActionError("GitHub answered 502", retryable=True)
-LIMITED = ActionError("secondary rate limit", retryable=True, retry_after=60.0)
+OUTAGE = ActionError("GitHub answered 502", transient=True)
+LIMITED = ActionError("secondary rate limit", transient=True, retry_after=60.0)
 REFUSED = ActionError("no GitHub access is configured")
 
 CASES = [

@@ -52,7 +52,7 @@ async def test_comment_and_merge_and_a_second_merge_returns_the_same_commit(
     head = github.pulls[("acme/api", 1)]["head"]["sha"]
     with pytest.raises(ForgeError) as moved:
         await forge.merge("acme/api", 1, sha="0" * 40)
-    assert moved.value.status == 409
+    assert moved.value.host_status == 409
     sha = await forge.merge("acme/api", 1, sha=head)
     assert sha and await forge.merge("acme/api", 1, sha=head) == sha
 
@@ -63,26 +63,26 @@ async def test_failures_carry_githubs_status_and_words_but_never_the_token(
     bad = GitHubForge(http, token="wrong-token", base_url=github.base_url)
     with pytest.raises(ForgeError) as denied:
         await bad.comment("acme/api", 1, "x")
-    assert denied.value.status == 401 and "Bad credentials" in denied.value.message
-    assert "wrong-token" not in denied.value.message and not denied.value.retryable
+    assert denied.value.host_status == 401 and "Bad credentials" in denied.value.message
+    assert "wrong-token" not in denied.value.message and not denied.value.transient
 
     forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
     github.fail_next(502)
     with pytest.raises(ForgeError) as broken:
         await forge.comment("acme/api", 1, "x")
-    assert broken.value.status == 502 and broken.value.retryable
+    assert broken.value.host_status == 502 and broken.value.transient
     github.rate_limit_next()
     with pytest.raises(ForgeError) as limited:
         await forge.comment("acme/api", 1, "x")
-    assert limited.value.status == 429 and limited.value.retryable and "rate limit" in limited.value.message
+    assert limited.value.host_status == 429 and limited.value.transient and "rate limit" in limited.value.message
     with pytest.raises(ForgeError) as missing:
         await forge.merge("acme/api", 99)
-    assert missing.value.status == 404
+    assert missing.value.host_status == 404
 
     gone = GitHubForge(http, token=TOKEN, base_url="http://127.0.0.1:9")
     with pytest.raises(ForgeError) as unreachable:
         await gone.comment("acme/api", 1, "x")
-    assert unreachable.value.status == 0 and unreachable.value.retryable
+    assert unreachable.value.host_status == 0 and unreachable.value.transient
 
 
 async def test_a_pull_request_opened_by_a_racing_retry_is_found_after_githubs_422(
@@ -106,7 +106,7 @@ async def test_a_secondary_rate_limit_is_retryable_and_says_when(
     github.secondary_rate_limit_next(status=status, retry_after=60)
     with pytest.raises(ForgeError) as limited:
         await forge.comment("acme/api", 1, "x")
-    assert limited.value.status == 429 and limited.value.retryable
+    assert limited.value.host_status == 429 and limited.value.transient
     assert "retry after 60 s" in limited.value.message and "secondary rate limit" in limited.value.message
     assert limited.value.retry_after == 60.0  # the executor waits that long before its next attempt
     assert TOKEN not in limited.value.message
@@ -120,7 +120,7 @@ async def test_a_github_that_does_not_answer_in_time_is_unreachable(
     github.stall_next(0.5)
     with pytest.raises(ForgeError) as slow:
         await forge.comment("acme/api", 1, "x")
-    assert slow.value.status == 0 and slow.value.retryable and "did not answer" in slow.value.message
+    assert slow.value.host_status == 0 and slow.value.transient and "did not answer" in slow.value.message
 
 
 async def test_the_fake_refuses_what_github_refuses(github: FakeGitHub, http: aiohttp.ClientSession) -> None:

@@ -26,11 +26,12 @@ from core.policy import Policy
 from core.repos import RepoRefused, RepoRules, not_public, parse_hosts, parse_remote
 from core.runners.workspace import WorkspaceError, prepare
 from core.service import Shepherd
-from core.supervisor import RunnerConfig, TaskSupervisor
+from core.supervisor import RunnerConfig
 from tests.conftest import person
 from tests.fakes.git_http import GitHttp
 from tests.gitrepos import git, github_host, seed_repo
 from tests.procs import Home
+from tests.test_tasks import supervisor as make_supervisor
 
 LOOPBACKS = ("http://127.0.0.1:{port}/acme/api.git", "git@127.0.0.1:/etc", "ssh://git@127.0.0.1/etc",
              "git://127.0.0.1/acme/api.git", "http://[::1]:{port}/x.git", "http://[::ffff:127.0.0.1]/x.git",
@@ -142,7 +143,7 @@ async def test_a_host_that_rebinds_to_loopback_after_creation_is_refused_before_
         created = await shepherd.tasks.create(person(Role.OPERATOR), prompt="x", runtime="demo",
                                               repo=server.url("app.git", host="localhost"))
         config = RunnerConfig(workspace_root=tmp_path / "ws", repo_hosts=("*",), poll_s=0.05, flush_s=0.05)
-        supervisor = TaskSupervisor(shepherd, agent_catalog(), config)
+        supervisor = make_supervisor(shepherd, config)
         await supervisor.start()
         try:
             task = await _finished(shepherd, created.task.id)

@@ -22,6 +22,7 @@ from core.db import Database
 from core.models import Task
 from core.service import Shepherd
 from core.supervisor import RunnerConfig, TaskSupervisor
+from tests.test_tasks import supervisor
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -62,7 +63,7 @@ class Rig:
     async def start_runner(self, **config: Any) -> None:
         cfg = replace(RunnerConfig(workspace_root=self.root / "ws", poll_s=0.1, flush_s=0.05, idle_timeout_s=30,
                                    hard_timeout_s=60, max_tasks=8), **config)
-        self.supervisor = TaskSupervisor(self.shepherd, self.shepherd.catalog, cfg)
+        self.supervisor = supervisor(self.shepherd, cfg)
         await self.supervisor.start()
 
     async def token_for(self, org: str, scopes: str = "read,write,approve,admin") -> str:

@@ -29,10 +29,9 @@ from core.runners import RunSpec
 from core.runners.local import LocalRunner
 from core.runners.sandbox import AGENT_UID, SANDBOX_HOME, SandboxView, bwrap_argv, probe
 from core.service import Shepherd
-from core.supervisor import TaskSupervisor
 from tests.conftest import IN_CI, person
 from tests.procs import Home
-from tests.test_tasks import Rig, fast_config
+from tests.test_tasks import Rig, fast_config, supervisor
 
 # A shell that reports, one line each: what it can read, what it can write, what it sees at the top, who it
 # is, and whether mounting, unmounting or a namespace of its own worked.
@@ -254,7 +253,7 @@ async def boxed(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
                        programs=(PYTHON,))
     config = replace(fast_config(data), sandbox=view, callback_url="http://127.0.0.1:9/unused",
                      tool_dir=data / "bin")
-    sup = TaskSupervisor(shepherd, shepherd.catalog, config)
+    sup = supervisor(shepherd, config)
     await sup.start()
     try:
         yield Rig(shepherd, sup, person(Role.ADMIN))
@@ -294,7 +293,7 @@ async def test_a_host_whose_bubblewrap_does_not_isolate_runs_no_agent(
     shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo",
                         workspace_root=tmp_path / "data" / "workspaces")
     await shepherd.orgs.ensure("acme")
-    sup = TaskSupervisor(shepherd, shepherd.catalog,
+    sup = supervisor(shepherd,
                          replace(fast_config(tmp_path / "data"), sandbox=SandboxView(hidden=(tmp_path / "data",))))
     await sup.start()
     try:

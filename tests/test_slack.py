@@ -33,11 +33,10 @@ from core.db import Database
 from core.models import Delivery, Outbox, Task, Thread
 from core.policy import PolicyStore
 from core.service import Shepherd
-from core.supervisor import TaskSupervisor
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.slack_api import FakeSlack, Posted, signed_headers
 from tests.gitrepos import github_host
-from tests.test_tasks import fast_config
+from tests.test_tasks import fast_config, supervisor
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test"
@@ -170,7 +169,7 @@ async def slack(tmp_path: Path, sqlite_url: str) -> AsyncIterator[SlackWorld]:
                              callback_url=url, tool_dir=write_launcher(tmp_path / "bin"))
         forge = GitHubForge(http, token=GH_TOKEN, base_url=github_url)
         executor = Executor(ActionsConfig(git_base_url=str(hosts)), forge)
-        sup = TaskSupervisor(shepherd, shepherd.catalog, run_config, executor=executor)
+        sup = supervisor(shepherd, run_config, executor)
         dispatcher = Dispatcher(shepherd, [SlackChannel(make_client(BOT_TOKEN, fake.api_url, http))], poll_s=0.05)
         sweeper = Sweeper(shepherd, news_channels=["slack"], news_every_s=0.2)
         await sup.start()

@@ -16,10 +16,11 @@ import pytest
 
 from bot.presets import agent_catalog
 from core.access import Principal, Role
+from core.actions import ActionsConfig, Executor
 from core.db import Database
 from core.errors import Conflict
 from core.models import Agent, RunnerNode, Task
-from core.runners.local import group_members
+from core.runners.local import LocalRunner, group_members
 from core.runners.presets import AgentCatalog, custom_presets
 from core.service import Shepherd
 from core.supervisor import RunnerConfig, TaskSupervisor
@@ -78,6 +79,12 @@ class Rig:
             await asyncio.sleep(0.05)
 
 
+def supervisor(shepherd: Shepherd, config: RunnerConfig, executor: Executor | None = None) -> TaskSupervisor:
+    """A supervisor as the application builds one: the local runner, and an executor for approved actions."""
+    return TaskSupervisor(shepherd, config, runner=LocalRunner(),
+                          executor=executor or Executor(ActionsConfig(git_base_url=config.git_base_url)))
+
+
 def fast_config(root: Path, **kw: Any) -> RunnerConfig:
     base = RunnerConfig(workspace_root=root / "workspaces", poll_s=0.05, flush_s=0.05,
                         idle_timeout_s=20, hard_timeout_s=60, max_tasks=8)
@@ -97,7 +104,7 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
                             workspace_root=tmp_path / "data" / "workspaces")
         await shepherd.orgs.ensure("acme")
         await shepherd.orgs.ensure("globex")
-        sup = TaskSupervisor(shepherd, shepherd.catalog, fast_config(tmp_path / "data", **config))
+        sup = supervisor(shepherd, fast_config(tmp_path / "data", **config))
         await sup.start()
         started.append((sup, db))
         return Rig(shepherd, sup, person(Role.ADMIN))

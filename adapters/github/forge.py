@@ -100,7 +100,7 @@ class GitHubForge:
                 "/repos/{+repo}/pulls", {"repo": repo},
                 data={"title": title, "head": head, "base": base, "body": body}))
         except ForgeError as exc:
-            if exc.status == 422 and "already exists" in exc.message:  # opened by a retry a moment ago
+            if exc.host_status == 422 and "already exists" in exc.message:  # opened by a retry a moment ago
                 again = await self._open_for(repo, head)
                 if again is not None:
                     return again
@@ -120,7 +120,7 @@ class GitHubForge:
             data = await self._call(f"merging {repo}#{number}", self.api.put(
                 "/repos/{+repo}/pulls/{number}/merge", {"repo": repo, "number": str(number)}, data=payload))
         except ForgeError as exc:
-            if exc.status == 405:  # not mergeable, or merged already: a retry after a merge that went through
+            if exc.host_status == 405:  # not mergeable, or merged already: a retry after a merge that went through
                 pr = await self._call(f"reading {repo}#{number}", self.api.getitem(
                     "/repos/{+repo}/pulls/{number}", {"repo": repo, "number": str(number)}))
                 if pr.get("merged") and pr.get("merge_commit_sha"):

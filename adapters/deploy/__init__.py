@@ -1,0 +1,1 @@
+"""Deploy hooks: core.actions.DeployHook over HTTP."""
