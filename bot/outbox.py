@@ -32,7 +32,7 @@ from datetime import timedelta
 from sqlalchemy import or_, update
 from sqlmodel import col, select
 
-from core.channels import Channel, DeliveryError, Message
+from core.channels import Channel, DeliveryError, Message, RowStatus
 from core.clock import utcnow
 from core.models import MessageRef, Outbox, Thread
 from core.service import Shepherd
@@ -107,7 +107,7 @@ class Dispatcher:
         now = utcnow()
         query = (
             select(Outbox, Thread.address, Thread.opening).join(Thread, col(Thread.id) == col(Outbox.thread_id))
-            .where(Outbox.status == "pending", col(Outbox.channel).in_(list(self.channels)),
+            .where(Outbox.status == RowStatus.PENDING.value, col(Outbox.channel).in_(list(self.channels)),
                    col(Outbox.next_at) <= now,
                    col(Outbox.claimed_until).is_(None) | (col(Outbox.claimed_until) < now),
                    # a thread that waits for its first message: only that message is due
@@ -132,10 +132,10 @@ class Dispatcher:
         message = Message.from_json(row.payload)
         async with self.db.read() as session:
             newer = (await session.exec(select(Outbox.id).where(
-                Outbox.thread_id == row.thread_id, Outbox.key == row.key, Outbox.status == "pending",
+                Outbox.thread_id == row.thread_id, Outbox.key == row.key, Outbox.status == RowStatus.PENDING.value,
                 col(Outbox.id) > (row.id or 0)).limit(1))).first()
             earlier = (await session.exec(select(Outbox.id).where(
-                Outbox.thread_id == row.thread_id, Outbox.key == row.key, Outbox.status == "pending",
+                Outbox.thread_id == row.thread_id, Outbox.key == row.key, Outbox.status == RowStatus.PENDING.value,
                 col(Outbox.id) < (row.id or 0)).limit(1))).first()
             ref = (await session.exec(select(MessageRef).where(
                 MessageRef.thread_id == row.thread_id, MessageRef.key == row.key))).first()
@@ -180,7 +180,7 @@ class Dispatcher:
     async def _done(self, row: Outbox, *, superseded: bool = False) -> None:
         async with self.db.write() as session:
             await session.exec(update(Outbox).where(col(Outbox.id) == row.id).values(
-                status="sent", sent_at=utcnow(), claimed_until=None,
+                status=RowStatus.SENT.value, sent_at=utcnow(), claimed_until=None,
                 last_error="superseded by a newer version" if superseded else None))
 
     async def _later(self, row: Outbox, delay_s: float, error: str | None) -> None:
@@ -198,7 +198,8 @@ class Dispatcher:
             await session.exec(update(Thread).where(col(Thread.id) == row.thread_id, col(Thread.opening) == row.key)
                                .values(address=address, opening=None))
             await session.exec(update(Outbox).where(col(Outbox.thread_id) == row.thread_id,
-                                                    col(Outbox.status) == "pending", col(Outbox.address) == "")
+                                                    col(Outbox.status) == RowStatus.PENDING.value,
+                                                    col(Outbox.address) == "")
                                .values(address=address))
         self._opened = True
 
@@ -206,9 +207,10 @@ class Dispatcher:
         log.error("outbox row %s to %s:%s refused for good: %s", row.id, row.channel, row.address, error)
         async with self.db.write() as session:
             await session.exec(update(Outbox).where(col(Outbox.id) == row.id).values(
-                status="failed", attempts=row.attempts + 1, claimed_until=None, last_error=error[:1000]))
+                status=RowStatus.FAILED.value, attempts=row.attempts + 1, claimed_until=None, last_error=error[:1000]))
             if opens:  # a thread that cannot begin: what waited for it fails too, and its task's news goes elsewhere
                 await session.exec(update(Outbox).where(
-                    col(Outbox.thread_id) == row.thread_id, col(Outbox.status) == "pending").values(
-                    status="failed", claimed_until=None, last_error=f"its thread could not begin: {error}"[:1000]))
+                    col(Outbox.thread_id) == row.thread_id, col(Outbox.status) == RowStatus.PENDING.value).values(
+                    status=RowStatus.FAILED.value, claimed_until=None,
+                    last_error=f"its thread could not begin: {error}"[:1000]))
                 await session.exec(update(Thread).where(col(Thread.id) == row.thread_id).values(task_id=None))

@@ -12,6 +12,7 @@ until that message is posted and the thread has its address. Threads are bound i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy import or_
@@ -20,6 +21,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import ShepherdError
 from core.models import Outbox, Thread
+
+
+class RowStatus(StrEnum):
+    """Where an outbox row stands."""
+
+    PENDING = "pending"  # to be delivered (now, or at its next_at)
+    SENT = "sent"  # delivered, or superseded by a newer version of the same message
+    FAILED = "failed"  # refused for good (the chat is gone): kept, never dropped silently
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import tuple_, update
@@ -23,6 +24,15 @@ from core.clock import as_utc, utcnow
 from core.db import Database
 from core.errors import Conflict
 from core.models import Delivery
+
+
+class ItemStatus(StrEnum):
+    """Where an inbound item stands in the ledger."""
+
+    RECEIVED = "received"  # recorded and being processed (by whoever holds its lease)
+    DONE = "done"
+    FAILED = "failed"  # processed and failed: tried again after a backoff
+
 
 LEASE_S = 120.0  # how long one process may take over an item before another takes it back
 MAX_ATTEMPTS = 5
@@ -94,9 +104,9 @@ class Ledger:
                     answers.append(True)
                     continue
                 row.redeliveries += 1
-                taken = row.status == "failed" or (row.status == "received" and as_utc(row.next_at) <= now)
+                taken = row.status == ItemStatus.FAILED or (row.status == ItemStatus.RECEIVED and as_utc(row.next_at) <= now)
                 if taken:
-                    row.status, row.attempts, row.next_at = "received", row.attempts + 1, lease
+                    row.status, row.attempts, row.next_at = ItemStatus.RECEIVED.value, row.attempts + 1, lease
                 session.add(row)
                 answers.append(taken)
         return answers
@@ -104,7 +114,7 @@ class Ledger:
     async def settle(self, session: AsyncSession, source: str, key: str) -> None:
         """Mark an item done inside the caller's transaction (the one that wrote its effect or its reply)."""
         await session.exec(update(Delivery).where(col(Delivery.source) == source, col(Delivery.key) == key).values(
-            status="done", done_at=utcnow(), error=None))
+            status=ItemStatus.DONE.value, done_at=utcnow(), error=None))
 
     async def done(self, source: str, key: str) -> None:
         async with self.db.write() as session:
@@ -116,7 +126,7 @@ class Ledger:
             row = (await session.exec(select(Delivery).where(Delivery.source == source, Delivery.key == key))).first()
             if row is None:
                 return
-            row.status, row.error = "failed", error[:1000]
+            row.status, row.error = ItemStatus.FAILED.value, error[:1000]
             row.next_at = utcnow() + timedelta(seconds=min(MAX_BACKOFF_S, 5.0 * 2 ** row.attempts))
             session.add(row)
 
@@ -127,7 +137,7 @@ class Ledger:
         async with self.db.read() as session:
             rows = list(await session.exec(
                 select(Delivery).where(
-                    Delivery.source == source, col(Delivery.status).in_(["received", "failed"]),
+                    Delivery.source == source, col(Delivery.status).in_([ItemStatus.RECEIVED.value, ItemStatus.FAILED.value]),
                     col(Delivery.next_at) <= now, col(Delivery.attempts) < MAX_ATTEMPTS,
                 ).order_by(col(Delivery.id)).limit(limit)))
         taken: list[Delivery] = []
@@ -136,7 +146,7 @@ class Ledger:
                 result = await session.exec(
                     update(Delivery).where(col(Delivery.id) == row.id, col(Delivery.status) == row.status,
                                            col(Delivery.attempts) == row.attempts)
-                    .values(status="received", attempts=row.attempts + 1,
+                    .values(status=ItemStatus.RECEIVED.value, attempts=row.attempts + 1,
                             next_at=now + timedelta(seconds=self.lease_s)))
                 if result.rowcount == 1:
                     taken.append(row)
