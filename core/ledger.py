@@ -104,7 +104,8 @@ class Ledger:
                     answers.append(True)
                     continue
                 row.redeliveries += 1
-                taken = row.status == ItemStatus.FAILED or (row.status == ItemStatus.RECEIVED and as_utc(row.next_at) <= now)
+                abandoned = row.status == ItemStatus.RECEIVED and as_utc(row.next_at) <= now  # its lease ran out
+                taken = row.status == ItemStatus.FAILED or abandoned
                 if taken:
                     row.status, row.attempts, row.next_at = ItemStatus.RECEIVED.value, row.attempts + 1, lease
                 session.add(row)
@@ -137,7 +138,8 @@ class Ledger:
         async with self.db.read() as session:
             rows = list(await session.exec(
                 select(Delivery).where(
-                    Delivery.source == source, col(Delivery.status).in_([ItemStatus.RECEIVED.value, ItemStatus.FAILED.value]),
+                    Delivery.source == source,
+                    col(Delivery.status).in_([ItemStatus.RECEIVED.value, ItemStatus.FAILED.value]),
                     col(Delivery.next_at) <= now, col(Delivery.attempts) < MAX_ATTEMPTS,
                 ).order_by(col(Delivery.id)).limit(limit)))
         taken: list[Delivery] = []
