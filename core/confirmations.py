@@ -41,7 +41,8 @@ from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationF
 from core.events import record
 from core.evidence import ActionRecord
 from core.ids import new_id
-from core.models import Agent, Confirmation, Project, Task, Vote
+from core.models import Agent, Project, Task, Vote
+from core.models import Confirmation as Confirmation  # the record this service returns
 from core.plans import Plan as Plan  # re-exported: a confirmation is bound to a plan
 from core.plans import Target
 from core.plans import plan_hash as plan_hash

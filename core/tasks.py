@@ -31,7 +31,9 @@ from core.db import Database
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.events import record
 from core.ids import new_id
-from core.models import Agent, Project, RunnerNode, Task, TaskLog, User
+from core.models import Agent, Project, RunnerNode, User
+from core.models import Task as Task  # the records this service returns
+from core.models import TaskLog as TaskLog  # the records this service returns
 from core.projects import check_branch, find_project, resolve_project
 from core.repos import RepoRules
 from core.repos import repo_kind as repo_kind  # re-exported: where repositories come from is core.repos

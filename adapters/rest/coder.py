@@ -19,11 +19,10 @@ from adapters.rest.framework import ApiRequest, FieldError, Route, SnakeApiModel
 from core.access import Principal
 from core.clock import iso, utcnow
 from core.errors import ValidationFailed
-from core.models import Task, TaskLog
 from core.service import Shepherd
 from core.snapshots import snapshot_entries
 from core.task_state import State, TaskStatus
-from core.tasks import MAX_INPUT, MAX_PAGE, MAX_PROMPT, TaskFilter, owner_of
+from core.tasks import MAX_INPUT, MAX_PAGE, MAX_PROMPT, Task, TaskFilter, TaskLog, owner_of
 
 # Template ids are derived from the agent name, so they are the same on every server and every call.
 _TEMPLATE_NS = uuid.UUID("6f1f8a52-6c3e-5b7e-9a55-2f3d1c0e4b7a")

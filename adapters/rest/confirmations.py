@@ -19,8 +19,7 @@ from pydantic import Field
 
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Result, Route, token_from
 from core.clock import iso
-from core.confirmations import Plan, Status, check_summary
-from core.models import Confirmation
+from core.confirmations import Confirmation, Plan, Status, check_summary
 from core.policy import Risk, check_action
 
 MAX_WAIT_S = 60

@@ -6,8 +6,7 @@ from pydantic import Field
 
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Route
 from core.clock import iso
-from core.models import Project
-from core.projects import PROJECT_NAME, REPO
+from core.projects import PROJECT_NAME, REPO, Project
 
 
 class ProjectOut(ApiModel):
