@@ -264,7 +264,7 @@ async def _doctor(settings: Settings) -> int:
 
 async def _doctor_sandbox(settings: Settings) -> bool:
     """What the sandbox really gives here, probed from inside; a sandbox that is on but weak fails."""
-    from core.runners.sandbox import probe
+    from core.runners.probe import probe
 
     report = await probe(settings.sandbox_view())
     if not settings.sandbox:

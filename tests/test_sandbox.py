@@ -27,7 +27,8 @@ from core.access import Role
 from core.db import Database
 from core.runners import RunSpec
 from core.runners.local import LocalRunner
-from core.runners.sandbox import AGENT_UID, SANDBOX_HOME, SandboxView, bwrap_argv, probe
+from core.runners.probe import probe
+from core.runners.sandbox import AGENT_UID, SANDBOX_HOME, SandboxView, bwrap_argv
 from core.service import Shepherd
 from tests.conftest import IN_CI, person
 from tests.procs import Home

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from core.errors import ShepherdError
 from core.runners import ExitReason, RunExit, RunSpec
-from core.runners.sandbox import SandboxReport, SandboxView, bwrap_argv, probe
+from core.runners.probe import SandboxReport, probe
+from core.runners.sandbox import SandboxView, bwrap_argv
 from core.textcheck import without_controls
 
 CHUNK_BYTES = 64 * 1024

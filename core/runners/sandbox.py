@@ -16,17 +16,15 @@ Shepherd's data directory, its working directory and its user's home are never s
 the operator listed. There is no network; `shepherd ask` reaches Shepherd through one Unix socket bound
 in at SANDBOX_SOCKET, which serves only the task-token routes.
 
-`probe` runs the same sandbox with a shell script and reports what it really gives; the runner refuses
-to run an agent in a sandbox that is weaker than this (fail closed), and `shepherd doctor` says why.
+core.runners.probe runs the same sandbox with a shell script and reports what it really gives; the runner
+refuses to run an agent in a sandbox that is weaker than this (fail closed), and `shepherd doctor` says why.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -38,8 +36,6 @@ SANDBOX_TOOLS = "/run/shepherd/bin"
 SANDBOX_SOCKET = "/run/shepherd/ask.sock"
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 SECRETS_TTL_S = 300.0  # /etc is read again for files only their owner may read at most this often
-PROBE_TIMEOUT_S = 20.0
-PROBE_PATH = "/usr/bin:/bin"
 
 
 @dataclass(frozen=True)
@@ -66,12 +62,12 @@ def home_for(workspace: Path) -> Path:
 # --- what the host shows --------------------------------------------------------------------------
 
 
-def _within(path: str, root: str) -> bool:
+def within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def is_system(path: str) -> bool:
-    return any(_within(path, d) for d in SYSTEM_DIRS)
+    return any(within(path, d) for d in SYSTEM_DIRS)
 
 
 _secrets: tuple[float, tuple[tuple[str, bool], ...]] | None = None
@@ -125,14 +121,14 @@ def _install_root(real: str, hidden: Sequence[str]) -> str | None:
     if is_system(real):
         return None
     folder = os.path.dirname(real)
-    inside = any(_within(folder, h) for h in hidden)
+    inside = any(within(folder, h) for h in hidden)
     candidates = [folder]
     if os.path.basename(folder) == "bin":
         prefix = os.path.dirname(folder)
         if not inside or _self_contained(prefix):
             candidates.insert(0, prefix)
     for root in candidates:
-        if root != "/" and not any(_within(h, root) for h in hidden):
+        if root != "/" and not any(within(h, root) for h in hidden):
             return root
     return real
 
@@ -186,7 +182,7 @@ def program_roots(program: Sequence[str], search: str, hidden: Sequence[str]) ->
 
 def _under(path: str, source: str, dest: str) -> str | None:
     """Where `path` (a real path) shows inside the sandbox when `source` (real) is bound at `dest`."""
-    if not _within(path, source):
+    if not within(path, source):
         return None
     return dest + path[len(source.rstrip("/")):] if path != source else dest
 
@@ -226,7 +222,7 @@ def bwrap_argv(
     for path, is_dir in sorted(secrets, key=lambda s: len(s[0])):
         for source, dest in shown:
             at = _under(path, source, dest)
-            if at is None or any(_within(at, m) for m in masked):
+            if at is None or any(within(at, m) for m in masked):
                 continue  # not shown there, or covered by an outer mask already
             (masked if is_dir else files).append(at)
     for at in masked:
@@ -253,142 +249,6 @@ def bwrap_argv(
     if real and command:
         command[0] = real
     return out + command
-
-
-# --- what the sandbox really gives ------------------------------------------------------------------
-
-_PROBE = (
-    'grep -E "^Cap(Eff|Prm|Bnd):" /proc/self/status; echo "uid $(id -u)"; '
-    'echo "map $(head -n 1 /proc/self/uid_map)"; '
-    'echo "net $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\\n" " ")"; '
-    'if unshare -U true 2>/dev/null; then echo "nested yes"; else echo "nested no"; fi; '
-    'for p in "$@"; do if [ -e "$p" ]; then echo "sees $p $(ls -A "$p" 2>/dev/null | tr "\\n" "/")"; fi; done; '
-    'if [ -w /usr ]; then echo "writes /usr"; fi'  # asked, not tried: where the sandbox fails, this is the host
-)
-
-
-@dataclass(frozen=True)
-class SandboxReport:
-    """What a probe run inside the sandbox found: `strong` when it holds, else `problems` say why."""
-
-    version: str
-    uid: str = ""
-    user_namespace: bool = False
-    capabilities: str = ""
-    network: tuple[str, ...] = ()
-    nested_namespaces: bool = True
-    sees_hidden: tuple[str, ...] = ()
-    problems: tuple[str, ...] = ()
-
-    @property
-    def strong(self) -> bool:
-        return not self.problems
-
-    def describe(self) -> str:
-        if not self.version:
-            return "; ".join(self.problems)
-        parts = [
-            f"bubblewrap {self.version}",
-            f"user namespace: {'yes' if self.user_namespace else 'NO'} (agent uid {self.uid or '?'})",
-            f"capabilities: {'none' if self.capabilities == '0' else self.capabilities or '?'}",
-            f"network: {'loopback only' if set(self.network) <= {'lo'} else ', '.join(self.network)}",
-            f"nested namespaces: {'refused' if not self.nested_namespaces else 'ALLOWED'}",
-        ]
-        return ", ".join(parts)
-
-
-def _version(bwrap: str) -> str:
-    try:
-        import subprocess
-
-        out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip().removeprefix("bubblewrap ").strip() or "?"
-    except (OSError, ValueError):
-        return "?"
-
-
-def _probe_argv(bwrap: str, view: SandboxView, scratch: Path) -> tuple[list[str], dict[str, set[str]]]:
-    """The probe's command line in the sandbox `view` describes, and what each hidden folder may list: the
-    bare path to a program installed below it (a Python under ~/.pyenv) and nothing else."""
-    hidden = [os.path.realpath(h) for h in view.hidden]
-    roots = [r for p in view.programs for r in program_roots([str(p)], PROBE_PATH, hidden)[1]]
-    allowed = {h: {Path(r).relative_to(h).parts[0] for r in roots if _within(r, h) and r != h} for h in hidden}
-    ws, home = scratch / "ws", scratch / "home"
-    ws.mkdir()
-    home.mkdir()
-    argv = bwrap_argv(bwrap, ["/bin/sh", "-c", _PROBE, "probe", *hidden], cwd=ws, env={"PATH": PROBE_PATH},
-                      view=replace(view, home=home, socket=None, tools=None), program=["/bin/sh"])
-    return argv, allowed
-
-
-async def probe(view: SandboxView) -> SandboxReport:
-    """Run a shell inside the sandbox `view` describes and report what it can do there."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return SandboxReport("", problems=("bubblewrap is not installed (apt-get install bubblewrap)",))
-    version = await asyncio.to_thread(_version, bwrap)
-    with tempfile.TemporaryDirectory(prefix="shepherd-probe-") as scratch:
-        argv, allowed = await asyncio.to_thread(_probe_argv, bwrap, view, Path(scratch))
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, env={"PATH": PROBE_PATH, "HOME": SANDBOX_HOME}, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-            )
-            out, err = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            return SandboxReport(version, problems=(f"bubblewrap could not run: {exc}",))
-    if proc.returncode != 0:
-        said = (err or out).decode(errors="replace").strip().splitlines()
-        why = said[-1] if said else f"exit {proc.returncode}"
-        return SandboxReport(version, problems=(f"bubblewrap {version} cannot build the sandbox here: {why}",))
-    return _report(version, out.decode(errors="replace"), allowed)
-
-
-def _report(version: str, text: str, allowed: Mapping[str, set[str]]) -> SandboxReport:
-    caps: dict[str, str] = {}
-    uid, mapped, nested, writes = "", "", True, False
-    network: tuple[str, ...] = ()
-    sees: list[str] = []
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if line.startswith("Cap"):
-            name, _, bits = line.partition(":")
-            caps[name] = bits.strip()
-        elif key == "uid":
-            uid = value.strip()
-        elif key == "map":
-            mapped = value.strip()
-        elif key == "net":
-            network = tuple(value.split())
-        elif key == "nested":
-            nested = value.strip() == "yes"
-        elif key == "sees":
-            path, _, listing = value.partition(" ")
-            extra = {e for e in listing.split("/") if e} - allowed.get(path, set())
-            if extra:
-                sees.append(f"{path} ({', '.join(sorted(extra)[:5])})")
-        elif key == "writes":
-            writes = True
-    effective = {int(v or "0", 16) for v in caps.values()}
-    capabilities = "0" if caps and effective == {0} else ",".join(f"{k}={v}" for k, v in caps.items())
-    userns = bool(mapped) and mapped.split()[:3] != ["0", "0", "4294967295"]
-    problems = []
-    if not userns:
-        problems.append("the agent is not in a user namespace")
-    if uid == "0":
-        problems.append("the agent runs as uid 0")
-    if capabilities != "0":
-        problems.append(f"the agent keeps capabilities ({capabilities or 'unreadable'})")
-    if set(network) - {"lo"}:
-        problems.append(f"the agent has network interfaces: {', '.join(network)}")
-    if nested:
-        problems.append("the agent can create user namespaces of its own (bubblewrap 0.8+ has --disable-userns)")
-    if sees:
-        problems.append(f"the agent sees {', '.join(sees)}")
-    if writes:
-        problems.append("the agent can write to /usr")
-    return SandboxReport(version, uid=uid, user_namespace=userns, capabilities=capabilities, network=network,
-                         nested_namespaces=nested, sees_hidden=tuple(sees), problems=tuple(problems))
 
 
 def parse_paths(value: str | Iterable[str]) -> tuple[Path, ...]:
