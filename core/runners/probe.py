@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.runners.sandbox import SANDBOX_HOME, SandboxView, within, bwrap_argv, program_roots
+from core.runners.sandbox import SANDBOX_HOME, SandboxView, bwrap_argv, program_roots, within
 
 PROBE_TIMEOUT_S = 20.0
 PROBE_PATH = "/usr/bin:/bin"
