@@ -36,10 +36,13 @@ from bot.migrate import upgrade  # noqa: E402
 from bot.presets import agent_catalog  # noqa: E402
 from core.access import Principal, Role  # noqa: E402
 from core.actions import ActionsConfig, Executor  # noqa: E402
-from core.confirmations import Origin, Plan  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.models import Task  # noqa: E402
-from core.plans import Target  # noqa: E402
+from core.plans import (  # noqa: E402
+    Origin,
+    Plan,
+    Target,  # noqa: E402
+)
 from core.policy import PolicyStore  # noqa: E402
 from core.runners.local import LocalRunner  # noqa: E402
 from core.runners.workspace import push  # noqa: E402

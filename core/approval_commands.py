@@ -7,13 +7,14 @@ from typing import Any
 
 from core.access import Role
 from core.agents import LEVEL_NAMES, parse_level
-from core.confirmations import Gate, Plan, Status, render
+from core.confirmations import Gate
 from core.errors import Conflict, ValidationFailed
 from core.evidence import Evidence
 from core.grammar import Arg, ArgKind, CommandContext, CommandRegistry, CommandSpec, Reply
 from core.models import Task
-from core.plans import Target, describe
+from core.plans import Plan, Status, Target, describe
 from core.policy import Verdict
+from core.prompts import render
 from core.repos import repo_kind
 from core.task_commands import TASK_ARG as _TASK
 from core.text import ago, table

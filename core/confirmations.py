@@ -20,12 +20,9 @@ such as `merge`), `agent` (the agent asked through `shepherd ask`; the agent act
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import secrets
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import col, select
@@ -34,50 +31,26 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from core import task_state
 from core.access import Principal, Role, Scope
 from core.agents import DEFAULT_LEVEL, Agents, suspensions
-from core.channels import Button, Message, enqueue, threads_for
+from core.channels import enqueue, threads_for
 from core.clock import as_utc, utcnow
 from core.db import Database
-from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from core.errors import Conflict, Forbidden, NotFound
 from core.events import record
-from core.evidence import ActionRecord
 from core.ids import new_id
 from core.models import Agent, Project, Task, Vote
 from core.models import Confirmation as Confirmation  # the record this service returns
-from core.plans import Plan as Plan  # re-exported: a confirmation is bound to a plan
-from core.plans import Target
-from core.plans import plan_hash as plan_hash
-from core.policy import Decision, Policy, PolicyStore, Risk, Verdict
+from core.plans import MAX_SUMMARY, Execution, Origin, Plan, Status, checked_plan
+from core.policy import Decision, Policy, PolicyStore, Verdict
 from core.projects import Projects
-from core.task_state import ACTIVE, GATED, TaskStatus
-from core.textcheck import free_text, name_text
+from core.prompts import render
+from core.questions import note_waiting
+from core.task_state import GATED, TaskStatus
+from core.textcheck import free_text
 from core.wakeup import Wakeup
 
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no I, L, O, 0, 1: read aloud and typed without doubt
 CODE_LENGTH = 4
-MAX_SUMMARY = 1000
 MAX_COMMENT = 1000
-TASK_TOKEN_PREFIX = "sht_"
-
-
-class Status(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    VOID = "void"
-
-
-class Origin(StrEnum):
-    POLICY = "policy"
-    PERSON = "person"
-    AGENT = "agent"
-
-
-class Execution(StrEnum):
-    WAITING = "waiting"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -91,54 +64,6 @@ class VoteResult:
     confirmation: Confirmation
     counted: bool
     text: str
-
-
-def new_task_token() -> tuple[str, str]:
-    """A task-scoped callback token and its SHA-256 (only the hash is stored)."""
-    secret = TASK_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    return secret, hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _when(ts: datetime) -> str:
-    return as_utc(ts).strftime("%H:%M UTC")
-
-
-def render(conf: Confirmation, task_name: str | None = None) -> Message:
-    """The prompt, or once decided what became of it: one message, edited in place everywhere."""
-    status = Status(conf.status)
-    fields = {"action": conf.action, "risk": conf.risk, "requested by": conf.requester_name,
-              "votes": f"{conf.approvals}/{conf.quorum}"}
-    if task_name:
-        fields["task"] = task_name
-    target = Target.from_json(conf.target)
-    for key, value in (("repo", target.repo), ("branch", target.branch), ("base", target.base),
-                       ("head", (target.head or "")[:12])):
-        if value:
-            fields[key] = value
-    buttons: tuple[Button, ...] = ()
-    if status is Status.PENDING:
-        fields["expires"] = _when(conf.expires_at)
-        critical = conf.risk == Risk.CRITICAL.label
-        confirm = f"{conf.action} is critical: approve it?" if critical else None
-        buttons = (Button("Approve", "approve", conf.id, "primary", confirm),
-                   Button("Reject", "reject", conf.id, "danger"))
-        text = f"approval {conf.code} ({conf.risk}): {conf.summary}"
-    else:
-        who = conf.decided_by or "?"
-        where = conf.decided_via or "?"
-        at = _when(conf.decided_at) if conf.decided_at else "?"
-        verb = {"expired": "expired", "void": "void"}.get(status.value)
-        if verb:
-            text = f"{conf.code} {verb} at {at}: {conf.summary}" + (f" ({conf.reason})" if conf.reason else "")
-        else:
-            by = f"by policy (L{conf.level})" if where == "policy" else f"by {who} from {where}"
-            text = f"{conf.code} {status.value} {by} at {at}: {conf.summary}"
-            if conf.reason and status is Status.REJECTED:
-                text += f" ({conf.reason})"
-            if conf.execution in (Execution.DONE, Execution.FAILED):
-                text += f" · {ActionRecord.from_json(conf.result).line(conf.action)}"
-    return Message(key=f"confirmation:{conf.id}", text=text, kind="confirmation", state=status.value,
-                   fields=fields, buttons=buttons, code=conf.code)
 
 
 class Confirmations:
@@ -249,70 +174,6 @@ class Confirmations:
     def _payload(conf: Confirmation, **extra: Any) -> dict[str, Any]:
         return {"confirmationId": conf.id, "code": conf.code, "action": conf.action, "risk": conf.risk,
                 "status": conf.status, "origin": conf.origin, "planHash": conf.plan_hash, **extra}
-
-    # --- the agent's own questions (`shepherd ask`) -------------------------------------------------
-
-    async def task_by_token(self, session: AsyncSession, task_id: str, token: str, *, lock: bool = False) -> Task:
-        """The task a callback token belongs to, while its turn runs. Any other token, or a finished turn,
-        is refused with the same words: a token tells nothing about other tasks."""
-        query = select(Task).where(Task.id == task_id)
-        task = (await session.exec(query.with_for_update() if lock else query)).first()
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        if (task is None or not task.callback_hash or not hmac.compare_digest(task.callback_hash, digest)
-                or TaskStatus(task.status) not in ACTIVE):
-            raise Unauthorized("this task token is not valid for that task (or its turn has ended)",
-                               code="INVALID_TASK_TOKEN")
-        return task
-
-    async def check_task_token(self, task_id: str, token: str) -> None:
-        """Refuse (401) a token that is not this task's for its running turn, before anything else is read."""
-        async with self.db.read() as session:
-            await self.task_by_token(session, task_id, token)
-
-    async def ask(self, task_id: str, token: str, plan: Plan) -> Confirmation:
-        async with self.db.write() as session:
-            task = await self.task_by_token(session, task_id, token, lock=True)
-            plan = checked_plan(plan)  # the token first: a stranger learns nothing, not even what is refused
-            agent = await session.get(Agent, task.agent_id) if task.agent_id else None
-            level = agent.autonomy_level if agent else task.autonomy_level
-            gate = await self.gate(
-                session, org_id=task.org_id, plan=plan, origin=Origin.AGENT, level=level,
-                requester_id=task.owner_id, requester_name=task.owner_name, task=task, agent_id=task.agent_id,
-                project_id=task.project_id,
-            )
-            await self.note_waiting(session, task)
-            return gate.confirmation
-
-    async def note_waiting(self, session: AsyncSession, task: Task, decided: str = "") -> None:
-        """The one writer of "this running agent waits on people": while one of its `shepherd ask` questions is
-        pending, the task's state is `idle` with the question (the one it asked last: what it waits on now);
-        once people decided them all, `working` again (`decided` says how). The log flusher leaves an idle
-        task's message alone (core.tasks.waiting_on_people)."""
-        if TaskStatus(task.status) is not TaskStatus.RUNNING:
-            return  # a paused task is idle anyway; resuming it asks again
-        asking = (await session.exec(select(Confirmation).where(
-            Confirmation.task_id == task.id, Confirmation.status == Status.PENDING.value,
-            Confirmation.origin == Origin.AGENT.value,
-        ).order_by(col(Confirmation.created_at).desc(), col(Confirmation.id).desc()))).first()
-        if asking is not None:
-            task_state.wait_on_people(task, f"waiting for approval {asking.code}: {asking.summary}")
-        elif task.state == task_state.State.IDLE:
-            task_state.back_to_work(task, decided or "people decided; the agent goes on")
-        else:
-            return
-        session.add(task)
-
-    async def asked(self, task_id: str, token: str, code: str) -> tuple[Confirmation, bool]:
-        """A question of this task, and whether its answer is held back (its agent is suspended)."""
-        async with self.db.read() as session:
-            task = await self.task_by_token(session, task_id, token)
-            conf = (await session.exec(select(Confirmation).where(
-                Confirmation.org_id == task.org_id, Confirmation.task_id == task.id,
-                Confirmation.code == code.strip().upper()))).first()
-            if conf is None:
-                raise NotFound(f"confirmation {code!r} not found for this task", code="CONFIRMATION_NOT_FOUND")
-            held = conf.status == Status.APPROVED and await self.suspended(session, task.agent_id, task.project_id)
-            return conf, held
 
     @staticmethod
     async def suspended(session: AsyncSession, agent_id: str | None, project_id: str | None) -> bool:
@@ -470,7 +331,7 @@ class Confirmations:
                 task_state.note_gate(task, f"{conf.code} approved by {by}: running {conf.action}")
             elif conf.origin == Origin.AGENT:
                 how = f"{status.value} by {by}" if status in (Status.APPROVED, Status.REJECTED) else status.value
-                await self.note_waiting(session, task, f"{conf.code} {how}; the agent goes on")
+                await note_waiting(session, task, f"{conf.code} {how}; the agent goes on")
             session.add(task)
         system = Principal(org_id=conf.org_id, name=by, scopes=frozenset(), channel=via)
         await record(session, system, "confirmation", f"confirmation.{status.value}", agent_id=conf.agent_id,
@@ -501,17 +362,6 @@ class Confirmations:
             await self._decide(session, conf, Status.VOID, "shepherd", "shepherd", reason)
         return len(rows)
 
-    async def void_questions(self, session: AsyncSession, task: Task, reason: str) -> int:
-        """Void what the task's agent asked (`shepherd ask`) and people have not decided yet: the turn that
-        asked is over, so nobody waits for the answer, and a later decision would decide nothing."""
-        rows = list(await session.exec(select(Confirmation).where(
-            Confirmation.task_id == task.id, Confirmation.status == Status.PENDING.value,
-            Confirmation.origin == Origin.AGENT.value,
-        ).with_for_update()))
-        for conf in rows:
-            await self._decide(session, conf, Status.VOID, "shepherd", "shepherd", reason)
-        return len(rows)
-
     async def expire_due(self, *, limit: int = 100) -> int:
         """Pending confirmations past their expiry become `expired` (a reject). Run by the worker."""
         now = utcnow()
@@ -535,16 +385,3 @@ class Confirmations:
         return expired
 
 
-def check_summary(text: str) -> str:
-    text = free_text((text or "").strip(), "the summary")
-    if not text or len(text) > MAX_SUMMARY:
-        raise ValidationFailed(f"a summary is 1-{MAX_SUMMARY} characters", code="INVALID_SUMMARY")
-    return text
-
-
-def checked_plan(plan: Plan) -> Plan:
-    """What people or an agent wrote into a plan (its summary, its text parameters) is text like any other:
-    checked, and kept with its line breaks normalised."""
-    params = {name_text(str(key), "a parameter name"): free_text(value, f"parameter {key}")
-              if isinstance(value, str) else value for key, value in plan.params.items()}
-    return replace(plan, summary=free_text(plan.summary, "the summary"), params=params)

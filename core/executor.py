@@ -18,11 +18,10 @@ from core import task_state
 from core.access import Principal
 from core.actions import ActionError, Executor, PlanChanged
 from core.clock import utcnow
-from core.confirmations import Execution, Origin, Status
 from core.events import record
 from core.evidence import ActionRecord, ActionResult, Evidence, TaskAction
 from core.models import Agent, Confirmation, Task
-from core.plans import Plan
+from core.plans import Execution, Origin, Plan, Status
 from core.runner_config import RunnerConfig
 from core.runners.workspace import WorkspaceError
 from core.service import Shepherd

@@ -1,15 +1,42 @@
-"""Plans: what an action would do, and on what. A confirmation is bound to its plan's hash, so a plan that
-changed (a new head, other parameters) is a new question (core.confirmations)."""
+"""Plans: what an action would do, and on what, and the words for a confirmation's life. A confirmation is
+bound to its plan's hash, so a plan that changed (a new head, other parameters) is a new question
+(core.confirmations)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
+from core.errors import ValidationFailed
 from core.policy import Risk
+from core.textcheck import free_text, name_text
+
+MAX_SUMMARY = 1000
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    VOID = "void"
+
+
+class Origin(StrEnum):
+    POLICY = "policy"
+    PERSON = "person"
+    AGENT = "agent"
+
+
+class Execution(StrEnum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -75,3 +102,18 @@ def describe(action: str, target: Target, params: Mapping[str, Any]) -> str:
     if action.startswith("deploy."):
         return f"deploy {branch} at {head} of {repo} to {action.removeprefix('deploy.')}"
     return action
+
+
+def check_summary(text: str) -> str:
+    text = free_text((text or "").strip(), "the summary")
+    if not text or len(text) > MAX_SUMMARY:
+        raise ValidationFailed(f"a summary is 1-{MAX_SUMMARY} characters", code="INVALID_SUMMARY")
+    return text
+
+
+def checked_plan(plan: Plan) -> Plan:
+    """What people or an agent wrote into a plan (its summary, its text parameters) is text like any other:
+    checked, and kept with its line breaks normalised."""
+    params = {name_text(str(key), "a parameter name"): free_text(value, f"parameter {key}")
+              if isinstance(value, str) else value for key, value in plan.params.items()}
+    return replace(plan, summary=free_text(plan.summary, "the summary"), params=params)

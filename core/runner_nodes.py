@@ -20,9 +20,9 @@ from sqlmodel import col, select
 from core import task_state
 from core.access import Principal
 from core.clock import as_utc, utcnow
-from core.confirmations import Execution
 from core.events import record
 from core.models import Confirmation, RunnerNode, Task
+from core.plans import Execution
 from core.runners.local import group_members
 from core.service import Shepherd
 from core.task_state import ACTIVE, TaskStatus
@@ -158,7 +158,7 @@ class RunnerNodes:
                 task = await session.get(Task, stale.id, with_for_update=True)
                 if task is None or TaskStatus(task.status) not in ACTIVE:
                     continue
-                await self.shepherd.confirmations.void_questions(session, task, f"the turn ended: {reason}")
+                await self.shepherd.questions.void_questions(session, task, f"the turn ended: {reason}")
                 task_state.interrupt(task, reason)
                 session.add(task)
                 await agent_after(session, task, task_state.Outcome.INTERRUPTED)

@@ -13,6 +13,7 @@ from core.orgs import Orgs
 from core.policy import PolicyStore
 from core.progress import Progress
 from core.projects import Projects
+from core.questions import Questions
 from core.repos import RepoRules
 from core.runners.presets import AgentCatalog
 from core.tasks import Tasks
@@ -36,6 +37,7 @@ class Shepherd:
         self.runs_due = runs_due or Wakeup()
         self.outbox_due = outbox_due or Wakeup()
         self.confirmations = Confirmations(db, policies, runs_due=self.runs_due)
+        self.questions = Questions(db, self.confirmations)
         self.tasks = Tasks(db, self.confirmations, runs_due=self.runs_due, runtimes=self.catalog.names,
                            default_runtime=default_agent, workspace_root=workspace_root, repos=repos)
         self.orgs = Orgs(db)

@@ -17,10 +17,10 @@ from sqlmodel import col, select
 
 from core.actions import Executor
 from core.claims import Caps, Claims, plan_claims
-from core.confirmations import Origin, Status
 from core.executor import ApprovedActions
 from core.ids import new_node_id
 from core.models import Confirmation, Task
+from core.plans import Origin, Status
 from core.runner_config import RunnerConfig as RunnerConfig  # re-exported: the shell builds it from Settings
 from core.runner_nodes import RunnerNodes
 from core.runners import Runner

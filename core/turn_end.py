@@ -15,11 +15,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core import task_state
 from core.access import Principal
-from core.confirmations import Origin, Status
 from core.events import record
 from core.evidence import DiffStats, Evidence
 from core.models import Agent, Task
-from core.plans import Plan, Target, describe
+from core.plans import Origin, Plan, Status, Target, describe
 from core.policy import PolicyError
 from core.repos import repo_kind
 from core.runners import RunExit
@@ -87,7 +86,7 @@ class TurnEnd:
                              task_id=task.id, payload={"outcome": outcome.value, "evidence": evidence.to_json()})
                 return
             # the turn is over: what its agent asked and nobody decided can no longer be waited for
-            await self.shepherd.confirmations.void_questions(session, task, f"the agent's turn ended ({outcome.value})")
+            await self.shepherd.questions.void_questions(session, task, f"the agent's turn ended ({outcome.value})")
             if deleting:
                 workspace = task.workspace
                 await delete_rows(session, task)

@@ -22,11 +22,12 @@ from core import environ, task_state
 from core.access import Principal
 from core.agents import AgentStatus
 from core.clock import utcnow
-from core.confirmations import Origin, Status, new_task_token
 from core.errors import ShepherdError
 from core.events import record
 from core.evidence import DiffStats
 from core.models import Agent, Confirmation, Task, TaskLog
+from core.plans import Origin, Status
+from core.questions import new_task_token, note_waiting
 from core.runner_config import RunnerConfig
 from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
 from core.runners.local import RunnerError
@@ -357,7 +358,7 @@ class Turns:
             elif control is Control.RESUME and task.status == TaskStatus.PAUSED:
                 turn.handle.resume()
                 task_state.resume(task)
-                await self.shepherd.confirmations.note_waiting(session, task)  # still asking people?
+                await note_waiting(session, task)  # still asking people?
                 name = "task.resumed"
             else:
                 session.add(task)

@@ -27,10 +27,10 @@ from bot.sweeper import Sweeper
 from core.access import Principal, Role
 from core.actions import ActionsConfig, Executor
 from core.channels import DeliveryError, Message
-from core.confirmations import Status
 from core.db import Database
 from core.errors import Conflict
 from core.models import Confirmation, Task
+from core.plans import Status
 from core.policy import PolicyStore
 from core.service import Shepherd
 from core.supervisor import TaskSupervisor

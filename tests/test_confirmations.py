@@ -12,11 +12,10 @@ from sqlmodel import col, select
 
 from core.access import Principal, Role
 from core.clock import utcnow
-from core.confirmations import Origin, Plan, Status, plan_hash
 from core.conversations import bind_thread
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from core.models import Confirmation, Event, Outbox, Task
-from core.plans import Target
+from core.plans import Origin, Plan, Status, Target, plan_hash
 from core.service import Shepherd
 from tests.conftest import person
 
@@ -239,7 +238,7 @@ async def test_approve_and_reject_at_the_same_moment_from_two_pools_make_one_dec
 
 
 async def test_a_task_token_opens_only_its_own_task_while_it_runs(shepherd: Shepherd) -> None:
-    from core.confirmations import new_task_token
+    from core.questions import new_task_token
 
     task = await started_task(shepherd, status="running")
     token, digest = new_task_token()
@@ -247,17 +246,17 @@ async def test_a_task_token_opens_only_its_own_task_while_it_runs(shepherd: Shep
         await session.exec(update(Task).where(col(Task.id) == task.id).values(callback_hash=digest))
     other = await started_task(shepherd, status="running")
     plan = Plan(action="db.migrate", summary="run the migration")
-    asked = await shepherd.confirmations.ask(task.id, token, plan)
+    asked = await shepherd.questions.ask(task.id, token, plan)
     assert asked.status == "pending" and asked.risk == "high" and asked.origin == "agent"
     assert asked.requester_id == task.owner_id
     for task_id, secret in ((other.id, token), (task.id, token + "x"), (task.id, "")):
         with pytest.raises(Unauthorized) as refused:
-            await shepherd.confirmations.ask(task_id, secret, plan)
+            await shepherd.questions.ask(task_id, secret, plan)
         assert refused.value.code == "INVALID_TASK_TOKEN"
     async with shepherd.db.write() as session:
         await session.exec(update(Task).where(col(Task.id) == task.id).values(status="completed"))
     with pytest.raises(Unauthorized):
-        await shepherd.confirmations.asked(task.id, token, asked.code)
+        await shepherd.questions.asked(task.id, token, asked.code)
 
 
 async def test_person_requests_count_the_requesters_own_vote_when_one_decides(shepherd: Shepherd) -> None:

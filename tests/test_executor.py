@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from core.actions import ActionError
-from core.confirmations import Execution
 from core.evidence import ActionRecord, ActionResult
 from core.executor import after_attempt
+from core.plans import Execution
 
 NOW = 1_000_000.0
 PUSHED = ActionResult(branch="shepherd/x", head="a" * 40, pushed=True)

@@ -11,10 +11,9 @@ from sqlmodel import select
 
 from adapters.console.repl import console_principal
 from core.access import Principal, Role, Scope
-from core.confirmations import Origin, Plan
 from core.errors import Forbidden
 from core.models import ApiToken, User
-from core.plans import Target
+from core.plans import Origin, Plan, Target
 from core.service import Shepherd
 from core.tokens import Tokens
 from tests.conftest import person

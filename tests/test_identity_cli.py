@@ -10,9 +10,8 @@ import pytest
 
 from bot.presets import agent_catalog
 from core.access import Role
-from core.confirmations import Origin, Plan
 from core.db import Database
-from core.plans import Target
+from core.plans import Origin, Plan, Target
 from core.service import Shepherd
 from tests.conftest import person
 from tests.procs import Home, stop

@@ -17,8 +17,8 @@ from sqlmodel import col
 from adapters.rest.framework import Route
 from bot.app import all_routes
 from core.access import Principal, Role
-from core.confirmations import new_task_token
 from core.models import Task
+from core.questions import new_task_token
 from tests.test_confirmations import started_task
 from tests.test_rest_coder import Rig, served
 

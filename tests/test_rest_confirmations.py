@@ -11,9 +11,9 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from core.access import Principal, Role
-from core.confirmations import Origin, Plan, new_task_token
 from core.models import Task, Vote
-from core.plans import Target
+from core.plans import Origin, Plan, Target
+from core.questions import new_task_token
 from tests.test_confirmations import gate, pr_plan, started_task
 from tests.test_rest_coder import Rig, served
 

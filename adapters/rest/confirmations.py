@@ -19,7 +19,8 @@ from pydantic import Field
 
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Result, Route, token_from
 from core.clock import iso
-from core.confirmations import Confirmation, Plan, Status, check_summary
+from core.confirmations import Confirmation
+from core.plans import Plan, Status, check_summary
 from core.policy import Risk, check_action
 
 MAX_WAIT_S = 60
@@ -187,14 +188,14 @@ def ask_out(conf: Confirmation, held: bool = False) -> AskOut:
 
 async def task_token(req: ApiRequest) -> None:
     """The task-token routes' guard: the token must be that task's, for its running turn (else 401)."""
-    await req.shepherd.confirmations.check_task_token(req.path("taskId"), token_from(req.http))
+    await req.shepherd.questions.check_task_token(req.path("taskId"), token_from(req.http))
 
 
 async def agent_ask(req: ApiRequest) -> Result:
     body: AskIn = req.body
     plan = Plan(action=check_action(body.action), summary=check_summary(body.summary), params=dict(body.params),
                 declared=Risk.parse(body.risk) if body.risk else None)
-    conf = await req.shepherd.confirmations.ask(req.path("taskId"), token_from(req.http), plan)
+    conf = await req.shepherd.questions.ask(req.path("taskId"), token_from(req.http), plan)
     return Result(ask_out(conf), status=201 if conf.status == Status.PENDING else 200)
 
 
@@ -204,7 +205,7 @@ async def agent_answer(req: ApiRequest) -> AskOut:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + q.wait
     while True:
-        conf, held = await req.shepherd.confirmations.asked(req.path("taskId"), token, req.path("code"))
+        conf, held = await req.shepherd.questions.asked(req.path("taskId"), token, req.path("code"))
         if (conf.status != Status.PENDING and not held) or loop.time() >= deadline:
             return ask_out(conf, held)
         await asyncio.sleep(POLL_S)
