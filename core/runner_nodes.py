@@ -25,8 +25,8 @@ from core.models import Confirmation, RunnerNode, Task
 from core.plans import Execution
 from core.runners.local import group_members
 from core.service import Shepherd
+from core.task_rows import agent_after
 from core.task_state import ACTIVE, TaskStatus
-from core.tasks import agent_after
 
 log = logging.getLogger(__name__)
 

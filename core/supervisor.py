@@ -26,7 +26,7 @@ from core.runner_nodes import RunnerNodes
 from core.runners import Runner
 from core.service import Shepherd
 from core.task_output import TaskOutput
-from core.tasks import Control
+from core.task_state import Control
 from core.turn_end import TurnEnd
 from core.turns import Turns
 

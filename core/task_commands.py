@@ -19,8 +19,9 @@ from core.grammar import (
     filter_words,
 )
 from core.models import Task
+from core.steering import owner_of
 from core.task_state import FINISHED, TaskStatus
-from core.tasks import STATUS_GROUPS, TaskFilter, owner_of
+from core.tasks import STATUS_GROUPS, TaskFilter
 from core.text import ago, table
 
 TASK_ARG = Arg("id", "a task id or name, like task-3f9a1c07be12 (in the task's thread: omit it)", thread_task=True)

@@ -15,7 +15,7 @@ from core import task_state
 from core.clock import utcnow
 from core.db import Database
 from core.models import Task, TaskLog
-from core.tasks import LogType
+from core.task_state import LogType
 
 log = logging.getLogger(__name__)
 

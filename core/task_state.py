@@ -62,6 +62,20 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 }
 
 
+class LogType(StrEnum):
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+class Control(StrEnum):
+    """A request for the runner that holds the task; written by whichever process took the command."""
+
+    STOP = "stop"
+    PAUSE = "pause"
+    RESUME = "resume"
+    DELETE = "delete"
+
+
 class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"

@@ -25,8 +25,8 @@ from core.runners import RunExit
 from core.runners.workspace import commit_all
 from core.service import Shepherd
 from core.task_output import TaskOutput
-from core.task_state import Outcome, TaskStatus
-from core.tasks import Control, agent_after, delete_rows
+from core.task_rows import agent_after, delete_rows
+from core.task_state import Control, Outcome, TaskStatus
 
 if TYPE_CHECKING:
     from core.turns import Turn

@@ -37,8 +37,7 @@ from core.runners.workspace import WorkspaceError, diff_stats, prepare
 from core.service import Shepherd
 from core.snapshots import take_snapshot
 from core.task_output import TaskOutput
-from core.task_state import Outcome, TaskStatus
-from core.tasks import Control, LogType
+from core.task_state import Control, LogType, Outcome, TaskStatus
 from core.turn_end import TurnEnd, plan_after_turn
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from core.errors import NotFound
 from core.grammar import CommandRegistry
 from core.service import Shepherd
 from core.task_commands import state_line
-from core.tasks import FINISHED, LogType, Outcome, TaskStatus
+from core.task_state import FINISHED, LogType, Outcome, TaskStatus
 
 PROMPT = "shepherd> "
 BANNER = (

@@ -21,8 +21,9 @@ from core.clock import iso, utcnow
 from core.errors import ValidationFailed
 from core.service import Shepherd
 from core.snapshots import snapshot_entries
+from core.steering import MAX_INPUT, MAX_PROMPT, owner_of
 from core.task_state import State, TaskStatus
-from core.tasks import MAX_INPUT, MAX_PAGE, MAX_PROMPT, Task, TaskFilter, TaskLog, owner_of
+from core.tasks import MAX_PAGE, Task, TaskFilter, TaskLog
 
 # Template ids are derived from the agent name, so they are the same on every server and every call.
 _TEMPLATE_NS = uuid.UUID("6f1f8a52-6c3e-5b7e-9a55-2f3d1c0e4b7a")
