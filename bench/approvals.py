@@ -34,20 +34,20 @@ sys.path.insert(0, str(ROOT))
 from adapters.github.forge import GitHubForge  # noqa: E402
 from bot.migrate import upgrade  # noqa: E402
 from bot.presets import agent_catalog  # noqa: E402
-from core.access import Principal, Role  # noqa: E402
-from core.actions import ActionsConfig, Executor  # noqa: E402
-from core.db import Database  # noqa: E402
-from core.models import Task  # noqa: E402
-from core.plans import (  # noqa: E402
+from core.autonomy.actions import ActionsConfig, Executor  # noqa: E402
+from core.autonomy.plans import (  # noqa: E402
     Origin,
     Plan,
     Target,  # noqa: E402
 )
-from core.policy import PolicyStore  # noqa: E402
+from core.autonomy.policy import PolicyStore  # noqa: E402
+from core.people.access import Principal, Role  # noqa: E402
 from core.runners.local import LocalRunner  # noqa: E402
 from core.runners.workspace import push  # noqa: E402
-from core.service import Shepherd  # noqa: E402
-from core.supervisor import RunnerConfig, TaskSupervisor  # noqa: E402
+from core.shepherd import Shepherd  # noqa: E402
+from core.store.db import Database  # noqa: E402
+from core.store.models import Task  # noqa: E402
+from core.tasks.supervisor import RunnerConfig, TaskSupervisor  # noqa: E402
 from tests.fakes.github_api import FakeGitHub  # noqa: E402
 from tests.gitrepos import git, github_host, seed_repo  # noqa: E402
 

@@ -43,8 +43,8 @@ async def timed(name: str, step: Callable[[], Awaitable[Any]], rows: list[tuple[
 
 async def prepare(db_url: str, agents: int) -> tuple[str, list[str]]:
     """A token (its org) and the seeded agents; returns the token's secret and agent ids to act on."""
-    from core.db import Database
-    from core.service import Shepherd
+    from core.shepherd import Shepherd
+    from core.store.db import Database
 
     db = Database(db_url)
     try:
@@ -59,12 +59,12 @@ async def breakdown(db_url: str, agents: int, secret: str, post_ids: list[str]) 
     from sqlalchemy import func, select
     from sqlmodel import SQLModel
 
-    import core.models  # noqa: F401  (the tables, registered on SQLModel.metadata)
+    import core.store.models  # noqa: F401  (the tables, registered on SQLModel.metadata)
     from adapters.rest.codespar import AgentSummary, summary
     from core.agents import AgentFilter
     from core.clock import utcnow
-    from core.db import Database
-    from core.service import Shepherd
+    from core.shepherd import Shepherd
+    from core.store.db import Database
 
     db = Database(db_url)
     rows: list[tuple[str, float, float]] = []

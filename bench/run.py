@@ -367,8 +367,8 @@ async def seed(db_url: str, n: int) -> list[str]:
     from sqlmodel import SQLModel
 
     from core.agents import AgentStatus
-    from core.db import Database
-    from core.models import Agent, Project
+    from core.store.db import Database
+    from core.store.models import Agent, Project
 
     now = datetime.now(UTC).replace(microsecond=0)
     base = now - timedelta(seconds=n + 60)

@@ -30,8 +30,8 @@ from adapters.rest.openapi import build_openapi
 from adapters.rest.ops import OPENAPI
 from bot.presets import agent_catalog
 from bot.version import VERSION
-from core.db import Database
-from core.service import Shepherd
+from core.shepherd import Shepherd
+from core.store.db import Database
 
 if TYPE_CHECKING:
     from adapters.slack.inbound import SlackConfig, SlackInbound

@@ -24,12 +24,12 @@ from bot.callbacks import PYTHON, CallbackSocket, callback_app, write_launcher
 from bot.outbox import Dispatcher
 from bot.settings import Settings
 from bot.sweeper import Sweeper
-from core.actions import Executor
-from core.channels import Channel
-from core.forge import Forge
+from core.autonomy.actions import Executor
+from core.autonomy.forge import Forge
+from core.channels.outbox import Channel
 from core.runners.local import LocalRunner
-from core.service import Shepherd
-from core.supervisor import TaskSupervisor
+from core.shepherd import Shepherd
+from core.tasks.supervisor import TaskSupervisor
 
 log = logging.getLogger(__name__)
 

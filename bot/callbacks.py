@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from core.runners.presets import PYTHON as BASE_PYTHON
-from core.service import Shepherd
+from core.shepherd import Shepherd
 
 ASK_SOURCE = Path(__file__).with_name("ask.py")
 PYTHON = Path(BASE_PYTHON)  # the interpreter itself, not a virtualenv's link: a sandbox shows it and no more

@@ -17,11 +17,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.migrate import current_revision, head_revision, upgrade
 from bot.settings import Settings, mask_url
 from bot.version import VERSION
-from core.access import Scope, parse_scopes
-from core.db import Database
+from core.autonomy.policy import PolicyStore
 from core.errors import ShepherdError
-from core.policy import PolicyStore
-from core.service import Shepherd
+from core.people.access import Scope, parse_scopes
+from core.shepherd import Shepherd
+from core.store.db import Database
 
 log = logging.getLogger("shepherd")
 
@@ -225,7 +225,7 @@ async def _doctor(settings: Settings) -> int:
     source = "SHEPHERD_CONSOLE_USER" if settings.console_user else "the OS user; SHEPHERD_CONSOLE_USER names someone"
     print(f"console: acts as {console_user(settings.console_user)} ({source}) with admin rights in org {settings.org}")
     hosts = settings.repo_hosts.replace(",", ", ") or "none (SHEPHERD_REPO_HOSTS allows some)"
-    from core.repos import git_pins_http, git_version_text
+    from core.runners.repos import git_pins_http, git_version_text
 
     pins = "" if git_pins_http() else " (too old to pin hosts allowed by a pattern: git 2.37 or newer)"
     print(f"repositories: owner/name from {settings.git_base_url}; other hosts: {hosts}; {git_version_text()}{pins}")

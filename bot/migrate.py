@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from core.db import ensure_sqlite_dir, normalize_url
+from core.store.db import ensure_sqlite_dir, normalize_url
 
 SCRIPTS = Path(__file__).parent / "migrations"
 

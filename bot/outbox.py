@@ -9,12 +9,12 @@
 
 - Edits are paced per conversation (a Slack channel: at most one edit a second); a paced edit waits, and a
   newer version written meanwhile supersedes it, so fast-moving news becomes fewer, fresher edits.
-- A thread that begins with a message (core.conversations.Opening) is opened by posting that message
+- A thread that begins with a message (core.channels.conversations.Opening) is opened by posting that message
   (`Channel.open`); the thread then has its address, and its other rows, which waited for it, go out. The
   opening row is keyed by the item that asked for it, so processing that item again posts no second message;
   its 429s and pacing are the outbox's like any other post's.
 
-Core wakes it through the `Wakeup` it is given (core.service.Shepherd.outbox_due) when it writes rows; it polls
+Core wakes it through the `Wakeup` it is given (core.shepherd.Shepherd.outbox_due) when it writes rows; it polls
 otherwise. Expiring confirmations and writing task news are bot.sweeper's.
 """
 
@@ -32,10 +32,10 @@ from datetime import timedelta
 from sqlalchemy import or_, update
 from sqlmodel import col, select
 
-from core.channels import Channel, DeliveryError, Message, RowStatus
+from core.channels.outbox import Channel, DeliveryError, Message, RowStatus
 from core.clock import utcnow
-from core.models import MessageRef, Outbox, Thread
-from core.service import Shepherd
+from core.shepherd import Shepherd
+from core.store.models import MessageRef, Outbox, Thread
 from core.wakeup import Wakeup
 
 log = logging.getLogger(__name__)

@@ -9,13 +9,13 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.presets import agent_catalog
-from core.actions import ActionsConfig
+from core.autonomy.actions import ActionsConfig
 from core.errors import ShepherdError
-from core.orgs import DEFAULT_ORG, check_org_id
-from core.repos import RepoRules, parse_hosts
-from core.runner_config import RunnerConfig
+from core.people.orgs import DEFAULT_ORG, check_org_id
 from core.runners.presets import AgentCatalog, custom_presets
+from core.runners.repos import RepoRules, parse_hosts
 from core.runners.sandbox import SandboxView, parse_paths
+from core.tasks.config import RunnerConfig
 
 if TYPE_CHECKING:
     from adapters.slack.inbound import SlackConfig
@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     @field_validator("default_role")
     @classmethod
     def _default_role(cls, value: str) -> str:
-        from core.access import Role
+        from core.people.access import Role
 
         try:
             return Role.parse(value).label
@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     @field_validator("console_user")
     @classmethod
     def _console_user(cls, value: str | None) -> str | None:
-        from core.users import check_user_name
+        from core.people.users import check_user_name
 
         if value is None or not value.strip():
             return None
@@ -215,7 +215,7 @@ class Settings(BaseSettings):
         if not self.slack_on or self.slack_bot_token is None:
             return None
         from adapters.slack.inbound import SlackConfig
-        from core.access import Role
+        from core.people.access import Role
 
         secret, app = self.slack_signing_secret, self.slack_app_token
         return SlackConfig(

@@ -1,6 +1,6 @@
 """The worker's sweeps, beside the outbox dispatcher: confirmations past their time expire (a reject,
-core.confirmations.expire_due, every few seconds), and task news is written for the threads of the channels
-that show it (core.progress.announce_due, about once a second). What they write goes out through the outbox,
+core.autonomy.confirmations.expire_due, every few seconds), and task news is written for the threads of the channels
+that show it (core.channels.progress.announce_due, about once a second). What they write goes out through the outbox,
 which they wake. A scheduler will take these over; each is one call, safe to run in several processes at once.
 """
 
@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from core.service import Shepherd
+from core.shepherd import Shepherd
 from core.wakeup import Wakeup
 
 log = logging.getLogger(__name__)

@@ -18,14 +18,14 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.access import Principal, Scope
 from core.clock import as_utc, utcnow
-from core.db import Database
 from core.errors import Conflict, NotFound, ValidationFailed
-from core.events import record
 from core.ids import new_id
-from core.models import Agent, AgentType, Project
+from core.people.access import Principal, Scope
 from core.projects import find_project, resolve_project
+from core.store.db import Database
+from core.store.events import record
+from core.store.models import Agent, AgentType, Project
 from core.textcheck import free_text, name_text
 
 MIN_LEVEL, MAX_LEVEL, DEFAULT_LEVEL = 0, 5, 1

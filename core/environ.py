@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-GIT = ("PATH", "LANG", "TZ", "TMPDIR")  # git gets HOME=/dev/null of its own (core.repos.git_env)
+GIT = ("PATH", "LANG", "TZ", "TMPDIR")  # git gets HOME=/dev/null of its own (core.runners.repos.git_env)
 DEPLOY = (*GIT, "HOME")
 AGENT = (*DEPLOY, "TERM")  # agent CLIs format for a terminal
 

@@ -7,12 +7,12 @@ import re
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.access import Principal, Scope
-from core.db import Database
 from core.errors import Conflict, NotFound, ValidationFailed
-from core.events import record
 from core.ids import new_id
-from core.models import Project as Project  # the record this service returns
+from core.people.access import Principal, Scope
+from core.store.db import Database
+from core.store.events import record
+from core.store.models import Project as Project  # the record this service returns
 from core.textcheck import name_text
 
 PROJECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"

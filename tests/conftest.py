@@ -14,9 +14,9 @@ import pytest
 
 from bot.migrate import upgrade
 from bot.presets import agent_catalog
-from core.access import Principal, Role
-from core.db import Database
-from core.service import Shepherd
+from core.people.access import Principal, Role
+from core.shepherd import Shepherd
+from core.store.db import Database
 from tests import watchdog
 from tests.pgcluster import Cluster, ClusterUnavailable
 

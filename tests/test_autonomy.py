@@ -24,16 +24,16 @@ from bot.callbacks import write_launcher
 from bot.outbox import Dispatcher
 from bot.presets import agent_catalog
 from bot.sweeper import Sweeper
-from core.access import Principal, Role
-from core.actions import ActionsConfig, Executor
-from core.channels import DeliveryError, Message
-from core.db import Database
+from core.autonomy.actions import ActionsConfig, Executor
+from core.autonomy.plans import Status
+from core.autonomy.policy import PolicyStore
+from core.channels.outbox import DeliveryError, Message
 from core.errors import Conflict
-from core.models import Confirmation, Task
-from core.plans import Status
-from core.policy import PolicyStore
-from core.service import Shepherd
-from core.supervisor import TaskSupervisor
+from core.people.access import Principal, Role
+from core.shepherd import Shepherd
+from core.store.db import Database
+from core.store.models import Confirmation, Task
+from core.tasks.supervisor import TaskSupervisor
 from tests.fakes.github_api import FakeGitHub
 from tests.gitrepos import git, github_host
 from tests.test_tasks import fast_config, supervisor
@@ -371,7 +371,7 @@ async def test_people_ask_for_comment_merge_and_deploys_each_gated_by_the_agents
         f'[deploy.staging]\ncommand = "echo $SHEPHERD_DEPLOY_SHA $SHEPHERD_DEPLOY_ENVIRONMENT > {marker}"\n'
         f'[deploy.production]\nurl = "http://127.0.0.1:{runner.addresses[0][1]}/deploy"\n')
     try:
-        from core.commands import build_registry
+        from core.commands.registry import build_registry
 
         registry = build_registry()
         await world.shepherd.projects.create(ALICE, name="api", repo="acme/api", default_branch="main")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from core.agents import Suspensions
-from core.claims import Caps, ClaimPlan, Waiting, plan_claims
-from core.models import Task
+from core.store.models import Task
+from core.tasks.claims import Caps, ClaimPlan, Waiting, plan_claims
 
 
 def waiting(name: str, *, project: str | None = None, agent: str | None = None, status: str = "pending",

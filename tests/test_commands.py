@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.access import Principal, Role
-from core.commands import build_registry
-from core.grammar import UsageError
-from core.service import Shepherd
+from core.commands.grammar import UsageError
+from core.commands.registry import build_registry
+from core.people.access import Principal, Role
+from core.shepherd import Shepherd
 from tests.conftest import person
 
 REG = build_registry()

@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from core.access import Principal, Role
+from core.autonomy.plans import Origin, Plan, Status, Target, plan_hash
+from core.channels.conversations import bind_thread
 from core.clock import utcnow
-from core.conversations import bind_thread
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized
-from core.models import Confirmation, Event, Outbox, Task
-from core.plans import Origin, Plan, Status, Target, plan_hash
-from core.service import Shepherd
+from core.people.access import Principal, Role
+from core.shepherd import Shepherd
+from core.store.models import Confirmation, Event, Outbox, Task
 from tests.conftest import person
 
 ALICE = Principal.for_role("acme", "alice", Role.APPROVER, "console", user_id="user-alice")
@@ -238,7 +238,7 @@ async def test_approve_and_reject_at_the_same_moment_from_two_pools_make_one_dec
 
 
 async def test_a_task_token_opens_only_its_own_task_while_it_runs(shepherd: Shepherd) -> None:
-    from core.questions import new_task_token
+    from core.autonomy.questions import new_task_token
 
     task = await started_task(shepherd, status="running")
     token, digest = new_task_token()

@@ -13,10 +13,10 @@ import pytest
 from sqlmodel import col, select
 
 from bot.presets import agent_catalog
-from core.access import Principal, Role
-from core.db import Database
-from core.models import Event
-from core.service import Shepherd
+from core.people.access import Principal, Role
+from core.shepherd import Shepherd
+from core.store.db import Database
+from core.store.models import Event
 from tests.procs import Home, stop
 from tests.test_confirmations import gate, pr_plan, started_task
 

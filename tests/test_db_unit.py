@@ -1,4 +1,4 @@
-"""A unit of work (core.db.Database.unit), on SQLite and PostgreSQL: every write inside it is one commit, seen by
+"""A unit of work (core.store.db.Database.unit), on SQLite and PostgreSQL: every write inside it is one commit, seen by
 others only when it ends; a write that fails inside it undoes only itself; a unit that fails writes nothing; and
 no other asyncio task joins it."""
 
@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import col, select
 
-from core.db import Database
 from core.errors import Conflict
-from core.models import Org
+from core.store.db import Database
+from core.store.models import Org
 
 
 async def _add(db: Database, org_id: str) -> None:

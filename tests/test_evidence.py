@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.evidence import ActionRecord, ActionResult, Evidence, TaskAction
-from core.plans import Plan, Target, describe, plan_hash
+from core.autonomy.plans import Plan, Target, describe, plan_hash
+from core.tasks.evidence import ActionRecord, ActionResult, Evidence, TaskAction
 
 TURN_ROW = {"exitCode": 0, "durationSeconds": 3.217,
             "diff": {"files": 2, "insertions": 10, "deletions": 1, "paths": ["a.py", "b.py"]},

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.actions import ActionError
-from core.evidence import ActionRecord, ActionResult
-from core.executor import after_attempt
-from core.plans import Execution
+from core.autonomy.actions import ActionError
+from core.autonomy.executor import after_attempt
+from core.autonomy.plans import Execution
+from core.tasks.evidence import ActionRecord, ActionResult
 
 NOW = 1_000_000.0
 PUSHED = ActionResult(branch="shepherd/x", head="a" * 40, pushed=True)

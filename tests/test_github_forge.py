@@ -9,7 +9,7 @@ import pytest
 
 import adapters.github.forge
 from adapters.github.forge import GitHubForge
-from core.forge import ForgeError
+from core.autonomy.forge import ForgeError
 from tests.fakes.github_api import FakeGitHub
 
 TOKEN = "ghp_secret_value_123"

@@ -10,12 +10,12 @@ import pytest
 from sqlmodel import select
 
 from adapters.console.repl import console_principal
-from core.access import Principal, Role, Scope
+from core.autonomy.plans import Origin, Plan, Target
 from core.errors import Forbidden
-from core.models import ApiToken, User
-from core.plans import Origin, Plan, Target
-from core.service import Shepherd
-from core.tokens import Tokens
+from core.people.access import Principal, Role, Scope
+from core.people.tokens import Tokens
+from core.shepherd import Shepherd
+from core.store.models import ApiToken, User
 from tests.conftest import person
 from tests.test_confirmations import gate, started_task
 from tests.test_rest_coder import Rig, served

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot.presets import agent_catalog
-from core.access import Role
-from core.db import Database
-from core.plans import Origin, Plan, Target
-from core.service import Shepherd
+from core.autonomy.plans import Origin, Plan, Target
+from core.people.access import Role
+from core.shepherd import Shepherd
+from core.store.db import Database
 from tests.conftest import person
 from tests.procs import Home, stop
 from tests.test_confirmations import gate, started_task

@@ -10,9 +10,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import core.models  # noqa: F401
+import core.store.models  # noqa: F401
 from bot.migrate import alembic_config, current_revision, head_revision, upgrade
-from core.db import normalize_url
+from core.store.db import normalize_url
 
 
 async def _diff(url: str) -> list[object]:
@@ -43,10 +43,10 @@ def test_downgrade_to_nothing_and_up_again(db_url: str) -> None:
 def test_tokens_named_before_people_existed_keep_acting_for_that_person(db_url: str) -> None:
     """An upgrade locks nobody out: a token made with `--name me` under 0004 acts for the person `me` after
     it (so `me` still approves), while tokens left with the default name `api` stay tokens of nobody."""
-    from core.access import Scope
-    from core.db import Database
-    from core.service import Shepherd
-    from core.tokens import hash_secret
+    from core.people.access import Scope
+    from core.people.tokens import hash_secret
+    from core.shepherd import Shepherd
+    from core.store.db import Database
 
     command.downgrade(alembic_config(db_url), "0004")
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from sqlmodel import col, select
 
 from bot.outbox import Dispatcher
-from core.channels import DeliveryError, Message, enqueue, threads_for
-from core.conversations import Opening, bind_thread, open_thread
-from core.models import MessageRef, Outbox, Thread
-from core.service import Shepherd
+from core.channels.conversations import Opening, bind_thread, open_thread
+from core.channels.outbox import DeliveryError, Message, enqueue, threads_for
+from core.shepherd import Shepherd
+from core.store.models import MessageRef, Outbox, Thread
 from core.wakeup import Wakeup
 
 

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.access import Role
-from core.errors import ValidationFailed
-from core.policy import (
+from core.autonomy.policy import (
     DEFAULT_POLICY,
     Policy,
     PolicyError,
@@ -18,6 +16,8 @@ from core.policy import (
     Verdict,
     parse_policy,
 )
+from core.errors import ValidationFailed
+from core.people.access import Role
 
 R, A, X = Verdict.RUN, Verdict.ASK, Verdict.REFUSE
 

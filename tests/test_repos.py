@@ -17,16 +17,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import create_app
 from bot.presets import agent_catalog
-from core.access import Role
-from core.actions import ActionError, ActionsConfig, Executor
-from core.db import Database
+from core.autonomy.actions import ActionError, ActionsConfig, Executor
+from core.autonomy.policy import Policy
 from core.errors import ValidationFailed
-from core.models import Confirmation, Task
-from core.policy import Policy
-from core.repos import RepoRefused, RepoRules, not_public, parse_hosts, parse_remote
+from core.people.access import Role
+from core.runners.repos import RepoRefused, RepoRules, not_public, parse_hosts, parse_remote
 from core.runners.workspace import WorkspaceError, prepare
-from core.service import Shepherd
-from core.supervisor import RunnerConfig
+from core.shepherd import Shepherd
+from core.store.db import Database
+from core.store.models import Confirmation, Task
+from core.tasks.supervisor import RunnerConfig
 from tests.conftest import person
 from tests.fakes.git_http import GitHttp
 from tests.gitrepos import git, github_host, seed_repo

@@ -16,9 +16,9 @@ from sqlmodel import col
 
 from adapters.rest.framework import Route
 from bot.app import all_routes
-from core.access import Principal, Role
-from core.models import Task
-from core.questions import new_task_token
+from core.autonomy.questions import new_task_token
+from core.people.access import Principal, Role
+from core.store.models import Task
 from tests.test_confirmations import started_task
 from tests.test_rest_coder import Rig, served
 

@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from adapters.rest.coder import template_version_id
 from bot.app import create_app
 from bot.presets import agent_catalog
-from core.access import Role
-from core.db import Database
-from core.models import Task
-from core.service import Shepherd
-from core.supervisor import RunnerConfig, TaskSupervisor
+from core.people.access import Role
+from core.shepherd import Shepherd
+from core.store.db import Database
+from core.store.models import Task
+from core.tasks.supervisor import RunnerConfig, TaskSupervisor
 from tests.test_tasks import supervisor
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from core.access import Principal, Role
-from core.models import Task, Vote
-from core.plans import Origin, Plan, Target
-from core.questions import new_task_token
+from core.autonomy.plans import Origin, Plan, Target
+from core.autonomy.questions import new_task_token
+from core.people.access import Principal, Role
+from core.store.models import Task, Vote
 from tests.test_confirmations import gate, pr_plan, started_task
 from tests.test_rest_coder import Rig, served
 

@@ -10,7 +10,7 @@ import pytest
 
 import adapters.rest.eliza
 from core.clock import utcnow
-from core.models import RunnerNode, Task
+from core.store.models import RunnerNode, Task
 from tests.test_rest_coder import Rig, served
 
 STATUS = "/api/coding-agents/coordinator/status"

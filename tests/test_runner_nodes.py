@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.models import RunnerNode
-from core.runner_nodes import dead_nodes
+from core.store.models import RunnerNode
+from core.tasks.nodes import dead_nodes
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 STARTED = NOW - timedelta(minutes=5)  # when this process began

@@ -23,13 +23,13 @@ import pytest
 from bot.callbacks import PYTHON, CallbackSocket, write_launcher
 from bot.presets import agent_catalog
 from bot.settings import Settings
-from core.access import Role
-from core.db import Database
+from core.people.access import Role
 from core.runners import RunSpec
 from core.runners.local import LocalRunner
 from core.runners.probe import probe
 from core.runners.sandbox import AGENT_UID, SANDBOX_HOME, SandboxView, bwrap_argv
-from core.service import Shepherd
+from core.shepherd import Shepherd
+from core.store.db import Database
 from tests.conftest import IN_CI, person
 from tests.procs import Home
 from tests.test_tasks import Rig, fast_config, supervisor

@@ -26,13 +26,13 @@ from bot.callbacks import write_launcher
 from bot.outbox import Dispatcher
 from bot.presets import agent_catalog
 from bot.sweeper import Sweeper
-from core.access import Principal, Role
-from core.actions import ActionsConfig, Executor
-from core.commands import build_registry
-from core.db import Database
-from core.models import Delivery, Outbox, Task, Thread
-from core.policy import PolicyStore
-from core.service import Shepherd
+from core.autonomy.actions import ActionsConfig, Executor
+from core.autonomy.policy import PolicyStore
+from core.commands.registry import build_registry
+from core.people.access import Principal, Role
+from core.shepherd import Shepherd
+from core.store.db import Database
+from core.store.models import Delivery, Outbox, Task, Thread
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.slack_api import FakeSlack, Posted, signed_headers
 from tests.gitrepos import github_host

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from adapters.slack.blocks import render
-from core.channels import Button, Message
+from core.channels.outbox import Button, Message
 
 
 def _sections(blocks: list[dict]) -> list[str]:

@@ -15,7 +15,7 @@ from sqlmodel import col, select
 from adapters.slack.inbound import SlackInbound
 from adapters.slack.items import Said, SlashCommand, Vote, parse
 from bot.app import SLACK
-from core.models import Confirmation, Delivery
+from core.store.models import Confirmation, Delivery
 from tests import test_slack
 from tests.fakes.slack_api import Posted
 from tests.test_slack import ADMIN, SlackWorld, _actions

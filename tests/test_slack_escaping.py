@@ -13,8 +13,8 @@ import pytest
 
 from adapters.slack.blocks import escape, moved_note, moved_root_text, render, root_text
 from adapters.slack.items import unescape
-from core.channels import Button, Message
-from core.commands import build_registry
+from core.channels.outbox import Button, Message
+from core.commands.registry import build_registry
 from tests import test_slack
 from tests.test_slack import CONSOLE, SlackWorld, _actions
 

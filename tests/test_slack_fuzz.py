@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from adapters.slack.inbound import SlackConfig, SlackInbound
 from bot.app import SLACK, create_app
 from bot.presets import agent_catalog
-from core.access import Role
-from core.db import Database
-from core.service import Shepherd
+from core.people.access import Role
+from core.shepherd import Shepherd
+from core.store.db import Database
 from tests.fakes.slack_api import FakeSlack
 
 SECRET = "fuzz-signing-secret"

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from adapters.slack.manifest import EXAMPLE_URL, manifest, usage_hint
-from core.commands import build_registry
+from core.commands.registry import build_registry
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 

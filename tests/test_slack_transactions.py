@@ -23,10 +23,10 @@ from sqlmodel import col, select
 from adapters.slack.inbound import SlackConfig, SlackInbound
 from bot.app import SLACK, create_app
 from bot.presets import agent_catalog
-from core.access import Role
-from core.db import Database
-from core.models import Delivery, Outbox, Task, Thread
-from core.service import Shepherd
+from core.people.access import Role
+from core.shepherd import Shepherd
+from core.store.db import Database
+from core.store.models import Delivery, Outbox, Task, Thread
 from tests.fakes.slack_api import FakeSlack, signed_headers
 
 SECRET = "count-the-commits"

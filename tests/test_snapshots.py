@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from core.models import TaskLog
-from core.snapshots import MAX_MESSAGES, MAX_SNAPSHOT_BYTES, TRUNCATED, build_snapshot, snapshot_entries
+from core.store.models import TaskLog
+from core.tasks.snapshots import MAX_MESSAGES, MAX_SNAPSHOT_BYTES, TRUNCATED, build_snapshot, snapshot_entries
 
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

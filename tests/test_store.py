@@ -7,12 +7,12 @@ import asyncio
 import pytest
 from sqlmodel import select
 
-from core.access import Principal, Role, Scope
 from core.agents import AgentFilter, AgentStatus
-from core.db import Database
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from core.models import ApiToken, Event
-from core.service import Shepherd
+from core.people.access import Principal, Role, Scope
+from core.shepherd import Shepherd
+from core.store.db import Database
+from core.store.models import ApiToken, Event
 from tests.conftest import person
 
 
@@ -240,7 +240,7 @@ async def test_racing_creates_of_one_name_give_one_project_and_a_conflict(shephe
 
 
 async def test_a_constraint_violation_is_a_conflict_not_a_crash(shepherd: Shepherd, admin: Principal) -> None:
-    from core.models import Project
+    from core.store.models import Project
 
     await shepherd.projects.create(admin, name="dup")
     with pytest.raises(Conflict) as err:
@@ -250,7 +250,7 @@ async def test_a_constraint_violation_is_a_conflict_not_a_crash(shepherd: Shephe
 
 
 async def test_revocation_reaches_other_replicas_within_the_cache_window(db: Database) -> None:
-    from core.tokens import AUTH_CACHE_SECONDS, Tokens
+    from core.people.tokens import AUTH_CACHE_SECONDS, Tokens
 
     now = [1000.0]
     here, there = Tokens(db), Tokens(db, clock=lambda: now[0])
@@ -271,7 +271,7 @@ async def test_sqlite_write_transactions_of_two_processes_never_lose_an_update(s
     transaction holds the write lock from its start, so every increment survives."""
     from sqlmodel import select
 
-    from core.models import Org
+    from core.store.models import Org
 
     a, b = Database(sqlite_url), Database(sqlite_url)
     try:

@@ -12,8 +12,8 @@ from sqlmodel import col
 from bot.outbox import Dispatcher
 from bot.sweeper import Sweeper
 from core.clock import utcnow
-from core.models import Confirmation
-from core.service import Shepherd
+from core.shepherd import Shepherd
+from core.store.models import Confirmation
 from tests.test_confirmations import ALICE, gate, pr_plan, started_task
 from tests.test_outbox import Sink
 

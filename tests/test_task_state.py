@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from core import task_state
 from core.errors import Conflict
-from core.evidence import DiffStats, Evidence
-from core.models import Task
-from core.task_state import ACTIVE, FINISHED, GATED, WAITING, Outcome, TaskStatus
+from core.store.models import Task
+from core.tasks import state as task_state
+from core.tasks.evidence import DiffStats, Evidence
+from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, Outcome, TaskStatus
 
 ALL = frozenset(TaskStatus)
 

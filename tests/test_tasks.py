@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 
 from bot.presets import agent_catalog
-from core.access import Principal, Role
-from core.actions import ActionsConfig, Executor
-from core.db import Database
+from core.autonomy.actions import ActionsConfig, Executor
 from core.errors import Conflict
-from core.models import Agent, RunnerNode, Task
+from core.people.access import Principal, Role
 from core.runners.local import LocalRunner, group_members
 from core.runners.presets import AgentCatalog, custom_presets
-from core.service import Shepherd
-from core.supervisor import RunnerConfig, TaskSupervisor
-from core.task_state import TRANSITIONS, Outcome, TaskStatus, check_transition
+from core.shepherd import Shepherd
+from core.store.db import Database
+from core.store.models import Agent, RunnerNode, Task
+from core.tasks.state import TRANSITIONS, Outcome, TaskStatus, check_transition
+from core.tasks.supervisor import RunnerConfig, TaskSupervisor
 from tests.conftest import person
 from tests.gitrepos import seed_repo
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from bot.presets import agent_catalog
-from core.access import Role
-from core.db import Database
-from core.models import Task
+from core.people.access import Role
 from core.runners.local import group_members
-from core.service import Shepherd
+from core.shepherd import Shepherd
+from core.store.db import Database
+from core.store.models import Task
 from tests.conftest import person
 from tests.gitrepos import seed_repo
 from tests.procs import Home, stop

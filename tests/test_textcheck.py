@@ -16,11 +16,11 @@ from sqlmodel import col
 from adapters.console.channel import ConsoleChannel
 from adapters.console.repl import Console
 from adapters.console.terminal import safe
-from core.access import Principal, Role
-from core.channels import Message
+from core.channels.outbox import Message
 from core.errors import ValidationFailed
-from core.models import Task, TaskLog
-from core.service import Shepherd
+from core.people.access import Principal, Role
+from core.shepherd import Shepherd
+from core.store.models import Task, TaskLog
 from core.textcheck import clean_name, free_text, name_text
 from tests.test_rest_coder import ME, Rig, served
 

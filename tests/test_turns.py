@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.models import Confirmation
 from core.runners import ExitReason, RunExit
-from core.task_state import Outcome
-from core.turns import Judgement, closing_question, judge
+from core.store.models import Confirmation
+from core.tasks.state import Outcome
+from core.tasks.turns import Judgement, closing_question, judge
 
 EXITED_0 = RunExit(ExitReason.EXITED, 0, 1.0)
 EXITED_3 = RunExit(ExitReason.EXITED, 3, 1.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.actions import ActionsConfig, Executor, same_origin
+from core.autonomy.actions import ActionsConfig, Executor, same_origin
 from core.runners.workspace import WorkspaceError, commit_all, diff_stats, prepare
 from tests.gitrepos import git, seed_repo
 

@@ -7,7 +7,7 @@ import sys
 from typing import TextIO
 
 from adapters.console.terminal import emit
-from core.channels import Message
+from core.channels.outbox import Message
 
 
 def format_message(message: Message) -> str:

@@ -10,14 +10,14 @@ import sys
 from typing import TextIO
 
 from adapters.console.terminal import emit
-from core.access import Principal, Role
-from core.commands import build_registry
-from core.conversations import Conversations, Where, followed
+from core.channels.conversations import Conversations, Where, followed
+from core.commands.grammar import CommandRegistry
+from core.commands.registry import build_registry
+from core.commands.tasks import state_line
 from core.errors import NotFound
-from core.grammar import CommandRegistry
-from core.service import Shepherd
-from core.task_commands import state_line
-from core.task_state import FINISHED, LogType, Outcome, TaskStatus
+from core.people.access import Principal, Role
+from core.shepherd import Shepherd
+from core.tasks.state import FINISHED, LogType, Outcome, TaskStatus
 
 PROMPT = "shepherd> "
 BANNER = (

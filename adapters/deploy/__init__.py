@@ -1,1 +1,1 @@
-"""Deploy hooks: core.actions.DeployHook over HTTP."""
+"""Deploy hooks: core.autonomy.actions.DeployHook over HTTP."""

@@ -1,4 +1,4 @@
-"""core.actions.DeployHook with aiohttp: a JSON POST to the deploy URL a project's policy names."""
+"""core.autonomy.actions.DeployHook with aiohttp: a JSON POST to the deploy URL a project's policy names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from core.actions import ActionError
+from core.autonomy.actions import ActionError
 
 TIMEOUT_S = 60.0
 ANSWER_CHARS = 500

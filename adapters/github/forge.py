@@ -1,4 +1,4 @@
-"""core.forge.Forge over GitHub's REST API, through gidgethub (its aiohttp client).
+"""core.autonomy.forge.Forge over GitHub's REST API, through gidgethub (its aiohttp client).
 
 The API base URL is configurable (GitHub Enterprise, or a loopback fake in tests). Every failure leaves
 as a ForgeError with GitHub's own message and status; the token never appears in one.
@@ -15,7 +15,7 @@ import aiohttp
 import gidgethub
 from gidgethub.aiohttp import GitHubAPI
 
-from core.forge import ForgeError, PullRequest
+from core.autonomy.forge import ForgeError, PullRequest
 
 T = TypeVar("T")
 TIMEOUT_S = 30.0
@@ -42,7 +42,8 @@ def _seconds(value: str | None) -> float | None:
 
 
 class GitHubForge:
-    """core.forge.Forge on GitHub: each method is safe to repeat (an open PR is found, a merged one reported)."""
+    """core.autonomy.forge.Forge on GitHub: each method is safe to repeat (an open PR is found, a merged one
+    reported)."""
 
     def __init__(self, session: aiohttp.ClientSession, *, token: str | None, base_url: str = "https://api.github.com",
                  requester: str = "shepherd") -> None:

@@ -16,14 +16,14 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from adapters.rest.framework import ApiRequest, FieldError, Route, SnakeApiModel
-from core.access import Principal
 from core.clock import iso, utcnow
 from core.errors import ValidationFailed
-from core.service import Shepherd
-from core.snapshots import snapshot_entries
-from core.steering import MAX_INPUT, MAX_PROMPT, owner_of
-from core.task_state import State, TaskStatus
-from core.tasks import MAX_PAGE, Task, TaskFilter, TaskLog
+from core.people.access import Principal
+from core.shepherd import Shepherd
+from core.tasks.service import MAX_PAGE, Task, TaskFilter, TaskLog
+from core.tasks.snapshots import snapshot_entries
+from core.tasks.state import State, TaskStatus
+from core.tasks.steering import MAX_INPUT, MAX_PROMPT, owner_of
 
 # Template ids are derived from the agent name, so they are the same on every server and every call.
 _TEMPLATE_NS = uuid.UUID("6f1f8a52-6c3e-5b7e-9a55-2f3d1c0e4b7a")
@@ -100,7 +100,7 @@ _WORKSPACE: dict[TaskStatus, tuple[WorkspaceStatus, AgentLifecycle]] = {
 # Core's words for what the agent does happen to be Coder's; the mapping says so rather than assuming it.
 STATE: dict[State, CoderState] = {
     State.WORKING: CoderState.WORKING,
-    State.IDLE: CoderState.IDLE,  # waiting on input, or on people (core.task_state.waiting_on_people)
+    State.IDLE: CoderState.IDLE,  # waiting on input, or on people (core.tasks.state.waiting_on_people)
     State.COMPLETE: CoderState.COMPLETE,
     State.FAILED: CoderState.FAILED,
 }

@@ -18,10 +18,10 @@ from typing import Any
 from pydantic import Field
 
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Result, Route, token_from
+from core.autonomy.confirmations import Confirmation
+from core.autonomy.plans import Plan, Status, check_summary
+from core.autonomy.policy import Risk, check_action
 from core.clock import iso
-from core.confirmations import Confirmation
-from core.plans import Plan, Status, check_summary
-from core.policy import Risk, check_action
 
 MAX_WAIT_S = 60
 POLL_S = 0.5

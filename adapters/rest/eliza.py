@@ -17,11 +17,11 @@ from pydantic import Field
 
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Route
 from core.agents import DEFAULT_LEVEL, LEVEL_NAMES, AgentFilter
+from core.autonomy.confirmations import Confirmation
 from core.clock import as_utc
-from core.confirmations import Confirmation
 from core.errors import Conflict, NotFound, ShepherdError, Unavailable
-from core.task_state import TaskStatus, is_finished, waiting_on_people
-from core.tasks import MAX_PAGE, Task
+from core.tasks.service import MAX_PAGE, Task
+from core.tasks.state import TaskStatus, is_finished, waiting_on_people
 
 STOP_WAIT_S = 10.0  # how long a stop may take before it is reported as failed
 STOP_POLL_S = 0.1

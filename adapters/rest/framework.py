@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
-from core.access import Principal
 from core.errors import Forbidden, ShepherdError, Unauthorized, ValidationFailed
-from core.service import Shepherd
+from core.people.access import Principal
+from core.shepherd import Shepherd
 
 log = logging.getLogger(__name__)
 

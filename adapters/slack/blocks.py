@@ -1,4 +1,4 @@
-"""core.channels.Message -> Slack Block Kit, within the limits Slack enforces (PLATFORM_RULES.md):
+"""core.channels.outbox.Message -> Slack Block Kit, within the limits Slack enforces (PLATFORM_RULES.md):
 at most 50 blocks, section text <= 3000, at most 10 fields of <= 2000, button text <= 75, value <= 2000,
 action_id <= 255. Long text is cut, and the cut says where to read all of it (`logs <task>`).
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.channels import Button, Message
+from core.channels.outbox import Button, Message
 
 SECTION_MAX = 3000
 FIELD_MAX = 2000

@@ -1,4 +1,4 @@
-"""Slack as a core.channels.Channel: the outbox dispatcher posts and edits through it.
+"""Slack as a core.channels.outbox.Channel: the outbox dispatcher posts and edits through it.
 
 Addresses: `C123/1700000000.000100` is a thread (replies carry thread_ts); `C123/1700…@U456` and `C123@U456`
 are messages only U456 sees (ephemeral: Slack cannot edit those, so an edit posts again); `C123` is the
@@ -27,7 +27,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.blocks import moved_note, moved_root_text, render, root_text
-from core.channels import DeliveryError, Message
+from core.channels.outbox import DeliveryError, Message
 
 # Refusals that trying again cannot fix: the conversation is gone or closed to us, or the message is.
 PERMANENT = frozenset({

@@ -1,4 +1,4 @@
-"""What each Slack item does, in core's conversation API (core.conversations): a slash command, a mention or a
+"""What each Slack item does, in core's conversation API (core.channels.conversations): a slash command, a mention or a
 direct message is a command; a plain reply in a task's thread is that task's next turn; a click is a vote.
 Each item is settled in the delivery ledger in the commit of its answer.
 
@@ -17,9 +17,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.channel import Address
 from adapters.slack.items import MENTION, Item, Said, SlashCommand, Vote, plain, unescape
-from core.access import Principal
-from core.conversations import Conversations, Opening, Received, Where
+from core.channels.conversations import Conversations, Opening, Received, Where
 from core.errors import ShepherdError
+from core.people.access import Principal
 
 if TYPE_CHECKING:
     from adapters.slack.inbound import SlackConfig

@@ -34,12 +34,12 @@ from adapters.slack.channel import RETRY_AFTER_MAX_S, make_client
 from adapters.slack.handlers import Handlers
 from adapters.slack.items import BadPayload, parse, read_body, text
 from adapters.slack.receiver import Receiver, Recording, Request
-from core.access import Role
-from core.commands import build_registry
-from core.conversations import Conversations
-from core.grammar import CommandRegistry
-from core.ledger import LEASE_S
-from core.service import Shepherd
+from core.channels.conversations import Conversations
+from core.channels.ledger import LEASE_S
+from core.commands.grammar import CommandRegistry
+from core.commands.registry import build_registry
+from core.people.access import Role
+from core.shepherd import Shepherd
 
 log = logging.getLogger(__name__)
 

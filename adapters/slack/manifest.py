@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from core.commands import build_registry
-from core.grammar import CommandRegistry
+from core.commands.grammar import CommandRegistry
+from core.commands.registry import build_registry
 
 EXAMPLE_URL = "https://shepherd.example.com"
 BOT_SCOPES = [

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from adapters.slack.items import BadPayload, Item, parse
-from core.ledger import Ledger
+from core.channels.ledger import Ledger
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import core.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 MIGRATION_LOCK = 0x5EE9  # PostgreSQL advisory lock: replicas starting together migrate one at a time
 

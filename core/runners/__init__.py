@@ -1,4 +1,4 @@
-"""Runners execute agent CLIs. The `Runner` port is what core.supervisor drives; `local` is the
+"""Runners execute agent CLIs. The `Runner` port is what core.tasks.supervisor drives; `local` is the
 embedded implementation (a child process group per run); remote engines (Coder, Kubernetes) come later.
 """
 

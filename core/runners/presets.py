@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ValidationFailed
-from core.task_state import Outcome
+from core.tasks.state import Outcome
 
 VERSION_TIMEOUT_S = 5.0
 CHECK_TTL_S = 60.0

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from core.errors import ShepherdError
-from core.evidence import DiffStats
-from core.repos import git_env
+from core.runners.repos import git_env
+from core.tasks.evidence import DiffStats
 
 GIT_TIMEOUT_S = 600.0
 _GIT_IDENTITY = ("-c", "user.name=Shepherd", "-c", "user.email=shepherd@localhost")
@@ -47,7 +47,7 @@ async def prepare(
     path: Path, *, source: str | None, base_branch: str | None, work_branch: str, env: dict[str, str] | None = None
 ) -> tuple[str, str]:
     """Create the workspace at `path`; returns (base branch, base commit). `env` is the clone's environment
-    (core.repos.Reach.env: pinned to the addresses checked)."""
+    (core.runners.repos.Reach.env: pinned to the addresses checked)."""
     # Few processes on purpose: a hundred tasks starting at once pay for each one (bench/README.md).
     path.parent.mkdir(parents=True, exist_ok=True)
     if source is None:

@@ -1,0 +1,1 @@
+"""Graduated autonomy: the policy, confirmations people decide, and the gated actions Shepherd carries out."""

@@ -1,0 +1,55 @@
+"""How a confirmation reads in any channel: the prompt with its buttons, or once decided what became of it. One
+message per confirmation, edited in place wherever it was shown (core.channels.outbox)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from core.autonomy.plans import Execution, Status, Target
+from core.autonomy.policy import Risk
+from core.channels.outbox import Button, Message
+from core.clock import as_utc
+from core.store.models import Confirmation
+from core.tasks.evidence import ActionRecord
+
+
+def _when(ts: datetime) -> str:
+    return as_utc(ts).strftime("%H:%M UTC")
+
+
+def render(conf: Confirmation, task_name: str | None = None) -> Message:
+    """The prompt, or once decided what became of it: one message, edited in place everywhere."""
+    status = Status(conf.status)
+    fields = {"action": conf.action, "risk": conf.risk, "requested by": conf.requester_name,
+              "votes": f"{conf.approvals}/{conf.quorum}"}
+    if task_name:
+        fields["task"] = task_name
+    target = Target.from_json(conf.target)
+    for key, value in (("repo", target.repo), ("branch", target.branch), ("base", target.base),
+                       ("head", (target.head or "")[:12])):
+        if value:
+            fields[key] = value
+    buttons: tuple[Button, ...] = ()
+    if status is Status.PENDING:
+        fields["expires"] = _when(conf.expires_at)
+        critical = conf.risk == Risk.CRITICAL.label
+        confirm = f"{conf.action} is critical: approve it?" if critical else None
+        buttons = (Button("Approve", "approve", conf.id, "primary", confirm),
+                   Button("Reject", "reject", conf.id, "danger"))
+        text = f"approval {conf.code} ({conf.risk}): {conf.summary}"
+    else:
+        who = conf.decided_by or "?"
+        where = conf.decided_via or "?"
+        at = _when(conf.decided_at) if conf.decided_at else "?"
+        verb = {"expired": "expired", "void": "void"}.get(status.value)
+        if verb:
+            text = f"{conf.code} {verb} at {at}: {conf.summary}" + (f" ({conf.reason})" if conf.reason else "")
+        else:
+            by = f"by policy (L{conf.level})" if where == "policy" else f"by {who} from {where}"
+            text = f"{conf.code} {status.value} {by} at {at}: {conf.summary}"
+            if conf.reason and status is Status.REJECTED:
+                text += f" ({conf.reason})"
+            if conf.execution in (Execution.DONE, Execution.FAILED):
+                text += f" · {ActionRecord.from_json(conf.result).line(conf.action)}"
+    return Message(key=f"confirmation:{conf.id}", text=text, kind="confirmation", state=status.value,
+                   fields=fields, buttons=buttons, code=conf.code)

@@ -1,0 +1,228 @@
+"""Conversations: the one way a channel talks to core.
+
+A channel adapter (the console, Slack; Telegram and GitHub next) knows its platform and nothing of the store.
+Everything else it asks here:
+
+- `person`: who a channel's user is (their identity -> the Principal acting for them; first contact makes them);
+- `task_at`: what a place (a `Where`: channel, address) is bound to: the task whose thread it is; `bind`;
+- `command`: run a command said at a place, with its words as the channel read them (no quoting and reading
+  again), in one unit of work with everything it causes: the command's effect, the thread a task it follows
+  lives in (bound, or opened), its answer through the outbox, and the inbound item settled in the delivery
+  ledger. One commit: an item is done exactly when its effect and its answer are written;
+- `vote`: a click on a confirmation's button, the same way; `reply`: say something at a place (through the
+  outbox, the item it answers settled in the same commit); `settle`: an item there is nothing to do for.
+
+Threads are bound here only (`bind_thread`, also for a task started from a thread, core.tasks.service). A place that is
+not a thread (a Slack slash command's channel) gives a task it follows a new thread that begins with a message
+(`Opening`): the thread is bound at once, with the address still unknown; the outbox posts its first message
+and gives the thread its real address before anything else for it goes out (core.channels.outbox, bot/outbox.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.channels.outbox import Message, enqueue, threads_for
+from core.commands.grammar import CommandRegistry, Reply, Where
+from core.errors import ShepherdError
+from core.ids import new_id
+from core.people.access import Principal, Role
+from core.store.models import Task, Thread
+
+if TYPE_CHECKING:
+    from core.shepherd import Shepherd
+
+__all__ = ["Conversations", "Opening", "Received", "Where", "bind_thread", "followed", "open_thread"]
+
+
+@dataclass(frozen=True)
+class Received:
+    """An inbound item recorded in the delivery ledger (core.channels.ledger), settled in the commit of its answer."""
+
+    source: str  # slack, github, telegram
+    key: str  # the platform's id of the item
+
+
+def _none(address: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Opening:
+    """A thread that begins with a message: how a task followed from a place that is not a thread gets one. The
+    outbox posts `text` at `address` (a place on the channel itself: a Slack channel and who asked); the channel
+    says where the thread hanging from it is. `serves`: whether a thread the task has already (by its address)
+    will do instead (a second `/shepherd send` in the same channel goes on in the same thread)."""
+
+    address: str
+    text: str
+    serves: Callable[[str], bool] = _none
+
+
+def followed(reply: Reply) -> str | None:
+    """The task a command's reply says to follow (run, send), whose news the place should hear."""
+    data = reply.data if isinstance(reply.data, dict) else {}
+    return str(data["id"]) if reply.ok and data.get("follow") and data.get("id") else None
+
+
+async def bind_thread(
+    session: AsyncSession, org_id: str, channel: str, address: str, *, task_id: str | None = None,
+    project_id: str | None = None,
+) -> Thread:
+    """The thread (channel, address) bound to a task or a project, or to nothing (a place answers are sent to);
+    created once. A thread still waiting for its first message is not this place yet."""
+    query = select(Thread).where(Thread.org_id == org_id, Thread.channel == channel, Thread.address == address,
+                                 col(Thread.opening).is_(None))
+    query = query.where(Thread.task_id == task_id) if task_id else query.where(col(Thread.task_id).is_(None))
+    if project_id:
+        query = query.where(Thread.project_id == project_id)
+    elif not task_id:  # a conversation's own thread (replies), not a project's approval channel
+        query = query.where(col(Thread.project_id).is_(None))
+    found = (await session.exec(query)).first()
+    if found is not None:
+        return found
+    thread = Thread(id=new_id("thr"), org_id=org_id, channel=channel, address=address, task_id=task_id,
+                    project_id=project_id)
+    session.add(thread)
+    await session.flush()
+    return thread
+
+
+async def open_thread(
+    session: AsyncSession, org_id: str, channel: str, task_id: str, opening: Opening, *, key: str,
+) -> Thread:
+    """The task's thread on `channel` that `opening` would serve, or a new one bound to it that begins with the
+    opening's message (outbox key `key`: the same item processed again finds this thread, and posts no second
+    message)."""
+    for thread in await threads_for(session, org_id, task_id=task_id):
+        if thread.channel == channel and opening.serves(thread.address):
+            return thread
+    thread = Thread(id=new_id("thr"), org_id=org_id, channel=channel, address=opening.address, task_id=task_id,
+                    opening=key)
+    session.add(thread)
+    await session.flush()
+    enqueue(session, [thread], Message(key=key, text=opening.text, kind="opening"))
+    return thread
+
+
+class Conversations:
+    """The conversation API over one core, with the command registry its channels run."""
+
+    def __init__(self, shepherd: Shepherd, registry: CommandRegistry) -> None:
+        self.shepherd = shepherd
+        self.registry = registry
+        self.db = shepherd.db
+
+    # --- who and what ------------------------------------------------------------------------------
+
+    async def person(self, org_id: str, channel: str, external_id: str, *, name: str, default_role: Role,
+                     admin: bool = False) -> Principal:
+        """Who a channel's user is in Shepherd; first contact makes them a user with `default_role` and `name`
+        (the platform's name for them). `admin`: the deployment names them an admin."""
+        return await self.shepherd.users.principal_for(org_id, channel, external_id, display_name=name,
+                                                       default_role=default_role, admin=admin)
+
+    async def name_of(self, org_id: str, channel: str, external_id: str) -> str | None:
+        """The Shepherd name of a channel's user, if Shepherd has met them."""
+        return await self.shepherd.users.name_of(org_id, channel, external_id)
+
+    async def names(self, principal: Principal) -> list[str]:
+        """The names of the people of the principal's org."""
+        return [user.name for user, _ in await self.shepherd.users.list(principal)]
+
+    async def task_at(self, org_id: str, where: Where) -> str | None:
+        """The task whose thread `where` is (the newest, if several were), or None."""
+        async with self.db.read() as session:
+            return (await session.exec(
+                select(Task.id).join(Thread, col(Thread.task_id) == col(Task.id)).where(
+                    Thread.org_id == org_id, Thread.channel == where.channel, Thread.address == where.address,
+                    col(Thread.opening).is_(None))
+                .order_by(col(Thread.created_at).desc()).limit(1)
+            )).first()
+
+    async def bind(self, org_id: str, where: Where, task_id: str) -> None:
+        """Bind a place to a task: the task's news and prompts come there too."""
+        async with self.db.write() as session:
+            await bind_thread(session, org_id, where.channel, where.address, task_id=task_id)
+
+    # --- acting --------------------------------------------------------------------------------------
+
+    async def reply(self, org_id: str, where: Where, text: str, *, item: Received | None = None) -> None:
+        """Say something at a place through the outbox (not a command's answer: `command` answers itself), with
+        the item it answers settled in the same commit."""
+        async with self.db.write() as session:
+            await self._answer(session, org_id, where, None, text, item)
+        self.shepherd.outbox_due()
+
+    async def command(
+        self, principal: Principal, said: str | Sequence[str], *, where: Where | None = None,
+        answer: Where | None = None, opening: Opening | None = None, item: Received | None = None,
+    ) -> Reply:
+        """Run a command and everything it causes, in one commit; returns its reply.
+
+        `said`: what was typed (split shell-like) or words already split. `where`: the thread it was said in, if
+        any (a task it starts binds it; in a task's thread the task may go unsaid). `answer`: where its reply goes
+        through the outbox (None: the caller shows it itself, as the console does). `opening`: when `where` is no
+        thread, how a task the command follows gets one (its reply then goes there). `item`: the inbound item it
+        came in, settled in the same commit (and the key a repeat of it acts once by)."""
+        async with self.db.unit() as unit:
+            reply = await self.registry.run(self.shepherd, principal, said, where=where,
+                                            request_key=item.key if item else None)
+            acted = unit.wrote  # the command changed something (not only read)
+            task = followed(reply)
+            if answer is not None or item is not None:
+                async with self.db.write() as session:
+                    thread = None
+                    if answer is not None and opening is not None and task is not None:
+                        key = f"opening:{item.key}" if item else new_id("opening")
+                        thread = await open_thread(session, principal.org_id, answer.channel, task, opening,
+                                                   key=key)
+                    await self._answer(session, principal.org_id, answer, thread, reply.text, item)
+        self._committed(runner=acted)
+        return reply
+
+    async def vote(
+        self, principal: Principal, confirmation: str, *, approve: bool, via: str, answer: Where | None = None,
+        item: Received | None = None,
+    ) -> None:
+        """A vote from a button: counted (the decision is announced by core wherever the prompt shows), or
+        refused, the refusal answered at `answer`; in one commit with the item settled."""
+        async with self.db.unit() as unit:
+            try:
+                await self.shepherd.confirmations.vote(principal, confirmation, approve=approve, via=via)
+                refusal = None
+            except ShepherdError as exc:
+                refusal = f"error: {exc.message}"
+            acted = unit.wrote
+            answer = answer if refusal else None
+            if answer is not None or item is not None:
+                async with self.db.write() as session:
+                    await self._answer(session, principal.org_id, answer, None, refusal or "", item)
+        self._committed(runner=acted)
+
+    async def settle(self, item: Received) -> None:
+        """An item there is nothing to do for: done."""
+        await self.shepherd.ledger.done(item.source, item.key)
+
+    async def _answer(self, session: AsyncSession, org_id: str, answer: Where | None, thread: Thread | None,
+                      text: str, item: Received | None) -> None:
+        if answer is not None:
+            thread = thread or await bind_thread(session, org_id, answer.channel, answer.address)
+            # keyed by the item: processing it again edits this answer rather than posting a second one
+            key = f"reply:{item.key}" if item else new_id("reply")
+            enqueue(session, [thread], Message(key=key, text=text, kind="reply"))
+        if item is not None:
+            await self.shepherd.ledger.settle(session, item.source, item.key)
+
+    def _committed(self, *, runner: bool) -> None:
+        """What a unit wrote is visible to other connections only now: the outbox looks at once, and so does a
+        runner in this process when the command changed something (a wake-up a service gave inside the unit
+        came before its rows could be seen)."""
+        self.shepherd.outbox_due()
+        if runner:
+            self.shepherd.runs_due()

@@ -1,0 +1,160 @@
+"""The inbound delivery ledger: every platform item is recorded before it is acknowledged, so that
+
+- a retry or redelivery of an item that was processed, or is being processed, does nothing;
+- an item whose processing failed is processed again (on redelivery, or by `due`, with a backoff);
+- an item acknowledged by a process that then died is processed by another (`due` after its lease).
+
+Channels key items by the platform's own id: Slack's event_id or interaction trigger_id, GitHub's
+X-GitHub-Delivery, Telegram's update_id. The row keeps the payload, so that processing can be repeated
+from the row alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import tuple_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.clock import as_utc, utcnow
+from core.errors import Conflict
+from core.store.db import Database
+from core.store.models import Delivery
+
+
+class ItemStatus(StrEnum):
+    """Where an inbound item stands in the ledger."""
+
+    RECEIVED = "received"  # recorded and being processed (by whoever holds its lease)
+    DONE = "done"
+    FAILED = "failed"  # processed and failed: tried again after a backoff
+
+
+LEASE_S = 120.0  # how long one process may take over an item before another takes it back
+MAX_ATTEMPTS = 5
+MAX_BACKOFF_S = 600.0
+
+_Item = tuple[str, str, str, dict[str, Any], "asyncio.Future[bool]"]
+
+
+class Ledger:
+    def __init__(self, db: Database, *, lease_s: float = LEASE_S) -> None:
+        self.db = db
+        self.lease_s = lease_s
+        self._waiting: list[_Item] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def receive(self, source: str, key: str, org_id: str, payload: dict[str, Any]) -> bool:
+        """Record an item as it arrives. True: this caller processes it now (it is new, or it failed, or its
+        processor's lease ran out). False: it is done or in hand: acknowledge it and do nothing.
+
+        Items arriving together are recorded together: one transaction (one fsync) for every item that came in
+        while the previous batch was being written, so a burst costs a few commits, not one per item."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((source, key, org_id, payload, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_batches())
+        return await future
+
+    async def _write_batches(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                answers = await self._record(batch)
+            except Conflict:  # another process recorded one of them at the same moment: one at a time
+                answers = []
+                for item in batch:
+                    try:
+                        answers.append((await self._record([item]))[0])
+                    except Conflict:
+                        answers.append(False)  # the other process has it
+                    except Exception as exc:
+                        answers.append(exc)
+            except Exception as exc:
+                answers = [exc] * len(batch)
+            for (*_, future), answer in zip(batch, answers, strict=True):
+                if future.done():
+                    continue
+                if isinstance(answer, BaseException):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+    async def _record(self, batch: list[_Item]) -> list[bool | BaseException]:
+        now = utcnow()
+        lease = now + timedelta(seconds=self.lease_s)
+        answers: list[bool | BaseException] = []
+        async with self.db.write() as session:
+            keys = [(source, key) for source, key, *_ in batch]
+            query = select(Delivery).where(tuple_(col(Delivery.source), col(Delivery.key)).in_(keys))
+            if not self.db.is_sqlite:
+                query = query.with_for_update()
+            rows = {(r.source, r.key): r for r in await session.exec(query)}
+            for source, key, org_id, payload, _ in batch:
+                row = rows.get((source, key))
+                if row is None:
+                    row = Delivery(source=source, key=key, org_id=org_id, payload=payload, attempts=1,
+                                   next_at=lease, received_at=now)
+                    rows[(source, key)] = row
+                    session.add(row)
+                    answers.append(True)
+                    continue
+                row.redeliveries += 1
+                abandoned = row.status == ItemStatus.RECEIVED and as_utc(row.next_at) <= now  # its lease ran out
+                taken = row.status == ItemStatus.FAILED or abandoned
+                if taken:
+                    row.status, row.attempts, row.next_at = ItemStatus.RECEIVED.value, row.attempts + 1, lease
+                session.add(row)
+                answers.append(taken)
+        return answers
+
+    async def settle(self, session: AsyncSession, source: str, key: str) -> None:
+        """Mark an item done inside the caller's transaction (the one that wrote its effect or its reply)."""
+        await session.exec(update(Delivery).where(col(Delivery.source) == source, col(Delivery.key) == key).values(
+            status=ItemStatus.DONE.value, done_at=utcnow(), error=None))
+
+    async def done(self, source: str, key: str) -> None:
+        async with self.db.write() as session:
+            await self.settle(session, source, key)
+
+    async def failed(self, source: str, key: str, error: str) -> None:
+        """Processing failed: tried again after a backoff, up to MAX_ATTEMPTS times in all."""
+        async with self.db.write() as session:
+            row = (await session.exec(select(Delivery).where(Delivery.source == source, Delivery.key == key))).first()
+            if row is None:
+                return
+            row.status, row.error = ItemStatus.FAILED.value, error[:1000]
+            row.next_at = utcnow() + timedelta(seconds=min(MAX_BACKOFF_S, 5.0 * 2 ** row.attempts))
+            session.add(row)
+
+    async def due(self, source: str, *, limit: int = 20) -> list[Delivery]:
+        """Items to process again: abandoned ones (their lease ran out) and failed ones whose backoff is over,
+        each taken by a conditional update so that of several processes exactly one gets it."""
+        now = utcnow()
+        async with self.db.read() as session:
+            rows = list(await session.exec(
+                select(Delivery).where(
+                    Delivery.source == source,
+                    col(Delivery.status).in_([ItemStatus.RECEIVED.value, ItemStatus.FAILED.value]),
+                    col(Delivery.next_at) <= now, col(Delivery.attempts) < MAX_ATTEMPTS,
+                ).order_by(col(Delivery.id)).limit(limit)))
+        taken: list[Delivery] = []
+        for row in rows:
+            async with self.db.write() as session:
+                result = await session.exec(
+                    update(Delivery).where(col(Delivery.id) == row.id, col(Delivery.status) == row.status,
+                                           col(Delivery.attempts) == row.attempts)
+                    .values(status=ItemStatus.RECEIVED.value, attempts=row.attempts + 1,
+                            next_at=now + timedelta(seconds=self.lease_s)))
+                if result.rowcount == 1:
+                    taken.append(row)
+        return taken
+
+    async def get(self, source: str, key: str) -> Delivery | None:
+        async with self.db.read() as session:
+            return (await session.exec(
+                select(Delivery).where(Delivery.source == source, Delivery.key == key))).first()

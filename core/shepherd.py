@@ -1,0 +1,50 @@
+"""Shepherd's core as one object: what every channel and API talks to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.agents import Agents
+from core.autonomy.confirmations import Confirmations
+from core.autonomy.policy import PolicyStore
+from core.autonomy.questions import Questions
+from core.channels.ledger import Ledger
+from core.channels.progress import Progress
+from core.people.orgs import Orgs
+from core.people.tokens import Tokens
+from core.people.users import Users
+from core.projects import Projects
+from core.runners.presets import AgentCatalog
+from core.runners.repos import RepoRules
+from core.store.db import Database
+from core.store.events import Events
+from core.tasks.service import Tasks
+from core.wakeup import Wakeup
+
+
+class Shepherd:
+    """The core's services, wired together once. The wake-ups are how a change in this process reaches the
+    service that acts on it at once (others find it at their next poll): `runs_due` for the task runner (a task
+    to claim, a control, an approved action), `outbox_due` for the outbox dispatcher."""
+
+    def __init__(
+        self, db: Database, *, catalog: AgentCatalog | None = None, default_agent: str = "claude",
+        workspace_root: Path | None = None, policies: PolicyStore | None = None, repos: RepoRules | None = None,
+        outbox_due: Wakeup | None = None, runs_due: Wakeup | None = None,
+    ) -> None:
+        self.db = db
+        self.catalog = catalog or AgentCatalog()
+        self.runs_due = runs_due or Wakeup()
+        self.outbox_due = outbox_due or Wakeup()
+        self.confirmations = Confirmations(db, policies, runs_due=self.runs_due)
+        self.questions = Questions(db, self.confirmations)
+        self.tasks = Tasks(db, self.confirmations, runs_due=self.runs_due, runtimes=self.catalog.names,
+                           default_runtime=default_agent, workspace_root=workspace_root, repos=repos)
+        self.orgs = Orgs(db)
+        self.agents = Agents(db)
+        self.projects = Projects(db)
+        self.tokens = Tokens(db)
+        self.users = Users(db)
+        self.events = Events(db)
+        self.ledger = Ledger(db)
+        self.progress = Progress(db)

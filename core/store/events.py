@@ -1,0 +1,54 @@
+"""The append-only event log: written in the same transaction as the change it describes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.people.access import Principal, Scope
+from core.store.db import Database
+from core.store.models import Event
+
+
+async def record(
+    session: AsyncSession,
+    principal: Principal,
+    category: str,
+    name: str,
+    *,
+    agent_id: str | None = None,
+    task_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> Event:
+    event = Event(
+        org_id=principal.org_id,
+        agent_id=agent_id,
+        task_id=task_id,
+        category=category,
+        name=name,
+        actor=principal.actor,
+        payload=payload or {},
+    )
+    session.add(event)
+    return event
+
+
+class Events:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def list(
+        self, principal: Principal, *, agent_id: str | None = None, limit: int = 50, before_id: int | None = None
+    ) -> list[Event]:
+        """Newest first."""
+        principal.require(Scope.READ, "reading events")
+        query = select(Event).where(Event.org_id == principal.org_id)
+        if agent_id:
+            query = query.where(Event.agent_id == agent_id)
+        if before_id:
+            query = query.where(col(Event.id) < before_id)
+        async with self.db.read() as session:
+            rows = await session.exec(query.order_by(col(Event.id).desc()).limit(max(1, min(limit, 500))))
+            return list(rows)

@@ -1,0 +1,334 @@
+"""Tables. Every row but Org carries org_id: tenant data never crosses orgs.
+
+Timestamps are timezone-aware UTC (SQLite hands them back naive; core.clock.as_utc mends that).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.clock import utcnow
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), nullable=False, **kw)
+
+
+class Org(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    created_at: datetime = _ts()
+
+
+class User(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=16)
+    created_at: datetime = _ts()
+
+
+class Identity(SQLModel, table=True):
+    """A user as one channel knows them: a Slack U…, a Telegram id, a GitHub login."""
+
+    __table_args__ = (UniqueConstraint("org_id", "channel", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    user_id: str = Field(foreign_key="user.id", index=True, max_length=64)
+    channel: str = Field(max_length=32)
+    external_id: str = Field(max_length=200)
+    created_at: datetime = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """Only the SHA-256 of the secret is kept; `prefix` lets people tell tokens apart."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    name: str = Field(max_length=200)
+    prefix: str = Field(max_length=16)
+    secret_hash: str = Field(unique=True, max_length=64)
+    scopes: str = Field(max_length=100)
+    user_id: str | None = Field(default=None, foreign_key="user.id", max_length=64)
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Project(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    name: str = Field(max_length=100)
+    repo: str | None = Field(default=None, max_length=200)
+    default_branch: str = Field(default="main", max_length=200)
+    channels: list[str] = Field(default_factory=list, sa_type=JSON)
+    created_at: datetime = _ts()
+
+
+class AgentType(SQLModel, table=True):
+    """A type registered beyond the six built-ins (core.agents.BUILTIN_TYPES), per org."""
+
+    org_id: str = Field(foreign_key="org.id", primary_key=True, max_length=64)
+    type: str = Field(primary_key=True, max_length=32)
+    lifecycle: str = Field(max_length=16)
+    description: str = Field(max_length=500)
+    created_at: datetime = _ts()
+
+
+class Agent(SQLModel, table=True):
+    __table_args__ = (Index("ix_agent_org_created", "org_id", "created_at", "id"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    name: str = Field(max_length=100)
+    type: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    autonomy_level: int = 1
+    project_id: str | None = Field(default=None, foreign_key="project.id", index=True, max_length=64)
+    task: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = _ts()
+    started_at: datetime = _ts()
+    last_activity: datetime = _ts()
+    messages_processed: int = 0
+    tasks_completed: int = 0
+    reviews_performed: int = 0
+    deploys_triggered: int = 0
+    incidents_handled: int = 0
+    memory_embeddings: int = 0
+    memory_storage_mb: float = 0.0
+
+
+class Event(SQLModel, table=True):
+    """Append-only history. No foreign keys: the record outlives what it describes."""
+
+    __table_args__ = (Index("ix_event_org_agent", "org_id", "agent_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(max_length=64)
+    agent_id: str | None = Field(default=None, max_length=64)
+    task_id: str | None = Field(default=None, max_length=64)
+    category: str = Field(max_length=32)
+    name: str = Field(max_length=64)
+    actor: str = Field(max_length=200)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    occurred_at: datetime = _ts()
+
+
+class Task(SQLModel, table=True):
+    """One coding job, run by an ephemeral `task` agent through a Runner. See core.tasks.service for its life."""
+
+    __table_args__ = (
+        UniqueConstraint("org_id", "name"),
+        Index("ux_task_request", "org_id", "request_key", unique=True),
+        Index("ix_task_org_created", "org_id", "created_at", "id"),
+        Index("ix_task_status", "status", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    name: str = Field(max_length=100)
+    display_name: str = Field(max_length=200)
+    owner_id: str = Field(max_length=200)  # a user id, or the actor of a token with no user
+    owner_name: str = Field(max_length=200)
+    agent_id: str | None = Field(default=None, max_length=64)  # no FK: the task outlives its agent
+    project_id: str | None = Field(default=None, foreign_key="project.id", index=True, max_length=64)
+    runtime: str = Field(max_length=32)  # a preset (claude, codex, opencode, aider, demo) or a custom one
+    prompt: str
+    repo: str | None = Field(default=None, max_length=500)
+    base_branch: str | None = Field(default=None, max_length=200)
+    work_branch: str | None = Field(default=None, max_length=200)
+    workspace: str | None = Field(default=None, max_length=1000)
+    base_sha: str | None = Field(default=None, max_length=64)
+    autonomy_level: int = 1
+    status: str = Field(max_length=16)
+    state: str = Field(max_length=16)  # what the agent does: working, idle, complete, failed (core.tasks.state)
+    state_message: str = Field(default="", max_length=500)
+    state_at: datetime = _ts()
+    outcome: str | None = Field(default=None, max_length=32)
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    session_ref: str | None = Field(default=None, max_length=200)  # the agent CLI's own session id
+    turns: int = 0
+    pending_inputs: list[str] = Field(default_factory=list, sa_type=JSON)  # follow-ups waiting for a turn
+    control: str | None = Field(default=None, max_length=16)  # stop / pause / resume / delete, for the runner
+    runner_id: str | None = Field(default=None, max_length=200)  # the runner process that holds it
+    pid: int | None = None
+    log_count: int = 0
+    log_snapshot: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    snapshot_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    decision_count: int = 0
+    auto_resolved_count: int = 0
+    callback_hash: str | None = Field(default=None, max_length=64)  # SHA-256 of this turn's SHEPHERD_TASK_TOKEN
+    # the inbound item that created it (a Slack event id, a GitHub delivery): processing it again finds this task
+    request_key: str | None = Field(default=None, max_length=200)
+    news_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # its threads last told
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class TaskLog(SQLModel, table=True):
+    """A task's log: what people sent it (input) and what the agent printed (output), in order."""
+
+    __table_args__ = (Index("ix_tasklog_task", "task_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(foreign_key="task.id", ondelete="CASCADE", max_length=64)
+    time: datetime = _ts()
+    type: str = Field(max_length=8)  # input | output
+    content: str
+
+
+class RunnerNode(SQLModel, table=True):
+    """A live runner process. Its heartbeat tells others whether the tasks it holds are still running."""
+
+    id: str = Field(primary_key=True, max_length=200)
+    host: str = Field(max_length=200)
+    pid: int
+    started_at: datetime = _ts()
+    heartbeat_at: datetime = _ts()
+
+
+class Confirmation(SQLModel, table=True):
+    """One gated action on one target, waiting for people (or decided by policy). See core.autonomy.confirmations."""
+
+    __table_args__ = (
+        UniqueConstraint("org_id", "code"),
+        Index("ix_confirmation_status", "status", "expires_at"),
+        Index("ix_confirmation_task", "task_id", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    code: str = Field(max_length=8)  # what people type: K7P2
+    task_id: str | None = Field(default=None, max_length=64)  # no FK: the record outlives the task
+    agent_id: str | None = Field(default=None, max_length=64)
+    project_id: str | None = Field(default=None, max_length=64)
+    action: str = Field(max_length=64)
+    risk: str = Field(max_length=16)
+    level: int
+    origin: str = Field(max_length=16)  # policy (Shepherd's own gate), agent (`shepherd ask`), person (a command)
+    summary: str = Field(max_length=1000)
+    target: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # repo, branch, head, base, …
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    plan_hash: str = Field(max_length=64)
+    requester_id: str = Field(max_length=200)  # who asked: a user id, or a token's actor
+    requester_name: str = Field(max_length=200)
+    quorum: int = 1
+    approvals: int = 0
+    status: str = Field(max_length=16)  # pending, approved, rejected, expired, void
+    decided_by: str | None = Field(default=None, max_length=200)
+    decided_via: str | None = Field(default=None, max_length=32)  # console, slack, rest, policy, expiry, …
+    decided_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    reason: str | None = Field(default=None, max_length=1000)
+    # what Shepherd does with an approved action of its own: waiting, running, done, failed
+    execution: str | None = Field(default=None, max_length=16)
+    executor: str | None = Field(default=None, max_length=200)  # the runner executing it
+    result: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
+
+
+class Vote(SQLModel, table=True):
+    """One person's vote on a confirmation; the unique key makes a second click of the same person a no-op."""
+
+    __table_args__ = (UniqueConstraint("confirmation_id", "voter_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    confirmation_id: str = Field(foreign_key="confirmation.id", ondelete="CASCADE", max_length=64)
+    voter_id: str = Field(max_length=200)
+    voter_name: str = Field(max_length=200)
+    via: str = Field(max_length=32)
+    approve: bool
+    comment: str = Field(default="", max_length=1000)
+    at: datetime = _ts()
+
+
+class Thread(SQLModel, table=True):
+    """Where a conversation lives: a console user, a Slack channel+thread_ts, a Telegram chat, a GitHub
+    issue. Bound to a task (its progress and prompts go there) or to a project (its approval channel).
+
+    A thread may begin with a message of Shepherd's (a slash command's task thread in Slack): until the outbox
+    has posted that message (the row keyed `opening`), `address` is the place it is posted at, and nothing
+    else addressed to the thread goes out; posting it gives the thread its real address."""
+
+    __table_args__ = (
+        Index("ix_thread_task", "task_id"),
+        Index("ix_thread_project", "project_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    channel: str = Field(max_length=32)
+    address: str = Field(max_length=500)
+    task_id: str | None = Field(default=None, max_length=64)
+    project_id: str | None = Field(default=None, max_length=64)
+    opening: str | None = Field(default=None, max_length=200)  # the key of the message it begins with, unposted
+    created_at: datetime = _ts()
+
+
+class Outbox(SQLModel, table=True):
+    """A message that must go out, written in the transaction of the change it tells about."""
+
+    __table_args__ = (Index("ix_outbox_due", "status", "channel", "next_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(max_length=64)
+    thread_id: str = Field(foreign_key="thread.id", ondelete="CASCADE", max_length=64)
+    channel: str = Field(max_length=32)  # the thread's, copied so that the due-index finds a channel's rows
+    address: str = Field(max_length=500)  # the thread's when written; "" while the thread waits for its address
+    key: str = Field(max_length=200)  # which message: confirmation:<id>, task:<id>
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # a core.channels.outbox.Message
+    status: str = Field(default="pending", max_length=16)  # pending, sent, failed
+    attempts: int = 0
+    next_at: datetime = _ts()
+    claimed_by: str | None = Field(default=None, max_length=200)
+    claimed_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = _ts()
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class MessageRef(SQLModel, table=True):
+    """The platform's id of a message Shepherd posted (Slack ts, Telegram message_id), kept so that a
+    later change (a decision) edits that message in place."""
+
+    __table_args__ = (UniqueConstraint("thread_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: str = Field(foreign_key="thread.id", ondelete="CASCADE", max_length=64)
+    key: str = Field(max_length=200)
+    ref: str = Field(max_length=500)
+    created_at: datetime = _ts()
+
+
+class Delivery(SQLModel, table=True):
+    """The inbound delivery ledger: one row per platform item (a Slack event_id or interaction, a GitHub
+    delivery, a Telegram update), written before the item is acknowledged. A redelivery of a done or
+    in-hand item does nothing; a failed or abandoned one (its process died) is processed again."""
+
+    __table_args__ = (
+        UniqueConstraint("source", "key"),
+        Index("ix_delivery_due", "status", "next_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=32)  # slack, github, telegram
+    key: str = Field(max_length=200)  # the platform's id, e.g. event:Ev08ABC
+    org_id: str = Field(max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # enough to process it again
+    status: str = Field(default="received", max_length=16)  # received, done, failed
+    attempts: int = 0
+    redeliveries: int = 0  # copies the platform sent again (and we did not act on)
+    next_at: datetime = _ts()  # received: the lease of whoever processes it; failed: when to try again
+    error: str | None = Field(default=None, max_length=1000)
+    received_at: datetime = _ts()
+    done_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

@@ -1,0 +1,157 @@
+"""The end of a turn: its outcome and evidence, in one transaction with what follows from it. A successful
+turn with changes waits on the gate (a pull request or a pushed branch, as policy or people decide); one with
+follow-ups waiting makes its task pending again; a task people deleted is removed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.autonomy.plans import Origin, Plan, Status, Target, describe
+from core.autonomy.policy import PolicyError
+from core.people.access import Principal
+from core.runners import RunExit
+from core.runners.repos import repo_kind
+from core.runners.workspace import commit_all
+from core.shepherd import Shepherd
+from core.store.events import record
+from core.store.models import Agent, Task
+from core.tasks import state as task_state
+from core.tasks.evidence import DiffStats, Evidence
+from core.tasks.output import TaskOutput
+from core.tasks.rows import agent_after, delete_rows
+from core.tasks.state import Control, Outcome, TaskStatus
+
+if TYPE_CHECKING:
+    from core.tasks.turns import Turn
+
+log = logging.getLogger(__name__)
+
+EVIDENCE_LINES = 10
+
+
+async def plan_after_turn(task: Task, workspace: Path) -> Plan | None:
+    """What a turn's changes should become: a pull request (GitHub repositories) or a pushed branch (other
+    remote repositories), with the changes committed. A local path or an empty workspace keeps its changes."""
+    if not task.repo or repo_kind(task.repo) not in ("github", "url"):
+        return None
+    head = await commit_all(workspace, f"{task.display_name}\n\nShepherd task {task.name} ({task.id})")
+    action = "pr.open" if repo_kind(task.repo) == "github" else "branch.push"
+    target = Target(repo=task.repo, branch=task.work_branch or f"shepherd/{task.name}",
+                    base=task.base_branch or "main", head=head)
+    params: dict[str, str] = {}
+    if action == "pr.open":
+        params = {"title": task.display_name[:200],
+                  "body": f"Opened by Shepherd for task `{task.name}`, started by {task.owner_name}.\n\n"
+                          f"> {task.prompt[:2000]}"}
+    return Plan(action=action, summary=describe(action, target, params), target=target, params=dict(params))
+
+
+class TurnEnd:
+    def __init__(self, shepherd: Shepherd, output: TaskOutput, runner_id: str, wake: Callable[[], None]) -> None:
+        self.shepherd = shepherd
+        self.db = shepherd.db
+        self.output = output
+        self.runner_id = runner_id
+        self.wake = wake
+
+    async def finish(
+        self, turn: Turn, outcome: Outcome, exit_: RunExit | None, diff: DiffStats, reason: str,
+        plan: Plan | None = None, question: str | None = None,
+    ) -> None:
+        """End the turn with `outcome`; `exit_` is None when no agent process ran."""
+        await self.output.flush()
+        evidence = Evidence(
+            exit_code=exit_.exit_code if exit_ else None, duration_s=exit_.duration_s if exit_ else 0.0,
+            diff=diff, last_lines=tuple(turn.last_lines)[-EVIDENCE_LINES:], reason=reason, dropped_lines=turn.dropped,
+        )
+        workspace: str | None = None
+        async with self.db.write() as session:
+            task = await session.get(Task, turn.task_id, with_for_update=True)
+            if task is None:
+                return
+            system = Principal.system(task.org_id)
+            deleting = task.control == Control.DELETE or turn.stop_reason == Control.DELETE
+            if not deleting and not task_state.held_by(task, self.runner_id):
+                # ended meanwhile by a runner that thought this one dead (or claimed again since): its word stands
+                log.warning("task %s is no longer this runner's (%s): its turn's end (%s) is only recorded",
+                            task.id, task.status, outcome.value)
+                await record(session, system, "task", "task.turn_discarded", agent_id=task.agent_id,
+                             task_id=task.id, payload={"outcome": outcome.value, "evidence": evidence.to_json()})
+                return
+            # the turn is over: what its agent asked and nobody decided can no longer be waited for
+            await self.shepherd.questions.void_questions(session, task, f"the agent's turn ended ({outcome.value})")
+            if deleting:
+                workspace = task.workspace
+                await delete_rows(session, task)
+                await record(session, system, "task", "task.deleted", agent_id=task.agent_id, task_id=task.id)
+            else:
+                await self._settle(session, task, turn, outcome, evidence, exit_ is None, plan, question)
+        if workspace:
+            await asyncio.to_thread(self.shepherd.tasks.remove_workspace, workspace)
+
+    async def _settle(
+        self, session: AsyncSession, task: Task, turn: Turn, outcome: Outcome, evidence: Evidence,
+        never_ran: bool, plan: Plan | None, question: str | None,
+    ) -> None:
+        system = Principal.system(task.org_id)
+        if turn.session_ref:
+            task.session_ref = turn.session_ref
+        follow_ups = list(task.pending_inputs)
+        if plan is not None and not follow_ups and TaskStatus(task.status) is TaskStatus.RUNNING:
+            # the turn is done; what it produced leaves the workspace only through the gate
+            task_state.await_gate(task, evidence, plan.summary)
+            session.add(task)
+            await agent_after(session, task, outcome)
+            await record(session, system, "task", "task.turn_finished", agent_id=task.agent_id, task_id=task.id,
+                         payload={"outcome": outcome.value, "turn": task.turns, "evidence": evidence.to_json(),
+                                  "next": plan.action})
+            await self.gate(session, task, plan)
+            return
+        task_state.finish_turn(task, outcome, evidence, question=question)
+        dropped_inputs = 0
+        if follow_ups and (never_ran or outcome in (Outcome.CANCELLED, Outcome.INTERRUPTED)):
+            # the turn never ran, or people ended it: waiting follow-ups are not delivered
+            task.pending_inputs, dropped_inputs = [], len(follow_ups)
+        session.add(task)
+        await agent_after(session, task, outcome)
+        await record(session, system, "task", "task.finished", agent_id=task.agent_id, task_id=task.id,
+                     payload={"outcome": outcome.value, "turn": task.turns, "evidence": evidence.to_json(),
+                              "droppedInputs": dropped_inputs})
+        if task.pending_inputs:
+            # follow-ups sent while the agent worked: the next turn waits for a runner like any other
+            task_state.follow_up(task, f"{outcome.value}; next: {len(task.pending_inputs)} follow-up(s) waiting")
+
+    async def gate(self, session: AsyncSession, task: Task, plan: Plan) -> None:
+        """Ask the policy about an awaiting task's own next action, in the transaction that ends its turn."""
+        agent = await session.get(Agent, task.agent_id) if task.agent_id else None
+        level = agent.autonomy_level if agent is not None else task.autonomy_level
+        try:
+            gate = await self.shepherd.confirmations.gate(
+                session, org_id=task.org_id, plan=plan, origin=Origin.POLICY, level=level,
+                requester_id=task.owner_id, requester_name=task.owner_name, task=task, agent_id=task.agent_id,
+                project_id=task.project_id,
+            )
+        except PolicyError as exc:  # nothing runs on a policy nobody can read; the message names the key
+            task_state.settle(task, Outcome.FAILED,
+                              replace(Evidence.of(task), reason=f"{plan.action} not decided: {exc.message}"))
+            session.add(task)
+            return
+        conf = gate.confirmation
+        if conf.status == Status.PENDING:
+            task_state.note_gate(task, f"waiting for approval {conf.code}: {plan.summary}")
+        elif conf.status == Status.APPROVED:
+            task_state.note_gate(task, f"{conf.code} approved by policy (L{level}): {plan.summary}")
+            self.wake()
+        else:
+            reason = (f"{plan.action} refused: {gate.decision.reason}; the changes stay committed on "
+                      f"{plan.target.branch} in the workspace")
+            task_state.settle(task, Outcome.SUCCEEDED, replace(Evidence.of(task), reason=reason,
+                                                               confirmation=conf.code))
+        session.add(task)

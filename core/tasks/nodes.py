@@ -1,0 +1,168 @@
+"""Runner nodes: the processes that run tasks, each a RunnerNode row with a heartbeat. Several may share one
+database. A node that stopped beating (or whose process is gone from this host) is dead: the tasks it held
+end `interrupted`, what is left of their agents is killed, and actions it was carrying out are handed back
+to be carried out again (every action is safe to repeat)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from core.autonomy.plans import Execution
+from core.clock import as_utc, utcnow
+from core.people.access import Principal
+from core.runners.local import group_members
+from core.shepherd import Shepherd
+from core.store.events import record
+from core.store.models import Confirmation, RunnerNode, Task
+from core.tasks import state as task_state
+from core.tasks.rows import agent_after
+from core.tasks.state import ACTIVE, TaskStatus
+
+log = logging.getLogger(__name__)
+
+PROCESS_STARTED = utcnow()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dead_nodes(
+    nodes: Sequence[RunnerNode], *, me: str, host: str, pid: int, started: datetime, cutoff: datetime,
+    alive: Callable[[int], bool] = pid_alive,
+) -> set[str]:
+    """Which other nodes are gone: silent since `cutoff`, or on this host with their process gone, or this
+    very pid from before this process began (a container's pid 1 restarted)."""
+    return {
+        n.id for n in nodes
+        if n.id != me and (
+            as_utc(n.heartbeat_at) < cutoff
+            or (n.host == host and ((n.pid == pid and as_utc(n.started_at) < started) or not alive(n.pid)))
+        )
+    }
+
+
+def reap_orphans(pgid: int, workspace: str) -> int:
+    """Kill what is left of a dead runner's agent: members of its process group working in its workspace.
+
+    A runner killed outright (SIGKILL, OOM) cannot end its agents; they would go on editing the workspace.
+    The working-directory check guards against a reused process-group id.
+    """
+    killed = 0
+    root = os.path.realpath(workspace)
+    for pid in group_members(pgid):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+class RunnerNodes:
+    """This process's node (announced, beating, removed) and the recovery of other nodes' work."""
+
+    def __init__(self, shepherd: Shepherd, node_id: str, *, heartbeat_s: float, stale_after_s: float) -> None:
+        self.shepherd = shepherd
+        self.db = shepherd.db
+        self.node_id = node_id
+        self.host = socket.gethostname()
+        self.heartbeat_s = heartbeat_s
+        self.stale_after_s = stale_after_s
+
+    async def announce(self) -> None:
+        async with self.db.write() as session:
+            now = utcnow()
+            session.add(RunnerNode(id=self.node_id, host=self.host, pid=os.getpid(), started_at=now, heartbeat_at=now))
+
+    async def beat(self) -> None:
+        """Heartbeat forever (a background job)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                async with self.db.write() as session:
+                    node = await session.get(RunnerNode, self.node_id)
+                    if node is None:  # swept as stale after a long stall: announce ourselves again
+                        node = RunnerNode(id=self.node_id, host=self.host, pid=os.getpid())
+                    node.heartbeat_at = utcnow()
+                    session.add(node)
+            except Exception:
+                log.exception("runner heartbeat failed")
+
+    async def withdraw(self, local: Collection[str]) -> None:
+        """This process stops: the tasks it still holds end `interrupted`, and its node is gone."""
+        await self.interrupt(lambda task: task.runner_id == self.node_id, local,
+                             "Shepherd stopped while the agent was working")
+        async with self.db.write() as session:
+            node = await session.get(RunnerNode, self.node_id)
+            if node is not None:
+                await session.delete(node)
+
+    async def reconcile(self, local: Collection[str]) -> None:
+        """Tasks held by a runner that is gone (crashed, killed, restarted) end `interrupted`; `local` are the
+        tasks this process drives right now."""
+        cutoff = utcnow() - timedelta(seconds=self.stale_after_s)
+        async with self.db.read() as session:
+            nodes = list(await session.exec(select(RunnerNode)))
+        dead = dead_nodes(nodes, me=self.node_id, host=self.host, pid=os.getpid(), started=PROCESS_STARTED,
+                          cutoff=cutoff)
+        live = {n.id for n in nodes} - dead
+        async with self.db.write() as session:
+            # an action a dead runner was carrying out runs again (every action is safe to repeat)
+            await session.exec(
+                update(Confirmation)
+                .where(col(Confirmation.execution) == Execution.RUNNING.value,
+                       col(Confirmation.executor).not_in([*live, self.node_id]))
+                .values(execution=Execution.WAITING.value, executor=None)
+            )
+        await self.interrupt(
+            lambda task: task.runner_id not in live, local,
+            "the runner holding this task stopped (a crash or restart) while the agent was working",
+        )
+        if dead:
+            async with self.db.write() as session:
+                for node_id in dead:
+                    node = await session.get(RunnerNode, node_id)
+                    if node is not None:
+                        await session.delete(node)
+
+    async def interrupt(self, held: Callable[[Task], bool], local: Collection[str], reason: str) -> None:
+        """End the active tasks `held` picks (none of `local`) `interrupted`, killing their agents' leftovers."""
+        async with self.db.read() as session:
+            rows = list(await session.exec(select(Task).where(col(Task.status).in_([s.value for s in ACTIVE]))))
+        for stale in [t for t in rows if held(t) and t.id not in local]:
+            if stale.pid and stale.workspace:
+                leftovers = reap_orphans(stale.pid, stale.workspace)
+                if leftovers:
+                    log.warning("task %s: ended %d agent processes left by a dead runner", stale.id, leftovers)
+            async with self.db.write() as session:
+                task = await session.get(Task, stale.id, with_for_update=True)
+                if task is None or TaskStatus(task.status) not in ACTIVE:
+                    continue
+                await self.shepherd.questions.void_questions(session, task, f"the turn ended: {reason}")
+                task_state.interrupt(task, reason)
+                session.add(task)
+                await agent_after(session, task, task_state.Outcome.INTERRUPTED)
+                await record(session, Principal.system(task.org_id), "task", "task.interrupted",
+                             agent_id=task.agent_id, task_id=task.id,
+                             payload={"reason": reason, "runner": stale.runner_id})
+                log.warning("task %s interrupted: %s", task.id, reason)

@@ -1,0 +1,292 @@
+"""Tasks: one coding job, run by an ephemeral `task` agent through a Runner.
+
+This module is what channels and APIs call: create, read and steer tasks. Its life and its states are
+core.tasks.state's (the one writer of a task's status); the runner's side (claiming, running, finishing) is
+core.tasks.supervisor and the modules it wires.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.agents import DEFAULT_LEVEL, AgentStatus, parse_level
+from core.channels.conversations import bind_thread
+from core.clock import utcnow
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.ids import new_id
+from core.people.access import Principal, Scope
+from core.projects import check_branch, find_project, resolve_project
+from core.runners.repos import RepoRules, repo_kind
+from core.store.db import Database
+from core.store.events import record
+from core.store.models import Agent, Project, RunnerNode, User
+from core.store.models import Task as Task  # the records this service returns
+from core.store.models import TaskLog as TaskLog  # the records this service returns
+from core.tasks import state as task_state
+from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, TaskStatus
+from core.tasks.steering import MAX_PROMPT, TaskSteering, owner_of
+from core.textcheck import free_text, optional_name
+from core.wakeup import Wakeup
+
+if TYPE_CHECKING:
+    from core.autonomy.confirmations import Confirmations
+
+MAX_PAGE = 500
+RUNNER_STALE_S = 30.0  # a runner silent this long is gone; its tasks end `interrupted`
+
+
+# --- what people ask for -----------------------------------------------------------------------
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+
+
+def slug(text: str, limit: int = 40) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return words[:limit].rstrip("-") or "task"
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    status: frozenset[TaskStatus] | None = None
+    owner_id: str | None = None  # an owner id or name
+    org_id: str | None = None  # Coder's organization: filter; must be the principal's own org
+    project_id: str | None = None  # a project id or name
+
+
+STATUS_GROUPS: dict[str, frozenset[TaskStatus]] = {
+    "active": WAITING | ACTIVE | GATED,
+    "waiting": WAITING,
+    "finished": FINISHED,
+    **{s.value: frozenset({s}) for s in TaskStatus},
+}
+
+
+@dataclass(frozen=True)
+class TaskView:
+    task: Task
+    project: Project | None = None
+
+
+class Tasks(TaskSteering):
+    """Create, read and steer tasks. `wake` nudges an in-process runner; others poll the database."""
+
+    def __init__(
+        self, db: Database, confirmations: Confirmations, *, runs_due: Wakeup,
+        runtimes: Callable[[], list[str]] | None = None, default_runtime: str = "claude",
+        workspace_root: Path | None = None, repos: RepoRules | None = None,
+    ) -> None:
+        self.db = db
+        self.confirmations = confirmations  # a task leaving `awaiting` by people's hand voids what it waited on
+        self.runs_due = runs_due  # a runner in this process looks now; others within their poll
+        self.runtimes = runtimes or (lambda: [])
+        self.default_runtime = default_runtime
+        self.workspace_root = workspace_root
+        self.repos = repos or RepoRules()  # which repositories tasks may name
+
+    async def runner_available(self) -> bool:
+        """Is any runner alive to run tasks: one with a fresh heartbeat (a runner announces itself as it starts)?"""
+        cutoff = utcnow() - timedelta(seconds=RUNNER_STALE_S)
+        async with self.db.read() as session:
+            fresh = await session.exec(
+                select(func.count()).select_from(RunnerNode).where(col(RunnerNode.heartbeat_at) > cutoff)
+            )
+            return int(fresh.one()) > 0
+
+    # --- creating ----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        prompt: str,
+        runtime: str | None = None,
+        repo: str | None = None,
+        branch: str | None = None,
+        project: str | None = None,
+        level: Any = None,
+        name: str | None = None,
+        display_name: str | None = None,
+        owner: str = "me",
+        thread: tuple[str, str] | None = None,
+        request_key: str | None = None,
+    ) -> TaskView:
+        """A new pending task under a new task agent. The caller's command is its own approval to start.
+        `request_key` names the inbound item that asked for it: asking again with it returns the same task."""
+        principal.require(Scope.WRITE, "starting a task")
+        prompt = free_text((prompt or "").strip(), "the prompt")
+        if not prompt or len(prompt) > MAX_PROMPT:
+            raise ValidationFailed(f"a prompt is 1-{MAX_PROMPT} characters", code="INVALID_PROMPT")
+        display_name = optional_name(display_name, "the display name")
+        for value, what in ((name, "the task name"), (repo, "the repository"), (branch, "the branch")):
+            optional_name(value, what)
+        runtime = runtime or self.default_runtime
+        known = self.runtimes()
+        if runtime not in known:
+            raise ValidationFailed(
+                f"unknown agent {runtime!r}: one of {', '.join(known)} (custom agents: SHEPHERD_AGENTS)",
+                code="UNKNOWN_AGENT",
+            )
+        if name is not None and not _NAME.match(name):
+            raise ValidationFailed(
+                "a task name is 1-63 characters: lower-case letters, digits and '-'", code="INVALID_NAME"
+            )
+        if branch is not None:
+            check_branch(branch)
+        if repo is not None:
+            repo = repo.strip()
+            if repo_kind(repo) == "path":
+                # A local path reads whatever the server can read: only admins may name one.
+                principal.require(Scope.ADMIN, "cloning a local path")
+                path = Path(repo.removeprefix("file://")).expanduser()  # noqa: ASYNC240 (one stat)
+                if not path.is_dir():
+                    raise ValidationFailed(f"no repository at {repo}", code="INVALID_REPO")
+                repo = str(path.resolve())
+            else:  # the server fetches it: only from hosts the rules allow (checked again before the clone)
+                await self.repos.reach(repo)
+        explicit_level = None if level is None else parse_level(level)
+
+        async with self.db.write() as session:
+            if request_key:
+                earlier = (await session.exec(select(Task).where(
+                    Task.org_id == principal.org_id, Task.request_key == request_key))).first()
+                if earlier is not None:  # the same request processed again (a redelivery, a retry after a crash)
+                    return TaskView(earlier, await session.get(Project, earlier.project_id)
+                                    if earlier.project_id else None)
+            owner_id, owner_name = await self._owner(session, principal, owner)
+            proj = await resolve_project(session, principal.org_id, project) if project else None
+            agent_level = DEFAULT_LEVEL
+            if proj is not None:
+                repo = repo or proj.repo
+                branch = branch or (proj.default_branch if repo == proj.repo else None)
+                proj_agent = (
+                    await session.exec(select(Agent).where(Agent.project_id == proj.id, Agent.type == "project"))
+                ).first()
+                if proj_agent is not None:
+                    agent_level = proj_agent.autonomy_level
+            if explicit_level is not None:
+                if explicit_level > agent_level:
+                    principal.require(Scope.APPROVE, "running a task above its project agent's autonomy")
+                agent_level = explicit_level
+            task_id = new_id("task")
+            name = name or f"{slug(prompt, 32)}-{secrets.token_hex(2)}"
+            clash = (
+                await session.exec(select(Task.id).where(Task.org_id == principal.org_id, Task.name == name))
+            ).first()
+            if clash:
+                raise Conflict(f"a task named {name!r} already exists", code="TASK_EXISTS")
+            now = utcnow()
+            agent = Agent(
+                id=new_id("agent-task"), org_id=principal.org_id, name=name, type="task",
+                status=AgentStatus.ACTIVE, autonomy_level=agent_level, project_id=proj.id if proj else None,
+                task=prompt[:2000], created_at=now, started_at=now, last_activity=now,
+            )
+            task = Task(
+                id=task_id, org_id=principal.org_id, name=name,
+                display_name=(display_name or prompt.splitlines()[0].replace("\t", " "))[:200],
+                owner_id=owner_id, owner_name=owner_name, agent_id=agent.id,
+                project_id=proj.id if proj else None, runtime=runtime, prompt=prompt, repo=repo,
+                base_branch=branch, work_branch=f"shepherd/{name}", autonomy_level=agent_level,
+                **task_state.created(now), created_at=now, updated_at=now, request_key=request_key,
+            )
+            session.add(agent)
+            session.add(task)
+            if thread is not None:  # the conversation it started in hears its news (prompts, decisions)
+                await session.flush()
+                await bind_thread(session, principal.org_id, thread[0], thread[1], task_id=task.id)
+            await record(
+                session, principal, "task", "task.created", agent_id=agent.id, task_id=task.id,
+                payload={"name": name, "runtime": runtime, "repo": repo, "branch": branch,
+                         "projectId": task.project_id, "autonomyLevel": agent_level},
+            )
+        self.runs_due()
+        return TaskView(task, proj)
+
+    async def _owner(self, session: AsyncSession, principal: Principal, owner: str) -> tuple[str, str]:
+        mine = owner_of(principal)
+        if owner in ("me", mine[0], mine[1]):
+            return mine
+        user = (
+            await session.exec(
+                select(User).where(User.org_id == principal.org_id, or_(col(User.id) == owner, col(User.name) == owner))
+            )
+        ).first()
+        if user is None:
+            raise NotFound(f"user {owner!r} not found", code="USER_NOT_FOUND")
+        principal.require(Scope.ADMIN, "starting a task for someone else")
+        return user.id, user.name
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def list(
+        self, principal: Principal, flt: TaskFilter | None = None, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Task], int]:
+        """A page of tasks, newest first, and how many match."""
+        principal.require(Scope.READ, "listing tasks")
+        flt = flt or TaskFilter()
+        if flt.org_id is not None and flt.org_id != principal.org_id:
+            return [], 0
+        where: list[Any] = [Task.org_id == principal.org_id]
+        if flt.status:
+            where.append(col(Task.status).in_([s.value for s in flt.status]))
+        if flt.owner_id:
+            where.append(or_(col(Task.owner_id) == flt.owner_id, col(Task.owner_name) == flt.owner_id))
+        async with self.db.read() as session:
+            if flt.project_id:
+                proj = await find_project(session, principal.org_id, flt.project_id)
+                if proj is None:
+                    return [], 0
+                where.append(Task.project_id == proj.id)
+            total = (await session.exec(select(func.count()).select_from(Task).where(*where))).one()
+            rows = await session.exec(
+                select(Task).where(*where).order_by(col(Task.created_at).desc(), col(Task.id).desc())
+                .offset(max(0, offset)).limit(max(1, min(limit, MAX_PAGE)))
+            )
+            return list(rows), int(total)
+
+    async def get(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
+        """A task by id or name; with `owner` ("me", a user id or name), only if it is theirs."""
+        principal.require(Scope.READ, "reading a task")
+        async with self.db.read() as session:
+            return await self._find(session, principal, ref, owner)
+
+    async def logs(
+        self, principal: Principal, ref: str, *, after_id: int = 0, limit: int = 1000, tail: bool = False
+    ) -> tuple[Task, builtins.list[TaskLog]]:
+        """Log entries in order: after `after_id`, or with `tail` the last `limit`."""
+        principal.require(Scope.READ, "reading task logs")
+        limit = max(1, min(limit, 10_000))
+        async with self.db.read() as session:
+            task = await self._find(session, principal, ref)
+            query = select(TaskLog).where(TaskLog.task_id == task.id)
+            if tail:
+                rows = list(await session.exec(query.order_by(col(TaskLog.id).desc()).limit(limit)))
+                rows.reverse()
+            else:
+                rows = list(
+                    await session.exec(query.where(col(TaskLog.id) > after_id).order_by(col(TaskLog.id)).limit(limit))
+                )
+        return task, rows
+
+    async def counts(self, principal: Principal) -> dict[str, int]:
+        principal.require(Scope.READ, "reading status")
+        async with self.db.read() as session:
+            rows = await session.exec(
+                select(Task.status, func.count()).where(Task.org_id == principal.org_id).group_by(Task.status)
+            )
+            return {status: int(n) for status, n in rows}
+
+    # --- steering ----------------------------------------------------------------------------
+

@@ -1,0 +1,368 @@
+"""One turn of a task's agent: its workspace, its environment and RunSpec, its process through a Runner, what
+it prints, and a pure judgement of how it ended (`judge`). The end itself is core.tasks.ending's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import insert, update
+from sqlmodel import col, select
+
+from core import environ
+from core.agents import AgentStatus
+from core.autonomy.plans import Origin, Status
+from core.autonomy.questions import new_task_token, note_waiting
+from core.clock import utcnow
+from core.errors import ShepherdError
+from core.people.access import Principal
+from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
+from core.runners.local import RunnerError
+from core.runners.presets import AgentCatalog, verdict
+from core.runners.sandbox import SANDBOX_HOME, SANDBOX_SOCKET, SANDBOX_TOOLS, SandboxView, home_for
+from core.runners.workspace import WorkspaceError, diff_stats, prepare
+from core.shepherd import Shepherd
+from core.store.events import record
+from core.store.models import Agent, Confirmation, Task, TaskLog
+from core.tasks import state as task_state
+from core.tasks.config import RunnerConfig
+from core.tasks.ending import TurnEnd, plan_after_turn
+from core.tasks.evidence import DiffStats
+from core.tasks.output import TaskOutput
+from core.tasks.snapshots import take_snapshot
+from core.tasks.state import Control, LogType, Outcome, TaskStatus
+
+log = logging.getLogger(__name__)
+
+LAST_LINES = 20
+
+
+@dataclass
+class Turn:
+    """A turn this process drives, from its claim to its end."""
+
+    task_id: str
+    org_id: str
+    handle: RunHandle | None = None
+    job: asyncio.Task[None] | None = None
+    stop_reason: str | None = None  # "stop", "delete" or "shutdown"
+    last_lines: deque[str] = field(default_factory=lambda: deque(maxlen=LAST_LINES))
+    verdict: Outcome | None = None
+    verdict_line: str = ""
+    stored: int = 0
+    dropped: int = 0
+    session_pattern: str | None = None
+    session_ref: str | None = None
+    # claimed before its callback token exists: every `shepherd ask` since belongs to this turn
+    started: datetime = field(default_factory=utcnow)
+
+
+def agent_env(config: RunnerConfig, task: Task, workspace: Path, token: str | None = None) -> dict[str, str]:
+    """The agent's whole environment: an allowlist, the agent credentials named in SHEPHERD_AGENT_ENV,
+    and the task's own SHEPHERD_* values (with `token`, the task-scoped callback for `shepherd ask`).
+    Nothing else of the server's environment (its secrets) passes."""
+    env = environ.passed((*environ.AGENT, *config.pass_env))
+    env.update({"SHEPHERD_TASK_ID": task.id, "SHEPHERD_TASK_NAME": task.name, "SHEPHERD_WORKSPACE": str(workspace)})
+    box = config.sandbox
+    # in the sandbox Shepherd is reached through its socket, and the launcher sits where the sandbox shows it
+    callback = f"unix:{SANDBOX_SOCKET}" if box is not None and box.socket is not None else config.callback_url
+    if token and callback:
+        env.update({"SHEPHERD_URL": callback, "SHEPHERD_TASK_TOKEN": token})
+    tools = SANDBOX_TOOLS if box is not None and box.tools is not None else config.tool_dir
+    if tools is not None:
+        env["PATH"] = os.pathsep.join(p for p in (str(tools), env.get("PATH", "")) if p)
+    if box is not None:
+        env.update({"HOME": SANDBOX_HOME, "TMPDIR": "/tmp"})  # the sandbox's own
+    return env
+
+
+_QUESTION_END = re.compile(r"\?[\s\"'`*_)\]]*$")
+
+
+def closing_question(lines: Sequence[str]) -> str | None:
+    """The question a turn ended on: its last non-blank output line, when that line asks something (it ends
+    with a question mark, maybe inside quotes or markdown). An agent that asks and exits (`claude -p` with a
+    question for the user, the demo agent's `[ask]`) waits for input; it has not completed the work."""
+    for line in reversed(lines):
+        if line.strip():
+            return line.strip()[:500] if _QUESTION_END.search(line) else None
+    return None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    outcome: Outcome
+    reason: str
+    question: str | None = None  # the turn succeeded but ended asking this: it waits for input
+
+
+def judge(
+    exit_: RunExit, *, stop_reason: str | None = None, verdict: Outcome | None = None, verdict_line: str = "",
+    refused: Confirmation | None = None, last_lines: Sequence[str] = (), idle_timeout_s: float = 0.0,
+    hard_timeout_s: float = 0.0,
+) -> Judgement:
+    """How a turn ended, from its exit, why it was stopped, what the agent reported (`verdict`), a `shepherd
+    ask` of the turn that people refused, and its last lines. An exit code alone never makes a success."""
+    outcome, reason = _outcome(exit_, stop_reason, verdict, verdict_line, refused, idle_timeout_s, hard_timeout_s)
+    question = closing_question(last_lines) if outcome is Outcome.SUCCEEDED else None
+    if question is not None:
+        return Judgement(outcome, f"waiting for input: {question}", question)
+    return Judgement(outcome, reason)
+
+
+def _outcome(
+    exit_: RunExit, stop_reason: str | None, verdict: Outcome | None, verdict_line: str,
+    refused: Confirmation | None, idle_timeout_s: float, hard_timeout_s: float,
+) -> tuple[Outcome, str]:
+    if stop_reason == "shutdown":
+        return Outcome.INTERRUPTED, "Shepherd stopped while the agent was working; `send` continues it"
+    if exit_.reason is ExitReason.STOPPED or stop_reason is not None:
+        return Outcome.CANCELLED, "stopped on request; its processes were ended"
+    if exit_.reason is ExitReason.IDLE_TIMEOUT:
+        return Outcome.TIMED_OUT, f"no output for {idle_timeout_s:g} s (SHEPHERD_TASK_IDLE_TIMEOUT)"
+    if exit_.reason is ExitReason.HARD_TIMEOUT:
+        return Outcome.TIMED_OUT, f"ran longer than {hard_timeout_s:g} s (SHEPHERD_TASK_TIMEOUT)"
+    if verdict is not None:
+        return verdict, f"the agent reported: {verdict_line[:300]}"
+    if refused is not None and not exit_.exit_code:
+        # it asked, people said no (or nobody answered), and it went on to exit 0: not a success
+        by = f" by {refused.decided_by}" if refused.status == Status.REJECTED else ""
+        why = f": {refused.reason}" if refused.reason else ""
+        return Outcome.DENIED, f"{refused.action} ({refused.code}) was {refused.status}{by}{why}"
+    if exit_.exit_code:
+        how = f"killed by signal {-exit_.exit_code}" if exit_.exit_code < 0 else f"exit code {exit_.exit_code}"
+        return Outcome.FAILED, f"the agent failed ({how})"
+    return Outcome.SUCCEEDED, "the agent finished its turn"
+
+
+class Turns:
+    """Drives the turns this process has claimed; `running` holds them by task id until they end."""
+
+    def __init__(
+        self, shepherd: Shepherd, catalog: AgentCatalog, config: RunnerConfig, runner: Runner, output: TaskOutput,
+        ending: TurnEnd, wake: Callable[[], None],
+    ) -> None:
+        self.shepherd = shepherd
+        self.db = shepherd.db
+        self.catalog = catalog
+        self.config = config
+        self.repos = config.repos
+        self.runner = runner
+        self.output = output
+        self.ending = ending
+        self.wake = wake
+        self.running: dict[str, Turn] = {}
+
+    def begin(self, task: Task) -> None:
+        """Drive a task this runner has just claimed."""
+        turn = Turn(task_id=task.id, org_id=task.org_id)
+        self.running[task.id] = turn
+        turn.job = asyncio.get_running_loop().create_task(self._drive(turn))
+
+    async def stop_all(self, reason: str, *, wait_s: float) -> None:
+        """Stop every turn (`shutdown`: they end interrupted), waiting up to `wait_s` for them to end."""
+        for turn in list(self.running.values()):
+            turn.stop_reason = reason
+            if turn.handle is not None:
+                await turn.handle.stop()
+        jobs = [t.job for t in self.running.values() if t.job is not None]
+        if jobs:
+            _, late = await asyncio.wait(jobs, timeout=wait_s)
+            for job in late:
+                job.cancel()
+
+    async def _drive(self, turn: Turn) -> None:
+        try:
+            await self._run(turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ref = uuid.uuid4().hex[:8]
+            log.exception("task %s failed inside Shepherd (ref %s)", turn.task_id, ref)
+            with contextlib.suppress(Exception):
+                if turn.handle is not None:
+                    await turn.handle.stop()
+                await self.ending.finish(turn, Outcome.FAILED, None, DiffStats(),
+                                         f"Shepherd failed while running it ({type(exc).__name__}, ref {ref})")
+        finally:
+            self.running.pop(turn.task_id, None)
+            self.wake()
+
+    async def _fail(self, turn: Turn, reason: str) -> None:
+        await self.ending.finish(turn, Outcome.FAILED, None, DiffStats(), reason)
+
+    async def _run(self, turn: Turn) -> None:
+        async with self.db.read() as session:
+            task = await session.get(Task, turn.task_id)
+        assert task is not None
+        availability = await self.catalog.check(task.runtime)
+        if not availability.usable:
+            return await self._fail(turn, f"agent {task.runtime}: {availability.detail}")
+        preset = self.catalog.get(task.runtime)
+        turn.session_pattern = preset.session_pattern
+        workspace = self.config.workspace_root / task.id
+        follow_up = task.turns > 0
+        if follow_up:
+            if not task.pending_inputs:
+                return await self._fail(turn, "a follow-up turn with no input")
+            text = task.pending_inputs[0]
+            if not workspace.is_dir():
+                return await self._fail(turn, f"its workspace {workspace} is gone")
+        else:
+            text = task.prompt
+            if workspace.exists():  # left by a run that died while preparing it
+                await asyncio.to_thread(self.shepherd.tasks.remove_workspace, str(workspace))
+            try:
+                # checked again right before git connects: DNS may have changed since the task was created
+                reach = await self.repos.reach(task.repo) if task.repo else None
+                branch, sha = await prepare(
+                    workspace, source=reach.url if reach else None, base_branch=task.base_branch,
+                    work_branch=task.work_branch or f"shepherd/{task.name}", env=reach.env() if reach else None,
+                )
+            except ShepherdError as exc:  # WorkspaceError, or the repository's host is refused
+                return await self._fail(turn, f"workspace: {exc.message}")
+            task.workspace, task.base_branch, task.base_sha = str(workspace), branch, sha
+        if turn.stop_reason == "shutdown":
+            await self.ending.finish(turn, Outcome.INTERRUPTED, None, DiffStats(),
+                                     "Shepherd stopped before the agent started")
+            return
+        if turn.stop_reason is not None:
+            await self.ending.finish(turn, Outcome.CANCELLED, None, DiffStats(), "stopped before the agent started")
+            return
+        session_ref = task.session_ref or str(uuid.uuid4())
+        try:
+            turn.handle = await self.runner.start(await self._spec(task, workspace, text, session_ref, follow_up))
+        except RunnerError as exc:
+            return await self._fail(turn, exc.message)
+        await self._started(turn, task, text, session_ref, follow_up)
+        if turn.stop_reason is not None:  # a stop that arrived while the process was starting
+            await turn.handle.stop()
+        async for line in turn.handle.lines():
+            self._on_line(turn, line)
+        exit_ = await turn.handle.wait()
+        diff = DiffStats()
+        with contextlib.suppress(Exception):
+            diff = await diff_stats(workspace, task.base_sha)
+        judged = judge(exit_, stop_reason=turn.stop_reason, verdict=turn.verdict, verdict_line=turn.verdict_line,
+                       refused=await self._refused_question(turn), last_lines=turn.last_lines,
+                       idle_timeout_s=self.config.idle_timeout_s, hard_timeout_s=self.config.hard_timeout_s)
+        outcome, reason = judged.outcome, judged.reason
+        plan = None
+        # a turn that ends on a question has not finished the work: its changes wait for the answer's turn
+        if outcome is Outcome.SUCCEEDED and diff.files and turn.stop_reason is None and judged.question is None:
+            try:
+                plan = await plan_after_turn(task, workspace)
+            except WorkspaceError as exc:
+                outcome, reason = Outcome.FAILED, f"committing the agent's changes failed: {exc.message}"
+        await self.ending.finish(turn, outcome, exit_, diff, reason, plan=plan, question=judged.question)
+
+    async def _spec(self, task: Task, workspace: Path, text: str, session_ref: str, follow_up: bool) -> RunSpec:
+        token: str | None = None
+        if self.config.callback_url:
+            # a new callback token per turn, stored (hashed) before the agent can use it
+            token, digest = new_task_token()
+            async with self.db.write() as session:
+                await session.exec(update(Task).where(col(Task.id) == task.id).values(callback_hash=digest))
+        sandbox: SandboxView | None = None
+        if self.config.sandbox is not None:
+            home = home_for(workspace)  # the agent's own home, kept for its follow-up turns
+            await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
+            sandbox = self.config.sandbox.for_task(home)
+        preset = self.catalog.get(task.runtime)
+        return RunSpec(
+            argv=preset.argv(prompt=text, session=session_ref, workspace=workspace, task=task.id,
+                             follow_up=follow_up),
+            cwd=workspace, env=agent_env(self.config, task, workspace, token),
+            idle_timeout=self.config.idle_timeout_s, hard_timeout=self.config.hard_timeout_s,
+            sandbox=sandbox, program=preset.own_words(follow_up=follow_up),
+        )
+
+    async def _started(self, turn: Turn, snapshot: Task, text: str, session_ref: str, follow_up: bool) -> None:
+        assert turn.handle is not None
+        async with self.db.write() as session:
+            task = await session.get(Task, turn.task_id, with_for_update=True)
+            assert task is not None
+            task.workspace, task.base_branch = snapshot.workspace, snapshot.base_branch
+            task.base_sha = snapshot.base_sha
+            task_state.start_turn(task, follow_up=follow_up)
+            task.turns += 1
+            task.pid = turn.handle.pid
+            task.session_ref = session_ref
+            task.started_at = task.started_at or utcnow()
+            if follow_up:
+                task.pending_inputs = task.pending_inputs[1:]
+            session.add(task)
+            await session.exec(insert(TaskLog).values(
+                task_id=task.id, time=utcnow(), type=LogType.INPUT.value, content=text))
+            task.log_count += 1
+            agent = await session.get(Agent, task.agent_id) if task.agent_id else None
+            if agent is not None:
+                if agent.status != AgentStatus.SUSPENDED:
+                    agent.status = AgentStatus.ACTIVE
+                agent.last_activity = utcnow()
+                agent.messages_processed += 1
+                session.add(agent)
+            await record(session, Principal.system(task.org_id), "task", "task.turn_started",
+                         agent_id=task.agent_id, task_id=task.id,
+                         payload={"turn": task.turns, "pid": task.pid, "followUp": follow_up})
+
+    def _on_line(self, turn: Turn, line: str) -> None:
+        turn.last_lines.append(line)
+        if turn.verdict is None:
+            found = verdict(line)
+            if found is not None:
+                turn.verdict, turn.verdict_line = found, line
+        if turn.session_pattern and turn.session_ref is None:
+            match = re.search(turn.session_pattern, line)
+            if match:
+                turn.session_ref = match.group(1)
+        if turn.stored >= self.config.max_log_lines:
+            turn.dropped += 1
+            return
+        turn.stored += 1
+        self.output.add(turn.task_id, line)
+
+    async def _refused_question(self, turn: Turn) -> Confirmation | None:
+        """A `shepherd ask` of this turn that people rejected, or let expire."""
+        async with self.db.read() as session:
+            return (await session.exec(select(Confirmation).where(
+                Confirmation.task_id == turn.task_id, Confirmation.origin == Origin.AGENT.value,
+                col(Confirmation.status).in_([Status.REJECTED.value, Status.EXPIRED.value]),
+                col(Confirmation.created_at) >= turn.started,
+            ).order_by(col(Confirmation.created_at)))).first()
+
+    async def pause_or_resume(self, turn: Turn, control: Control) -> None:
+        """Apply a pause (freeze the process group, snapshot the log) or a resume people asked for."""
+        assert turn.handle is not None
+        if control is Control.PAUSE:
+            await self.output.flush()  # the snapshot is taken from the stored log: store what was read first
+        async with self.db.write() as session:
+            task = await session.get(Task, turn.task_id, with_for_update=True)
+            if task is None:
+                return
+            task.control = None
+            if control is Control.PAUSE and task.status == TaskStatus.RUNNING:
+                turn.handle.pause()
+                task_state.pause(task)
+                await take_snapshot(session, task)
+                name = "task.paused"
+            elif control is Control.RESUME and task.status == TaskStatus.PAUSED:
+                turn.handle.resume()
+                task_state.resume(task)
+                await note_waiting(session, task)  # still asking people?
+                name = "task.resumed"
+            else:
+                session.add(task)
+                return
+            session.add(task)
+            await record(session, Principal.system(task.org_id), "task", name, agent_id=task.agent_id,
+                         task_id=task.id)
