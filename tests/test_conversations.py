@@ -45,17 +45,17 @@ async def test_a_command_that_only_reads_writes_nothing(shepherd: Shepherd) -> N
 
 async def test_a_command_its_answer_and_its_item_are_one_commit(shepherd: Shepherd) -> None:
     core = _demo(shepherd)
-    assert await core.channels.ledger.receive("chat", "item-1", "acme", {"text": "run"})
+    assert await core.ledger.receive("chat", "item-1", "acme", {"text": "run"})
     commits = _commits(core)
     reply = await Conversations(core, build_registry()).command(
         ADA, 'run "one commit" --agent demo', answer=Where("chat", "C1/100.1"), item=Received("chat", "item-1"))
     assert reply.ok, reply.text
     assert commits == [1]
-    async with core.store.db.read() as session:
+    async with core.db.read() as session:
         [task] = list(await session.exec(select(Task)))
         [answer] = list(await session.exec(select(Outbox).where(Outbox.key == "reply:item-1")))
     assert task.request_key == "item-1" and answer.address == "C1/100.1" and "one-commit" in answer.payload["text"]
-    assert (await core.channels.ledger.get("chat", "item-1")).status == "done"  # type: ignore[union-attr]
+    assert (await core.ledger.get("chat", "item-1")).status == "done"  # type: ignore[union-attr]
 
 
 async def test_a_task_followed_from_no_thread_gets_a_thread_that_begins_with_a_message(shepherd: Shepherd) -> None:
@@ -65,7 +65,7 @@ async def test_a_task_followed_from_no_thread_gets_a_thread_that_begins_with_a_m
     reply = await conversations.command(ADA, 'run "in a thread of its own" --agent demo',
                                         answer=Where("chat", "C1@U1"), opening=opening,
                                         item=Received("chat", "item-2"))
-    async with core.store.db.read() as session:
+    async with core.db.read() as session:
         [thread] = list(await session.exec(select(Thread)))
         rows = list(await session.exec(select(Outbox).order_by(col(Outbox.id))))
     task = str(reply.data["id"])

@@ -34,7 +34,7 @@ async def test_an_item_is_processed_once_however_often_it_arrives(shepherd: Shep
 
 async def test_concurrent_copies_of_one_item_are_taken_by_one(two_cores: tuple[Shepherd, Shepherd]) -> None:
     first, second = two_cores
-    results = await asyncio.gather(*(core.channels.ledger.receive("slack", f"event:R{i}", "acme", {})
+    results = await asyncio.gather(*(core.ledger.receive("slack", f"event:R{i}", "acme", {})
                                      for i in range(10) for core in (first, second)))
     for i in range(10):
         assert sorted(results[2 * i: 2 * i + 2]) == [False, True]
