@@ -23,9 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,6 +31,7 @@ from sqlmodel import col, select
 
 from core.channels.outbox import Channel, DeliveryError, Message, RowStatus
 from core.clock import utcnow
+from core.ids import new_node_id
 from core.shepherd import Shepherd
 from core.store.models import MessageRef, Outbox, Thread
 from core.wakeup import Wakeup
@@ -68,7 +66,7 @@ class Dispatcher:
         self.poll_s = poll_s
         self.batch = batch
         self._last_edit: dict[tuple[str, str], float] = {}
-        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.node_id = new_node_id()
         self._job: asyncio.Task[None] | None = None
         self._opened = False  # a pass opened a thread: its waiting rows are due at once
 
