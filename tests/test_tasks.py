@@ -288,7 +288,7 @@ async def test_send_while_busy_waits_for_the_turn_and_is_refused_before_the_firs
     sqlite_url: str, make_rig: RigFactory
 ) -> None:
     rig = await make_rig(sqlite_url, max_tasks=1)
-    busy = await rig.run("work [long 1]")
+    busy = await rig.run("work [long 3]")
     waiting = await rig.run("later")
     with pytest.raises(Conflict, match="has not started"):
         await rig.shepherd.tasks.send(rig.who, waiting.id, "too early")
@@ -348,13 +348,14 @@ async def test_the_agent_environment_holds_none_of_the_servers_secrets(
 
 async def test_beyond_the_cap_tasks_queue_and_say_why(sqlite_url: str, make_rig: RigFactory) -> None:
     rig = await make_rig(sqlite_url, max_tasks=1)
-    first = await rig.run("first [long 1]")
+    first = await rig.run("first [long 30]")
     await rig.until(first.id, lambda t: t.status == "running")
     second = await rig.run("second")
     queued = await rig.until(second.id, lambda t: t.status == "queued")
     assert "the cap is 1 (SHEPHERD_MAX_TASKS)" in queued.state_message
     assert any(e.name == "task.queued" and e.task_id == second.id for e in await rig.shepherd.events.list(rig.who))
-    assert (await rig.finished(second.id)).outcome == "succeeded"
+    await rig.shepherd.tasks.stop(rig.who, first.id)
+    assert (await rig.finished(second.id)).outcome == "succeeded", "the freed place goes to the queued task"
 
 
 async def test_a_task_of_a_suspended_agent_starts_only_after_resume(sqlite_url: str, make_rig: RigFactory) -> None:
