@@ -114,6 +114,10 @@ class SqliteStore:
         self.token_sql, self.count_sql, self.page_sql = (sql(s, False) for s in (TOKEN_SQL, COUNT_SQL, PAGE_SQL))
         self.read_sql, self.update_sql, self.event_sql = (sql(s, False) for s in (READ_SQL, UPDATE_SQL, EVENT_SQL))
 
+    @classmethod
+    async def open(cls, url: str) -> SqliteStore:
+        return cls(url.removeprefix("sqlite:///"))
+
     async def principal(self, hashed: str) -> tuple[str, frozenset[str], str]:
         return check_token(self.conn.execute(self.token_sql, (hashed,)).fetchone())
 
@@ -153,7 +157,8 @@ class PgStore:
     async def open(cls, url: str) -> PgStore:
         import asyncpg
 
-        return cls(await asyncpg.create_pool(url, min_size=2, max_size=10))
+        return cls(await asyncpg.create_pool(url.replace("postgresql+asyncpg://", "postgresql://"), min_size=2,
+                                             max_size=10))
 
     async def principal(self, hashed: str) -> tuple[str, frozenset[str], str]:
         async with self.pool.acquire() as conn:
@@ -261,9 +266,7 @@ def build(store: SqliteStore | PgStore) -> web.Application:
 
 
 async def make_app(url: str) -> web.Application:
-    if url.startswith("sqlite:///"):
-        return build(SqliteStore(url.removeprefix("sqlite:///")))
-    return build(await PgStore.open(url.replace("postgresql+asyncpg://", "postgresql://")))
+    return build(await (SqliteStore if url.startswith("sqlite:///") else PgStore).open(url))
 
 
 def main() -> None:
