@@ -1,6 +1,5 @@
-"""Review 12: reproductions of findings. THESE TESTS FAIL ON PURPOSE on the reviewed commit (999b95e); each one
-says what a user (or an operator) would notice and what the fix should make true. Marked xfail(strict=True) so the
-suite stays green until the fix lands; remove the mark with the fix."""
+"""What an independent review of the channel seam found (each failed before its fix): an answer lost with a thread
+that could not begin, and a unit of work begun inside a write waiting for itself."""
 
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ from tests.test_outbox import Sink, _drain
 ADA = person(Role.OPERATOR, name="ada")
 
 
-@pytest.mark.xfail(strict=True, reason="review12 F1: a thread that cannot begin fails the command's own answer")
 async def test_a_slash_command_whose_thread_cannot_begin_still_answers_who_typed_it(shepherd: Shepherd) -> None:
     """`/shepherd run ...` in a place the opening message cannot go (the channel is gone, the DM is refused,
     the text is refused): the task was started and the command's answer ("started task ...") was written in the
@@ -47,7 +45,6 @@ async def test_a_slash_command_whose_thread_cannot_begin_still_answers_who_typed
         f"the command's answer never reached its author: delivered {sink.delivered}")
 
 
-@pytest.mark.xfail(strict=True, reason="review12 F3: a unit begun inside a write of the same task waits for itself")
 async def test_a_unit_begun_inside_a_write_of_the_same_task_raises_at_once(sqlite_url: str) -> None:
     """Database.write() refuses a write opened inside another write of the same asyncio task (on SQLite that
     waits for its own write turn forever). A unit of work begun inside a write is the same mistake and must be
