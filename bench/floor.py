@@ -116,7 +116,7 @@ class SqliteStore:
 
     @classmethod
     async def open(cls, url: str) -> SqliteStore:
-        return cls(url.removeprefix("sqlite:///"))
+        return cls(url.split(":///", 1)[1])  # sqlite:///, sqlite+shepherd:///, ...
 
     async def principal(self, hashed: str) -> tuple[str, frozenset[str], str]:
         return check_token(self.conn.execute(self.token_sql, (hashed,)).fetchone())
@@ -266,7 +266,7 @@ def build(store: SqliteStore | PgStore) -> web.Application:
 
 
 async def make_app(url: str) -> web.Application:
-    return build(await (SqliteStore if url.startswith("sqlite:///") else PgStore).open(url))
+    return build(await (SqliteStore if url.startswith("sqlite") else PgStore).open(url))
 
 
 def main() -> None:
