@@ -1,7 +1,7 @@
 """REST at scale: the Coder task API with 10,000 and then 100,000 tasks stored, on both stores.
 
     .venv/bin/python bench/scale.py [--store all|sqlite|postgres] [--small 10000] [--large 100000]
-                                    [--duration 5] [--rounds 3] [--warmup 2]
+                                    [--duration 3] [--rounds 3] [--warmup 2]
 
 Per store, a fresh database (SQLite, or a durable PostgreSQL cluster from bench/pgserver.py) gets
 `--small` tasks in one bulk insert straight through core.store.db.Database and core.store.models (as
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", choices=("all", "sqlite", "postgres"), default="all")
     p.add_argument("--small", type=int, default=10_000)
     p.add_argument("--large", type=int, default=100_000)
-    p.add_argument("--duration", type=int, default=5)
+    p.add_argument("--duration", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
