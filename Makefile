@@ -27,6 +27,9 @@ test: $(VENV)/.installed-dev
 # Every bench on SQLite and PostgreSQL, each beside its floor; all of them run even if one fails, and the
 # target fails (non-zero) if any request errored or any task failed. About 15 minutes; see bench/README.md.
 bench: $(VENV)/.installed-dev
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }; }; } || \
+		{ echo "make bench needs wrk (apt-get install wrk)"; exit 2; }
 	@rc=0; \
 	$(BIN)/python bench/run.py || rc=1; \
 	$(BIN)/python bench/scale.py || rc=1; \
