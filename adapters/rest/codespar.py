@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Result, Route, Shaped
+from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Result, Route, Shaped, next_page_headers
 from core.agents import ACTION_NAMES, MAX_PAGE, AgentAction, AgentFilter, AgentStatus, AgentView, Lifecycle, uptime
 from core.clock import iso, utcnow
 from core.errors import NotFound, ShepherdError
@@ -190,12 +190,6 @@ async def list_agents(req: ApiRequest) -> Result:
         headers.update(next_page_headers(req, page.next_cursor))
     return Result(Shaped([summary_wire(row, now) for row in page.rows]), headers=headers)
 
-
-def next_page_headers(req: ApiRequest, cursor: str) -> dict[str, str]:
-    """X-Next-Cursor, and the next page's address as RFC 8288 has it (the same query, the cursor for offset)."""
-    query = {k: v for k, v in req.http.rel_url.query.items() if k not in ("offset", "cursor")}
-    query["cursor"] = cursor
-    return {"X-Next-Cursor": cursor, "Link": f'<{req.http.rel_url.with_query(query)}>; rel="next"'}
 
 
 async def get_agent(req: ApiRequest) -> AgentDetails:

@@ -135,6 +135,13 @@ def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | 
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
+def next_page_headers(req: ApiRequest, cursor: str) -> dict[str, str]:
+    """X-Next-Cursor, and the next page's address as RFC 8288 has it (the same query, the cursor for offset)."""
+    query = {k: v for k, v in req.http.rel_url.query.items() if k not in ("offset", "cursor", "after_id")}
+    query["cursor"] = cursor
+    return {"X-Next-Cursor": cursor, "Link": f'<{req.http.rel_url.with_query(query)}>; rel="next"'}
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
     return json_response({"error": message, "code": code, "status": status}, status=status)
 
