@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import BindParameter, Row, Select, bindparam, case, func, or_, tuple_, update
+from sqlalchemy import BindParameter, Select, bindparam, case, func, or_, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -171,12 +171,28 @@ class AgentFilter:
     project_id: str | None = None  # a project id or name
 
 
+class AgentRow(NamedTuple):
+    """A listed agent: the columns of PAGE_COLUMNS, in their order (a tuple: reading its fields costs next to
+    nothing, where a SQLAlchemy Row's attributes cost a microsecond or two each)."""
+
+    id: str
+    name: str
+    type: str
+    status: str
+    autonomy_level: int
+    project_id: str | None
+    task: str | None
+    started_at: datetime
+    last_activity: datetime
+    created_at: datetime
+    channels: list[str] | None  # the project's, when the agent has one
+
+
 @dataclass(frozen=True)
 class AgentPage:
-    """A page of agents as plain rows (the columns of PAGE_COLUMNS, plus `channels`: the project's, when the
-    agent has one), the total that match, and the cursor of the next page if there is one."""
+    """A page of agents, the total that match, and the cursor of the next page if there is one."""
 
-    rows: Sequence[Row[Any]]
+    rows: Sequence[AgentRow]
     total: int
     next_cursor: str | None
 
@@ -359,7 +375,8 @@ class Agents:
             rows = rows[:limit]
             last = rows[-1]
             next_cursor = encode(Cursor(last.created_at, last.id, total if filtered else None), scope)
-        return AgentPage(rows=rows, total=total, next_cursor=next_cursor)
+        width = len(PAGE_COLUMNS)
+        return AgentPage(rows=[AgentRow._make(r[:width]) for r in rows], total=total, next_cursor=next_cursor)
 
     async def get(self, principal: Principal, agent_id: str) -> AgentView:
         principal.require(Scope.READ, "reading an agent")

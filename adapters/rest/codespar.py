@@ -10,7 +10,17 @@ from typing import Any
 from pydantic import Field
 
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Result, Route, Shaped, next_page_headers
-from core.agents import ACTION_NAMES, MAX_PAGE, AgentAction, AgentFilter, AgentStatus, AgentView, Lifecycle, uptime
+from core.agents import (
+    ACTION_NAMES,
+    MAX_PAGE,
+    AgentAction,
+    AgentFilter,
+    AgentRow,
+    AgentStatus,
+    AgentView,
+    Lifecycle,
+    uptime,
+)
 from core.clock import iso, utcnow
 from core.errors import NotFound, ShepherdError
 
@@ -156,9 +166,9 @@ def details(view: AgentView) -> AgentDetails:
     )
 
 
-def summary_wire(row: Any, now: datetime) -> dict[str, Any]:
-    """An AgentSummary on the wire, straight from a row of core.agents.PAGE_COLUMNS (the list's hot path: no
-    model in between; tests check it against AgentSummary)."""
+def summary_wire(row: AgentRow, now: datetime) -> dict[str, Any]:
+    """An AgentSummary on the wire, straight from a listed row (the list's hot path: no model in between; tests
+    check it against AgentSummary)."""
     out: dict[str, Any] = {"id": row.id, "name": row.name, "type": row.type, "status": row.status,
                            "autonomyLevel": row.autonomy_level}
     if row.project_id is not None:

@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, func, or_
+from sqlalchemy import func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,7 +34,7 @@ from core.store.models import Agent, Project, RunnerNode, User
 from core.store.models import Task as Task  # the records this service returns
 from core.store.models import TaskLog as TaskLog  # the records this service returns
 from core.tasks import state as task_state
-from core.tasks.listing import LOG_PAGE, newest_params, newest_statement
+from core.tasks.listing import LOG_PAGE, LogRow, TaskRow, newest_params, newest_statement
 from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, TaskStatus
 from core.tasks.steering import MAX_PROMPT, TaskSteering, owner_of
 from core.textcheck import free_text, optional_name
@@ -258,8 +258,8 @@ class Tasks(TaskSteering):
             return list(rows), int(total)
 
     async def newest(self, principal: Principal, flt: TaskFilter | None = None, *,
-                     limit: int = MAX_PAGE) -> builtins.list[Row[Any]]:
-        """A page of tasks, newest first, as plain rows of core.tasks.listing.LISTING_COLUMNS, with no total:
+                     limit: int = MAX_PAGE) -> builtins.list[TaskRow]:
+        """A page of tasks, newest first, as plain rows (core.tasks.listing.TaskRow), with no total:
         what a list that shows no total needs (Coder's), at the cost of the page. No project filter (`list`)."""
         principal.require(Scope.READ, "listing tasks")
         flt = flt or TaskFilter()
@@ -272,11 +272,11 @@ class Tasks(TaskSteering):
         params = newest_params(principal.org_id, statuses, flt.owner_id, max(1, min(limit, MAX_PAGE)))
         async with self.db.read() as session:
             conn = await session.connection()
-            return list((await conn.execute(statement, params)).all())
+            return [TaskRow._make(r) for r in (await conn.execute(statement, params)).all()]
 
     async def log_page(
         self, principal: Principal, ref: str, *, owner: str | None = None, after_id: int = 0, limit: int = 1000
-    ) -> tuple[Task, builtins.list[Row[Any]], bool]:
+    ) -> tuple[Task, builtins.list[LogRow], bool]:
         """A task (by id or name; with `owner`, only theirs) and its log entries after `after_id` in order, as rows
         (id, time, type, content), read by keyset on the log's sequence; and whether more follow."""
         principal.require(Scope.READ, "reading task logs")
@@ -285,7 +285,7 @@ class Tasks(TaskSteering):
             task = await self._find(session, principal, ref, owner)
             conn = await session.connection()
             rows = list((await conn.execute(LOG_PAGE, {"task": task.id, "after": after_id, "limit": limit + 1})).all())
-        return task, rows[:limit], len(rows) > limit
+        return task, [LogRow._make(r) for r in rows[:limit]], len(rows) > limit
 
     async def get(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
         """A task by id or name; with `owner` ("me", a user id or name), only if it is theirs."""
