@@ -11,7 +11,7 @@ A status filter's page of tasks (Coder's q=status:active) reads `ix_task_org_sta
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-14 09:00:00
+Create Date: 2026-11-30 13:00:00
 """
 
 from __future__ import annotations
