@@ -59,12 +59,13 @@ async def prepare(db_url: str, agents: int) -> tuple[str, list[str]]:
 
 
 async def breakdown(db_url: str, agents: int, secret: str, post_ids: list[str]) -> list[tuple[str, float, float]]:
+    import orjson
     from pydantic import TypeAdapter
     from sqlalchemy import func, select
     from sqlmodel import SQLModel
 
     import core.store.models  # noqa: F401  (the tables, registered on SQLModel.metadata)
-    from adapters.rest.codespar import AgentSummary, summary
+    from adapters.rest.codespar import AgentSummary, summary, summary_wire
     from core.agents import AgentFilter
     from core.clock import utcnow
     from core.shepherd import Shepherd
@@ -93,6 +94,9 @@ async def breakdown(db_url: str, agents: int, secret: str, post_ids: list[str]) 
             async with db.read() as session:
                 (await session.exec(statement)).all()
 
+        wire_rows = (await shepherd.agents.page(principal, AgentFilter(), limit=50)).rows
+        last_cursor = [(await shepherd.agents.page(principal, AgentFilter(), limit=50,
+                                                   offset=max(0, agents - 100))).next_cursor]
         calls = [0]
 
         async def act() -> None:  # each call changes another agent's level
@@ -107,12 +111,21 @@ async def breakdown(db_url: str, agents: int, secret: str, post_ids: list[str]) 
                 select(func.count()).select_from(agent).where(agent.c.org_id == ORG))),
             ("page of 50 as plain rows (no ORM objects)", lambda: core_rows(page)),
             (f"page of 50 at offset {last} as plain rows", lambda: core_rows(page.offset(last))),
-            ("agents.list, limit 50 (COUNT + page, ORM)", lambda: shepherd.agents.list(
+            ("agents.list, limit 50 (COUNT + page, ORM: chat commands)", lambda: shepherd.agents.list(
                 principal, AgentFilter(), limit=50)),
             (f"agents.list, limit 50 offset {last}", lambda: shepherd.agents.list(
                 principal, AgentFilter(), limit=50, offset=last)),
-            ("50 × summary(): AgentSummary models", lambda: _sync(lambda: [summary(v, now) for v in views])),
-            ("dump_json of the 50 summaries", lambda: _sync(
+            ("agents.page, limit 50 (what GET /api/agents runs: Core, kept total)", lambda: shepherd.agents.page(
+                principal, AgentFilter(), limit=50)),
+            (f"agents.page, limit 50 offset {last}", lambda: shepherd.agents.page(
+                principal, AgentFilter(), limit=50, offset=last)),
+            ("agents.page, the last page by cursor", lambda: shepherd.agents.page(
+                principal, AgentFilter(), limit=50, cursor=last_cursor[0])),
+            ("50 × summary_wire() + orjson (the page's JSON today)", lambda: _sync(
+                lambda: orjson.dumps([summary_wire(r, now) for r in wire_rows]))),
+            ("50 × summary(): AgentSummary models (before)", lambda: _sync(
+                lambda: [summary(v, now) for v in views])),
+            ("dump_json of the 50 summaries (before)", lambda: _sync(
                 lambda: adapter.dump_json(summaries, by_alias=True, exclude_none=True))),
             ("agents.act set_autonomy (write + event + commit)", act),
         ]

@@ -161,6 +161,17 @@ class SQLiteDialect_inline(SQLiteDialect_pysqlite):
     def get_driver_connection(self, connection: Any) -> Any:
         return connection._raw
 
+    # Savepoints straight to the driver: SQLAlchemy compiles each SAVEPOINT anew (every name is new, so its
+    # statement cache never hits), ~0.15 ms each, and every grouped write takes two.
+    def do_savepoint(self, connection: Any, name: str) -> None:
+        connection.connection.dbapi_connection.execute(f'SAVEPOINT "{name}"')
+
+    def do_release_savepoint(self, connection: Any, name: str) -> None:
+        connection.connection.dbapi_connection.execute(f'RELEASE SAVEPOINT "{name}"')
+
+    def do_rollback_to_savepoint(self, connection: Any, name: str) -> None:
+        connection.connection.dbapi_connection.execute(f'ROLLBACK TO SAVEPOINT "{name}"')
+
 
 registry.register("sqlite.shepherd", __name__, "SQLiteDialect_inline")
 
