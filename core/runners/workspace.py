@@ -55,6 +55,11 @@ async def prepare(
         await git("init", "-q", "-b", work_branch, cwd=path)
         await git(*_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "empty workspace", cwd=path)
         branch = base_branch or "main"  # nominal: an empty workspace has only the task's branch
+        # the commit just made, read where git wrote it (a fresh repository packs no refs): one process fewer
+        ref = path / ".git" / "refs" / "heads" / work_branch
+        sha = ref.read_text().strip() if ref.is_file() else ""  # noqa: ASYNC240 (a small file)
+        if re.fullmatch(r"[0-9a-f]{40,64}", sha):
+            return branch, sha
     else:
         branch_args = ["--branch", base_branch] if base_branch else []
         await git("clone", "-q", "--no-tags", *branch_args, "--", source, str(path), env=env)
