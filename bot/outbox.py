@@ -29,7 +29,7 @@ from datetime import timedelta
 from sqlalchemy import or_, update
 from sqlmodel import col, select
 
-from core.channels.outbox import Channel, DeliveryError, Message, RowStatus
+from core.channels.outbox import REPLY_KEY, Channel, DeliveryError, Message, RowStatus
 from core.clock import utcnow
 from core.ids import new_node_id
 from core.shepherd import Shepherd
@@ -164,7 +164,7 @@ class Dispatcher:
                     session.add(MessageRef(thread_id=row.thread_id, key=row.key, ref=new_ref))
         except DeliveryError as exc:
             if not exc.transient:
-                await self._failed(row, exc.message, opens=due.opens)
+                await self._failed(row, exc.message, opens=due.opens, address=due.address)
             else:
                 await self._later(row, exc.retry_after if exc.retry_after is not None else backoff(row.attempts),
                                   exc.message)
@@ -201,14 +201,20 @@ class Dispatcher:
                                .values(address=address))
         self._opened = True
 
-    async def _failed(self, row: Outbox, error: str, *, opens: bool = False) -> None:
+    async def _failed(self, row: Outbox, error: str, *, opens: bool = False, address: str = "") -> None:
         log.error("outbox row %s to %s:%s refused for good: %s", row.id, row.channel, row.address, error)
         async with self.db.write() as session:
             await session.exec(update(Outbox).where(col(Outbox.id) == row.id).values(
                 status=RowStatus.FAILED.value, attempts=row.attempts + 1, claimed_until=None, last_error=error[:1000]))
-            if opens:  # a thread that cannot begin: what waited for it fails too, and its task's news goes elsewhere
-                await session.exec(update(Outbox).where(
-                    col(Outbox.thread_id) == row.thread_id, col(Outbox.status) == RowStatus.PENDING.value).values(
+            if opens:
+                # A thread that cannot begin stays where it was asked for (the place the command was typed): the
+                # answers to the person who asked still go there (their item is settled: nothing else would tell
+                # them), what else waited for the thread fails, and its task's news goes elsewhere.
+                waiting = (col(Outbox.thread_id) == row.thread_id) & (col(Outbox.status) == RowStatus.PENDING.value)
+                await session.exec(update(Outbox).where(waiting, col(Outbox.key).startswith(REPLY_KEY)).values(
+                    address=address, claimed_until=None))
+                await session.exec(update(Outbox).where(waiting, ~col(Outbox.key).startswith(REPLY_KEY)).values(
                     status=RowStatus.FAILED.value, claimed_until=None,
                     last_error=f"its thread could not begin: {error}"[:1000]))
-                await session.exec(update(Thread).where(col(Thread.id) == row.thread_id).values(task_id=None))
+                await session.exec(update(Thread).where(col(Thread.id) == row.thread_id).values(
+                    task_id=None, opening=None))

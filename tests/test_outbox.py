@@ -219,20 +219,27 @@ async def test_an_opening_that_is_rate_limited_waits_its_retry_after_and_so_does
     assert sink.delivered == [("open", "C1@U1", "/shepherd run fix it"), ("post", "C1/m1", "started task")]
 
 
-async def test_a_thread_that_cannot_begin_fails_what_waited_and_its_task_news_goes_elsewhere(
+async def test_a_thread_that_cannot_begin_still_answers_who_asked_and_its_task_news_goes_elsewhere(
     shepherd: Shepherd,
 ) -> None:
+    """The command's answer was settled with its item (nothing will redeliver it): it goes to the place the
+    command was typed; the thread's other rows fail, and the thread stops being the task's."""
     sink = Sink(fail=lambda m: DeliveryError("user_not_found", permanent=True) if m.key.startswith("opening")
                 else None)
     dispatcher = Dispatcher(shepherd, [sink])
-    thread = await _open(shepherd, "started task")
+    async with shepherd.db.write() as session:
+        thread = await open_thread(session, "acme", "chat", "task-1", OPENING, key="opening:item-1")
+        enqueue(session, [thread], Message(key="reply:item-1", text="started task", kind="reply"))
+        enqueue(session, [thread], Message(key="task:task-1", text="working", kind="progress"))
     await _drain(dispatcher)
-    rows = await _rows(shepherd)
-    assert [(r.status, r.last_error) for r in rows] == [
-        ("failed", "user_not_found"), ("failed", "its thread could not begin: user_not_found")]
+    rows = {r.key: (r.status, r.last_error) for r in await _rows(shepherd)}
+    assert rows == {"opening:item-1": ("failed", "user_not_found"), "reply:item-1": ("sent", None),
+                    "task:task-1": ("failed", "its thread could not begin: user_not_found")}
+    assert sink.delivered == [("post", "C1@U1", "started task")]
     async with shepherd.db.read() as session:
         assert await threads_for(session, "acme", task_id="task-1") == []  # no more rows pile up for it
-    assert (await _thread(shepherd, thread.id)).task_id is None and sink.delivered == []
+    after = await _thread(shepherd, thread.id)
+    assert after.task_id is None and after.opening is None, "rows enqueued to it later would wait for good"
 
 
 async def test_core_wakes_the_dispatcher_it_was_given_instead_of_its_poll(shepherd: Shepherd) -> None:

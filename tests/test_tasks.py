@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -439,6 +440,72 @@ async def test_tasks_held_by_a_dead_runner_become_interrupted(sqlite_url: str, m
     assert (done.status, done.outcome) == ("failed", "interrupted")
     events = [e for e in await rig.shepherd.events.list(rig.who) if e.task_id == task.id]
     assert any(e.name == "task.interrupted" and "crash or restart" in e.payload["reason"] for e in events)
+
+
+async def test_a_runner_never_interrupts_a_task_another_live_runner_claimed_since_it_looked(
+    sqlite_url: str, make_rig: RigFactory,
+) -> None:
+    """Recovery reads the runners, then the tasks: a runner that announced itself and claimed a task in between
+    looked dead to it. Decided again under the task's lock, that task is left to its live runner."""
+    rig = await make_rig(sqlite_url)
+    task = (await rig.shepherd.tasks.create(rig.who, prompt="fresh claim")).task
+    async with rig.shepherd.db.write() as session:
+        session.add(RunnerNode(id="newcomer", host=socket.gethostname(), pid=os.getpid()))
+        row = await session.get(Task, task.id)
+        assert row is not None
+        row.status, row.runner_id, row.turns = "running", "newcomer", 1
+        session.add(row)
+    # what reconcile decided from its earlier read, where "newcomer" was not yet among the live runners
+    await rig.sup.nodes.interrupt(lambda t: t.runner_id == "newcomer", (), "its runner looked gone",
+                                  alive=lambda runner_id: True)
+    assert (await rig.get(task.id)).status == "running", "a live runner's fresh claim was interrupted"
+    await rig.sup.nodes.interrupt(lambda t: t.runner_id == "newcomer", (), "its runner is gone",
+                                  alive=lambda runner_id: runner_id != "newcomer")
+    assert (await rig.get(task.id)).outcome == "interrupted", "a dead runner's task is still recovered"
+
+
+class _OvertakenRunner(LocalRunner):
+    """Starts the agent, but meanwhile another runner took the task (this one was thought dead)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self.db = db
+
+    async def start(self, spec: Any) -> Any:
+        handle = await super().start(spec)
+        task_id = spec.env["SHEPHERD_TASK_ID"]
+        async with self.db.write() as session:
+            row = await session.get(Task, task_id)
+            assert row is not None
+            row.runner_id = "the-other-runner"
+            session.add(row)
+        self.handle = handle
+        return handle
+
+
+async def test_a_runner_whose_task_was_taken_while_it_prepared_does_not_start_it(
+    sqlite_url: str, tmp_path: Path,
+) -> None:
+    db = Database(sqlite_url)
+    shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo")
+    await shepherd.orgs.ensure("acme")
+    who = person(Role.ADMIN)
+    runner = _OvertakenRunner(db)
+    sup = TaskSupervisor(shepherd, fast_config(tmp_path), runner=runner,
+                         executor=Executor(ActionsConfig()))
+    await sup.start()
+    try:
+        task = (await shepherd.tasks.create(who, prompt="taken [long 30]")).task
+        deadline = asyncio.get_running_loop().time() + 20
+        while not [e for e in await shepherd.events.list(who) if e.name == "task.turn_discarded"]:
+            assert asyncio.get_running_loop().time() < deadline, "the overtaken runner went on with the turn"
+            await asyncio.sleep(0.05)
+        row = (await shepherd.tasks.get(who, task.id))
+        assert (row.status, row.runner_id, row.turns) == ("initializing", "the-other-runner", 0)
+        assert (await runner.handle.wait()) is not None, "its agent was left running"
+    finally:
+        await sup.stop()
+        await db.dispose()
 
 
 def _exited_pid() -> int:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.channels.outbox import Message, enqueue, threads_for
+from core.channels.outbox import REPLY_KEY, Message, enqueue, threads_for
 from core.commands.grammar import CommandRegistry, Reply, Where
 from core.errors import ShepherdError
 from core.ids import new_id
@@ -234,7 +234,7 @@ class Conversations:
         if answer is not None:
             thread = thread or await bind_thread(session, org_id, answer.channel, answer.address)
             # keyed by the item: processing it again edits this answer rather than posting a second one
-            key = f"reply:{item.key}" if item else new_id("reply")
+            key = f"{REPLY_KEY}:{item.key}" if item else new_id(REPLY_KEY)
             enqueue(session, [thread], Message(key=key, text=text, kind="reply"))
         if item is not None:
             await self.shepherd.ledger.settle(session, item.source, item.key)

@@ -40,6 +40,9 @@ class Button:
     confirm: str | None = None  # ask "are you sure?" first (critical actions)
 
 
+REPLY_KEY = "reply"  # the keys of answers to the person who said something begin with it
+
+
 @dataclass(frozen=True)
 class Message:
     """What a channel renders: plain text any channel can show, plus structure richer ones use."""

@@ -1,5 +1,7 @@
 """The one SQL store: SQLite (WAL) embedded by default, PostgreSQL (asyncpg) to scale out.
 
+SQLite runs through core.store.sqlite_inline: statements on the event loop, a write's commit on a thread.
+
 Every write is a transaction of its own (`Database.write`), unless it runs inside a unit of work
 (`Database.unit`): then it joins the unit's one transaction as a savepoint, and the unit commits once. A
 channel's command is one unit: its effect, its answer in the outbox and its ledger item settled, one commit.
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import Conflict, ShepherdError
+from core.store import sqlite_inline  # registers sqlite+shepherd://
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -29,11 +32,12 @@ def normalize_url(url: str) -> str:
     for plain, driver in (
         ("postgres://", "postgresql+asyncpg://"),
         ("postgresql://", "postgresql+asyncpg://"),
-        ("sqlite://", "sqlite+aiosqlite://"),
+        ("sqlite+aiosqlite://", "sqlite+shepherd://"),  # the driver of earlier versions
+        ("sqlite://", "sqlite+shepherd://"),
     ):
         if url.startswith(plain):
             return driver + url[len(plain) :]
-    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+    if url.startswith(("postgresql+asyncpg://", "sqlite+shepherd://")):
         return url
     raise ShepherdError(
         f"unsupported database URL scheme in {url.split('://')[0]!r}: use sqlite:///path or postgresql://…",
@@ -63,8 +67,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Any) -> None:
     """Writers take SQLite's write lock when they begin (BEGIN IMMEDIATE): what a write transaction read
     cannot be changed by another process before it commits. Readers begin a plain snapshot."""
-    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    if conn.get_execution_options().get(_IMMEDIATE, False):
+        raw = conn.connection.dbapi_connection
+        assert isinstance(raw, sqlite_inline.InlineConnection)
+        raw.begin_immediate(SQLITE_BUSY_TIMEOUT_MS)
+    else:
+        conn.exec_driver_sql("BEGIN")
 
 
 _IMMEDIATE = "shepherd_sqlite_immediate"
@@ -87,6 +95,10 @@ class Unit:
 
     async def begin(self) -> AsyncSession:
         if self.session is None:
+            if asyncio.current_task() in self.db._writing:
+                # the write turn is the enclosing write's: waiting for it would wait forever (and every writer
+                # of the process behind it)
+                raise RuntimeError("a unit of work was begun inside another write transaction in the same task")
             if self.db._write_turn is not None:
                 await self.db._write_turn.acquire()
                 self._turn = True
@@ -130,7 +142,7 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             # Sessions end every transaction themselves (commit, or rollback on close); the pool's own
-            # rollback on return would be a second thread round-trip to aiosqlite on every request.
+            # rollback on return would be a second statement on every request.
             kwargs.update(pool_reset_on_return=None)
         else:
             # No pre-ping: it costs three round trips per checkout (measured: 4.4 ms against 2.6 ms for a
@@ -142,6 +154,12 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        # A reader on PostgreSQL gains nothing from a transaction (READ COMMITTED gives each statement its own
+        # snapshot either way) and pays two round trips for it (BEGIN, ROLLBACK): its statements autocommit.
+        # On SQLite a reader's transaction is one snapshot for all its statements, and costs no round trip.
+        self._readers = self._sessions if self.is_sqlite else async_sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), class_=AsyncSession,
+            expire_on_commit=False)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
         self._writing: set[asyncio.Task[Any]] = set()  # tasks inside a write transaction now
 
@@ -185,7 +203,7 @@ class Database:
         if unit is not None and unit.session is not None:  # what this unit wrote so far is read too
             yield unit.session
             return
-        async with self._sessions() as session:
+        async with self._readers() as session:
             yield session
 
     @asynccontextmanager

@@ -137,6 +137,7 @@ class RunnerNodes:
         await self.interrupt(
             lambda task: task.runner_id not in live, local,
             "the runner holding this task stopped (a crash or restart) while the agent was working",
+            alive=lambda runner_id: runner_id not in dead,
         )
         if dead:
             async with self.db.write() as session:
@@ -145,8 +146,13 @@ class RunnerNodes:
                     if node is not None:
                         await session.delete(node)
 
-    async def interrupt(self, held: Callable[[Task], bool], local: Collection[str], reason: str) -> None:
-        """End the active tasks `held` picks (none of `local`) `interrupted`, killing their agents' leftovers."""
+    async def interrupt(self, held: Callable[[Task], bool], local: Collection[str], reason: str, *,
+                        alive: Callable[[str], bool] | None = None) -> None:
+        """End the active tasks `held` picks (none of `local`) `interrupted`, killing their agents' leftovers.
+
+        Each is decided again under its lock: a task claimed meanwhile by another runner is not this decision's,
+        and with `alive` a runner that announced itself after the nodes were read (its node is there now, and not
+        among the dead) keeps its task."""
         async with self.db.read() as session:
             rows = list(await session.exec(select(Task).where(col(Task.status).in_([s.value for s in ACTIVE]))))
         for stale in [t for t in rows if held(t) and t.id not in local]:
@@ -156,7 +162,10 @@ class RunnerNodes:
                     log.warning("task %s: ended %d agent processes left by a dead runner", stale.id, leftovers)
             async with self.db.write() as session:
                 task = await session.get(Task, stale.id, with_for_update=True)
-                if task is None or TaskStatus(task.status) not in ACTIVE:
+                if task is None or TaskStatus(task.status) not in ACTIVE or task.runner_id != stale.runner_id:
+                    continue
+                if alive is not None and task.runner_id and alive(task.runner_id) \
+                        and await session.get(RunnerNode, task.runner_id) is not None:
                     continue
                 await self.shepherd.questions.void_questions(session, task, f"the turn ended: {reason}")
                 task_state.interrupt(task, reason)

@@ -243,7 +243,14 @@ class Turns:
             turn.handle = await self.runner.start(await self._spec(task, workspace, text, session_ref, follow_up))
         except RunnerError as exc:
             return await self._fail(turn, exc.message)
-        await self._started(turn, task, text, session_ref, follow_up)
+        if not await self._started(turn, task, text, session_ref, follow_up):
+            # ended or claimed elsewhere while this runner prepared (it was thought dead): the agent goes, and its
+            # end is only recorded (the task's state is the other decision's)
+            await turn.handle.stop()
+            await turn.handle.wait()
+            await self.ending.finish(turn, Outcome.INTERRUPTED, None, DiffStats(),
+                                     "the task stopped being this runner's before its agent started")
+            return
         if turn.stop_reason is not None:  # a stop that arrived while the process was starting
             await turn.handle.stop()
         async for line in turn.handle.lines():
@@ -286,11 +293,13 @@ class Turns:
             sandbox=sandbox, program=preset.own_words(follow_up=follow_up),
         )
 
-    async def _started(self, turn: Turn, snapshot: Task, text: str, session_ref: str, follow_up: bool) -> None:
+    async def _started(self, turn: Turn, snapshot: Task, text: str, session_ref: str, follow_up: bool) -> bool:
+        """The turn is running, recorded; False when the task is no longer this runner's to start."""
         assert turn.handle is not None
         async with self.db.write() as session:
             task = await session.get(Task, turn.task_id, with_for_update=True)
-            assert task is not None
+            if task is None or not task_state.held_by(task, self.ending.runner_id):
+                return False
             task.workspace, task.base_branch = snapshot.workspace, snapshot.base_branch
             task.base_sha = snapshot.base_sha
             task_state.start_turn(task, follow_up=follow_up)
@@ -314,6 +323,7 @@ class Turns:
             await record(session, Principal.system(task.org_id), "task", "task.turn_started",
                          agent_id=task.agent_id, task_id=task.id,
                          payload={"turn": task.turns, "pid": task.pid, "followUp": follow_up})
+        return True
 
     def _on_line(self, turn: Turn, line: str) -> None:
         turn.last_lines.append(line)
