@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from adapters.slack.items import BadPayload, Item, parse
