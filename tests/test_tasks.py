@@ -20,7 +20,7 @@ from core.autonomy.actions import ActionsConfig, Executor
 from core.errors import Conflict
 from core.people.access import Principal, Role
 from core.runners.local import LocalRunner, group_members
-from core.runners.presets import AgentCatalog, custom_presets
+from core.runners.presets import AgentCatalog, Preset, custom_presets
 from core.shepherd import Shepherd
 from core.store.db import Database
 from core.store.models import Agent, RunnerNode, Task
@@ -550,3 +550,13 @@ async def test_other_orgs_do_not_see_or_steer_a_task(sqlite_url: str, make_rig: 
         with pytest.raises(ValidationFailed, match="cannot read repo"):
             await rig.shepherd.tasks.create(operator, prompt="x", runtime="demo", repo=bad)
     await rig.finished(task.id)
+
+
+async def test_tasks_starting_together_ask_the_agent_for_its_version_once(tmp_path: Path) -> None:
+    asked = tmp_path / "asked"
+    counted = Preset("counted", "Counted", start=("true",), resume=None, install="nothing to install",
+                     version=("sh", "-c", f"echo asked >> {asked}; sleep 0.2; echo counted 1.0"))
+    catalog = AgentCatalog([counted])
+    answers = await asyncio.gather(*(catalog.check("counted") for _ in range(20)))
+    assert {(a.usable, a.detail) for a in answers} == {(True, "counted 1.0")}
+    assert asked.read_text().splitlines() == ["asked"]  # one process, not one per task
