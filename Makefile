@@ -24,11 +24,19 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every bench on SQLite and PostgreSQL, each beside its floor; all of them run even if one fails, and the
+# target fails (non-zero) if any request errored or any task failed. About 15 minutes; see bench/README.md.
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/run.py
-	$(BIN)/python bench/tasks.py
-	$(BIN)/python bench/approvals.py
-	$(BIN)/python bench/slack_ack.py
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }; }; } || \
+		{ echo "make bench needs wrk (apt-get install wrk)"; exit 2; }
+	@rc=0; \
+	$(BIN)/python bench/run.py || rc=1; \
+	$(BIN)/python bench/scale.py || rc=1; \
+	$(BIN)/python bench/slack_ack.py || rc=1; \
+	$(BIN)/python bench/tasks.py || rc=1; \
+	$(BIN)/python bench/approvals.py || rc=1; \
+	exit $$rc
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check core adapters bot tests bench

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import floor
 import pgserver
 from run import ORG, WORK, seed
 
@@ -115,9 +119,31 @@ async def breakdown(db_url: str, agents: int, secret: str, post_ids: list[str]) 
         if db.is_sqlite:
             steps.insert(1, ("  the same SELECT 1 as raw sqlite3 (no thread)", lambda: _sync(
                 lambda: _raw_sqlite(db_url, "SELECT 1"))))
+        store = await floor.SqliteStore.open(db_url) if db.is_sqlite else await floor.PgStore.open(db_url)
+        floor_calls = [0]
+
+        async def floor_list(offset: int) -> None:  # bench/floor.py's whole list request, without HTTP
+            org, _, _ = await store.principal(hashlib.sha256(secret.encode()).hexdigest())
+            _, page_rows = await store.page(org, 50, offset)
+            at = datetime.now(UTC)
+            json.dumps([floor.agent_json(r, at) for r in page_rows], separators=(",", ":"))
+
+        async def floor_act() -> None:
+            floor_calls[0] += 1
+            n = floor_calls[0]
+            org, scopes, actor = await store.principal(hashlib.sha256(secret.encode()).hexdigest())
+            await store.set_level(org, post_ids[n % len(post_ids)], n % 6, scopes, actor)
+
+        steps += [
+            ("floor: token + COUNT + page + JSON, by hand (bench/floor.py)", lambda: floor_list(0)),
+            (f"floor: the same at offset {last}", lambda: floor_list(last)),
+            ("floor: token + read + UPDATE + INSERT event + COMMIT", floor_act),
+        ]
         for name, step in steps:
             await timed(name, step, rows)
     finally:
+        if "store" in locals():
+            await store.close()
         await db.dispose()
         _RAW.clear()
     return rows

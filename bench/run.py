@@ -283,27 +283,57 @@ GONE_STATUS = "499"
 GONE = "ConnectionResetError: Connection lost"
 
 
+@dataclass
+class Target:
+    """One row: what wrk sends where, and how the server is watched meanwhile."""
+
+    name: str
+    url: str
+    watch: Watch
+    script: str = "report.lua"
+    args: list[str] = field(default_factory=list)
+    headers: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
+
+    def kw(self) -> dict[str, Any]:
+        return {"script": self.script, "args": self.args, "headers": self.headers, "env": self.env}
+
+
 def measure(load: Load, target: str, url: str, watch: Watch, *, script: str = "report.lua",
             args: list[str] | None = None, headers: list[str] | None = None,
             env: dict[str, str] | None = None) -> Measured:
-    """Warm up, then `load.rounds` measured wrk runs; the run with the median requests/s stands for them.
+    """Warm up, then `load.rounds` measured wrk runs; the run with the median requests/s stands for them."""
+    return alternate(load, [Target(target, url, watch, script, args or [], headers or [], env)])[0]
+
+
+def alternate(load: Load, targets: list[Target]) -> list[Measured]:
+    """Each target warmed up, then `load.rounds` measured wrk runs of each, taking turns (Shepherd, its
+    floor, Shepherd, its floor, ...), so that both meet the same moments of this shared machine. The run
+    with the median requests/s stands for each target's runs.
 
     Each run also records the server's CPU time and its own count of answers per status; the counts and
     the client-gone errors are summed over the runs (and every run's answers are checked).
     """
-    kw: dict[str, Any] = {"script": script, "args": args or [], "headers": headers or [], "env": env}
     if load.warmup > 0:
-        wrk(load, url, seconds=load.warmup, **kw)
-    m = aggregate(target, [_one_run(load, url, watch, kw) for _ in range(load.rounds)])
-    line = (f"  {target}: {m.rps:,.0f} req/s (runs: {', '.join(f'{r:,.0f}' for r in m.rps_runs)}), "
-            f"p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms; wrk: {m.requests} answers, {m.not_2xx} non-2xx, "
-            f"{m.socket_errors} socket errors")
-    if watch.statuses:
-        line += f"; server counted {m.server_statuses}"
-        if m.server_not_2xx:
-            line += f" ({m.client_gone} of them for clients that had gone)"
-    print(line, flush=True)
-    return m
+        for t in targets:
+            wrk(load, t.url, seconds=load.warmup, **t.kw())
+    runs: list[list[Measured]] = [[] for _ in targets]
+    for _ in range(load.rounds):
+        for i, t in enumerate(targets):
+            runs[i].append(_one_run(load, t.url, t.watch, t.kw()))
+    out = []
+    for t, its_runs in zip(targets, runs, strict=True):
+        m = aggregate(t.name, its_runs)
+        line = (f"  {t.name}: {m.rps:,.0f} req/s (runs: {', '.join(f'{r:,.0f}' for r in m.rps_runs)}), "
+                f"p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms; wrk: {m.requests} answers, {m.not_2xx} non-2xx, "
+                f"{m.socket_errors} socket errors")
+        if t.watch.statuses:
+            line += f"; server counted {m.server_statuses}"
+            if m.server_not_2xx:
+                line += f" ({m.client_gone} of them for clients that had gone)"
+        print(line, flush=True)
+        out.append(m)
+    return out
 
 
 def aggregate(target: str, runs: list[Measured]) -> Measured:
@@ -437,11 +467,12 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> str:
     return proc.stdout
 
 
-def bench_store(store: str, load: Load, agents: int, procs: Processes, root: Path, *, floor: bool = False
-                ) -> list[Measured]:
-    """Set up one store with `agents` agents, serve it, and measure the three API targets.
+def bench_store(store: str, load: Load, agents: int, procs: Processes, root: Path, *, healthz: bool = False
+                ) -> tuple[list[Measured], list[Pair]]:
+    """Set up one store with `agents` agents, serve it, and measure the three API targets, each in turns
+    with its floor (bench/floor.py: the same work by hand, on the same database).
 
-    floor: also measure GET /healthz, Shepherd's route with no token and no database (its framework's cost).
+    healthz: also measure GET /healthz, Shepherd's route with no token and no database (its framework's cost).
     """
     folder = root / store
     folder.mkdir()
@@ -471,39 +502,81 @@ def bench_store(store: str, load: Load, agents: int, procs: Processes, root: Pat
         base = f"http://127.0.0.1:{port}"
         wait_ready(f"{base}/readyz", server, log)
         check_api(base, token, agents, post_ids[0])
+        floor_log = folder / "floor.log"
+        floor_port = free_port()
+        floor = procs.start(f"floor ({store})", [sys.executable, str(BENCH / "floor.py"), str(floor_port), db_url],
+                            env=clean_env(), cwd=folder, log=floor_log)
+        floor_base = f"http://127.0.0.1:{floor_port}"
+        wait_ready(f"{floor_base}/readyz", floor, floor_log)
+        check_api(floor_base, token, agents, post_ids[0])
+        check_same(base, floor_base, token, agents, post_ids[0])
 
-        def cpu() -> tuple[float, float | None]:
-            app = cpu_seconds([server.pid])
+        def db_cpu() -> float | None:
             if pg is None:
-                return app, None
+                return None
             pids = pg.pids()
-            return app, cpu_seconds(pids, reaped_of=pids[0] if pids else None)
+            return cpu_seconds(pids, reaped_of=pids[0] if pids else None)
 
         def watch(method: str, route: str) -> Watch:
             def statuses() -> dict[str, int]:
                 return {s: int(n) for (m, r, s), n in served(base).items() if m == method and r == route}
-            return Watch(cpu=cpu, statuses=statuses, log=log)
+            return Watch(cpu=lambda: (cpu_seconds([server.pid]), db_cpu()), statuses=statuses, log=log)
 
+        floor_watch = Watch(cpu=lambda: (cpu_seconds([floor.pid]), db_cpu()))
         auth = [f"Authorization: Bearer {token}"]
         last = max(0, agents - 50)
         results = [measure(load, "GET /healthz (Shepherd, no token, no database)", f"{base}/healthz",
-                           watch("GET", "/healthz"))] if floor else []
-        results += [
-            measure(load, f"GET /api/agents?limit=50 ({store})", f"{base}/api/agents?limit=50",
-                    watch("GET", "/api/agents"), headers=auth),
-            measure(load, f"GET /api/agents?limit=50&offset={last} ({store}, last page)",
-                    f"{base}/api/agents?limit=50&offset={last}", watch("GET", "/api/agents"), headers=auth),
-            measure(load, f"POST /api/agents/{{id}}/action ({store})", base,
-                    watch("POST", "/api/agents/{id}/action"), script="post_action.lua", args=post_ids,
-                    env={"BENCH_TOKEN": token}),
-        ]
-        procs.stop(server)
-        if server.returncode not in (0, -signal.SIGTERM):
-            print(f"  note: shepherd serve exited with {server.returncode}:\n{tail(log)}")
-        return results
+                           watch("GET", "/healthz"))] if healthz else []
+        pairs: list[Pair] = []
+        post = {"script": "post_action.lua", "args": post_ids, "env": {"BENCH_TOKEN": token}}
+        for name, path, method, route, kw in (
+            ("GET /api/agents?limit=50", "/api/agents?limit=50", "GET", "/api/agents", {"headers": auth}),
+            (f"GET /api/agents?limit=50&offset={last}", f"/api/agents?limit=50&offset={last}", "GET", "/api/agents",
+             {"headers": auth}),
+            ("POST /api/agents/{id}/action", "", "POST", "/api/agents/{id}/action", post),
+        ):
+            ours, bare = alternate(load, [
+                Target(f"{name} ({store})", base + path, watch(method, route), **kw),  # type: ignore[arg-type]
+                Target(f"{name} ({store}, floor)", floor_base + path, floor_watch, **kw),  # type: ignore[arg-type]
+            ])
+            results += [ours, bare]
+            pairs.append(Pair(name, store, ours, bare))
+        for name, proc, its_log in (("shepherd serve", server, log), ("the floor", floor, floor_log)):
+            procs.stop(proc)
+            if proc.returncode not in (0, -signal.SIGTERM):
+                print(f"  note: {name} exited with {proc.returncode}:\n{tail(its_log)}")
+        return results, pairs
     finally:
         if pg is not None:
             pg.stop()
+
+
+@dataclass
+class Pair:
+    """A Shepherd row and its floor's, measured in turns in the same run."""
+
+    target: str
+    store: str
+    ours: Measured
+    floor: Measured
+
+    @property
+    def ratio(self) -> float:
+        return self.ours.rps / self.floor.rps
+
+
+def check_same(base: str, floor_base: str, token: str, agents: int, agent_id: str) -> None:
+    """The floor answers what Shepherd answers (the same agents, fields and total; uptime may tick)."""
+    for query in ("limit=50", f"limit=50&offset={max(0, agents - 50)}"):
+        (_, h1, ours), (_, h2, bare) = (http("GET", f"{b}/api/agents?{query}", token=token) for b in (base, floor_base))
+        def strip(page: Any) -> Any:
+            return [{k: v for k, v in a.items() if k != "uptime"} for a in page]
+        if strip(ours) != strip(bare) or h1.get("X-Total-Count") != h2.get("X-Total-Count"):
+            raise BenchError(f"the floor's page differs from Shepherd's ({query}):\n{ours[:2]}\n{bare[:2]}")
+    body = {"action": "set_autonomy", "params": {"level": 3}}
+    answers = [http("POST", f"{b}/api/agents/{agent_id}/action", token=token, body=body)[2] for b in (base, floor_base)]
+    if sorted(answers[0]) != sorted(answers[1]) or answers[1].get("previousLevel") != 3:
+        raise BenchError(f"the floor's action answer differs from Shepherd's: {answers}")
 
 
 def check_api(base: str, token: str, agents: int, agent_id: str) -> None:
@@ -637,6 +710,25 @@ def table(results: list[Measured], hello: Measured, load: Load, info: dict[str, 
     return "\n".join(lines)
 
 
+# The issue's targets (13): Shepherd's requests/s as a share of its floor's, at least.
+TARGETS = {"GET /api/agents?limit=50": 1.0, "POST /api/agents/{id}/action": 0.8}
+
+
+def peers_table(pairs: list[Pair]) -> str:
+    """Shepherd against its floor, row by row: the figure the issue's targets are about."""
+    lines = [
+        "| target | store | Shepherd req/s | floor req/s | ratio | target | Shepherd p50 / p99 | floor p50 / p99 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for p in pairs:
+        goal = TARGETS.get(p.target, TARGETS["GET /api/agents?limit=50"] if p.target.startswith("GET") else None)
+        mark = "" if goal is None else f">= {goal:.1f}x " + ("met" if p.ratio >= goal else "**not met**")
+        lines.append(
+            f"| {p.target} | {p.store} | {p.ours.rps:,.0f} | {p.floor.rps:,.0f} | {p.ratio:.2f}x | {mark} | "
+            f"{p.ours.p50_ms:.1f} / {p.ours.p99_ms:.1f} ms | {p.floor.p50_ms:.1f} / {p.floor.p99_ms:.1f} ms |")
+    return "\n".join(lines)
+
+
 def update_readme(text: str) -> None:
     doc = README.read_text()
     if START_MARK not in doc or END_MARK not in doc:
@@ -703,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Shepherd benchmark: {args.agents:,} agents, stores {', '.join(stores)}; {load.describe()}", flush=True)
     procs = Processes()
     results: list[Measured] = []
+    pairs: list[Pair] = []
     try:
         with work_dir(args.keep) as root:
             try:
@@ -710,7 +803,10 @@ def main(argv: list[str] | None = None) -> int:
                 yardstick.measure(load, "first")
                 for store in stores:
                     try:
-                        results += bench_store(store, load, args.agents, procs, root, floor=store == stores[0])
+                        rows, its_pairs = bench_store(store, load, args.agents, procs, root,
+                                                      healthz=store == stores[0])
+                        results += rows
+                        pairs += its_pairs
                     except pgserver.Unavailable as exc:
                         if args.store != "all":
                             raise
@@ -729,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: interrupted; every process it started is stopped", file=sys.stderr)
         return 130
 
-    report = table(results, hello, load, info)
+    report = peers_table(pairs) + "\n\n" + table(results, hello, load, info)
     print()
     print(report)
     failed = [m.target for m in [hello, *results] if m.failed]
