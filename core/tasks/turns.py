@@ -38,7 +38,6 @@ from core.tasks import state as task_state
 from core.tasks.config import RunnerConfig
 from core.tasks.ending import TurnEnd, plan_after_turn
 from core.tasks.evidence import DiffStats
-from core.tasks.group import GroupWrites
 from core.tasks.output import TaskOutput
 from core.tasks.snapshots import take_snapshot
 from core.tasks.state import Control, LogType, Outcome, TaskStatus
@@ -163,7 +162,7 @@ class Turns:
         self.ending = ending
         self.wake = wake
         self.running: dict[str, Turn] = {}
-        self.writes = GroupWrites(self.db)  # what turns starting together record, in one commit
+        self.writes = ending.writes  # what turns starting (or ending) together record, in one commit
 
     def begin(self, task: Task) -> None:
         """Drive a task this runner has just claimed."""
