@@ -78,7 +78,7 @@ class TaskOutput:
                 raise
 
 
-_COMPILED: dict[str, tuple[str, tuple[str, ...] | None, Any]] = {}
+_COMPILED: dict[tuple[str, str], tuple[str, tuple[str, ...] | None, Any]] = {}  # by dialect and paramstyle
 
 
 def _driver_insert(dialect: Dialect, rows: list[tuple[str, datetime, str]]) -> tuple[str, Any]:
@@ -86,12 +86,13 @@ def _driver_insert(dialect: Dialect, rows: list[tuple[str, datetime, str]]) -> t
     paramstyle), each time converted by the column type's own bind processor, nothing else done per row. Through
     SQLAlchemy's executemany each row paid for its parameters to be built and processed again (about 20 µs a row
     in a profile of 100 tasks x 2000 lines; most of what storing a line cost)."""
-    compiled = _COMPILED.get(dialect.name)
+    key = (dialect.name, dialect.paramstyle)
+    compiled = _COMPILED.get(key)
     if compiled is None:
         table = TaskLog.__table__  # type: ignore[attr-defined]
         statement = insert(table).inline().compile(dialect=dialect, column_keys=["task_id", "time", "type", "content"])
         order = tuple(statement.positiontup) if statement.positional and statement.positiontup else None
-        compiled = _COMPILED[dialect.name] = (str(statement), order, table.c.time.type._cached_bind_processor(dialect))
+        compiled = _COMPILED[key] = (str(statement), order, table.c.time.type._cached_bind_processor(dialect))
     sql, order, processor = compiled
     kind = LogType.OUTPUT.value
     if processor is not None:  # once per time: the lines of one read share theirs
@@ -103,4 +104,4 @@ def _driver_insert(dialect: Dialect, rows: list[tuple[str, datetime, str]]) -> t
     if order == ("task_id", "time", "type", "content"):
         return sql, [(task_id, at, kind, line) for task_id, at, line in rows]
     at_place = {"task_id": 0, "time": 1, "content": 2}
-    return sql, [tuple(kind if key == "type" else row[at_place[key]] for key in order) for row in rows]
+    return sql, [tuple(kind if name == "type" else row[at_place[name]] for name in order) for row in rows]
