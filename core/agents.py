@@ -8,24 +8,26 @@ restart and set_autonomy. Every action writes an event in the same transaction a
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
-from sqlalchemy import func
+from sqlalchemy import BindParameter, Select, bindparam, case, func, or_, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.clock import as_utc, utcnow
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import new_id
+from core.paging import Cursor, decode, encode, scope_of
 from core.people.access import Principal, Scope
 from core.projects import find_project, resolve_project
 from core.store.db import Database
-from core.store.events import record
-from core.store.models import Agent, AgentType, Project
+from core.store.events import record, record_row
+from core.store.models import Agent, AgentType, OrgCount, Project, table_of
 from core.textcheck import free_text, name_text
 
 MIN_LEVEL, MAX_LEVEL, DEFAULT_LEVEL = 0, 5, 1
@@ -85,7 +87,12 @@ class AgentView:
     project: Project | None
 
     def uptime(self, now: datetime | None = None) -> int:
-        return max(0, int(((now or utcnow()) - as_utc(self.agent.started_at)).total_seconds()))
+        return uptime(self.agent.started_at, now or utcnow())
+
+
+def uptime(started_at: datetime, now: datetime) -> int:
+    """Seconds since an agent (re)started."""
+    return max(0, int((now - as_utc(started_at)).total_seconds()))
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,92 @@ class AgentFilter:
     project_id: str | None = None  # a project id or name
 
 
+class AgentRow(NamedTuple):
+    """A listed agent: the columns of PAGE_COLUMNS, in their order (a tuple: reading its fields costs next to
+    nothing, where a SQLAlchemy Row's attributes cost a microsecond or two each)."""
+
+    id: str
+    name: str
+    type: str
+    status: str
+    autonomy_level: int
+    project_id: str | None
+    task: str | None
+    started_at: datetime
+    last_activity: datetime
+    created_at: datetime
+    channels: list[str] | None  # the project's, when the agent has one
+
+
+@dataclass(frozen=True)
+class AgentPage:
+    """A page of agents, the total that match, and the cursor of the next page if there is one."""
+
+    rows: Sequence[AgentRow]
+    total: int
+    next_cursor: str | None
+
+
+# --- the page's statements ---------------------------------------------------------------------
+# SQLAlchemy Core over the tables, with bound parameters: no ORM objects per row, and each statement shape is
+# built once (lru_cache) so its compiled form is cached too.
+
+_A = table_of(Agent)
+_P = table_of(Project)
+_COUNTS = table_of(OrgCount)
+PAGE_COLUMNS = (_A.c.id, _A.c.name, _A.c.type, _A.c.status, _A.c.autonomy_level, _A.c.project_id, _A.c.task,
+                _A.c.started_at, _A.c.last_activity, _A.c.created_at, _P.c.channels)
+_ORG: BindParameter[str] = bindparam("org", type_=_A.c.org_id.type)
+# a project by id, else by name (core.projects.find_project), inside the statement: no round trip of its own
+_PROJECT_REF = (
+    select(_P.c.id)
+    .where(_P.c.org_id == _ORG, or_(_P.c.id == bindparam("project"), _P.c.name == bindparam("project")))
+    .order_by(case((_P.c.id == bindparam("project"), 0), else_=1))
+    .limit(1)
+    .scalar_subquery()
+)
+
+
+@lru_cache(maxsize=64)
+def _page_statement(by_type: bool, by_status: bool, by_project: bool, keyset: bool, with_total: bool) -> Select[Any]:
+    where: list[Any] = [_A.c.org_id == _ORG]
+    if by_type:
+        where.append(_A.c.type == bindparam("type"))
+    if by_status:
+        where.append(_A.c.status == bindparam("status"))
+    if by_project:
+        where.append(_A.c.project_id == _PROJECT_REF)
+    columns: list[Any] = list(PAGE_COLUMNS)
+    if with_total:
+        if by_type or by_status or by_project:
+            total = select(func.count()).select_from(_A).where(*where).scalar_subquery()
+        else:  # the org's count, kept by triggers (core.store.models.OrgCount): no scan
+            total = (select(func.coalesce(func.sum(_COUNTS.c.agents), 0)).where(_COUNTS.c.org_id == _ORG)
+                     .scalar_subquery())
+        columns.append(total.label("total"))
+    limit = bindparam("limit", type_=_A.c.autonomy_level.type)
+    if keyset:  # the rows after the cursor's, straight from the (org_id, created_at, id) index
+        after = tuple_(_A.c.created_at, _A.c.id) > tuple_(
+            bindparam("after_at", type_=_A.c.created_at.type), bindparam("after_id", type_=_A.c.id.type))
+        keyset_page: Select[Any] = (select(*columns).select_from(_A.outerjoin(_P, _P.c.id == _A.c.project_id))
+                                    .where(*where, after).order_by(_A.c.created_at, _A.c.id).limit(limit))
+        return keyset_page
+    # An offset walks past the rows it skips: it walks the index alone (it holds every column the skip needs),
+    # and only the page's rows are read from the table.
+    ids = (select(_A.c.id, _A.c.created_at).where(*where).order_by(_A.c.created_at, _A.c.id)
+           .limit(limit).offset(bindparam("offset", type_=_A.c.autonomy_level.type)).subquery("page"))
+    offset_page: Select[Any] = (
+        select(*columns).select_from(ids.join(_A, _A.c.id == ids.c.id).outerjoin(_P, _P.c.id == _A.c.project_id))
+        .order_by(ids.c.created_at, ids.c.id))
+    return offset_page
+
+
+@lru_cache(maxsize=16)
+def _total_statement(by_type: bool, by_status: bool, by_project: bool) -> Select[Any]:
+    statement = _page_statement(by_type, by_status, by_project, False, True)
+    return select(statement.selected_columns.total)
+
+
 class Agents:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -239,6 +332,51 @@ class Agents:
                 .limit(limit)
             )
             return [AgentView(a, p) for a, p in rows], int(total)
+
+    async def page(
+        self, principal: Principal, flt: AgentFilter | None = None, *, limit: int = 100, offset: int = 0,
+        cursor: str | None = None,
+    ) -> AgentPage:
+        """A page of agents, oldest first: after `cursor` (a keyset page, whose cost does not grow with how far
+        into the list it is), else at `offset`; with the total that match and the next page's cursor."""
+        principal.require(Scope.READ, "listing agents")
+        limit = max(1, min(limit, MAX_PAGE))
+        flt = flt or AgentFilter()
+        shape = (bool(flt.type), flt.status is not None, bool(flt.project_id))
+        filtered = any(shape)
+        scope = scope_of("agents", principal.org_id, flt.type, flt.status, flt.project_id)
+        after = decode(cursor, scope) if cursor else None
+        # A filtered total is counted once, on the first page, and travels in the cursor; the org's whole count
+        # is kept by the store, so it is read fresh on every page.
+        known_total = after.total if after is not None and filtered else None
+        statement = _page_statement(*shape, after is not None, known_total is None)
+        params: dict[str, Any] = {"org": principal.org_id, "limit": limit + 1}  # one more: is there a next page?
+        if flt.type:
+            params["type"] = flt.type
+        if flt.status is not None:
+            params["status"] = flt.status.value
+        if flt.project_id:
+            params["project"] = flt.project_id.strip()
+        if after is not None:
+            params.update(after_at=after.created_at, after_id=after.id)
+        else:
+            params["offset"] = max(0, offset)
+        async with self.db.read() as session:
+            conn = await session.connection()
+            rows = (await conn.execute(statement, params)).all()
+            if known_total is not None:
+                total = known_total
+            elif rows:
+                total = int(rows[0].total)
+            else:  # past the end: no row carried the total
+                total = int((await conn.execute(_total_statement(*shape), params)).scalar_one())
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            next_cursor = encode(Cursor(last.created_at, last.id, total if filtered else None), scope)
+        width = len(PAGE_COLUMNS)
+        return AgentPage(rows=[AgentRow._make(r[:width]) for r in rows], total=total, next_cursor=next_cursor)
 
     async def get(self, principal: Principal, agent_id: str) -> AgentView:
         principal.require(Scope.READ, "reading an agent")
@@ -359,43 +497,83 @@ class Agents:
         elif params is not None and not isinstance(params, dict):
             raise ValidationFailed("params must be an object", code="VALIDATION_ERROR")
 
+        now = utcnow()
+        bound: dict[str, Any] = {"agent": agent_id, "org": principal.org_id, "new_last_activity": now}
+        if act is AgentAction.SUSPEND:
+            bound["new_status"] = AgentStatus.SUSPENDED.value
+        elif act is AgentAction.RESUME:
+            bound["new_status"] = AgentStatus.ACTIVE.value
+        elif act is AgentAction.RESTART:
+            bound["new_started_at"] = now
+        else:
+            bound["new_autonomy_level"] = bound["level"] = level
+        # Raising the level pre-approves what the agent does: without `approve`, the statement sets only a level
+        # no higher than the agent's own (its condition, so that the check and the change see one row).
+        may_raise = level is None or principal.can(Scope.APPROVE)
         async with self.db.write() as session:
-            agent = await self._agent(session, principal, agent_id)
-            now = utcnow()
-            before_status, before_level = agent.status, agent.autonomy_level
-            uptime: int | None = None
-            if act is AgentAction.SUSPEND:
-                agent.status = AgentStatus.SUSPENDED
-            elif act is AgentAction.RESUME:
-                agent.status = AgentStatus.ACTIVE
-            elif act is AgentAction.RESTART:
-                # Restart clears in-flight work and errors, but a person's suspension stands.
-                if agent.status != AgentStatus.SUSPENDED:
-                    agent.status = AgentStatus.ACTIVE
-                agent.started_at = now
-                uptime = 0
+            conn = await session.connection()
+            if self.db.is_sqlite:
+                # One writer holds the store (BEGIN IMMEDIATE): reading first costs no round trip and no race.
+                before = (await conn.execute(_AGENT_STATE, bound)).first()
+                changed = None
+                if before is not None:
+                    changed = (await conn.execute(_act_statement(act, may_raise, old=False), bound)).first()
             else:
-                assert level is not None
-                if level > agent.autonomy_level:
-                    principal.require(Scope.APPROVE, "raising an agent's autonomy")
-                agent.autonomy_level = level
-            agent.last_activity = now
-            session.add(agent)
-            result = ActionResult(
-                agent_id=agent.id,
-                action=act,
-                timestamp=now,
-                previous_status=before_status,
-                current_status=agent.status,
-                previous_level=before_level,
-                current_level=agent.autonomy_level,
-                uptime=uptime,
-            )
-            await record(
-                session, principal, "agent", f"agent.{act.value}", agent_id=agent.id,
+                # One statement: the row locked and read as it was (a CTE), changed, and both returned.
+                changed = before = (await conn.execute(_act_statement(act, may_raise, old=True), bound)).first()
+            if changed is None:
+                # Nothing changed: no such agent here (another org's is not ours to reveal), or a raise without
+                # the approve scope.
+                if before is None and (self.db.is_sqlite or (await conn.execute(_AGENT_STATE, bound)).first() is None):
+                    raise NotFound("Agent not found", code="AGENT_NOT_FOUND")
+                principal.require(Scope.APPROVE, "raising an agent's autonomy")
+                raise AssertionError("only a raise without the approve scope changes nothing")  # pragma: no cover
+            assert before is not None
+            before_status, before_level = before.old_status, before.old_level
+            await record_row(
+                conn, principal, "agent", f"agent.{act.value}", agent_id=agent_id, at=now,
                 payload={
-                    "previousStatus": before_status, "currentStatus": agent.status,
-                    "previousLevel": before_level, "currentLevel": agent.autonomy_level,
+                    "previousStatus": before_status, "currentStatus": changed.status,
+                    "previousLevel": before_level, "currentLevel": changed.autonomy_level,
                 },
             )
-        return result
+        return ActionResult(
+            agent_id=agent_id,
+            action=act,
+            timestamp=now,
+            previous_status=before_status,
+            current_status=changed.status,
+            previous_level=before_level,
+            current_level=changed.autonomy_level,
+            uptime=0 if act is AgentAction.RESTART else None,
+        )
+
+
+# --- the action's statements -------------------------------------------------------------------
+
+_AGENT_STATE = select(_A.c.status.label("old_status"), _A.c.autonomy_level.label("old_level")).where(
+    _A.c.id == bindparam("agent"), _A.c.org_id == _ORG)
+
+
+@lru_cache(maxsize=32)
+def _act_statement(act: AgentAction, may_raise: bool, *, old: bool) -> Any:
+    """UPDATE agent … RETURNING its new status and level; with `old` (PostgreSQL), also the values it had, read
+    under the row's lock in the same statement."""
+    values: dict[str, Any] = {"last_activity": bindparam("new_last_activity", type_=_A.c.last_activity.type)}
+    if act is AgentAction.SUSPEND or act is AgentAction.RESUME:
+        values["status"] = bindparam("new_status", type_=_A.c.status.type)
+    elif act is AgentAction.RESTART:
+        values["status"] = case((_A.c.status == AgentStatus.SUSPENDED.value, _A.c.status),
+                                else_=AgentStatus.ACTIVE.value)
+        values["started_at"] = bindparam("new_started_at", type_=_A.c.started_at.type)
+    else:
+        values["autonomy_level"] = bindparam("new_autonomy_level", type_=_A.c.autonomy_level.type)
+    where: list[Any] = [_A.c.id == bindparam("agent"), _A.c.org_id == _ORG]
+    if not may_raise:
+        where.append(_A.c.autonomy_level >= bindparam("level", type_=_A.c.autonomy_level.type))
+    if not old:
+        return update(_A).where(*where).values(values).returning(_A.c.status, _A.c.autonomy_level)
+    before = (select(_A.c.id, _A.c.status.label("old_status"), _A.c.autonomy_level.label("old_level"))
+              .where(_A.c.id == bindparam("agent"), _A.c.org_id == _ORG).with_for_update().cte("old"))
+    return (update(_A).where(_A.c.id == before.c.id, *where[2:]).values(values)
+            .returning(_A.c.status, _A.c.autonomy_level, before.c.old_status, before.c.old_level))

@@ -124,3 +124,67 @@ async def test_a_task_cancelled_while_its_commit_runs_learns_it_only_when_the_co
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert ended.is_set(), "the cancellation overtook the commit still running on the thread"
+
+
+async def test_writers_that_come_together_share_one_commit_and_one_failing_undoes_only_itself(tmp_path: Path) -> None:
+    """Fifty writes at once: each is on disk when its block returns, far fewer commits (fsyncs) than writes, and
+    the one that breaks a constraint is a conflict of its own while the others land."""
+    from sqlalchemy import event
+
+    from core.errors import Conflict
+
+    db = Database(f"sqlite:///{tmp_path / 's.db'}")
+    commits = 0
+
+    def counted(_conn: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    try:
+        async with db.write() as session:
+            await session.exec(text("CREATE TABLE u (v TEXT PRIMARY KEY)"))
+        event.listen(db.engine.sync_engine, "commit", counted)
+
+        async def put(value: str) -> str:
+            async with db.write() as session:
+                await session.exec(text("INSERT INTO u VALUES (:v)").bindparams(v=value))
+            other = sqlite3.connect(tmp_path / "s.db")  # committed by the time the block returned
+            try:
+                assert other.execute("SELECT 1 FROM u WHERE v = ?", (value,)).fetchone() == (1,)
+            finally:
+                other.close()
+            return value
+
+        values = [f"v{i}" for i in range(50)] + ["v7"]  # the last one is taken already
+        results = await asyncio.gather(*(put(v) for v in values), return_exceptions=True)
+        assert [r for r in results if isinstance(r, BaseException)] != []
+        assert all(isinstance(r, Conflict) for r in results if isinstance(r, BaseException))
+        assert sum(isinstance(r, Conflict) for r in results) == 1
+        async with db.read() as session:
+            assert (await session.exec(text("SELECT count(*) FROM u"))).one()[0] == 50
+        assert commits < 25, f"{commits} commits for 50 writes that came together"
+    finally:
+        await db.dispose()
+
+
+async def test_a_unit_of_work_after_waiting_writers_commits_their_group_first(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        await _table(db)
+
+        async def write(value: str) -> None:
+            async with db.write() as session:
+                await session.exec(text("INSERT INTO t VALUES (:v)").bindparams(v=value))
+
+        async def unit() -> None:
+            async with db.unit():
+                async with db.write() as session:
+                    seen = (await session.exec(text("SELECT count(*) FROM t"))).one()[0]
+                    await session.exec(text("INSERT INTO t VALUES (:v)").bindparams(v=f"unit saw {seen}"))
+
+        await asyncio.wait_for(asyncio.gather(write("a"), write("b"), unit(), write("c")), timeout=10)
+        async with db.read() as session:
+            rows = [v for (v,) in (await session.exec(text("SELECT v FROM t"))).all()]
+        assert sorted(rows)[:3] == ["a", "b", "c"] and any(v.startswith("unit saw") for v in rows)
+    finally:
+        await db.dispose()

