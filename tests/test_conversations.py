@@ -92,3 +92,31 @@ async def test_a_place_bound_to_a_task_resolves_to_it_and_a_reply_there_settles_
         [row] = list(await session.exec(select(Outbox)))
     assert (row.address, row.payload["text"], row.key) == ("C7/200.1", "noted", "reply:item-3")
     assert (await shepherd.ledger.get("chat", "item-3")).status == "done"  # type: ignore[union-attr]
+
+
+async def test_items_worked_together_are_one_commit_and_one_that_fails_undoes_only_itself(shepherd: Shepherd) -> None:
+    core = _demo(shepherd)
+    conversations = Conversations(core, build_registry())
+    for key in ("item-a", "item-b", "item-c"):
+        assert await core.ledger.receive("chat", key, "acme", {})
+
+    async def answered_then_broke() -> None:  # its answer and its task are written, then it fails
+        await conversations.command(ADA, 'run "never kept" --agent demo', answer=Where("chat", "C1/1.1"),
+                                    item=Received("chat", "item-b"))
+        raise RuntimeError("broke after writing")
+
+    commits = _commits(core)
+    errors = await conversations.batch([
+        lambda: conversations.command(ADA, "status", answer=Where("chat", "C1/1.1"), item=Received("chat", "item-a")),
+        answered_then_broke,
+        lambda: conversations.command(ADA, 'run "kept" --agent demo', answer=Where("chat", "C1/1.1"),
+                                      item=Received("chat", "item-c")),
+    ])
+    assert commits == [1]
+    assert [type(e).__name__ if e else None for e in errors] == [None, "RuntimeError", None]
+    async with core.db.read() as session:
+        tasks = list(await session.exec(select(Task.prompt)))
+        answers = sorted(await session.exec(select(Outbox.key)))
+    assert tasks == ["kept"] and answers == ["reply:item-a", "reply:item-c"]
+    states = [(await core.ledger.get("chat", key)).status for key in ("item-a", "item-b", "item-c")]  # type: ignore[union-attr]
+    assert states == ["done", "received", "done"]  # the one that failed is the ledger's to try again

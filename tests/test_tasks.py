@@ -14,16 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.presets import agent_catalog
 from core.autonomy.actions import ActionsConfig, Executor
 from core.errors import Conflict
 from core.people.access import Principal, Role
 from core.runners.local import LocalRunner, group_members
-from core.runners.presets import AgentCatalog, custom_presets
+from core.runners.presets import AgentCatalog, Preset, custom_presets
 from core.shepherd import Shepherd
 from core.store.db import Database
-from core.store.models import Agent, RunnerNode, Task
+from core.store.models import Agent, Org, RunnerNode, Task
+from core.tasks.group import GroupWrites
 from core.tasks.state import TRANSITIONS, Outcome, TaskStatus, check_transition
 from core.tasks.supervisor import RunnerConfig, TaskSupervisor
 from tests.conftest import person
@@ -550,3 +554,41 @@ async def test_other_orgs_do_not_see_or_steer_a_task(sqlite_url: str, make_rig: 
         with pytest.raises(ValidationFailed, match="cannot read repo"):
             await rig.shepherd.tasks.create(operator, prompt="x", runtime="demo", repo=bad)
     await rig.finished(task.id)
+
+
+async def test_tasks_starting_together_ask_the_agent_for_its_version_once(tmp_path: Path) -> None:
+    asked = tmp_path / "asked"
+    counted = Preset("counted", "Counted", start=("true",), resume=None, install="nothing to install",
+                     version=("sh", "-c", f"echo asked >> {asked}; sleep 0.2; echo counted 1.0"))
+    catalog = AgentCatalog([counted])
+    answers = await asyncio.gather(*(catalog.check("counted") for _ in range(20)))
+    assert {(a.usable, a.detail) for a in answers} == {(True, "counted 1.0")}
+    assert asked.read_text().splitlines() == ["asked"]  # one process, not one per task
+
+
+async def test_turns_starting_together_record_it_in_one_commit_and_a_failing_one_undoes_only_itself(
+    db_url: str,
+) -> None:
+    db = Database(db_url)
+    try:
+        commits = [0]
+        event.listen(db.engine.sync_engine, "commit", lambda _conn: commits.__setitem__(0, commits[0] + 1))
+        writes = GroupWrites(db)
+
+        def made(name: str, *, then_fail: bool = False) -> Callable[[AsyncSession], Awaitable[str]]:
+            async def work(session: AsyncSession) -> str:
+                session.add(Org(id=name, name=name))
+                await session.flush()
+                if then_fail:
+                    raise RuntimeError(f"{name} broke after writing")
+                return name
+            return work
+
+        results = await asyncio.gather(writes.run(made("one")), writes.run(made("two", then_fail=True)),
+                                       writes.run(made("three")), return_exceptions=True)
+        assert results[0] == "one" and results[2] == "three" and isinstance(results[1], RuntimeError)
+        assert commits == [1]
+        async with db.read() as session:
+            assert sorted(await session.exec(select(Org.id))) == ["one", "three"]
+    finally:
+        await db.dispose()

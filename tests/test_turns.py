@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from core.runners import ExitReason, RunExit
+from core.runners.presets import verdict
 from core.store.models import Confirmation
 from core.tasks.state import Outcome
 from core.tasks.turns import Judgement, closing_question, judge
@@ -78,3 +79,41 @@ def test_the_question_comes_with_the_judgement() -> None:
 ])
 def test_closing_question(lines: list[str], question: str | None) -> None:
     assert closing_question(lines) == question
+
+
+# Each of the CLIs' own phrases for a refused tool or a spent budget, as they print them (any case), and lines
+# that only come near: every phrase must still be read, now that most lines never reach the regexes.
+SAID = [
+    ("Claude requested permissions to write to /etc/hosts, but you haven't granted it yet.", Outcome.DENIED),
+    ("Claude requested permission to use Bash", Outcome.DENIED),
+    ('{"type":"result","permission_denials": [ {"tool_name":"Bash"}]}', Outcome.DENIED),
+    ("Permission to use WebFetch has been denied.", Outcome.DENIED),
+    ("permission to use Edit was denied", Outcome.DENIED),
+    ("exec command rejected by user", Outcome.DENIED),
+    ("PATCH REJECTED BY USER", Outcome.DENIED),
+    ("error: sandbox denied the write", Outcome.DENIED),
+    ("the call was blocked by policy", Outcome.DENIED),
+    ("Auto-rejecting tool call in non-interactive mode", Outcome.DENIED),
+    ("The user rejected permission to use this specific tool call.", Outcome.DENIED),
+    ("There is a rule which prevents you from using this specific tool", Outcome.DENIED),
+    ("Error: Reached max turns (10)", Outcome.BUDGET_EXCEEDED),
+    ("exceeded USD budget of 5", Outcome.BUDGET_EXCEEDED),
+    ('{"subtype":"error_max_turns"}', Outcome.BUDGET_EXCEEDED),
+    ('{"subtype":"error_max_budget_usd"}', Outcome.BUDGET_EXCEEDED),
+    ("Credit balance is too low", Outcome.BUDGET_EXCEEDED),
+    ("You've hit your weekly limit", Outcome.BUDGET_EXCEEDED),
+    ("You've hit your limit · resets 5pm", Outcome.BUDGET_EXCEEDED),
+    ("Usage limit reached for today", Outcome.BUDGET_EXCEEDED),
+    ("429: quota exceeded", Outcome.BUDGET_EXCEEDED),
+    ("insufficient credits", Outcome.BUDGET_EXCEEDED),
+    ('{"code":"insufficient_quota"}', Outcome.BUDGET_EXCEEDED),
+    ("the provider rate limited you; try later", Outcome.BUDGET_EXCEEDED),
+    ("granted the permission to read README.md", None),
+    ("limits of the approach: none", None),
+    ("line 1234 of the demo agent, nothing to see", None),
+]
+
+
+@pytest.mark.parametrize(("line", "outcome"), SAID)
+def test_what_an_agent_says_of_refusals_and_budgets_is_read(line: str, outcome: Outcome | None) -> None:
+    assert verdict(line) is outcome

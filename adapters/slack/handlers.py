@@ -36,6 +36,17 @@ class Handlers:
         self.conversations = conversations
         self.config = config
         self.client = client  # users.info, for the name of someone Shepherd meets for the first time
+        self._met: dict[str, str] = {}  # Slack user -> their name, asked by `prepare` for the item's transaction
+
+    async def prepare(self, item: Item) -> None:
+        """Ask Slack now for the names of the people an item names whom Shepherd has not met (users.info, which
+        may wait out a rate limit), so that its work, done in a transaction, asks Slack nothing."""
+        users = {user for user, label in MENTION.findall(getattr(item, "text", "")) if not unescape(label)}
+        if not getattr(item, "user_name", ""):
+            users.add(item.user)
+        for user in users - self._met.keys():
+            if await self.conversations.name_of(self.config.org_id, SOURCE, user) is None:
+                self._met[user] = await self._slack_name(user)
 
     async def handle(self, item: Item) -> None:
         if isinstance(item, SlashCommand):
@@ -89,6 +100,7 @@ class Handlers:
 
     async def principal(self, user: str, name: str = "") -> Principal:
         org = self.config.org_id
+        name = name or self._met.pop(user, "")
         if not name and await self.conversations.name_of(org, SOURCE, user) is None:
             name = await self._slack_name(user)
         return await self.conversations.person(org, SOURCE, user, name=name or user,

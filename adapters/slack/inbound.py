@@ -109,8 +109,10 @@ class SlackInbound:
         # users.info for new people, waiting out Slack's 429s in place (see RATE_LIMIT_BUDGET_S)
         self.client = make_client(config.bot_token, config.api_url, http, rate_limit_tries=RATE_LIMIT_TRIES,
                                   rate_limit_budget_s=RATE_LIMIT_BUDGET_S)
-        self.handlers = Handlers(Conversations(shepherd, registry or build_registry()), config, self.client)
-        self.receiver = Receiver(self.handlers.handle, shepherd.ledger, [Recording(shepherd.ledger, config.org_id)])
+        conversations = Conversations(shepherd, registry or build_registry())
+        self.handlers = Handlers(conversations, config, self.client)
+        self.receiver = Receiver(self.handlers.handle, shepherd.ledger, [Recording(shepherd.ledger, config.org_id)],
+                                 prepare=self.handlers.prepare, batch=conversations.batch)
         self._http = http
         self.socket: Any = None
 

@@ -4,7 +4,9 @@ Mode), and for items replayed from the delivery ledger.
 A door verifies a request and reads it once into its item (items.parse), then hands the receiver a `Request`.
 Steps run on it before the ack, each in bolt's middleware shape (`async_process(req=, resp=, next=)`: answer
 early, or go on); Shepherd's one step is `Recording`, the delivery ledger. What comes through all steps is
-acknowledged, and processed after the ack, a few at a time, once no ack is in hand (Slack's 3 s are for acks).
+acknowledged, and processed after the ack once no ack is in hand (Slack's 3 s are for acks): the items waiting
+are taken together, up to BATCH, their Slack calls made first and then their work done in one commit, each item in
+a savepoint of its own (core.channels.conversations.Conversations.batch).
 The ledger's sweep (`sweep`) takes items whose process died or failed, reads each stored payload with the same
 `parse`, and sends the item down the same processing as a live one.
 """
@@ -16,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from adapters.slack.items import BadPayload, Item, parse
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "slack"
 SWEEP_S = 10.0
-WORKING = 4  # items processed at once by one process
+BATCH = 32  # items done in one commit: bounds how long the work holds the store's write lock (acks wait for it)
 YIELD_S = 2.0  # the longest the work on acknowledged items waits for a burst of new requests to be acked
 
 
@@ -67,14 +70,21 @@ class Recording:
         return resp
 
 
+Batch = Callable[[Sequence[Callable[[], Awaitable[object]]]], Awaitable[list[Exception | None]]]
+
+
 class Receiver:
     def __init__(self, handle: Callable[[Item], Awaitable[None]], ledger: Ledger,
-                 middleware: Sequence[Middleware]) -> None:
+                 middleware: Sequence[Middleware], *, prepare: Callable[[Item], Awaitable[None]] | None = None,
+                 batch: Batch | None = None) -> None:
         self.handle = handle  # settles the item in the ledger, in the commit of its answer
         self.ledger = ledger
         self.middleware = list(middleware)
+        self.prepare = prepare  # what an item needs of Slack, asked before its transaction
+        self.batch = batch  # several items' work in one commit (None: each item its own)
         self._jobs: set[asyncio.Task[None]] = set()
-        self._working = asyncio.Semaphore(WORKING)
+        self._waiting: list[Item] = []  # acknowledged, not yet taken up
+        self._worker: asyncio.Task[None] | None = None
         self._acking = 0  # requests between arrival and their ack
         self._quiet = asyncio.Event()
         self._quiet.set()
@@ -120,17 +130,47 @@ class Receiver:
             await asyncio.wait(set(self._jobs))
 
     def _start(self, item: Item) -> None:
-        job = asyncio.get_running_loop().create_task(self._process(item.key, item))
-        self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
+        self._waiting.append(item)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+            self._jobs.add(self._worker)
+            self._worker.add_done_callback(self._jobs.discard)
+
+    async def _work(self) -> None:
+        """Works through what was acknowledged, a batch at a time, each after the acks in hand (a while)."""
+        while self._waiting:
+            with contextlib.suppress(TimeoutError):  # Slack's 3 s are for acks; the work can wait (a while)
+                async with asyncio.timeout(YIELD_S):
+                    await self._quiet.wait()
+            items, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
+            await self._together(items)
+
+    async def _together(self, items: list[Item]) -> None:
+        if self.batch is None or len(items) == 1:
+            for item in items:
+                await self._process(item.key, item)
+            return
+        try:
+            if self.prepare is not None:
+                for item in items:
+                    await self.prepare(item)
+            errors = await self.batch([partial(self.handle, item) for item in items])
+        except Exception:  # the commit failed, so nothing of the batch was written: each again, on its own
+            log.exception("Slack: processing %d items together failed; doing them one at a time", len(items))
+            for item in items:
+                await self._process(item.key, item)
+            return
+        for item, error in zip(items, errors, strict=True):
+            if error is not None:
+                log.error("Slack: processing %s failed; it will be tried again", item.key, exc_info=error)
+                with contextlib.suppress(Exception):
+                    await self.ledger.failed(SOURCE, item.key, f"{type(error).__name__}: {error}")
 
     async def _process(self, key: str, item: Item) -> None:
         try:
-            async with self._working:  # a burst is worked through a few at a time, after its acks
-                with contextlib.suppress(TimeoutError):  # Slack's 3 s are for acks; the work can wait (a while)
-                    async with asyncio.timeout(YIELD_S):
-                        await self._quiet.wait()
-                await self.handle(item)
+            if self.prepare is not None:
+                await self.prepare(item)
+            await self.handle(item)
         except Exception as exc:
             log.exception("Slack: processing %s failed; it will be tried again", key)
             with contextlib.suppress(Exception):

@@ -113,8 +113,11 @@ class Ledger:
         return answers
 
     async def settle(self, session: AsyncSession, source: str, key: str) -> None:
-        """Mark an item done inside the caller's transaction (the one that wrote its effect or its reply)."""
-        await session.exec(update(Delivery).where(col(Delivery.source) == source, col(Delivery.key) == key).values(
+        """Mark an item done inside the caller's transaction (the one that wrote its effect or its reply). A Core
+        statement on the session's connection: through the session, an UPDATE first looks for the rows it changes
+        among the ORM objects the session holds (synchronize_session), which grows with a batch of items."""
+        conn = await session.connection()
+        await conn.execute(update(Delivery).where(col(Delivery.source) == source, col(Delivery.key) == key).values(
             status=ItemStatus.DONE.value, done_at=utcnow(), error=None))
 
     async def done(self, source: str, key: str) -> None:

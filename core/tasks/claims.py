@@ -94,14 +94,23 @@ class Claims:
             } if project_ids else {}
         return Waiting(tasks, held, busy)
 
-    async def take(self, task_id: str) -> bool:
-        """Claim one waiting task for this runner; False when another runner (or a stop) came first."""
+    async def take(self, task_ids: Sequence[str]) -> list[str]:
+        """Claim waiting tasks for this runner, all in one commit (a hundred tasks at once are a hundred claims, and
+        on SQLite a commit is an fsync); returns those it got. Each is its own conditional update: one that another
+        runner (or a stop) came first for is simply not among them."""
+        if not task_ids:
+            return []
+        got: list[str] = []
         async with self.db.write() as session:
-            result = await session.exec(
-                update(Task).where(col(Task.id) == task_id, task_state.claimable())
-                .values(**task_state.claimed(self.runner_id, utcnow()))
-            )
-            return bool(result.rowcount == 1)
+            now = utcnow()
+            for task_id in task_ids:
+                result = await session.exec(
+                    update(Task).where(col(Task.id) == task_id, task_state.claimable())
+                    .values(**task_state.claimed(self.runner_id, now))
+                )
+                if result.rowcount == 1:
+                    got.append(task_id)
+        return got
 
     async def tell(self, notes: Sequence[tuple[Task, str]]) -> None:
         """Queue the tasks with their notes; the first time, an event says why."""

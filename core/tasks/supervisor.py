@@ -99,12 +99,11 @@ class TaskSupervisor:
     async def _claim(self) -> None:
         caps = Caps(self.config.max_tasks, self.config.max_tasks_per_project)
         plan = plan_claims(await self.claims.waiting(), running=len(self.turns.running), caps=caps)
-        lost = False
+        got = set(await self.claims.take([task.id for task in plan.take]))
         for task in plan.take:
-            if await self.claims.take(task.id):
+            if task.id in got:
                 self.turns.begin(task)
-            else:
-                lost = True
+        lost = len(got) < len(plan.take)
         if not lost:  # after a lost race the notes may be wrong: the next pass plans again
             await self.claims.tell(plan.notes)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core import environ
 from core.agents import AgentStatus
@@ -161,6 +162,7 @@ class Turns:
         self.ending = ending
         self.wake = wake
         self.running: dict[str, Turn] = {}
+        self.writes = ending.writes  # what turns starting (or ending) together record, in one commit
 
     def begin(self, task: Task) -> None:
         """Drive a task this runner has just claimed."""
@@ -277,8 +279,11 @@ class Turns:
         if self.config.callback_url:
             # a new callback token per turn, stored (hashed) before the agent can use it
             token, digest = new_task_token()
-            async with self.db.write() as session:
+
+            async def store(session: AsyncSession) -> None:
                 await session.exec(update(Task).where(col(Task.id) == task.id).values(callback_hash=digest))
+
+            await self.writes.run(store)  # with the other turns starting now: one commit for them all
         sandbox: SandboxView | None = None
         if self.config.sandbox is not None:
             home = home_for(workspace)  # the agent's own home, kept for its follow-up turns
@@ -296,7 +301,9 @@ class Turns:
     async def _started(self, turn: Turn, snapshot: Task, text: str, session_ref: str, follow_up: bool) -> bool:
         """The turn is running, recorded; False when the task is no longer this runner's to start."""
         assert turn.handle is not None
-        async with self.db.write() as session:
+        handle = turn.handle
+
+        async def record_start(session: AsyncSession) -> bool:
             task = await session.get(Task, turn.task_id, with_for_update=True)
             if task is None or not task_state.held_by(task, self.ending.runner_id):
                 return False
@@ -304,7 +311,7 @@ class Turns:
             task.base_sha = snapshot.base_sha
             task_state.start_turn(task, follow_up=follow_up)
             task.turns += 1
-            task.pid = turn.handle.pid
+            task.pid = handle.pid
             task.session_ref = session_ref
             task.started_at = task.started_at or utcnow()
             if follow_up:
@@ -323,7 +330,9 @@ class Turns:
             await record(session, Principal.system(task.org_id), "task", "task.turn_started",
                          agent_id=task.agent_id, task_id=task.id,
                          payload={"turn": task.turns, "pid": task.pid, "followUp": follow_up})
-        return True
+            return True
+
+        return await self.writes.run(record_start)  # with the other turns starting now
 
     def _on_line(self, turn: Turn, line: str) -> None:
         turn.last_lines.append(line)
