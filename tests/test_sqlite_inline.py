@@ -177,10 +177,9 @@ async def test_a_unit_of_work_after_waiting_writers_commits_their_group_first(tm
                 await session.exec(text("INSERT INTO t VALUES (:v)").bindparams(v=value))
 
         async def unit() -> None:
-            async with db.unit():
-                async with db.write() as session:
-                    seen = (await session.exec(text("SELECT count(*) FROM t"))).one()[0]
-                    await session.exec(text("INSERT INTO t VALUES (:v)").bindparams(v=f"unit saw {seen}"))
+            async with db.unit(), db.write() as session:
+                seen = (await session.exec(text("SELECT count(*) FROM t"))).one()[0]
+                await session.exec(text("INSERT INTO t VALUES (:v)").bindparams(v=f"unit saw {seen}"))
 
         await asyncio.wait_for(asyncio.gather(write("a"), write("b"), unit(), write("c")), timeout=10)
         async with db.read() as session:
