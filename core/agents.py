@@ -392,17 +392,6 @@ class Agents:
             raise NotFound("Agent not found", code="AGENT_NOT_FOUND")
         return AgentView(*row)
 
-    async def counts(self, principal: Principal) -> dict[str, int]:
-        """Agents per status, for `status`."""
-        principal.require(Scope.READ, "reading status")
-        async with self.db.read() as session:
-            rows = await session.exec(
-                select(Agent.status, func.count())
-                .where(Agent.org_id == principal.org_id)
-                .group_by(Agent.status)
-            )
-            return {status: int(n) for status, n in rows}
-
     @staticmethod
     async def _agent(session: AsyncSession, principal: Principal, agent_id: str) -> Agent:
         agent = await session.get(Agent, agent_id)

@@ -10,6 +10,7 @@ from core.autonomy.policy import PolicyStore
 from core.autonomy.questions import Questions
 from core.channels.ledger import Ledger
 from core.channels.progress import Progress
+from core.overview import Overviews
 from core.people.orgs import Orgs
 from core.people.tokens import Tokens
 from core.people.users import Users
@@ -48,3 +49,4 @@ class Shepherd:
         self.events = Events(db)
         self.ledger = Ledger(db)
         self.progress = Progress(db)
+        self.overview = Overviews(db)

@@ -49,22 +49,20 @@ async def _help(ctx: CommandContext, args: dict[str, Any]) -> Reply:
 
 
 async def _status(ctx: CommandContext, args: dict[str, Any]) -> Reply:
-    counts = await ctx.shepherd.agents.counts(ctx.principal)
-    projects = await ctx.shepherd.projects.list(ctx.principal)
-    tasks = await ctx.shepherd.tasks.counts(ctx.principal)
-    total = sum(counts.values())
-    by_status = ", ".join(f"{counts.get(s.value, 0)} {s.value.lower()}" for s in AgentStatus)
-    task_text = ", ".join(f"{n} {status}" for status, n in sorted(tasks.items())) or "none yet"
-    runner = "a runner is up" if await ctx.shepherd.tasks.runner_available() else "no runner is up"
-    waiting = len(await ctx.shepherd.confirmations.pending(ctx.principal, limit=500))
+    now = await ctx.shepherd.overview.of(ctx.principal)
+    total = sum(now.agents.values())
+    by_status = ", ".join(f"{now.agents.get(s.value, 0)} {s.value.lower()}" for s in AgentStatus)
+    task_text = ", ".join(f"{n} {status}" for status, n in sorted(now.tasks.items())) or "none yet"
+    runner = "a runner is up" if now.runners else "no runner is up"
     text = (
         f"org {ctx.principal.org_id} · store {ctx.shepherd.db.dialect}\n"
         f"agents: {total} ({by_status})\n"
         f"tasks: {task_text} ({runner})\n"
-        f"confirmations: {waiting} pending" + (" (`pending` lists them)" if waiting else "") + "\n"
-        f"projects: {len(projects)}"
+        f"confirmations: {now.pending} pending" + (" (`pending` lists them)" if now.pending else "") + "\n"
+        f"projects: {now.projects}"
     )
-    return Reply(text, data={"agents": counts, "tasks": tasks, "projects": len(projects), "pending": waiting})
+    return Reply(text, data={"agents": now.agents, "tasks": now.tasks, "projects": now.projects,
+                             "pending": now.pending})
 
 
 async def _agents(ctx: CommandContext, args: dict[str, Any]) -> Reply:

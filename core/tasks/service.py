@@ -311,13 +311,5 @@ class Tasks(TaskSteering):
                 )
         return task, rows
 
-    async def counts(self, principal: Principal) -> dict[str, int]:
-        principal.require(Scope.READ, "reading status")
-        async with self.db.read() as session:
-            rows = await session.exec(
-                select(Task.status, func.count()).where(Task.org_id == principal.org_id).group_by(Task.status)
-            )
-            return {status: int(n) for status, n in rows}
-
     # --- steering ----------------------------------------------------------------------------
 
