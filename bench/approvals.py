@@ -121,7 +121,7 @@ async def decisions(root: Path, count: int, voters: int) -> float:
     url = f"sqlite:///{root / 'decisions.db'}"
     await asyncio.to_thread(upgrade, url)
     db = Database(url)
-    shepherd = Shepherd(db)
+    shepherd = Shepherd(db, catalog=agent_catalog())
     await shepherd.orgs.ensure("acme")
     try:
         task = (await shepherd.tasks.create(ALICE, prompt="bench", runtime="demo")).task

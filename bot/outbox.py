@@ -39,6 +39,7 @@ from core.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 LEASE_S = 60.0
+PARALLEL = 16  # threads delivered side by side in one pass
 MAX_BACKOFF_S = 300.0
 
 
@@ -97,8 +98,22 @@ class Dispatcher:
         if not self.channels:
             return 0
         due = await self._claim()
+        # Threads go out side by side, each thread's rows in order: a slow platform call holds up only its own
+        # thread, and what the deliveries record meanwhile shares the store's commits.
+        threads: dict[str, list[_Due]] = {}
         for each in due:
-            await self._deliver(each)
+            threads.setdefault(each.row.thread_id, []).append(each)
+        lanes = asyncio.Semaphore(PARALLEL)
+
+        async def thread(rows: list[_Due]) -> None:
+            async with lanes:
+                for each in rows:
+                    await self._deliver(each)
+
+        results = await asyncio.gather(*(thread(rows) for rows in threads.values()), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return len(due)
 
     async def _claim(self) -> list[_Due]:
@@ -149,6 +164,7 @@ class Dispatcher:
             if wait > 0:
                 await self._later(row, wait, None)  # not a failure: a newer version may yet supersede it
                 return
+        posted: str | None = None
         try:
             if ref is not None:
                 self._last_edit[pace] = asyncio.get_running_loop().time()
@@ -159,9 +175,7 @@ class Dispatcher:
                 await self._opened_at(row, new_ref, address)
             else:
                 self._last_edit[pace] = asyncio.get_running_loop().time()  # its first edit waits a pace too
-                new_ref = await channel.post(due.address, message)
-                async with self.db.write() as session:
-                    session.add(MessageRef(thread_id=row.thread_id, key=row.key, ref=new_ref))
+                posted = await channel.post(due.address, message)
         except DeliveryError as exc:
             if not exc.transient:
                 await self._failed(row, exc.message, opens=due.opens, address=due.address)
@@ -173,10 +187,13 @@ class Dispatcher:
             log.exception("delivering outbox row %s to %s failed", row.id, row.channel)
             await self._later(row, backoff(row.attempts), f"{type(exc).__name__}: {exc}"[:1000])
             return
-        await self._done(row)
+        await self._done(row, ref=posted)  # after a post, its reference and "sent" in one write
 
-    async def _done(self, row: Outbox, *, superseded: bool = False) -> None:
+    async def _done(self, row: Outbox, *, superseded: bool = False, ref: str | None = None) -> None:
+        """Sent (with the platform's reference of a message posted now, one write for both)."""
         async with self.db.write() as session:
+            if ref is not None:
+                session.add(MessageRef(thread_id=row.thread_id, key=row.key, ref=ref))
             await session.exec(update(Outbox).where(col(Outbox.id) == row.id).values(
                 status=RowStatus.SENT.value, sent_at=utcnow(), claimed_until=None,
                 last_error="superseded by a newer version" if superseded else None))

@@ -257,3 +257,30 @@ async def test_core_wakes_the_dispatcher_it_was_given_instead_of_its_poll(shephe
         assert sink.delivered == [("post", "C1", "now")]
     finally:
         await dispatcher.stop()
+
+
+async def test_a_thread_a_platform_is_slow_to_take_holds_up_only_itself(shepherd: Shepherd) -> None:
+    """Threads go out side by side; inside one thread the order stays the order written."""
+    release = asyncio.Event()
+
+    class Slow(Sink):
+        async def post(self, address: str, message: Message) -> str:
+            if address == "C-slow":
+                await release.wait()
+            return await super().post(address, message)
+
+    sink = Slow()
+    await _enqueue(shepherd, "C-slow", "slow one", key="s1")
+    for i in range(3):
+        await _enqueue(shepherd, "C-fast", f"fast {i}", key=f"f{i}")
+    dispatcher = Dispatcher(shepherd, [sink])
+    pass_ = asyncio.ensure_future(dispatcher.deliver_due())
+    for _ in range(200):
+        if len(sink.delivered) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert sink.delivered == [("post", "C-fast", f"fast {i}") for i in range(3)], "the slow thread held up the rest"
+    release.set()
+    assert await pass_ == 4
+    assert sink.delivered[-1] == ("post", "C-slow", "slow one")
+    assert {r.status for r in await _rows(shepherd)} == {"sent"}
