@@ -449,6 +449,17 @@ def shepherd_cmd() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
 
 
+def store_env(store: str, folder: Path) -> tuple[dict[str, str], str, pgserver.PgServer | None]:
+    """The environment, database URL and (PostgreSQL) throwaway server of one store's run under `folder`."""
+    if store == "sqlite":
+        return (clean_env(SHEPHERD_DATA_DIR=str(folder / "data")), f"sqlite:///{folder / 'data' / 'shepherd.db'}",
+                None)
+    pg = pgserver.PgServer.start(folder / "pg")
+    pg.psql("CREATE DATABASE shepherd")
+    db_url = pg.url("shepherd")
+    return clean_env(SHEPHERD_DATA_DIR=str(folder / "data"), SHEPHERD_DATABASE_URL=db_url), db_url, pg
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The caller's environment without its SHEPHERD_* settings (no stray DATABASE_URL), plus ours."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHEPHERD_")}
@@ -478,14 +489,8 @@ def bench_store(store: str, load: Load, agents: int, procs: Processes, root: Pat
     folder.mkdir()
     pg = None
     try:
-        if store == "sqlite":
-            env = clean_env(SHEPHERD_DATA_DIR=str(folder / "data"))
-            db_url = f"sqlite:///{folder / 'data' / 'shepherd.db'}"
-        else:
-            pg = pgserver.PgServer.start(folder / "pg")
-            pg.psql("CREATE DATABASE shepherd")
-            db_url = pg.url("shepherd")
-            env = clean_env(SHEPHERD_DATA_DIR=str(folder / "data"), SHEPHERD_DATABASE_URL=db_url)
+        env, db_url, pg = store_env(store, folder)
+        if pg is not None:
             run_cli(["migrate"], env, folder)
         port = free_port()
         env.update(SHEPHERD_PORT=str(port), SHEPHERD_HOST="127.0.0.1", SHEPHERD_LOG_LEVEL="WARNING")

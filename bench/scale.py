@@ -42,13 +42,13 @@ from run import (
     Measured,
     Processes,
     Watch,
-    clean_env,
     cpu_seconds,
     free_port,
     http,
     measure,
     run_cli,
     shepherd_cmd,
+    store_env,
     tail,
     wait_ready,
 )
@@ -131,14 +131,7 @@ def bench_store(store: str, load: Load, sizes: tuple[int, int], procs: Processes
     folder.mkdir()
     pg = None
     try:
-        if store == "sqlite":
-            env = clean_env(SHEPHERD_DATA_DIR=str(folder / "data"))
-            db_url = f"sqlite:///{folder / 'data' / 'shepherd.db'}"
-        else:
-            pg = pgserver.PgServer.start(folder / "pg")
-            pg.psql("CREATE DATABASE shepherd")
-            db_url = pg.url("shepherd")
-            env = clean_env(SHEPHERD_DATA_DIR=str(folder / "data"), SHEPHERD_DATABASE_URL=db_url)
+        env, db_url, pg = store_env(store, folder)
         run_cli(["migrate"], env, folder)
         port = free_port()
         env.update(SHEPHERD_PORT=str(port), SHEPHERD_HOST="127.0.0.1", SHEPHERD_LOG_LEVEL="WARNING")
