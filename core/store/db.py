@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.errors import Conflict, ShepherdError
+from core.errors import Conflict, ShepherdError, TryLater
 from core.store import sqlite_inline  # registers sqlite+shepherd://
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -77,6 +77,13 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 _IMMEDIATE = "shepherd_sqlite_immediate"
+
+
+def _sqlite_checkin(dbapi_connection: Any, _record: Any) -> None:
+    """A connection comes back outside any transaction (sessions end theirs; this catches what a cancellation
+    left open, which would hold SQLite's write lock for as long as the connection idles in the pool)."""
+    if dbapi_connection is not None and dbapi_connection.in_transaction:
+        dbapi_connection.rollback()
 
 
 class Unit:
@@ -138,9 +145,18 @@ class _Group:
     """SQLite writes that share one transaction and one commit: each writer's block is a savepoint of it, done
     in turn; the writers wait for the commit, which a flusher makes once the writers queued behind them are in."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, raw: sqlite_inline.InlineConnection) -> None:
         self.session = session
+        self.raw = raw
         self.members: list[asyncio.Future[None]] = []
+        self.lost = False
+
+
+class TransactionLost(TryLater):
+    """SQLite ended the shared transaction itself (a statement that rolls back everything, a full disk, an I/O
+    error): nothing of it was written."""
+
+    code = "STORE_ROLLED_BACK"
 
 
 
@@ -155,6 +171,9 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite and self.url.split("://", 1)[1] in ("", "/", "/:memory:"):
+            raise ShepherdError("SQLite in memory is not supported (every process and connection must see one store): "
+                                "use a file, sqlite:///path/to/shepherd.db", code="BAD_DATABASE_URL")
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             # Sessions end every transaction themselves (commit, or rollback on close); the pool's own
@@ -172,6 +191,7 @@ class Database:
             ensure_sqlite_dir(self.url)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+            event.listen(self.engine.sync_engine.pool, "checkin", _sqlite_checkin)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         # A reader on PostgreSQL gains nothing from a transaction (READ COMMITTED gives each statement its own
         # snapshot either way) and pays two round trips for it (BEGIN, ROLLBACK): its statements autocommit.
@@ -233,6 +253,10 @@ class Database:
         savepoint of the unit's transaction).
 
         A unique or foreign-key violation (two requests racing to create the same name) is a 409, not a 500.
+
+        On SQLite the writers that arrive together share one commit, so a block must be quick and must never wait
+        for another task (least of all one that writes): the writers before it wait for its end to be told their
+        own writes are on disk. Ask the network before the block, not inside it.
         """
         unit = self._joined()
         if unit is not None:
@@ -266,9 +290,14 @@ class Database:
                 finally:
                     # what the block loaded is its own: the next writer starts from the store, not its objects
                     group.session.expunge_all()
-                    if self._flusher is None or self._flusher.done():
+                    if not group.raw.in_transaction:
+                        await self._lost(group)  # SQLite ended the transaction: its writers learn it now
+                    elif self._flusher is None or self._flusher.done():
                         self._flusher = asyncio.get_running_loop().create_task(self._flush())
                 group.members.append(member)
+                if group.lost:
+                    raise TransactionLost("the store rolled back the writes made together with this one; nothing "
+                                          "of it was written: try again")
             await member
         except IntegrityError as exc:
             raise _conflict() from exc
@@ -280,12 +309,26 @@ class Database:
         session = self._sessions()
         try:
             await session.begin()
-            await session.connection(execution_options={_IMMEDIATE: True})
+            conn = await session.connection(execution_options={_IMMEDIATE: True})
+            raw = (await conn.get_raw_connection()).dbapi_connection
+            assert isinstance(raw, sqlite_inline.InlineConnection)
         except BaseException:
             await session.close()
             raise
-        self._group = _Group(session)
+        self._group = _Group(session, raw)
         return self._group
+
+    async def _lost(self, group: _Group) -> None:
+        """The group's transaction is gone: every writer in it so far learns that nothing was written."""
+        group.lost = True
+        if self._group is group:
+            self._group = None
+        error = TransactionLost("the store rolled back the writes made together with this one; nothing of it was "
+                                "written: try again")
+        for member in group.members:
+            if not member.done():
+                member.set_exception(error)
+        await group.session.close()
 
     async def _flush(self) -> None:
         """Takes the turn after the writers already waiting for it (they join the group) and commits."""
@@ -294,10 +337,23 @@ class Database:
             await self._commit_group()
 
     async def _commit_group(self) -> None:
-        """Commits the open group (the caller holds the write turn) and tells its writers how it went."""
+        """Commits the open group (the caller holds the write turn) and tells its writers how it went. The commit
+        is a task of its own: a caller cancelled meanwhile waits for it to end (the turn is not given back while
+        the commit runs) and alone learns of its cancellation; the writers learn what really happened."""
         group, self._group = self._group, None
         if group is None:
             return
+        finishing = asyncio.ensure_future(self._finish(group))
+        cancelled = False
+        while not finishing.done():
+            try:
+                await asyncio.shield(finishing)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _finish(self, group: _Group) -> None:
         error: BaseException | None = None
         try:
             if group.members:
@@ -315,8 +371,6 @@ class Database:
                     member.set_result(None)
                 else:
                     member.set_exception(error)
-        if isinstance(error, asyncio.CancelledError):
-            raise error
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -107,17 +107,31 @@ class InlineConnection(AdaptedConnection):
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             raw.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-            await_only(_handed_off(_LOCK_WAITS, raw.execute, "BEGIN IMMEDIATE"))
+            try:
+                await_only(_handed_off(_LOCK_WAITS, raw.execute, "BEGIN IMMEDIATE"))
+            except BaseException:
+                # cancelled while the thread waited, the lock may have come anyway: it must not stay taken
+                if raw.in_transaction:
+                    raw.rollback()
+                raise
         finally:
             raw.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
 
     def commit(self) -> None:
         raw = self._raw
+        if not raw.in_transaction:
+            # SQLite ended the transaction itself (a statement that rolls everything back, a full disk): a commit
+            # now would report as written what was not
+            raise sqlite3.OperationalError("the transaction was rolled back by SQLite before its commit")
         if raw.in_transaction and raw.total_changes != self._changes:
             await_only(_handed_off(_COMMITS, raw.commit))  # it wrote: the fsync waits on the thread
         else:
             raw.commit()  # a reader's snapshot ends without touching the disk
         self._changes = raw.total_changes
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._raw.in_transaction
 
     def rollback(self) -> None:
         self._raw.rollback()  # WAL: nothing to write back
@@ -170,7 +184,9 @@ class SQLiteDialect_inline(SQLiteDialect_pysqlite):
         connection.connection.dbapi_connection.execute(f'RELEASE SAVEPOINT "{name}"')
 
     def do_rollback_to_savepoint(self, connection: Any, name: str) -> None:
-        connection.connection.dbapi_connection.execute(f'ROLLBACK TO SAVEPOINT "{name}"')
+        raw = connection.connection.dbapi_connection
+        if raw.in_transaction:  # else SQLite ended it all: the writers' Database learns it (and the error stands)
+            raw.execute(f'ROLLBACK TO SAVEPOINT "{name}"')
 
 
 registry.register("sqlite.shepherd", __name__, "SQLiteDialect_inline")

