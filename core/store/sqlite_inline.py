@@ -119,10 +119,6 @@ class InlineConnection(AdaptedConnection):
 
     def commit(self) -> None:
         raw = self._raw
-        if not raw.in_transaction:
-            # SQLite ended the transaction itself (a statement that rolls everything back, a full disk): a commit
-            # now would report as written what was not
-            raise sqlite3.OperationalError("the transaction was rolled back by SQLite before its commit")
         if raw.in_transaction and raw.total_changes != self._changes:
             await_only(_handed_off(_COMMITS, raw.commit))  # it wrote: the fsync waits on the thread
         else:
