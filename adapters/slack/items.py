@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from adapters.slack.blocks import ACTION_PREFIX
+from core.errors import ValidationFailed
 
 # A Shepherd button's action_id -> whether the click approves. Only these two decide; nothing else does.
 VOTES = {f"{ACTION_PREFIX}approve": True, f"{ACTION_PREFIX}reject": False}
@@ -28,8 +29,10 @@ SPOKEN = (None, "", "thread_broadcast", "file_share")
 MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")  # <@U123> or, escaped, <@U123|name>
 
 
-class BadPayload(Exception):
+class BadPayload(ValidationFailed):
     """A verified payload of a kind Shepherd acts on that lacks what it needs: answered 400 with what is wrong."""
+
+    code = "MALFORMED_PAYLOAD"
 
 
 @dataclass(frozen=True)
