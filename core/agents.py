@@ -8,17 +8,18 @@ restart and set_autonomy. Every action writes an event in the same transaction a
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import BindParameter, Select, bindparam, case, func, or_, tuple_, update
+from sqlalchemy import BindParameter, bindparam, case, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from core.agent_pages import PAGE_COLUMNS, AgentPage, AgentRow, page_statement, total_statement
 from core.clock import as_utc, utcnow
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import new_id
@@ -27,7 +28,7 @@ from core.people.access import Principal, Scope
 from core.projects import find_project, resolve_project
 from core.store.db import Database
 from core.store.events import record, record_row
-from core.store.models import Agent, AgentType, OrgCount, Project, table_of
+from core.store.models import Agent, AgentType, Project, table_of
 from core.textcheck import free_text, name_text
 
 MIN_LEVEL, MAX_LEVEL, DEFAULT_LEVEL = 0, 5, 1
@@ -171,92 +172,6 @@ class AgentFilter:
     project_id: str | None = None  # a project id or name
 
 
-class AgentRow(NamedTuple):
-    """A listed agent: the columns of PAGE_COLUMNS, in their order (a tuple: reading its fields costs next to
-    nothing, where a SQLAlchemy Row's attributes cost a microsecond or two each)."""
-
-    id: str
-    name: str
-    type: str
-    status: str
-    autonomy_level: int
-    project_id: str | None
-    task: str | None
-    started_at: datetime
-    last_activity: datetime
-    created_at: datetime
-    channels: list[str] | None  # the project's, when the agent has one
-
-
-@dataclass(frozen=True)
-class AgentPage:
-    """A page of agents, the total that match, and the cursor of the next page if there is one."""
-
-    rows: Sequence[AgentRow]
-    total: int
-    next_cursor: str | None
-
-
-# --- the page's statements ---------------------------------------------------------------------
-# SQLAlchemy Core over the tables, with bound parameters: no ORM objects per row, and each statement shape is
-# built once (lru_cache) so its compiled form is cached too.
-
-_A = table_of(Agent)
-_P = table_of(Project)
-_COUNTS = table_of(OrgCount)
-PAGE_COLUMNS = (_A.c.id, _A.c.name, _A.c.type, _A.c.status, _A.c.autonomy_level, _A.c.project_id, _A.c.task,
-                _A.c.started_at, _A.c.last_activity, _A.c.created_at, _P.c.channels)
-_ORG: BindParameter[str] = bindparam("org", type_=_A.c.org_id.type)
-# a project by id, else by name (core.projects.find_project), inside the statement: no round trip of its own
-_PROJECT_REF = (
-    select(_P.c.id)
-    .where(_P.c.org_id == _ORG, or_(_P.c.id == bindparam("project"), _P.c.name == bindparam("project")))
-    .order_by(case((_P.c.id == bindparam("project"), 0), else_=1))
-    .limit(1)
-    .scalar_subquery()
-)
-
-
-@lru_cache(maxsize=64)
-def _page_statement(by_type: bool, by_status: bool, by_project: bool, keyset: bool, with_total: bool) -> Select[Any]:
-    where: list[Any] = [_A.c.org_id == _ORG]
-    if by_type:
-        where.append(_A.c.type == bindparam("type"))
-    if by_status:
-        where.append(_A.c.status == bindparam("status"))
-    if by_project:
-        where.append(_A.c.project_id == _PROJECT_REF)
-    columns: list[Any] = list(PAGE_COLUMNS)
-    if with_total:
-        if by_type or by_status or by_project:
-            total = select(func.count()).select_from(_A).where(*where).scalar_subquery()
-        else:  # the org's count, kept by triggers (core.store.models.OrgCount): no scan
-            total = (select(func.coalesce(func.sum(_COUNTS.c.agents), 0)).where(_COUNTS.c.org_id == _ORG)
-                     .scalar_subquery())
-        columns.append(total.label("total"))
-    limit = bindparam("limit", type_=_A.c.autonomy_level.type)
-    if keyset:  # the rows after the cursor's, straight from the (org_id, created_at, id) index
-        after = tuple_(_A.c.created_at, _A.c.id) > tuple_(
-            bindparam("after_at", type_=_A.c.created_at.type), bindparam("after_id", type_=_A.c.id.type))
-        keyset_page: Select[Any] = (select(*columns).select_from(_A.outerjoin(_P, _P.c.id == _A.c.project_id))
-                                    .where(*where, after).order_by(_A.c.created_at, _A.c.id).limit(limit))
-        return keyset_page
-    # An offset walks past the rows it skips: it walks the index alone (it holds every column the skip needs),
-    # and only the page's rows are read from the table.
-    ids = (select(_A.c.id, _A.c.created_at).where(*where).order_by(_A.c.created_at, _A.c.id)
-           .limit(limit).offset(bindparam("offset", type_=_A.c.autonomy_level.type)).subquery("page"))
-    offset_page: Select[Any] = (
-        select(*columns).select_from(ids.join(_A, _A.c.id == ids.c.id).outerjoin(_P, _P.c.id == _A.c.project_id))
-        .order_by(ids.c.created_at, ids.c.id))
-    return offset_page
-
-
-@lru_cache(maxsize=16)
-def _total_statement(by_type: bool, by_status: bool, by_project: bool) -> Select[Any]:
-    statement = _page_statement(by_type, by_status, by_project, False, True)
-    return select(statement.selected_columns.total)
-
-
 class Agents:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -349,7 +264,7 @@ class Agents:
         # A filtered total is counted once, on the first page, and travels in the cursor; the org's whole count
         # is kept by the store, so it is read fresh on every page.
         known_total = after.total if after is not None and filtered else None
-        statement = _page_statement(*shape, after is not None, known_total is None)
+        statement = page_statement(*shape, after is not None, known_total is None)
         params: dict[str, Any] = {"org": principal.org_id, "limit": limit + 1}  # one more: is there a next page?
         if flt.type:
             params["type"] = flt.type
@@ -369,7 +284,7 @@ class Agents:
             elif rows:
                 total = int(rows[0].total)
             else:  # past the end: no row carried the total
-                total = int((await conn.execute(_total_statement(*shape), params)).scalar_one())
+                total = int((await conn.execute(total_statement(*shape), params)).scalar_one())
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -539,6 +454,9 @@ class Agents:
 
 
 # --- the action's statements -------------------------------------------------------------------
+
+_A = table_of(Agent)
+_ORG: BindParameter[str] = bindparam("org", type_=_A.c.org_id.type)
 
 _AGENT_STATE = select(_A.c.status.label("old_status"), _A.c.autonomy_level.label("old_level")).where(
     _A.c.id == bindparam("agent"), _A.c.org_id == _ORG)
