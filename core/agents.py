@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -93,6 +93,10 @@ class AgentView:
 
 def uptime(started_at: datetime, now: datetime) -> int:
     """Seconds since an agent (re)started."""
+    if started_at.tzinfo is None and now.tzinfo is not None:
+        # Read back from SQLite: naive UTC. Lists do this per row: naive arithmetic skips two conversions.
+        now = now.replace(tzinfo=None) if now.tzinfo is UTC else now.astimezone(UTC).replace(tzinfo=None)
+        return max(0, int((now - started_at).total_seconds()))
     return max(0, int((now - as_utc(started_at)).total_seconds()))
 
 
@@ -276,15 +280,13 @@ class Agents:
             params.update(after_at=after.created_at, after_id=after.id)
         else:
             params["offset"] = max(0, offset)
-        async with self.db.read() as session:
-            conn = await session.connection()
-            rows = (await conn.execute(statement, params)).all()
-            if known_total is not None:
-                total = known_total
-            elif rows:
-                total = int(rows[0].total)
-            else:  # past the end: no row carried the total
-                total = int((await conn.execute(total_statement(*shape), params)).scalar_one())
+        rows = await self.db.rows(statement, params)  # one statement: the page and its total
+        if known_total is not None:
+            total = known_total
+        elif rows:
+            total = int(rows[0].total)
+        else:  # past the end: no row carried the total
+            total = int((await self.db.rows(total_statement(*shape), params))[0][0])
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]

@@ -15,5 +15,8 @@ def as_utc(value: datetime) -> datetime:
 
 
 def iso(value: datetime) -> str:
-    """`2024-01-15T14:32:00Z`, seconds precision, as the seed documents show."""
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """`2024-01-15T14:32:00Z`, seconds precision, as the seed documents show. (`isoformat` rather than
+    `strftime`: a fifth of the time, and lists format two of these per row.)"""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="seconds") + "Z"

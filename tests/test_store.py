@@ -291,3 +291,44 @@ async def test_sqlite_write_transactions_of_two_processes_never_lose_an_update(s
     finally:
         await a.dispose()
         await b.dispose()
+
+
+async def test_a_statement_alone_reads_without_a_transaction_and_sees_its_units_writes(shepherd: Shepherd,
+                                                                                      admin: Principal) -> None:
+    """Database.rows (the list's hot path): a lone read neither waits for a writer nor holds anything open, and
+    inside a unit of work it reads what the unit wrote before it commits."""
+    from sqlalchemy import func
+
+    db = shepherd.db
+    count = select(func.count()).select_from(Event).where(Event.org_id == admin.org_id)
+    before = (await db.rows(count))[0][0]
+    async with db.unit():
+        async with db.write() as session:
+            session.add(Event(org_id=admin.org_id, category="test", name="written", actor="me"))
+        seen_inside = (await db.rows(count))[0][0]
+        # another task reads alone meanwhile: it is not kept waiting and does not see the uncommitted row
+        seen_outside = await asyncio.wait_for(asyncio.create_task(db.rows(count)), timeout=5)
+    assert (seen_inside, seen_outside[0][0], (await db.rows(count))[0][0]) == (before + 1, before, before + 1)
+    if db.is_sqlite:  # the connection went back to the pool with no transaction left open
+        async with db.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None and not raw.in_transaction
+
+
+async def test_json_the_fast_reader_refuses_still_reads(shepherd: Shepherd, admin: Principal) -> None:
+    """JSON columns are read with orjson; a value only the standard library reads (NaN, a 70-bit integer),
+    written by an older Shepherd or by hand, still reads instead of failing the request."""
+    from sqlalchemy import text
+
+    nan = shepherd.db.is_sqlite  # PostgreSQL's json type refuses NaN itself
+    value = ":payload" if nan else "CAST(:payload AS JSON)"
+    async with shepherd.db.write() as session:
+        await session.exec(text(  # type: ignore[call-overload]
+            "INSERT INTO event (org_id, category, name, actor, payload, occurred_at) "
+            f"VALUES (:org, 'test', 'odd', 'me', {value}, CURRENT_TIMESTAMP)").bindparams(
+            org=admin.org_id, payload='{"big": 1180591620717411303424%s}' % (', "n": NaN' if nan else "")))
+    async with shepherd.db.read() as session:
+        payload = (await session.exec(select(Event.payload).where(Event.name == "odd"))).one()
+    assert payload["big"] == 2 ** 70
+    if nan:
+        assert payload["n"] != payload["n"]
