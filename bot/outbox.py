@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -52,6 +53,39 @@ class _Due:
     row: Outbox
     address: str  # the thread's, as it is now
     opens: bool  # the message its thread begins with
+    ref: str | None = None  # the message's platform ref, when a version of it was posted before
+    superseded: bool = False  # a newer version of the message waits: that one is delivered, not this
+    waits: bool = False  # an earlier version, not yet posted, is on its way elsewhere: it must be posted first
+
+
+class _Sent:
+    """The posts of a pass waiting to be recorded: written together by one writer while the lanes go on posting,
+    each write taking every post made meanwhile. A crash before a post is recorded posts it again (the outbox is
+    at least once); the window is one write wide."""
+
+    def __init__(self, write: Callable[[list[tuple[Outbox, str]]], Awaitable[None]]) -> None:
+        self._write = write
+        self._waiting: list[tuple[Outbox, str]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def add(self, row: Outbox, ref: str) -> None:
+        self._waiting.append((row, ref))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            posts, self._waiting = self._waiting, []
+            await self._write(posts)
+
+    async def written(self) -> None:
+        """Every post added is recorded (raises what a write raised: the rows stay claimed until their lease ends,
+        and are posted again then)."""
+        while self._writer is not None:
+            writer = self._writer
+            await writer
+            if writer is self._writer:
+                return
 
 
 class Dispatcher:
@@ -99,18 +133,22 @@ class Dispatcher:
             return 0
         due = await self._claim()
         # Threads go out side by side, each thread's rows in order: a slow platform call holds up only its own
-        # thread, and what the deliveries record meanwhile shares the store's commits.
+        # thread. A thread's next row does not wait for the previous one's "sent" to be on disk: those records
+        # share the store's commits, and the pass ends when all of them are written (a crash before that posts
+        # those few messages again: the outbox's at-least-once window, one commit wide).
         threads: dict[str, list[_Due]] = {}
         for each in due:
             threads.setdefault(each.row.thread_id, []).append(each)
         lanes = asyncio.Semaphore(PARALLEL)
+        sent = _Sent(self._sent)
 
         async def thread(rows: list[_Due]) -> None:
             async with lanes:
                 for each in rows:
-                    await self._deliver(each)
+                    await self._deliver(each, sent)
 
         results = await asyncio.gather(*(thread(rows) for rows in threads.values()), return_exceptions=True)
+        await sent.written()
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -130,32 +168,47 @@ class Dispatcher:
         if not self.db.is_sqlite:
             query = query.with_for_update(skip_locked=True, of=Outbox)
         async with self.db.write() as session:
-            due = [_Due(row, address, opening is not None) for row, address, opening in await session.exec(query)
-                   if self.channels[row.channel].accepts(address)][: self.batch]
-            if due:
-                await session.exec(
-                    update(Outbox).where(col(Outbox.id).in_([d.row.id for d in due]))
-                    .values(claimed_by=self.node_id, claimed_until=now + timedelta(seconds=LEASE_S))
-                )
+            claimed = [(row, address, opening is not None) for row, address, opening in await session.exec(query)
+                       if self.channels[row.channel].accepts(address)][: self.batch]
+            if not claimed:
+                return []
+            ids = [row.id for row, _, _ in claimed]
+            await session.exec(update(Outbox).where(col(Outbox.id).in_(ids))
+                               .values(claimed_by=self.node_id, claimed_until=now + timedelta(seconds=LEASE_S)))
+            # What each row's delivery depends on, for the whole claim at once (not three reads per row): the
+            # messages posted before (an edit, not a post), and the other versions of each message still waiting.
+            threads = {row.thread_id for row, _, _ in claimed}
+            keys = {row.key for row, _, _ in claimed}
+            refs = {(t, k): ref for t, k, ref in await session.exec(
+                select(MessageRef.thread_id, MessageRef.key, MessageRef.ref)
+                .where(col(MessageRef.thread_id).in_(threads), col(MessageRef.key).in_(keys)))}
+            versions: dict[tuple[str, str], list[int]] = {}
+            for row_id, t, k in await session.exec(
+                    select(Outbox.id, Outbox.thread_id, Outbox.key)
+                    .where(col(Outbox.thread_id).in_(threads), col(Outbox.key).in_(keys),
+                           Outbox.status == RowStatus.PENDING.value)):
+                versions.setdefault((t, k), []).append(int(row_id or 0))
+        mine = set(ids)
+        due = []
+        for row, address, opens in claimed:
+            others = versions.get((row.thread_id, row.key), [])
+            row_id = row.id or 0
+            due.append(_Due(
+                row, address, opens, ref=refs.get((row.thread_id, row.key)),
+                superseded=any(other > row_id for other in others),
+                # an earlier version claimed here is superseded by this one, never posted: it does not count
+                waits=any(other < row_id and other not in mine for other in others)))
         return due
 
-    async def _deliver(self, due: _Due) -> None:
-        row = due.row
+    async def _deliver(self, due: _Due, sent: _Sent) -> None:
+        """Delivers one row; a post's "sent" goes to `sent` (written while the thread's next row goes out)."""
+        row, ref = due.row, due.ref
         channel = self.channels[row.channel]
         message = Message.from_json(row.payload)
-        async with self.db.read() as session:
-            newer = (await session.exec(select(Outbox.id).where(
-                Outbox.thread_id == row.thread_id, Outbox.key == row.key, Outbox.status == RowStatus.PENDING.value,
-                col(Outbox.id) > (row.id or 0)).limit(1))).first()
-            earlier = (await session.exec(select(Outbox.id).where(
-                Outbox.thread_id == row.thread_id, Outbox.key == row.key, Outbox.status == RowStatus.PENDING.value,
-                col(Outbox.id) < (row.id or 0)).limit(1))).first()
-            ref = (await session.exec(select(MessageRef).where(
-                MessageRef.thread_id == row.thread_id, MessageRef.key == row.key))).first()
-        if newer is not None:
+        if due.superseded:
             await self._done(row, superseded=True)  # the newest version is delivered (posted or edited in)
             return
-        if ref is None and earlier is not None:
+        if ref is None and due.waits:
             await self._later(row, 0.5, None)  # the first version is still on its way: it must be posted first
             return
         pace = (channel.name, channel.pace_key(due.address))
@@ -168,7 +221,7 @@ class Dispatcher:
         try:
             if ref is not None:
                 self._last_edit[pace] = asyncio.get_running_loop().time()
-                await channel.update(due.address, ref.ref, message)
+                await channel.update(due.address, ref, message)
             elif due.opens:
                 self._last_edit[pace] = asyncio.get_running_loop().time()
                 new_ref, address = await channel.open(due.address, message)
@@ -187,7 +240,10 @@ class Dispatcher:
             log.exception("delivering outbox row %s to %s failed", row.id, row.channel)
             await self._later(row, backoff(row.attempts), f"{type(exc).__name__}: {exc}"[:1000])
             return
-        await self._done(row, ref=posted)  # after a post, its reference and "sent" in one write
+        if posted is None:
+            await self._done(row)
+        else:
+            sent.add(row, posted)  # its reference and "sent" in one write, with those of the posts beside it
 
     async def _done(self, row: Outbox, *, superseded: bool = False, ref: str | None = None) -> None:
         """Sent (with the platform's reference of a message posted now, one write for both)."""
@@ -197,6 +253,13 @@ class Dispatcher:
             await session.exec(update(Outbox).where(col(Outbox.id) == row.id).values(
                 status=RowStatus.SENT.value, sent_at=utcnow(), claimed_until=None,
                 last_error="superseded by a newer version" if superseded else None))
+
+    async def _sent(self, posts: list[tuple[Outbox, str]]) -> None:
+        """Posted: each message's reference and its row sent, for several posts in one write."""
+        async with self.db.write() as session:
+            session.add_all([MessageRef(thread_id=row.thread_id, key=row.key, ref=ref) for row, ref in posts])
+            await session.exec(update(Outbox).where(col(Outbox.id).in_([row.id for row, _ in posts])).values(
+                status=RowStatus.SENT.value, sent_at=utcnow(), claimed_until=None, last_error=None))
 
     async def _later(self, row: Outbox, delay_s: float, error: str | None) -> None:
         async with self.db.write() as session:
