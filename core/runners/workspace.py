@@ -9,6 +9,7 @@ import re
 import shutil
 import stat
 import tempfile
+import zlib
 from pathlib import Path
 
 from core.errors import ShepherdError
@@ -56,14 +57,12 @@ async def prepare(
     path.parent.mkdir(parents=True, exist_ok=True)
     if source is None:
         path.mkdir()  # noqa: ASYNC240 (one directory, before any process starts)
-        await git("init", "-q", _NO_TEMPLATE, "-b", work_branch, cwd=path)
-        await git(*_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "empty workspace", cwd=path)
         branch = base_branch or "main"  # nominal: an empty workspace has only the task's branch
-        # the commit just made, read where git wrote it (a fresh repository packs no refs): one process fewer
-        ref = path / ".git" / "refs" / "heads" / work_branch
-        sha = ref.read_text().strip() if ref.is_file() else ""  # noqa: ASYNC240 (a small file)
-        if re.fullmatch(r"[0-9a-f]{40,64}", sha):
+        sha = await _empty_workspace(path, work_branch)
+        if sha is not None:
             return branch, sha
+        await git("init", "-q", _NO_TEMPLATE, "-b", work_branch, cwd=path)  # no template to copy: make it here
+        await git(*_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "empty workspace", cwd=path)
     else:
         branch_args = ["--branch", base_branch] if base_branch else []
         await git("clone", "-q", _NO_TEMPLATE, "--no-tags", *branch_args, "--", source, str(path), env=env)
@@ -73,6 +72,77 @@ async def prepare(
         (path / ".git" / "config").write_text(safe_config(source))  # noqa: ASYNC240 (a small file)
     sha = (await git("rev-parse", "HEAD", cwd=path)).strip()
     return branch, sha
+
+
+_EMPTY = ".empty-workspace"  # in the workspace root: an empty repository with its one empty commit
+_EMPTY_BRANCH = "workspace"
+_EMPTY_TREE = b"4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's id of the tree with nothing in it
+
+
+async def _empty_workspace(path: Path, work_branch: str) -> str | None:
+    """An empty workspace on `work_branch` at `path`: a copy of the root's empty repository (made once with git,
+    then copied as files: a hundred tasks starting at once start no git process for it). Returns its commit."""
+    template = path.parent / _EMPTY
+    made_ref = template / ".git" / "refs" / "heads" / _EMPTY_BRANCH
+    if not made_ref.is_file():  # noqa: ASYNC240 (a stat)
+        # Tasks starting together may each make one: the first rename wins, the others' copies are removed.
+        made = Path(tempfile.mkdtemp(prefix=".empty-", dir=path.parent))
+        try:
+            await git("init", "-q", _NO_TEMPLATE, "-b", _EMPTY_BRANCH, cwd=made)
+            await git(*_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "empty workspace", cwd=made)
+            shutil.rmtree(made / ".git" / "logs", ignore_errors=True)  # a reflog naming the template
+            os.rename(made, template)  # whole or not at all, for every process sharing the root
+        except OSError:  # made meanwhile by another task or process (or the root refuses: made in place instead)
+            pass
+        finally:
+            shutil.rmtree(made, ignore_errors=True)
+        if not made_ref.is_file():  # noqa: ASYNC240 (a stat)
+            return None
+    git_dir = path / ".git"
+    shutil.copytree(template / ".git", git_dir)
+    ref = git_dir / "refs" / "heads" / work_branch
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(git_dir / "refs" / "heads" / _EMPTY_BRANCH, ref)
+    (git_dir / "HEAD").write_text(f"ref: refs/heads/{work_branch}\n")  # noqa: ASYNC240 (a small file)
+    sha = ref.read_text().strip()  # noqa: ASYNC240 (a small file)
+    return sha if re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
+
+
+def _regular(path: Path) -> bool:
+    """A plain file, not followed through a link (the agent wrote the workspace: a FIFO would hang a read)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _unchanged_empty(path: Path, base_sha: str) -> bool:
+    """Whether a workspace certainly holds no change since `base_sha`, known without starting git: the base commit
+    has the empty tree (an empty workspace's first commit), the branch still points at it, and the work tree holds
+    nothing but `.git`. Anything else (or anything odd) is for git to count."""
+    git_dir = path / ".git"
+    try:
+        if not stat.S_ISDIR(os.lstat(git_dir).st_mode):
+            return False
+        with os.scandir(path) as entries:
+            if any(entry.name != ".git" for entry in entries):
+                return False
+        head = git_dir / "HEAD"
+        if not _regular(head):
+            return False
+        named = head.read_text()[:300].strip()
+        if not named.startswith("ref: refs/heads/") or ".." in named:
+            return False
+        ref = git_dir / named.removeprefix("ref: ")
+        if not _regular(ref) or ref.read_text()[:100].strip() != base_sha:
+            return False
+        loose = git_dir / "objects" / base_sha[:2] / base_sha[2:]
+        if not _regular(loose) or os.lstat(loose).st_size > 4096:
+            return False
+        header, _, body = zlib.decompress(loose.read_bytes()).partition(b"\0")
+        return header.startswith(b"commit ") and body.startswith(b"tree " + _EMPTY_TREE + b"\n")
+    except (OSError, ValueError, zlib.error):
+        return False
 
 
 # Shepherd runs git in a workspace the agent wrote: no hooks of the agent's making run (as Shepherd,
@@ -170,8 +240,8 @@ async def push(path: Path, url: str, branch: str, sha: str, *, env: dict[str, st
 async def diff_stats(path: Path, base_sha: str | None) -> DiffStats:
     """What changed since the base commit, committed or not, new files included. The workspace's own
     index is left alone: the count uses a scratch index."""
-    if base_sha is None or not (path / ".git").exists():
-        return DiffStats()
+    if base_sha is None or not (path / ".git").exists() or _unchanged_empty(path, base_sha):
+        return DiffStats()  # (an empty workspace the agent left empty: two git processes fewer per task)
     reset_config(path)
     with tempfile.TemporaryDirectory() as scratch:
         index = Path(scratch) / "index"
