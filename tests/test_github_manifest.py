@@ -15,7 +15,7 @@ MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 
 def test_the_manifest_is_derived_from_the_routing_table() -> None:
     on_disk = yaml.safe_load((MANIFESTS / "github-app.yaml").read_text())
-    assert on_disk == manifest(EXAMPLE_URL), "regenerate: python -m adapters.github.manifest > manifests/github-app.yaml"
+    assert on_disk == manifest(EXAMPLE_URL), "regenerate: python -m adapters.github.manifest > manifests/…"
     assert on_disk["hook_attributes"]["url"] == f"{EXAMPLE_URL}/github/webhook"
 
 
