@@ -34,6 +34,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py || rc=1; \
 	$(BIN)/python bench/scale.py || rc=1; \
 	$(BIN)/python bench/slack_ack.py || rc=1; \
+	$(BIN)/python bench/github_ingest.py || rc=1; \
 	$(BIN)/python bench/tasks.py || rc=1; \
 	$(BIN)/python bench/approvals.py || rc=1; \
 	exit $$rc

@@ -34,9 +34,11 @@ from core.shepherd import Shepherd
 from core.store.db import Database
 
 if TYPE_CHECKING:
+    from adapters.github.inbound import GitHubConfig, GitHubInbound
     from adapters.slack.inbound import SlackConfig, SlackInbound
 
 SLACK = web.AppKey("slack", "SlackInbound")
+GITHUB = web.AppKey("github", "GitHubInbound")
 
 
 def all_routes() -> list[Route]:
@@ -48,7 +50,7 @@ def all_routes() -> list[Route]:
 
 def create_app(
     db_url: str, *, max_body_bytes: int = 256 * 1024, shepherd: Shepherd | None = None,
-    slack: SlackConfig | None = None,
+    slack: SlackConfig | None = None, github: GitHubConfig | None = None,
 ) -> web.Application:
     """The web app. Given a `shepherd`, it shares that core (and its connection pool) with the caller,
     who closes it; otherwise it opens its own database on startup and closes it on cleanup. Given `slack`,
@@ -74,7 +76,10 @@ def create_app(
     app.cleanup_ctx.append(database)
     if slack is not None:
         app.cleanup_ctx.append(_slack_context(slack))
+    if github is not None:
+        app.cleanup_ctx.append(_github_context(github))
     app.router.add_post("/slack/events", _slack_events, name="slackEvents")
+    app.router.add_post("/github/webhook", _github_webhook, name="githubWebhook")
     mount(app, routes)
     return app
 
@@ -99,6 +104,30 @@ async def _slack_events(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "slack_not_configured", "message":
                                   "Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (README: Connect Slack)"},
                                  status=404)
+    return await inbound.handle_http(request)
+
+
+def _github_context(config: GitHubConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        from adapters.github.auth import GitHubAuth
+        from adapters.github.inbound import GitHubInbound
+
+        async with aiohttp.ClientSession() as http:
+            inbound = GitHubInbound(app[SHEPHERD], config, GitHubAuth(http, base_url=config.api_url,
+                                                                      token=config.token))
+            app[GITHUB] = inbound
+            await inbound.start()
+            yield
+            await inbound.stop()
+
+    return context
+
+
+async def _github_webhook(request: web.Request) -> web.StreamResponse:
+    inbound: GitHubInbound | None = request.app.get(GITHUB)
+    if inbound is None:
+        return web.json_response({"error": "github_not_configured", "message":
+                                  "GitHub is off: set GITHUB_WEBHOOK_SECRET (README: Connect GitHub)"}, status=404)
     return await inbound.handle_http(request)
 
 

@@ -115,7 +115,7 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
     try:
         if web_on:
             app = create_app(settings.db_url, max_body_bytes=settings.max_body_bytes, shepherd=shepherd,
-                             slack=settings.slack())
+                             slack=settings.slack(), github=settings.github())
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)
@@ -248,6 +248,10 @@ async def _doctor(settings: Settings) -> int:
     github = "token set" if settings.github_token and settings.github_token.get_secret_value() else \
         "no token: approved pushes and pull requests will fail (SHEPHERD_GITHUB_TOKEN)"
     print(f"github: {settings.github_api_url}, {github}")
+    secret = "set" if settings.github() else "unset: POST /github/webhook answers 404"
+    print(f"github webhook: GITHUB_WEBHOOK_SECRET {secret}; handle /{settings.github_handle}, label "
+          f"{settings.github_label!r}, review {settings.github_review}, incidents {settings.github_incidents}, "
+          f"trusted logins: {settings.github_trusted or '-'}")
     slack = settings.slack()
     if slack is None:
         print("slack: off (SLACK_BOT_TOKEN turns it on; README: Connect Slack)")

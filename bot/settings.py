@@ -18,6 +18,7 @@ from core.runners.sandbox import SandboxView, parse_paths
 from core.tasks.config import RunnerConfig
 
 if TYPE_CHECKING:
+    from adapters.github.inbound import GitHubConfig
     from adapters.slack.inbound import SlackConfig
 
 # The bot's own credentials: no setting can hand them to an agent.
@@ -67,6 +68,29 @@ class Settings(BaseSettings):
         None, description="GitHub token Shepherd pushes task branches and opens pull requests with (never an agent's)"
     )
     github_api_url: str = Field("https://api.github.com", description="GitHub REST API base (Enterprise: …/api/v3)")
+    # GitHub in (issue 14): GitHub's own name for the secret (as in its docs); SHEPHERD_GITHUB_WEBHOOK_SECRET works too.
+    github_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GITHUB_WEBHOOK_SECRET", "SHEPHERD_GITHUB_WEBHOOK_SECRET"),
+        description="the webhook's secret: turns POST /github/webhook on (X-Hub-Signature-256 is checked with it)",
+    )
+    github_handle: str = Field(
+        "shepherd", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$",
+        description="the word comment commands start with: /shepherd … or @shepherd …",
+    )
+    github_label: str = Field(
+        "shepherd", min_length=1, max_length=50, description="adding this label to an issue starts a task on it"
+    )
+    github_trusted: str = Field(
+        "", description="more GitHub logins whose commands and triggers count, comma-separated (bots included)"
+    )
+    github_review: str = Field(
+        "trusted", pattern=r"^(trusted|all|off)$",
+        description="which opened pull requests get a review agent: trusted (authors), all, off",
+    )
+    github_incidents: str = Field(
+        "on", pattern=r"^(on|off)$", description="a failed check or workflow run on a pull request starts an "
+                                                 "incident agent: on, off",
+    )
     policy_dir: Path | None = Field(
         None, description="folder of per-project policy files <project>.toml (default: <data dir>/policies)"
     )
@@ -224,6 +248,23 @@ class Settings(BaseSettings):
             app_token=app.get_secret_value() or None if app else None, api_url=self.slack_api_url,
             default_role=Role.parse(self.default_role),
             admins=frozenset(e.split(":", 1)[1] for e in self.admin_ids if e.startswith("slack:")),
+        )
+
+    def github(self) -> GitHubConfig | None:
+        """GitHub in (POST /github/webhook), or None when no webhook secret is set."""
+        secret = self.github_webhook_secret.get_secret_value() if self.github_webhook_secret else ""
+        if not secret:
+            return None
+        from adapters.github.inbound import GitHubConfig
+        from core.people.access import Role
+
+        token = self.github_token.get_secret_value() if self.github_token else None
+        return GitHubConfig(
+            webhook_secret=secret, org_id=self.org, handle=self.github_handle, label=self.github_label,
+            trusted=frozenset(e.strip().lower() for e in self.github_trusted.split(",") if e.strip()),
+            review=self.github_review, incidents=self.github_incidents == "on",
+            default_role=Role.parse(self.default_role), api_url=self.github_api_url, token=token or None,
+            admins=frozenset(e.split(":", 1)[1].lower() for e in self.admin_ids if e.startswith("github:")),
         )
 
     @field_validator("public_url", "github_api_url")

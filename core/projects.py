@@ -102,3 +102,61 @@ class Projects:
         principal.require(Scope.READ, "reading a project")
         async with self.db.read() as session:
             return await resolve_project(session, principal.org_id, ref)
+
+    async def of_repo(self, org_id: str, repo: str, *, default_branch: str = "main",
+                      level: int | None = None) -> Project:
+        """The project a repository Shepherd hears from belongs to (its oldest, if several name it); on first
+        contact a new one, named after the repository, with its project agent at `level` (default: the
+        agents' default, 1: Suggest). Safe to call from two processes at once: one project is made."""
+        from core.agents import DEFAULT_LEVEL, AgentStatus  # core.agents reads projects: imported when used
+        from core.clock import utcnow
+        from core.store.models import Agent
+
+        repo = check_repo(repo)
+        branch = check_branch(default_branch or "main")
+        for attempt in range(2):
+            async with self.db.read() as session:
+                found = (await session.exec(select(Project).where(Project.org_id == org_id, Project.repo == repo)
+                                            .order_by(col(Project.created_at)).limit(1))).first()
+            if found is not None:
+                return found
+            try:
+                async with self.db.write() as session:
+                    from core.people.orgs import ensure_org
+
+                    await ensure_org(session, org_id)
+                    name = repo.split("/", 1)[1]
+                    if (await session.exec(select(Project.id).where(Project.org_id == org_id,
+                                                                    Project.name == name))).first():
+                        name = repo.replace("/", "-")  # another project took the short name
+                    project = Project(id=new_id("proj"), org_id=org_id, name=name, repo=repo,
+                                      default_branch=branch)
+                    session.add(project)
+                    await session.flush()  # the agent's foreign key needs the project's row first
+                    now = utcnow()
+                    agent = Agent(id=new_id("agent-proj"), org_id=org_id, name=name, type="project",
+                                  status=AgentStatus.ACTIVE, autonomy_level=DEFAULT_LEVEL if level is None else level,
+                                  project_id=project.id, created_at=now, started_at=now, last_activity=now)
+                    session.add(agent)
+                    system = Principal.system(org_id, "shepherd")
+                    await record(session, system, "project", "project.created",
+                                 payload={"projectId": project.id, "name": name, "repo": repo, "defaultBranch": branch,
+                                          "from": "first contact"})
+                    await record(session, system, "agent", "agent.created", agent_id=agent.id,
+                                 payload={"name": name, "type": "project", "autonomyLevel": agent.autonomy_level,
+                                          "projectId": project.id})
+                return project
+            except Conflict:  # made at the same moment by another process (or a name clash): read again
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def agent_level(self, org_id: str, project_id: str) -> int:
+        """The autonomy level of the project's agent: how far what its webhooks trigger may go without asking."""
+        from core.agents import DEFAULT_LEVEL
+        from core.store.models import Agent
+
+        async with self.db.read() as session:
+            level = (await session.exec(select(Agent.autonomy_level).where(
+                Agent.org_id == org_id, Agent.project_id == project_id, Agent.type == "project"))).first()
+        return DEFAULT_LEVEL if level is None else int(level)

@@ -28,11 +28,12 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.channels.outbox import REPLY_KEY, Message, enqueue, threads_for
+from core.clock import utcnow
 from core.commands.grammar import CommandRegistry, Reply, Where
 from core.errors import ShepherdError
 from core.ids import new_id
 from core.people.access import Principal, Role
-from core.store.models import Task, Thread
+from core.store.models import HeldRequest, Task, Thread
 
 if TYPE_CHECKING:
     from core.shepherd import Shepherd
@@ -224,6 +225,40 @@ class Conversations:
                     errors.append(exc)
         self._committed(runner=True)  # the wake-ups its items gave came before their rows could be seen
         return errors
+
+    async def hold(self, org_id: str, where: Where, author: str, text: str, *, item: Received) -> None:
+        """An untrusted author's request (core.people.trust): nothing runs; it is kept as a row until a trusted
+        person releases it (`held`, `released`), `text` is said at `where`, and the item settled: one commit."""
+        async with self.db.write() as session:
+            known = (await session.exec(select(HeldRequest.id).where(
+                HeldRequest.source == item.source, HeldRequest.key == item.key))).first()
+            if known is None:
+                session.add(HeldRequest(org_id=org_id, channel=where.channel, address=where.address,
+                                        source=item.source, key=item.key, author=author[:200]))
+            await self._answer(session, org_id, where, None, text, item)
+        self.shepherd.outbox_due()
+
+    async def held(self, org_id: str, where: Where) -> list[Received]:
+        """The requests held at `where` and not yet released, oldest first."""
+        async with self.db.read() as session:
+            rows = await session.exec(select(HeldRequest).where(
+                HeldRequest.org_id == org_id, HeldRequest.channel == where.channel,
+                HeldRequest.address == where.address, col(HeldRequest.released_at).is_(None),
+            ).order_by(col(HeldRequest.id)))
+            return [Received(row.source, row.key) for row in rows]
+
+    async def released(self, org_id: str, items: Sequence[Received], by: str) -> None:
+        """Held requests that have now run (after their release by `by`): never run again by another release."""
+        if not items:
+            return
+        async with self.db.write() as session:
+            for item in items:
+                row = (await session.exec(select(HeldRequest).where(
+                    HeldRequest.org_id == org_id, HeldRequest.source == item.source,
+                    HeldRequest.key == item.key))).first()
+                if row is not None and row.released_at is None:
+                    row.released_at, row.released_by = utcnow(), by[:200]
+                    session.add(row)
 
     async def settle(self, item: Received) -> None:
         """An item there is nothing to do for: done."""

@@ -168,6 +168,11 @@ class CommandRegistry:
         self.specs[spec.name] = spec
         return spec
 
+    def known(self, word: str) -> bool:
+        """Whether `word` names a command (or an alias): a channel that takes free words (a GitHub comment) tells
+        a command from an instruction by it."""
+        return word.lower() in self._names
+
     def __iter__(self) -> Any:
         return iter(self.specs.values())
 

@@ -351,3 +351,25 @@ class Delivery(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=1000)
     received_at: datetime = _ts()
     done_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class HeldRequest(SQLModel, table=True):
+    """A request from an author the trust gate did not trust (core.people.trust), held until a trusted person
+    says `ok-to-run` in the same thread: the inbound item it came in (its payload stays in the delivery ledger)
+    and where it was said. Released once: a second `ok-to-run` starts nothing more."""
+
+    __table_args__ = (
+        UniqueConstraint("source", "key"),
+        Index("ix_heldrequest_place", "org_id", "channel", "address"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(max_length=64)
+    channel: str = Field(max_length=32)  # the thread it was said in
+    address: str = Field(max_length=500)
+    source: str = Field(max_length=32)  # the delivery it came in (core.channels.ledger)
+    key: str = Field(max_length=200)
+    author: str = Field(max_length=200)  # who asked, as the channel names them
+    created_at: datetime = _ts()
+    released_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    released_by: str | None = Field(default=None, max_length=200)

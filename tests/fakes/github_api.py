@@ -6,6 +6,10 @@ shapes, statuses and error bodies, so that the real gidgethub client (adapters/g
     GET  /repos/{owner}/{repo}/pulls/{number}
     PUT  /repos/{owner}/{repo}/pulls/{number}/merge        {merge_method, sha?}
     POST /repos/{owner}/{repo}/issues/{number}/comments    {body}
+    GET  /user                                             (who the token is: `login`)
+    GET  /repos/{owner}/{repo}/collaborators/{login}/permission   (from `permissions`; 404 for others)
+    POST /repos/{owner}/{repo}/issues/comments/{id}/reactions     {content} (kept in `reactions`)
+    POST /repos/{owner}/{repo}/pulls/comments/{id}/reactions      {content}
 
 With `git_root`, a pull request's head must be a branch of the bare repository
 `<git_root>/<owner>/<repo>.git` (422 otherwise, as GitHub answers), and its head sha is read from there.
@@ -67,6 +71,10 @@ class FakeGitHub:
         self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
         self.comments: list[dict[str, Any]] = []
         self._canned: list[Canned] = []
+        # --- GitHub in (issue 14, helper gh-in): who the token is, collaborator permissions, reactions
+        self.login = "shepherd-bot"
+        self.permissions: dict[tuple[str, str], str] = {}  # (owner/repo, login) -> admin|write|read|…
+        self.reactions: list[dict[str, Any]] = []
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -104,6 +112,11 @@ class FakeGitHub:
         app.router.add_get("/repos/{owner}/{repo}/pulls/{number}", self._get_pull)
         app.router.add_put("/repos/{owner}/{repo}/pulls/{number}/merge", self._merge)
         app.router.add_post("/repos/{owner}/{repo}/issues/{number}/comments", self._comment)
+        # --- GitHub in (issue 14, helper gh-in) ---
+        app.router.add_get("/user", self._user)
+        app.router.add_get("/repos/{owner}/{repo}/collaborators/{login}/permission", self._permission)
+        app.router.add_post("/repos/{owner}/{repo}/issues/comments/{id}/reactions", self._react)
+        app.router.add_post("/repos/{owner}/{repo}/pulls/comments/{id}/reactions", self._react)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -226,3 +239,26 @@ class FakeGitHub:
                    "html_url": f"https://github.com/{repo}/pull/{number}#issuecomment-{len(self.comments) + 1}"}
         self.comments.append(comment)
         return web.json_response(comment, status=201)
+
+    # --- GitHub in (issue 14, helper gh-in): GET /user, collaborator permission, reactions ---------------
+
+    async def _user(self, request: web.Request) -> web.Response:
+        return web.json_response({"login": self.login, "id": 1, "type": "User"})
+
+    async def _permission(self, request: web.Request) -> web.Response:
+        login = request.match_info["login"]
+        level = self.permissions.get((self._repo(request), login))
+        if level is None:  # GitHub: 404 for someone who is not a collaborator
+            return _error(404, f"{login} is not a user")
+        role = {"maintain": "maintain", "triage": "triage"}.get(level, level)
+        folded = {"maintain": "write", "triage": "read"}.get(level, level)
+        return web.json_response({"permission": folded, "role_name": role, "user": {"login": login}})
+
+    async def _react(self, request: web.Request) -> web.Response:
+        content = request[BODY].get("content")
+        if content not in ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"):
+            return _error(422, "Validation Failed", errors=[{"resource": "Reaction", "field": "content",
+                                                             "code": "invalid"}])
+        reaction = {"id": len(self.reactions) + 1, "content": content, "path": request.path}
+        self.reactions.append(reaction)
+        return web.json_response(reaction, status=201)

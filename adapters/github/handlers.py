@@ -1,0 +1,258 @@
+"""What each GitHub item does, in core's conversation API (core.channels.conversations).
+
+A comment with a line `/shepherd …` or `@shepherd …` (the handle, a whole word) is a command: a word of the
+grammar runs as it would in Slack (`status`, `approve K7P2`, `stop`: in a task's thread, that task); any other
+words are a `run` on the repository, with the issue or pull request (and a review comment's file and line) as
+context. Only trusted authors count (core.people.trust): an untrusted author's command is held and answered with
+the `ok-to-run` hint, and a trusted person's `ok-to-run` runs what was held there. Shepherd's own comments are
+never commands. A label, a pull request opened and a failed check are triggers: gated by the project agent's
+autonomy level as `task.start` / `review.start`.
+
+Everything said goes through the outbox (the GitHub channel, adapters/github/channel.py); the one direct call is
+the "eyes" reaction that acknowledges a command at once (best effort: its failure is logged, never fatal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from adapters.github.auth import GitHubAuth
+from adapters.github.items import CheckFailed, Comment, Issue, Item, Labelled, PullOpened
+from adapters.github.routes import route
+from core.autonomy.policy import Verdict
+from core.channels.conversations import Conversations, Received, Where
+from core.commands.grammar import UsageError, split
+from core.people.access import Principal
+from core.people.trust import OK_TO_RUN, Permissions, trusted, vouched
+from core.projects import Project, Projects
+
+if TYPE_CHECKING:
+    from adapters.github.inbound import GitHubConfig
+
+log = logging.getLogger(__name__)
+
+CHANNEL = SOURCE = "github"
+CONTEXT_MAX = 12_000  # of an issue's body in a task's prompt (core caps a prompt at 20,000 characters)
+REACTION_TIMEOUT_S = 10.0
+HINT = ("Thanks! Shepherd runs commands only for this repository's maintainers. A maintainer can run this one by "
+        "commenting `/{handle} ok-to-run`.")
+
+Replay = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+def command_line(body: str, handle: str) -> str | None:
+    """The words after the first `/handle` or `@handle` that starts a line (None: no command in it)."""
+    found = re.search(rf"^[ \t]*[/@]{re.escape(handle)}(?![\w-])[ \t]*(.*)$", body, re.IGNORECASE | re.MULTILINE)
+    return found.group(1).strip() if found else None
+
+
+def prompt_for(instruction: str, issue: Issue, *, path: str = "", line: int | None = None) -> str:
+    """A run's prompt: the words, then what they are about."""
+    kind = "pull request" if issue.pull else "issue"
+    parts = [instruction, "", f"Context: {kind} {issue.address}: {issue.title}"]
+    if path:
+        parts.append(f"The comment is on {path}" + (f", line {line}" if line else "") + ".")
+    if issue.body.strip():
+        parts += ["", issue.body.strip()[:CONTEXT_MAX]]
+    return "\n".join(parts)
+
+
+class Handlers:
+    def __init__(self, conversations: Conversations, projects: Projects, config: GitHubConfig, auth: GitHubAuth,
+                 permissions: Permissions | None, replay: Replay) -> None:
+        self.conversations = conversations
+        self.projects = projects
+        self.config = config
+        self.auth = auth
+        self.permissions = permissions
+        self.replay = replay  # a held delivery's stored payload, for `ok-to-run`
+
+    async def handle(self, item: Item) -> bool:
+        """Process an item; True when it was settled in the commit of its effect, False when there was nothing
+        to do (the receiver settles it)."""
+        if isinstance(item, Comment):
+            return await self._comment(item)
+        if isinstance(item, Labelled):
+            return await self._labelled(item)
+        if isinstance(item, PullOpened):
+            return await self._pull_opened(item)
+        return await self._check_failed(item)
+
+    # --- comment commands ------------------------------------------------------------------------
+
+    async def _comment(self, item: Comment, *, released_by: Principal | None = None) -> bool:
+        said = command_line(item.body, self.config.handle)
+        if said is None:
+            return False
+        me = await self._me()
+        if me and item.author.login.lower() == me.lower():
+            return False  # Shepherd's own comment (its answers quote commands)
+        where = Where(CHANNEL, item.issue.address)
+        received = Received(SOURCE, item.key)
+        if released_by is None and not await trusted(item.author, item.issue.repo, self.config.rules,
+                                                     self.permissions):
+            if item.author.is_bot:
+                return False  # a bot is not answered (two bots must not talk forever)
+            await self.conversations.hold(self.config.org_id, where, item.author.login,
+                                          HINT.format(handle=self.config.handle), item=received)
+            return True
+        principal = released_by or vouched(await self._person(item.author.login))
+        await self._eyes(item)
+        try:
+            words = split(said) if said else ["help"]
+        except UsageError as exc:
+            await self.conversations.reply(self.config.org_id, where, f"error: {exc.message}", item=received)
+            return True
+        if words[0].lower() == OK_TO_RUN and released_by is None:
+            return await self._ok_to_run(principal, where, received)
+        project = await self._project(item.issue.repo, item.issue.default_branch)
+        if self.conversations.registry.known(words[0]):
+            task = await self.conversations.task_at(self.config.org_id, where)
+            await self.conversations.command(principal, words, where=Where(CHANNEL, where.address, task),
+                                             answer=where, item=received)
+            return True
+        prompt = prompt_for(said, item.issue, path=item.path, line=item.line)
+        await self.conversations.command(principal, ["run", *self._target(item.issue, project), "--", prompt],
+                                         where=where, answer=where, item=received)
+        return True
+
+    def _target(self, issue: Issue, project: Project) -> list[str]:
+        """Where a run works: the project's repository; on a pull request from this repository, a branch off the
+        PR's head with a pull request into it (a fork's branch is not Shepherd's to push to: off the PR's base)."""
+        words = ["--project", project.id]
+        if issue.pull and issue.head_ref and not issue.fork:
+            words += ["--branch", issue.head_ref]
+        elif issue.pull and issue.base_ref:
+            words += ["--branch", issue.base_ref]
+        return words
+
+    async def _ok_to_run(self, principal: Principal, where: Where, received: Received) -> bool:
+        """A maintainer vouches for what was held in this thread: each held request runs, as theirs."""
+        held = await self.conversations.held(self.config.org_id, where)
+        ran: list[Received] = []
+        for hold in held:
+            stored = await self.replay(hold.key)
+            event, payload = (stored or {}).get("event"), (stored or {}).get("payload")
+            item = route(event, payload, hold.key) if isinstance(event, str) and isinstance(payload, dict) else None
+            if isinstance(item, Comment):
+                await self._comment(item, released_by=principal)
+            elif isinstance(item, PullOpened):
+                await self._review(item, started_by=principal)
+            ran.append(hold)
+        await self.conversations.released(self.config.org_id, ran, principal.name)
+        text = f"ok-to-run: {len(ran)} held request(s) started" if ran else "ok-to-run: nothing is held here"
+        await self.conversations.reply(self.config.org_id, where, text, item=received)
+        return True
+
+    # --- triggers ----------------------------------------------------------------------------------
+
+    async def _labelled(self, item: Labelled) -> bool:
+        if item.label.lower() != self.config.label.lower() or item.issue.pull:
+            return False
+        if item.sender.is_bot and item.sender.login.lower() not in self.config.trusted:
+            return False  # labels need triage rights (a trusted act), but a bot's label starts nothing
+        issue = item.issue
+        prompt = prompt_for(f"Resolve {'pull request' if issue.pull else 'issue'} {issue.address}.", issue)
+        return await self._trigger(item.key, issue, "task.start", prompt, agent_type="task",
+                                   who=item.sender.login, request=f"label:{issue.address}")
+
+    async def _pull_opened(self, item: PullOpened) -> bool:
+        mode = self.config.review
+        if mode == "off":
+            return False
+        if mode == "trusted":
+            ok = not item.issue.fork or item.author.login.lower() in self.config.trusted
+            if not ok or not await trusted(item.author, item.issue.repo, self.config.rules, self.permissions):
+                if item.author.is_bot:
+                    return False
+                # a fork's pull request (or an outsider's) is reviewed after a maintainer's ok-to-run
+                where = Where(CHANNEL, item.issue.address)
+                await self.conversations.hold(
+                    self.config.org_id, where, item.author.login,
+                    f"A maintainer can ask Shepherd to review this pull request with `/{self.config.handle} "
+                    f"{OK_TO_RUN}`.", item=Received(SOURCE, item.key))
+                return True
+        return await self._review(item)
+
+    async def _review(self, item: PullOpened, *, started_by: Principal | None = None) -> bool:
+        issue = item.issue
+        prompt = prompt_for(f"Review pull request {issue.address} ({issue.head_ref} into {issue.base_ref}) and "
+                            "write your review as one comment: what it changes, what is wrong or risky, what to "
+                            "fix.", issue)
+        return await self._trigger(item.key, issue, "review.start", prompt, agent_type="review",
+                                   who=started_by.name if started_by else item.author.login,
+                                   request=f"review:{issue.address}:{issue.head_sha or item.key}")
+
+    async def _check_failed(self, item: CheckFailed) -> bool:
+        if not self.config.incidents or not item.pulls:
+            return False  # only a pull request's branch: a failure on main is not a pull request's to fix
+        if item.head_branch.startswith("shepherd/"):
+            return False  # Shepherd's own branches (its incident fixes among them): never a loop
+        number = item.pulls[0]
+        issue = Issue(repo=item.repo, number=number, title=f"{item.name} {item.conclusion}", body="", pull=True,
+                      default_branch=item.default_branch, head_ref=item.head_branch, head_repo=item.repo,
+                      head_sha=item.head_sha)
+        prompt = "\n".join(s for s in (
+            f"Investigate the failed {item.kind.replace('_', ' ')} `{item.name}` ({item.conclusion}) on pull "
+            f"request {issue.address}, branch {item.head_branch}, commit {item.head_sha[:12]}: find the cause and "
+            "fix it.", item.url and f"Details: {item.url}", item.summary and f"Summary:\n{item.summary}") if s)
+        # once per head sha: every failed check of one commit is one incident
+        return await self._trigger(item.key, issue, "task.start", prompt, agent_type="incident", who="github",
+                                   request=f"incident:{item.repo}:{item.head_sha or item.key}")
+
+    async def _trigger(self, key: str, issue: Issue, action: str, prompt: str, *, agent_type: str, who: str,
+                       request: str) -> bool:
+        """Start what a webhook asks for when the project agent's level lets `action` run without asking."""
+        project = await self._project(issue.repo, issue.default_branch)
+        level = await self.projects.agent_level(self.config.org_id, project.id)
+        system = Principal.system(self.config.org_id, "github")
+        decision, _ = await self.conversations.shepherd.confirmations.explain(system, action, level=level,
+                                                                              project=project.id)
+        where = Where(CHANNEL, issue.address)
+        received = Received(SOURCE, key)
+        if decision.verdict is not Verdict.RUN:
+            await self.conversations.reply(
+                self.config.org_id, where,
+                f"Shepherd would start a {agent_type} agent here ({action}, asked by {who}), but project "
+                f"{project.name}'s agent is at level {level}: {decision.reason}. A maintainer can start it with "
+                f"`/{self.config.handle} <what to do>`.", item=received)
+            return True
+        words = ["run", *self._target(issue, project), "--", prompt]
+        reply = await self.conversations.command(system, words, where=where, answer=where,
+                                                 item=Received(SOURCE, request))
+        if reply.ok:
+            log.info("GitHub: %s started a %s task on %s", key, agent_type, issue.address)
+        await self.conversations.settle(received)
+        return True
+
+    # --- who and where -----------------------------------------------------------------------------
+
+    async def _project(self, repo: str, default_branch: str) -> Project:
+        return await self.projects.of_repo(self.config.org_id, repo, default_branch=default_branch)
+
+    async def _person(self, login: str) -> Principal:
+        return await self.conversations.person(self.config.org_id, CHANNEL, login, name=login,
+                                               default_role=self.config.default_role,
+                                               admin=login.lower() in self.config.admins)
+
+    async def _me(self) -> str | None:
+        try:
+            return await self.auth.login()
+        except Exception as exc:  # no token, or GitHub down: the comment is still read (its author is not us)
+            log.warning("GitHub: Shepherd's own login could not be read (%s)", type(exc).__name__)
+            return None
+
+    async def _eyes(self, item: Comment) -> None:
+        """An "eyes" reaction on the comment, right after it is accepted: best effort."""
+        if not item.reactions or not self.auth.configured:
+            return
+        try:
+            api = await self.auth.api(item.issue.repo)
+            await asyncio.wait_for(api.post(item.reactions, data={"content": "eyes"}), REACTION_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("GitHub: the eyes reaction on %s failed (%s); the command goes on", item.key,
+                        type(exc).__name__)
