@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SECRET = "bench-webhook-secret"
 WARMUP = 200
-CORPUS = ROOT.parent / "shared" / "corpus" / "github-webhooks" / "issue_comment" / "created.payload.json"
+CORPUS = ROOT / "tests" / "corpus" / "github-webhooks" / "issue_comment" / "created.payload.json"
 
 
 def free_port() -> int:

@@ -28,9 +28,7 @@ from core.store.db import Database
 from core.store.models import Agent, Delivery, HeldRequest, Outbox, Task, Thread
 from tests.fakes.github_api import FakeGitHub
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "github-webhooks"
-if not CORPUS.is_dir():  # a worktree beside main, or main itself: shared/ sits beside the checkout
-    CORPUS = Path("/work/shared/corpus/github-webhooks")
+CORPUS = Path(__file__).resolve().parent / "corpus" / "github-webhooks"  # tests/corpus/README.md
 SECRET = "webhook-secret-for-tests"
 TOKEN = "ghs_token_for_the_fake"
 
