@@ -17,6 +17,6 @@ def as_utc(value: datetime) -> datetime:
 def iso(value: datetime) -> str:
     """`2024-01-15T14:32:00Z`, seconds precision, as the seed documents show. (`isoformat` rather than
     `strftime`: a fifth of the time, and lists format two of these per row.)"""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+    if value.tzinfo is not None:  # read back from PostgreSQL: already UTC, so only the zone is dropped
+        value = value.replace(tzinfo=None) if value.tzinfo is UTC else value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(timespec="seconds") + "Z"
