@@ -15,7 +15,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, case, func, update
+from sqlalchemy import BindParameter, bindparam, case, func, insert, literal, update
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,7 +29,7 @@ from core.people.access import Principal, Scope
 from core.projects import find_project, resolve_project
 from core.store.db import Database
 from core.store.events import record, record_row
-from core.store.models import Agent, AgentType, Project, table_of
+from core.store.models import Agent, AgentType, Event, Project, table_of
 from core.textcheck import free_text, name_text
 
 MIN_LEVEL, MAX_LEVEL, DEFAULT_LEVEL = 0, 5, 1
@@ -416,33 +417,36 @@ class Agents:
         # Raising the level pre-approves what the agent does: without `approve`, the statement sets only a level
         # no higher than the agent's own (its condition, so that the check and the change see one row).
         may_raise = level is None or principal.can(Scope.APPROVE)
-        async with self.db.write() as session:
-            conn = await session.connection()
-            if self.db.is_sqlite:
+        if not self.db.is_sqlite:
+            # One statement, atomic by itself: the row locked and read as it was, changed, and its event written
+            # (CTEs), so the action is one round trip to PostgreSQL instead of four (BEGIN, change, event, COMMIT).
+            bound.update(actor=principal.actor, event=f"agent.{act.value}")
+            changed = before = (await self.db.change(_act_logged(act, may_raise), bound)).first()
+            if changed is None and (await self.db.rows(_AGENT_STATE, bound)):
+                changed = None  # the agent is there: the change was a raise without the approve scope
+            elif changed is None:
+                raise NotFound("Agent not found", code="AGENT_NOT_FOUND")
+        else:
+            async with self.db.write() as session:
+                conn = await session.connection()
                 # One writer holds the store (BEGIN IMMEDIATE): reading first costs no round trip and no race.
                 before = (await conn.execute(_AGENT_STATE, bound)).first()
                 changed = None
-                if before is not None:
-                    changed = (await conn.execute(_act_statement(act, may_raise, old=False), bound)).first()
-            else:
-                # One statement: the row locked and read as it was (a CTE), changed, and both returned.
-                changed = before = (await conn.execute(_act_statement(act, may_raise, old=True), bound)).first()
-            if changed is None:
-                # Nothing changed: no such agent here (another org's is not ours to reveal), or a raise without
-                # the approve scope.
-                if before is None and (self.db.is_sqlite or (await conn.execute(_AGENT_STATE, bound)).first() is None):
+                if before is None:  # no such agent here (another org's is not ours to reveal)
                     raise NotFound("Agent not found", code="AGENT_NOT_FOUND")
-                principal.require(Scope.APPROVE, "raising an agent's autonomy")
-                raise AssertionError("only a raise without the approve scope changes nothing")  # pragma: no cover
-            assert before is not None
-            before_status, before_level = before.old_status, before.old_level
-            await record_row(
-                conn, principal, "agent", f"agent.{act.value}", agent_id=agent_id, at=now,
-                payload={
-                    "previousStatus": before_status, "currentStatus": changed.status,
-                    "previousLevel": before_level, "currentLevel": changed.autonomy_level,
-                },
-            )
+                changed = (await conn.execute(_act_statement(act, may_raise, old=False), bound)).first()
+                if changed is not None:
+                    await record_row(
+                        conn, principal, "agent", f"agent.{act.value}", agent_id=agent_id, at=now,
+                        payload={
+                            "previousStatus": before.old_status, "currentStatus": changed.status,
+                            "previousLevel": before.old_level, "currentLevel": changed.autonomy_level,
+                        },
+                    )
+        if changed is None or before is None:  # nothing changed: a raise without the approve scope
+            principal.require(Scope.APPROVE, "raising an agent's autonomy")
+            raise AssertionError("only a raise without the approve scope changes nothing")  # pragma: no cover
+        before_status, before_level = before.old_status, before.old_level
         return ActionResult(
             agent_id=agent_id,
             action=act,
@@ -458,10 +462,29 @@ class Agents:
 # --- the action's statements -------------------------------------------------------------------
 
 _A = table_of(Agent)
+_EVENTS = table_of(Event)
 _ORG: BindParameter[str] = bindparam("org", type_=_A.c.org_id.type)
 
 _AGENT_STATE = select(_A.c.status.label("old_status"), _A.c.autonomy_level.label("old_level")).where(
     _A.c.id == bindparam("agent"), _A.c.org_id == _ORG)
+
+
+@lru_cache(maxsize=32)
+def _act_logged(act: AgentAction, may_raise: bool) -> Any:
+    """PostgreSQL: `_act_statement` with the action's event inserted by the same statement (a data-modifying CTE,
+    run whether or not the outer select reads it), returning the agent's new and old status and level."""
+    changed = _act_statement(act, may_raise, old=True).cte("changed")
+    payload = func.json_build_object(
+        "previousStatus", changed.c.old_status, "currentStatus", changed.c.status,
+        "previousLevel", changed.c.old_level, "currentLevel", changed.c.autonomy_level)
+    logged = insert(_EVENTS).from_select(
+        ["org_id", "agent_id", "category", "name", "actor", "payload", "occurred_at"],
+        sa_select(_ORG, bindparam("agent", type_=_EVENTS.c.agent_id.type), literal("agent"),
+               bindparam("event", type_=_EVENTS.c.name.type), bindparam("actor", type_=_EVENTS.c.actor.type),
+               payload, bindparam("new_last_activity", type_=_EVENTS.c.occurred_at.type)).select_from(changed),
+    ).cte("logged")
+    return sa_select(changed.c.status, changed.c.autonomy_level, changed.c.old_status, changed.c.old_level
+                     ).add_cte(logged)
 
 
 @lru_cache(maxsize=32)

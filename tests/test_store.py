@@ -57,9 +57,16 @@ async def test_agent_lifecycle_and_events(shepherd: Shepherd, admin: Principal) 
     assert (again.agent.status, again.agent.autonomy_level) == ("SUSPENDED", 4)
     assert again.project is not None and again.project.repo == "acme/api"
 
-    names = [e.name for e in await shepherd.events.list(admin, agent_id=agent.id)]
-    assert names == ["agent.restart", "agent.set_autonomy", "agent.suspend", "agent.created"]
-    assert all(e.actor == "test:admin" for e in await shepherd.events.list(admin, agent_id=agent.id))
+    events = await shepherd.events.list(admin, agent_id=agent.id)
+    assert [e.name for e in events] == ["agent.restart", "agent.set_autonomy", "agent.suspend", "agent.created"]
+    assert all(e.actor == "test:admin" and e.org_id == admin.org_id for e in events)
+    # each action's event says what it changed (on PostgreSQL the statement of the change writes it)
+    assert [e.payload for e in events[:3]] == [
+        {"previousStatus": "SUSPENDED", "currentStatus": "SUSPENDED", "previousLevel": 4, "currentLevel": 4},
+        {"previousStatus": "SUSPENDED", "currentStatus": "SUSPENDED", "previousLevel": 1, "currentLevel": 4},
+        {"previousStatus": "ACTIVE", "currentStatus": "SUSPENDED", "previousLevel": 1, "currentLevel": 1},
+    ]
+    assert events[0].occurred_at >= events[2].occurred_at
 
 
 async def test_failed_action_writes_no_event(shepherd: Shepherd, admin: Principal) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Executable, Row, event, text
+from sqlalchemy import Executable, Result, Row, event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -279,6 +279,20 @@ class Database:
             return (await conn.execute(statement, params)).all()
         async with self._alone.connect() as conn:
             return (await conn.execute(statement, params)).all()
+
+    async def change(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Result[Any]:
+        """One statement that writes, on its own (its rows buffered): atomic by itself, so on PostgreSQL it runs
+        without a BEGIN and a COMMIT around it (one round trip); on SQLite it is a write like any other (it shares
+        a commit). Inside a unit of work it is part of the unit. A unique or foreign-key violation is a 409."""
+        unit = self._joined()
+        try:
+            if self.is_sqlite or unit is not None:
+                async with self.write() as session:
+                    return (await (await session.connection()).execute(statement, params)).freeze()()
+            async with self._alone.connect() as conn:
+                return (await conn.execute(statement, params)).freeze()()
+        except IntegrityError as exc:
+            raise _conflict() from exc
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
