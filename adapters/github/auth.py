@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 from gidgethub.aiohttp import GitHubAPI
-from gidgethub.apps import get_installation_access_token
+from gidgethub.apps import get_installation_access_token, get_jwt
 
 from adapters.github.calls import GitHubCallFailed, call
 
@@ -51,7 +51,7 @@ def read_private_key(value: str) -> str:
         except (OSError, UnicodeDecodeError) as exc:
             raise BadAppKey(f"it is not PEM text, and {str(path)!r} cannot be read as a file "
                             f"({type(exc).__name__})") from None
-    text = text.replace("\\n", "\n")
+    text = text.replace("\\n", "\n").strip()
     try:
         key = load_pem_private_key(text.encode(), password=None)
     except (ValueError, TypeError) as exc:
@@ -110,15 +110,12 @@ class GitHubAuth:
     def _lock(self, key: object) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    def _app_api(self) -> GitHubAPI:
-        """A client that acts as the App itself (its JWT, renewed by gidgethub before it expires)."""
-        assert self.app is not None
-        return GitHubAPI(self.session, REQUESTER, app_id=self.app.app_id, private_key=self.app.private_key,
-                         base_url=self.base_url)
-
     async def _as_app(self, doing: str, path: str, url_vars: dict[str, str]) -> dict[str, object]:
         try:
-            found = await call(doing, self._app_api().getitem(path, url_vars), secrets=self.secrets())
+            assert self.app is not None
+            bearer = get_jwt(app_id=self.app.app_id, private_key=self.app.private_key)  # a new one: they last minutes
+            found = await call(doing, GitHubAPI(self.session, REQUESTER, base_url=self.base_url).getitem(
+                path, url_vars, jwt=bearer), secrets=self.secrets())
         except GitHubCallFailed as exc:
             if exc.host_status == 401:  # the JWT was refused: a wrong id or key, which only the admin can fix
                 raise GitHubCallFailed(f"{exc.message} (check {APP_SETTINGS})", 401) from None
@@ -196,14 +193,13 @@ class GitHubAuth:
         return await self._installation_token(installation_id)
 
     async def api(self, repo: str | None = None, *, installation_id: int | None = None) -> GitHubAPI:
-        """A client whose calls act on `repo` (or, for an App, on the installation named; with neither, as the App
-        itself). A GitHubCallFailed (404) when the App is not installed on `repo`."""
-        if self.app is not None and repo is None and installation_id is None:
-            return self._app_api()
+        """A client whose calls act on `repo` (or, for an App, on the installation named). A GitHubCallFailed (404)
+        when the App is not installed on `repo`, or neither is named."""
         token = await self.token(repo, installation_id=installation_id)
         if self.app is not None and token is None:
-            raise GitHubCallFailed(f"the GitHub App is not installed on {repo}: install it there "
-                                   "(the App's page → Install App) so that Shepherd can act on it", 404)
+            raise GitHubCallFailed(f"the GitHub App is not installed on {repo}: install it there (the App's page → "
+                                   "Install App) so that Shepherd can act on it" if repo else
+                                   "a GitHub App acts on a repository: name the repository or the installation", 404)
         return GitHubAPI(self.session, REQUESTER, oauth_token=token, base_url=self.base_url)
 
     async def login(self) -> str | None:
