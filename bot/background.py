@@ -1,8 +1,9 @@
 """What runs beside (or instead of) the web server: the task supervisor with its runner and action executor,
 the outbox dispatcher and the sweeper (expiry, task news). `serve`, `worker` and the console assemble it here,
 each with its own channels: this is where the ports' implementations are built (the local runner, GitHub as
-the forge and its credentials, the HTTP deploy hook, Slack and GitHub as channels) and handed to core; the dispatcher and the sweeper get
-core's outbox wake-up through their constructors. Services start in order and stop in reverse.
+the forge and its credentials, the HTTP deploy hook, Slack and GitHub as channels) and handed to core; the
+dispatcher and the sweeper get core's outbox wake-up through their constructors. Services start in order and
+stop in reverse.
 
 Agents reach Shepherd for `shepherd ask` at SHEPHERD_URL: the web server when this process serves one (or
 SHEPHERD_PUBLIC_URL), otherwise a loopback listener that serves only the task callback routes; sandboxed

@@ -162,7 +162,8 @@ def test_settings_take_the_key_as_text_or_a_file_and_refuse_a_bad_app_at_start(
     assert "not a GitHub App id" in refused(GITHUB_APP_ID="my-app")
     monkeypatch.setenv("GITHUB_APP_ID", str(APP_ID))
     assert "cannot be read as a file" in refused(GITHUB_APP_PRIVATE_KEY=str(tmp_path / "missing.pem"))
-    assert "not a readable" in refused(GITHUB_APP_PRIVATE_KEY="-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----")
+    garbled = "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----"
+    assert "not a readable" in refused(GITHUB_APP_PRIVATE_KEY=garbled)
     assert "not an RSA key" in refused(GITHUB_APP_PRIVATE_KEY=_pem(ec.generate_private_key(ec.SECP256R1())))
     monkeypatch.delenv("GITHUB_APP_PRIVATE_KEY")
     assert "set GITHUB_APP_PRIVATE_KEY too" in refused()

@@ -105,11 +105,12 @@ class FakeGitHub:
         self.fail_next(403, "API rate limit exceeded", {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0",
                                                         "x-ratelimit-reset": "9999999999"})
 
-    def secondary_rate_limit_next(self, status: int = 403, retry_after: int = 60) -> None:
+    def secondary_rate_limit_next(self, status: int = 403, retry_after: int = 60, *, method: str | None = None) -> None:
         """A secondary limit: 403 or 429 with Retry-After while the hourly quota still has room."""
         self.fail_next(status, "You have exceeded a secondary rate limit. Please wait a few minutes before you "
                                "try again.", {"retry-after": str(retry_after), "x-ratelimit-limit": "5000",
-                                              "x-ratelimit-remaining": "4990", "x-ratelimit-reset": "9999999999"})
+                                              "x-ratelimit-remaining": "4990", "x-ratelimit-reset": "9999999999"},
+                       method=method)
 
     def stall_next(self, seconds: float, *, method: str | None = None) -> None:
         """The next request is answered for real, but only after `seconds` (to run a client into its timeout)."""
