@@ -36,8 +36,9 @@ class CliError(Exception):
 def _problem(loc: tuple[int | str, ...], msg: str) -> str:
     """One bad setting, named as it is set (an alias such as GITHUB_APP_ID as it is; no name for a rule that
     spans settings)."""
+    msg = msg.removeprefix("Value error, ")
     if not loc:
-        return msg.removeprefix("Value error, ")
+        return msg
     name = "_".join(str(p) for p in loc)
     return f"{name if name.isupper() else 'SHEPHERD_' + name.upper()}: {msg}"
 

@@ -208,7 +208,7 @@ class Settings(BaseSettings):
         try:
             return SecretStr(read_private_key(value.get_secret_value()))
         except BadAppKey as exc:
-            raise ValueError(f"GITHUB_APP_PRIVATE_KEY cannot be used: {exc}") from None
+            raise ValueError(f"cannot be used: {exc}") from None
 
     @model_validator(mode="after")
     def _github_app_whole(self) -> Settings:

@@ -20,6 +20,7 @@ from adapters.github.auth import GitHubApp, GitHubAuth
 from adapters.github.calls import GitHubCallFailed
 from adapters.github.forge import GitHubForge
 from bot.settings import Settings
+from core.autonomy.actions import ActionsConfig, Executor
 from core.runners.credentials import git_auth
 from tests.fakes.github_api import FakeGitHub
 
@@ -131,6 +132,8 @@ async def test_clones_and_pushes_carry_the_installation_token_to_the_code_host_o
     for elsewhere in ("https://evil.example/acme/api.git", "http://github.com/acme/api.git",
                       "https://github.com/acme/elsewhere.git"):
         assert await git_auth(auth, elsewhere, "https://github.com") == {}, elsewhere
+    executor = Executor(ActionsConfig(git_base_url="https://github.com"), credentials=auth)
+    assert await executor._credentials("https://github.com/acme/api.git") == settings  # pushes: the same token
     token_auth = GitHubAuth(http, base_url=github.base_url, token="ghp_static")
     assert await git_auth(token_auth, "https://github.com/acme/other", "https://github.com")
     assert token not in repr(auth.app) and "PRIVATE" not in repr(auth.app)
