@@ -27,7 +27,8 @@ BODY_BUDGET = 60_000  # what the parts may take, leaving room for the state line
 LINE_MAX = 300  # one output line shown
 OUTCOMES_KEPT = 3  # turns whose outcome the comment still shows
 NOTES_KEPT = 5
-ASKS_KEPT = 20  # approvals shown (the newest)
+ASKS_KEPT = 10  # approvals shown (the newest)
+TEXT_MAX = 1000  # one message's text shown
 _STATE = re.compile(r"<!-- shepherd:state ([A-Za-z0-9_=-]*) -->\s*\Z")
 
 
@@ -49,6 +50,7 @@ def fence(text: str, lang: str = "text") -> str:
 
 
 def _lines(detail: str) -> str:
+    """Output lines as shown: each cut at LINE_MAX."""
     return "\n".join(line if len(line) <= LINE_MAX else line[:LINE_MAX] + " …" for line in detail.splitlines())
 
 
@@ -94,7 +96,9 @@ class Sticky:
         """Place (or replace) `message`'s part, keeping only the latest outcomes and notes."""
         parts = dict(self.parts or {})
         parts.pop(message.key, None)
-        parts[message.key] = message.to_json()
+        # kept as shown: the comment holds its parts twice (shown, and in its state line), within GitHub's limit
+        parts[message.key] = {**message.to_json(), "text": message.text[:TEXT_MAX], "detail": _lines(message.detail),
+                              "buttons": []}
         for kind, kept in (("outcome", OUTCOMES_KEPT), ("notice", NOTES_KEPT), ("confirmation", ASKS_KEPT)):
             keys = [k for k, p in parts.items() if p.get("kind") == kind]
             for old in keys[:-kept]:
@@ -133,10 +137,17 @@ class Sticky:
         if found is not None:
             try:
                 data = json.loads(base64.urlsafe_b64decode(found.group(1).encode()))
-                parts = {str(k): dict(v) for k, v in data.items()} if isinstance(data, dict) else {}
+                parts = {str(k): _part(v) for k, v in data.items()} if isinstance(data, dict) else {}
             except (ValueError, binascii.Error, TypeError, AttributeError):
                 parts = {}  # a state line someone edited: the parts are written again as news comes
         return cls(task_id, comment_id, parts)
+
+
+def _part(value: object) -> dict[str, Any]:
+    """One part as it was kept: a message Shepherd wrote (a part someone edited into something else is refused)."""
+    if not isinstance(value, dict):
+        raise ValueError("not a message")
+    return Message.from_json(value).to_json()
 
 
 def _state(parts: dict[str, dict[str, Any]]) -> str:
