@@ -31,6 +31,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from adapters.github.auth import GitHubAuth  # noqa: E402
 from adapters.github.forge import GitHubForge  # noqa: E402
 from bot.migrate import upgrade  # noqa: E402
 from bot.presets import agent_catalog  # noqa: E402
@@ -73,7 +74,7 @@ async def approve_to_pr(root: Path, n: int) -> tuple[list[float], list[float]]:
                         policies=PolicyStore(root / "policies"))
     await shepherd.orgs.ensure("acme")
     async with FakeGitHub(TOKEN, git_root=hosts) as github, aiohttp.ClientSession() as http:
-        forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
+        forge = GitHubForge(GitHubAuth(http, token=TOKEN, base_url=github.base_url))
         config = replace(RunnerConfig(workspace_root=root / "ws"), max_tasks=8, git_base_url=str(hosts))
         sup = TaskSupervisor(shepherd, config, runner=LocalRunner(),
                              executor=Executor(ActionsConfig(git_base_url=str(hosts)), forge))

@@ -114,7 +114,7 @@ def _github_context(config: GitHubConfig) -> Callable[[web.Application], AsyncIt
 
         async with aiohttp.ClientSession() as http:
             inbound = GitHubInbound(app[SHEPHERD], config, GitHubAuth(http, base_url=config.api_url,
-                                                                      token=config.token))
+                                                                      token=config.token, app=config.app))
             app[GITHUB] = inbound
             await inbound.start()
             yield

@@ -1,8 +1,9 @@
 """What runs beside (or instead of) the web server: the task supervisor with its runner and action executor,
 the outbox dispatcher and the sweeper (expiry, task news). `serve`, `worker` and the console assemble it here,
 each with its own channels: this is where the ports' implementations are built (the local runner, GitHub as
-the forge, the HTTP deploy hook, Slack as a channel) and handed to core; the dispatcher and the sweeper get
-core's outbox wake-up through their constructors. Services start in order and stop in reverse.
+the forge and its credentials, the HTTP deploy hook, Slack and GitHub as channels) and handed to core; the
+dispatcher and the sweeper get core's outbox wake-up through their constructors. Services start in order and
+stop in reverse.
 
 Agents reach Shepherd for `shepherd ask` at SHEPHERD_URL: the web server when this process serves one (or
 SHEPHERD_PUBLIC_URL), otherwise a loopback listener that serves only the task callback routes; sandboxed
@@ -14,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -30,6 +31,9 @@ from core.channels.outbox import Channel
 from core.runners.local import LocalRunner
 from core.shepherd import Shepherd
 from core.tasks.supervisor import TaskSupervisor
+
+if TYPE_CHECKING:
+    from adapters.github.auth import GitHubAuth
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class Background:
         self.supervisor: TaskSupervisor | None = None
         self.dispatcher: Dispatcher | None = None
         self.sweeper: Sweeper | None = None
+        self.github: GitHubAuth | None = None  # Shepherd's GitHub credentials, once started (None: not configured)
         self._started: list[Service] = []
 
     async def start(self) -> None:
@@ -74,13 +79,20 @@ class Background:
             socket = await self.callback_socket.start()
             config = replace(config, sandbox=replace(config.sandbox, socket=socket, tools=config.tool_dir,
                                                      programs=(PYTHON,)))
-        executor = Executor(settings.actions_config(), self._forge(self.http), HttpDeployHook(self.http))
-        self.supervisor = TaskSupervisor(self.shepherd, config, runner=LocalRunner(), executor=executor)
+        self.github = self._github(self.http)
+        forge = self._forge(self.github)
+        executor = Executor(settings.actions_config(), forge, HttpDeployHook(self.http), credentials=self.github)
+        self.supervisor = TaskSupervisor(self.shepherd, config, runner=LocalRunner(), executor=executor,
+                                         credentials=self.github)
         slack = settings.slack()
         if self.platforms and slack is not None and not any(c.name == "slack" for c in self.channels):
             from adapters.slack.channel import SlackChannel, make_client
 
             self.channels.append(SlackChannel(make_client(slack.bot_token, slack.api_url, self.http)))
+        if self.platforms and self.github is not None and not any(c.name == "github" for c in self.channels):
+            from adapters.github.channel import GitHubChannel
+
+            self.channels.append(GitHubChannel(self.github))
         self.dispatcher = Dispatcher(self.shepherd, self.channels, wakeup=self.shepherd.outbox_due)
         self.sweeper = Sweeper(self.shepherd, news_channels=[c.name for c in self.channels if c.progress],
                                outbox_due=self.shepherd.outbox_due)
@@ -89,14 +101,21 @@ class Background:
             self._started.append(service)
         log.info("background services started: %s", ", ".join(s.name for s in self._started))
 
-    def _forge(self, http: aiohttp.ClientSession) -> Forge | None:
-        """GitHub as the code host, when Shepherd has a token for it."""
+    def _github(self, http: aiohttp.ClientSession) -> GitHubAuth | None:
+        """Shepherd's credentials on GitHub (a GitHub App, or a token), when it has any."""
+        from adapters.github.auth import GitHubAuth
+
         token = self.settings.github_token.get_secret_value() if self.settings.github_token else None
-        if not token:
+        auth = GitHubAuth(http, base_url=self.settings.github_api_url, token=token, app=self.settings.github_app())
+        return auth if auth.configured else None
+
+    def _forge(self, github: GitHubAuth | None) -> Forge | None:
+        """GitHub as the code host, when Shepherd has credentials for it."""
+        if github is None:
             return None
         from adapters.github.forge import GitHubForge
 
-        return GitHubForge(http, token=token, base_url=self.settings.github_api_url)
+        return GitHubForge(github)
 
     async def _callback_listener(self) -> str:
         self.callback_site = callback_app(self.shepherd)

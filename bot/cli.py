@@ -33,13 +33,21 @@ class CliError(Exception):
     """A failure to report in one line and exit 1 (no traceback for the user)."""
 
 
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    """One bad setting, named as it is set (an alias such as GITHUB_APP_ID as it is; no name for a rule that
+    spans settings)."""
+    msg = msg.removeprefix("Value error, ")
+    if not loc:
+        return msg
+    name = "_".join(str(p) for p in loc)
+    return f"{name if name.isupper() else 'SHEPHERD_' + name.upper()}: {msg}"
+
+
 def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"SHEPHERD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e['loc'], e['msg']) for e in exc.errors())
         raise CliError(f"bad settings: {problems}") from None
 
 
@@ -245,9 +253,7 @@ async def _doctor(settings: Settings) -> int:
     for path, problem in policies:
         ok &= problem is None
         print(f"  {Path(path).name}: {'ok' if problem is None else 'INVALID: ' + problem}")
-    github = "token set" if settings.github_token and settings.github_token.get_secret_value() else \
-        "no token: approved pushes and pull requests will fail (SHEPHERD_GITHUB_TOKEN)"
-    print(f"github: {settings.github_api_url}, {github}")
+    print(f"github: {settings.github_api_url}, {_github_mode(settings)}")
     secret = "set" if settings.github() else "unset: POST /github/webhook answers 404"
     print(f"github webhook: GITHUB_WEBHOOK_SECRET {secret}; handle /{settings.github_handle}, label "
           f"{settings.github_label!r}, review {settings.github_review}, incidents {settings.github_incidents}, "
@@ -264,6 +270,19 @@ async def _doctor(settings: Settings) -> int:
         print("slack: bot token set but Slack cannot reach Shepherd: set SLACK_SIGNING_SECRET (HTTP) or "
               "SLACK_APP_TOKEN (Socket Mode)")
     return 0 if ok else 1
+
+
+def _github_mode(settings: Settings) -> str:
+    """How Shepherd acts on GitHub: as a GitHub App, with a token, or not at all."""
+    token = bool(settings.github_token and settings.github_token.get_secret_value())
+    if settings.github_app_id is not None:
+        ignored = " (SHEPHERD_GITHUB_TOKEN is set but unused: the App acts)" if token else ""
+        return (f"GitHub App {settings.github_app_id} (GITHUB_APP_ID): a token of its installation on each "
+                f"repository{ignored}")
+    if token:
+        return "token (SHEPHERD_GITHUB_TOKEN) for every repository"
+    return ("no credentials: approved pushes and pull requests will fail (a GitHub App: GITHUB_APP_ID + "
+            "GITHUB_APP_PRIVATE_KEY; or SHEPHERD_GITHUB_TOKEN)")
 
 
 async def _doctor_sandbox(settings: Settings) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.presets import agent_catalog
@@ -18,6 +18,7 @@ from core.runners.sandbox import SandboxView, parse_paths
 from core.tasks.config import RunnerConfig
 
 if TYPE_CHECKING:
+    from adapters.github.auth import GitHubApp
     from adapters.github.inbound import GitHubConfig
     from adapters.slack.inbound import SlackConfig
 
@@ -66,6 +67,16 @@ class Settings(BaseSettings):
     )
     github_token: SecretStr | None = Field(
         None, description="GitHub token Shepherd pushes task branches and opens pull requests with (never an agent's)"
+    )
+    # A GitHub App instead of a token (GitHub's own names; SHEPHERD_GITHUB_APP_* work too): both or neither.
+    github_app_id: str | None = Field(
+        None, validation_alias=AliasChoices("GITHUB_APP_ID", "SHEPHERD_GITHUB_APP_ID"),
+        description="a GitHub App's id (its settings page, 'App ID'): Shepherd acts as the App, with a token of its "
+                    "installation on each repository, instead of SHEPHERD_GITHUB_TOKEN",
+    )
+    github_app_private_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GITHUB_APP_PRIVATE_KEY", "SHEPHERD_GITHUB_APP_PRIVATE_KEY"),
+        description="the App's private key: the PEM text, or the path of the .pem file GitHub generated",
     )
     github_api_url: str = Field("https://api.github.com", description="GitHub REST API base (Enterprise: …/api/v3)")
     # GitHub in (issue 14): GitHub's own name for the secret (as in its docs); SHEPHERD_GITHUB_WEBHOOK_SECRET works too.
@@ -203,6 +214,33 @@ class Settings(BaseSettings):
         except ShepherdError as exc:
             raise ValueError(exc.message) from None
 
+    @field_validator("github_app_id")
+    @classmethod
+    def _github_app_id(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if value and not value.isdigit():
+            raise ValueError(f"{value!r} is not a GitHub App id (the number on the App's settings page)")
+        return value or None
+
+    @field_validator("github_app_private_key")
+    @classmethod
+    def _github_app_key(cls, value: SecretStr | None) -> SecretStr | None:
+        from adapters.github.auth import BadAppKey, read_private_key
+
+        if value is None or not value.get_secret_value().strip():
+            return None
+        try:
+            return SecretStr(read_private_key(value.get_secret_value()))
+        except BadAppKey as exc:
+            raise ValueError(f"cannot be used: {exc}") from None
+
+    @model_validator(mode="after")
+    def _github_app_whole(self) -> Settings:
+        if (self.github_app_id is None) != (self.github_app_private_key is None):
+            missing = "GITHUB_APP_PRIVATE_KEY" if self.github_app_private_key is None else "GITHUB_APP_ID"
+            raise ValueError(f"a GitHub App needs both GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY: set {missing} too")
+        return self
+
     @field_validator("slack_api_url")
     @classmethod
     def _slack_api(cls, value: str) -> str:
@@ -264,8 +302,16 @@ class Settings(BaseSettings):
             trusted=frozenset(e.strip().lower() for e in self.github_trusted.split(",") if e.strip()),
             review=self.github_review, incidents=self.github_incidents == "on",
             default_role=Role.parse(self.default_role), api_url=self.github_api_url, token=token or None,
+            app=self.github_app(),
             admins=frozenset(e.split(":", 1)[1].lower() for e in self.admin_ids if e.startswith("github:")),
         )
+    def github_app(self) -> GitHubApp | None:
+        """The GitHub App Shepherd acts as, or None (then SHEPHERD_GITHUB_TOKEN, if set, is its credential)."""
+        if self.github_app_id is None or self.github_app_private_key is None:
+            return None
+        from adapters.github.auth import GitHubApp
+
+        return GitHubApp(self.github_app_id, self.github_app_private_key.get_secret_value())
 
     @field_validator("public_url", "github_api_url")
     @classmethod

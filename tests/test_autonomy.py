@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from adapters.deploy.hook import HttpDeployHook
+from adapters.github.auth import GitHubAuth
 from adapters.github.forge import GitHubForge
 from adapters.rest.coder import CoderTask, coder_task
 from adapters.rest.eliza import coding_task
@@ -138,8 +139,8 @@ async def world(tmp_path: Path, sqlite_url: str) -> AsyncIterator[World]:
     config = replace(fast_config(tmp_path / "data"), git_base_url=str(hosts), idle_timeout_s=3,
                      callback_url=f"http://127.0.0.1:{callback.addresses[0][1]}",
                      tool_dir=write_launcher(tmp_path / "bin"))
-    executor = Executor(ActionsConfig(git_base_url=str(hosts)), GitHubForge(http, token=GH_TOKEN, base_url=base_url),
-                        HttpDeployHook(http))
+    executor = Executor(ActionsConfig(git_base_url=str(hosts)),
+                        GitHubForge(GitHubAuth(http, token=GH_TOKEN, base_url=base_url)), HttpDeployHook(http))
     sup = supervisor(shepherd, config, executor)
     channel = Recorder()
     dispatcher = Dispatcher(shepherd, [channel], poll_s=0.05)

@@ -120,6 +120,28 @@ def test_doctor_says_how_slack_is_set_up_and_never_shows_its_secrets(home: Home)
         assert secret not in out.stdout + out.stderr
 
 
+def test_doctor_says_how_shepherd_acts_on_github_and_a_bad_app_key_stops_it_at_start(home: Home) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    home.run("migrate")
+    assert "github: https://api.github.com, no credentials" in home.run("doctor").stdout
+    home.env["SHEPHERD_GITHUB_TOKEN"] = "ghp_doctor_secret"
+    assert "token (SHEPHERD_GITHUB_TOKEN) for every repository" in home.run("doctor").stdout
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = home.root / "app.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    home.env.update(GITHUB_APP_ID="123456", GITHUB_APP_PRIVATE_KEY=str(pem))
+    out = home.run("doctor")
+    assert "GitHub App 123456 (GITHUB_APP_ID)" in out.stdout and "SHEPHERD_GITHUB_TOKEN is set but unused" in out.stdout
+    assert "PRIVATE KEY" not in out.stdout + out.stderr and "ghp_doctor_secret" not in out.stdout
+    home.env["GITHUB_APP_PRIVATE_KEY"] = str(home.root / "missing.pem")
+    bad = home.run("serve", check=False)
+    assert bad.returncode == 1 and "GITHUB_APP_PRIVATE_KEY" in bad.stderr and "cannot be read as a file" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_bad_settings_are_named(home: Home) -> None:
     home.env["SHEPHERD_PORT"] = "eighty"
     out = home.run("serve", check=False)

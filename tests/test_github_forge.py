@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 import adapters.github.forge
+from adapters.github.auth import GitHubAuth
 from adapters.github.forge import GitHubForge
 from core.autonomy.forge import ForgeError
 from tests.fakes.github_api import FakeGitHub
@@ -30,7 +31,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_a_pull_request_is_opened_once_per_branch_and_found_again(
     github: FakeGitHub, http: aiohttp.ClientSession
 ) -> None:
-    forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
+    forge = GitHubForge(GitHubAuth(http, token=TOKEN, base_url=github.base_url))
     pr = await forge.open_pull_request("acme/api", head="shepherd/fix", base="main", title="Fix", body="why")
     assert (pr.number, pr.head, pr.base, pr.state, pr.created) == (1, "shepherd/fix", "main", "open", True)
     assert pr.url == "https://github.com/acme/api/pull/1"
@@ -45,7 +46,7 @@ async def test_a_pull_request_is_opened_once_per_branch_and_found_again(
 async def test_comment_and_merge_and_a_second_merge_returns_the_same_commit(
     github: FakeGitHub, http: aiohttp.ClientSession
 ) -> None:
-    forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
+    forge = GitHubForge(GitHubAuth(http, token=TOKEN, base_url=github.base_url))
     pr = await forge.open_pull_request("acme/api", head="b", base="main", title="t", body="")
     url = await forge.comment("acme/api", pr.number, "looks good")
     assert url.endswith("#issuecomment-1") and github.comments[0]["body"] == "looks good"
@@ -60,13 +61,13 @@ async def test_comment_and_merge_and_a_second_merge_returns_the_same_commit(
 async def test_failures_carry_githubs_status_and_words_but_never_the_token(
     github: FakeGitHub, http: aiohttp.ClientSession
 ) -> None:
-    bad = GitHubForge(http, token="wrong-token", base_url=github.base_url)
+    bad = GitHubForge(GitHubAuth(http, token="wrong-token", base_url=github.base_url))
     with pytest.raises(ForgeError) as denied:
         await bad.comment("acme/api", 1, "x")
     assert denied.value.host_status == 401 and "Bad credentials" in denied.value.message
     assert "wrong-token" not in denied.value.message and not denied.value.transient
 
-    forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
+    forge = GitHubForge(GitHubAuth(http, token=TOKEN, base_url=github.base_url))
     github.fail_next(502)
     with pytest.raises(ForgeError) as broken:
         await forge.comment("acme/api", 1, "x")
@@ -79,7 +80,7 @@ async def test_failures_carry_githubs_status_and_words_but_never_the_token(
         await forge.merge("acme/api", 99)
     assert missing.value.host_status == 404
 
-    gone = GitHubForge(http, token=TOKEN, base_url="http://127.0.0.1:9")
+    gone = GitHubForge(GitHubAuth(http, token=TOKEN, base_url="http://127.0.0.1:9"))
     with pytest.raises(ForgeError) as unreachable:
         await gone.comment("acme/api", 1, "x")
     assert unreachable.value.host_status == 0 and unreachable.value.transient
@@ -88,7 +89,7 @@ async def test_failures_carry_githubs_status_and_words_but_never_the_token(
 async def test_a_pull_request_opened_by_a_racing_retry_is_found_after_githubs_422(
     github: FakeGitHub, http: aiohttp.ClientSession
 ) -> None:
-    forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
+    forge = GitHubForge(GitHubAuth(http, token=TOKEN, base_url=github.base_url))
     first = await forge.open_pull_request("acme/api", head="b", base="main", title="t", body="")
     github.answer_next(200, [], method="GET")  # the lookup misses it: another process opened it a moment ago
     again = await forge.open_pull_request("acme/api", head="b", base="main", title="t", body="")
@@ -102,7 +103,7 @@ async def test_a_pull_request_opened_by_a_racing_retry_is_found_after_githubs_42
 async def test_a_secondary_rate_limit_is_retryable_and_says_when(
     github: FakeGitHub, http: aiohttp.ClientSession, status: int
 ) -> None:
-    forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
+    forge = GitHubForge(GitHubAuth(http, token=TOKEN, base_url=github.base_url))
     github.secondary_rate_limit_next(status=status, retry_after=60)
     with pytest.raises(ForgeError) as limited:
         await forge.comment("acme/api", 1, "x")
@@ -116,7 +117,7 @@ async def test_a_github_that_does_not_answer_in_time_is_unreachable(
     github: FakeGitHub, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(adapters.github.forge, "TIMEOUT_S", 0.1)
-    forge = GitHubForge(http, token=TOKEN, base_url=github.base_url)
+    forge = GitHubForge(GitHubAuth(http, token=TOKEN, base_url=github.base_url))
     github.stall_next(0.5)
     with pytest.raises(ForgeError) as slow:
         await forge.comment("acme/api", 1, "x")

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from sqlmodel import select
 
+from adapters.github.auth import GitHubAuth
 from adapters.github.forge import GitHubForge
 from adapters.slack.channel import SlackChannel, make_client, retry_after
 from adapters.slack.inbound import SlackConfig
@@ -167,7 +168,7 @@ async def slack(tmp_path: Path, sqlite_url: str) -> AsyncIterator[SlackWorld]:
         http = aiohttp.ClientSession()
         run_config = replace(fast_config(tmp_path / "data"), git_base_url=str(hosts), idle_timeout_s=5,
                              callback_url=url, tool_dir=write_launcher(tmp_path / "bin"))
-        forge = GitHubForge(http, token=GH_TOKEN, base_url=github_url)
+        forge = GitHubForge(GitHubAuth(http, token=GH_TOKEN, base_url=github_url))
         executor = Executor(ActionsConfig(git_base_url=str(hosts)), forge)
         sup = supervisor(shepherd, run_config, executor)
         dispatcher = Dispatcher(shepherd, [SlackChannel(make_client(BOT_TOKEN, fake.api_url, http))], poll_s=0.05)

@@ -91,12 +91,12 @@ async def test_a_link_planted_anywhere_under_git_stops_shepherds_git_before_it_w
         assert target.read_text() == "ssh-ed25519 AAAA the-owner\n"
 
 
-def test_the_github_token_goes_only_to_the_configured_code_host() -> None:
+async def test_the_github_token_goes_only_to_the_configured_code_host() -> None:
     executor = Executor(ActionsConfig(git_base_url="https://github.com", git_token="ghs_secret"))
-    assert executor._credentials("https://github.com/acme/api.git")
+    assert await executor._credentials("https://github.com/acme/api.git")
     for elsewhere in ("https://attacker.example/acme/api.git", "https://github.com.attacker.example/a.git",
                       "http://github.com/acme/api.git", "https://github.com:8443/acme/api.git", "/srv/git/a.git"):
-        assert executor._credentials(elsewhere) == {}, elsewhere
+        assert await executor._credentials(elsewhere) == {}, elsewhere
     assert same_origin("https://ghe.example:8443/a/b.git", "https://ghe.example:8443")
     assert not same_origin("ssh://git@github.com/a/b.git", "https://github.com")
     assert asyncio.iscoroutinefunction(executor.execute)

@@ -1,24 +1,23 @@
 """core.autonomy.forge.Forge over GitHub's REST API, through gidgethub (its aiohttp client).
 
-The API base URL is configurable (GitHub Enterprise, or a loopback fake in tests). Every failure leaves
-as a ForgeError with GitHub's own message and status; the token never appears in one.
+Each call gets its client from adapters.github.auth.GitHubAuth for the repository it acts on (the token, or the
+GitHub App's installation token there). The API base URL is configurable (GitHub Enterprise, or a loopback fake
+in tests). Every failure leaves as a ForgeError with GitHub's own message and status; no token appears in one.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import aiohttp
-import gidgethub
 from gidgethub.aiohttp import GitHubAPI
 
+from adapters.github import calls
+from adapters.github.auth import GitHubAuth
 from core.autonomy.forge import ForgeError, PullRequest
 
 T = TypeVar("T")
-TIMEOUT_S = 30.0
+TIMEOUT_S = calls.TIMEOUT_S
 
 
 def _pull(data: dict[str, Any], *, created: bool) -> PullRequest:
@@ -29,57 +28,21 @@ def _pull(data: dict[str, Any], *, created: bool) -> PullRequest:
     )
 
 
-def _resets(exc: gidgethub.RateLimitExceeded) -> str:
-    reset = getattr(exc.rate_limit, "reset_datetime", None)
-    return f" until {reset:%H:%M:%S} UTC" if reset is not None else ""
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
 class GitHubForge:
     """core.autonomy.forge.Forge on GitHub: each method is safe to repeat (an open PR is found, a merged one
     reported)."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, token: str | None, base_url: str = "https://api.github.com",
-                 requester: str = "shepherd") -> None:
-        self.token = token
-        self.api = GitHubAPI(session, requester, oauth_token=token, base_url=base_url.rstrip("/"))
+    def __init__(self, auth: GitHubAuth) -> None:
+        self.auth = auth
 
-    async def _call(self, doing: str, call: Awaitable[T]) -> T:
-        """One request, bounded by TIMEOUT_S; every way it can fail leaves as a ForgeError callers can judge."""
+    async def _call(self, doing: str, repo: str, request: Callable[[GitHubAPI], Awaitable[T]]) -> T:
+        """One request with `repo`'s client, bounded by TIMEOUT_S; every way it can fail (getting the credentials
+        included) leaves as a ForgeError callers can judge."""
         try:
-            return await asyncio.wait_for(call, timeout=TIMEOUT_S)
-        except gidgethub.RateLimitExceeded as exc:
-            reset = getattr(exc.rate_limit, "reset_datetime", None)
-            wait = max(1.0, (reset - datetime.now(UTC)).total_seconds()) if reset is not None else None
-            raise ForgeError(f"{doing}: GitHub's rate limit is used up{_resets(exc)} ({self._clean(str(exc))})",
-                             429, retry_after=wait) from None
-        except gidgethub.HTTPException as exc:
-            status, text = int(exc.status_code), self._clean(str(exc))
-            retry_after = exc.headers.get("retry-after")
-            if status in (403, 429) and (retry_after or "rate limit" in text.lower()):
-                # A secondary (abuse) limit: GitHub says 403 or 429 and when to come back; either way, wait and retry.
-                wait = f", retry after {retry_after} s" if retry_after else ""
-                raise ForgeError(f"{doing}: GitHub's secondary rate limit{wait}: {text}", 429,
-                                 retry_after=_seconds(retry_after)) from None
-            raise ForgeError(f"{doing}: GitHub answered {status}: {text}", status) from None
-        except TimeoutError:
-            raise ForgeError(f"{doing}: GitHub did not answer within {TIMEOUT_S:g} s", 0) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ForgeError(f"{doing}: GitHub could not be reached ({type(exc).__name__})", 0) from None
-        except gidgethub.GitHubException as exc:
-            raise ForgeError(f"{doing}: {self._clean(str(exc))}", 0) from None
-
-    def _clean(self, text: str) -> str:
-        """GitHub's words, bounded, with the token blanked should any error ever echo it."""
-        if self.token:
-            text = text.replace(self.token, "********")
-        return text[:500] or "no message"
+            api = await self.auth.api(repo)
+            return await calls.call(doing, request(api), secrets=self.auth.secrets(), timeout=TIMEOUT_S)
+        except calls.GitHubCallFailed as exc:
+            raise ForgeError(exc.message, exc.host_status, retry_after=exc.retry_after) from None
 
     @staticmethod
     def _owner(repo: str) -> str:
@@ -87,7 +50,7 @@ class GitHubForge:
 
     async def _open_for(self, repo: str, head: str) -> PullRequest | None:
         """The open pull request for `head`: GitHub filters by `owner:branch`, not by the bare branch."""
-        found = await self._call(f"listing pull requests of {repo}", self.api.getitem(
+        found = await self._call(f"listing pull requests of {repo}", repo, lambda api: api.getitem(
             "/repos/{+repo}/pulls{?head,state}", {"repo": repo, "head": f"{self._owner(repo)}:{head}",
                                                  "state": "open"}))
         return _pull(found[0], created=False) if found else None
@@ -97,7 +60,7 @@ class GitHubForge:
         if existing is not None:
             return existing
         try:
-            data = await self._call(f"opening a pull request on {repo}", self.api.post(
+            data = await self._call(f"opening a pull request on {repo}", repo, lambda api: api.post(
                 "/repos/{+repo}/pulls", {"repo": repo},
                 data={"title": title, "head": head, "base": base, "body": body}))
         except ForgeError as exc:
@@ -109,7 +72,7 @@ class GitHubForge:
         return _pull(data, created=True)
 
     async def comment(self, repo: str, number: int, body: str) -> str:
-        data = await self._call(f"commenting on {repo}#{number}", self.api.post(
+        data = await self._call(f"commenting on {repo}#{number}", repo, lambda api: api.post(
             "/repos/{+repo}/issues/{number}/comments", {"repo": repo, "number": str(number)}, data={"body": body}))
         return str(data.get("html_url", ""))
 
@@ -118,11 +81,11 @@ class GitHubForge:
         if sha:
             payload["sha"] = sha
         try:
-            data = await self._call(f"merging {repo}#{number}", self.api.put(
+            data = await self._call(f"merging {repo}#{number}", repo, lambda api: api.put(
                 "/repos/{+repo}/pulls/{number}/merge", {"repo": repo, "number": str(number)}, data=payload))
         except ForgeError as exc:
             if exc.host_status == 405:  # not mergeable, or merged already: a retry after a merge that went through
-                pr = await self._call(f"reading {repo}#{number}", self.api.getitem(
+                pr = await self._call(f"reading {repo}#{number}", repo, lambda api: api.getitem(
                     "/repos/{+repo}/pulls/{number}", {"repo": repo, "number": str(number)}))
                 if pr.get("merged") and pr.get("merge_commit_sha"):
                     return str(pr["merge_commit_sha"])

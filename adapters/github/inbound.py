@@ -19,7 +19,7 @@ import gidgethub
 from aiohttp import web
 from gidgethub import sansio
 
-from adapters.github.auth import GitHubAuth
+from adapters.github.auth import GitHubApp, GitHubAuth
 from adapters.github.handlers import Handlers
 from adapters.github.permissions import GitHubPermissions
 from adapters.github.receiver import SOURCE, Receiver, stored
@@ -52,6 +52,7 @@ class GitHubConfig:
     admins: frozenset[str] = field(default_factory=frozenset)  # GitHub logins that are admins (lower-case)
     api_url: str = "https://api.github.com"
     token: str | None = field(default=None, repr=False)  # SHEPHERD_GITHUB_TOKEN (GitHubAuth's, never shown)
+    app: GitHubApp | None = field(default=None, repr=False)  # GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY instead
 
     @property
     def rules(self) -> TrustRules:

@@ -17,14 +17,12 @@ opened twice, merging a merged one returns its commit.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from core import environ
 from core.autonomy.forge import Forge, ForgeError
@@ -32,6 +30,8 @@ from core.autonomy.plans import Target
 from core.autonomy.plans import describe as describe  # re-exported: what an action would do is core.autonomy.plans'
 from core.autonomy.policy import DeployTarget, Policy
 from core.errors import ShepherdError
+from core.runners.credentials import GitCredentials, StaticToken, git_auth
+from core.runners.credentials import same_origin as same_origin  # re-exported: it was defined here
 from core.runners.repos import RepoRules
 from core.runners.workspace import WorkspaceError, head_of, push
 from core.store.models import Confirmation, Task
@@ -52,17 +52,10 @@ class PlanChanged(ActionError):
     """The target is no longer what was approved."""
 
 
-def same_origin(url: str, base: str) -> bool:
-    """Is `url` an https URL on the same host and port as `base`?"""
-    a, b = urlsplit(url), urlsplit(base)
-    return a.scheme == "https" and b.scheme == "https" and (a.hostname, a.port) == (b.hostname, b.port) \
-        and bool(a.hostname)
-
-
 @dataclass(frozen=True)
 class ActionsConfig:
     git_base_url: str = "https://github.com"
-    git_token: str | None = None  # for https pushes to the code host (the GitHub token)
+    git_token: str | None = None  # for https pushes to the code host, when no GitCredentials are given
     deploy_timeout_s: float = DEPLOY_TIMEOUT_S
 
 
@@ -77,20 +70,25 @@ class DeployHook(Protocol):
 
 class Executor:
     def __init__(
-        self, config: ActionsConfig, forge: Forge | None = None, deploy_hook: DeployHook | None = None
+        self, config: ActionsConfig, forge: Forge | None = None, deploy_hook: DeployHook | None = None, *,
+        credentials: GitCredentials | None = None,
     ) -> None:
+        """`credentials`: the token a push to the code host carries per repository (a GitHub App's installation
+        token); by default the configured `git_token` for every repository."""
         self.config = config
         self.forge = forge
         self.deploy_hook = deploy_hook
+        self.credentials = credentials or StaticToken(config.git_token)
 
-    def _credentials(self, url: str) -> dict[str, str]:
+    async def _credentials(self, url: str) -> dict[str, str]:
         """Git settings that authenticate an https push to the configured code host only (the URL of an
         arbitrary task repository never gets the token), for that one git process: never in the workspace's
         config, where the agent could read them, nor on a command line others can see."""
-        if not (self.config.git_token and same_origin(url, self.config.git_base_url)):
-            return {}
-        basic = base64.b64encode(f"x-access-token:{self.config.git_token}".encode()).decode()
-        return {"http.extraHeader": f"Authorization: Basic {basic}"}
+        try:
+            return await git_auth(self.credentials, url, self.config.git_base_url)
+        except ShepherdError as exc:
+            raise ActionError(f"no credentials to push with: {exc.message}", transient=exc.transient,
+                              retry_after=exc.retry_after) from None
 
     async def execute(
         self, conf: Confirmation, task: Task | None, policy: Policy, *, repos: RepoRules | None = None
@@ -139,7 +137,7 @@ class Executor:
         except ShepherdError as exc:
             raise ActionError(f"pushing {branch} refused: {exc.message}") from None
         try:
-            await push(workspace, reach.url, branch, head, env=reach.env(self._credentials(reach.url)))
+            await push(workspace, reach.url, branch, head, env=reach.env(await self._credentials(reach.url)))
         except WorkspaceError as exc:
             raise ActionError(f"pushing {branch} failed: {exc.message}", transient=True) from None
         result = ActionResult(branch=branch, head=head, pushed=True)

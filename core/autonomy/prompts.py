@@ -52,4 +52,4 @@ def render(conf: Confirmation, task_name: str | None = None) -> Message:
             if conf.execution in (Execution.DONE, Execution.FAILED):
                 text += f" · {ActionRecord.from_json(conf.result).line(conf.action)}"
     return Message(key=f"confirmation:{conf.id}", text=text, kind="confirmation", state=status.value,
-                   fields=fields, buttons=buttons, code=conf.code)
+                   fields=fields, buttons=buttons, code=conf.code, task=conf.task_id or "")

@@ -56,6 +56,7 @@ class Message:
     code: str = ""  # a confirmation's code, for channels that print `approve K7P2`
     detail: str = ""  # preformatted text shown under the message (output lines); channels may cut it
     more: str = ""  # where to read all of it when a channel has to cut the text, e.g. `logs fix-auth-3f2a`
+    task: str = ""  # the id of the task it is news of: a channel may gather a task's news in one place (GitHub)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

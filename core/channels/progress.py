@@ -45,7 +45,7 @@ def status_message(task: Task, last_lines: list[str] | None = None) -> Message:
     text = f"{ICONS.get(status.value, '•')} {task.name}: {line}"
     detail = "\n".join((last_lines or [])[-DETAIL_LINES:]) if status not in FINISHED else ""
     return Message(key=f"task:{task.id}:status", text=text, kind="progress", state=status.value,
-                   fields=_facts(task), detail=detail, more=f"logs {task.name}")
+                   fields=_facts(task), detail=detail, more=f"logs {task.name}", task=task.id)
 
 
 def outcome_message(task: Task) -> Message:
@@ -64,7 +64,7 @@ def outcome_message(task: Task) -> Message:
     icon = ICONS.get(task.status, "•")
     return Message(key=f"task:{task.id}:turn:{task.turns}:outcome", text=f"{icon} {task.name} {evidence_summary(task)}",
                    kind="outcome", state=task.outcome or task.status, fields=fields,
-                   detail="\n".join(ev.last_lines), more=f"logs {task.name}")
+                   detail="\n".join(ev.last_lines), more=f"logs {task.name}", task=task.id)
 
 
 class Progress:

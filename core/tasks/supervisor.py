@@ -20,6 +20,7 @@ from core.autonomy.executor import ApprovedActions
 from core.autonomy.plans import Origin, Status
 from core.ids import new_node_id
 from core.runners import Runner
+from core.runners.credentials import GitCredentials
 from core.shepherd import Shepherd
 from core.store.models import Confirmation, Task
 from core.tasks.claims import Caps, Claims, plan_claims
@@ -39,9 +40,11 @@ SHUTDOWN_WAIT_S = 10.0
 class TaskSupervisor:
     name = "tasks"
 
-    def __init__(self, shepherd: Shepherd, config: RunnerConfig, *, runner: Runner, executor: Executor) -> None:
-        """`runner` runs the agents' turns and `executor` carries out approved actions: the application shell
-        builds both (core builds no implementation of a port)."""
+    def __init__(self, shepherd: Shepherd, config: RunnerConfig, *, runner: Runner, executor: Executor,
+                 credentials: GitCredentials | None = None) -> None:
+        """`runner` runs the agents' turns and `executor` carries out approved actions; `credentials` are what
+        clones from the code host carry (a private repository's): the application shell builds them all (core
+        builds no implementation of a port)."""
         self.shepherd = shepherd
         self.db = shepherd.db
         self.config = config
@@ -51,7 +54,8 @@ class TaskSupervisor:
                                  stale_after_s=config.stale_after_s)
         self.claims = Claims(self.db, self.node_id)
         ending = TurnEnd(shepherd, self.output, self.node_id, self.wake)
-        self.turns = Turns(shepherd, shepherd.catalog, config, runner, self.output, ending, self.wake)
+        self.turns = Turns(shepherd, shepherd.catalog, config, runner, self.output, ending, self.wake,
+                           credentials=credentials)
         self.actions = ApprovedActions(shepherd, executor, config, ending, self.node_id)
         self._closing = False
         self._jobs: list[asyncio.Task[None]] = []

@@ -27,6 +27,7 @@ from core.clock import utcnow
 from core.errors import ShepherdError
 from core.people.access import Principal
 from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
+from core.runners.credentials import GitCredentials, git_auth
 from core.runners.local import RunnerError
 from core.runners.presets import AgentCatalog, verdict
 from core.runners.sandbox import SANDBOX_HOME, SANDBOX_SOCKET, SANDBOX_TOOLS, SandboxView, home_for
@@ -150,13 +151,14 @@ class Turns:
 
     def __init__(
         self, shepherd: Shepherd, catalog: AgentCatalog, config: RunnerConfig, runner: Runner, output: TaskOutput,
-        ending: TurnEnd, wake: Callable[[], None],
+        ending: TurnEnd, wake: Callable[[], None], *, credentials: GitCredentials | None = None,
     ) -> None:
         self.shepherd = shepherd
         self.db = shepherd.db
         self.catalog = catalog
         self.config = config
         self.repos = config.repos
+        self.credentials = credentials  # a clone from the code host carries the repository's token, git alone sees it
         self.runner = runner
         self.output = output
         self.ending = ending
@@ -228,7 +230,9 @@ class Turns:
                 reach = await self.repos.reach(task.repo) if task.repo else None
                 branch, sha = await prepare(
                     workspace, source=reach.url if reach else None, base_branch=task.base_branch,
-                    work_branch=task.work_branch or f"shepherd/{task.name}", env=reach.env() if reach else None,
+                    work_branch=task.work_branch or f"shepherd/{task.name}",
+                    env=reach.env(await git_auth(self.credentials, reach.url, self.config.git_base_url))
+                    if reach else None,
                 )
             except ShepherdError as exc:  # WorkspaceError, or the repository's host is refused
                 return await self._fail(turn, f"workspace: {exc.message}")
