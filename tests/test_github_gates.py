@@ -20,20 +20,23 @@ from sqlmodel import col, select
 
 from core.autonomy.actions import ActionsConfig, Executor
 from core.clock import utcnow
+from core.people.access import Principal
 from core.runners.local import LocalRunner
 from core.runners.workspace import prepare
 from core.shepherd import Shepherd
 from core.store.models import Agent, Confirmation, Outbox, Project, Task
 from core.tasks.ending import plan_after_turn
 from core.tasks.supervisor import RunnerConfig, TaskSupervisor
-from tests.gitrepos import seed_repo
+from tests.gitrepos import git, seed_repo
+from tests.test_autonomy import BOB, world  # noqa: F401 (the fixture: a runner, the demo agent, a git host)
+from tests.test_autonomy import World as AutonomyWorld
 from tests.test_github_inbound import CONFIG, World, _world, comment, failed_check, payload
 
 
 @pytest.fixture
 async def github(tmp_path: Path, db_url: str) -> AsyncIterator[World]:
-    async for world in _world(tmp_path, db_url, config=CONFIG):
-        yield world
+    async for made in _world(tmp_path, db_url, config=CONFIG):
+        yield made
 
 
 def opened(*, login: str = "octocat", association: str = "OWNER", fork: bool = False,
@@ -57,29 +60,29 @@ def labelled() -> dict[str, Any]:
     return data
 
 
-async def confirmation_of(world: World, task: Task) -> Confirmation:
-    async with world.shepherd.db.read() as session:
+async def confirmation_of(gh: World, task: Task) -> Confirmation:
+    async with gh.shepherd.db.read() as session:
         return (await session.exec(select(Confirmation).where(Confirmation.task_id == task.id))).one()
 
 
-async def agent_of(world: World, task: Task) -> Agent:
-    async with world.shepherd.db.read() as session:
+async def agent_of(gh: World, task: Task) -> Agent:
+    async with gh.shepherd.db.read() as session:
         agent = await session.get(Agent, task.agent_id)
         assert agent is not None
         return agent
 
 
-async def messages(world: World, address: str) -> dict[str, str]:
+async def messages(gh: World, address: str) -> dict[str, str]:
     """The messages Shepherd shows on an issue or pull request: one per outbox key (a later version of a key edits
     the same message in place), with its latest text."""
-    async with world.shepherd.db.read() as session:
+    async with gh.shepherd.db.read() as session:
         rows = await session.exec(select(Outbox).where(Outbox.channel == "github", Outbox.address == address)
                                   .order_by(col(Outbox.id)))
         return {row.key: str(row.payload.get("text", "")) for row in rows}
 
 
-async def one_task(world: World) -> Task:
-    [task] = await world.tasks()
+async def one_task(gh: World) -> Task:
+    [task] = await gh.tasks()
     return task
 
 
@@ -89,9 +92,9 @@ def supervisor(shepherd: Shepherd, root: Path) -> TaskSupervisor:
     return TaskSupervisor(shepherd, config, runner=LocalRunner(), executor=Executor(ActionsConfig()))
 
 
-async def carry_out(world: World, root: Path) -> None:
+async def carry_out(gh: World, root: Path) -> None:
     """One pass of a runner's executor over the approved actions, waited for."""
-    sup = supervisor(world.shepherd, root)
+    sup = supervisor(gh.shepherd, root)
     await sup.actions.run_due()
     if sup.actions.jobs:
         await asyncio.gather(*sup.actions.jobs)
@@ -300,3 +303,31 @@ async def test_two_processes_meeting_a_new_repository_at_once_make_one_project(
             agents = list(await session.exec(select(Agent).where(Agent.type == "project",
                                                                  Agent.project_id == first.id)))
         assert [p.name for p in made] == [f"service-{n}"] and len(agents) == 1
+
+
+# --- end to end: a gated start, then a turn on the pull request's own branch, then a push there ------------
+
+
+async def test_an_approved_start_runs_on_the_branch_in_place_and_pushes_there(
+        world: AutonomyWorld) -> None:  # noqa: F811 (test_autonomy's fixture)
+    """A review agent a webhook asked for at level 1, through the real runner, the demo agent, a real clone and a
+    real push: approved, it starts; it works on the pull request's branch; its end is a push onto that branch (no
+    pull request opened), approved in its turn."""
+    git("branch", "add-retries", "main", cwd=world.remote)
+    project = await world.shepherd.projects.of_repo("acme", "acme/api")
+    system = Principal.system("acme", "github")
+    view = await world.shepherd.tasks.create(
+        system, prompt="add a greeting to the README", runtime="demo", project=project.id, branch="add-retries",
+        in_place=True, agent_type="review", gate="review.start", thread=("console", "alice"))
+    task, start = view.task, view.confirmation
+    assert task.status == "awaiting" and start is not None and start.status == "pending"
+    await world.until(task.id, lambda t: any(start.code in x for x in world.channel.texts()), timeout=5)
+    await world.shepherd.confirmations.vote(BOB, start.code, approve=True)
+    push = await world.pending_for(task.id)  # the turn ran; what it made waits on the gate
+    assert push.action == "branch.push" and push.target["branch"] == "add-retries"
+    await world.shepherd.confirmations.vote(BOB, push.code, approve=True)
+    done = await world.until(task.id, lambda t: t.outcome is not None)
+    assert (done.status, done.outcome) == ("completed", "succeeded"), done.evidence
+    assert world.branch_head("add-retries") == push.target["head"]
+    assert world.branch_head(f"shepherd/{task.name}") is None and world.pull_posts() == []
+    assert (done.decision_count, done.auto_resolved_count) == (2, 0)
