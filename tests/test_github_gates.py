@@ -247,6 +247,13 @@ async def test_a_command_on_a_same_repository_pull_request_works_on_its_head_bra
     task = await one_task(github)
     assert task.base_branch == "add-retries" and task.work_branch == "add-retries"
     assert any(r.path == "/repos/acme/api/pulls/7" for r in github.fake.requests)
+    # a pull request whose head is the default branch itself: never pushed onto in place
+    github.fake.pulls[("acme/api", 8)] = {**pull(fork=False), "number": 8,
+                                          "head": {**pull(fork=False)["head"], "ref": "master"}}
+    await github.deliver("issue_comment", comment("/shepherd fix it", pull=True, number=8, comment_id=1002))
+    await github.idle()
+    [other] = [t for t in await github.tasks() if t.id != task.id]
+    assert other.base_branch == "master" and other.work_branch == f"shepherd/{other.name}"
 
 
 async def test_a_command_on_a_fork_pull_request_works_on_a_new_branch_off_its_base(github: World) -> None:

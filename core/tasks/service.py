@@ -203,6 +203,9 @@ class Tasks(TaskSteering):
                 ).first()
                 if proj_agent is not None:
                     agent_level = proj_level = proj_agent.autonomy_level
+                # never in place on the project's default branch (a pull request from it): its own branch and a
+                # pull request instead, so that no level pushes a task's commits straight onto it
+                in_place = in_place and branch != proj.default_branch
             if explicit_level is not None:
                 if explicit_level > agent_level:
                     principal.require(Scope.APPROVE, "running a task above its project agent's autonomy")
