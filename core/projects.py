@@ -123,8 +123,18 @@ class Projects:
             try:
                 async with self.db.write() as session:
                     from core.people.orgs import ensure_org
+                    from core.store.models import Org
 
                     await ensure_org(session, org_id)
+                    # first contacts of one org, one at a time: the org's row is locked (PostgreSQL; SQLite's
+                    # writers are one at a time already), then the repository looked for again. Without it, two
+                    # processes that both read "no project yet" made two: the second found the short name taken
+                    # by the first and fell back to owner-name (the name is unique, the repository is not)
+                    await session.exec(select(Org.id).where(Org.id == org_id).with_for_update())
+                    made = (await session.exec(select(Project).where(Project.org_id == org_id, Project.repo == repo)
+                                               .order_by(col(Project.created_at)).limit(1))).first()
+                    if made is not None:
+                        return made
                     name = repo.split("/", 1)[1]
                     if (await session.exec(select(Project.id).where(Project.org_id == org_id,
                                                                     Project.name == name))).first():

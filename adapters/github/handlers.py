@@ -18,17 +18,19 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from adapters.github.auth import GitHubAuth
 from adapters.github.items import CheckFailed, Comment, Issue, Item, Labelled, PullOpened
 from adapters.github.routes import route
-from core.autonomy.policy import Verdict
-from core.channels.conversations import Conversations, Received, Where
+from core.channels.conversations import Conversations, Received, Start, Where
 from core.commands.grammar import UsageError, split
+from core.commands.tasks import started
 from core.people.access import Principal
 from core.people.trust import OK_TO_RUN, Permissions, trusted, vouched
 from core.projects import Project, Projects
+from core.tasks.service import TaskView
 
 if TYPE_CHECKING:
     from adapters.github.inbound import GitHubConfig
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 CHANNEL = SOURCE = "github"
 CONTEXT_MAX = 12_000  # of an issue's body in a task's prompt (core caps a prompt at 20,000 characters)
 REACTION_TIMEOUT_S = 10.0
+PULL_TIMEOUT_S = 10.0
 HINT = ("Thanks! Shepherd runs commands only for this repository's maintainers. A maintainer can run this one by "
         "commenting `/{handle} ok-to-run`.")
 
@@ -48,6 +51,10 @@ def command_line(body: str, handle: str) -> str | None:
     """The words after the first `/handle` or `@handle` that starts a line (None: no command in it)."""
     found = re.search(rf"^[ \t]*[/@]{re.escape(handle)}(?![\w-])[ \t]*(.*)$", body, re.IGNORECASE | re.MULTILINE)
     return found.group(1).strip() if found else None
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def prompt_for(instruction: str, issue: Issue, *, path: str = "", line: int | None = None) -> str:
@@ -115,20 +122,46 @@ class Handlers:
             await self.conversations.command(principal, words, where=Where(CHANNEL, where.address, task),
                                              answer=where, item=received)
             return True
-        prompt = prompt_for(said, item.issue, path=item.path, line=item.line)
-        await self.conversations.command(principal, ["run", *self._target(item.issue, project), "--", prompt],
-                                         where=where, answer=where, item=received)
+        issue = await self._pull_of(item.issue)
+        start = Start(prompt_for(said, issue, path=item.path, line=item.line), project.id,
+                      **self._branch(issue, in_place=True))
+        await self.conversations.start(principal, start, where=where, request=item.key, item=received,
+                                       say=started)
         return True
 
-    def _target(self, issue: Issue, project: Project) -> list[str]:
-        """Where a run works: the project's repository; on a pull request from this repository, a branch off the
-        PR's head with a pull request into it (a fork's branch is not Shepherd's to push to: off the PR's base)."""
-        words = ["--project", project.id]
-        if issue.pull and issue.head_ref and not issue.fork:
-            words += ["--branch", issue.head_ref]
-        elif issue.pull and issue.base_ref:
-            words += ["--branch", issue.base_ref]
-        return words
+    @staticmethod
+    def _branch(issue: Issue, *, in_place: bool) -> dict[str, Any]:
+        """Where a task works (core.channels.conversations.Start's branch words): on an issue, the project's default
+        branch, with a pull request into it at the end. On a pull request from this repository, the PR's head
+        branch itself (`in_place`: its end is a push there, the pull request exists), or with `in_place` False a
+        new branch off it with a pull request into it. On a fork's pull request (its branch is not Shepherd's to
+        push to) a new branch off the PR's base, with a pull request into that base."""
+        if not issue.pull:
+            return {}
+        if issue.head_ref and not issue.fork:
+            return {"branch": issue.head_ref, "in_place": in_place}
+        return {"branch": issue.base_ref} if issue.base_ref else {}
+
+    async def _pull_of(self, issue: Issue) -> Issue:
+        """A pull request's branches: a comment on it (issue_comment) names none, GitHub's pull request does. When
+        GitHub cannot say, the issue as it is (the task then works off the default branch, as on an issue)."""
+        if not issue.pull or issue.head_ref or not self.auth.configured:
+            return issue
+        try:
+            api = await self.auth.api(issue.repo)
+            pull = await asyncio.wait_for(api.getitem("/repos/{+repo}/pulls/{number}",
+                                                      {"repo": issue.repo, "number": issue.number}), PULL_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("GitHub: pull request %s could not be read (%s); its task works off the default branch",
+                        issue.address, type(exc).__name__)
+            return issue
+        head = pull.get("head") if isinstance(pull, dict) else None
+        base = pull.get("base") if isinstance(pull, dict) else None
+        if not isinstance(head, dict) or not isinstance(base, dict):
+            return issue
+        head_repo = head.get("repo") if isinstance(head.get("repo"), dict) else {}
+        return replace(issue, head_ref=str(head.get("ref") or "")[:200], head_sha=str(head.get("sha") or "")[:64],
+                       head_repo=str(head_repo.get("full_name") or "")[:140], base_ref=str(base.get("ref") or "")[:200])
 
     async def _ok_to_run(self, principal: Principal, where: Where, received: Received) -> bool:
         """A maintainer vouches for what was held in this thread: each held request runs, as theirs."""
@@ -158,7 +191,7 @@ class Handlers:
         issue = item.issue
         prompt = prompt_for(f"Resolve {'pull request' if issue.pull else 'issue'} {issue.address}.", issue)
         return await self._trigger(item.key, issue, "task.start", prompt, agent_type="task",
-                                   who=item.sender.login, request=f"label:{issue.address}")
+                                   who=item.sender.login, request=f"label:{issue.address}", in_place=False)
 
     async def _pull_opened(self, item: PullOpened) -> bool:
         mode = self.config.review
@@ -183,9 +216,11 @@ class Handlers:
         prompt = prompt_for(f"Review pull request {issue.address} ({issue.head_ref} into {issue.base_ref}) and "
                             "write your review as one comment: what it changes, what is wrong or risky, what to "
                             "fix.", issue)
+        # the pull request's own code, in place (a review changes nothing: its end, if any, is gated as a push)
         return await self._trigger(item.key, issue, "review.start", prompt, agent_type="review",
                                    who=started_by.name if started_by else item.author.login,
-                                   request=f"review:{issue.address}:{issue.head_sha or item.key}")
+                                   request=f"review:{issue.address}:{issue.head_sha or item.key}", in_place=True,
+                                   started_by=started_by)
 
     async def _check_failed(self, item: CheckFailed) -> bool:
         if not self.config.incidents or not item.pulls:
@@ -200,34 +235,44 @@ class Handlers:
             f"Investigate the failed {item.kind.replace('_', ' ')} `{item.name}` ({item.conclusion}) on pull "
             f"request {issue.address}, branch {item.head_branch}, commit {item.head_sha[:12]}: find the cause and "
             "fix it.", item.url and f"Details: {item.url}", item.summary and f"Summary:\n{item.summary}") if s)
-        # once per head sha: every failed check of one commit is one incident
+        # once per head sha: every failed check of one commit is one incident. Its fix goes on a branch of its own
+        # (shepherd/…) with a pull request into the PR's branch, never pushed onto that branch in place: a failed
+        # check on Shepherd's own branch starts nothing, so a fix that fails again cannot start a loop
         return await self._trigger(item.key, issue, "task.start", prompt, agent_type="incident", who="github",
-                                   request=f"incident:{item.repo}:{item.head_sha or item.key}")
+                                   request=f"incident:{item.repo}:{item.head_sha or item.key}", in_place=False)
 
     async def _trigger(self, key: str, issue: Issue, action: str, prompt: str, *, agent_type: str, who: str,
-                       request: str) -> bool:
-        """Start what a webhook asks for when the project agent's level lets `action` run without asking."""
+                       request: str, in_place: bool, started_by: Principal | None = None) -> bool:
+        """Start what a webhook asks for, its start gated as `action` by the project agent's level (core decides:
+        started, waiting for `approve CODE` from any channel, or refused), and say so on the issue or pull
+        request. Keyed by `request`: a second delivery of the same request (another failed check of one commit)
+        finds the same task and edits the same answer. `started_by`: a maintainer's own `ok-to-run`, their own
+        approval of the start."""
         project = await self._project(issue.repo, issue.default_branch)
-        level = await self.projects.agent_level(self.config.org_id, project.id)
-        system = Principal.system(self.config.org_id, "github")
-        decision, _ = await self.conversations.shepherd.confirmations.explain(system, action, level=level,
-                                                                              project=project.id)
-        where = Where(CHANNEL, issue.address)
-        received = Received(SOURCE, key)
-        if decision.verdict is not Verdict.RUN:
-            await self.conversations.reply(
-                self.config.org_id, where,
-                f"Shepherd would start a {agent_type} agent here ({action}, asked by {who}), but project "
-                f"{project.name}'s agent is at level {level}: {decision.reason}. A maintainer can start it with "
-                f"`/{self.config.handle} <what to do>`.", item=received)
-            return True
-        words = ["run", *self._target(issue, project), "--", prompt]
-        reply = await self.conversations.command(system, words, where=where, answer=where,
-                                                 item=Received(SOURCE, request))
-        if reply.ok:
-            log.info("GitHub: %s started a %s task on %s", key, agent_type, issue.address)
-        await self.conversations.settle(received)
+        principal = started_by or Principal.system(self.config.org_id, "github")
+        start = Start(prompt, project.id, agent_type=agent_type, gate=None if started_by else action,
+                      **self._branch(issue, in_place=in_place))
+        view = await self.conversations.start(
+            principal, start, where=Where(CHANNEL, issue.address), request=request, item=Received(SOURCE, key),
+            say=lambda v: self._said(v, agent_type, who, project.name))
+        if view is not None:
+            log.info("GitHub: %s asked for a %s task on %s: %s", key, agent_type, issue.address, view.task.status)
         return True
+
+    def _said(self, view: TaskView, agent_type: str, who: str, project: str) -> str:
+        """The answer to a trigger: started, waiting for a decision (with the code to type), or refused."""
+        conf = view.confirmation
+        if conf is None or conf.status == "approved" and view.task.status != "awaiting":
+            return started(view)
+        if conf.status == "pending":
+            return (f"Shepherd will start {_a(agent_type)} agent here (asked by {who}) once an approver agrees: "
+                    f"{conf.action} needs approval at project {project}'s level {conf.level}. Approve with "
+                    f"`/{self.config.handle} approve {conf.code}` (or reject with `/{self.config.handle} reject "
+                    f"{conf.code}`), here or in any channel Shepherd is in; unanswered, it expires at "
+                    f"{conf.expires_at:%H:%M} UTC.")
+        return (f"Shepherd did not start {_a(agent_type)} agent here (asked by {who}): {conf.action} "
+                f"{conf.status} ({conf.reason or 'no reason given'}). A maintainer can start one with "
+                f"`/{self.config.handle} <what to do>`.")
 
     # --- who and where -----------------------------------------------------------------------------
 

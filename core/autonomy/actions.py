@@ -7,6 +7,8 @@ What each action does, on what target:
     pr.comment         comment on the task's pull request
     pr.merge           merge the task's pull request, only if its head is still the approved commit
     deploy.<env>       run the project's deploy command in the workspace, or POST to its deploy URL
+    task.start         start a task a webhook asked for (a label, a failed check: an incident agent)
+    review.start       start a review agent on a pull request a webhook announced
 
 Every action checks its plan first: if the target moved (a new head, uncommitted changes) since the
 confirmation was asked, it raises PlanChanged and the confirmation is void. Every action is safe to repeat
@@ -26,7 +28,7 @@ from typing import Any, Protocol
 
 from core import environ
 from core.autonomy.forge import Forge, ForgeError
-from core.autonomy.plans import Target
+from core.autonomy.plans import START_ACTIONS, Target
 from core.autonomy.plans import describe as describe  # re-exported: what an action would do is core.autonomy.plans'
 from core.autonomy.policy import DeployTarget, Policy
 from core.errors import ShepherdError
@@ -96,6 +98,8 @@ class Executor:
         """Carry out one approved confirmation; returns what came of it (shown to people, kept as result).
         `repos`: the rules the task's clone obeyed (by default the code host alone); a push obeys them too."""
         action = conf.action
+        if action in START_ACTIONS:
+            return ActionResult()  # the start is the task's own move to pending, written as the action settles
         if action in ("branch.push", "pr.open"):
             rules = repos or RepoRules(code_host=self.config.git_base_url)
             return await self._push_and_open(conf, task, rules, open_pr=action == "pr.open")

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from core.autonomy.actions import ActionError, Executor, PlanChanged
-from core.autonomy.plans import Execution, Origin, Plan, Status
+from core.autonomy.plans import START_ACTIONS, Execution, Origin, Plan, Status
 from core.clock import utcnow
 from core.people.access import Principal
 from core.runners.workspace import WorkspaceError
@@ -143,6 +143,7 @@ class ApprovedActions:
             log.exception("action %s of %s failed inside Shepherd (ref %s)", conf.action, conf.code, ref)
             error = ActionError(f"Shepherd failed while carrying it out ({type(exc).__name__}, ref {ref})")
         replan: Plan | None = None
+        started = False
         if isinstance(error, PlanChanged) and conf.origin == Origin.POLICY and task is not None and self._here(task):
             with contextlib.suppress(WorkspaceError):
                 replan = await plan_after_turn(task, Path(task.workspace or ""))
@@ -179,7 +180,12 @@ class ApprovedActions:
             await record(session, system, "action", "action.failed" if error else "action.executed",
                          agent_id=conf.agent_id, task_id=conf.task_id,
                          payload={"code": conf.code, "action": conf.action, "result": conf.result})
-            if gated and task is not None:
+            if gated and task is not None and conf.action in START_ACTIONS and error is None and not task.turns:
+                # an approved start: the task waits for a runner like any new one (the runner starts it)
+                task_state.start_approved(task, f"{conf.code} approved by {conf.decided_by}: waiting for a runner")
+                session.add(task)
+                started = True
+            elif gated and task is not None:
                 evidence = Evidence.of(task)
                 actions = (*evidence.actions, TaskAction(conf.action, conf.code, ok=error is None, record=done))
                 task_state.settle(task, Outcome.FAILED if error else Outcome.SUCCEEDED,
@@ -192,3 +198,5 @@ class ApprovedActions:
                     session.add(agent)
             if conf.decided_via != "policy":  # people saw the prompt: it now shows the result too
                 await self.shepherd.confirmations.announce(session, conf, task)
+        if started:
+            self.shepherd.runs_due()  # committed: a runner in this process claims it now

@@ -16,6 +16,9 @@ from core.errors import ValidationFailed
 from core.textcheck import free_text, name_text
 
 MAX_SUMMARY = 1000
+# A task's start, when a webhook (not a person) asks for it: gated like any action (ARCHITECTURE section 3). There is
+# nothing to carry out but the task's move to pending (core.autonomy.executor, core.tasks.service).
+START_ACTIONS = frozenset({"task.start", "review.start"})
 
 
 class Status(StrEnum):

@@ -9,6 +9,7 @@ Everything else it asks here:
   again), in one unit of work with everything it causes: the command's effect, the thread a task it follows
   lives in (bound, or opened), its answer through the outbox, and the inbound item settled in the delivery
   ledger. One commit: an item is done exactly when its effect and its answer are written;
+- `start`: start a task no command's words describe (a webhook's trigger, gated by the project agent's level);
 - `vote`: a click on a confirmation's button, the same way; `reply`: say something at a place (through the
   outbox, the item it answers settled in the same commit); `settle`: an item there is nothing to do for.
 
@@ -37,8 +38,9 @@ from core.store.models import HeldRequest, Task, Thread
 
 if TYPE_CHECKING:
     from core.shepherd import Shepherd
+    from core.tasks.service import TaskView
 
-__all__ = ["Conversations", "Opening", "Received", "Where", "bind_thread", "followed", "open_thread"]
+__all__ = ["Conversations", "Opening", "Received", "Start", "Where", "bind_thread", "followed", "open_thread"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,18 @@ class Received:
 
     source: str  # slack, github, telegram
     key: str  # the platform's id of the item
+
+
+@dataclass(frozen=True)
+class Start:
+    """A task to start at a place (`Conversations.start`): core.tasks.service.Tasks.create's words for it."""
+
+    prompt: str
+    project: str  # an id or name
+    branch: str | None = None  # None: the project's default branch
+    in_place: bool = False  # work on `branch` itself (a pull request's head): its end is a push there
+    agent_type: str = "task"  # task, review or incident
+    gate: str | None = None  # the action its start is, when no person asked (task.start, review.start)
 
 
 def _none(address: str) -> bool:
@@ -186,6 +200,39 @@ class Conversations:
                     await self._answer(session, principal.org_id, answer, thread, reply.text, item)
         self._committed(runner=acted)
         return reply
+
+    async def start(
+        self, principal: Principal, start: Start, *, where: Where, request: str, item: Received | None,
+        say: Callable[[TaskView], str],
+    ) -> TaskView | None:
+        """Start a task that no command's words describe (what a webhook asks for: a review, an incident; a
+        comment's run on a pull request's own branch) with `where` as its thread, and answer there with `say`'s
+        words for it (or the error), in one commit with `item` settled. Keyed by `request`: asked again (another
+        delivery of the same request), it finds the same task and edits the same answer. None: refused."""
+        async with self.db.unit():
+            view: TaskView | None = None
+            for attempt in range(2):
+                try:
+                    view = await self.shepherd.tasks.create(
+                        principal, prompt=start.prompt, project=start.project, branch=start.branch,
+                        thread=(where.channel, where.address), request_key=request, agent_type=start.agent_type,
+                        gate=start.gate, in_place=start.in_place)
+                    text = say(view)
+                    break
+                except ShepherdError as exc:
+                    # CONFLICT: another delivery of the same request (a second failed check of one commit)
+                    # made its task at the same moment; asked again, the request finds that task
+                    if exc.code == "CONFLICT" and not attempt:
+                        continue
+                    view, text = None, f"error: {exc.message}"
+                    break
+            async with self.db.write() as session:
+                thread = await bind_thread(session, principal.org_id, where.channel, where.address)
+                enqueue(session, [thread], Message(key=f"{REPLY_KEY}:{request}", text=text, kind="reply"))
+                if item is not None:
+                    await self.shepherd.ledger.settle(session, item.source, item.key)
+        self._committed(runner=True)
+        return view
 
     async def vote(
         self, principal: Principal, confirmation: str, *, approve: bool, via: str, answer: Where | None = None,

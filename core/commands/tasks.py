@@ -19,7 +19,7 @@ from core.commands.grammar import (
 from core.people.access import Role
 from core.store.models import Task
 from core.tasks.evidence import Evidence, evidence_summary
-from core.tasks.service import STATUS_GROUPS, TaskFilter
+from core.tasks.service import STATUS_GROUPS, TaskFilter, TaskView
 from core.tasks.state import FINISHED, TaskStatus
 from core.tasks.steering import owner_of
 from core.text import ago, table
@@ -56,12 +56,15 @@ async def _run(ctx: CommandContext, args: dict[str, Any]) -> Reply:
         thread=(ctx.where.channel, ctx.where.address) if ctx.where else None, request_key=ctx.request_key,
     )
     t = view.task
+    return Reply(started(view), data={"id": t.id, "name": t.name, "follow": True})
+
+
+def started(view: TaskView) -> str:
+    """What a new task's start says (a run, or a task a channel started on a webhook's behalf)."""
+    t = view.task
     where = f" on {t.repo}" + (f" ({t.base_branch})" if t.base_branch else "") if t.repo else ""
-    return Reply(
-        f"started task {t.name} ({t.id}) with {t.runtime}{where}, autonomy L{t.autonomy_level}; "
-        f"`logs {t.name}` shows its output, `stop {t.name}` ends it",
-        data={"id": t.id, "name": t.name, "follow": True},
-    )
+    return (f"started task {t.name} ({t.id}) with {t.runtime}{where}, autonomy L{t.autonomy_level}; "
+            f"`logs {t.name}` shows its output, `stop {t.name}` ends it")
 
 
 async def _tasks(ctx: CommandContext, args: dict[str, Any]) -> Reply:

@@ -68,7 +68,8 @@ async def prepare(
         await git("clone", "-q", _NO_TEMPLATE, "--no-tags", *branch_args, "--", source, str(path), env=env)
         head = (path / ".git" / "HEAD").read_text().strip()  # noqa: ASYNC240 ("ref: refs/heads/main")
         branch = head.removeprefix("ref: refs/heads/")
-        await git("checkout", "-q", "-b", work_branch, cwd=path)
+        if work_branch != branch:  # the same: the task works on the branch it cloned (a pull request's head)
+            await git("checkout", "-q", "-b", work_branch, cwd=path)
         (path / ".git" / "config").write_text(safe_config(source))  # noqa: ASYNC240 (a small file)
     sha = (await git("rev-parse", "HEAD", cwd=path)).strip()
     return branch, sha

@@ -39,11 +39,14 @@ EVIDENCE_LINES = 10
 
 async def plan_after_turn(task: Task, workspace: Path) -> Plan | None:
     """What a turn's changes should become: a pull request (GitHub repositories) or a pushed branch (other
-    remote repositories), with the changes committed. A local path or an empty workspace keeps its changes."""
+    remote repositories, and a task that works on its base branch in place: a pull request's own head, whose
+    pull request exists already), with the changes committed. A local path or an empty workspace keeps its
+    changes."""
     if not task.repo or repo_kind(task.repo) not in ("github", "url"):
         return None
     head = await commit_all(workspace, f"{task.display_name}\n\nShepherd task {task.name} ({task.id})")
-    action = "pr.open" if repo_kind(task.repo) == "github" else "branch.push"
+    in_place = bool(task.work_branch) and task.work_branch == task.base_branch
+    action = "pr.open" if repo_kind(task.repo) == "github" and not in_place else "branch.push"
     target = Target(repo=task.repo, branch=task.work_branch or f"shepherd/{task.name}",
                     base=task.base_branch or "main", head=head)
     params: dict[str, str] = {}

@@ -21,6 +21,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.agents import DEFAULT_LEVEL, AgentStatus, parse_level
+from core.autonomy.plans import START_ACTIONS, Execution, Origin, Plan, Status, Target
 from core.channels.conversations import bind_thread
 from core.clock import utcnow
 from core.errors import Conflict, NotFound, ValidationFailed
@@ -30,7 +31,7 @@ from core.projects import check_branch, find_project, resolve_project
 from core.runners.repos import RepoRules, repo_kind
 from core.store.db import Database
 from core.store.events import record
-from core.store.models import Agent, Project, RunnerNode, User
+from core.store.models import Agent, Confirmation, Project, RunnerNode, User
 from core.store.models import Task as Task  # the records this service returns
 from core.store.models import TaskLog as TaskLog  # the records this service returns
 from core.tasks import state as task_state
@@ -75,10 +76,17 @@ STATUS_GROUPS: dict[str, frozenset[TaskStatus]] = {
 }
 
 
+# The ephemeral agent types a task can run as (core.agents.BUILTIN_TYPES): a `task` agent does what it is asked,
+# a `review` agent reviews a pull request, an `incident` agent investigates a failed check. The runner runs them
+# alike; the type says what the agent is for, in every list of agents.
+TASK_AGENT_TYPES = frozenset({"task", "review", "incident"})
+
+
 @dataclass(frozen=True)
 class TaskView:
     task: Task
     project: Project | None = None
+    confirmation: Confirmation | None = None  # what its start waits on (or what decided it), for a gated start
 
 
 class Tasks(TaskSteering):
@@ -123,10 +131,25 @@ class Tasks(TaskSteering):
         owner: str = "me",
         thread: tuple[str, str] | None = None,
         request_key: str | None = None,
+        agent_type: str = "task",
+        gate: str | None = None,
+        in_place: bool = False,
     ) -> TaskView:
-        """A new pending task under a new task agent. The caller's command is its own approval to start.
+        """A new pending task under a new agent of `agent_type` (task, review or incident). The caller's command is
+        its own approval to start, unless `gate` names the action its start is (`task.start`, `review.start`: a
+        webhook asked, not a person): then the project agent's level decides, and a task people must approve waits
+        `awaiting` its confirmation (asked in its thread) until the executor starts it, or ends `denied`.
+        `in_place`: the task works on `branch` itself (a pull request's head) and its end is a push there.
         `request_key` names the inbound item that asked for it: asking again with it returns the same task."""
         principal.require(Scope.WRITE, "starting a task")
+        if agent_type not in TASK_AGENT_TYPES:
+            raise ValidationFailed(f"a task runs as one of {', '.join(sorted(TASK_AGENT_TYPES))}, not {agent_type!r}",
+                                   code="INVALID_AGENT_TYPE")
+        if gate is not None and gate not in START_ACTIONS:
+            raise ValidationFailed(f"a start is gated as one of {', '.join(sorted(START_ACTIONS))}, not {gate!r}",
+                                   code="INVALID_ACTION")
+        if in_place and not branch:
+            raise ValidationFailed("working on a branch in place needs the branch", code="INVALID_BRANCH")
         prompt = free_text((prompt or "").strip(), "the prompt")
         if not prompt or len(prompt) > MAX_PROMPT:
             raise ValidationFailed(f"a prompt is 1-{MAX_PROMPT} characters", code="INVALID_PROMPT")
@@ -164,11 +187,14 @@ class Tasks(TaskSteering):
                 earlier = (await session.exec(select(Task).where(
                     Task.org_id == principal.org_id, Task.request_key == request_key))).first()
                 if earlier is not None:  # the same request processed again (a redelivery, a retry after a crash)
+                    first = (await session.exec(select(Confirmation).where(
+                        Confirmation.task_id == earlier.id, col(Confirmation.action).in_(START_ACTIONS)))).first()
                     return TaskView(earlier, await session.get(Project, earlier.project_id)
-                                    if earlier.project_id else None)
+                                    if earlier.project_id else None, first)
             owner_id, owner_name = await self._owner(session, principal, owner)
             proj = await resolve_project(session, principal.org_id, project) if project else None
             agent_level = DEFAULT_LEVEL
+            proj_level = DEFAULT_LEVEL  # the project agent's: what a webhook's start is gated by
             if proj is not None:
                 repo = repo or proj.repo
                 branch = branch or (proj.default_branch if repo == proj.repo else None)
@@ -176,7 +202,10 @@ class Tasks(TaskSteering):
                     await session.exec(select(Agent).where(Agent.project_id == proj.id, Agent.type == "project"))
                 ).first()
                 if proj_agent is not None:
-                    agent_level = proj_agent.autonomy_level
+                    agent_level = proj_level = proj_agent.autonomy_level
+                # never in place on the project's default branch (a pull request from it): its own branch and a
+                # pull request instead, so that no level pushes a task's commits straight onto it
+                in_place = in_place and branch != proj.default_branch
             if explicit_level is not None:
                 if explicit_level > agent_level:
                     principal.require(Scope.APPROVE, "running a task above its project agent's autonomy")
@@ -190,7 +219,7 @@ class Tasks(TaskSteering):
                 raise Conflict(f"a task named {name!r} already exists", code="TASK_EXISTS")
             now = utcnow()
             agent = Agent(
-                id=new_id("agent-task"), org_id=principal.org_id, name=name, type="task",
+                id=new_id(f"agent-{agent_type}"), org_id=principal.org_id, name=name, type=agent_type,
                 status=AgentStatus.ACTIVE, autonomy_level=agent_level, project_id=proj.id if proj else None,
                 task=prompt[:2000], created_at=now, started_at=now, last_activity=now,
             )
@@ -199,21 +228,49 @@ class Tasks(TaskSteering):
                 display_name=(display_name or prompt.splitlines()[0].replace("\t", " "))[:200],
                 owner_id=owner_id, owner_name=owner_name, agent_id=agent.id,
                 project_id=proj.id if proj else None, runtime=runtime, prompt=prompt, repo=repo,
-                base_branch=branch, work_branch=f"shepherd/{name}", autonomy_level=agent_level,
-                **task_state.created(now), created_at=now, updated_at=now, request_key=request_key,
+                base_branch=branch, work_branch=branch if in_place else f"shepherd/{name}",
+                autonomy_level=agent_level, created_at=now, updated_at=now, request_key=request_key,
+                **(task_state.created_gated(now, f"asking for {gate}") if gate else task_state.created(now)),
             )
             session.add(agent)
             session.add(task)
+            if thread is not None or gate:
+                await session.flush()  # the rows the thread and the confirmation point at
             if thread is not None:  # the conversation it started in hears its news (prompts, decisions)
-                await session.flush()
                 await bind_thread(session, principal.org_id, thread[0], thread[1], task_id=task.id)
             await record(
                 session, principal, "task", "task.created", agent_id=agent.id, task_id=task.id,
                 payload={"name": name, "runtime": runtime, "repo": repo, "branch": branch,
-                         "projectId": task.project_id, "autonomyLevel": agent_level},
+                         "projectId": task.project_id, "autonomyLevel": agent_level, "agentType": agent_type,
+                         "inPlace": in_place, "gate": gate},
             )
+            conf = await self._gate_start(session, task, gate, agent_type, proj_level) if gate else None
         self.runs_due()
-        return TaskView(task, proj)
+        return TaskView(task, proj, conf)
+
+    async def _gate_start(self, session: AsyncSession, task: Task, action: str, agent_type: str,
+                          level: int) -> Confirmation:
+        """Ask the project agent's level whether a task a webhook asked for starts now (the task is then pending),
+        waits for people (awaiting, its confirmation asked in its threads) or is refused (denied, with the
+        reason): in the transaction that creates it. The approved start is the executor's (core.autonomy.executor)."""
+        target = Target(repo=task.repo, branch=task.work_branch, base=task.base_branch)
+        first_line = task.display_name[:200]
+        plan = Plan(action=action, summary=f"start a {agent_type} agent on {task.repo or 'an empty workspace'}: "
+                                           f"{first_line}", target=target, params={"agentType": agent_type})
+        gate = await self.confirmations.gate(
+            session, org_id=task.org_id, plan=plan, origin=Origin.POLICY, level=level, requester_id=task.owner_id,
+            requester_name=task.owner_name, task=task, agent_id=task.agent_id, project_id=task.project_id)
+        conf = gate.confirmation
+        if conf.status == Status.APPROVED:
+            conf.execution = Execution.DONE.value  # nothing to carry out: the task is simply pending
+            session.add(conf)
+            task_state.start_approved(task, f"{conf.code} approved by policy (L{level}): waiting for a runner")
+        elif conf.status == Status.PENDING:
+            task_state.note_gate(task, f"waiting for approval {conf.code}: {plan.summary}")
+        else:
+            task_state.deny(task, f"{action} refused: {gate.decision.reason}", conf.code)
+        session.add(task)
+        return conf
 
     async def _owner(self, session: AsyncSession, principal: Principal, owner: str) -> tuple[str, str]:
         mine = owner_of(principal)

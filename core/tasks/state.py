@@ -4,13 +4,16 @@ everything else (people's commands, the runner, confirmations, the output flushe
 
     pending -> queued -> initializing -> running <-> paused -> completed | failed | cancelled
                                           running -> awaiting -> completed | failed | cancelled
+    (a webhook's start, gated)  awaiting -> pending | failed (denied) | cancelled
 
 `pending` waits for a runner to claim it; `queued` waits for capacity or for a suspended agent to be
 resumed. `awaiting`: the agent's turn is over and Shepherd waits on a gated action of its own (open the
 pull request) for people to decide, or carries it out once decided; no process runs and no runner slot is
-held; a refusal or an expiry ends the task `denied`. A finished task has exactly one outcome with its evidence;
-a follow-up makes it pending again for one more turn, and its next finish sets the outcome anew (every turn's
-outcome stays in the event log). The transitions are pure: they change the row they are given, no I/O.
+held; a refusal or an expiry ends the task `denied`. A task a webhook asked for may begin there too, before
+its first turn, its start being the gated action (`created_gated` -> `start_approved` -> pending, or `deny`).
+A finished task has exactly one outcome with its evidence; a follow-up makes it pending again for one more
+turn, and its next finish sets the outcome anew (every turn's outcome stays in the event log). The transitions
+are pure: they change the row they are given, no I/O.
 """
 
 from __future__ import annotations
@@ -163,6 +166,13 @@ def created(now: datetime) -> dict[str, Any]:
             "state_at": now}
 
 
+def created_gated(now: datetime, message: str) -> dict[str, Any]:
+    """A new task whose start is itself a gated action (a webhook asked for it, not a person): awaiting, with no
+    turn yet, until its confirmation is decided (`start_approved`, or `deny`)."""
+    return {"status": TaskStatus.AWAITING.value, "state": State.IDLE.value, "state_message": message[:MAX_MESSAGE],
+            "state_at": now}
+
+
 def claimable() -> ColumnElement[bool]:
     """Which rows a runner may claim: the waiting ones."""
     return col(Task.status).in_([s.value for s in WAITING])
@@ -285,6 +295,14 @@ def note_gate(task: Task, message: str) -> None:
     """Where its gated action stands: waiting for approval, approved, held back."""
     _require(task, GATED, "report on its gated action")
     task.state_message = message[:MAX_MESSAGE]
+
+
+def start_approved(task: Task, message: str) -> None:
+    """Its start was approved: it waits for a runner as any new task does."""
+    _require(task, GATED, "be started")
+    if task.turns:
+        raise Conflict(f"task {task.name} has run already: its start is not asked again", code="INVALID_TRANSITION")
+    _move(task, TaskStatus.PENDING, State.IDLE, message)
 
 
 def settle(task: Task, outcome: Outcome, evidence: Evidence) -> None:
