@@ -1,0 +1,85 @@
+"""Findings of the independent review of issue 14 (GitHub channel): each test is a way an outsider, a bot or bad
+luck could make Shepherd do what it must not, against the real app, the loopback fake GitHub and both stores."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from core.store.models import Confirmation, Delivery
+from tests.test_github_inbound import CONFIG, World, _world, comment, failed_check, payload
+
+
+@pytest.fixture
+async def github(tmp_path: Path, db_url: str) -> AsyncIterator[World]:
+    async for made in _world(tmp_path, db_url, config=CONFIG):
+        yield made
+
+
+async def _confirmation(gh: World) -> Confirmation:
+    async with gh.shepherd.db.read() as session:
+        return (await session.exec(select(Confirmation))).one()
+
+
+@pytest.mark.parametrize("odd", [5, {"a": 1}, True])
+async def test_a_check_runs_pull_requests_of_a_wrong_type_is_not_a_5xx(github: World, odd: object) -> None:
+    data = failed_check("e" * 40)
+    data["check_run"]["pull_requests"] = odd
+    status, _ = await github.deliver("check_run", data)
+    assert status < 500
+
+
+async def test_a_nul_character_in_a_payload_is_not_a_5xx(github: World) -> None:
+    data = comment("hello \u0000 world")
+    status, _ = await github.deliver("issue_comment", data)
+    assert status < 500
+    data = comment("/shepherd fix \u0000 it", comment_id=3201)
+    status, _ = await github.deliver("issue_comment", data)
+    assert status < 500
+    await github.idle()
+    async with github.shepherd.db.read() as session:
+        failed = [(d.key, d.error) for d in await session.exec(select(Delivery)) if d.status != "done"]
+    assert failed == []
+
+
+async def test_deeply_nested_json_is_a_4xx(github: World) -> None:
+    status, _ = await github.deliver("issue_comment", b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert 400 <= status < 500
+
+
+async def test_nan_in_a_payload_is_not_a_5xx(github: World) -> None:
+    raw = json.dumps(comment("hello")).encode()
+    raw = raw[:-1] + b', "x": NaN}'
+    status, _ = await github.deliver("issue_comment", raw)
+    assert status < 500
+
+
+async def test_every_delivery_answers_never_5xx_for_odd_shapes(github: World) -> None:
+    shapes = []
+    base = comment("/shepherd fix it")
+    for field in ("issue", "comment", "repository"):
+        for value in (None, 1, "x", [], {"number": "7"}):
+            data = copy.deepcopy(base)
+            data[field] = value
+            shapes.append(("issue_comment", data))
+    pr = copy.deepcopy(payload("pull_request", "opened.payload.json"))
+    for value in (None, 1, "x", []):
+        data = copy.deepcopy(pr)
+        data["pull_request"]["head"] = value
+        shapes.append(("pull_request", data))
+        data = copy.deepcopy(pr)
+        data["pull_request"]["user"] = value
+        shapes.append(("pull_request", data))
+    for event, data in shapes:
+        status, _ = await github.deliver(event, data)
+        assert status < 500, (event, data)
+    await github.idle()
+    async with github.shepherd.db.read() as session:
+        failed = [d for d in await session.exec(select(Delivery)) if d.status == "failed"]
+    assert failed == []
+
