@@ -3,6 +3,7 @@ luck could make Shepherd do what it must not, against the real app, the loopback
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator
@@ -83,3 +84,46 @@ async def test_every_delivery_answers_never_5xx_for_odd_shapes(github: World) ->
         failed = [d for d in await session.exec(select(Delivery)) if d.status == "failed"]
     assert failed == []
 
+
+
+async def test_an_outsiders_held_approve_is_not_released_with_a_maintainers_rights(github: World) -> None:
+    await github.deliver("check_run", failed_check("d" * 40))  # level 1: the incident's start waits for approval
+    await github.idle()
+    conf = await _confirmation(github)
+    assert conf.status == "pending"
+    # the code is public (the progress comment shows it): an outsider says it, and is held
+    await github.deliver("issue_comment", comment(f"/shepherd approve {conf.code}", login="drive-by",
+                                                  association="NONE", number=2, comment_id=3001))
+    await github.idle()
+    # an admin releases what is held there, meaning to let the outsider's words count
+    await github.deliver("issue_comment", comment("/shepherd ok-to-run", login="octo-admin", number=2,
+                                                  comment_id=3002))
+    await github.idle()
+    assert (await _confirmation(github)).status == "pending", "the outsider's approve ran with the admin's role"
+    said = await github.said("acme/api#2")
+    assert any("approver" in text for text in said), said  # the outsider's approve refused, as theirs
+    # the admin's own approve still decides
+    await github.deliver("issue_comment", comment(f"/shepherd approve {conf.code}", login="octo-admin", number=2,
+                                                  comment_id=3003))
+    await github.idle()
+    assert (await _confirmation(github)).status == "approved"
+
+
+async def test_an_outsiders_held_ok_to_run_released_starts_nothing(github: World) -> None:
+    await github.deliver("issue_comment", comment("/shepherd ok-to-run", login="drive-by",
+                                                  association="CONTRIBUTOR", comment_id=3401))
+    await github.idle()
+    await github.deliver("issue_comment", comment("/shepherd ok-to-run", comment_id=3402))
+    await github.idle()
+    assert await github.tasks() == []
+    assert any("nothing is held" in text for text in await github.said("acme/api#7"))
+
+
+async def test_two_ok_to_runs_at_once_start_one_task(github: World) -> None:
+    await github.deliver("issue_comment", comment("/shepherd fix the docs", login="drive-by",
+                                                  association="CONTRIBUTOR", comment_id=3301))
+    await github.idle()
+    await asyncio.gather(*(github.deliver("issue_comment", comment("/shepherd ok-to-run", comment_id=3302 + i))
+                           for i in range(3)))
+    await github.idle()
+    assert len(await github.tasks()) == 1
