@@ -127,3 +127,26 @@ async def test_two_ok_to_runs_at_once_start_one_task(github: World) -> None:
                            for i in range(3)))
     await github.idle()
     assert len(await github.tasks()) == 1
+
+
+async def test_shepherds_own_comment_is_not_a_command_when_its_login_cannot_be_read(github: World) -> None:
+    # Shepherd's token belongs to a member of the repository; a comment of its own holds a command line (an
+    # agent's output it shows, an answer quoting one), and GET /user fails just then
+    github.fake.fail_next(502, method="GET")
+    key = "f00d0000-0000-0000-0000-000000000001"
+    await github.deliver("issue_comment", comment("/shepherd fix it", login=github.fake.token_login,
+                                                  association="OWNER", comment_id=3101), delivery=key)
+    await github.idle()
+    assert await github.tasks() == []
+    async with github.shepherd.db.read() as session:
+        [row] = [d for d in await session.exec(select(Delivery)) if d.key == key]
+    assert row.status == "failed"  # processed again later, when Shepherd knows who it is
+    # then a redelivery (or the sweep) finds it is Shepherd's own, and does nothing
+    await github.deliver("issue_comment", comment("/shepherd fix it", login=github.fake.token_login,
+                                                  association="OWNER", comment_id=3101), delivery=key)
+    await github.idle()
+    assert await github.tasks() == []
+    # a member's own command still runs
+    await github.deliver("issue_comment", comment("/shepherd fix it", comment_id=3102))
+    await github.idle()
+    assert len(await github.tasks()) == 1

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.github.auth import GitHubAuth
 from adapters.github.items import CheckFailed, Comment, Issue, Item, Labelled, PullOpened
+from adapters.github.receiver import TryLater
 from adapters.github.routes import route
 from core.channels.conversations import Conversations, Received, Start, Where
 from core.commands.grammar import UsageError, split
@@ -68,6 +69,10 @@ def prompt_for(instruction: str, issue: Issue, *, path: str = "", line: int | No
     return "\n".join(parts)
 
 
+class LoginUnknown(TryLater):
+    """Shepherd cannot tell its own comments from others' yet: the delivery fails, and is processed again."""
+
+
 class Handlers:
     def __init__(self, conversations: Conversations, projects: Projects, config: GitHubConfig, auth: GitHubAuth,
                  permissions: Permissions | None, replay: Replay) -> None:
@@ -96,6 +101,10 @@ class Handlers:
         if said is None:
             return False
         me = await self._me()
+        if me is None and self.auth.configured:
+            # Shepherd comments as this credential, often a repository member: its own comments (answers, output
+            # it shows) must never read as a member's commands, so a comment is not read before it knows itself
+            raise LoginUnknown("Shepherd's own GitHub login could not be read; the comment is read again later")
         if me and item.author.login.lower() == me.lower():
             return False  # Shepherd's own comment (its answers quote commands)
         where = Where(CHANNEL, item.issue.address)
@@ -292,7 +301,7 @@ class Handlers:
     async def _me(self) -> str | None:
         try:
             return await self.auth.login()
-        except Exception as exc:  # no token, or GitHub down: the comment is still read (its author is not us)
+        except Exception as exc:  # GitHub down, or a credential it refuses
             log.warning("GitHub: Shepherd's own login could not be read (%s)", type(exc).__name__)
             return None
 
