@@ -147,14 +147,18 @@ class GitHubChannel:
 
     async def _find(self, place: Place, task_id: str) -> Sticky:
         """The task's sticky comment on `place` as GitHub has it (after a restart), or a new one not yet posted.
-        Only Shepherd's own comments count, when its login can be known."""
+        Only Shepherd's own comments count: anyone can write a comment that begins with the marker (and a state
+        line of parts Shepherd would then show as its own), so while Shepherd cannot say who it is, it waits."""
         me = await self._login()
+        if me is None:
+            raise DeliveryError(f"github: Shepherd's own login could not be read, so its comment on {place} cannot "
+                                "be told from others' yet")
         comments: list[dict[str, Any]] = await self._call(f"listing the comments of {place}", place, lambda api: _all(
             api.getiter("/repos/{+repo}/issues/{number}/comments{?per_page}",
                         {"repo": place.repo, "number": str(place.number), "per_page": "100"})))
         for comment in comments:
             author = str((comment.get("user") or {}).get("login") or "")
-            if me is not None and author.lower() != me.lower():
+            if author.lower() != me.lower():
                 continue
             found = Sticky.read(task_id, int(comment["id"]), str(comment.get("body") or ""))
             if found is not None:
@@ -165,7 +169,7 @@ class GitHubChannel:
         try:
             return await self.auth.login()
         except (GitHubCallFailed, gidgethub.GitHubException, aiohttp.ClientError, OSError):
-            return None  # not knowing who Shepherd is only widens the search to every author's comments
+            return None
 
 
 async def _all(items: Any) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.github.auth import GitHubAuth
 from adapters.github.items import CheckFailed, Comment, Issue, Item, Labelled, PullOpened
+from adapters.github.receiver import TryLater
 from adapters.github.routes import route
 from core.channels.conversations import Conversations, Received, Start, Where
 from core.commands.grammar import UsageError, split
@@ -68,6 +69,10 @@ def prompt_for(instruction: str, issue: Issue, *, path: str = "", line: int | No
     return "\n".join(parts)
 
 
+class LoginUnknown(TryLater):
+    """Shepherd cannot tell its own comments from others' yet: the delivery fails, and is processed again."""
+
+
 class Handlers:
     def __init__(self, conversations: Conversations, projects: Projects, config: GitHubConfig, auth: GitHubAuth,
                  permissions: Permissions | None, replay: Replay) -> None:
@@ -96,6 +101,10 @@ class Handlers:
         if said is None:
             return False
         me = await self._me()
+        if me is None and self.auth.configured:
+            # Shepherd comments as this credential, often a repository member: its own comments (answers, output
+            # it shows) must never read as a member's commands, so a comment is not read before it knows itself
+            raise LoginUnknown("Shepherd's own GitHub login could not be read; the comment is read again later")
         if me and item.author.login.lower() == me.lower():
             return False  # Shepherd's own comment (its answers quote commands)
         where = Where(CHANNEL, item.issue.address)
@@ -114,12 +123,16 @@ class Handlers:
         except UsageError as exc:
             await self.conversations.reply(self.config.org_id, where, f"error: {exc.message}", item=received)
             return True
-        if words[0].lower() == OK_TO_RUN and released_by is None:
-            return await self._ok_to_run(principal, where, received)
+        if words[0].lower() == OK_TO_RUN:
+            # an outsider's own ok-to-run, released by a maintainer's, vouches for nothing
+            return await self._ok_to_run(principal, where, received) if released_by is None else False
         project = await self._project(item.issue.repo, item.issue.default_branch)
         if self.conversations.registry.known(words[0]):
+            # a command acts with its author's own rights: a maintainer's ok-to-run makes an outsider's words
+            # count, and never lends them the maintainer's role (an outsider's `approve CODE`, `stop`, released)
+            actor = principal if released_by is None else await self._person(item.author.login)
             task = await self.conversations.task_at(self.config.org_id, where)
-            await self.conversations.command(principal, words, where=Where(CHANNEL, where.address, task),
+            await self.conversations.command(actor, words, where=Where(CHANNEL, where.address, task),
                                              answer=where, item=received)
             return True
         issue = await self._pull_of(item.issue)
@@ -167,17 +180,18 @@ class Handlers:
         """A maintainer vouches for what was held in this thread: each held request runs, as theirs."""
         held = await self.conversations.held(self.config.org_id, where)
         ran: list[Received] = []
+        acted = 0
         for hold in held:
             stored = await self.replay(hold.key)
             event, payload = (stored or {}).get("event"), (stored or {}).get("payload")
             item = route(event, payload, hold.key) if isinstance(event, str) and isinstance(payload, dict) else None
             if isinstance(item, Comment):
-                await self._comment(item, released_by=principal)
+                acted += await self._comment(item, released_by=principal)
             elif isinstance(item, PullOpened):
-                await self._review(item, started_by=principal)
+                acted += await self._review(item, started_by=principal)
             ran.append(hold)
         await self.conversations.released(self.config.org_id, ran, principal.name)
-        text = f"ok-to-run: {len(ran)} held request(s) started" if ran else "ok-to-run: nothing is held here"
+        text = f"ok-to-run: {acted} held request(s) started" if acted else "ok-to-run: nothing is held here"
         await self.conversations.reply(self.config.org_id, where, text, item=received)
         return True
 
@@ -287,7 +301,7 @@ class Handlers:
     async def _me(self) -> str | None:
         try:
             return await self.auth.login()
-        except Exception as exc:  # no token, or GitHub down: the comment is still read (its author is not us)
+        except Exception as exc:  # GitHub down, or a credential it refuses
             log.warning("GitHub: Shepherd's own login could not be read (%s)", type(exc).__name__)
             return None
 

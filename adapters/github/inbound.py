@@ -10,6 +10,7 @@ hand is acknowledged and does nothing; of one that failed, is processed again. `
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -57,6 +58,19 @@ class GitHubConfig:
     @property
     def rules(self) -> TrustRules:
         return TrustRules(self.trusted)
+
+
+def _strict(raw: bytes | bytearray, payload: dict[str, Any]) -> bool:
+    """Whether the payload is JSON as the standard has it: Python's reader (gidgethub's) also takes NaN and
+    Infinity, which no store can keep (PostgreSQL refuses them) and GitHub never sends. Looked at only when such
+    a word is in the body at all (it mostly is not, or only inside a string)."""
+    if b"NaN" not in raw and b"Infinity" not in raw:
+        return True
+    try:
+        json.dumps(payload, allow_nan=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _problem(status: int, error: str, message: str) -> web.Response:
@@ -117,6 +131,8 @@ class GitHubInbound:
         except gidgethub.BadRequest as exc:
             return _problem(415 if int(exc.status_code) == 415 else 400, "malformed_payload",
                             "the body is not JSON (set the webhook's content type to application/json)")
+        except RecursionError:  # json.loads recurses once per level: `[[[[…` within 25 MB is a RecursionError
+            return _problem(400, "malformed_payload", "the JSON is nested too deeply")
         except (KeyError, ValueError):  # no X-GitHub-Event or X-GitHub-Delivery, or a body that is not UTF-8
             return _problem(400, "malformed_payload", "X-GitHub-Event and X-GitHub-Delivery are required")
         name, key, payload = event.event, event.delivery_id, event.data
@@ -124,6 +140,8 @@ class GitHubInbound:
             return _problem(400, "malformed_payload", "X-GitHub-Event or X-GitHub-Delivery is not GitHub's")
         if not isinstance(payload, dict):
             return _problem(400, "malformed_payload", "the payload is not a JSON object")
+        if not _strict(raw, payload):
+            return _problem(400, "malformed_payload", "the payload holds NaN or Infinity, which are not JSON")
         item = route(name, payload, key)
         # the ledger keeps what processing needs again; of a delivery Shepherd leaves alone, only its kind
         kept = stored(name, payload) if item is not None else {"event": name, "action": str(payload.get("action"))}

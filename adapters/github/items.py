@@ -25,6 +25,10 @@ def _str(value: Any, limit: int = TEXT_MAX) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -198,7 +202,7 @@ def _failed(key: str, payload: dict[str, Any], kind: str, data: dict[str, Any], 
     repo = repo_of(payload)
     if conclusion not in FAILED or not repo:
         return None
-    pulls = tuple(n for n in (_int(_dict(p).get("number")) for p in data.get("pull_requests") or []
+    pulls = tuple(n for n in (_int(_dict(p).get("number")) for p in _list(data.get("pull_requests"))
                               if isinstance(p, dict)) if n is not None)
     return CheckFailed(key, repo, kind, name, conclusion, summary, _str(data.get("head_sha"), 64), head_branch,
                        pulls, url=_str(data.get("html_url") or data.get("details_url"), 500),

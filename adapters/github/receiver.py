@@ -23,6 +23,11 @@ SOURCE = "github"
 WORKERS = 4  # deliveries processed at once (each may ask GitHub something: trust, a reaction)
 SWEEP_S = 10.0
 
+class TryLater(RuntimeError):
+    """Processing cannot be done right now (GitHub cannot say something it must know first): the delivery is
+    marked failed and processed again after the ledger's backoff, with a warning rather than a traceback."""
+
+
 # What processing returns: True when it settled the delivery itself (in the commit of its effect), False when
 # there was nothing to do and the receiver settles it (with others).
 Handle = Callable[[Item], Awaitable[bool]]
@@ -81,6 +86,11 @@ class Receiver:
     async def _process(self, key: str, item: Item | None) -> None:
         try:
             settled = await self.handle(item) if item is not None else False
+        except TryLater as exc:
+            log.warning("GitHub: delivery %s waits: %s", key, exc)
+            with contextlib.suppress(Exception):
+                await self.ledger.failed(SOURCE, key, f"{type(exc).__name__}: {exc}")
+            return
         except Exception as exc:
             log.exception("GitHub: processing delivery %s failed; it will be tried again", key)
             with contextlib.suppress(Exception):
