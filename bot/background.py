@@ -92,7 +92,7 @@ class Background:
         if self.platforms and self.github is not None and not any(c.name == "github" for c in self.channels):
             from adapters.github.channel import GitHubChannel
 
-            self.channels.append(GitHubChannel(self.github))
+            self.channels.append(GitHubChannel(self.github, handle=self.settings.github_handle))
         self.dispatcher = Dispatcher(self.shepherd, self.channels, wakeup=self.shepherd.outbox_due)
         self.sweeper = Sweeper(self.shepherd, news_channels=[c.name for c in self.channels if c.progress],
                                outbox_due=self.shepherd.outbox_due)

@@ -42,3 +42,14 @@ def test_a_comment_that_only_quotes_a_marker_or_carries_an_edited_state_is_read_
     read = Sticky.read("t1", 1, f"{marker('t1')}\n\n<!-- shepherd:state {evil} -->")
     assert read is not None and read.parts == {}  # written again as news comes, never a crash
     assert Sticky.read("t1", 1, f"{marker('t1')}\n\n<!-- shepherd:state !!! -->") is not None
+
+
+def test_the_approval_hint_names_the_configured_handle() -> None:
+    """With SHEPHERD_GITHUB_HANDLE=bot, `/bot approve CODE` is what Shepherd answers: the hint says that."""
+    sticky = Sticky("t1", handle="bot")
+    sticky.put(Message(key="confirmation:c1", text="approval K7P2 (medium): open a pull request", kind="confirmation",
+                       state="pending", code="K7P2", task="t1"))
+    body = sticky.body()
+    assert "`/bot approve K7P2`" in body and "`/bot reject K7P2`" in body and "/shepherd" not in body
+    again = Sticky.read("t1", 5, body, "bot")
+    assert again is not None and "`/bot approve K7P2`" in again.body()

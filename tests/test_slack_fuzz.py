@@ -99,6 +99,12 @@ NESTED = ("[" * DEEP + "]" * DEEP).encode()
     ("no type, signed", b'{"hello": "world"}', {}, 400, "malformed_payload"),
     ("event type not text, signed", json.dumps({"type": "event_callback", "event_id": "Ev1",
                                                 "event": {"type": 7}}).encode(), {}, 400, "malformed_payload"),
+    # Python's reader takes NaN and Infinity; PostgreSQL refused them in the ledger: a 500 before
+    ("NaN in an event, signed", b'{"type": "event_callback", "event_id": "EvNaN", "event": {"type": "message", '
+                                b'"x": NaN}}', {}, 400, "malformed_payload"),
+    ("Infinity in a click, signed", b"payload=" + urllib.parse.quote(
+        '{"type": "block_actions", "x": -Infinity}').encode(),
+     {"Content-Type": "application/x-www-form-urlencoded"}, 400, "malformed_payload"),
 ])
 async def test_bad_requests_get_a_specific_4xx(door: Door, caplog: pytest.LogCaptureFixture, case: str, body: bytes,
                                              headers: dict[str, str], status: int, code: str) -> None:

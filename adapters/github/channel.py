@@ -25,7 +25,7 @@ from gidgethub.aiohttp import GitHubAPI
 
 from adapters.github.auth import GitHubAuth
 from adapters.github.calls import GitHubCallFailed, call
-from adapters.github.comments import BODY_MAX, Sticky, render
+from adapters.github.comments import BODY_MAX, HANDLE, Sticky, render
 from core.channels.outbox import DeliveryError, Message
 
 T = TypeVar("T")
@@ -68,8 +68,9 @@ class GitHubChannel:
     progress = True
     pace_s = PACE_S
 
-    def __init__(self, auth: GitHubAuth) -> None:
+    def __init__(self, auth: GitHubAuth, *, handle: str = HANDLE) -> None:
         self.auth = auth
+        self.handle = handle  # SHEPHERD_GITHUB_HANDLE: the approval hints name the command people type
         self._stickies: dict[tuple[str, str], Sticky] = {}  # (address, task id) -> the comment as last written
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -106,14 +107,14 @@ class GitHubChannel:
         place = Place.parse(address)
         if message.task:
             return await self._sticky(place, address, message)
-        return str(await self._create(place, render(message)))
+        return str(await self._create(place, render(message, self.handle)))
 
     async def update(self, address: str, ref: str, message: Message) -> None:
         place = Place.parse(address)
         if message.task or ref.startswith(STICKY):
             await self._sticky(place, address, message)
             return
-        await self._edit(place, int(ref), render(message))
+        await self._edit(place, int(ref), render(message, self.handle))
 
     async def open(self, address: str, message: Message) -> tuple[str, str]:
         """An issue is a thread already: the opening message is a comment on it, and the thread stays there."""
@@ -128,7 +129,7 @@ class GitHubChannel:
         async with self._locks.setdefault(key, asyncio.Lock()):
             sticky = self._stickies.get(key) or await self._find(place, message.task)
             before = sticky.body() if sticky.comment_id is not None else None
-            changed = Sticky(sticky.task_id, sticky.comment_id, dict(sticky.parts or {}))
+            changed = Sticky(sticky.task_id, sticky.comment_id, dict(sticky.parts or {}), self.handle)
             changed.put(message)
             body = changed.body()
             if changed.comment_id is None:
@@ -160,10 +161,10 @@ class GitHubChannel:
             author = str((comment.get("user") or {}).get("login") or "")
             if author.lower() != me.lower():
                 continue
-            found = Sticky.read(task_id, int(comment["id"]), str(comment.get("body") or ""))
+            found = Sticky.read(task_id, int(comment["id"]), str(comment.get("body") or ""), self.handle)
             if found is not None:
                 return found
-        return Sticky(task_id)
+        return Sticky(task_id, handle=self.handle)
 
     async def _login(self) -> str | None:
         try:

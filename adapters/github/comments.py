@@ -32,6 +32,8 @@ TEXT_MAX = 1000  # one message's text shown
 _STATE = re.compile(r"<!-- shepherd:state ([A-Za-z0-9_=-]*) -->\s*\Z")
 
 
+HANDLE = "shepherd"  # SHEPHERD_GITHUB_HANDLE's default
+
 def marker(task_id: str) -> str:
     """The hidden first line of a task's sticky comment."""
     return f"<!-- shepherd:task:{task_id} -->"
@@ -60,10 +62,11 @@ def _fields(fields: dict[str, str]) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {defuse(k)} | {defuse(v)} |" for k, v in fields.items())])
 
 
-def render(message: Message) -> str:
-    """One message on its own: an ordinary comment (a reply, a notice), or a part of a sticky comment."""
+def render(message: Message, handle: str = HANDLE) -> str:
+    """One message on its own: an ordinary comment (a reply, a notice), or a part of a sticky comment. `handle`:
+    the word comment commands start with (SHEPHERD_GITHUB_HANDLE), which an approval's hint names."""
     if message.kind == "confirmation":
-        return _confirmation(message)
+        return _confirmation(message, handle)
     blocks = [f"**{defuse(message.text)}**" if message.kind in ("progress", "outcome") else defuse(message.text)]
     if message.fields:
         blocks.append(_fields(message.fields))
@@ -74,14 +77,14 @@ def render(message: Message) -> str:
     return "\n\n".join(blocks)
 
 
-def _confirmation(message: Message) -> str:
+def _confirmation(message: Message, handle: str) -> str:
     text = defuse(message.text)
     if message.state != "pending" or not message.code:
         return f"- {text}"
     code = defuse(message.code)
     facts = ", ".join(f"{defuse(k)}: {defuse(v)}" for k, v in message.fields.items() if k != "task")
-    return (f"- ✋ {text}\n  {facts}\n  approve with `/shepherd approve {code}`, refuse with "
-            f"`/shepherd reject {code}` (or from any other channel)")
+    return (f"- ✋ {text}\n  {facts}\n  approve with `/{handle} approve {code}`, refuse with "
+            f"`/{handle} reject {code}` (or from any other channel)")
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Sticky:
     task_id: str
     comment_id: int | None = None
     parts: dict[str, dict[str, Any]] | None = None
+    handle: str = HANDLE
 
     def put(self, message: Message) -> None:
         """Place (or replace) `message`'s part, keeping only the latest outcomes and notes."""
@@ -119,15 +123,15 @@ class Sticky:
     def _text(self, parts: dict[str, dict[str, Any]]) -> str:
         messages = [Message.from_json(p) for p in parts.values()]
         asks = [m for m in messages if m.kind == "confirmation"][-ASKS_KEPT:]
-        blocks = [marker(self.task_id), *(render(m) for m in messages if m.kind == "progress")]
+        blocks = [marker(self.task_id), *(render(m, self.handle) for m in messages if m.kind == "progress")]
         if asks:
-            blocks.append("**Approvals**\n\n" + "\n".join(render(m) for m in asks))
-        blocks += [render(m) for m in messages if m.kind == "outcome"]
-        blocks += [render(m) for m in messages if m.kind not in ("progress", "confirmation", "outcome")]
+            blocks.append("**Approvals**\n\n" + "\n".join(render(m, self.handle) for m in asks))
+        blocks += [render(m, self.handle) for m in messages if m.kind == "outcome"]
+        blocks += [render(m, self.handle) for m in messages if m.kind not in ("progress", "confirmation", "outcome")]
         return "\n\n".join(blocks)
 
     @classmethod
-    def read(cls, task_id: str, comment_id: int, body: str) -> Sticky | None:
+    def read(cls, task_id: str, comment_id: int, body: str, handle: str = HANDLE) -> Sticky | None:
         """The sticky comment of `task_id` from a comment's body, or None when the body is not one (its first line
         is not the task's marker: a marker quoted elsewhere in a comment does not count)."""
         if not body.startswith(marker(task_id)):
@@ -140,7 +144,7 @@ class Sticky:
                 parts = {str(k): _part(v) for k, v in data.items()} if isinstance(data, dict) else {}
             except (ValueError, binascii.Error, TypeError, AttributeError):
                 parts = {}  # a state line someone edited: the parts are written again as news comes
-        return cls(task_id, comment_id, parts)
+        return cls(task_id, comment_id, parts, handle)
 
 
 def _part(value: object) -> dict[str, Any]:

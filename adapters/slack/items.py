@@ -177,15 +177,21 @@ def plain(value: str, names: dict[str, str]) -> str:
     return unescape(_LINK.sub(unwrap, value)).translate(_QUOTES)
 
 
+def _not_json(word: str) -> Any:
+    """NaN and Infinity: Python's reader takes them, the standard does not, and no store keeps them (PostgreSQL
+    refuses them in the delivery ledger's JSON). Slack never sends them."""
+    raise ValueError(f"{word} is not JSON")
+
+
 def read_body(body: str, content_type: str) -> dict[str, Any]:
     """The payload of an HTTP request from Slack: JSON (events), a form (slash commands), or a form whose
     `payload` field is JSON (interactivity). BadPayload when it is none of these."""
     try:
         if content_type == "application/json" or body.startswith("{"):
-            payload = json.loads(body)
+            payload = json.loads(body, parse_constant=_not_json)
         else:
             form = dict(parse_qsl(body, keep_blank_values=True))
-            payload = json.loads(form["payload"]) if "payload" in form else form
+            payload = json.loads(form["payload"], parse_constant=_not_json) if "payload" in form else form
     except RecursionError:
         raise BadPayload("the JSON is nested too deeply") from None
     except ValueError:
