@@ -137,6 +137,20 @@ class Settings(BaseSettings):
         "https://slack.com/api/", validation_alias=AliasChoices("SLACK_API_URL", "SHEPHERD_SLACK_API_URL"),
         description="Slack Web API base URL",
     )
+    # Telegram's (issue 15): TELEGRAM_* as BotFather and python-telegram-bot's docs name them; SHEPHERD_TELEGRAM_* too.
+    telegram_bot_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "SHEPHERD_TELEGRAM_BOT_TOKEN"),
+        description="the bot's token from @BotFather: turns Telegram on",
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("TELEGRAM_WEBHOOK_SECRET", "SHEPHERD_TELEGRAM_WEBHOOK_SECRET"),
+        description="webhook mode at POST /telegram/webhook (X-Telegram-Bot-Api-Secret-Token must carry it); "
+                    "without it Shepherd polls getUpdates",
+    )
+    telegram_api_url: str = Field(
+        "https://api.telegram.org/bot", validation_alias=AliasChoices("TELEGRAM_API_URL", "SHEPHERD_TELEGRAM_API_URL"),
+        description="the Bot API base URL the token and method follow (a local Bot API server, or a test fake)",
+    )
 
     @field_validator("org")
     @classmethod
