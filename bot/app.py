@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -36,9 +37,12 @@ from core.store.db import Database
 if TYPE_CHECKING:
     from adapters.github.inbound import GitHubConfig, GitHubInbound
     from adapters.slack.inbound import SlackConfig, SlackInbound
+    from adapters.telegram.config import TelegramConfig
+    from adapters.telegram.inbound import TelegramInbound
 
 SLACK = web.AppKey("slack", "SlackInbound")
 GITHUB = web.AppKey("github", "GitHubInbound")
+TELEGRAM = web.AppKey("telegram", "TelegramInbound")
 
 
 def all_routes() -> list[Route]:
@@ -50,7 +54,7 @@ def all_routes() -> list[Route]:
 
 def create_app(
     db_url: str, *, max_body_bytes: int = 256 * 1024, shepherd: Shepherd | None = None,
-    slack: SlackConfig | None = None, github: GitHubConfig | None = None,
+    slack: SlackConfig | None = None, github: GitHubConfig | None = None, telegram: TelegramConfig | None = None,
 ) -> web.Application:
     """The web app. Given a `shepherd`, it shares that core (and its connection pool) with the caller,
     who closes it; otherwise it opens its own database on startup and closes it on cleanup. Given `slack`,
@@ -78,8 +82,12 @@ def create_app(
         app.cleanup_ctx.append(_slack_context(slack))
     if github is not None:
         app.cleanup_ctx.append(_github_context(github))
+    if telegram is not None and telegram.webhook:  # polling runs with the background services (bot.background)
+        app.cleanup_ctx.append(_telegram_context(telegram))
     app.router.add_post("/slack/events", _slack_events, name="slackEvents")
     app.router.add_post("/github/webhook", _github_webhook, name="githubWebhook")
+    app.router.add_post("/telegram/webhook", partial(_telegram_webhook, on=telegram is not None),
+                        name="telegramWebhook")
     mount(app, routes)
     return app
 
@@ -129,6 +137,31 @@ async def _github_webhook(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "github_not_configured", "message":
                                   "GitHub is off: set GITHUB_WEBHOOK_SECRET (README: Connect GitHub)"}, status=404)
     return await inbound.handle_http(request)
+
+
+def _telegram_context(config: TelegramConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        from adapters.telegram.inbound import TelegramInbound
+
+        inbound = TelegramInbound(app[SHEPHERD], config)
+        app[TELEGRAM] = inbound
+        await inbound.start()
+        yield
+        await inbound.stop()
+
+    return context
+
+
+async def _telegram_webhook(request: web.Request, *, on: bool) -> web.StreamResponse:
+    inbound: TelegramInbound | None = request.app.get(TELEGRAM)
+    if inbound is not None:
+        return await inbound.handle_http(request)
+    if on:  # Telegram is on without a webhook secret: the background services poll getUpdates
+        return web.json_response({"error": "telegram_webhook_off", "message": "Telegram is polled (getUpdates): set "
+                                  "TELEGRAM_WEBHOOK_SECRET to receive updates here (README: Connect Telegram)"},
+                                 status=404)
+    return web.json_response({"error": "telegram_not_configured", "message":
+                              "Telegram is off: set TELEGRAM_BOT_TOKEN (README: Connect Telegram)"}, status=404)
 
 
 def create_callback_app(shepherd: Shepherd) -> web.Application:

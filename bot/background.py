@@ -34,6 +34,7 @@ from core.tasks.supervisor import TaskSupervisor
 
 if TYPE_CHECKING:
     from adapters.github.auth import GitHubAuth
+    from adapters.telegram.config import TelegramConfig
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,20 @@ class Background:
         self.dispatcher = Dispatcher(self.shepherd, self.channels, wakeup=self.shepherd.outbox_due)
         self.sweeper = Sweeper(self.shepherd, news_channels=[c.name for c in self.channels if c.progress],
                                outbox_due=self.shepherd.outbox_due)
-        for service in (self.supervisor, self.dispatcher, self.sweeper):
+        services: list[Service] = [self.supervisor, self.dispatcher, self.sweeper]
+        telegram = settings.telegram()
+        if self.platforms and telegram is not None and not telegram.webhook:  # polling: here, never in `web`
+            services.append(self._telegram_polling(telegram))
+        for service in services:
             await service.start()
             self._started.append(service)
         log.info("background services started: %s", ", ".join(s.name for s in self._started))
+
+    def _telegram_polling(self, config: TelegramConfig) -> Service:
+        """Telegram's getUpdates loop (no TELEGRAM_WEBHOOK_SECRET): one process of a deployment polls."""
+        from adapters.telegram.inbound import TelegramInbound
+
+        return TelegramInbound(self.shepherd, config, poll=True)
 
     def _github(self, http: aiohttp.ClientSession) -> GitHubAuth | None:
         """Shepherd's credentials on GitHub (a GitHub App, or a token), when it has any."""

@@ -123,7 +123,7 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
     try:
         if web_on:
             app = create_app(settings.db_url, max_body_bytes=settings.max_body_bytes, shepherd=shepherd,
-                             slack=settings.slack(), github=settings.github())
+                             slack=settings.slack(), github=settings.github(), telegram=settings.telegram())
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)
@@ -269,6 +269,18 @@ async def _doctor(settings: Settings) -> int:
         ok = False
         print("slack: bot token set but Slack cannot reach Shepherd: set SLACK_SIGNING_SECRET (HTTP) or "
               "SLACK_APP_TOKEN (Socket Mode)")
+    telegram = settings.telegram()
+    if telegram is None:
+        print("telegram: off (TELEGRAM_BOT_TOKEN turns it on; README: Connect Telegram)")
+    elif telegram.webhook_url:
+        print(f"telegram: TELEGRAM_BOT_TOKEN set; webhook at {telegram.webhook_url} (registered with setWebhook at "
+              f"start, secret TELEGRAM_WEBHOOK_SECRET set), Bot API {telegram.api_url}")
+    elif telegram.webhook:
+        print("telegram: TELEGRAM_BOT_TOKEN set; webhook at <public URL>/telegram/webhook (TELEGRAM_WEBHOOK_SECRET "
+              f"set; SHEPHERD_PUBLIC_URL unset, so register it with setWebhook yourself), Bot API {telegram.api_url}")
+    else:
+        print("telegram: TELEGRAM_BOT_TOKEN set; polling getUpdates in `serve` or `worker` (development mode: "
+              f"TELEGRAM_WEBHOOK_SECRET turns the webhook on), Bot API {telegram.api_url}")
     return 0 if ok else 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from adapters.github.auth import GitHubApp
     from adapters.github.inbound import GitHubConfig
     from adapters.slack.inbound import SlackConfig
+    from adapters.telegram.config import TelegramConfig
 
 # The bot's own credentials: no setting can hand them to an agent.
 FORBIDDEN_TO_AGENTS = ("SHEPHERD_", "SLACK_", "TELEGRAM_", "GITHUB_")
@@ -255,6 +257,21 @@ class Settings(BaseSettings):
             raise ValueError(f"a GitHub App needs both GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY: set {missing} too")
         return self
 
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _telegram_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        secret = value.get_secret_value() if value else ""
+        if secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise ValueError("Telegram takes 1-256 characters of A-Z, a-z, 0-9, _ and - as a webhook secret")
+        return value
+
+    @field_validator("telegram_api_url")
+    @classmethod
+    def _telegram_api(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL (the token and the method follow it)")
+        return value
+
     @field_validator("slack_api_url")
     @classmethod
     def _slack_api(cls, value: str) -> str:
@@ -319,6 +336,22 @@ class Settings(BaseSettings):
             app=self.github_app(),
             admins=frozenset(e.split(":", 1)[1].lower() for e in self.admin_ids if e.startswith("github:")),
         )
+
+    def telegram(self) -> TelegramConfig | None:
+        """The Telegram channel's configuration, or None when no bot token is set."""
+        token = self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else ""
+        if not token:
+            return None
+        from adapters.telegram.config import TelegramConfig
+        from core.people.access import Role
+
+        secret = self.telegram_webhook_secret.get_secret_value() if self.telegram_webhook_secret else ""
+        return TelegramConfig(
+            bot_token=token, org_id=self.org, webhook_secret=secret or None, api_url=self.telegram_api_url,
+            public_url=self.public_url, default_role=Role.parse(self.default_role),
+            admins=frozenset(e.split(":", 1)[1] for e in self.admin_ids if e.startswith("telegram:")),
+        )
+
     def github_app(self) -> GitHubApp | None:
         """The GitHub App Shepherd acts as, or None (then SHEPHERD_GITHUB_TOKEN, if set, is its credential)."""
         if self.github_app_id is None or self.github_app_private_key is None:

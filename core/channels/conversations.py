@@ -34,7 +34,7 @@ from core.commands.grammar import CommandRegistry, Reply, Where
 from core.errors import ShepherdError
 from core.ids import new_id
 from core.people.access import Principal, Role
-from core.store.models import HeldRequest, Task, Thread
+from core.store.models import HeldRequest, MessageRef, Task, Thread
 
 if TYPE_CHECKING:
     from core.shepherd import Shepherd
@@ -160,6 +160,17 @@ class Conversations:
                 .order_by(col(Thread.created_at).desc()).limit(1)
             )).first()
 
+    async def task_of_message(self, org_id: str, where: Where, ref: str) -> str | None:
+        """The task one of whose messages at `where` is the platform message `ref` (a Telegram message_id): a
+        reply to it is that task's next turn. None when the message is no task's."""
+        async with self.db.read() as session:
+            return (await session.exec(
+                select(Thread.task_id).join(MessageRef, col(MessageRef.thread_id) == col(Thread.id)).where(
+                    Thread.org_id == org_id, Thread.channel == where.channel, Thread.address == where.address,
+                    col(Thread.task_id).is_not(None), MessageRef.ref == ref)
+                .order_by(col(Thread.created_at).desc()).limit(1)
+            )).first()
+
     async def bind(self, org_id: str, where: Where, task_id: str) -> None:
         """Bind a place to a task: the task's news and prompts come there too."""
         async with self.db.write() as session:
@@ -237,21 +248,23 @@ class Conversations:
     async def vote(
         self, principal: Principal, confirmation: str, *, approve: bool, via: str, answer: Where | None = None,
         item: Received | None = None,
-    ) -> None:
+    ) -> Reply:
         """A vote from a button: counted (the decision is announced by core wherever the prompt shows), or
-        refused, the refusal answered at `answer`; in one commit with the item settled."""
+        refused, the refusal answered at `answer`; in one commit with the item settled. Returns what happened (or
+        why not), for a channel that tells the voter directly (Telegram's answer to a callback query)."""
         async with self.db.unit() as unit:
             try:
-                await self.shepherd.confirmations.vote(principal, confirmation, approve=approve, via=via)
-                refusal = None
+                result = await self.shepherd.confirmations.vote(principal, confirmation, approve=approve, via=via)
+                refusal, said = None, result.text
             except ShepherdError as exc:
-                refusal = f"error: {exc.message}"
+                refusal = said = f"error: {exc.message}"
             acted = unit.wrote
             answer = answer if refusal else None
             if answer is not None or item is not None:
                 async with self.db.write() as session:
                     await self._answer(session, principal.org_id, answer, None, refusal or "", item)
         self._committed(runner=acted)
+        return Reply(said, ok=refusal is None)
 
     async def batch(self, work: Sequence[Callable[[], Awaitable[object]]]) -> list[Exception | None]:
         """Several inbound items' work (each a call of this API: `command`, `vote`, `reply`, `settle`) in one

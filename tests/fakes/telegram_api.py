@@ -15,7 +15,9 @@ getMe only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -154,6 +156,96 @@ class FakeTelegram:
     async def _m_getMe(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"id": self.bot_id, "is_bot": True, "first_name": "Shepherd", "username": self.username,
                 "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+
+    # --- methods: tg-in (updates, webhook, command menu, callback answers) --------------------------------
+    # Tests `push` updates; getUpdates hands out those at or past its offset (the offset confirms the ones before
+    # it, as Telegram does), waiting up to its timeout for one; it is refused while a webhook is set.
+
+    def push(self, update: dict[str, Any]) -> None:
+        """An update Telegram has for the bot (again, when it is one already handed out: a redelivery)."""
+        self.updates.pending.append(update)
+        self.updates.arrived.set()
+
+    @property
+    def updates(self) -> _Updates:
+        """This block's state, made on first use (the skeleton's constructor is the skeleton's)."""
+        state = self.__dict__.get("_updates")
+        if state is None:
+            state = self.__dict__["_updates"] = _Updates()
+        return state
+
+    @property
+    def webhook(self) -> dict[str, Any]:
+        return self.updates.webhook
+
+    @webhook.setter
+    def webhook(self, value: dict[str, Any]) -> None:
+        self.updates.webhook = value
+
+    @property
+    def commands(self) -> list[dict[str, Any]]:
+        return self.updates.commands
+
+    @property
+    def answers(self) -> list[dict[str, Any]]:
+        return self.updates.answers
+
+    async def _m_getUpdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        state = self.updates
+        if state.webhook.get("url"):
+            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook "
+                                "to delete the webhook first")
+        offset = params.get("offset")
+        if offset is not None:
+            state.pending[:] = [u for u in state.pending if u["update_id"] >= int(offset)]
+        deadline = time.monotonic() + min(float(params.get("timeout") or 0), 5.0)
+        while not state.pending and time.monotonic() < deadline:
+            state.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.arrived.wait(), deadline - time.monotonic())
+        return list(state.pending[: int(params.get("limit") or 100)])
+
+    async def _m_setWebhook(self, params: dict[str, Any]) -> bool:
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise ApiError(400, "Bad Request: secret token contains unallowed characters")
+        self.updates.webhook = dict(params)
+        return True
+
+    async def _m_deleteWebhook(self, params: dict[str, Any]) -> bool:
+        self.updates.webhook = {}
+        return True
+
+    async def _m_setMyCommands(self, params: dict[str, Any]) -> bool:
+        commands = params.get("commands")
+        if not isinstance(commands, list) or len(commands) > 100:
+            raise ApiError(400, "Bad Request: commands must be a list of at most 100")
+        for command in commands:
+            if not re.fullmatch(r"[a-z0-9_]{1,32}", str(command.get("command", ""))):
+                raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
+            if not 1 <= len(str(command.get("description", ""))) <= 256:
+                raise ApiError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
+        self.updates.commands[:] = commands
+        return True
+
+    async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> bool:
+        if len(str(params.get("text", ""))) > 200:
+            raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
+        if any(a["callback_query_id"] == params.get("callback_query_id") for a in self.answers):
+            raise ApiError(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+        self.updates.answers.append(dict(params))
+        return True
+
+
+@dataclass
+class _Updates:
+    """tg-in's state of the fake: updates waiting for getUpdates, the webhook, the command menu, callback answers."""
+
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    webhook: dict[str, Any] = field(default_factory=dict)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _error(status: int, description: str, parameters: dict[str, Any] | None = None) -> web.Response:
