@@ -35,6 +35,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/scale.py || rc=1; \
 	$(BIN)/python bench/slack_ack.py || rc=1; \
 	$(BIN)/python bench/github_ingest.py || rc=1; \
+	$(BIN)/python bench/telegram_ingest.py || rc=1; \
 	$(BIN)/python bench/tasks.py || rc=1; \
 	$(BIN)/python bench/approvals.py || rc=1; \
 	exit $$rc
