@@ -10,7 +10,9 @@ from core.autonomy.policy import PolicyStore
 from core.autonomy.questions import Questions
 from core.channels.ledger import Ledger
 from core.channels.progress import Progress
+from core.channels.subscriptions import Subscriptions
 from core.overview import Overviews
+from core.people.links import Links
 from core.people.orgs import Orgs
 from core.people.tokens import Tokens
 from core.people.users import Users
@@ -46,6 +48,8 @@ class Shepherd:
         self.projects = Projects(db)
         self.tokens = Tokens(db)
         self.users = Users(db)
+        self.links = Links(db, self.confirmations)
+        self.subscriptions = Subscriptions(db)
         self.events = Events(db)
         self.ledger = Ledger(db)
         self.progress = Progress(db)

@@ -65,7 +65,7 @@ class Handlers:
         opening = Opening(str(here), f"{item.command} {said}",
                           serves=lambda address: Address.parse(address).channel in (item.channel, item.user))
         await self.conversations.command(principal, said, answer=Where(SOURCE, str(here)), opening=opening,
-                                         item=Received(SOURCE, item.key))
+                                         item=Received(SOURCE, item.key), place=Where(SOURCE, item.channel))
 
     async def _said(self, item: Said) -> None:
         received = Received(SOURCE, item.key)
@@ -86,7 +86,9 @@ class Handlers:
         where = Where(SOURCE, f"{item.channel}/{item.thread_ts or item.ts}")
         task = await self.conversations.task_at(self.config.org_id, where) if item.thread_ts else None
         where = Where(SOURCE, where.address, task)  # in a task's thread, `@Shepherd stop` stops that task
-        await self.conversations.command(principal, said, where=where, answer=where, item=received)
+        # the place is the channel, not the thread of the mention: an approval channel's prompts start threads
+        await self.conversations.command(principal, said, where=where, answer=where, item=received,
+                                         place=Where(SOURCE, item.channel))
 
     async def _vote(self, item: Vote) -> None:
         principal = await self.principal(item.user, item.user_name)

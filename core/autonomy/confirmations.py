@@ -341,8 +341,10 @@ class Confirmations:
     async def announce(self, session: AsyncSession, conf: Confirmation, task: Task | None = None) -> None:
         if task is None and conf.task_id:
             task = await session.get(Task, conf.task_id)
-        threads = await threads_for(session, conf.org_id, task_id=conf.task_id, project_id=conf.project_id)
-        enqueue(session, threads, render(conf, task.name if task else None))
+        message = render(conf, task.name if task else None)
+        threads = await threads_for(session, conf.org_id, task_id=conf.task_id, project_id=conf.project_id,
+                                    key=message.key)
+        enqueue(session, threads, message)
 
     async def void(self, session: AsyncSession, conf: Confirmation, reason: str) -> None:
         """The plan changed (a new head, a follow-up): this confirmation can no longer be acted on."""

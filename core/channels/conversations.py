@@ -188,6 +188,7 @@ class Conversations:
     async def command(
         self, principal: Principal, said: str | Sequence[str], *, where: Where | None = None,
         answer: Where | None = None, opening: Opening | None = None, item: Received | None = None,
+        place: Where | None = None,
     ) -> Reply:
         """Run a command and everything it causes, in one commit; returns its reply.
 
@@ -195,10 +196,12 @@ class Conversations:
         any (a task it starts binds it; in a task's thread the task may go unsaid). `answer`: where its reply goes
         through the outbox (None: the caller shows it itself, as the console does). `opening`: when `where` is no
         thread, how a task the command follows gets one (its reply then goes there). `item`: the inbound item it
-        came in, settled in the same commit (and the key a repeat of it acts once by)."""
+        came in, settled in the same commit (and the key a repeat of it acts once by). `place`: the place it was
+        said in as a whole, when that is not `where` (a Slack channel, for a slash command or a mention in a
+        thread): what `subscribe` makes an approval channel, where `link` tells who used its code."""
         async with self.db.unit() as unit:
             reply = await self.registry.run(self.shepherd, principal, said, where=where,
-                                            request_key=item.key if item else None)
+                                            request_key=item.key if item else None, place=place)
             acted = unit.wrote  # the command changed something (not only read)
             task = followed(reply)
             if answer is not None or item is not None:

@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import or_
+from sqlalchemy import false, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import ShepherdError
-from core.store.models import Outbox, Thread
+from core.store.models import MessageRef, Outbox, Thread
 
 
 class RowStatus(StrEnum):
@@ -106,18 +106,28 @@ class Channel(Protocol):
 
 
 async def threads_for(
-    session: AsyncSession, org_id: str, *, task_id: str | None = None, project_id: str | None = None
+    session: AsyncSession, org_id: str, *, task_id: str | None = None, project_id: str | None = None,
+    key: str | None = None,
 ) -> list[Thread]:
-    """Who must see news of a task: its own threads, and its project's approval channels."""
+    """Who must see news of a task: its own threads, and its project's approval channels (core.channels.
+    subscriptions). An approval channel since unsubscribed still hears of a message it shows (`key`): a decision
+    edits the prompt there too. A place that is both a task's thread and an approval channel (a Telegram chat) is
+    told once, in the task's thread."""
     clauses = []
     if task_id:
         clauses.append(col(Thread.task_id) == task_id)
     if project_id:
-        clauses.append((col(Thread.project_id) == project_id) & col(Thread.task_id).is_(None))
+        showing = select(MessageRef.thread_id).where(MessageRef.key == key).union(
+            select(Outbox.thread_id).where(Outbox.key == key)) if key else None
+        live = col(Thread.ended_at).is_(None)
+        shows = col(Thread.id).in_(showing) if showing is not None else false()
+        clauses.append((col(Thread.project_id) == project_id) & col(Thread.task_id).is_(None) & (live | shows))
     if not clauses:
         return []
     query = select(Thread).where(Thread.org_id == org_id, or_(*clauses))
-    return list(await session.exec(query.order_by(col(Thread.created_at), col(Thread.id))))
+    threads = list(await session.exec(query.order_by(col(Thread.created_at), col(Thread.id))))
+    own = {(t.channel, t.address) for t in threads if t.task_id}
+    return [t for t in threads if t.task_id or (t.channel, t.address) not in own]
 
 
 def enqueue(session: AsyncSession, threads: list[Thread], message: Message) -> int:

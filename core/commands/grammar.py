@@ -30,6 +30,7 @@ class ArgKind(Enum):
     POSITIONAL = "positional"
     OPTION = "option"
     REST = "rest"  # every remaining word, e.g. filters or free text
+    FLAG = "flag"  # an option without a value: present (True) or not (its default)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Arg:
 
     def usage(self) -> str:
         meta = self.metavar or self.name.upper()
+        if self.kind is ArgKind.FLAG:
+            return f"[{self.flag}]"
         if self.kind is ArgKind.OPTION:
             text = f"{self.flag} {meta}"
             return text if self.required else f"[{text}]"
@@ -83,6 +86,7 @@ class CommandContext:
     registry: CommandRegistry
     where: Where | None = None
     request_key: str | None = None  # the inbound item this command came in (a retry of it acts once)
+    place: Where | None = None  # the place it was said in as a whole (a Slack channel, not a thread in it)
 
 
 Handler = Callable[[CommandContext, dict[str, Any]], Awaitable[Reply]]
@@ -204,7 +208,7 @@ class CommandRegistry:
             raise
 
     def _bind(self, spec: CommandSpec, words: list[str], thread_task: str | None = None) -> dict[str, Any]:
-        options = {a.flag: a for a in spec.args if a.kind is ArgKind.OPTION}
+        options = {a.flag: a for a in spec.args if a.kind in (ArgKind.OPTION, ArgKind.FLAG)}
         positionals = [a for a in spec.args if a.kind is ArgKind.POSITIONAL]
         rest_arg = next((a for a in spec.args if a.kind is ArgKind.REST), None)
         values: dict[str, Any] = {}
@@ -216,12 +220,18 @@ class CommandRegistry:
                 loose += words[i + 1:]
                 break
             if word.startswith("--") and len(word) > 2:
-                flag, _, inline = word.partition("=")
+                flag, sep, inline = word.partition("=")
                 arg = options.get(flag)
                 if arg is None:
                     raise UsageError(
                         f"`{spec.name}` has no option {flag}.", usage=spec.usage, suggestion=_close(flag, options)
                     )
+                if arg.kind is ArgKind.FLAG:
+                    if sep:
+                        raise UsageError(f"{flag} takes no value.", usage=spec.usage)
+                    values[arg.name] = True
+                    i += 1
+                    continue
                 if inline:
                     raw = inline
                 elif i + 1 < len(words):
@@ -293,7 +303,7 @@ class CommandRegistry:
 
     async def run(
         self, shepherd: Shepherd, principal: Principal, said: str | Sequence[str], *, where: Where | None = None,
-        request_key: str | None = None,
+        request_key: str | None = None, place: Where | None = None,
     ) -> Reply:
         """Parse (what was typed, or words already split), check permission, execute. Errors become a reply:
         never a traceback in a channel."""
@@ -301,7 +311,7 @@ class CommandRegistry:
             invocation = self.parse(said, thread_task=where.task if where else None)
             principal.require(invocation.spec.role.scope, f"`{invocation.spec.name}`")
             ctx = CommandContext(shepherd=shepherd, principal=principal, registry=self, where=where,
-                                 request_key=request_key)
+                                 request_key=request_key, place=place or where)
             return await invocation.spec.handler(ctx, invocation.args)
         except ShepherdError as exc:
             return Reply(text=f"error: {exc.message}", ok=False, data={"code": exc.code})

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Table, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Index, Table, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from core.clock import utcnow
@@ -271,6 +271,9 @@ class Vote(SQLModel, table=True):
     at: datetime = _ts()
 
 
+SUBSCRIPTION_ROWS = "task_id IS NULL AND project_id IS NOT NULL"  # a Thread that is a project's approval channel
+
+
 class Thread(SQLModel, table=True):
     """Where a conversation lives: a console user, a Slack channel+thread_ts, a Telegram chat, a GitHub
     issue. Bound to a task (its progress and prompts go there) or to a project (its approval channel).
@@ -282,6 +285,9 @@ class Thread(SQLModel, table=True):
     __table_args__ = (
         Index("ix_thread_task", "task_id"),
         Index("ix_thread_project", "project_id"),
+        # one approval channel per place and project: subscribing twice, or from two replicas at once, is one
+        Index("ux_thread_subscription", "org_id", "channel", "address", "project_id", unique=True,
+              sqlite_where=text(SUBSCRIPTION_ROWS), postgresql_where=text(SUBSCRIPTION_ROWS)),
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -291,6 +297,8 @@ class Thread(SQLModel, table=True):
     task_id: str | None = Field(default=None, max_length=64)
     project_id: str | None = Field(default=None, max_length=64)
     opening: str | None = Field(default=None, max_length=200)  # the key of the message it begins with, unposted
+    # an approval channel unsubscribed: new prompts no longer go there, decisions of the ones it shows still do
+    ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = _ts()
 
 
@@ -373,3 +381,32 @@ class HeldRequest(SQLModel, table=True):
     created_at: datetime = _ts()
     released_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     released_by: str | None = Field(default=None, max_length=200)
+
+
+class LinkCode(SQLModel, table=True):
+    """A one-time code that joins a person's identity in another channel to this user (core.people.links). Only
+    its SHA-256 is kept; it is good once, until `expires_at`."""
+
+    __table_args__ = (Index("ix_linkcode_org", "org_id", "expires_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    user_id: str = Field(foreign_key="user.id", ondelete="CASCADE", max_length=64)  # who asked for it
+    code_hash: str = Field(max_length=64)
+    channel: str = Field(max_length=32)  # where it was asked for: told there when it is used
+    address: str = Field(max_length=500)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
+    used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    used_by: str | None = Field(default=None, max_length=200)  # the identity that joined, channel:external id
+
+
+class LinkAttempt(SQLModel, table=True):
+    """A `link <code>` that named no live code: counted per person, so that codes cannot be guessed."""
+
+    __table_args__ = (Index("ix_linkattempt_user", "org_id", "user_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(max_length=64)
+    user_id: str = Field(max_length=64)  # no FK: the count outlives a user joined into another
+    at: datetime = _ts()
