@@ -1,0 +1,1 @@
+"""Telegram: the bot channel (python-telegram-bot)."""
