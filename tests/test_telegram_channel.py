@@ -213,6 +213,10 @@ async def test_what_agents_print_is_shown_as_written_and_long_output_is_cut_with
     assert answer["text"].startswith("task-0000 running  <acme/api>") and len(answer["text"]) <= TEXT_MAX
     assert "characters not shown; tasks --all shows all" in answer["text"]
 
+    # Telegram counts UTF-16 code units: an emoji is two
+    ref = await channel.post("1001", Message(key="notice:emoji", text="🏃 " * 2100, kind="notice"))
+    assert telegram.messages(1001)[int(ref) - 1]["text"].startswith("🏃 🏃")
+
     # the fake refuses what Telegram refuses: the cut is what lets it through
     with pytest.raises(BadRequest, match="(?i)message is too long"):
         await bot.send_message(chat_id=1001, text="x" * (TEXT_MAX + 1))

@@ -153,7 +153,7 @@ class TelegramChannel:
         where = Address.parse(address)
         shown = render(message)
         chat = self._migrated.get(where.chat_id, where.chat_id)
-        self._may_call()
+        self._may_edit()
         try:
             await self._call(chat, lambda chat_id: self.bot.edit_message_text(
                 chat_id=chat_id, message_id=int(ref), text=shown.text, parse_mode=ParseMode.HTML,
@@ -172,6 +172,15 @@ class TelegramChannel:
         left = self._paused_until - self.clock()
         if left > 0:
             raise DeliveryError(f"telegram: flood control, {left:.1f} s left", retry_after=left)
+
+    def _may_edit(self) -> None:
+        """An edit waits for flood control and the bot's calls a second (its chat's pace is the dispatcher's)."""
+        self._may_call()
+        now = self.clock()
+        wait = self._bot_window.wait(now)
+        if wait > 0:
+            raise DeliveryError(f"telegram: {BOT_PER_SECOND} messages a second: waits {wait:.2f} s", retry_after=wait)
+        self._bot_window.take(now)
 
     def _may_post(self, chat: int) -> None:
         """A post waits for flood control, the bot's messages a second and, in a group, its messages a minute; when

@@ -127,7 +127,8 @@ def _assemble(parts: list[_Part], more: str) -> str:
         joined = "\n\n".join(s for s in shown if s)
         if size(joined) <= TEXT_MAX:
             return joined
-    return joined[:TEXT_MAX // 2]  # unreachable with Shepherd's own messages: never send what Telegram refuses
+    # unreachable with Shepherd's own messages (their fixed parts are short): all of it as plain text, cut
+    return _shrunk(_Part("\n\n".join(p.raw for p in parts)), TEXT_MAX, more)
 
 
 def _facts(fields: dict[str, str], skip: tuple[str, ...] = ()) -> str:
