@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from adapters.telegram.config import TelegramConfig
     from adapters.telegram.inbound import TelegramInbound
 
-SLACK = web.AppKey("slack", "SlackInbound")
-GITHUB = web.AppKey("github", "GitHubInbound")
-TELEGRAM = web.AppKey("telegram", "TelegramInbound")
+SLACK: web.AppKey[SlackInbound] = web.AppKey("slack")
+GITHUB: web.AppKey[GitHubInbound] = web.AppKey("github")
+TELEGRAM: web.AppKey[TelegramInbound] = web.AppKey("telegram")
 
 
 def all_routes() -> list[Route]:
@@ -78,90 +78,79 @@ def create_app(
         await db.dispose()
 
     app.cleanup_ctx.append(database)
+    # Each channel's door (its inbound object) lives as long as the app; its route answers 404 saying what to set
+    # while the channel is off. Telegram's door is the webhook's: polling runs with the background services.
     if slack is not None:
-        app.cleanup_ctx.append(_slack_context(slack))
+        app.cleanup_ctx.append(_door(SLACK, lambda s, http: _slack_door(s, slack, http)))
     if github is not None:
-        app.cleanup_ctx.append(_github_context(github))
-    if telegram is not None and telegram.webhook:  # polling runs with the background services (bot.background)
-        app.cleanup_ctx.append(_telegram_context(telegram))
-    app.router.add_post("/slack/events", _slack_events, name="slackEvents")
-    app.router.add_post("/github/webhook", _github_webhook, name="githubWebhook")
-    app.router.add_post("/telegram/webhook", partial(_telegram_webhook, on=telegram is not None),
-                        name="telegramWebhook")
+        app.cleanup_ctx.append(_door(GITHUB, lambda s, http: _github_door(s, github, http)))
+    if telegram is not None and telegram.webhook:
+        app.cleanup_ctx.append(_door(TELEGRAM, lambda s, http: _telegram_door(s, telegram)))
+    app.router.add_post("/slack/events", partial(_through, SLACK, _off(
+        "slack_not_configured", "Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (README: Connect Slack)")),
+        name="slackEvents")
+    app.router.add_post("/github/webhook", partial(_through, GITHUB, _off(
+        "github_not_configured", "GitHub is off: set GITHUB_WEBHOOK_SECRET (README: Connect GitHub)")),
+        name="githubWebhook")
+    telegram_off = _off(
+        "telegram_webhook_off", "Telegram is polled (getUpdates): set TELEGRAM_WEBHOOK_SECRET to receive updates "
+        "here (README: Connect Telegram)") if telegram is not None else _off(
+        "telegram_not_configured", "Telegram is off: set TELEGRAM_BOT_TOKEN (README: Connect Telegram)")
+    app.router.add_post("/telegram/webhook", partial(_through, TELEGRAM, telegram_off), name="telegramWebhook")
     mount(app, routes)
     return app
 
 
-def _slack_context(config: SlackConfig) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        from adapters.slack.inbound import SlackInbound
+class Door(Protocol):
+    """A channel's inbound side as the web app holds it."""
 
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def handle_http(self, request: web.Request) -> web.StreamResponse: ...
+
+
+def _door(key: web.AppKey[Any], make: Callable[[Shepherd, aiohttp.ClientSession], Door],
+          ) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as http:
-            inbound = SlackInbound(app[SHEPHERD], config, http=http)
-            app[SLACK] = inbound
-            await inbound.start()
+            door = make(app[SHEPHERD], http)
+            app[key] = door
+            await door.start()
             yield
-            await inbound.stop()
+            await door.stop()
 
     return context
 
 
-async def _slack_events(request: web.Request) -> web.StreamResponse:
-    inbound: SlackInbound | None = request.app.get(SLACK)
-    if inbound is None:
-        return web.json_response({"error": "slack_not_configured", "message":
-                                  "Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (README: Connect Slack)"},
-                                 status=404)
-    return await inbound.handle_http(request)
+def _off(error: str, message: str) -> Callable[[], web.Response]:
+    return lambda: web.json_response({"error": error, "message": message}, status=404)
 
 
-def _github_context(config: GitHubConfig) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        from adapters.github.auth import GitHubAuth
-        from adapters.github.inbound import GitHubInbound
-
-        async with aiohttp.ClientSession() as http:
-            inbound = GitHubInbound(app[SHEPHERD], config, GitHubAuth(http, base_url=config.api_url,
-                                                                      token=config.token, app=config.app))
-            app[GITHUB] = inbound
-            await inbound.start()
-            yield
-            await inbound.stop()
-
-    return context
+async def _through(key: web.AppKey[Any], off: Callable[[], web.Response], request: web.Request) -> web.StreamResponse:
+    door: Door | None = request.app.get(key)
+    return await door.handle_http(request) if door is not None else off()
 
 
-async def _github_webhook(request: web.Request) -> web.StreamResponse:
-    inbound: GitHubInbound | None = request.app.get(GITHUB)
-    if inbound is None:
-        return web.json_response({"error": "github_not_configured", "message":
-                                  "GitHub is off: set GITHUB_WEBHOOK_SECRET (README: Connect GitHub)"}, status=404)
-    return await inbound.handle_http(request)
+def _slack_door(shepherd: Shepherd, config: SlackConfig, http: aiohttp.ClientSession) -> Door:
+    from adapters.slack.inbound import SlackInbound
+
+    return SlackInbound(shepherd, config, http=http)
 
 
-def _telegram_context(config: TelegramConfig) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        from adapters.telegram.inbound import TelegramInbound
+def _github_door(shepherd: Shepherd, config: GitHubConfig, http: aiohttp.ClientSession) -> Door:
+    from adapters.github.auth import GitHubAuth
+    from adapters.github.inbound import GitHubInbound
 
-        inbound = TelegramInbound(app[SHEPHERD], config)
-        app[TELEGRAM] = inbound
-        await inbound.start()
-        yield
-        await inbound.stop()
-
-    return context
+    return GitHubInbound(shepherd, config, GitHubAuth(http, base_url=config.api_url, token=config.token,
+                                                      app=config.app))
 
 
-async def _telegram_webhook(request: web.Request, *, on: bool) -> web.StreamResponse:
-    inbound: TelegramInbound | None = request.app.get(TELEGRAM)
-    if inbound is not None:
-        return await inbound.handle_http(request)
-    if on:  # Telegram is on without a webhook secret: the background services poll getUpdates
-        return web.json_response({"error": "telegram_webhook_off", "message": "Telegram is polled (getUpdates): set "
-                                  "TELEGRAM_WEBHOOK_SECRET to receive updates here (README: Connect Telegram)"},
-                                 status=404)
-    return web.json_response({"error": "telegram_not_configured", "message":
-                              "Telegram is off: set TELEGRAM_BOT_TOKEN (README: Connect Telegram)"}, status=404)
+def _telegram_door(shepherd: Shepherd, config: TelegramConfig) -> Door:
+    from adapters.telegram.inbound import TelegramInbound
+
+    return TelegramInbound(shepherd, config)
 
 
 def create_callback_app(shepherd: Shepherd) -> web.Application:

@@ -1,7 +1,7 @@
 """What runs beside (or instead of) the web server: the task supervisor with its runner and action executor,
 the outbox dispatcher and the sweeper (expiry, task news). `serve`, `worker` and the console assemble it here,
 each with its own channels: this is where the ports' implementations are built (the local runner, GitHub as
-the forge and its credentials, the HTTP deploy hook, Slack and GitHub as channels) and handed to core; the
+the forge and its credentials, the HTTP deploy hook, Slack, GitHub and Telegram as channels) and handed to core; the
 dispatcher and the sweeper get core's outbox wake-up through their constructors. Services start in order and
 stop in reverse.
 
@@ -33,6 +33,8 @@ from core.shepherd import Shepherd
 from core.tasks.supervisor import TaskSupervisor
 
 if TYPE_CHECKING:
+    from telegram import Bot as TelegramBot
+
     from adapters.github.auth import GitHubAuth
     from adapters.telegram.config import TelegramConfig
 
@@ -66,6 +68,7 @@ class Background:
         self.dispatcher: Dispatcher | None = None
         self.sweeper: Sweeper | None = None
         self.github: GitHubAuth | None = None  # Shepherd's GitHub credentials, once started (None: not configured)
+        self.telegram_bot: TelegramBot | None = None  # the outbox's Telegram Bot, once started (None: not configured)
         self._started: list[Service] = []
 
     async def start(self) -> None:
@@ -94,6 +97,8 @@ class Background:
             from adapters.github.channel import GitHubChannel
 
             self.channels.append(GitHubChannel(self.github, handle=self.settings.github_handle))
+        if self.platforms and settings.telegram_bot_token and not any(c.name == "telegram" for c in self.channels):
+            self.channels.append(await self._telegram(settings.telegram_bot_token.get_secret_value()))
         self.dispatcher = Dispatcher(self.shepherd, self.channels, wakeup=self.shepherd.outbox_due)
         self.sweeper = Sweeper(self.shepherd, news_channels=[c.name for c in self.channels if c.progress],
                                outbox_due=self.shepherd.outbox_due)
@@ -111,6 +116,14 @@ class Background:
         from adapters.telegram.inbound import TelegramInbound
 
         return TelegramInbound(self.shepherd, config, poll=True)
+
+    async def _telegram(self, token: str) -> Channel:
+        """Telegram as a channel: a Bot of its own (its connections opened here, closed by `stop`)."""
+        from adapters.telegram.channel import TelegramChannel, make_bot, start_bot
+
+        self.telegram_bot = make_bot(token, self.settings.telegram_api_url)
+        await start_bot(self.telegram_bot)
+        return TelegramChannel(self.telegram_bot)
 
     def _github(self, http: aiohttp.ClientSession) -> GitHubAuth | None:
         """Shepherd's credentials on GitHub (a GitHub App, or a token), when it has any."""
@@ -148,5 +161,8 @@ class Background:
                 await self.callback_site.cleanup()
         if self.callback_socket is not None:
             await self.callback_socket.stop()
+        if self.telegram_bot is not None:
+            with contextlib.suppress(Exception):
+                await self.telegram_bot.shutdown()
         if self.http is not None:
             await self.http.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import re
 import time
@@ -248,8 +249,154 @@ class _Updates:
     answers: list[dict[str, Any]] = field(default_factory=list)
 
 
+    # --- methods: tg-out (sendMessage, editMessageText) --------------------------------------------------
+    # Messages are kept per chat (`messages(chat_id)`), with their HTML as sent, the text as Telegram shows it and
+    # their inline keyboard. Telegram's refusals as it words them: HTML it cannot parse, a text over 4096
+    # characters after parsing, an edit that changes nothing, a message or chat that is not there, a chat the bot
+    # was blocked in or kicked from (`gone`).
+
+    @property
+    def chats(self) -> dict[int, list[dict[str, Any]]]:
+        """chat id -> its messages, oldest first."""
+        return self.__dict__.setdefault("_chats", {})  # type: ignore[no-any-return]
+
+    @property
+    def gone(self) -> dict[int, tuple[int, str]]:
+        """chat id -> how Telegram refuses it: (403, "Forbidden: bot was blocked by the user"), (400, "Bad Request:
+        chat not found")."""
+        return self.__dict__.setdefault("_gone", {})  # type: ignore[no-any-return]
+
+    def messages(self, chat_id: int) -> list[dict[str, Any]]:
+        return self.chats.get(chat_id, [])
+
+    def _chat(self, params: dict[str, Any]) -> int:
+        try:
+            chat_id = int(params["chat_id"])
+        except (KeyError, TypeError, ValueError):
+            raise ApiError(400, "Bad Request: chat not found") from None
+        if chat_id in self.gone:
+            raise ApiError(*self.gone[chat_id])
+        return chat_id
+
+    @staticmethod
+    def _visible(text: str, parse_mode: str | None) -> str:
+        """The text as Telegram shows it (HTML parsed), or its 400 when it cannot parse it or will not take it."""
+        if parse_mode not in (None, "", "HTML"):
+            raise ApiError(400, f"Bad Request: unsupported parse_mode {parse_mode}")
+        shown = text
+        if parse_mode == "HTML":
+            shown = _parse_html(text)
+        if not shown.strip():
+            raise ApiError(400, "Bad Request: message text is empty")
+        if len(shown.encode("utf-16-le")) // 2 > 4096:
+            raise ApiError(400, "Bad Request: message is too long")
+        return shown
+
+    @staticmethod
+    def _markup(params: dict[str, Any]) -> dict[str, Any] | None:
+        markup = params.get("reply_markup")
+        if isinstance(markup, str):
+            markup = json.loads(markup)
+        if markup is None:
+            return None
+        for row in markup.get("inline_keyboard", []):
+            for button in row:
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                    raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+        return dict(markup)
+
+    async def _m_sendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat(params)
+        html_text = str(params.get("text") or "")
+        shown = self._visible(html_text, params.get("parse_mode"))
+        kept = self.chats.setdefault(chat_id, [])
+        topic = params.get("message_thread_id")
+        message: dict[str, Any] = {
+            "message_id": len(kept) + 1, "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "supergroup" if chat_id < 0 else "private"},
+            "text": shown, "html": html_text, "reply_markup": self._markup(params),
+            "message_thread_id": int(topic) if topic not in (None, "") else None, "edits": 0}
+        kept.append(message)
+        return _as_sent(message)
+
+    async def _m_editMessageText(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat(params)
+        try:
+            message_id = int(params["message_id"])
+        except (KeyError, TypeError, ValueError):
+            raise ApiError(400, "Bad Request: message identifier is not specified") from None
+        found = [m for m in self.messages(chat_id) if m["message_id"] == message_id]
+        if not found:
+            raise ApiError(400, "Bad Request: message to edit not found")
+        html_text = str(params.get("text") or "")
+        shown = self._visible(html_text, params.get("parse_mode"))
+        markup = self._markup(params)  # none given: the message has none afterwards
+        message = found[0]
+        if message["html"] == html_text and message["reply_markup"] == markup:
+            raise ApiError(400, "Bad Request: message is not modified: specified new message content and reply "
+                                "markup are exactly the same as a content and reply markup of the current message")
+        message.update(text=shown, html=html_text, reply_markup=markup, edits=message["edits"] + 1)
+        return _as_sent(message)
+
+
 def _error(status: int, description: str, parameters: dict[str, Any] | None = None) -> web.Response:
     body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
     if parameters:
         body["parameters"] = parameters
     return web.json_response(body, status=status)
+
+
+# --- helpers: tg-out ---------------------------------------------------------------------------------------
+
+_HTML_TAGS = frozenset({"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a",
+                        "tg-emoji", "code", "pre", "blockquote"})
+_HTML_TOKEN = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)((?:\s[^<>]*)?)>"  # a tag
+                         r"|&(lt|gt|amp|quot|#[0-9]+|#x[0-9a-fA-F]+);"  # an entity Telegram knows
+                         r"|[<>&]")  # anything else: Telegram cannot parse it
+
+
+def _parse_html(text: str) -> str:
+    """Telegram's HTML parse mode, as strictly as Telegram: only its tags, properly nested; `<`, `>` and `&` only
+    as tags or entities. Returns the text shown."""
+    shown: list[str] = []
+    open_tags: list[str] = []
+    at = 0
+    for token in _HTML_TOKEN.finditer(text):
+        shown.append(text[at:token.start()])
+        at = token.end()
+        closing, tag, _attrs, entity = token.group(1), token.group(2), token.group(3), token.group(4)
+        offset = len(text[:token.start()].encode())
+        if tag:
+            tag = tag.lower()
+            if tag not in _HTML_TAGS:
+                raise ApiError(400, f"Bad Request: can't parse entities: Unsupported start tag \"{tag}\" at byte "
+                                    f"offset {offset}")
+            if closing:
+                if not open_tags or open_tags[-1] != tag:
+                    raise ApiError(400, f"Bad Request: can't parse entities: Unmatched end tag at byte offset "
+                                        f"{offset}, expected \"</{open_tags[-1] if open_tags else ''}>\", found "
+                                        f"\"</{tag}>\"")
+                open_tags.pop()
+            else:
+                open_tags.append(tag)
+        elif entity:
+            shown.append(html.unescape(token.group(0)))
+        else:
+            raise ApiError(400, f"Bad Request: can't parse entities: Can't find end of the entity starting at byte "
+                                f"offset {offset}" if token.group(0) == "&" else
+                                f"Bad Request: can't parse entities: Unexpected character {token.group(0)!r} at byte "
+                                f"offset {offset}")
+    shown.append(text[at:])
+    if open_tags:
+        raise ApiError(400, f"Bad Request: can't parse entities: Can't find end tag corresponding to start tag "
+                            f"\"{open_tags[-1]}\"")
+    return "".join(shown)
+
+
+def _as_sent(message: dict[str, Any]) -> dict[str, Any]:
+    """A kept message as the Bot API returns it (a Message object)."""
+    sent = {k: v for k, v in message.items() if k not in ("html", "edits") and v is not None}
+    if message["edits"]:
+        sent["edit_date"] = int(time.time())
+    return sent
