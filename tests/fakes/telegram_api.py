@@ -238,17 +238,6 @@ class FakeTelegram:
         return True
 
 
-@dataclass
-class _Updates:
-    """tg-in's state of the fake: updates waiting for getUpdates, the webhook, the command menu, callback answers."""
-
-    pending: list[dict[str, Any]] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    webhook: dict[str, Any] = field(default_factory=dict)
-    commands: list[dict[str, Any]] = field(default_factory=list)
-    answers: list[dict[str, Any]] = field(default_factory=list)
-
-
     # --- methods: tg-out (sendMessage, editMessageText) --------------------------------------------------
     # Messages are kept per chat (`messages(chat_id)`), with their HTML as sent, the text as Telegram shows it and
     # their inline keyboard. Telegram's refusals as it words them: HTML it cannot parse, a text over 4096
@@ -400,3 +389,14 @@ def _as_sent(message: dict[str, Any]) -> dict[str, Any]:
     if message["edits"]:
         sent["edit_date"] = int(time.time())
     return sent
+
+
+@dataclass
+class _Updates:
+    """tg-in's state of the fake: updates waiting for getUpdates, the webhook, the command menu, callback answers."""
+
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    webhook: dict[str, Any] = field(default_factory=dict)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)
