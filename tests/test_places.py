@@ -81,6 +81,23 @@ async def test_a_subscribed_place_gets_the_projects_prompts_and_their_decisions(
     assert "api" in everywhere.text and "C2" in everywhere.text
 
 
+async def test_a_task_run_on_a_projects_repository_is_that_projects_task(shepherd: Shepherd) -> None:
+    """`run --repo acme/api` without --project: the task belongs to the project naming acme/api, so its prompts
+    reach the project's approval channels (a Slack-started task asks a Telegram approver) and the project's
+    agent level and policy govern it (naming the repository instead of the project escapes neither)."""
+    console, _ = await console_principal(shepherd, "acme", "ops")
+    tessa = await telegram_person(shepherd, "5001", "tessa", Role.APPROVER)
+    await shepherd.projects.create(console, name="api", repo="acme/api")
+    assert (await talk(shepherd).command(tessa, "subscribe api", place=TG_CHAT)).ok
+    view = await shepherd.tasks.create(console, prompt="fix the flaky test", runtime="demo", repo="acme/api",
+                                       thread=("console", console.name))
+    assert view.project is not None and view.project.name == "api"
+    conf = await gate(shepherd, view.task, pr_plan())
+    assert await sent(shepherd, TG_CHAT, f"confirmation:{conf.id}") == ["pending"]
+    other = await shepherd.tasks.create(console, prompt="fix it elsewhere", runtime="demo", repo="acme/web")
+    assert other.project is None and other.task.project_id is None  # a repository no project names: none
+
+
 async def test_unsubscribe_stops_new_prompts_and_the_shown_ones_still_hear_their_decision(shepherd: Shepherd) -> None:
     console, _ = await console_principal(shepherd, "acme", "ops")
     ana = await slack_person(shepherd, "UANA", "ana", Role.APPROVER)

@@ -193,6 +193,13 @@ class Tasks(TaskSteering):
                                     if earlier.project_id else None, first)
             owner_id, owner_name = await self._owner(session, principal, owner)
             proj = await resolve_project(session, principal.org_id, project) if project else None
+            if proj is None and repo is not None and repo_kind(repo) != "path":
+                # the repository's project (its oldest, as a webhook finds it): its approval channels hear the
+                # task's prompts, and its agent's level and its policy govern it; naming the repository instead
+                # of the project must not slip out from under either
+                proj = (await session.exec(select(Project).where(
+                    Project.org_id == principal.org_id, Project.repo == repo)
+                    .order_by(col(Project.created_at)).limit(1))).first()
             agent_level = DEFAULT_LEVEL
             proj_level = DEFAULT_LEVEL  # the project agent's: what a webhook's start is gated by
             if proj is not None:
