@@ -56,6 +56,9 @@ def _logging(settings: Settings) -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    from bot.redact import redact_logs
+
+    redact_logs(settings)  # e.g. httpx logs Telegram's URLs, which hold the bot's token
     if settings.log_level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
