@@ -278,3 +278,15 @@ async def test_the_worker_delivers_to_telegram_when_its_token_is_set(
         await background.stop()
     assert telegram.messages(1001)[0]["text"] == "hello from the worker"
     assert background.telegram_bot is not None and not background.telegram_bot._requests_initialized  # closed
+
+
+def test_a_replys_command_spans_are_code_and_everything_else_stays_escaped() -> None:
+    """Core writes `command` spans (Slack's style); Telegram's HTML shows them as code, and nothing else of the
+    text becomes markup: an agent's `<b>` stays text."""
+    shown = render(Message(key="reply:1", text="subscribed: `unsubscribe api` stops it; <b>not bold</b> & `x`",
+                           kind="reply")).text
+    assert shown == ("subscribed: <code>unsubscribe api</code> stops it; &lt;b&gt;not bold&lt;/b&gt; &amp; "
+                     "<code>x</code>")
+    # an odd backtick stays a backtick; several lines are a block, shown as written
+    assert render(Message(key="reply:2", text="one ` tick", kind="reply")).text == "one ` tick"
+    assert render(Message(key="reply:3", text="a `b`\nc", kind="reply")).text == "<pre>a `b`\nc</pre>"

@@ -18,6 +18,7 @@ A decided prompt has no keyboard: its text, as core wrote it, says who decided, 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,9 +67,16 @@ class _Part:
     wrap: tuple[str, str] = ("", "")
     keep: str = "head"
     order: int = 9
+    code: bool = False  # core's `command` spans shown as <code> (a reply's text: not output, not a name)
 
     def html(self, raw: str | None = None) -> str:
-        return f"{self.wrap[0]}{escape(self.raw if raw is None else raw)}{self.wrap[1]}"
+        text = escape(self.raw if raw is None else raw)
+        if self.code:  # escaping leaves backticks alone: a pair around text with no backtick is a code span
+            text = _CODE.sub(r"<code>\1</code>", text)
+        return f"{self.wrap[0]}{text}{self.wrap[1]}"
+
+
+_CODE = re.compile(r"`([^`\n]+)`")
 
 
 def _note(cut: int, more: str, lines: bool) -> str:
@@ -178,4 +186,5 @@ def render(message: Message) -> Rendered:
     # a command's reply, a notice: several lines read as a block, read from the top
     body = message.text.strip() or "…"
     multi_line = "\n" in body
-    return Rendered(_assemble([_Part(body, ("<pre>", "</pre>") if multi_line else ("", ""), order=0)], more))
+    return Rendered(_assemble([_Part(body, ("<pre>", "</pre>") if multi_line else ("", ""), order=0,
+                                     code=not multi_line)], more))
