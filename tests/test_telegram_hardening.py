@@ -1,0 +1,40 @@
+"""Telegram, tried as an attacker would (the review of issue 15): updates whose fields have the wrong JSON types,
+the bot token kept out of the logs, and the other findings' regressions. Driven through the real web app and the
+fake Bot API, as tests/test_telegram_inbound.py does (its fixtures and helpers are reused)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.test_telegram_inbound import MEMBER, World, _deliveries, tg, user  # noqa: F401 (tg: the fixture)
+
+
+def _msg(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"message_id": 1, "date": 1, "chat": {"id": 5, "type": "private"}, "text": "status",
+                            "from": user(MEMBER)}
+    return {**base, **fields}
+
+
+BOT = {"id": 4242, "is_bot": True, "first_name": "Shepherd"}
+WRONG_TYPES = {
+    "text a number": {"message": _msg(text=123)},
+    "text a list": {"message": _msg(text=["status"])},
+    "from.id a string": {"message": _msg(**{"from": {"id": "x", "is_bot": False, "first_name": "a"}})},
+    "chat.id a string": {"message": _msg(chat={"id": "abc", "type": "private"})},
+    "thread id a string": {"message": _msg(message_thread_id="t", is_topic_message=True)},
+    "replied message_id a string": {"message": _msg(reply_to_message={"message_id": "zz", "date": 1, "from": BOT,
+                                                                      "chat": {"id": 5, "type": "private"}})},
+    "callback data a number": {"callback_query": {"id": "q", "from": user(MEMBER), "chat_instance": "c", "data": 7}},
+}
+
+
+@pytest.mark.parametrize("fields", list(WRONG_TYPES.values()), ids=list(WRONG_TYPES))
+async def test_an_update_whose_fields_have_the_wrong_types_is_a_400_not_a_failure_tried_for_ever(
+        tg: World, fields: dict[str, Any]) -> None:
+    # before: a 200, then the handler raised (AttributeError on text/data), the row stayed `failed` and the
+    # ledger's sweep tried it again and again, logging a traceback each time
+    status, body = await tg.post({"update_id": 7001, **fields})
+    assert status == 400 and body["error"] == "malformed_update", body
+    assert await _deliveries(tg.shepherd) == []
