@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -415,6 +416,14 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True on the no-setup default: SQLite, which `serve` migrates by itself."""
         return self.db_url.startswith("sqlite")
+
+    def secrets(self) -> list[str]:
+        """The values no log line may show (bot.logsafe masks them): every secret setting, and the database
+        URL's password."""
+        values = [v.get_secret_value() for n in type(self).model_fields
+                  if isinstance(v := getattr(self, n), SecretStr) and n != "database_url"]
+        password = urlsplit(self.db_url).password
+        return [v for v in [*values, password or ""] if v]
 
     def masked(self) -> dict[str, Any]:
         """Settings for display: secrets and passwords inside URLs hidden."""

@@ -4,10 +4,14 @@ fake Bot API, as tests/test_telegram_inbound.py does (its fixtures and helpers a
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fakes.telegram_api import FakeTelegram
+from tests.procs import Home, stop
 from tests.test_telegram_inbound import MEMBER, World, _deliveries, tg, user  # noqa: F401 (tg: the fixture)
 
 
@@ -38,3 +42,18 @@ async def test_an_update_whose_fields_have_the_wrong_types_is_a_400_not_a_failur
     status, body = await tg.post({"update_id": 7001, **fields})
     assert status == 400 and body["error"] == "malformed_update", body
     assert await _deliveries(tg.shepherd) == []
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+async def test_the_bot_token_never_reaches_the_log(tmp_path: Path, level: str) -> None:
+    # before: at the default level every Bot API call was logged by httpx with its URL, `…/bot<TOKEN>/getMe`
+    async with FakeTelegram(token="4242:AAH-not-for-logs_0123456789") as fake:
+        home = Home(tmp_path, TELEGRAM_BOT_TOKEN=fake.token, TELEGRAM_API_URL=fake.api_url, SHEPHERD_ORG="acme",
+                    SHEPHERD_LOG_LEVEL=level)
+        server = await asyncio.to_thread(home.start, "serve")
+        try:
+            await fake.wait_for(lambda: bool(fake.called("getUpdates")), timeout=30)
+        finally:
+            out = await asyncio.to_thread(stop, server)
+    assert "polling getUpdates" in out and "getMe" in "".join(c.method for c in fake.calls)
+    assert fake.token not in out and "AAH-not-for-logs" not in out
