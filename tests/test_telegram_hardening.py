@@ -12,7 +12,16 @@ import pytest
 
 from tests.fakes.telegram_api import FakeTelegram
 from tests.procs import Home, stop
-from tests.test_telegram_inbound import MEMBER, World, _deliveries, tg, user  # noqa: F401 (tg: the fixture)
+from tests.test_telegram_inbound import (  # noqa: F401 (tg: the fixture)
+    ADMIN,
+    GROUP,
+    MEMBER,
+    World,
+    _deliveries,
+    message,
+    tg,
+    user,
+)
 
 
 def _msg(**fields: Any) -> dict[str, Any]:
@@ -57,3 +66,13 @@ async def test_the_bot_token_never_reaches_the_log(tmp_path: Path, level: str) -
             out = await asyncio.to_thread(stop, server)
     assert "polling getUpdates" in out and "getMe" in "".join(c.method for c in fake.calls)
     assert fake.token not in out and "AAH-not-for-logs" not in out
+
+
+async def test_link_gives_no_code_in_a_group_where_everyone_would_read_it(tg: World) -> None:
+    # before: `/link` in a group posted the admin's code there; any member typing it in their own Slack or GitHub
+    # identity became that admin user, role and all (the same channel only spends it)
+    await tg.post(message("/link", sender=ADMIN, chat=GROUP))
+    refused = await tg.said_in(str(GROUP), "error")
+    assert "private chat" in refused and "link code:" not in " ".join(tg.chat.said(str(GROUP)))
+    await tg.post(message("/link", sender=ADMIN))  # in the private chat with the bot: the code
+    assert "good once" in await tg.said_in(str(ADMIN), "your link code:")

@@ -64,7 +64,7 @@ class Handlers:
             return
         principal = await self.principal(user)
         # a task it starts is bound to this chat (or topic); replying to a task's message, the task may go unsaid
-        where = Where(SOURCE, here.address, task)
+        where = Where(SOURCE, here.address, task, shared=message.chat.type != "private")
         await self.conversations.command(principal, said or "help", where=where, answer=where, item=received)
 
     async def _replied_task(self, message: Message, here: Where, context: Context) -> str | None:
