@@ -76,3 +76,12 @@ async def test_link_gives_no_code_in_a_group_where_everyone_would_read_it(tg: Wo
     assert "private chat" in refused and "link code:" not in " ".join(tg.chat.said(str(GROUP)))
     await tg.post(message("/link", sender=ADMIN))  # in the private chat with the bot: the code
     assert "good once" in await tg.said_in(str(ADMIN), "your link code:")
+
+
+async def test_a_new_user_s_start_is_answered_with_help_not_an_unknown_command(tg: World) -> None:
+    # before: opening the bot (Telegram's client sends /start) got "error: unknown command `start`"
+    await tg.post(message("/start", sender=MEMBER))
+    await tg.post(message("/start from-a-deep-link", sender=ADMIN))
+    for chat in (MEMBER, ADMIN):
+        said = await tg.said_in(str(chat), "Commands")
+        assert "status" in said and "error" not in " ".join(tg.chat.said(str(chat)))

@@ -22,6 +22,7 @@ MAX_UPDATE_ID = 2**53  # Telegram's ids fit in a double; a larger one is not Tel
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]{1,64}))?(?=\s|$)")
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 _DASHES = re.compile(r"(?<!\S)[—–](?=[a-z])")  # a phone's smart punctuation turns --repo into —repo
+START = "start"  # Telegram's first message to a bot: answered with `help`, not "unknown command"
 VOTES = {"approve": True, "reject": False}  # callback_data "<action>:<confirmation id>" (the contract)
 
 
@@ -132,7 +133,10 @@ def command_text(text: str, *, bot_username: str, private: bool) -> str | None:
     addressed = found.group(2)
     if addressed and addressed.casefold() != bot_username.casefold():
         return None
-    return f"{found.group(1).lower()}{text[found.end():]}".strip()
+    name = found.group(1).lower()
+    if name == START:  # what a Telegram client sends when someone opens the bot (a deep link adds a payload)
+        return "help"
+    return f"{name}{text[found.end():]}".strip()
 
 
 def is_command(text: str) -> bool:
