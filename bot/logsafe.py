@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 MASK = "********"
-MIN_SECRET = 8  # a shorter "secret" would mask ordinary words; settings refuse secrets that short anyway
+MIN_SECRET = 8  # a shorter "secret" would mask ordinary words in every line
 
 
 class RedactingFormatter(logging.Formatter):

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 FORBIDDEN_TO_AGENTS = ("SHEPHERD_", "SLACK_", "TELEGRAM_", "GITHUB_")
 
 
+TELEGRAM_SECRET_MIN = 12  # TELEGRAM_WEBHOOK_SECRET's shortest
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHEPHERD_", env_file=".env", extra="ignore", populate_by_name=True)
 
@@ -264,6 +267,10 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if value else ""
         if secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
             raise ValueError("Telegram takes 1-256 characters of A-Z, a-z, 0-9, _ and - as a webhook secret")
+        if secret and len(secret) < TELEGRAM_SECRET_MIN:
+            # the header is the webhook's only proof: who guesses it speaks as any Telegram user, an admin too
+            raise ValueError(f"at least {TELEGRAM_SECRET_MIN} characters (a short secret can be guessed): "
+                             "e.g. `openssl rand -hex 32`")
         return value
 
     @field_validator("telegram_api_url")

@@ -85,3 +85,13 @@ async def test_a_new_user_s_start_is_answered_with_help_not_an_unknown_command(t
     for chat in (MEMBER, ADMIN):
         said = await tg.said_in(str(chat), "Commands")
         assert "status" in said and "error" not in " ".join(tg.chat.said(str(chat)))
+
+
+def test_a_guessable_webhook_secret_is_refused_at_start(tmp_path: Path) -> None:
+    # before: TELEGRAM_WEBHOOK_SECRET=x was taken; the header is the webhook's only proof, and whoever guesses it
+    # (403s are not rate-limited) sends updates as any Telegram user, an admin named in SHEPHERD_ADMINS too
+    home = Home(tmp_path, TELEGRAM_BOT_TOKEN="4242:fake-token", TELEGRAM_WEBHOOK_SECRET="x")
+    refused = home.run("doctor", check=False)
+    assert refused.returncode != 0 and "at least 12 characters" in refused.stdout + refused.stderr
+    home.env["TELEGRAM_WEBHOOK_SECRET"] = "a-long-enough_secret"
+    assert "webhook" in home.run("doctor", check=False).stdout
