@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import col, select
 
+from adapters.telegram.config import TelegramConfig
+from adapters.telegram.inbound import TelegramInbound
+from adapters.telegram.items import to_update
+from bot.presets import agent_catalog
+from core.people.access import Role
+from core.shepherd import Shepherd
+from core.store.db import Database
+from core.store.models import Outbox
 from tests.fakes.telegram_api import FakeTelegram
 from tests.procs import Home, stop
 from tests.test_telegram_inbound import (  # noqa: F401 (tg: the fixture)
@@ -95,3 +104,31 @@ def test_a_guessable_webhook_secret_is_refused_at_start(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "at least 12 characters" in refused.stdout + refused.stderr
     home.env["TELEGRAM_WEBHOOK_SECRET"] = "a-long-enough_secret"
     assert "webhook" in home.run("doctor", check=False).stdout
+
+
+async def test_an_update_waiting_in_the_queue_past_its_lease_is_not_taken_again_by_the_sweep(
+        tmp_path: Path, sqlite_url: str) -> None:
+    # before: an update acknowledged while the bot could not start (Telegram unreachable: getMe failing) waited in
+    # the queue; once its lease ran out the ledger's sweep took it again and queued it a second time, so the
+    # command ran twice (two answers; a second `project create` saying it exists)
+    async with FakeTelegram() as fake:
+        db = Database(sqlite_url)
+        shepherd = Shepherd(db, catalog=agent_catalog())
+        await shepherd.orgs.ensure("acme")
+        shepherd.ledger.lease_s = 0.0  # every lease has run out at once: what 120 s of waiting comes to
+        fake.fail_next("getMe", 502, "Bad Gateway")
+        config = TelegramConfig(bot_token=fake.token, org_id="acme", webhook_secret="s" * 16, api_url=fake.api_url,
+                                default_role=Role.ADMIN)
+        inbound = TelegramInbound(shepherd, config)
+        await inbound.start()
+        try:
+            payload = message("/project create twice --repo acme/twice", sender=ADMIN)
+            assert await inbound.receive(payload, to_update(payload, inbound.app.bot))
+            assert await inbound.sweep() == 1  # taken again while it waits; processed once the bot is known
+            await inbound.idle()
+        finally:
+            await inbound.stop()
+        async with db.read() as session:
+            answers = list(await session.exec(select(Outbox).where(col(Outbox.channel) == "telegram")))
+        await db.dispose()
+    assert len(answers) == 1 and "error" not in answers[0].payload["text"], [a.payload["text"] for a in answers]
