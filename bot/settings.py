@@ -212,6 +212,10 @@ class Settings(BaseSettings):
             channel, sep, who = entry.partition(":")
             if not sep or not channel or not who:
                 raise ValueError(f"{entry!r}: each admin is <channel>:<user id>, e.g. slack:U0123ABC")
+            if channel == "telegram" and not re.fullmatch(r"[1-9][0-9]{0,19}", who):
+                # a Telegram user is matched by their number: a @username (which changes hands) never would be
+                raise ValueError(f"{entry!r}: a Telegram admin is telegram:<numeric user id>, e.g. telegram:4242 "
+                                 "(the user's number, not their @username)")
         return ",".join(entries)
 
     @field_validator("console_user")

@@ -132,3 +132,13 @@ async def test_an_update_waiting_in_the_queue_past_its_lease_is_not_taken_again_
             answers = list(await session.exec(select(Outbox).where(col(Outbox.channel) == "telegram")))
         await db.dispose()
     assert len(answers) == 1 and "error" not in answers[0].payload["text"], [a.payload["text"] for a in answers]
+
+
+def test_a_telegram_admin_named_by_username_is_refused_at_start(tmp_path: Path) -> None:
+    # before: SHEPHERD_ADMINS=telegram:@ada was taken and never matched anyone (Telegram users are matched by id):
+    # the operator believed they were an admin and was a viewer, with nothing saying why
+    home = Home(tmp_path, TELEGRAM_BOT_TOKEN="4242:fake-token", SHEPHERD_ADMINS="telegram:@ada")
+    refused = home.run("doctor", check=False)
+    assert refused.returncode != 0 and "numeric user id" in refused.stdout + refused.stderr
+    home.env["SHEPHERD_ADMINS"] = "telegram:4242"
+    assert home.run("doctor", check=False).returncode == 0
