@@ -5,6 +5,7 @@ fake Bot API, as tests/test_telegram_inbound.py does (its fixtures and helpers a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,13 @@ from core.store.db import Database
 from core.store.models import Outbox
 from tests.fakes.telegram_api import FakeTelegram
 from tests.procs import Home, stop
-from tests.test_telegram_inbound import (  # noqa: F401 (tg: the fixture)
-    ADMIN,
-    GROUP,
-    MEMBER,
-    World,
-    _deliveries,
-    message,
-    tg,
-    user,
-)
+from tests.test_telegram_inbound import ADMIN, GROUP, MEMBER, World, _deliveries, _world, message, user
+
+
+@pytest.fixture
+async def tg(tmp_path: Path, db_url: str) -> AsyncIterator[World]:
+    async for world in _world(tmp_path, db_url, running=False):
+        yield world
 
 
 def _msg(**fields: Any) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from core.clock import as_utc
-from core.errors import Forbidden
 from core.commands.grammar import Arg, ArgKind, CommandContext, CommandRegistry, CommandSpec, Reply, UsageError, Where
+from core.errors import Forbidden
 from core.people.access import Role
 from core.text import ago, table
 
