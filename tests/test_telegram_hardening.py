@@ -22,7 +22,7 @@ from core.store.db import Database
 from core.store.models import Outbox
 from tests.fakes.telegram_api import FakeTelegram
 from tests.procs import Home, stop
-from tests.test_telegram_inbound import ADMIN, GROUP, MEMBER, World, _deliveries, _world, message, user
+from tests.test_telegram_inbound import ADMIN, GROUP, MEMBER, World, _deliveries, _pending, _world, message, tap, user
 
 
 @pytest.fixture
@@ -140,3 +140,14 @@ def test_a_telegram_admin_named_by_username_is_refused_at_start(tmp_path: Path) 
     assert refused.returncode != 0 and "numeric user id" in refused.stdout + refused.stderr
     home.env["SHEPHERD_ADMINS"] = "telegram:4242"
     assert home.run("doctor", check=False).returncode == 0
+
+
+async def test_a_tap_met_by_flood_control_is_still_answered(tg: World) -> None:
+    # before: answerCallbackQuery's 429 (retry_after) was logged and the answer dropped: the tapper's spinner ran
+    # until Telegram gave up, with no word of what happened to their vote
+    conf = await _pending(tg.shepherd)
+    tg.fake.flood_next("answerCallbackQuery", retry_after=1)
+    await tg.post(tap(f"approve:{conf.id}", sender=ADMIN))
+    await tg.inbound.idle()
+    await tg.fake.wait_for(lambda: len(tg.fake.answers) == 1)
+    assert "approved" in tg.fake.answers[0]["text"]
