@@ -52,13 +52,13 @@ def _settings() -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    from bot.redact import redact_logs
+    from bot.logsafe import RedactingFormatter
 
-    redact_logs(settings)  # e.g. httpx logs Telegram's URLs, which hold the bot's token
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", settings.secrets()))
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Bot API call (getUpdates every 25 s)
     if settings.log_level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 # The bot's own credentials: no setting can hand them to an agent.
 FORBIDDEN_TO_AGENTS = ("SHEPHERD_", "SLACK_", "TELEGRAM_", "GITHUB_")
+
+
+TELEGRAM_SECRET_MIN = 12  # TELEGRAM_WEBHOOK_SECRET's shortest
 
 
 class Settings(BaseSettings):
@@ -208,6 +212,10 @@ class Settings(BaseSettings):
             channel, sep, who = entry.partition(":")
             if not sep or not channel or not who:
                 raise ValueError(f"{entry!r}: each admin is <channel>:<user id>, e.g. slack:U0123ABC")
+            if channel == "telegram" and not re.fullmatch(r"[1-9][0-9]{0,19}", who):
+                # a Telegram user is matched by their number: a @username (which changes hands) never would be
+                raise ValueError(f"{entry!r}: a Telegram admin is telegram:<numeric user id>, e.g. telegram:4242 "
+                                 "(the user's number, not their @username)")
         return ",".join(entries)
 
     @field_validator("console_user")
@@ -263,6 +271,10 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if value else ""
         if secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
             raise ValueError("Telegram takes 1-256 characters of A-Z, a-z, 0-9, _ and - as a webhook secret")
+        if secret and len(secret) < TELEGRAM_SECRET_MIN:
+            # the header is the webhook's only proof: who guesses it speaks as any Telegram user, an admin too
+            raise ValueError(f"at least {TELEGRAM_SECRET_MIN} characters (a short secret can be guessed): "
+                             "e.g. `openssl rand -hex 32`")
         return value
 
     @field_validator("telegram_api_url")
@@ -415,6 +427,14 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True on the no-setup default: SQLite, which `serve` migrates by itself."""
         return self.db_url.startswith("sqlite")
+
+    def secrets(self) -> list[str]:
+        """The values no log line may show (bot.logsafe masks them): every secret setting, and the database
+        URL's password."""
+        values = [v.get_secret_value() for n in type(self).model_fields
+                  if isinstance(v := getattr(self, n), SecretStr) and n != "database_url"]
+        password = urlsplit(self.db_url).password
+        return [v for v in [*values, password or ""] if v]
 
     def masked(self) -> dict[str, Any]:
         """Settings for display: secrets and passwords inside URLs hidden."""

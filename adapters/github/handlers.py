@@ -132,7 +132,7 @@ class Handlers:
             # count, and never lends them the maintainer's role (an outsider's `approve CODE`, `stop`, released)
             actor = principal if released_by is None else await self._person(item.author.login)
             task = await self.conversations.task_at(self.config.org_id, where)
-            await self.conversations.command(actor, words, where=Where(CHANNEL, where.address, task),
+            await self.conversations.command(actor, words, where=Where(CHANNEL, where.address, task, shared=True),
                                              answer=where, item=received)
             return True
         issue = await self._pull_of(item.issue)

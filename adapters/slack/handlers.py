@@ -85,7 +85,8 @@ class Handlers:
         said = await self._readable(_LEADING_MENTIONS.sub("", item.text), principal) or "help"
         where = Where(SOURCE, f"{item.channel}/{item.thread_ts or item.ts}")
         task = await self.conversations.task_at(self.config.org_id, where) if item.thread_ts else None
-        where = Where(SOURCE, where.address, task)  # in a task's thread, `@Shepherd stop` stops that task
+        # in a task's thread, `@Shepherd stop` stops that task; a mention's answer is read by the whole channel
+        where = Where(SOURCE, where.address, task, shared=not item.direct)
         # the place is the channel, not the thread of the mention: an approval channel's prompts start threads
         await self.conversations.command(principal, said, where=where, answer=where, item=received,
                                          place=Where(SOURCE, item.channel))

@@ -10,12 +10,16 @@ message, and Telegram shows a spinner until it comes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import warnings
 from collections.abc import Callable
+from datetime import timedelta
 
 from telegram import Message, Update, User
-from telegram.error import TelegramError
+from telegram.error import RetryAfter, TelegramError
 from telegram.ext import ContextTypes
+from telegram.warnings import PTBDeprecationWarning
 
 from adapters.telegram.config import TelegramConfig
 from adapters.telegram.items import SOURCE, address_of, command_text, is_command, key_of, vote_of
@@ -25,6 +29,14 @@ from core.people.access import Principal
 log = logging.getLogger(__name__)
 
 ANSWER_MAX = 200  # Telegram's limit on a callback query's answer text
+ANSWER_WAIT_MAX_S = 10.0  # flood control waited out before answering a tap; longer and the query is too old
+
+
+def _seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():  # PTB 22 warns while `retry_after` moves from int to timedelta: either is read
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 Context = ContextTypes.DEFAULT_TYPE
 
 
@@ -64,7 +76,7 @@ class Handlers:
             return
         principal = await self.principal(user)
         # a task it starts is bound to this chat (or topic); replying to a task's message, the task may go unsaid
-        where = Where(SOURCE, here.address, task)
+        where = Where(SOURCE, here.address, task, shared=message.chat.type != "private")
         await self.conversations.command(principal, said or "help", where=where, answer=where, item=received)
 
     async def _replied_task(self, message: Message, here: Where, context: Context) -> str | None:
@@ -100,10 +112,19 @@ class Handlers:
 
     async def _answer(self, query_id: str, text: str, alert: bool, context: Context) -> None:
         text = text if len(text) <= ANSWER_MAX else text[:ANSWER_MAX - 1] + "…"
-        try:
-            await context.bot.answer_callback_query(query_id, text=text, show_alert=alert)
-        except TelegramError as exc:  # too old (a replay long after the tap): the vote itself stands
-            log.info("Telegram: answering callback query %s failed (%s)", query_id, exc)
+        for attempt in range(2):
+            try:
+                await context.bot.answer_callback_query(query_id, text=text, show_alert=alert)
+                return
+            except RetryAfter as exc:  # the bot's flood control: the tapper's spinner waits, then hears
+                wait = _seconds(exc)
+                if attempt or wait > ANSWER_WAIT_MAX_S:  # a query answered that late is refused as too old
+                    log.info("Telegram: callback query %s not answered: flood control for %.0f s", query_id, wait)
+                    return
+                await asyncio.sleep(wait)
+            except TelegramError as exc:  # too old (a replay long after the tap): the vote itself stands
+                log.info("Telegram: answering callback query %s failed (%s)", query_id, exc)
+                return
 
     # --- the rest --------------------------------------------------------------------------------------
 

@@ -65,6 +65,9 @@ class TelegramInbound:
         self.app.add_handler(TypeHandler(Update, self.handlers.nothing))  # the first that matches handles it
         self.app.add_error_handler(self._failed)
         self._queue: asyncio.Queue[Update] = asyncio.Queue()
+        # the keys queued or being processed here: the sweep does not queue one again when its lease runs out
+        # while it waits (a backlog, or a bot that cannot start), or it would act twice
+        self._in_hand: set[str] = set()
         self._ready = asyncio.Event()  # the bot is known (getMe): updates recorded before wait for it
         self._tasks: list[asyncio.Task[None]] = []
         self._to_settle: list[str] = []
@@ -159,8 +162,12 @@ class TelegramInbound:
         if not await self.ledger.receive(SOURCE, key, self.config.org_id, dict(payload)):
             log.info("Telegram: %s came before; acknowledged, not processed again", key)
             return False
-        self._queue.put_nowait(update)
+        self._hand(key, update)
         return True
+
+    def _hand(self, key: str, update: Update) -> None:
+        self._in_hand.add(key)
+        self._queue.put_nowait(update)
 
     # --- polling -------------------------------------------------------------------------------------
 
@@ -201,6 +208,7 @@ class TelegramInbound:
                 with contextlib.suppress(Exception):
                     await self.ledger.failed(SOURCE, key_of(update), "processing failed")
             finally:
+                self._in_hand.discard(key_of(update))
                 self._queue.task_done()
 
     async def _failed(self, update: object, context: Context) -> None:
@@ -241,13 +249,15 @@ class TelegramInbound:
         processed as they would have been live. Returns how many."""
         rows = await self.ledger.due(SOURCE)
         for row in rows:
+            if row.key in self._in_hand:  # waiting here already: it is processed once, by that turn
+                continue
             try:
                 update = to_update(row.payload, self.app.bot)
             except BadUpdate as exc:  # the same payload will not read better next time
                 log.warning("Telegram: %s cannot be read (%s); settled without acting", row.key, exc)
                 await self.ledger.done(SOURCE, row.key)
                 continue
-            self._queue.put_nowait(update)
+            self._hand(row.key, update)
         await self._queue.join()
         return len(rows)
 

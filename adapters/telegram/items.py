@@ -22,6 +22,7 @@ MAX_UPDATE_ID = 2**53  # Telegram's ids fit in a double; a larger one is not Tel
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]{1,64}))?(?=\s|$)")
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 _DASHES = re.compile(r"(?<!\S)[—–](?=[a-z])")  # a phone's smart punctuation turns --repo into —repo
+START = "start"  # Telegram's first message to a bot: answered with `help`, not "unknown command"
 VOTES = {"approve": True, "reject": False}  # callback_data "<action>:<confirmation id>" (the contract)
 
 
@@ -59,7 +60,39 @@ def to_update(payload: dict[str, Any], bot: Any) -> Update:
         raise BadUpdate(f"the update's fields are not Telegram's ({type(exc).__name__})") from None
     if update is None:
         raise BadUpdate("the body holds no update")
+    _check_shapes(update)
     return update
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_shapes(update: Update) -> None:
+    """PTB's de_json takes any JSON value for a field: the fields Shepherd reads must have Telegram's types, or
+    the handler would fail on them (and be tried again, for ever) instead of the request being a 400."""
+    query = update.callback_query
+    if query is not None:
+        if not isinstance(query.id, str) or not _is_int(query.from_user.id):
+            raise BadUpdate("a callback_query has a string id and a from.id number")
+        if query.data is not None and not isinstance(query.data, str):
+            raise BadUpdate("a callback_query's data is a string")
+    message = update.message or update.edited_message
+    if message is None:
+        return
+    for name, value in (("message_id", message.message_id), ("chat.id", message.chat.id)):
+        if not _is_int(value):
+            raise BadUpdate(f"a message's {name} is a number")
+    if message.text is not None and not isinstance(message.text, str):
+        raise BadUpdate("a message's text is a string")
+    if message.from_user is not None and not _is_int(message.from_user.id):
+        raise BadUpdate("a message's from.id is a number")
+    if message.message_thread_id is not None and not _is_int(message.message_thread_id):
+        raise BadUpdate("a message's message_thread_id is a number")
+    replied = message.reply_to_message
+    if replied is not None and (not _is_int(replied.message_id)
+                                or (replied.from_user is not None and not _is_int(replied.from_user.id))):
+        raise BadUpdate("a replied-to message has a message_id and from.id numbers")
 
 
 def key_of(update: Update) -> str:
@@ -100,7 +133,10 @@ def command_text(text: str, *, bot_username: str, private: bool) -> str | None:
     addressed = found.group(2)
     if addressed and addressed.casefold() != bot_username.casefold():
         return None
-    return f"{found.group(1).lower()}{text[found.end():]}".strip()
+    name = found.group(1).lower()
+    if name == START:  # what a Telegram client sends when someone opens the bot (a deep link adds a payload)
+        return "help"
+    return f"{name}{text[found.end():]}".strip()
 
 
 def is_command(text: str) -> bool:

@@ -77,6 +77,7 @@ class Where:
     channel: str
     address: str
     task: str | None = None
+    shared: bool = False  # others read what is said here (a group chat, a GitHub issue): no secret is shown there
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from core.clock import as_utc
 from core.commands.grammar import Arg, ArgKind, CommandContext, CommandRegistry, CommandSpec, Reply, UsageError, Where
+from core.errors import Forbidden
 from core.people.access import Role
 from core.text import ago, table
 
@@ -55,7 +56,13 @@ async def _subscriptions(ctx: CommandContext, args: dict[str, Any]) -> Reply:
 
 async def _link(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     if not args["code"]:
-        issued = await ctx.shepherd.links.issue(ctx.principal, ctx.place or ctx.where)
+        place = ctx.place or ctx.where
+        if place is not None and (place.shared or (ctx.where is not None and ctx.where.shared)):
+            # whoever reads the code can type it in their own other channel and become this user, role and all
+            raise Forbidden("a link code is a secret, and everyone here would read it: say `link` where only you "
+                            "see the answer (a private chat with the bot, a Slack command, the console)",
+                            code="LINK_IN_SHARED_PLACE")
+        issued = await ctx.shepherd.links.issue(ctx.principal, place)
         text = (f"your link code: {issued.code} (good once, for 10 minutes). In your other channel (Slack, "
                 f"Telegram, GitHub), say `link {issued.code}` there: that identity becomes you, {ctx.principal.name}, "
                 "with your role. Whoever types it becomes you: keep it to yourself.")
