@@ -30,25 +30,16 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 
-import aiohttp
+from webhooks import free_port, load, p99, wait_ready  # noqa: E402 (bench/ is on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SECRET = "bench-webhook-secret"
 WARMUP = 200
 CORPUS = ROOT / "tests" / "corpus" / "github-webhooks" / "issue_comment" / "created.payload.json"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def comment_payload() -> bytes:
@@ -110,49 +101,6 @@ def floor(port: int, db: Path) -> None:
 
 
 # --- the load ----------------------------------------------------------------------------------------------
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer in 60 s")
-
-
-async def load(url: str, requests: list[tuple[bytes, dict[str, str]]], concurrency: int
-               ) -> tuple[list[float], int, float]:
-    """(latencies, answers that were not 2xx, seconds)."""
-    latencies: list[float] = []
-    errors = 0
-    queue = list(reversed(requests))
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-        async def worker() -> None:
-            nonlocal errors
-            while queue:
-                body, headers = queue.pop()
-                started = time.perf_counter()
-                async with http.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    if not 200 <= resp.status < 300:
-                        errors += 1
-                latencies.append(time.perf_counter() - started)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return latencies, errors, time.perf_counter() - began
-
-
-def p99(values: list[float]) -> float:
-    return sorted(values)[min(len(values) - 1, int(len(values) * 0.99))]
 
 
 def main() -> int:
