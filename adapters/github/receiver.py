@@ -43,6 +43,9 @@ class Receiver:
         self.handle = handle
         self.ledger = ledger
         self._queue: asyncio.Queue[tuple[str, Item | None]] = asyncio.Queue()
+        # the deliveries queued or being processed here: the sweep does not take one again when its lease runs out
+        # while it waits (a backlog), or it would be processed twice
+        self._in_hand: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._to_settle: list[str] = []
         self._settler: asyncio.Task[None] | None = None
@@ -65,6 +68,7 @@ class Receiver:
 
     def accepted(self, key: str, item: Item | None) -> None:
         """A delivery recorded and acknowledged: processed from now on, after the ack."""
+        self._in_hand.add(key)
         self._queue.put_nowait((key, item))
         if len(self._workers) < WORKERS:
             self._workers.append(asyncio.get_running_loop().create_task(self._work()))
@@ -81,6 +85,7 @@ class Receiver:
             try:
                 await self._process(key, item)
             finally:
+                self._in_hand.discard(key)
                 self._queue.task_done()
 
     async def _process(self, key: str, item: Item | None) -> None:
@@ -125,6 +130,8 @@ class Receiver:
         as when they arrived, and processed the same way. Returns how many."""
         rows = await self.ledger.due(SOURCE)
         for row in rows:
+            if row.key in self._in_hand:  # waiting here already: processed once, by that turn
+                continue
             event, payload = row.payload.get("event"), row.payload.get("payload")
             item = route(event, payload, row.key) if isinstance(event, str) and isinstance(payload, dict) else None
             await self._process(row.key, item)

@@ -84,6 +84,9 @@ class Receiver:
         self.batch = batch  # several items' work in one commit (None: each item its own)
         self._jobs: set[asyncio.Task[None]] = set()
         self._waiting: list[Item] = []  # acknowledged, not yet taken up
+        # the keys waiting or being processed here: the sweep does not take one again when its lease runs out
+        # while it waits (a backlog), or it would be processed twice
+        self._in_hand: set[str] = set()
         self._worker: asyncio.Task[None] | None = None
         self._acking = 0  # requests between arrival and their ack
         self._quiet = asyncio.Event()
@@ -130,6 +133,7 @@ class Receiver:
             await asyncio.wait(set(self._jobs))
 
     def _start(self, item: Item) -> None:
+        self._in_hand.add(item.key)
         self._waiting.append(item)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._work())
@@ -143,7 +147,10 @@ class Receiver:
                 async with asyncio.timeout(YIELD_S):
                     await self._quiet.wait()
             items, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
-            await self._together(items)
+            try:
+                await self._together(items)
+            finally:
+                self._in_hand.difference_update(item.key for item in items)
 
     async def _together(self, items: list[Item]) -> None:
         if self.batch is None or len(items) == 1:
@@ -189,6 +196,8 @@ class Receiver:
         they were recorded, and processed as they would have been live, by one process. Returns how many."""
         rows = await self.ledger.due(SOURCE)
         for row in rows:
+            if row.key in self._in_hand:  # waiting here already: processed once, by that turn
+                continue
             try:
                 item = parse(row.payload)
             except BadPayload as exc:  # the same payload will not read better next time
