@@ -58,3 +58,26 @@ async def test_an_untouched_empty_workspace_is_counted_without_starting_git(tmp_
     (tmp_path / "elsewhere").write_text(sha + "\n")
     with pytest.raises(WorkspaceError, match="link"):  # git's side refuses the workspace, as for any planted link
         await diff_stats(root / "a", sha)
+
+
+async def test_tasks_starting_together_make_the_empty_repository_once(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hundred tasks starting at once used to race to make the root's empty repository, two git processes each:
+    now they wait for one making, and every later empty workspace is copied without git."""
+    import shutil
+    import stat
+
+    real = shutil.which("git")
+    assert real is not None
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    log = tmp_path / "git-calls"
+    shim = shims / "git"
+    shim.write_text(f'#!/bin/sh\necho "$1" >> {log}\nexec {real} "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    root = tmp_path / "workspaces"
+    made = await asyncio.gather(*(prepare(root / f"t{n}", source=None, base_branch=None, work_branch=f"shepherd/t{n}")
+                                  for n in range(20)))
+    assert len({sha for _, sha in made}) == 1  # one empty commit, copied
+    assert log.read_text().split() == ["init", "-c"]  # git init, then the commit (its -c identity first)

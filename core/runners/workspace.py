@@ -86,17 +86,15 @@ async def _empty_workspace(path: Path, work_branch: str) -> str | None:
     template = path.parent / _EMPTY
     made_ref = template / ".git" / "refs" / "heads" / _EMPTY_BRANCH
     if not made_ref.is_file():  # noqa: ASYNC240 (a stat)
-        # Tasks starting together may each make one: the first rename wins, the others' copies are removed.
-        made = Path(tempfile.mkdtemp(prefix=".empty-", dir=path.parent))
-        try:
-            await git("init", "-q", _NO_TEMPLATE, "-b", _EMPTY_BRANCH, cwd=made)
-            await git(*_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "empty workspace", cwd=made)
-            shutil.rmtree(made / ".git" / "logs", ignore_errors=True)  # a reflog naming the template
-            os.rename(made, template)  # whole or not at all, for every process sharing the root
-        except OSError:  # made meanwhile by another task or process (or the root refuses: made in place instead)
-            pass
-        finally:
-            shutil.rmtree(made, ignore_errors=True)
+        # The tasks of this process starting together wait for one making (a hundred makings raced for it before:
+        # two git processes each); other processes sharing the root may make one too: the first rename wins.
+        loop = asyncio.get_running_loop()
+        key = (id(loop), template)
+        making = _making.get(key)
+        if making is None or making.done():
+            making = _making[key] = loop.create_task(_make_template(template))
+            making.add_done_callback(lambda _: _making.pop(key, None))
+        await asyncio.shield(making)
         if not made_ref.is_file():  # noqa: ASYNC240 (a stat)
             return None
     git_dir = path / ".git"
@@ -107,6 +105,22 @@ async def _empty_workspace(path: Path, work_branch: str) -> str | None:
     (git_dir / "HEAD").write_text(f"ref: refs/heads/{work_branch}\n")  # noqa: ASYNC240 (a small file)
     sha = ref.read_text().strip()  # noqa: ASYNC240 (a small file)
     return sha if re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
+
+
+_making: dict[tuple[int, Path], asyncio.Task[None]] = {}  # (event loop, template) -> its making under way
+
+
+async def _make_template(template: Path) -> None:
+    made = Path(tempfile.mkdtemp(prefix=".empty-", dir=template.parent))
+    try:
+        await git("init", "-q", _NO_TEMPLATE, "-b", _EMPTY_BRANCH, cwd=made)
+        await git(*_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "empty workspace", cwd=made)
+        shutil.rmtree(made / ".git" / "logs", ignore_errors=True)  # a reflog naming the template
+        os.rename(made, template)  # whole or not at all, for every process sharing the root
+    except (OSError, WorkspaceError):  # made meanwhile by another process (or not to be made: made in place instead)
+        pass
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def _regular(path: Path) -> bool:
