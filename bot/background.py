@@ -127,9 +127,11 @@ class Background:
 
     def _github(self, http: aiohttp.ClientSession) -> GitHubAuth | None:
         """Shepherd's credentials on GitHub (a GitHub App, or a token), when it has any."""
+        token = self.settings.github_token.get_secret_value() if self.settings.github_token else None
+        if not token and self.settings.github_app_id is None:
+            return None  # nothing to act with: the GitHub modules (and the JWT and crypto libraries, ~10 MB) stay out
         from adapters.github.auth import GitHubAuth
 
-        token = self.settings.github_token.get_secret_value() if self.settings.github_token else None
         auth = GitHubAuth(http, base_url=self.settings.github_api_url, token=token, app=self.settings.github_app())
         return auth if auth.configured else None
 

@@ -249,10 +249,10 @@ class Settings(BaseSettings):
     @field_validator("github_app_private_key")
     @classmethod
     def _github_app_key(cls, value: SecretStr | None) -> SecretStr | None:
-        from adapters.github.auth import BadAppKey, read_private_key
-
         if value is None or not value.get_secret_value().strip():
             return None
+        from adapters.github.auth import BadAppKey, read_private_key  # here: ~10 MB of JWT and crypto otherwise
+
         try:
             return SecretStr(read_private_key(value.get_secret_value()))
         except BadAppKey as exc:
