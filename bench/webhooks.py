@@ -1,6 +1,6 @@
-"""What the webhook benches share (bench/github_ingest.py, bench/telegram_ingest.py): a free port, waiting for a
-server to be ready, the load (signed requests over N connections, each timed from sending to the answer's last
-byte), and the p99."""
+"""What the webhook benches share (bench/github_ingest.py, bench/telegram_ingest.py; bench/slack_ack.py the first
+two): a free port, waiting for a server to be ready, the load (signed requests over N connections, each timed from
+sending to the answer's last byte), and the p99."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ def free_port() -> int:
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
