@@ -23,10 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from core.channels.outbox import REPLY_KEY, Message, enqueue, threads_for
 from core.clock import utcnow
@@ -91,14 +94,8 @@ async def bind_thread(
 ) -> Thread:
     """The thread (channel, address) bound to a task or a project, or to nothing (a place answers are sent to);
     created once. A thread still waiting for its first message is not this place yet."""
-    query = select(Thread).where(Thread.org_id == org_id, Thread.channel == channel, Thread.address == address,
-                                 col(Thread.opening).is_(None))
-    query = query.where(Thread.task_id == task_id) if task_id else query.where(col(Thread.task_id).is_(None))
-    if project_id:
-        query = query.where(Thread.project_id == project_id)
-    elif not task_id:  # a conversation's own thread (replies), not a project's approval channel
-        query = query.where(col(Thread.project_id).is_(None))
-    found = (await session.exec(query)).first()
+    params = {"org": org_id, "channel": channel, "address": address, "task": task_id, "project": project_id}
+    found = (await session.exec(_thread_query(bool(task_id), bool(project_id)), params=params)).first()
     if found is not None:
         return found
     thread = Thread(id=new_id("thr"), org_id=org_id, channel=channel, address=address, task_id=task_id,
@@ -106,6 +103,19 @@ async def bind_thread(
     session.add(thread)
     await session.flush()
     return thread
+
+
+@cache
+def _thread_query(task: bool, project: bool) -> SelectOfScalar[Thread]:
+    """bind_thread's query for one shape, built once (every answer to a command looks its thread up)."""
+    query = select(Thread).where(Thread.org_id == bindparam("org"), Thread.channel == bindparam("channel"),
+                                 Thread.address == bindparam("address"), col(Thread.opening).is_(None))
+    query = query.where(Thread.task_id == bindparam("task")) if task else query.where(col(Thread.task_id).is_(None))
+    if project:
+        query = query.where(Thread.project_id == bindparam("project"))
+    elif not task:  # a conversation's own thread (replies), not a project's approval channel
+        query = query.where(col(Thread.project_id).is_(None))
+    return query
 
 
 async def open_thread(

@@ -16,7 +16,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import tuple_, update
+from sqlalchemy import bindparam, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,6 +39,10 @@ MAX_ATTEMPTS = 5
 MAX_BACKOFF_S = 600.0
 
 _Item = tuple[str, str, str, dict[str, Any], "asyncio.Future[bool]"]
+# An item settled, built once: every inbound item that did something ends with it
+_SETTLE = update(Delivery).where(
+    col(Delivery.source) == bindparam("b_source"), col(Delivery.key) == bindparam("b_key"),
+).values(status=ItemStatus.DONE.value, done_at=bindparam("b_done_at"), error=None)
 
 
 class Ledger:
@@ -117,8 +121,7 @@ class Ledger:
         statement on the session's connection: through the session, an UPDATE first looks for the rows it changes
         among the ORM objects the session holds (synchronize_session), which grows with a batch of items."""
         conn = await session.connection()
-        await conn.execute(update(Delivery).where(col(Delivery.source) == source, col(Delivery.key) == key).values(
-            status=ItemStatus.DONE.value, done_at=utcnow(), error=None))
+        await conn.execute(_SETTLE, {"b_source": source, "b_key": key, "b_done_at": utcnow()})
 
     async def done(self, source: str, key: str) -> None:
         async with self.db.write() as session:
