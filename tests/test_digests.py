@@ -16,14 +16,14 @@ from core.channels.conversations import Conversations, Where
 from core.channels.outbox import Message
 from core.commands.registry import build_registry
 from core.digests.schedule import CronError, parse
-from core.people.access import Principal, Role
+from core.people.access import Role
 from core.shepherd import Shepherd
 from core.store.db import Database
 from core.store.models import Outbox, Task, TaskLog
+from tests import test_slack
 from tests.conftest import person
 from tests.test_confirmations import gate, pr_plan
 from tests.test_slack import ADMIN, SlackWorld, _all_text
-from tests import test_slack
 
 slack = test_slack.slack  # the fixture: the web app, the fake Slack, a task runner
 
@@ -301,3 +301,33 @@ async def test_a_slack_channels_digest_is_posted_there(slack: SlackWorld) -> Non
     assert "fix-auth" in _all_text(posted) and "```" not in _all_text(posted)  # sections as text, not code
     [view] = await slack.shepherd.digests.list(ada)
     assert view.last_posted_at is not None
+
+
+def test_each_channel_shows_a_digest_as_text_under_its_headline() -> None:
+    from adapters.github.comments import render as github_render
+    from adapters.slack.blocks import render as slack_render
+    from adapters.telegram.render import render as telegram_render
+
+    sections = {"Running (1)": "• fix-<auth>: 3 passed @here", "Agents suspended (1)": "• api-agent (project)"}
+    digest = Message(key="digest:dig-1:2026-03-02T09:00:00+00:00", kind="digest", fields=sections,
+                     text="📋 Digest · Mon 09:00 UTC · 1 running, 1 agents suspended\n\n" +
+                          "\n\n".join(f"{t}\n{b}" for t, b in sections.items()))
+    fallback, blocks = slack_render(digest)
+    assert fallback == "📋 Digest · Mon 09:00 UTC · 1 running, 1 agents suspended"  # the notification: the headline
+    texts = [b["text"]["text"] for b in blocks]
+    assert texts[1] == "*Running (1)*\n• fix-&lt;auth&gt;: 3 passed @here" and "```" not in "".join(texts)
+    html = telegram_render(digest).text
+    assert html.startswith("<b>📋 Digest") and "<b>Running (1)</b>\n• fix-&lt;auth&gt;: 3 passed" in html
+    markdown = github_render(digest)
+    assert "**Running (1)**\n- fix-&lt;auth>: 3 passed @\u200bhere" in markdown  # a list; nobody is pinged
+
+
+def test_an_unknown_time_zone_is_refused_at_start() -> None:
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(timezone="Mars/Olympus_Mons")
+    assert "unknown time zone 'Mars/Olympus_Mons'" in str(caught.value)
+    assert Settings(timezone="Europe/Berlin").timezone == "Europe/Berlin"

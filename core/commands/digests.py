@@ -19,7 +19,8 @@ def _when(moment: datetime, timezone: str) -> str:
 
 
 def _data(view: DigestView) -> dict[str, Any]:
-    return {"cron": view.cron, "timezone": view.timezone, "project": view.project, "next_fire_at": iso(view.next_fire_at),
+    return {"cron": view.cron, "timezone": view.timezone, "project": view.project,
+            "next_fire_at": iso(view.next_fire_at),
             "last_fired_at": iso(view.last_fired_at) if view.last_fired_at else None}
 
 
@@ -42,7 +43,8 @@ async def _digest(ctx: CommandContext, args: dict[str, Any]) -> Reply:
         if args["project"]:
             raise UsageError("`digest off` takes no --project: it stops this place's digest")
         gone = await digests.off(ctx.principal, place)
-        text = f"digest off: `{gone.cron}` no longer posts here" if gone else "this place has no digest: nothing to stop"
+        text = f"digest off: `{gone.cron}` no longer posts here" if gone else \
+            "this place has no digest: nothing to stop"
         return Reply(text, data={"off": gone is not None})
     view = await digests.set(ctx.principal, place, " ".join(words), project=args["project"])
     scope = f" of project {view.project}'s tasks" if view.project else ""
