@@ -114,6 +114,16 @@ class Settings(BaseSettings):
     confirmation_ttl: int = Field(
         1800, ge=60, le=7 * 24 * 3600, description="seconds a confirmation waits before it expires (a reject)"
     )
+    # sched-digest (issue 16): digests (`digest <cron>|off`)
+    digest_every: float = Field(
+        15, gt=0, le=3600, description="seconds between two looks for due digests (each digest has its own cron)"
+    )
+    digest_always: bool = Field(
+        False, description="post a digest at each fire time even when nothing changed since the last (\"all quiet\")"
+    )
+    timezone: str = Field(
+        "UTC", description="the IANA time zone digest schedules read in and their times are shown in (Europe/Berlin)"
+    )
     public_url: str | None = Field(
         None, description="where agents (and links) reach this server; default http://<host>:<port>"
     )
@@ -162,6 +172,16 @@ class Settings(BaseSettings):
     @classmethod
     def _org(cls, value: str) -> str:
         return check_org_id(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from core.digests.schedule import zone  # imports APScheduler's trigger: only when settings are read
+
+        try:
+            return zone(value.strip()).key
+        except ShepherdError as exc:  # pydantic reports a ValueError as a setting's error
+            raise ValueError(exc.message) from None
 
     @field_validator("sandbox_ro_paths")
     @classmethod

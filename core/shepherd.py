@@ -11,6 +11,7 @@ from core.autonomy.questions import Questions
 from core.channels.ledger import Ledger
 from core.channels.progress import Progress
 from core.channels.subscriptions import Subscriptions
+from core.digests.service import Digests
 from core.overview import Overviews
 from core.people.links import Links
 from core.people.orgs import Orgs
@@ -33,7 +34,8 @@ class Shepherd:
     def __init__(
         self, db: Database, *, catalog: AgentCatalog | None = None, default_agent: str = "claude",
         workspace_root: Path | None = None, policies: PolicyStore | None = None, repos: RepoRules | None = None,
-        outbox_due: Wakeup | None = None, runs_due: Wakeup | None = None,
+        outbox_due: Wakeup | None = None, runs_due: Wakeup | None = None, timezone: str = "UTC",
+        digest_always: bool = False,
     ) -> None:
         self.db = db
         self.catalog = catalog or AgentCatalog()
@@ -54,3 +56,4 @@ class Shepherd:
         self.ledger = Ledger(db)
         self.progress = Progress(db)
         self.overview = Overviews(db)
+        self.digests = Digests(db, timezone=timezone, always=digest_always)

@@ -67,6 +67,12 @@ def render(message: Message, handle: str = HANDLE) -> str:
     the word comment commands start with (SHEPHERD_GITHUB_HANDLE), which an approval's hint names."""
     if message.kind == "confirmation":
         return _confirmation(message, handle)
+    if message.kind == "digest":  # a headline, then each part as a list under its bold title
+        headline, _, rest = message.text.partition("\n")
+        parts = [f"**{defuse(title)}**\n" + "\n".join(f"- {defuse(line.removeprefix('• '))}"
+                                                        for line in body.splitlines())
+                 for title, body in message.fields.items()]
+        return "\n\n".join([f"**{defuse(headline)}**", *(parts or [defuse(rest.strip())])])
     blocks = [f"**{defuse(message.text)}**" if message.kind in ("progress", "outcome") else defuse(message.text)]
     if message.fields:
         blocks.append(_fields(message.fields))

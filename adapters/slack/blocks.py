@@ -26,6 +26,7 @@ CONFIRM_TEXT_MAX = 300
 CONFIRM_BUTTON_MAX = 30
 FALLBACK_MAX = 3000  # the notification text; Slack allows 40,000 but nobody reads that in a push
 SAID_MAX = 2900  # what someone typed, quoted in the message a task's thread hangs from
+DIGEST_PARTS = 10  # a digest's sections (it has five): far below the 50 blocks a message may have
 ACTION_PREFIX = "shepherd_"  # action_id = shepherd_approve | shepherd_reject
 _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{1,40}")
@@ -178,6 +179,12 @@ def render(message: Message) -> tuple[str, list[dict[str, Any]]]:
             blocks.append(_section(_code(message.detail, SECTION_MAX, message.more, tail=True)))
         if message.more:
             blocks.append(_context([f"`{escape(message.more)}` shows the whole log"]))
+    elif message.kind == "digest":  # a headline, then one section per part: read as text, not code, on a phone
+        headline, _, rest = message.text.partition("\n")
+        fallback = cut(escape(headline), FALLBACK_MAX)
+        blocks.append(_section(f"*{escape(headline)}*"))
+        parts = [f"*{escape(title)}*\n{escape(body)}" for title, body in message.fields.items()]
+        blocks += [_section(part, message.more) for part in (parts or [escape(rest.strip())]) if part][:DIGEST_PARTS]
     else:  # a command's reply, a notice
         multi_line = "\n" in message.text.strip()
         blocks.append(_section(_code(message.text, SECTION_MAX, message.more, tail=False) if multi_line else text,

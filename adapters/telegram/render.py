@@ -183,6 +183,14 @@ def render(message: Message) -> Rendered:
             if size(text) + 2 + size(hint) <= TEXT_MAX:
                 text += "\n\n" + hint
         return Rendered(text)
+    if message.kind == "digest":  # a bold headline, then each part under its bold title, as text
+        headline = message.text.partition("\n")[0]
+        parts = [_Part(headline, ("<b>", "</b>"), order=9)]
+        parts += [_Part(body, (f"<b>{escape(title)}</b>\n", ""), order=i) for i, (title, body) in
+                  enumerate(message.fields.items())]
+        if not message.fields:
+            parts.append(_Part(message.text.partition("\n")[2].strip(), order=0))
+        return Rendered(_assemble(parts, more))
     # a command's reply, a notice: several lines read as a block, read from the top
     body = message.text.strip() or "…"
     multi_line = "\n" in body

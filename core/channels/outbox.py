@@ -49,7 +49,8 @@ class Message:
 
     key: str  # the message's identity: a second Message with this key in a thread edits the first
     text: str
-    kind: str = "notice"  # notice | reply | confirmation | progress (a task's status) | outcome (a turn's end)
+    kind: str = "notice"  # notice | reply | confirmation | progress (a task's status) | outcome (a turn's end) | digest
+    # (a digest: `text` is all of it, its first line the headline; `fields` its parts, title -> lines)
     state: str = ""  # for confirmations: pending, approved, rejected, expired, void
     fields: dict[str, str] = field(default_factory=dict)
     buttons: tuple[Button, ...] = ()

@@ -410,3 +410,33 @@ class LinkAttempt(SQLModel, table=True):
     org_id: str = Field(max_length=64)
     user_id: str = Field(max_length=64)  # no FK: the count outlives a user joined into another
     at: datetime = _ts()
+
+
+# --- sched-digest (issue 16): a place's digest schedule, and the one-off timer of its next post -----------------
+
+
+class Digest(SQLModel, table=True):
+    """A place's digest (core.digests): its cron schedule and the due time of its next post (`next_fire_at`, the
+    one-off timer a worker claims with FOR UPDATE SKIP LOCKED). One per place (`digest off` deletes it). `seen`
+    is what the last digest showed, so that a digest with nothing new is not posted; `reported_until` is where
+    the last one's "finished since" ended, so that no finish is reported twice or missed."""
+
+    __table_args__ = (
+        UniqueConstraint("org_id", "channel", "address"),
+        Index("ix_digest_due", "next_fire_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    channel: str = Field(max_length=32)  # the place, as `subscribe` names it (CommandContext.place)
+    address: str = Field(max_length=500)
+    project_id: str | None = Field(default=None, max_length=64)  # a project-scoped place sees only its project
+    cron: str = Field(max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)  # the zone its cron reads in (SHEPHERD_TIMEZONE when set)
+    created_by: str = Field(max_length=200)  # the actor who set it
+    created_at: datetime = _ts()
+    next_fire_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
+    last_fired_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_posted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    reported_until: datetime = _ts()
+    seen: list[str] = Field(default_factory=list, sa_type=JSON)

@@ -1,0 +1,1 @@
+"""Digests: a place's status summary, posted on a cron schedule of its own (`digest <cron>|off`)."""
