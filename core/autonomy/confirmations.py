@@ -76,7 +76,7 @@ class Confirmations:
         remind_after_s: float = REMIND_AFTER_S,
     ) -> None:
         self.db = db
-        self.remind_after_s = remind_after_s  # a pending confirmation is reminded this long after it was asked, and again
+        self.remind_after_s = remind_after_s  # pending this long after it was asked: reminded, and again as long
         self.policies = policies or PolicyStore()
         self.agents = Agents(db)
         self.projects = Projects(db)
