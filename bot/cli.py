@@ -98,7 +98,9 @@ def _core(settings: Settings, db: Database) -> Shepherd:
     policies = PolicyStore(settings.policies_path, expiry_s=settings.confirmation_ttl)
     return Shepherd(db, catalog=settings.catalog(), default_agent=settings.default_agent,
                     workspace_root=settings.workspace_root, policies=policies, repos=settings.repo_rules(),
-                    timezone=settings.timezone, digest_always=settings.digest_always)
+                    timezone=settings.timezone, digest_always=settings.digest_always,
+                    remind_after_s=settings.remind_after, idle_timeout_s=settings.task_idle_timeout,
+                    stall_warn_s=settings.stall_warn, waiting_note_s=settings.waiting_note_after)
 
 
 def _public_url(settings: Settings, port: int) -> str:

@@ -124,6 +124,19 @@ class Settings(BaseSettings):
     timezone: str = Field(
         "UTC", description="the IANA time zone digest schedules read in and their times are shown in (Europe/Berlin)"
     )
+    # sched-remind (issue 16): approver reminders and the stall watchdog (the `reminders` and `stalls` jobs)
+    remind_after: float = Field(
+        600, gt=0, description="seconds a confirmation waits before approvers are reminded, and between reminders"
+    )
+    remind_every: float = Field(30, gt=0, description="seconds between two looks for due reminders")
+    stall_warn: float | None = Field(
+        None, gt=0, description="seconds of silence after which a running task's threads are warned "
+        "(default: half of SHEPHERD_TASK_IDLE_TIMEOUT)"
+    )
+    stall_every: float = Field(30, gt=0, description="seconds between two looks for silent or long-waiting tasks")
+    waiting_note_after: float = Field(
+        86400, gt=0, description="seconds a task waits on people before its threads get a note, and between notes"
+    )
     public_url: str | None = Field(
         None, description="where agents (and links) reach this server; default http://<host>:<port>"
     )

@@ -8,6 +8,7 @@ from core.agents import Agents
 from core.autonomy.confirmations import Confirmations
 from core.autonomy.policy import PolicyStore
 from core.autonomy.questions import Questions
+from core.autonomy.reminders import Reminders
 from core.channels.ledger import Ledger
 from core.channels.progress import Progress
 from core.channels.subscriptions import Subscriptions
@@ -23,6 +24,7 @@ from core.runners.repos import RepoRules
 from core.store.db import Database
 from core.store.events import Events
 from core.tasks.service import Tasks
+from core.tasks.watchdog import IDLE_TIMEOUT_S, WAITING_NOTE_S, Watchdog
 from core.wakeup import Wakeup
 
 
@@ -35,13 +37,15 @@ class Shepherd:
         self, db: Database, *, catalog: AgentCatalog | None = None, default_agent: str = "claude",
         workspace_root: Path | None = None, policies: PolicyStore | None = None, repos: RepoRules | None = None,
         outbox_due: Wakeup | None = None, runs_due: Wakeup | None = None, timezone: str = "UTC",
-        digest_always: bool = False,
+        digest_always: bool = False, remind_after_s: float = 600.0,
+        idle_timeout_s: float = IDLE_TIMEOUT_S, stall_warn_s: float | None = None,
+        waiting_note_s: float = WAITING_NOTE_S,
     ) -> None:
         self.db = db
         self.catalog = catalog or AgentCatalog()
         self.runs_due = runs_due or Wakeup()
         self.outbox_due = outbox_due or Wakeup()
-        self.confirmations = Confirmations(db, policies, runs_due=self.runs_due)
+        self.confirmations = Confirmations(db, policies, runs_due=self.runs_due, remind_after_s=remind_after_s)
         self.questions = Questions(db, self.confirmations)
         self.tasks = Tasks(db, self.confirmations, runs_due=self.runs_due, runtimes=self.catalog.names,
                            default_runtime=default_agent, workspace_root=workspace_root, repos=repos)
@@ -57,3 +61,6 @@ class Shepherd:
         self.progress = Progress(db)
         self.overview = Overviews(db)
         self.digests = Digests(db, timezone=timezone, always=digest_always)
+        # the scheduler's jobs of sched-remind (issue 16): `reminders` and `stalls`
+        self.reminders = Reminders(db, self.confirmations)
+        self.watchdog = Watchdog(db, idle_timeout_s=idle_timeout_s, warn_s=stall_warn_s, waiting_note_s=waiting_note_s)

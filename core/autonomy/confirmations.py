@@ -11,7 +11,9 @@ confirmation is void and a new one is asked. Rules, all enforced here:
   (FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on SQLite) and a decided confirmation stays decided;
 - unanswered, it expires to its safe default (rejected) after the policy's expiry (30 minutes);
 - every step is an event; prompts and decisions go to the task's threads through the outbox, in the
-  same transaction.
+  same transaction;
+- a pending one is reminded every `remind_after_s` (core.autonomy.reminders: `remind_at` is its timer), each
+  reminder a message of its own; a vote or the decision edits the prompt and every reminder posted.
 
 Origins: `policy` (Shepherd's own gate, e.g. opening the pull request after a turn), `person` (a command
 such as `merge`), `agent` (the agent asked through `shepherd ask`; the agent acts itself once approved).
@@ -22,18 +24,19 @@ from __future__ import annotations
 import contextlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.agents import DEFAULT_LEVEL, Agents, suspensions
 from core.autonomy.plans import MAX_SUMMARY, Execution, Origin, Plan, Status, checked_plan
 from core.autonomy.policy import Decision, Policy, PolicyStore, Verdict
-from core.autonomy.prompts import render
+from core.autonomy.prompts import reminder, reminder_key, render
 from core.autonomy.questions import note_waiting
-from core.channels.outbox import enqueue, threads_for
+from core.channels.outbox import RowStatus, enqueue, threads_for
 from core.clock import as_utc, utcnow
 from core.errors import Conflict, Forbidden, NotFound
 from core.ids import new_id
@@ -41,7 +44,7 @@ from core.people.access import Principal, Role, Scope
 from core.projects import Projects
 from core.store.db import Database
 from core.store.events import record
-from core.store.models import Agent, Project, Task, Vote
+from core.store.models import Agent, MessageRef, Outbox, Project, Task, Thread, Vote
 from core.store.models import Confirmation as Confirmation  # the record this service returns
 from core.tasks import state as task_state
 from core.tasks.state import GATED, TaskStatus
@@ -51,6 +54,7 @@ from core.wakeup import Wakeup
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no I, L, O, 0, 1: read aloud and typed without doubt
 CODE_LENGTH = 4
 MAX_COMMENT = 1000
+REMIND_AFTER_S = 600.0  # SHEPHERD_REMIND_AFTER's default
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,12 @@ class VoteResult:
 
 
 class Confirmations:
-    def __init__(self, db: Database, policies: PolicyStore | None = None, *, runs_due: Wakeup | None = None) -> None:
+    def __init__(
+        self, db: Database, policies: PolicyStore | None = None, *, runs_due: Wakeup | None = None,
+        remind_after_s: float = REMIND_AFTER_S,
+    ) -> None:
         self.db = db
+        self.remind_after_s = remind_after_s  # pending this long after it was asked: reminded, and again as long
         self.policies = policies or PolicyStore()
         self.agents = Agents(db)
         self.projects = Projects(db)
@@ -116,6 +124,8 @@ class Confirmations:
             requester_id=requester_id, requester_name=requester_name, quorum=decision.quorum,
             status=Status.PENDING.value, created_at=now, expires_at=now + timedelta(seconds=policy.expiry_s),
         )
+        if decision.verdict is Verdict.ASK:
+            conf.remind_at = next_reminder(conf, self.remind_after_s, now)
         system = Principal.system(org_id, "policy")
         if decision.verdict is not Verdict.ASK:
             approved = decision.verdict is Verdict.RUN
@@ -315,6 +325,7 @@ class Confirmations:
         first_decision = conf.status == Status.PENDING  # voiding an approved one is not a second decision
         conf.status, conf.decided_by, conf.decided_via, conf.decided_at = status.value, by, via, now
         conf.reason = reason
+        conf.remind_at = None  # decided: nobody is reminded of it any more
         if status is Status.APPROVED and conf.origin != Origin.AGENT:
             conf.execution = Execution.WAITING.value
         session.add(conf)
@@ -345,6 +356,31 @@ class Confirmations:
         threads = await threads_for(session, conf.org_id, task_id=conf.task_id, project_id=conf.project_id,
                                     key=message.key)
         enqueue(session, threads, message)
+        if conf.reminders:
+            await self._announce_reminders(session, conf, task.name if task else None)
+
+    @staticmethod
+    async def _announce_reminders(session: AsyncSession, conf: Confirmation, task_name: str | None) -> None:
+        """Every reminder of `conf` says what the prompt says now, where it was posted or is on its way (a
+        reminder shows buttons too: none may be left looking alive once the question is answered)."""
+        keys = {reminder_key(conf.id, n): n for n in range(1, conf.reminders + 1)}
+        # where its reminders can be: the task's threads and the project's approval channels, ended ones too
+        near = [col(Thread.task_id) == conf.task_id] if conf.task_id else []
+        if conf.project_id:
+            near.append((col(Thread.project_id) == conf.project_id) & col(Thread.task_id).is_(None))
+        if not near:
+            return
+        threads = {t.id: t for t in await session.exec(select(Thread).where(Thread.org_id == conf.org_id, or_(*near)))}
+        if not threads:
+            return
+        shown = set(await session.exec(select(MessageRef.thread_id, MessageRef.key).where(
+            col(MessageRef.thread_id).in_(list(threads)), col(MessageRef.key).in_(list(keys)))))
+        shown |= set(await session.exec(select(Outbox.thread_id, Outbox.key).where(
+            Outbox.status == RowStatus.PENDING.value, col(Outbox.thread_id).in_(list(threads)),
+            col(Outbox.key).in_(list(keys)))))
+        now = utcnow()
+        for thread_id, key in sorted(shown):
+            enqueue(session, [threads[thread_id]], reminder(conf, task_name, keys[key], now))
 
     async def void(self, session: AsyncSession, conf: Confirmation, reason: str) -> None:
         """The plan changed (a new head, a follow-up): this confirmation can no longer be acted on."""
@@ -387,3 +423,13 @@ class Confirmations:
         return expired
 
 
+
+
+def next_reminder(conf: Confirmation, every_s: float, now: datetime) -> datetime | None:
+    """When `conf` is next reminded: the first of created + every_s, + 2 every_s, ... after `now` (reminders
+    missed while nothing ran are not made up), or None when that is not before its expiry."""
+    if every_s <= 0:
+        return None
+    created = as_utc(conf.created_at)
+    due = created + timedelta(seconds=every_s * (int((as_utc(now) - created).total_seconds() // every_s) + 1))
+    return due if due < as_utc(conf.expires_at) else None

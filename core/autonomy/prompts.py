@@ -1,8 +1,10 @@
 """How a confirmation reads in any channel: the prompt with its buttons, or once decided what became of it. One
-message per confirmation, edited in place wherever it was shown (core.channels.outbox)."""
+message per confirmation, edited in place wherever it was shown (core.channels.outbox), and its reminders
+(core.autonomy.reminders), each a message of its own that the decision edits as well."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from core.autonomy.plans import Execution, Status, Target
@@ -53,3 +55,32 @@ def render(conf: Confirmation, task_name: str | None = None) -> Message:
                 text += f" · {ActionRecord.from_json(conf.result).line(conf.action)}"
     return Message(key=f"confirmation:{conf.id}", text=text, kind="confirmation", state=status.value,
                    fields=fields, buttons=buttons, code=conf.code, task=conf.task_id or "")
+
+
+def reminder_key(conf_id: str, n: int) -> str:
+    """The key of a confirmation's n-th reminder: a message of its own (posted anew, not an edit of the prompt),
+    edited in place like the prompt once the confirmation is decided."""
+    return f"confirmation:{conf_id}:reminder:{n}"
+
+
+def _span(seconds: float) -> str:
+    minutes = max(0, round(seconds / 60))
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def reminder(conf: Confirmation, task_name: str | None, n: int, now: datetime) -> Message:
+    """The n-th reminder of a pending confirmation (how long it has waited, how long it has left, the same
+    buttons), or once decided what became of it, as the prompt says it. Not gathered into a task's news (no
+    `task`): a reminder is a new message where people see it, a GitHub comment of its own."""
+    prompt = render(conf, task_name)
+    key = reminder_key(conf.id, n)
+    if Status(conf.status) is not Status.PENDING:
+        return replace(prompt, key=key, task="")
+    waited = _span((now - as_utc(conf.created_at)).total_seconds())
+    left = _span((as_utc(conf.expires_at) - now).total_seconds())
+    text = (f"reminder: approval {conf.code} ({conf.risk}) has waited {waited} for a decision; it expires in {left} "
+            f"({_when(conf.expires_at)}): {conf.summary}")
+    return replace(prompt, key=key, text=text, fields={**prompt.fields, "waiting": waited, "time left": left},
+                   task="")

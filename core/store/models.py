@@ -192,6 +192,12 @@ class Task(SQLModel, table=True):
     updated_at: datetime = _ts()
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # sched-remind (issue 16): the stall watchdog (core.tasks.watchdog). When the agent last printed (the output
+    # flusher keeps it, with the line), the silence last warned about (its start), and the last day of waiting on
+    # people a note was posted for: once per silence, once per day of waiting, whichever process runs the job.
+    output_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    stall_warned_since: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    waiting_noted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class TaskLog(SQLModel, table=True):
@@ -223,6 +229,7 @@ class Confirmation(SQLModel, table=True):
         UniqueConstraint("org_id", "code"),
         Index("ix_confirmation_status", "status", "expires_at"),
         Index("ix_confirmation_task", "task_id", "id"),
+        Index("ix_confirmation_remind", "remind_at"),  # sched-remind: the reminders job's due rows
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -254,6 +261,11 @@ class Confirmation(SQLModel, table=True):
     result: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = _ts()
     expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
+    # sched-remind (issue 16): approver reminders (core.autonomy.reminders). The next reminder's due time (None:
+    # none is due, decided or no time left before the expiry) and how many were posted (the n of each copy's key
+    # `confirmation:<id>:reminder:<n>`, which the decision edits too).
+    remind_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    reminders: int = 0
 
 
 class Vote(SQLModel, table=True):

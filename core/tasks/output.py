@@ -27,7 +27,7 @@ class TaskOutput:
         self.db = db
         self.flush_s = flush_s
         self._rows: list[tuple[str, datetime, str]] = []  # (task id, time, line)
-        self._latest: dict[str, tuple[int, str]] = {}  # task id -> (lines added, last line)
+        self._latest: dict[str, tuple[int, str, datetime]] = {}  # task id -> (lines added, last line, its time)
         self._lock = asyncio.Lock()
         self._now: datetime | None = None
 
@@ -41,8 +41,8 @@ class TaskOutput:
             self._now = utcnow()
             asyncio.get_running_loop().call_soon(self._tick)
         self._rows.append((task_id, self._now, line))
-        added, _ = self._latest.get(task_id, (0, ""))
-        self._latest[task_id] = (added + 1, line)
+        added = self._latest[task_id][0] if task_id in self._latest else 0
+        self._latest[task_id] = (added + 1, line, self._now)
 
     async def run(self) -> None:
         """Flush forever (a background job)."""
@@ -54,7 +54,8 @@ class TaskOutput:
                 log.exception("storing task output failed; retrying")
 
     async def flush(self) -> None:
-        """Store what was buffered: the lines, each task's line count, and its latest line as its message."""
+        """Store what was buffered: the lines, each task's line count, and its latest line as its message and
+        when it was printed (`output_at`: the stall watchdog, core.tasks.watchdog, reads the silence from it)."""
         async with self._lock:
             if not self._rows:
                 return
@@ -65,16 +66,16 @@ class TaskOutput:
                 async with self.db.write() as session:
                     conn = await session.connection()
                     await conn.exec_driver_sql(*_driver_insert(conn.dialect, rows))
-                    for task_id, (added, last) in latest.items():
+                    for task_id, (added, last, at) in latest.items():
                         await session.exec(update(Task).where(col(Task.id) == task_id).values(
-                            log_count=col(Task.log_count) + added, updated_at=now,
+                            log_count=col(Task.log_count) + added, updated_at=now, output_at=at,
                             state_message=task_state.latest_output(last),
                         ))
             except Exception:
                 self._rows[:0] = rows
-                for task_id, (added, last) in latest.items():
-                    before, newer = self._latest.get(task_id, (0, last))
-                    self._latest[task_id] = (before + added, newer)
+                for task_id, (added, last, at) in latest.items():
+                    before, newer, newer_at = self._latest.get(task_id, (0, last, at))
+                    self._latest[task_id] = (before + added, newer, newer_at)
                 raise
 
 
