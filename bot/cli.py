@@ -97,7 +97,8 @@ async def _ensure_schema(settings: Settings) -> None:
 def _core(settings: Settings, db: Database) -> Shepherd:
     policies = PolicyStore(settings.policies_path, expiry_s=settings.confirmation_ttl)
     return Shepherd(db, catalog=settings.catalog(), default_agent=settings.default_agent,
-                    workspace_root=settings.workspace_root, policies=policies, repos=settings.repo_rules())
+                    workspace_root=settings.workspace_root, policies=policies, repos=settings.repo_rules(),
+                    retention=settings.retention())
 
 
 def _public_url(settings: Settings, port: int) -> str:

@@ -11,6 +11,7 @@ from core.autonomy.questions import Questions
 from core.channels.ledger import Ledger
 from core.channels.progress import Progress
 from core.channels.subscriptions import Subscriptions
+from core.housekeeping import Housekeeping, Retention
 from core.overview import Overviews
 from core.people.links import Links
 from core.people.orgs import Orgs
@@ -33,7 +34,7 @@ class Shepherd:
     def __init__(
         self, db: Database, *, catalog: AgentCatalog | None = None, default_agent: str = "claude",
         workspace_root: Path | None = None, policies: PolicyStore | None = None, repos: RepoRules | None = None,
-        outbox_due: Wakeup | None = None, runs_due: Wakeup | None = None,
+        outbox_due: Wakeup | None = None, runs_due: Wakeup | None = None, retention: Retention | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog or AgentCatalog()
@@ -54,3 +55,4 @@ class Shepherd:
         self.ledger = Ledger(db)
         self.progress = Progress(db)
         self.overview = Overviews(db)
+        self.housekeeping = Housekeeping(db, self.tasks, retention)  # the `cleanup` job (issue 16)

@@ -192,6 +192,8 @@ class Task(SQLModel, table=True):
     updated_at: datetime = _ts()
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # sched-clean (issue 16): when clean-up pruned its workspace (core.housekeeping); a follow-up is refused after
+    workspace_pruned_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class TaskLog(SQLModel, table=True):
