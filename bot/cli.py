@@ -100,7 +100,9 @@ def _core(settings: Settings, db: Database) -> Shepherd:
                     workspace_root=settings.workspace_root, policies=policies, repos=settings.repo_rules(),
                     timezone=settings.timezone, digest_always=settings.digest_always,
                     remind_after_s=settings.remind_after, idle_timeout_s=settings.task_idle_timeout,
-                    stall_warn_s=settings.stall_warn, waiting_note_s=settings.waiting_note_after)
+                    stall_warn_s=settings.stall_warn, waiting_note_s=settings.waiting_note_after,
+
+                    retention=settings.retention())
 
 
 def _public_url(settings: Settings, port: int) -> str:

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.presets import agent_catalog
 from core.autonomy.actions import ActionsConfig
 from core.errors import ShepherdError
+from core.housekeeping import Retention
 from core.people.orgs import DEFAULT_ORG, check_org_id
 from core.runners.presets import AgentCatalog, custom_presets
 from core.runners.repos import RepoRules, parse_hosts
@@ -148,6 +149,22 @@ class Settings(BaseSettings):
     )
     console_user: str | None = Field(
         None, description="the person `shepherd console` acts as (an admin user of SHEPHERD_ORG); default: the OS user"
+    )
+    # sched-clean (issue 16): clean-up's retentions, in seconds, and its schedule (core.housekeeping)
+    agent_retention: float = Field(
+        7 * 86400, gt=0, description="seconds after a task's end its ephemeral agent is removed (its history stays)"
+    )
+    workspace_retention: float = Field(
+        3 * 86400, gt=0, description="seconds after a task's end its workspace is pruned (none with unpushed work)"
+    )
+    workspace_hard_limit: float = Field(
+        30 * 86400, gt=0, description="seconds after a task's end its workspace is pruned even with unpushed work"
+    )
+    ledger_retention: float = Field(
+        7 * 86400, gt=0, description="seconds done deliveries and sent outbox rows are kept before compaction"
+    )
+    cleanup_schedule: str = Field(
+        "17 * * * *", description="when clean-up runs: a cron line (5 fields, UTC) or a number of seconds"
     )
     # Slack's own variable names (the SDKs' and Slack's docs' convention); SHEPHERD_SLACK_* work too.
     slack_bot_token: SecretStr | None = Field(
@@ -298,6 +315,28 @@ class Settings(BaseSettings):
             raise ValueError(f"a GitHub App needs both GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY: set {missing} too")
         return self
 
+    @field_validator("cleanup_schedule")
+    @classmethod
+    def _cleanup_schedule(cls, value: str) -> str:
+        value = " ".join(value.split())
+        try:
+            seconds = float(value)
+        except ValueError:
+            if len(value.split(" ")) != 5:
+                raise ValueError("a cron line of 5 fields (minute hour day month weekday) or a number of seconds"
+                                 ) from None
+            return value
+        if seconds <= 0:
+            raise ValueError("a number of seconds above 0, or a cron line of 5 fields")
+        return value
+
+    @model_validator(mode="after")
+    def _workspace_limits(self) -> Settings:
+        if self.workspace_hard_limit < self.workspace_retention:
+            raise ValueError("SHEPHERD_WORKSPACE_HARD_LIMIT is the longest a workspace with unpushed work is kept: "
+                             "at least SHEPHERD_WORKSPACE_RETENTION")
+        return self
+
     @field_validator("telegram_webhook_secret")
     @classmethod
     def _telegram_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -419,6 +458,11 @@ class Settings(BaseSettings):
     @property
     def workspace_root(self) -> Path:
         return (self.data_dir / "workspaces").resolve()
+
+    def retention(self) -> Retention:
+        """Clean-up's retentions (core.housekeeping)."""
+        return Retention(agents_s=self.agent_retention, workspaces_s=self.workspace_retention,
+                         workspace_hard_limit_s=self.workspace_hard_limit, ledger_s=self.ledger_retention)
 
     def catalog(self) -> AgentCatalog:
         return agent_catalog(custom_presets(self.agents))

@@ -13,6 +13,7 @@ from core.channels.ledger import Ledger
 from core.channels.progress import Progress
 from core.channels.subscriptions import Subscriptions
 from core.digests.service import Digests
+from core.housekeeping import Housekeeping, Retention
 from core.overview import Overviews
 from core.people.links import Links
 from core.people.orgs import Orgs
@@ -39,7 +40,7 @@ class Shepherd:
         outbox_due: Wakeup | None = None, runs_due: Wakeup | None = None, timezone: str = "UTC",
         digest_always: bool = False, remind_after_s: float = 600.0,
         idle_timeout_s: float = IDLE_TIMEOUT_S, stall_warn_s: float | None = None,
-        waiting_note_s: float = WAITING_NOTE_S,
+        waiting_note_s: float = WAITING_NOTE_S, retention: Retention | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog or AgentCatalog()
@@ -64,3 +65,4 @@ class Shepherd:
         # the scheduler's jobs of sched-remind (issue 16): `reminders` and `stalls`
         self.reminders = Reminders(db, self.confirmations)
         self.watchdog = Watchdog(db, idle_timeout_s=idle_timeout_s, warn_s=stall_warn_s, waiting_note_s=waiting_note_s)
+        self.housekeeping = Housekeeping(db, self.tasks, retention)  # the `cleanup` job (issue 16)

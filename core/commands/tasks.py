@@ -91,7 +91,9 @@ async def _task(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     ]
     if t.repo:
         lines.append(f"  repo {t.repo} · base {t.base_branch or 'default'} · branch {t.work_branch}")
-    if t.workspace:
+    if t.workspace_pruned_at is not None:
+        lines.append(f"  workspace removed by clean-up {ago(t.workspace_pruned_at)}: no follow-ups")
+    elif t.workspace:
         lines.append(f"  workspace {t.workspace}")
     if t.pending_inputs:
         lines.append(f"  follow-ups waiting: {len(t.pending_inputs)}")

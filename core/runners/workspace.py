@@ -277,3 +277,25 @@ async def diff_stats(path: Path, base_sha: str | None) -> DiffStats:
         if len(paths) < MAX_DIFF_PATHS:
             paths.append(name)
     return DiffStats(files, insertions, deletions, tuple(paths))
+
+
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+async def unshared_work(path: Path, *, pushed: tuple[str, ...] = (), base: str | None = None) -> str | None:
+    """Why the workspace at `path` holds work found nowhere else, or None when deleting it loses nothing: changes
+    not committed (untracked files included), or commits (on any branch, tag, stash or a detached HEAD) that are on
+    no remote-tracking branch and are not one of `pushed` (what Shepherd's own pushes sent, by URL: they move no
+    remote-tracking branch) or `base` (the commit the task began from: an empty workspace's first commit). A
+    workspace Shepherd cannot read safely (the agent planted a link in .git) counts as holding work."""
+    try:
+        reset_config(path)
+        if (await git(*SAFE_GIT, "status", "--porcelain", cwd=path)).strip():
+            return "uncommitted changes"
+        known = [sha for sha in (*pushed, base or "") if _SHA.fullmatch(sha)]
+        # --ignore-missing: a pushed commit this clone never had (pushed from an earlier copy) excludes nothing
+        ahead = await git(*SAFE_GIT, "rev-list", "--ignore-missing", "--max-count=1", "--all", "--not", "--remotes",
+                          *known, "--", cwd=path)
+    except WorkspaceError as exc:
+        return f"not readable safely: {exc.message}"
+    return "unpushed commits" if ahead.strip() else None

@@ -198,6 +198,8 @@ class Task(SQLModel, table=True):
     output_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     stall_warned_since: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     waiting_noted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # sched-clean (issue 16): when clean-up pruned its workspace (core.housekeeping); a follow-up is refused after
+    workspace_pruned_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class TaskLog(SQLModel, table=True):

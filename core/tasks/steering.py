@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.clock import utcnow
+from core.clock import as_utc, utcnow
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.people.access import Principal, Scope
 from core.runners.sandbox import home_for
@@ -170,6 +170,11 @@ class TaskSteering:
                 )
             if task.control in (Control.STOP, Control.DELETE):
                 raise Conflict(f"task {task.name} is being stopped", code="TASK_STOPPING")
+            if task.workspace_pruned_at is not None:  # core.housekeeping: nothing left for a turn to work in
+                raise Conflict(
+                    f"task {task.name} finished long ago and its workspace was removed on "
+                    f"{as_utc(task.workspace_pruned_at):%Y-%m-%d} (SHEPHERD_WORKSPACE_RETENTION): a follow-up has "
+                    "nothing to work on; start a new task instead", code="WORKSPACE_PRUNED")
             if len(task.pending_inputs) >= MAX_PENDING_INPUTS:
                 raise Conflict(f"task {task.name} already has {MAX_PENDING_INPUTS} follow-ups waiting",
                                code="TOO_MANY_INPUTS")
