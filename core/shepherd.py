@@ -19,6 +19,7 @@ from core.people.users import Users
 from core.projects import Projects
 from core.runners.presets import AgentCatalog
 from core.runners.repos import RepoRules
+from core.schedule.service import Scheduling
 from core.store.db import Database
 from core.store.events import Events
 from core.tasks.service import Tasks
@@ -54,3 +55,4 @@ class Shepherd:
         self.ledger = Ledger(db)
         self.progress = Progress(db)
         self.overview = Overviews(db)
+        self.scheduling = Scheduling(db)

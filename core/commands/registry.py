@@ -7,6 +7,7 @@ from typing import Any
 from core.agents import LEVEL_NAMES, AgentFilter, AgentStatus, parse_level
 from core.commands import approvals as approval_commands
 from core.commands import places as place_commands
+from core.commands import schedules as schedule_commands
 from core.commands import tasks as task_commands
 from core.commands.grammar import (
     Arg,
@@ -265,4 +266,5 @@ def build_registry() -> CommandRegistry:
     task_commands.register(reg)
     approval_commands.register(reg)
     place_commands.register(reg)
+    schedule_commands.register(reg)
     return reg
