@@ -74,7 +74,11 @@ class Elector:
         self._leads = True
         log.info("leader: %s leads now (scheduler on)", self.me)
         if self.on_elected is not None:
-            await self.on_elected()
+            try:
+                await self.on_elected()
+            except Exception:
+                log.exception("leader: starting what the leader runs failed; letting go of the lead")
+                raise
 
     async def _deposed(self) -> None:
         if not self._leads:
@@ -173,19 +177,29 @@ class FileElector(Elector):
         return True
 
     async def _run(self) -> None:
-        try:
-            while True:  # flock has no asynchronous wait: ask again every `every`
-                if self._try():
-                    break
-                await asyncio.sleep(self.every)
-            await self._elected()
-            await asyncio.Event().wait()  # a file lock is held until this process lets go of it or ends
-        finally:
-            if self._fd is not None:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, 0)
-                os.close(self._fd)  # closing the descriptor releases the lock
-                self._fd = None
+        while True:
+            try:
+                while True:  # flock has no asynchronous wait: ask again every `every`
+                    if self._try():
+                        break
+                    await asyncio.sleep(self.every)
+                await self._elected()
+                await asyncio.Event().wait()  # a file lock is held until this process lets go of it or ends
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("leader: %s: %s; trying again", type(exc).__name__, exc)
+            finally:
+                await self._deposed()
+                self._release()
+            await asyncio.sleep(self.every)
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
 
 
 def asyncpg_dsn(url: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -43,12 +44,12 @@ def jobs(settings: Settings, shepherd: Shepherd) -> list[Job]:
     ]
 
 
-def grace_for(leader_timeout: float) -> float:
+def grace_for(leader_timeout: float) -> int:
     """How late a run may still start (APScheduler's misfire_grace_time; its default of 1 s drops a run that an
     event loop busy for a second delays). A run late by up to a failover (the leader timeout) and then some is
     still worth doing: the new leader catches it up; one later than that is logged as missed, and the next fire
     time does the work (every job looks at what is due, not at what it missed)."""
-    return max(60.0, 2 * leader_timeout)
+    return max(60, math.ceil(2 * leader_timeout))  # whole seconds: APScheduler takes an int
 
 
 class _At:
@@ -79,7 +80,7 @@ class Scheduler:
     name = "scheduler"
 
     def __init__(
-        self, scheduling: Scheduling, *, holder: str, grace_s: float, outbox_due: Wakeup | None = None,
+        self, scheduling: Scheduling, *, holder: str, grace_s: int, outbox_due: Wakeup | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.scheduling = scheduling
