@@ -298,8 +298,8 @@ async def _doctor(settings: Settings) -> int:
         print("telegram: TELEGRAM_BOT_TOKEN set; webhook at <public URL>/telegram/webhook (TELEGRAM_WEBHOOK_SECRET "
               f"set; SHEPHERD_PUBLIC_URL unset, so register it with setWebhook yourself), Bot API {telegram.api_url}")
     else:
-        print("telegram: TELEGRAM_BOT_TOKEN set; polling getUpdates in the leading `serve` or `worker` (development mode: "
-              f"TELEGRAM_WEBHOOK_SECRET turns the webhook on), Bot API {telegram.api_url}")
+        print("telegram: TELEGRAM_BOT_TOKEN set; polling getUpdates in the leading `serve` or `worker` (development "
+              f"mode: TELEGRAM_WEBHOOK_SECRET turns the webhook on), Bot API {telegram.api_url}")
     return 0 if ok else 1
 
 
