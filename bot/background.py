@@ -1,5 +1,6 @@
 """What runs beside (or instead of) the web server: the task supervisor with its runner and action executor,
-the outbox dispatcher and the sweeper (expiry, task news). `serve`, `worker` and the console assemble it here,
+the outbox dispatcher, the sweeper (task news), and the leader election with what only the leader runs: the
+scheduler (bot.scheduler) and Telegram's getUpdates poller. `serve`, `worker` and the console assemble it here,
 each with its own channels: this is where the ports' implementations are built (the local runner, GitHub as
 the forge and its credentials, the HTTP deploy hook, Slack, GitHub and Telegram as channels) and handed to core; the
 dispatcher and the sweeper get core's outbox wake-up through their constructors. Services start in order and
@@ -22,7 +23,9 @@ from aiohttp import web
 
 from adapters.deploy.hook import HttpDeployHook
 from bot.callbacks import PYTHON, CallbackSocket, callback_app, write_launcher
+from bot.leader import Elector, elector
 from bot.outbox import Dispatcher
+from bot.scheduler import Scheduler, grace_for, jobs
 from bot.settings import Settings
 from bot.sweeper import Sweeper
 from core.autonomy.actions import Executor
@@ -67,6 +70,9 @@ class Background:
         self.supervisor: TaskSupervisor | None = None
         self.dispatcher: Dispatcher | None = None
         self.sweeper: Sweeper | None = None
+        self.elector: Elector | None = None
+        self.scheduler: Scheduler | None = None
+        self.poller: Service | None = None  # Telegram's getUpdates loop, while this process leads
         self.github: GitHubAuth | None = None  # Shepherd's GitHub credentials, once started (None: not configured)
         self.telegram_bot: TelegramBot | None = None  # the outbox's Telegram Bot, once started (None: not configured)
         self._started: list[Service] = []
@@ -102,17 +108,51 @@ class Background:
         self.dispatcher = Dispatcher(self.shepherd, self.channels, wakeup=self.shepherd.outbox_due)
         self.sweeper = Sweeper(self.shepherd, news_channels=[c.name for c in self.channels if c.progress],
                                outbox_due=self.shepherd.outbox_due)
-        services: list[Service] = [self.supervisor, self.dispatcher, self.sweeper]
-        telegram = settings.telegram()
-        if self.platforms and telegram is not None and not telegram.webhook:  # polling: here, never in `web`
-            services.append(self._telegram_polling(telegram))
+        services: list[Service] = [self.supervisor, self.dispatcher, self.sweeper, self._election()]
         for service in services:
             await service.start()
             self._started.append(service)
         log.info("background services started: %s", ", ".join(s.name for s in self._started))
 
+    def _election(self) -> Elector:
+        """This process campaigns to lead; while it leads it runs the scheduler and, when Telegram is polled, the
+        poller (two processes polling one bot take each other's updates: Telegram answers 409 Conflict)."""
+        settings, shepherd = self.settings, self.shepherd
+        leader_url = settings.leader_database_url.get_secret_value() if settings.leader_database_url else None
+        self.elector = elector(shepherd.db, url=settings.db_url, data_dir=settings.data_dir,
+                               timeout=settings.leader_timeout, leader_url=leader_url or None)
+        shepherd.scheduling.leadership = self.elector
+        shepherd.scheduling.jobs = jobs(settings, shepherd)
+        self.scheduler = Scheduler(shepherd.scheduling, holder=self.elector.me,
+                                   grace_s=grace_for(settings.leader_timeout), outbox_due=shepherd.outbox_due)
+        self.elector.on_elected = self._lead
+        self.elector.on_deposed = self._follow
+        return self.elector
+
+    async def _lead(self) -> None:
+        assert self.scheduler is not None
+        await self.scheduler.start()
+        telegram = self.settings.telegram()
+        if self.platforms and telegram is not None and not telegram.webhook:  # polling: here, never in `web`
+            self.poller = self._telegram_polling(telegram)
+            try:
+                await self.poller.start()
+            except Exception:
+                log.exception("Telegram polling did not start")
+                self.poller = None
+
+    async def _follow(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        poller, self.poller = self.poller, None
+        if poller is not None:
+            try:
+                await poller.stop()
+            except Exception:
+                log.exception("stopping Telegram polling failed")
+
     def _telegram_polling(self, config: TelegramConfig) -> Service:
-        """Telegram's getUpdates loop (no TELEGRAM_WEBHOOK_SECRET): one process of a deployment polls."""
+        """Telegram's getUpdates loop (no TELEGRAM_WEBHOOK_SECRET): the leader polls, no other process."""
         from adapters.telegram.inbound import TelegramInbound
 
         return TelegramInbound(self.shepherd, config, poll=True)

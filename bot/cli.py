@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.leader import Elector, elector
 from bot.migrate import current_revision, head_revision, upgrade
 from bot.settings import Settings, mask_url
 from bot.version import VERSION
@@ -59,6 +60,7 @@ def _logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, handlers=[handler])
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Bot API call (getUpdates every 25 s)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # two lines per job run; a missed run still shows
     if settings.log_level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -96,13 +98,25 @@ async def _ensure_schema(settings: Settings) -> None:
 
 def _core(settings: Settings, db: Database) -> Shepherd:
     policies = PolicyStore(settings.policies_path, expiry_s=settings.confirmation_ttl)
-    return Shepherd(db, catalog=settings.catalog(), default_agent=settings.default_agent,
-                    workspace_root=settings.workspace_root, policies=policies, repos=settings.repo_rules(),
-                    timezone=settings.timezone, digest_always=settings.digest_always,
-                    remind_after_s=settings.remind_after, idle_timeout_s=settings.task_idle_timeout,
-                    stall_warn_s=settings.stall_warn, waiting_note_s=settings.waiting_note_after,
+    shepherd = Shepherd(db, catalog=settings.catalog(), default_agent=settings.default_agent,
+                        workspace_root=settings.workspace_root, policies=policies, repos=settings.repo_rules(),
+                        timezone=settings.timezone, digest_always=settings.digest_always,
+                        remind_after_s=settings.remind_after, idle_timeout_s=settings.task_idle_timeout,
+                        stall_warn_s=settings.stall_warn, waiting_note_s=settings.waiting_note_after,
+                        retention=settings.retention())
+    # Every process knows the jobs and sees who leads (`schedules`, /readyz); one that campaigns (bot.background)
+    # puts its own elector in place.
+    from bot.scheduler import jobs
 
-                    retention=settings.retention())
+    shepherd.scheduling.jobs = jobs(settings, shepherd)
+    shepherd.scheduling.leadership = _elector(settings, db)
+    return shepherd
+
+
+def _elector(settings: Settings, db: Database) -> Elector:
+    leader_url = settings.leader_database_url.get_secret_value() if settings.leader_database_url else None
+    return elector(db, url=settings.db_url, data_dir=settings.data_dir, timeout=settings.leader_timeout,
+                   leader_url=leader_url or None)
 
 
 def _public_url(settings: Settings, port: int) -> str:
@@ -228,6 +242,7 @@ async def _doctor(settings: Settings) -> int:
         state = "up to date" if current == head else f"at {current or 'nothing'}, needs {head}: run migrate"
         ok &= current == head
         print(f"database: {mask_url(url)}: reachable, schema {state}")
+        print(f"leader: {await _doctor_leader(settings)}")
     except _NotCreated:
         print(f"database: {url}: not created yet (`{_me()} migrate` or `serve` creates it)")
     except Exception as exc:
@@ -287,9 +302,22 @@ async def _doctor(settings: Settings) -> int:
         print("telegram: TELEGRAM_BOT_TOKEN set; webhook at <public URL>/telegram/webhook (TELEGRAM_WEBHOOK_SECRET "
               f"set; SHEPHERD_PUBLIC_URL unset, so register it with setWebhook yourself), Bot API {telegram.api_url}")
     else:
-        print("telegram: TELEGRAM_BOT_TOKEN set; polling getUpdates in `serve` or `worker` (development mode: "
-              f"TELEGRAM_WEBHOOK_SECRET turns the webhook on), Bot API {telegram.api_url}")
+        print("telegram: TELEGRAM_BOT_TOKEN set; polling getUpdates in the leading `serve` or `worker` (development "
+              f"mode: TELEGRAM_WEBHOOK_SECRET turns the webhook on), Bot API {telegram.api_url}")
     return 0 if ok else 1
+
+
+async def _doctor_leader(settings: Settings) -> str:
+    """Who runs the scheduled jobs (and polls Telegram), as host:pid."""
+    db = Database(settings.db_url)
+    try:
+        leader = await _elector(settings, db).leader()
+    finally:
+        await db.dispose()
+    how = ("a file lock on leader.lock in the data directory" if settings.embedded else
+           "a PostgreSQL advisory lock" + (" on SHEPHERD_LEADER_DATABASE_URL" if settings.leader_database_url else ""))
+    who = f"{leader} runs the scheduled jobs" if leader else "none (no `serve` or `worker` runs)"
+    return f"{who}; elected by {how}, taken over within {settings.leader_timeout:g}s (SHEPHERD_LEADER_TIMEOUT)"
 
 
 def _github_mode(settings: Settings) -> str:

@@ -197,6 +197,19 @@ class Settings(BaseSettings):
         "https://api.telegram.org/bot", validation_alias=AliasChoices("TELEGRAM_API_URL", "SHEPHERD_TELEGRAM_API_URL"),
         description="the Bot API base URL the token and method follow (a local Bot API server, or a test fake)",
     )
+    # The scheduler (issue 16, sched-core): leader election and the expiry job.
+    leader_timeout: float = Field(
+        30, ge=1, le=3600, description="seconds within which another worker takes over from a leader that died "
+        "(the leader checks its lock every third of it)",
+    )
+    leader_database_url: SecretStr | None = Field(
+        None, description="a direct PostgreSQL connection for the leader's lock when SHEPHERD_DATABASE_URL goes "
+                          "through a transaction pooler (pgbouncer), where a session lock does not hold",
+    )
+    expiry_every: float = Field(
+        5, gt=0, le=3600, description="seconds between runs of the `expiry` job (confirmations past their time "
+                                      "expire, a reject)",
+    )
 
     @field_validator("org")
     @classmethod
@@ -509,9 +522,10 @@ class Settings(BaseSettings):
         """The values no log line may show (bot.logsafe masks them): every secret setting, and the database
         URL's password."""
         values = [v.get_secret_value() for n in type(self).model_fields
-                  if isinstance(v := getattr(self, n), SecretStr) and n != "database_url"]
-        password = urlsplit(self.db_url).password
-        return [v for v in [*values, password or ""] if v]
+                  if isinstance(v := getattr(self, n), SecretStr) and n not in ("database_url", "leader_database_url")]
+        leader = self.leader_database_url.get_secret_value() if self.leader_database_url else ""
+        passwords = [urlsplit(url).password for url in (self.db_url, leader) if url]
+        return [v for v in [*values, *passwords] if v]
 
     def masked(self) -> dict[str, Any]:
         """Settings for display: secrets and passwords inside URLs hidden."""
@@ -520,6 +534,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name == "database_url":
                 value = mask_url(self.db_url)
+            elif name == "leader_database_url":
+                value = mask_url(value.get_secret_value()) if value else ""
             elif isinstance(value, SecretStr):
                 value = "********" if value.get_secret_value() else ""
             shown[self.env_name(name)] = str(value)

@@ -22,6 +22,7 @@ from core.people.users import Users
 from core.projects import Projects
 from core.runners.presets import AgentCatalog
 from core.runners.repos import RepoRules
+from core.schedule.service import Scheduling
 from core.store.db import Database
 from core.store.events import Events
 from core.tasks.service import Tasks
@@ -66,3 +67,4 @@ class Shepherd:
         self.reminders = Reminders(db, self.confirmations)
         self.watchdog = Watchdog(db, idle_timeout_s=idle_timeout_s, warn_s=stall_warn_s, waiting_note_s=waiting_note_s)
         self.housekeeping = Housekeeping(db, self.tasks, retention)  # the `cleanup` job (issue 16)
+        self.scheduling = Scheduling(db)

@@ -24,7 +24,6 @@ from bot.app import create_callback_app
 from bot.callbacks import write_launcher
 from bot.outbox import Dispatcher
 from bot.presets import agent_catalog
-from bot.sweeper import Sweeper
 from core.autonomy.actions import ActionsConfig, Executor
 from core.autonomy.plans import Status
 from core.autonomy.policy import PolicyStore
@@ -144,14 +143,11 @@ async def world(tmp_path: Path, sqlite_url: str) -> AsyncIterator[World]:
     sup = supervisor(shepherd, config, executor)
     channel = Recorder()
     dispatcher = Dispatcher(shepherd, [channel], poll_s=0.05)
-    sweeper = Sweeper(shepherd, expire_every_s=0.2)
     await sup.start()
     await dispatcher.start()
-    await sweeper.start()
     try:
         yield World(shepherd, sup, channel, github, hosts / "acme" / "api.git")
     finally:
-        await sweeper.stop()
         await dispatcher.stop()
         await sup.stop()
         await http.close()

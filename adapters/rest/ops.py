@@ -1,9 +1,11 @@
-"""Operations endpoints: liveness, readiness (checks the database), Prometheus metrics, the API description."""
+"""Operations endpoints: liveness, readiness (checks the database, says who leads), Prometheus metrics, the API
+description."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field
 
 from adapters.rest.framework import METRICS, ApiModel, ApiRequest, Route
 from core.errors import Unavailable
@@ -18,6 +20,8 @@ class Health(ApiModel):
 class Ready(ApiModel):
     status: str
     database: str
+    leader: str | None = Field(None, description="the process that runs the scheduled jobs, host:pid (null: none)")
+    leads: bool = Field(False, description="whether this process is the leader")
 
 
 async def healthz(req: ApiRequest) -> Health:
@@ -29,7 +33,12 @@ async def readyz(req: ApiRequest) -> Ready:
         await req.shepherd.db.ping()
     except Exception as exc:  # any failure to reach the store means "not ready", with the reason
         raise Unavailable(f"database unreachable: {type(exc).__name__}", code="NOT_READY") from None
-    return Ready(status="ready", database=req.shepherd.db.dialect)
+    leadership = req.shepherd.scheduling.leadership
+    try:
+        leader = await leadership.leader()
+    except Exception:  # who leads is information, not readiness: the database answered
+        leader = None
+    return Ready(status="ready", database=req.shepherd.db.dialect, leader=leader, leads=leadership.leads)
 
 
 async def metrics(req: ApiRequest) -> web.Response:

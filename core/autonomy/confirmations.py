@@ -400,9 +400,14 @@ class Confirmations:
             await self._decide(session, conf, Status.VOID, "shepherd", "shepherd", reason)
         return len(rows)
 
-    async def expire_due(self, *, limit: int = 100) -> int:
-        """Pending confirmations past their expiry become `expired` (a reject). Run by the worker."""
-        now = utcnow()
+    async def expiry(self, now: datetime) -> str:
+        """The scheduler's `expiry` job: confirmations due by `now` expire to their safe default (a reject)."""
+        expired = await self.expire_due(now=now)
+        return f"expired {expired} confirmation{'' if expired == 1 else 's'}" if expired else "nothing due"
+
+    async def expire_due(self, *, now: datetime | None = None, limit: int = 100) -> int:
+        """Pending confirmations past their expiry at `now` (default: the clock) become `expired` (a reject)."""
+        now = now or utcnow()
         async with self.db.read() as session:
             due = list(await session.exec(select(Confirmation.id).where(
                 Confirmation.status == Status.PENDING.value, col(Confirmation.expires_at) <= now,
@@ -414,7 +419,7 @@ class Confirmations:
                 if seen is not None and seen.task_id:  # the task first, as everywhere
                     await session.get(Task, seen.task_id, with_for_update=True)
                 conf = await session.get(Confirmation, conf_id, with_for_update=True, populate_existing=True)
-                if conf is None or conf.status != Status.PENDING or as_utc(conf.expires_at) > utcnow():
+                if conf is None or conf.status != Status.PENDING or as_utc(conf.expires_at) > now:
                     continue
                 minutes = max(1, round((as_utc(conf.expires_at) - as_utc(conf.created_at)).total_seconds() / 60))
                 await self._decide(session, conf, Status.EXPIRED, "expiry", "expiry",

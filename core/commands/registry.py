@@ -8,6 +8,7 @@ from core.agents import LEVEL_NAMES, AgentFilter, AgentStatus, parse_level
 from core.commands import approvals as approval_commands
 from core.commands import digests as digest_commands
 from core.commands import places as place_commands
+from core.commands import schedules as schedule_commands
 from core.commands import tasks as task_commands
 from core.commands.grammar import (
     Arg,
@@ -267,4 +268,5 @@ def build_registry() -> CommandRegistry:
     approval_commands.register(reg)
     place_commands.register(reg)
     digest_commands.register(reg)
+    schedule_commands.register(reg)
     return reg

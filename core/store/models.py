@@ -454,3 +454,20 @@ class Digest(SQLModel, table=True):
     last_posted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     reported_until: datetime = _ts()
     seen: list[str] = Field(default_factory=list, sa_type=JSON)
+# sched-core (issue 16): the scheduler's record of each job's runs.
+class JobRun(SQLModel, table=True):
+    """One run of a scheduled job at one fire time (core.schedule.runs), written BEFORE the job's work: the unique
+    (job, fire_time) is how a second process, or a restart, learns the run is taken. A run with `finished_at` unset
+    started and never finished (its process died mid-way). Not tenant data: the jobs are the deployment's."""
+
+    __tablename__ = "job_run"
+    __table_args__ = (UniqueConstraint("job", "fire_time"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job: str = Field(max_length=64)
+    fire_time: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
+    holder: str = Field(max_length=300)  # host:pid of the process that ran it
+    started_at: datetime = _ts()
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    ok: bool | None = Field(default=None)
+    result: str | None = Field(default=None, max_length=500)

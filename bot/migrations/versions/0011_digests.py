@@ -5,7 +5,7 @@ a cron schedule: one row per place, whose `next_fire_at` is the one-off timer a 
 LOCKED) to post the digest and move the timer in one transaction.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-10 10:00:00
 """
 
@@ -16,7 +16,7 @@ import sqlmodel
 from alembic import op
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
