@@ -25,7 +25,7 @@ from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core.clock import iso, utcnow
-from core.schedule.schedules import Job, next_fire, trigger
+from core.schedule.schedules import Job, next_fire, parse_schedule, trigger
 from core.schedule.service import Scheduling
 from core.wakeup import Wakeup
 
@@ -40,7 +40,11 @@ def jobs(settings: Settings, shepherd: Shepherd) -> list[Job]:
     """The deployment's jobs, each with its schedule from settings (seconds or cron, UTC)."""
     return [
         Job("expiry", settings.expiry_every, shepherd.confirmations.expiry, "SHEPHERD_EXPIRY_EVERY"),
-        # issue 16's other jobs join here: digests, reminders, stalls, cleanup
+        Job("digests", settings.digest_every, shepherd.digests.post_due, "SHEPHERD_DIGEST_EVERY"),
+        Job("reminders", settings.remind_every, shepherd.reminders.remind_due, "SHEPHERD_REMIND_EVERY"),
+        Job("stalls", settings.stall_every, shepherd.watchdog.warn_stalled, "SHEPHERD_STALL_EVERY"),
+        Job("cleanup", parse_schedule(settings.cleanup_schedule), shepherd.housekeeping.clean_up,
+            "SHEPHERD_CLEANUP_SCHEDULE"),
     ]
 
 

@@ -219,7 +219,7 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        from core.digests.schedule import zone  # imports APScheduler's trigger: only when settings are read
+        from core.schedule.cron import zone  # imports APScheduler's trigger: only when settings are read
 
         try:
             return zone(value.strip()).key
@@ -331,17 +331,13 @@ class Settings(BaseSettings):
     @field_validator("cleanup_schedule")
     @classmethod
     def _cleanup_schedule(cls, value: str) -> str:
-        value = " ".join(value.split())
+        from core.schedule.schedules import BadSchedule, parse_schedule  # APScheduler's triggers: only when read
+
         try:
-            seconds = float(value)
-        except ValueError:
-            if len(value.split(" ")) != 5:
-                raise ValueError("a cron line of 5 fields (minute hour day month weekday) or a number of seconds"
-                                 ) from None
-            return value
-        if seconds <= 0:
-            raise ValueError("a number of seconds above 0, or a cron line of 5 fields")
-        return value
+            parsed = parse_schedule(value)
+        except BadSchedule as exc:
+            raise ValueError(str(exc)) from None
+        return parsed if isinstance(parsed, str) else f"{parsed:g}"
 
     @model_validator(mode="after")
     def _workspace_limits(self) -> Settings:

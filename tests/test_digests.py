@@ -15,8 +15,8 @@ from sqlmodel import col, select
 from core.channels.conversations import Conversations, Where
 from core.channels.outbox import Message
 from core.commands.registry import build_registry
-from core.digests.schedule import CronError, parse
 from core.people.access import Role
+from core.schedule.cron import CronError, parse
 from core.shepherd import Shepherd
 from core.store.db import Database
 from core.store.models import Outbox, Task, TaskLog
@@ -109,6 +109,10 @@ async def test_digest_sets_replaces_shows_and_stops_a_places_digest(shepherd: Sh
     listed = await shepherd.digests.list(ana)
     assert [(d.place, d.cron) for d in listed] == [(("slack", "C1"), "0 9 * * 1-5")]  # replaced: one per place
     assert listed[0].next_fire_at.hour == 9 and listed[0].last_fired_at is None
+    schedules = await talk(shepherd).command(ana, "schedules", place=C1)  # every digest of the org, with its next run
+    assert "slack C1" in schedules.text and "0 9 * * 1-5 (UTC)" in schedules.text, schedules.text
+    assert [(d["channel"], d["address"], d["last_posted"]) for d in schedules.data["digests"]] == [
+        ("slack", "C1", None)] and schedules.data["digests"][0]["next_run"].endswith("T09:00:00Z")
 
     stopped = await talk(shepherd).command(ana, "digest off", place=C1)
     assert stopped.ok and "no longer posts here" in stopped.text

@@ -309,3 +309,36 @@ async def test_readyz_names_the_leader_and_whether_this_process_leads(shepherd: 
             await elector.stop()
     assert (nobody.get("leader"), nobody["leads"]) == (None, False)  # the API leaves out what is null
     assert (leading["leader"], leading["leads"]) == (elector.me, True)
+
+
+# --- the deployment's jobs, from settings ---------------------------------------------------------------------
+
+
+def test_the_deployment_runs_issue_16s_five_jobs_on_their_settings(shepherd: Shepherd, monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    from bot.scheduler import jobs
+    from bot.settings import Settings
+
+    monkeypatch.setenv("SHEPHERD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SHEPHERD_CLEANUP_SCHEDULE", "0 3 * * 0")  # crontab's Sunday
+    monkeypatch.setenv("SHEPHERD_REMIND_EVERY", "7")
+    made = {j.name: j for j in jobs(Settings(), shepherd)}
+    assert list(made) == ["expiry", "digests", "reminders", "stalls", "cleanup"]
+    assert made["reminders"].schedule == 7 and made["reminders"].setting == "SHEPHERD_REMIND_EVERY"
+    saturday = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)
+    assert next_fire(made["cleanup"].schedule, saturday) == datetime(2026, 3, 8, 3, 0, tzinfo=UTC)  # a Sunday
+
+
+@pytest.mark.parametrize(("value", "says"), [("17 * * *", "has 4"), ("0 25 * * *", "hour field `25`"),
+                                             ("-5", "positive"), ("hourly", "5 fields")])
+def test_a_bad_cleanup_schedule_is_refused_when_settings_are_read(value: str, says: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    monkeypatch.setenv("SHEPHERD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SHEPHERD_CLEANUP_SCHEDULE", value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert says in str(caught.value)

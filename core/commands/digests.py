@@ -7,9 +7,9 @@ from typing import Any
 
 from core.clock import iso
 from core.commands.grammar import Arg, ArgKind, CommandContext, CommandRegistry, CommandSpec, Reply, UsageError
-from core.digests.schedule import zone
 from core.digests.service import DigestView
 from core.people.access import Role
+from core.schedule.cron import zone
 
 
 def _when(moment: datetime, timezone: str) -> str:

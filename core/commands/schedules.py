@@ -41,9 +41,17 @@ async def _schedules(ctx: CommandContext, args: dict[str, Any]) -> Reply:
                 "result": last.result, "holder": last.holder},
         })
     text = table(("JOB", "SCHEDULE", "NEXT RUN", "LAST RUN", "RESULT"), rows) if rows else "no scheduled jobs"
-    # The place's digests (sched-digest) join here: a table of Digests.list(principal) rows (place, cron,
-    # next_fire_at) under the jobs, and a "digests" list in data.
-    digests: list[dict[str, Any]] = []
+    # Each place's digest is a schedule of its own (core.digests): due times kept in its row, posted by `digests`
+    views = await ctx.shepherd.digests.list(ctx.principal)
+    digests: list[dict[str, Any]] = [{
+        "channel": v.channel, "address": v.address, "cron": v.cron, "timezone": v.timezone, "project": v.project,
+        "next_run": iso(v.next_fire_at), "last_posted": iso(v.last_posted_at) if v.last_posted_at else None,
+    } for v in views]
+    if views:
+        text += "\n\ndigests:\n" + table(
+            ("PLACE", "CRON", "NEXT RUN", "LAST POSTED"),
+            [(f"{v.channel} {v.address}" + (f" ({v.project})" if v.project else ""), f"{v.cron} ({v.timezone})",
+              _in(v.next_fire_at, now), ago(v.last_posted_at) if v.last_posted_at else "never") for v in views])
     text += "\nleader: " + (f"{leader} runs these jobs" if leader else
                             "none: no `serve` or `worker` runs, so no job runs")
     return Reply(text, data={"jobs": data_jobs, "digests": digests, "leader": leader})

@@ -21,12 +21,12 @@ from core.channels.conversations import bind_thread
 from core.channels.outbox import enqueue
 from core.clock import as_utc, utcnow
 from core.commands.grammar import Where
-from core.digests import schedule
 from core.digests.compose import gather, message
 from core.errors import ValidationFailed
 from core.ids import new_id
 from core.people.access import Principal, Scope
 from core.projects import resolve_project
+from core.schedule import cron as schedule
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Digest, Project

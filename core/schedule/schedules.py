@@ -1,4 +1,5 @@
-"""Jobs and their schedules: a number of seconds (an interval) or a 5-field cron string, both in UTC.
+"""Jobs and their schedules: a number of seconds (an interval) or a cron string (core.schedule.cron: crontab's
+5 fields, or 6 with seconds first), both in UTC.
 
 Fire times come from APScheduler's trigger classes, here and in the live scheduler alike, so any process can say
 when a job runs next. Intervals count from a fixed epoch rather than from a scheduler's start: every process
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from core.errors import ShepherdError
+from core.schedule import cron
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -38,8 +39,8 @@ class BadSchedule(ShepherdError):
 
 
 def parse_schedule(value: object) -> Schedule:
-    """A schedule as settings hold it: a positive number of seconds, or a 5-field cron string (minute hour day
-    month weekday, UTC)."""
+    """A schedule as settings hold it: a positive number of seconds, or a cron string (minute hour day month
+    weekday, UTC; or seconds first)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
@@ -47,13 +48,10 @@ def parse_schedule(value: object) -> Schedule:
         try:
             seconds = float(text)
         except ValueError:
-            if len(text.split()) != 5:
-                raise BadSchedule(f"{text!r}: a number of seconds or a cron string of 5 fields "
-                                  "(minute hour day month weekday), e.g. `17 * * * *`") from None
             try:
-                CronTrigger.from_crontab(text, timezone=UTC)
-            except ValueError as exc:
-                raise BadSchedule(f"{text!r} is not a cron schedule: {exc}") from None
+                cron.parse(text)
+            except cron.CronError as exc:
+                raise BadSchedule(f"{text!r}: a number of seconds or a cron string; {exc}") from None
             return " ".join(text.split())
     if not math.isfinite(seconds) or seconds <= 0:
         raise BadSchedule(f"{value!r}: a schedule in seconds is a positive number")
@@ -63,7 +61,7 @@ def parse_schedule(value: object) -> Schedule:
 def trigger(schedule: Schedule) -> Any:
     """APScheduler's trigger for a schedule (untyped: APScheduler 3 ships no types)."""
     if isinstance(schedule, str):
-        return CronTrigger.from_crontab(schedule, timezone=UTC)
+        return cron.parse(schedule).trigger  # crontab's weekdays (0 = Sunday), which CronTrigger counts from Monday
     return IntervalTrigger(seconds=schedule, start_date=EPOCH, timezone=UTC)
 
 
