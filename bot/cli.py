@@ -102,7 +102,7 @@ def _core(settings: Settings, db: Database) -> Shepherd:
                         workspace_root=settings.workspace_root, policies=policies, repos=settings.repo_rules(),
                         timezone=settings.timezone, digest_always=settings.digest_always,
                         remind_after_s=settings.remind_after, idle_timeout_s=settings.task_idle_timeout,
-                        stall_warn_s=settings.stall_warn, waiting_note_s=settings.waiting_note_after,
+                        stall_warn_s=settings.stall_warn_s(), waiting_note_s=settings.waiting_note_after,
                         retention=settings.retention())
     # Every process knows the jobs and sees who leads (`schedules`, /readyz); one that campaigns (bot.background)
     # puts its own elector in place.

@@ -42,7 +42,7 @@ def jobs(settings: Settings, shepherd: Shepherd) -> list[Job]:
         Job("expiry", settings.expiry_every, shepherd.confirmations.expiry, "SHEPHERD_EXPIRY_EVERY"),
         Job("digests", settings.digest_every, shepherd.digests.post_due, "SHEPHERD_DIGEST_EVERY"),
         Job("reminders", settings.remind_every, shepherd.reminders.remind_due, "SHEPHERD_REMIND_EVERY"),
-        Job("stalls", settings.stall_every, shepherd.watchdog.warn_stalled, "SHEPHERD_STALL_EVERY"),
+        Job("stalls", settings.stall_check_every(), shepherd.watchdog.warn_stalled, "SHEPHERD_STALL_EVERY"),
         Job("cleanup", parse_schedule(settings.cleanup_schedule), shepherd.housekeeping.clean_up,
             "SHEPHERD_CLEANUP_SCHEDULE"),
     ]

@@ -134,7 +134,10 @@ class Settings(BaseSettings):
         None, gt=0, description="seconds of silence after which a running task's threads are warned "
         "(default: half of SHEPHERD_TASK_IDLE_TIMEOUT)"
     )
-    stall_every: float = Field(30, gt=0, description="seconds between two looks for silent or long-waiting tasks")
+    stall_every: float | None = Field(
+        None, gt=0, description="seconds between two looks for silent or long-waiting tasks "
+        "(default: 30, or a third of the warning time when that is shorter, so a warning comes before the timeout)"
+    )
     waiting_note_after: float = Field(
         86400, gt=0, description="seconds a task waits on people before its threads get a note, and between notes"
     )
@@ -340,6 +343,13 @@ class Settings(BaseSettings):
         return parsed if isinstance(parsed, str) else f"{parsed:g}"
 
     @model_validator(mode="after")
+    def _stall_before_idle(self) -> Settings:
+        if self.stall_warn is not None and self.stall_warn >= self.task_idle_timeout:
+            raise ValueError(f"SHEPHERD_STALL_WARN ({self.stall_warn:g} s) warns of a silence before the idle timeout "
+                             f"ends the turn: less than SHEPHERD_TASK_IDLE_TIMEOUT ({self.task_idle_timeout:g} s)")
+        return self
+
+    @model_validator(mode="after")
     def _workspace_limits(self) -> Settings:
         if self.workspace_hard_limit < self.workspace_retention:
             raise ValueError("SHEPHERD_WORKSPACE_HARD_LIMIT is the longest a workspace with unpushed work is kept: "
@@ -467,6 +477,13 @@ class Settings(BaseSettings):
     @property
     def workspace_root(self) -> Path:
         return (self.data_dir / "workspaces").resolve()
+
+    def stall_warn_s(self) -> float:
+        return self.stall_warn if self.stall_warn is not None else self.task_idle_timeout / 2
+
+    def stall_check_every(self) -> float:
+        """The `stalls` job's interval: a silence is noticed at most this long after the warning time."""
+        return self.stall_every if self.stall_every is not None else min(30.0, self.stall_warn_s() / 3)
 
     def retention(self) -> Retention:
         """Clean-up's retentions (core.housekeeping)."""

@@ -342,3 +342,19 @@ def test_a_bad_cleanup_schedule_is_refused_when_settings_are_read(value: str, sa
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert says in str(caught.value)
+
+
+def test_silences_are_looked_for_often_enough_to_warn_before_the_idle_timeout(monkeypatch: pytest.MonkeyPatch,
+                                                                              tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    monkeypatch.setenv("SHEPHERD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SHEPHERD_TASK_IDLE_TIMEOUT", "60")  # warned after 30 s of silence: looked for every 10 s
+    assert (Settings().stall_warn_s(), Settings().stall_check_every()) == (30, 10)
+    monkeypatch.setenv("SHEPHERD_TASK_IDLE_TIMEOUT", "3600")
+    assert (Settings().stall_warn_s(), Settings().stall_check_every()) == (1800, 30)
+    monkeypatch.setenv("SHEPHERD_STALL_WARN", "3600")  # a warning that would come with the timeout, or after it
+    with pytest.raises(ValidationError, match="less than SHEPHERD_TASK_IDLE_TIMEOUT"):
+        Settings()
