@@ -12,7 +12,9 @@ from core.channels.outbox import Message
 
 def format_message(message: Message) -> str:
     if message.kind != "confirmation":
-        return message.text
+        if not message.detail:
+            return message.text
+        return message.text + "".join(f"\n  │ {line}" for line in message.detail.splitlines())  # e.g. its last line
     if message.state == "pending":
         shown = ("task", "requested by", "votes", "expires")  # the target is in the headline already
         facts = " · ".join(f"{k} {message.fields[k]}" for k in shown if k in message.fields)
