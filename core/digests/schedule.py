@@ -103,7 +103,7 @@ def _days_of_week(value: str) -> str:
                 raise ValueError(item)
             start, end = 0, 6
         else:
-            start = 7 if first == "7" and last else _DAYS.index(_day_name(first, item))  # `7-7` is Sunday, not every day
+            start = 7 if first == "7" and last else _DAYS.index(_day_name(first, item))  # `7-7`: Sunday, not every day
             end = (7 if last in ("7",) else _DAYS.index(_day_name(last, item))) if last else \
                 (6 if m.group(3) else start)
             if end < start:
