@@ -205,6 +205,24 @@ async def test_nothing_is_posted_when_nothing_changed(shepherd: Shepherd) -> Non
     assert (await shepherd.digests.list(OPS))[0].last_fired_at == datetime(2026, 3, 2, 9, 4, tzinfo=UTC)
 
 
+async def test_a_finish_stamped_before_the_last_digest_but_seen_after_it_is_reported_once(shepherd: Shepherd) -> None:
+    """A task's end is stamped (`finished_at`, the finishing process's clock) before its transaction commits; a
+    digest that read in between, or a runner whose clock is a little behind the scheduler's, sets "reported until"
+    past a finish it never saw. That finish was then reported by no digest at all. It is told by the next one, and
+    by no later one."""
+    await shepherd.digests.set(OPS, C1, "*/1 * * * *", now=T0)
+    first = T0 + timedelta(seconds=30)  # 09:01
+    await a_task(shepherd, "fix-auth", "running")
+    assert await shepherd.digests.post_due(first) == "posted 1 digest"
+    # committed now, but stamped two seconds before the digest above read the tasks
+    await a_task(shepherd, "add-docs", "completed", outcome="completed", finished_at=first - timedelta(seconds=2))
+    assert await shepherd.digests.post_due(first + timedelta(minutes=1)) == "posted 1 digest"
+    assert await shepherd.digests.post_due(first + timedelta(minutes=2)) == \
+        "posted 0 digests, 1 with nothing new not posted"  # told once
+    posted = await digests_at(shepherd, C1)
+    assert [("add-docs" in m.text) for m in posted] == [False, True]
+
+
 async def test_digest_always_posts_all_quiet(db: Database) -> None:
     shepherd = Shepherd(db, digest_always=True)
     await shepherd.orgs.ensure("acme")
