@@ -352,6 +352,14 @@ class Settings(BaseSettings):
                              "at least SHEPHERD_WORKSPACE_RETENTION")
         return self
 
+    @model_validator(mode="after")
+    def _stall_warning(self) -> Settings:
+        # the watchdog warns only before the idle timeout ends the turn: a later warning would never be posted
+        if self.stall_warn is not None and self.stall_warn >= self.task_idle_timeout:
+            raise ValueError(f"SHEPHERD_STALL_WARN ({self.stall_warn:g} s) must be below SHEPHERD_TASK_IDLE_TIMEOUT "
+                             f"({self.task_idle_timeout:g} s): the idle timeout ends a silent turn before any warning")
+        return self
+
     @field_validator("telegram_webhook_secret")
     @classmethod
     def _telegram_secret(cls, value: SecretStr | None) -> SecretStr | None:
