@@ -33,6 +33,11 @@ FORBIDDEN_TO_AGENTS = ("SHEPHERD_", "SLACK_", "TELEGRAM_", "GITHUB_")
 TELEGRAM_SECRET_MIN = 12  # TELEGRAM_WEBHOOK_SECRET's shortest
 
 
+# The longest duration a setting may name (ten years): a schedule's or a retention's seconds are added to dates, and
+# `inf` or 1e300 would overflow them in every run (an OverflowError in each gated action, each clean-up).
+MAX_DURATION_S = 10 * 365 * 86400
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHEPHERD_", env_file=".env", extra="ignore", populate_by_name=True)
 
@@ -127,19 +132,23 @@ class Settings(BaseSettings):
     )
     # sched-remind (issue 16): approver reminders and the stall watchdog (the `reminders` and `stalls` jobs)
     remind_after: float = Field(
-        600, gt=0, description="seconds a confirmation waits before approvers are reminded, and between reminders"
+        600, gt=0, le=MAX_DURATION_S,
+        description="seconds a confirmation waits before approvers are reminded, and between reminders"
     )
-    remind_every: float = Field(30, gt=0, description="seconds between two looks for due reminders")
+    remind_every: float = Field(
+        30, gt=0, le=MAX_DURATION_S, description="seconds between two looks for due reminders"
+    )
     stall_warn: float | None = Field(
-        None, gt=0, description="seconds of silence after which a running task's threads are warned "
+        None, gt=0, le=MAX_DURATION_S, description="seconds of silence after which a running task's threads are warned "
         "(default: half of SHEPHERD_TASK_IDLE_TIMEOUT)"
     )
     stall_every: float | None = Field(
-        None, gt=0, description="seconds between two looks for silent or long-waiting tasks "
+        None, gt=0, le=MAX_DURATION_S, description="seconds between two looks for silent or long-waiting tasks "
         "(default: 30, or a third of the warning time when that is shorter, so a warning comes before the timeout)"
     )
     waiting_note_after: float = Field(
-        86400, gt=0, description="seconds a task waits on people before its threads get a note, and between notes"
+        86400, gt=0, le=MAX_DURATION_S,
+        description="seconds a task waits on people before its threads get a note, and between notes"
     )
     public_url: str | None = Field(
         None, description="where agents (and links) reach this server; default http://<host>:<port>"
@@ -155,16 +164,20 @@ class Settings(BaseSettings):
     )
     # sched-clean (issue 16): clean-up's retentions, in seconds, and its schedule (core.housekeeping)
     agent_retention: float = Field(
-        7 * 86400, gt=0, description="seconds after a task's end its ephemeral agent is removed (its history stays)"
+        7 * 86400, gt=0, le=MAX_DURATION_S,
+        description="seconds after a task's end its ephemeral agent is removed (its history stays)"
     )
     workspace_retention: float = Field(
-        3 * 86400, gt=0, description="seconds after a task's end its workspace is pruned (none with unpushed work)"
+        3 * 86400, gt=0, le=MAX_DURATION_S,
+        description="seconds after a task's end its workspace is pruned (none with unpushed work)"
     )
     workspace_hard_limit: float = Field(
-        30 * 86400, gt=0, description="seconds after a task's end its workspace is pruned even with unpushed work"
+        30 * 86400, gt=0, le=MAX_DURATION_S,
+        description="seconds after a task's end its workspace is pruned even with unpushed work"
     )
     ledger_retention: float = Field(
-        7 * 86400, gt=0, description="seconds done deliveries and sent outbox rows are kept before compaction"
+        7 * 86400, gt=0, le=MAX_DURATION_S,
+        description="seconds done deliveries and sent outbox rows are kept before compaction"
     )
     cleanup_schedule: str = Field(
         "17 * * * *", description="when clean-up runs: a cron line (5 fields, UTC) or a number of seconds"
@@ -340,20 +353,23 @@ class Settings(BaseSettings):
             parsed = parse_schedule(value)
         except BadSchedule as exc:
             raise ValueError(str(exc)) from None
+        if isinstance(parsed, float) and parsed > MAX_DURATION_S:
+            raise ValueError(f"a number of seconds at most {MAX_DURATION_S}, or a cron line")
         return parsed if isinstance(parsed, str) else f"{parsed:g}"
-
-    @model_validator(mode="after")
-    def _stall_before_idle(self) -> Settings:
-        if self.stall_warn is not None and self.stall_warn >= self.task_idle_timeout:
-            raise ValueError(f"SHEPHERD_STALL_WARN ({self.stall_warn:g} s) warns of a silence before the idle timeout "
-                             f"ends the turn: less than SHEPHERD_TASK_IDLE_TIMEOUT ({self.task_idle_timeout:g} s)")
-        return self
 
     @model_validator(mode="after")
     def _workspace_limits(self) -> Settings:
         if self.workspace_hard_limit < self.workspace_retention:
             raise ValueError("SHEPHERD_WORKSPACE_HARD_LIMIT is the longest a workspace with unpushed work is kept: "
                              "at least SHEPHERD_WORKSPACE_RETENTION")
+        return self
+
+    @model_validator(mode="after")
+    def _stall_warning(self) -> Settings:
+        # the watchdog warns only before the idle timeout ends the turn: a later warning would never be posted
+        if self.stall_warn is not None and self.stall_warn >= self.task_idle_timeout:
+            raise ValueError(f"SHEPHERD_STALL_WARN ({self.stall_warn:g} s) must be below SHEPHERD_TASK_IDLE_TIMEOUT "
+                             f"({self.task_idle_timeout:g} s): the idle timeout ends a silent turn before any warning")
         return self
 
     @field_validator("telegram_webhook_secret")

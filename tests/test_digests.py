@@ -77,6 +77,20 @@ def test_a_crontab_reads_as_crontab_does() -> None:
     assert parse("0 9 * * *", "Europe/Berlin").next_after(sunday) == datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
+def test_a_day_of_month_and_a_day_of_week_both_given_fire_on_either_as_in_crontab() -> None:
+    """crontab(5): "if both fields are restricted, the command runs when either field matches". A user who asks
+    for the 1st and the 15th and every Monday gets all three, not only the Mondays that fall on a 1st or a 15th
+    (CronTrigger alone ANDs the two fields: `0 9 1,15 * 1` would next fire in June)."""
+    sunday = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    both = parse("0 9 1,15 * 1")
+    assert both.next_after(sunday) == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # the Monday
+    assert both.next_after(datetime(2026, 3, 9, 10, 0, tzinfo=UTC)) == datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
+    assert parse("0 0 30 2 1").next_after(sunday) == datetime(2027, 2, 1, 0, 0, tzinfo=UTC)  # Mondays of February
+    # a `*`-led field is not a restriction (crontab's own rule): then both must match, as before
+    assert parse("0 9 */2 * 1").next_after(sunday) == datetime(2026, 3, 3 + 6, 9, 0, tzinfo=UTC)
+    assert parse("0 9 * * 7-7").next_after(sunday) == datetime(2026, 3, 1, 9, 0, tzinfo=UTC) + timedelta(days=7)
+
+
 @pytest.mark.parametrize(("cron", "says"), [
     ("61 * * * *", "minute field `61`"), ("* 24 * * *", "hour field `24`"), ("* * 0 * *", "day of month field `0`"),
     ("* * * 13 *", "month field `13`"), ("* * * * 8", "day of week field `8`"), ("* * * * fri-mon", "day of week"),
@@ -193,6 +207,24 @@ async def test_nothing_is_posted_when_nothing_changed(shepherd: Shepherd) -> Non
     posted = await digests_at(shepherd, C1)
     assert len(posted) == 2 and "add-docs" in posted[1].text and "fix-auth" in posted[1].text
     assert (await shepherd.digests.list(OPS))[0].last_fired_at == datetime(2026, 3, 2, 9, 4, tzinfo=UTC)
+
+
+async def test_a_finish_stamped_before_the_last_digest_but_seen_after_it_is_reported_once(shepherd: Shepherd) -> None:
+    """A task's end is stamped (`finished_at`, the finishing process's clock) before its transaction commits; a
+    digest that read in between, or a runner whose clock is a little behind the scheduler's, sets "reported until"
+    past a finish it never saw. That finish was then reported by no digest at all. It is told by the next one, and
+    by no later one."""
+    await shepherd.digests.set(OPS, C1, "*/1 * * * *", now=T0)
+    first = T0 + timedelta(seconds=30)  # 09:01
+    await a_task(shepherd, "fix-auth", "running")
+    assert await shepherd.digests.post_due(first) == "posted 1 digest"
+    # committed now, but stamped two seconds before the digest above read the tasks
+    await a_task(shepherd, "add-docs", "completed", outcome="completed", finished_at=first - timedelta(seconds=2))
+    assert await shepherd.digests.post_due(first + timedelta(minutes=1)) == "posted 1 digest"
+    assert await shepherd.digests.post_due(first + timedelta(minutes=2)) == \
+        "posted 0 digests, 1 with nothing new not posted"  # told once
+    posted = await digests_at(shepherd, C1)
+    assert [("add-docs" in m.text) for m in posted] == [False, True]
 
 
 async def test_digest_always_posts_all_quiet(db: Database) -> None:

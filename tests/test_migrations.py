@@ -78,3 +78,61 @@ def test_tokens_named_before_people_existed_keep_acting_for_that_person(db_url: 
             await db.dispose()
 
     asyncio.run(after())
+
+
+def test_the_scheduler_revisions_walk_down_and_up_over_rows_that_use_them(db_url: str) -> None:
+    """0011-0013 (digests, reminders and the stall watchdog, pruned workspaces) go down to 0009 and up again with
+    rows in the tables they change: a digest, a task with its output time and its workspace pruned, a pending
+    confirmation with a reminder due. The task and the confirmation survive both ways."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+    from sqlmodel import col
+
+    from bot.presets import agent_catalog
+    from core.channels.conversations import Where
+    from core.clock import utcnow
+    from core.people.access import Principal, Role
+    from core.shepherd import Shepherd
+    from core.store.db import Database
+    from core.store.models import Task
+    from tests.test_confirmations import gate, pr_plan
+
+    ops = Principal.for_role("acme", "ops", Role.ADMIN, "test")
+
+    async def rows() -> str:
+        db = Database(db_url)
+        try:
+            shepherd = Shepherd(db, catalog=agent_catalog())
+            await shepherd.orgs.ensure("acme")
+            view = await shepherd.tasks.create(ops, prompt="work", runtime="demo", name="fix-auth")
+            async with db.write() as session:
+                await session.exec(update(Task).where(col(Task.id) == view.task.id).values(
+                    status="running", state="working", output_at=utcnow(), stall_warned_since=utcnow(),
+                    waiting_noted_at=utcnow(), workspace_pruned_at=utcnow()))
+            conf = await gate(shepherd, await shepherd.tasks.get(ops, view.task.id), pr_plan())
+            assert conf.remind_at is not None
+            await shepherd.digests.set(ops, Where("slack", "C1"), "*/5 * * * *")
+            return conf.id
+        finally:
+            await db.dispose()
+
+    conf_id = asyncio.run(rows())
+    command.downgrade(alembic_config(db_url), "0009")
+    upgrade(db_url)
+
+    async def after() -> None:
+        db = Database(db_url)
+        try:
+            shepherd = Shepherd(db, catalog=agent_catalog())
+            task = await shepherd.tasks.get(ops, "fix-auth")
+            assert task.name == "fix-auth" and task.output_at is None and task.workspace_pruned_at is None
+            conf = await shepherd.confirmations.get(ops, conf_id)
+            assert conf.status == "pending" and conf.remind_at is None and conf.reminders == 0
+            assert await shepherd.digests.list(ops) == []
+            assert await shepherd.reminders.remind_due(utcnow() + timedelta(hours=1)) == "nothing due"
+        finally:
+            await db.dispose()
+
+    asyncio.run(after())
+    assert asyncio.run(_diff(db_url)) == []

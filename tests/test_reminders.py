@@ -8,15 +8,19 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
 from adapters.console.repl import console_principal
 from bot.outbox import Dispatcher
+from bot.presets import agent_catalog
 from core.channels.conversations import Where
 from core.clock import as_utc, utcnow
+from core.housekeeping import Retention
 from core.people.access import Principal, Role
 from core.shepherd import Shepherd
+from core.store.db import Database
 from core.store.models import Confirmation, Event, Outbox, Task
 from tests.test_confirmations import gate, pr_plan
 from tests.test_outbox import Sink, _drain
@@ -154,3 +158,37 @@ async def test_the_decision_edits_the_prompt_and_every_reminder_where_it_was_pos
         assert sorted(kind for kind, _, _ in edits) == ["update m1", "update m2", "update m3"], edits
         assert all(f"{conf.code} approved by ana from slack" in text for _, _, text in edits), edits
     assert await shepherd.reminders.remind_due(at(conf, 3 * R - 1)) == "nothing due"
+
+
+@pytest.mark.parametrize("name", ["REMIND_AFTER", "WAITING_NOTE_AFTER", "AGENT_RETENTION", "WORKSPACE_RETENTION",
+                                  "WORKSPACE_HARD_LIMIT", "LEDGER_RETENTION", "STALL_WARN", "CLEANUP_SCHEDULE"])
+@pytest.mark.parametrize("value", ["inf", "1e300", "nan"])
+def test_a_duration_too_large_for_a_date_is_refused_at_start(name: str, value: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`SHEPHERD_REMIND_AFTER=inf` (someone turning reminders off) was taken, and then every gated action raised
+    an OverflowError (no pull request could be asked for); a retention of 1e300 made every clean-up raise, and
+    WAITING_NOTE_AFTER=inf every stall run (inf * 0 days is nan). Refused at start, naming the setting."""
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    monkeypatch.setenv(f"SHEPHERD_{name}", value)
+    if name == "WORKSPACE_HARD_LIMIT":  # it must stay at least the retention: that rule is not what is tested
+        monkeypatch.setenv("SHEPHERD_WORKSPACE_RETENTION", "60")
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)
+    assert name.lower() in str(caught.value)
+
+
+async def test_reminders_at_the_longest_interval_allowed_still_let_actions_be_asked(db: Database) -> None:
+    from bot.settings import MAX_DURATION_S
+
+    shepherd = Shepherd(db, catalog=agent_catalog(), remind_after_s=MAX_DURATION_S,
+                        waiting_note_s=MAX_DURATION_S, retention=Retention(*(4 * [float(MAX_DURATION_S)])))
+    await shepherd.orgs.ensure("acme")
+    _, _, _, conf = await asked(shepherd)
+    assert conf.remind_at is None  # no reminder before its expiry
+    now = utcnow()
+    assert await shepherd.reminders.remind_due(now) == "nothing due"
+    assert await shepherd.watchdog.warn_stalled(now) == "nothing due"
+    assert "removed 0 agents" in await shepherd.housekeeping.clean_up(now)

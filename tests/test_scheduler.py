@@ -356,5 +356,5 @@ def test_silences_are_looked_for_often_enough_to_warn_before_the_idle_timeout(mo
     monkeypatch.setenv("SHEPHERD_TASK_IDLE_TIMEOUT", "3600")
     assert (Settings().stall_warn_s(), Settings().stall_check_every()) == (1800, 30)
     monkeypatch.setenv("SHEPHERD_STALL_WARN", "3600")  # a warning that would come with the timeout, or after it
-    with pytest.raises(ValidationError, match="less than SHEPHERD_TASK_IDLE_TIMEOUT"):
+    with pytest.raises(ValidationError, match="must be below SHEPHERD_TASK_IDLE_TIMEOUT"):
         Settings()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -159,3 +160,19 @@ async def test_a_hanging_demo_agent_is_warned_in_its_thread_before_the_idle_time
     assert (await rig.get(task.id)).status == "running", "warned while it still runs"
     done = await rig.finished(task.id)
     assert done.outcome == "timed_out"
+
+
+def test_a_stall_warning_later_than_the_idle_timeout_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog warns only while the turn still runs (before SHEPHERD_TASK_IDLE_TIMEOUT): a STALL_WARN at or
+    past it was taken, and no silent task was ever warned, without a word. Refused at start, saying why."""
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    monkeypatch.setenv("SHEPHERD_TASK_IDLE_TIMEOUT", "600")
+    monkeypatch.setenv("SHEPHERD_STALL_WARN", "900")
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)
+    assert "SHEPHERD_STALL_WARN (900 s) must be below SHEPHERD_TASK_IDLE_TIMEOUT (600 s)" in str(caught.value)
+    monkeypatch.setenv("SHEPHERD_STALL_WARN", "300")
+    assert Settings(_env_file=None).stall_warn == 300

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import col, select
@@ -30,6 +30,10 @@ SHOWN_MAX = 10  # lines shown per section (a phone's screen); the rest are count
 LINE_MAX = 120  # a latest output line or an outcome, cut
 GATED_STATUS = next(iter(GATED)).value  # awaiting: waiting on people
 ICONS = {"completed": "✅", "failed": "❌", "cancelled": "⏹️"}
+# How far before the last digest's end a finish is looked for again: a finish is stamped before its transaction
+# commits (and by its own process's clock), so the last digest may not have seen one stamped just before it read.
+# The finishes it did report are in its `seen`, and are not told twice.
+LATE_FINISH = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Snapshot:
     pending: list[Item] = field(default_factory=list)
     suspended: list[Item] = field(default_factory=list)
     project: str | None = None  # the project a scoped place sees, by name
+    reported: list[str] = field(default_factory=list)  # the finishes told, this time or before, that a late look sees
 
     def sections(self) -> list[tuple[str, list[Item]]]:
         return [("Running", self.running), ("Waiting on people", self.waiting),
@@ -53,8 +58,9 @@ class Snapshot:
                 ("Agents suspended", self.suspended)]
 
     def keys(self) -> list[str]:
-        """What this digest shows, but the finished (new by definition): the next one compares against it."""
-        return [i.key for _, items in self.sections() for i in items if not i.key.startswith("done:")]
+        """What this digest shows, but the finished (new by definition), and the finishes told lately (the next
+        digest looks LATE_FINISH back, and must not tell them again): the next one compares against it."""
+        return [i.key for _, items in self.sections() for i in items if not i.key.startswith("done:")] + self.reported
 
     def news(self, seen: Sequence[str]) -> bool:
         """Whether it shows anything the last digest did not."""
@@ -97,11 +103,16 @@ async def gather(session: AsyncSession, digest: Digest, now: datetime) -> Snapsh
         status = "" if task.status == "running" else f" [{task.status}]"
         line = await _latest_line(session, task) if shown else ""
         snap.running.append(Item(f"run:{task.id}", f"{task.name}{status}: {line}"))
+    since = as_utc(digest.reported_until) - (LATE_FINISH if digest.last_fired_at else timedelta(0))
+    told = set(digest.seen)
     finished = await session.exec(select(Task).where(
         *task_scope, col(Task.status).in_([s.value for s in FINISHED]),
-        col(Task.finished_at) > as_utc(digest.reported_until), col(Task.finished_at) <= now)
+        col(Task.finished_at) > since, col(Task.finished_at) <= now)
         .order_by(col(Task.finished_at), col(Task.id)).limit(READ_MAX))
     for task in finished:
+        snap.reported.append(f"done:{task.id}")
+        if f"done:{task.id}" in told:  # told by the last digest: looked at again only in case it missed one
+            continue
         icon = ICONS.get(task.status, "•")
         snap.finished.append(Item(f"done:{task.id}", f"{icon} {task.name}: {_cut(evidence_summary(task))}"))
     conf_scope: list[Any] = [Confirmation.org_id == org, Confirmation.status == Status.PENDING.value]

@@ -1,9 +1,11 @@
 """A digest's cron schedule, without I/O: reading what people type (standard crontab, 5 fields, or Shepherd's
 6-field form with seconds first), and the fire times it gives.
 
-APScheduler's CronTrigger computes the fire times. Two things are mended on the way in: a bad field is named in
-the error (APScheduler's own message does not say which field), and the day of the week is read as crontab reads
-it (0 or 7 is Sunday), where CronTrigger numbers from Monday (`1` would be a Tuesday there).
+APScheduler's CronTrigger computes the fire times. Three things are mended on the way in: a bad field is named in
+the error (APScheduler's own message does not say which field), the day of the week is read as crontab reads it
+(0 or 7 is Sunday), where CronTrigger numbers from Monday (`1` would be a Tuesday there), and a day of the month and
+a day of the week both restricted fire on either, as crontab(5) says, where CronTrigger wants both (`0 9 1,15 * 1`
+is the 1st, the 15th and every Monday; CronTrigger alone would wait for a Monday the 1st or the 15th).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from core.clock import as_utc
@@ -38,7 +42,7 @@ class Schedule:
 
     cron: str  # as typed, words joined by one space
     timezone: str
-    trigger: CronTrigger
+    trigger: BaseTrigger  # a CronTrigger, or two ORed (a day of the month or a day of the week)
 
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after `moment`, in UTC."""
@@ -99,7 +103,7 @@ def _days_of_week(value: str) -> str:
                 raise ValueError(item)
             start, end = 0, 6
         else:
-            start = _DAYS.index(_day_name(first, item))
+            start = 7 if first == "7" and last else _DAYS.index(_day_name(first, item))  # `7-7`: Sunday, not every day
             end = (7 if last in ("7",) else _DAYS.index(_day_name(last, item))) if last else \
                 (6 if m.group(3) else start)
             if end < start:
@@ -131,7 +135,10 @@ def parse(cron: str, timezone: str = "UTC") -> Schedule:
     if len(words) == 5:
         values["second"] = "0"
     try:
-        trigger = CronTrigger(**values, timezone=tz)
+        trigger: BaseTrigger = CronTrigger(**values, timezone=tz)
+        if not values["day"].startswith("*") and not words[-1].startswith("*"):  # both restricted: either fires
+            trigger = OrTrigger([CronTrigger(**{**values, "day_of_week": "*"}, timezone=tz),
+                                 CronTrigger(**{**values, "day": "*"}, timezone=tz)])
     except ValueError as exc:  # each field was fine alone; together they name no time (a 31st of February)
         raise CronError(f"`{cron.strip()}` names no time: {exc}") from None
     schedule = Schedule(" ".join(words), timezone, trigger)
