@@ -149,6 +149,11 @@ class Task(SQLModel, table=True):
         Index("ix_task_org_created", "org_id", "created_at", "id"),
         Index("ix_task_status", "status", "created_at"),
         Index("ix_task_org_status", "org_id", "status", "created_at", "id"),  # a status filter's page
+        # the scheduler's jobs (issue 16): a digest's "finished since", a finished task's agent, the workspaces
+        # clean-up has not pruned yet (each run reads what is left to do, not every task that ever finished)
+        Index("ix_task_org_finished", "org_id", "status", "finished_at"),
+        Index("ix_task_agent", "agent_id"),
+        Index("ix_task_unpruned", "workspace_pruned_at", "finished_at", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=64)
