@@ -176,3 +176,19 @@ def test_a_stall_warning_later_than_the_idle_timeout_is_refused_at_start(monkeyp
     assert "SHEPHERD_STALL_WARN (900 s) must be below SHEPHERD_TASK_IDLE_TIMEOUT (600 s)" in str(caught.value)
     monkeypatch.setenv("SHEPHERD_STALL_WARN", "300")
     assert Settings(_env_file=None).stall_warn == 300
+
+
+async def test_many_tasks_waiting_on_people_never_hide_a_silent_running_one(
+    shepherd: Shepherd, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import core.tasks.watchdog
+
+    monkeypatch.setattr(core.tasks.watchdog, "MAX_CANDIDATES", 2)  # fewer than the tasks waiting on people
+    for _ in range(3):
+        waiting = await started_task(shepherd)  # awaiting their gates, older than the running one
+        await gate(shepherd, waiting, pr_plan())
+    task = await running(shepherd)
+    last = await printed(shepherd, task, "downloading the internet")
+    said = await Watchdog(shepherd.db, idle_timeout_s=600).warn_stalled(last + timedelta(seconds=301))
+    assert said.startswith("warned 1 silent task"), said
+    assert [r.payload["detail"] for r in await notes(shepherd, task, "stall")] == ["downloading the internet"]

@@ -35,8 +35,8 @@ from core.tasks.state import LogType, State, TaskStatus, waiting_on_people
 IDLE_TIMEOUT_S = 600.0  # SHEPHERD_TASK_IDLE_TIMEOUT's default
 WAITING_NOTE_S = 86400.0  # SHEPHERD_WAITING_NOTE_AFTER's default
 MAX_LINE = 300  # the last line, as the note shows it
-WATCHED = (TaskStatus.RUNNING.value, TaskStatus.AWAITING.value)
-MAX_CANDIDATES = 5000  # running and awaiting tasks read in one run
+WATCHED = (TaskStatus.RUNNING.value, TaskStatus.AWAITING.value)  # in this order: running tasks first
+MAX_CANDIDATES = 5000  # tasks of each watched status read in one run
 
 
 def span(seconds: float) -> str:
@@ -91,10 +91,13 @@ class Watchdog:
     async def warn_stalled(self, now: datetime) -> str:
         """Warn of the silent tasks and note the long waits due at `now` (the scheduler's `stalls` job); returns
         what it did, in a line."""
+        candidates: list[Task] = []
         async with self.db.read() as session:
-            candidates = list(await session.exec(
-                select(Task).where(col(Task.status).in_(WATCHED)).order_by(col(Task.status), col(Task.created_at))
-                .limit(MAX_CANDIDATES)))
+            # status by status (ix_task_status), running first: many tasks left waiting on people never hide a
+            # silent running one
+            for status in WATCHED:
+                candidates += await session.exec(select(Task).where(Task.status == status)
+                                                 .order_by(col(Task.created_at)).limit(MAX_CANDIDATES))
         due = [t.id for t in candidates if self._due(t, now) != _Due()]
         if not due:
             return "nothing due"
