@@ -319,6 +319,11 @@ async def test_a_project_scoped_place_sees_only_its_project(shepherd: Shepherd) 
     assert "web-fix" in in_channel.text and "api-fix" not in in_channel.text and "loose" not in in_channel.text
     elsewhere = await talk(shepherd).command(OPS, "digest */1 * * * *", where=Where("github", "acme/nope#1"))
     assert not elsewhere.ok and "acme/nope" in elsewhere.text
+    # an issue is read by whoever reads its repository: it is never pointed at another project's work
+    other = await talk(shepherd).command(OPS, "digest */1 * * * * --project web", where=issue)
+    assert not other.ok and "covers that repository's project only" in other.text, other.text
+    same = await talk(shepherd).command(OPS, "digest */1 * * * * --project api", where=issue)
+    assert same.ok, same.text
 
 
 # --- end to end -----------------------------------------------------------------------------------------------

@@ -181,17 +181,19 @@ class Digests:
     async def _scope(session: AsyncSession, org_id: str, place: Where, project: str | None) -> str | None:
         """The project a place's digest covers: the one named; for a GitHub issue, its repository's (an issue is
         read by whoever reads the repository: it is told of that project's tasks and no other's); else None."""
-        if project:
-            return (await resolve_project(session, org_id, project)).id
+        named = (await resolve_project(session, org_id, project)).id if project else None
         if place.channel != "github":
-            return None
+            return named
         repo = place.address.split("#", 1)[0]
-        found = (await session.exec(select(Project.id).where(Project.org_id == org_id, Project.repo == repo)
-                                    .order_by(col(Project.created_at)).limit(1))).first()
-        if found is None:
+        found = list(await session.exec(select(Project.id).where(Project.org_id == org_id, Project.repo == repo)
+                                        .order_by(col(Project.created_at))))
+        if not found:
             raise ValidationFailed(f"no project has the repository {repo}: `project create <name> --repo {repo}` "
                                    "makes one", code="PROJECT_NOT_FOUND")
-        return found
+        if named is not None and named not in found:  # a public issue must not be told of another project's work
+            raise ValidationFailed(f"a digest in an issue of {repo} covers that repository's project only: "
+                                   f"`--project {project}` is another", code="PROJECT_NOT_HERE")
+        return named or found[0]
 
     @staticmethod
     async def _view(session: AsyncSession, row: Digest) -> DigestView:
