@@ -38,6 +38,15 @@ async def until(check: Callable[[], bool], timeout: float = 10) -> None:
         await asyncio.sleep(0.02)
 
 
+async def run_until(scheduler: Scheduler, calls: list[datetime], n: int) -> None:
+    """Runs `scheduler` until its jobs were called `n` times, then stops it."""
+    await scheduler.start()
+    try:
+        await until(lambda: len(calls) >= n)
+    finally:
+        await scheduler.stop()
+
+
 async def runs_of(db: Database, job: str) -> list[JobRun]:
     async with db.read() as session:
         return list(await session.exec(select(JobRun).where(col(JobRun.job) == job).order_by(col(JobRun.fire_time))))
@@ -190,11 +199,7 @@ async def test_a_misfire_after_downtime_is_one_run_and_logged(
     assert await shepherd.scheduling.runs.begin("tick", last, "host-gone:9")
     scheduler = Scheduler(shepherd.scheduling, holder="host-a:1", grace_s=60)
     with caplog.at_level(logging.INFO, logger="bot.scheduler"):
-        await scheduler.start()
-        try:
-            await until(lambda: len(calls) >= 1)
-        finally:
-            await scheduler.stop()
+        await run_until(scheduler, calls, 1)
     rows = await runs_of(shepherd.db, "tick")
     assert rows[0].holder == "host-gone:9"
     caught_up = rows[1]  # the ten missed fire times are one run, at the latest of them
@@ -212,11 +217,7 @@ async def test_runs_missed_past_the_grace_time_are_logged_and_skipped(
     assert await shepherd.scheduling.runs.begin("tick", last, "host-gone:9")
     scheduler = Scheduler(shepherd.scheduling, holder="host-a:1", grace_s=2)
     with caplog.at_level(logging.WARNING, logger="bot.scheduler"):
-        await scheduler.start()
-        try:
-            await until(lambda: len(calls) >= 1)
-        finally:
-            await scheduler.stop()
+        await run_until(scheduler, calls, 1)
     rows = await runs_of(shepherd.db, "tick")
     assert all(r.fire_time.replace(tzinfo=UTC) > utcnow() - timedelta(seconds=10) for r in rows[1:])
     first_missed = next_fire(1.0, last)
@@ -236,11 +237,7 @@ async def test_a_failing_job_is_recorded_and_the_next_fire_time_runs(shepherd: S
 
     shepherd.scheduling.jobs = [Job("flaky", 0.2, flaky)]
     scheduler = Scheduler(shepherd.scheduling, holder="host-a:1", grace_s=60)
-    await scheduler.start()
-    try:
-        await until(lambda: len(calls) >= 2)
-    finally:
-        await scheduler.stop()
+    await run_until(scheduler, calls, 2)
     await asyncio.sleep(0.1)
     rows = await runs_of(shepherd.db, "flaky")
     assert (rows[0].ok, rows[0].result) == (False, "failed: RuntimeError: the disk is full")
