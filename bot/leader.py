@@ -5,9 +5,11 @@ asyncpg outside SQLAlchemy's pool (a pooled connection goes back to the pool, an
 `shepherd leader host:pid` (application_name) so that pg_locks joined with pg_stat_activity shows who leads. The
 leader checks that connection every SHEPHERD_LEADER_TIMEOUT/3 and stops leading the moment it fails (asyncpg
 reports a closed connection at once; a silent one fails the check). PostgreSQL drops a vanished leader's session,
-and with it the lock, through TCP keepalives set to notice within the timeout; followers try again every timeout/3,
-so one takes over within the timeout. A session lock needs a session: through a transaction pooler (pgbouncer in
-transaction mode) it would be released at once, so SHEPHERD_LEADER_DATABASE_URL can point at a direct connection.
+and with it the lock, through TCP keepalives set to notice within the timeout, and (PostgreSQL 14 and later) a
+session idle past the timeout, which is a leader alive but stuck (its kernel still answers keepalives); followers
+try again every timeout/3, so one takes over within about the timeout. A session lock needs a session: through a
+transaction pooler (pgbouncer in transaction mode) it would be released at once, so SHEPHERD_LEADER_DATABASE_URL can
+point at a direct connection.
 
 SQLite: the one serving process leads; should an operator start two on one data directory, an exclusive flock on
 <data_dir>/leader.lock (which holds `host:pid`) makes only one of them lead, and the other takes over when it ends.
@@ -102,13 +104,24 @@ class PgElector(Elector):
         import asyncpg
 
         idle = max(1, int(self.timeout / 3))
-        return await asyncio.wait_for(asyncpg.connect(self.url, server_settings={
+        conn = await asyncio.wait_for(asyncpg.connect(self.url, server_settings={
             "application_name": (APP_PREFIX + self.me)[:NAME_MAX],
             # The server's side of TCP keepalives: a leader's host that vanishes (no FIN, no RST) is noticed
             # within about the timeout, its session ended and the lock freed for a follower.
             "tcp_keepalives_idle": str(idle), "tcp_keepalives_interval": str(max(1, idle // 3)),
             "tcp_keepalives_count": "3",
         }), timeout=self.timeout)
+        try:
+            if conn.get_server_version() >= (14,):  # idle_session_timeout is PostgreSQL 14's (a startup setting
+                # unknown to an older server would refuse the connection)
+                # A leader alive but stuck (an event loop blocked, a process stopped, a proxy between that still
+                # answers) checks nothing, and keepalives, answered by its kernel, keep its session: the session
+                # idle past the timeout ends, the lock with it, and a follower takes over.
+                await conn.execute(f"SET idle_session_timeout = {max(1000, int(self.timeout * 1000))}")
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
     async def _run(self) -> None:
         while True:
