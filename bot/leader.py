@@ -34,6 +34,7 @@ from core.store.db import Database
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+QUIET_S = 300.0  # a follower that cannot reach the lock's database says so once every five minutes
 
 
 class Elector:
@@ -96,6 +97,7 @@ class PgElector(Elector):
         super().__init__(timeout=timeout)
         self.url = asyncpg_dsn(url)
         self.db = db
+        self._quiet_until = 0.0  # a follower's next connection failure said before this (loop time) is not said
 
     async def leader(self) -> str | None:
         return await pg_leader(self.db)
@@ -146,8 +148,15 @@ class PgElector(Elector):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                level = logging.WARNING if self._leads else logging.DEBUG
-                log.log(level, "leader: lock connection failed (%s: %s); trying again", type(exc).__name__, exc)
+                # A leader's loss is always said; a follower's failure once every QUIET_S: one that can never
+                # connect (a wrong SHEPHERD_LEADER_DATABASE_URL, a refused password) never leads, and then no
+                # process may run the jobs without a word.
+                now = asyncio.get_running_loop().time()
+                loud = self._leads or now >= self._quiet_until
+                if not self._leads and loud:
+                    self._quiet_until = now + QUIET_S
+                log.log(logging.WARNING if loud else logging.DEBUG, "leader: %s: lock connection failed (%s: %s); "
+                        "trying again every %gs", self.me, type(exc).__name__, exc, self.every)
             finally:
                 await self._deposed()
                 if conn is not None:

@@ -150,6 +150,28 @@ async def test_a_leader_whose_connection_is_killed_stops_at_once_and_another_tak
         await db.dispose()
 
 
+@pytest.mark.postgres
+async def test_a_follower_that_cannot_reach_the_locks_database_says_so(
+    pg_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wrong SHEPHERD_LEADER_DATABASE_URL: no process can ever lead, and no job runs; that is a warning, not a
+    debug line (the password never in it)."""
+    db = Database(pg_url)
+    elector = PgElector("postgresql://shepherd:hunter2-secret@127.0.0.1:1/shepherd", db, timeout=1.5)
+    flags = Flags(elector, "host-a:1")
+    caplog.set_level(logging.DEBUG, logger="bot.leader")
+    try:
+        await elector.start()
+        await until(lambda: len([r for r in caplog.records if r.name == "bot.leader"]) >= 3)
+    finally:
+        await elector.stop()
+        await db.dispose()
+    said = [r for r in caplog.records if r.name == "bot.leader"]
+    warned = [r.getMessage() for r in said if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "host-a:1: lock connection failed" in warned[0], warned  # once, not every try
+    assert not flags.leads and all("hunter2-secret" not in r.getMessage() for r in said)
+
+
 # --- the scheduler -----------------------------------------------------------------------------------------------
 
 

@@ -104,3 +104,13 @@ def test_a_leader_alive_but_stuck_loses_the_lead_within_the_timeout(tmp_path: Pa
     fire_times = [t for t, _ in job_runs(pg_url)]
     assert len(fire_times) == len(set(fire_times))  # no fire time run twice
 
+
+@pytest.mark.postgres
+def test_doctor_says_when_the_leaders_database_is_unreachable(tmp_path: Path, pg_url: str) -> None:
+    bad = "postgresql://shepherd:hunter2-secret@127.0.0.1:1/shepherd"
+    home = Home(tmp_path, SHEPHERD_DATABASE_URL=pg_url, SHEPHERD_LEADER_DATABASE_URL=bad)
+    doctor = home.run("doctor", check=False)
+    assert doctor.returncode == 1, doctor.stdout  # no process could lead: nothing scheduled would ever run
+    assert "SHEPHERD_LEADER_DATABASE_URL postgresql://shepherd:********@127.0.0.1:1/shepherd UNREACHABLE" in \
+        doctor.stdout, doctor.stdout
+    assert "hunter2-secret" not in doctor.stdout + doctor.stderr
