@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.leader import Elector, elector
+from bot.leader import Elector, asyncpg_dsn, elector
 from bot.migrate import current_revision, head_revision, upgrade
 from bot.settings import Settings, mask_url
 from bot.version import VERSION
@@ -242,7 +242,9 @@ async def _doctor(settings: Settings) -> int:
         state = "up to date" if current == head else f"at {current or 'nothing'}, needs {head}: run migrate"
         ok &= current == head
         print(f"database: {mask_url(url)}: reachable, schema {state}")
-        print(f"leader: {await _doctor_leader(settings)}")
+        leader, reachable = await _doctor_leader(settings)
+        ok &= reachable
+        print(f"leader: {leader}")
     except _NotCreated:
         print(f"database: {url}: not created yet (`{_me()} migrate` or `serve` creates it)")
     except Exception as exc:
@@ -307,8 +309,9 @@ async def _doctor(settings: Settings) -> int:
     return 0 if ok else 1
 
 
-async def _doctor_leader(settings: Settings) -> str:
-    """Who runs the scheduled jobs (and polls Telegram), as host:pid."""
+async def _doctor_leader(settings: Settings) -> tuple[str, bool]:
+    """Who runs the scheduled jobs (and polls Telegram), as host:pid; False when no process could lead (the lock's
+    own database, SHEPHERD_LEADER_DATABASE_URL, unreachable: every `serve` and `worker` would follow forever)."""
     db = Database(settings.db_url)
     try:
         leader = await _elector(settings, db).leader()
@@ -317,7 +320,19 @@ async def _doctor_leader(settings: Settings) -> str:
     how = ("a file lock on leader.lock in the data directory" if settings.embedded else
            "a PostgreSQL advisory lock" + (" on SHEPHERD_LEADER_DATABASE_URL" if settings.leader_database_url else ""))
     who = f"{leader} runs the scheduled jobs" if leader else "none (no `serve` or `worker` runs)"
-    return f"{who}; elected by {how}, taken over within {settings.leader_timeout:g}s (SHEPHERD_LEADER_TIMEOUT)"
+    line = f"{who}; elected by {how}, taken over within {settings.leader_timeout:g}s (SHEPHERD_LEADER_TIMEOUT)"
+    lock_url = settings.leader_database_url.get_secret_value() if settings.leader_database_url else ""
+    if settings.embedded or not lock_url:
+        return line, True
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(asyncpg_dsn(lock_url), timeout=10)
+        await conn.close()
+    except Exception as exc:
+        return (f"SHEPHERD_LEADER_DATABASE_URL {mask_url(lock_url)} UNREACHABLE ({type(exc).__name__}: {exc}): no "
+                f"process can lead, so no scheduled job runs; {line}"), False
+    return line, True
 
 
 def _github_mode(settings: Settings) -> str:

@@ -5,9 +5,11 @@ asyncpg outside SQLAlchemy's pool (a pooled connection goes back to the pool, an
 `shepherd leader host:pid` (application_name) so that pg_locks joined with pg_stat_activity shows who leads. The
 leader checks that connection every SHEPHERD_LEADER_TIMEOUT/3 and stops leading the moment it fails (asyncpg
 reports a closed connection at once; a silent one fails the check). PostgreSQL drops a vanished leader's session,
-and with it the lock, through TCP keepalives set to notice within the timeout; followers try again every timeout/3,
-so one takes over within the timeout. A session lock needs a session: through a transaction pooler (pgbouncer in
-transaction mode) it would be released at once, so SHEPHERD_LEADER_DATABASE_URL can point at a direct connection.
+and with it the lock, through TCP keepalives set to notice within the timeout, and (PostgreSQL 14 and later) a
+session idle past the timeout, which is a leader alive but stuck (its kernel still answers keepalives); followers
+try again every timeout/3, so one takes over within about the timeout. A session lock needs a session: through a
+transaction pooler (pgbouncer in transaction mode) it would be released at once, so SHEPHERD_LEADER_DATABASE_URL can
+point at a direct connection.
 
 SQLite: the one serving process leads; should an operator start two on one data directory, an exclusive flock on
 <data_dir>/leader.lock (which holds `host:pid`) makes only one of them lead, and the other takes over when it ends.
@@ -32,6 +34,7 @@ from core.store.db import Database
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+QUIET_S = 300.0  # a follower that cannot reach the lock's database says so once every five minutes
 
 
 class Elector:
@@ -94,6 +97,7 @@ class PgElector(Elector):
         super().__init__(timeout=timeout)
         self.url = asyncpg_dsn(url)
         self.db = db
+        self._quiet_until = 0.0  # a follower's next connection failure said before this (loop time) is not said
 
     async def leader(self) -> str | None:
         return await pg_leader(self.db)
@@ -102,13 +106,24 @@ class PgElector(Elector):
         import asyncpg
 
         idle = max(1, int(self.timeout / 3))
-        return await asyncio.wait_for(asyncpg.connect(self.url, server_settings={
+        conn = await asyncio.wait_for(asyncpg.connect(self.url, server_settings={
             "application_name": (APP_PREFIX + self.me)[:NAME_MAX],
             # The server's side of TCP keepalives: a leader's host that vanishes (no FIN, no RST) is noticed
             # within about the timeout, its session ended and the lock freed for a follower.
             "tcp_keepalives_idle": str(idle), "tcp_keepalives_interval": str(max(1, idle // 3)),
             "tcp_keepalives_count": "3",
         }), timeout=self.timeout)
+        try:
+            if conn.get_server_version() >= (14,):  # idle_session_timeout is PostgreSQL 14's (a startup setting
+                # unknown to an older server would refuse the connection)
+                # A leader alive but stuck (an event loop blocked, a process stopped, a proxy between that still
+                # answers) checks nothing, and keepalives, answered by its kernel, keep its session: the session
+                # idle past the timeout ends, the lock with it, and a follower takes over.
+                await conn.execute(f"SET idle_session_timeout = {max(1000, int(self.timeout * 1000))}")
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
     async def _run(self) -> None:
         while True:
@@ -133,8 +148,15 @@ class PgElector(Elector):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                level = logging.WARNING if self._leads else logging.DEBUG
-                log.log(level, "leader: lock connection failed (%s: %s); trying again", type(exc).__name__, exc)
+                # A leader's loss is always said; a follower's failure once every QUIET_S: one that can never
+                # connect (a wrong SHEPHERD_LEADER_DATABASE_URL, a refused password) never leads, and then no
+                # process may run the jobs without a word.
+                now = asyncio.get_running_loop().time()
+                loud = self._leads or now >= self._quiet_until
+                if not self._leads and loud:
+                    self._quiet_until = now + QUIET_S
+                log.log(logging.WARNING if loud else logging.DEBUG, "leader: %s: lock connection failed (%s: %s); "
+                        "trying again every %gs", self.me, type(exc).__name__, exc, self.every)
             finally:
                 await self._deposed()
                 if conn is not None:

@@ -159,6 +159,28 @@ async def test_a_leader_whose_connection_is_killed_stops_at_once_and_another_tak
         await db.dispose()
 
 
+@pytest.mark.postgres
+async def test_a_follower_that_cannot_reach_the_locks_database_says_so(
+    pg_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wrong SHEPHERD_LEADER_DATABASE_URL: no process can ever lead, and no job runs; that is a warning, not a
+    debug line (the password never in it)."""
+    db = Database(pg_url)
+    elector = PgElector("postgresql://shepherd:hunter2-secret@127.0.0.1:1/shepherd", db, timeout=1.5)
+    flags = Flags(elector, "host-a:1")
+    caplog.set_level(logging.DEBUG, logger="bot.leader")
+    try:
+        await elector.start()
+        await until(lambda: len([r for r in caplog.records if r.name == "bot.leader"]) >= 3)
+    finally:
+        await elector.stop()
+        await db.dispose()
+    said = [r for r in caplog.records if r.name == "bot.leader"]
+    warned = [r.getMessage() for r in said if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "host-a:1: lock connection failed" in warned[0], warned  # once, not every try
+    assert not flags.leads and all("hunter2-secret" not in r.getMessage() for r in said)
+
+
 # --- the scheduler -----------------------------------------------------------------------------------------------
 
 
@@ -237,9 +259,16 @@ async def test_a_failing_job_is_recorded_and_the_next_fire_time_runs(shepherd: S
 
     shepherd.scheduling.jobs = [Job("flaky", 0.2, flaky)]
     scheduler = Scheduler(shepherd.scheduling, holder="host-a:1", grace_s=60)
-    await run_until(scheduler, calls, 2)
-    await asyncio.sleep(0.1)
-    rows = await runs_of(shepherd.db, "flaky")
+    await scheduler.start()
+    try:
+        for _ in range(500):  # the second run recorded as finished (stopped between its call and its record, it
+            # would read "interrupted")
+            rows = await runs_of(shepherd.db, "flaky")
+            if len(rows) >= 2 and rows[1].finished_at is not None:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await scheduler.stop()
     assert (rows[0].ok, rows[0].result) == (False, "failed: RuntimeError: the disk is full")
     assert rows[1].ok and rows[1].result == "fine"
 

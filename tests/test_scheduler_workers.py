@@ -74,3 +74,43 @@ def test_two_workers_one_leads_and_the_other_takes_over_when_it_is_killed(tmp_pa
     handover = holders.index(me_second)
     assert set(holders[:handover]) == {me_first} and set(holders[handover:]) == {me_second}, runs  # one at a time
     assert "no longer leads" in out  # the survivor stopped its scheduler when it was stopped
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_leader_alive_but_stuck_loses_the_lead_within_the_timeout(tmp_path: Path, pg_url: str) -> None:
+    """A leader whose process is stopped (SIGSTOP; a blocked event loop is the same) checks nothing and runs no job,
+    but its kernel still answers TCP keepalives: its idle session ends after the timeout, and the lock with it."""
+    env = {"SHEPHERD_DATABASE_URL": pg_url, "SHEPHERD_LEADER_TIMEOUT": str(TIMEOUT), "SHEPHERD_EXPIRY_EVERY": "1"}
+    homes = [Home(tmp_path / name, **env) for name in ("a", "b")]
+    for home in homes:
+        home.root.mkdir()
+    first = homes[0].start("worker")
+    second = None
+    try:
+        wait_for_line(first, "leads now")
+        first.send_signal(signal.SIGSTOP)
+        second = homes[1].start("worker")
+        wait_for_line(second, "leads now", timeout=TIMEOUT + 10)
+        me_second = f"{socket.gethostname()}:{second.pid}"
+        wait_until(lambda: any(h == me_second for _, h in job_runs(pg_url)), 15, "the new leader runs expiry")
+        first.send_signal(signal.SIGCONT)
+        wait_for_line(first, "no longer leads")  # it finds its session ended as soon as it runs again
+    finally:
+        first.send_signal(signal.SIGCONT)
+        if second is not None:
+            stop(second)
+        stop(first)
+    fire_times = [t for t, _ in job_runs(pg_url)]
+    assert len(fire_times) == len(set(fire_times))  # no fire time run twice
+
+
+@pytest.mark.postgres
+def test_doctor_says_when_the_leaders_database_is_unreachable(tmp_path: Path, pg_url: str) -> None:
+    bad = "postgresql://shepherd:hunter2-secret@127.0.0.1:1/shepherd"
+    home = Home(tmp_path, SHEPHERD_DATABASE_URL=pg_url, SHEPHERD_LEADER_DATABASE_URL=bad)
+    doctor = home.run("doctor", check=False)
+    assert doctor.returncode == 1, doctor.stdout  # no process could lead: nothing scheduled would ever run
+    assert "SHEPHERD_LEADER_DATABASE_URL postgresql://shepherd:********@127.0.0.1:1/shepherd UNREACHABLE" in \
+        doctor.stdout, doctor.stdout
+    assert "hunter2-secret" not in doctor.stdout + doctor.stderr
