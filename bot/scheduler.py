@@ -13,6 +13,7 @@ processes at once and after a crash.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -46,6 +47,18 @@ def jobs(settings: Settings, shepherd: Shepherd) -> list[Job]:
         Job("cleanup", parse_schedule(settings.cleanup_schedule), shepherd.housekeeping.clean_up,
             "SHEPHERD_CLEANUP_SCHEDULE"),
     ]
+
+
+JOB_TIMEOUT_S = 900.0  # the longest one run of a job may take before it is recorded failed (the next fire time runs)
+
+
+def _failure(exc: BaseException) -> str:
+    """A failed run as `schedules` shows it, to operators of every org: the error's kind and first line only (a
+    database error's later lines carry its statement and parameters, another org's data; the log has it all)."""
+    if isinstance(exc, TimeoutError):
+        return f"failed: timed out after {JOB_TIMEOUT_S:g} s"
+    first = (str(exc).splitlines() or [""])[0][:200]
+    return f"failed: {type(exc).__name__}: {first}" if first else f"failed: {type(exc).__name__}"
 
 
 def grace_for(leader_timeout: float) -> int:
@@ -157,14 +170,15 @@ class Scheduler:
             log.info("scheduler: job %s at %s was run already: skipped", job.name, iso(fire_time))
             return
         try:
-            result = await job.run(self.clock())
+            async with asyncio.timeout(JOB_TIMEOUT_S):  # a job stuck on a lock wait would hold all its fire times
+                result = await job.run(self.clock())
         except BaseException as exc:
             interrupted = not isinstance(exc, Exception)
             if not interrupted:
                 log.exception("scheduler: job %s at %s failed", job.name, iso(fire_time))
             with contextlib.suppress(Exception):
                 await runs.finish(job.name, fire_time, ok=False, result="interrupted: no longer the leader"
-                                  if interrupted else f"failed: {type(exc).__name__}: {exc}")
+                                  if interrupted else _failure(exc))
             if interrupted:
                 raise
             return

@@ -273,6 +273,41 @@ async def test_a_failing_job_is_recorded_and_the_next_fire_time_runs(shepherd: S
     assert rows[1].ok and rows[1].result == "fine"
 
 
+async def test_a_hung_job_times_out_and_a_failure_shows_only_its_first_line(
+    shepherd: Shepherd, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bot.scheduler
+
+    monkeypatch.setattr(bot.scheduler, "JOB_TIMEOUT_S", 0.3)
+    calls: list[datetime] = []
+
+    async def stuck(now: datetime) -> str:  # a lock wait that never ends
+        calls.append(now)
+        await asyncio.Event().wait()
+        return "never"
+
+    async def leaky(now: datetime) -> str:  # a database error: its statement and parameters on later lines
+        calls.append(now)
+        raise RuntimeError("(psycopg.errors.LockNotAvailable) could not obtain lock\n[SQL: SELECT secret FROM t]\n"
+                           "[parameters: ('globex-private',)]")
+
+    shepherd.scheduling.jobs = [Job("stuck", 0.2, stuck), Job("leaky", 0.2, leaky)]
+    scheduler = Scheduler(shepherd.scheduling, holder="host-a:1", grace_s=60)
+    await scheduler.start()
+    try:
+        for _ in range(500):
+            done = [r for job in ("stuck", "leaky") for r in await runs_of(shepherd.db, job) if r.finished_at]
+            if {r.job for r in done} == {"stuck", "leaky"}:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await scheduler.stop()
+    stuck_run = next(r for r in done if r.job == "stuck")
+    assert (stuck_run.ok, stuck_run.result) == (False, "failed: timed out after 0.3 s")
+    leaky_run = next(r for r in done if r.job == "leaky")
+    assert leaky_run.result == "failed: RuntimeError: (psycopg.errors.LockNotAvailable) could not obtain lock"
+
+
 async def test_expiry_is_a_job_that_rejects_confirmations_on_time(shepherd: Shepherd) -> None:
     task = await started_task(shepherd)
     conf = await gate(shepherd, task, pr_plan())

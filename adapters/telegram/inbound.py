@@ -81,6 +81,10 @@ class TelegramInbound:
                        loop.create_task(self._sweep())]
 
     async def stop(self) -> None:
+        if self._tasks:  # no new updates first: a deposed leader's getUpdates would overlap its successor's (409)
+            self._tasks[0].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tasks[0]
         with contextlib.suppress(TimeoutError):  # work under way finishes (or is left to the ledger's sweep)
             async with asyncio.timeout(10):
                 await self.idle()
