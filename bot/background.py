@@ -108,7 +108,12 @@ class Background:
         self.dispatcher = Dispatcher(self.shepherd, self.channels, wakeup=self.shepherd.outbox_due)
         self.sweeper = Sweeper(self.shepherd, news_channels=[c.name for c in self.channels if c.progress],
                                outbox_due=self.shepherd.outbox_due)
-        services: list[Service] = [self.supervisor, self.dispatcher, self.sweeper, self._election()]
+        services: list[Service] = [self.supervisor, self.dispatcher, self.sweeper]
+        if self.platforms or self.shepherd.db.is_sqlite:
+            # A console campaigns only on SQLite, where it may be the one process there is; beside a deployment's
+            # workers it would take the lead in a restart's gap, and run the jobs (never Telegram's poller) in a
+            # terminal that closes
+            services.append(self._election())
         for service in services:
             await service.start()
             self._started.append(service)

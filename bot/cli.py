@@ -317,7 +317,7 @@ async def _doctor_leader(settings: Settings) -> tuple[str, bool]:
         leader = await _elector(settings, db).leader()
     finally:
         await db.dispose()
-    how = ("a file lock on leader.lock in the data directory" if settings.embedded else
+    how = ("a file lock beside the database file (<file>.leader.lock)" if settings.embedded else
            "a PostgreSQL advisory lock" + (" on SHEPHERD_LEADER_DATABASE_URL" if settings.leader_database_url else ""))
     who = f"{leader} runs the scheduled jobs" if leader else "none (no `serve` or `worker` runs)"
     line = f"{who}; elected by {how}, taken over within {settings.leader_timeout:g}s (SHEPHERD_LEADER_TIMEOUT)"

@@ -11,8 +11,9 @@ try again every timeout/3, so one takes over within about the timeout. A session
 transaction pooler (pgbouncer in transaction mode) it would be released at once, so SHEPHERD_LEADER_DATABASE_URL can
 point at a direct connection.
 
-SQLite: the one serving process leads; should an operator start two on one data directory, an exclusive flock on
-<data_dir>/leader.lock (which holds `host:pid`) makes only one of them lead, and the other takes over when it ends.
+SQLite: the one serving process leads; should an operator start two on one database, an exclusive flock on
+`<database file>.leader.lock` beside it (which holds `host:pid`) makes only one of them lead, and the other takes over
+when it ends.
 
 Bot-side because it opens its own connection and file; core sees it as a core.schedule.leader.Leadership.
 """
@@ -232,8 +233,20 @@ def asyncpg_dsn(url: str) -> str:
     return url
 
 
+def lock_file(url: str, data_dir: Path) -> Path:
+    """Where SQLite's processes meet: beside the database file (two processes given one database through different
+    data directories, or relative paths from different folders, still find one lock), else in the data directory."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database).resolve()
+        return path.with_name(path.name + ".leader.lock")
+    return data_dir / "leader.lock"
+
+
 def elector(db: Database, *, url: str, data_dir: Path, timeout: float, leader_url: str | None = None) -> Elector:
     """The election this deployment's store allows."""
     if db.is_sqlite:
-        return FileElector(data_dir / "leader.lock", timeout=timeout)
+        return FileElector(lock_file(url, data_dir), timeout=timeout)
     return PgElector(leader_url or url, db, timeout=timeout)

@@ -419,3 +419,34 @@ def test_silences_are_looked_for_often_enough_to_warn_before_the_idle_timeout(mo
     monkeypatch.setenv("SHEPHERD_STALL_WARN", "3600")  # a warning that would come with the timeout, or after it
     with pytest.raises(ValidationError, match="must be below SHEPHERD_TASK_IDLE_TIMEOUT"):
         Settings()
+
+
+async def test_a_console_campaigns_only_on_sqlite_where_it_may_be_the_one_process(
+    shepherd: Shepherd, tmp_path: Path,
+) -> None:
+    from bot.background import Background
+    from bot.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, database_url=str(shepherd.db.url), leader_timeout=1.5)
+    console = Background(settings, shepherd, callback_url="http://127.0.0.1:9", platforms=False)
+    await console.start()
+    try:
+        if shepherd.db.is_sqlite:  # alone with its database: it runs the jobs (confirmations still expire)
+            await until(lambda: console.elector is not None and console.elector.leads)
+        else:  # beside a deployment's workers it would take the lead in a restart's gap, in a terminal that closes
+            await asyncio.sleep(0.5)
+            assert console.elector is None and "leader" not in [s.name for s in console._started]
+    finally:
+        await console.stop()
+
+
+def test_processes_on_one_sqlite_database_meet_at_one_lock_whatever_their_data_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bot.leader import lock_file
+
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path)
+    relative = lock_file("sqlite+aiosqlite:///a/shepherd.db", tmp_path / "one")
+    absolute = lock_file(f"sqlite+aiosqlite:///{tmp_path}/a/shepherd.db", tmp_path / "two")
+    assert relative == absolute == (tmp_path / "a" / "shepherd.db.leader.lock").resolve()
