@@ -567,6 +567,10 @@ class Settings(BaseSettings):
                 value = mask_url(value.get_secret_value()) if value else ""
             elif isinstance(value, SecretStr):
                 value = "********" if value.get_secret_value() else ""
+            elif name == "stall_warn":  # the value in effect, when it follows from another setting
+                value = f"{self.stall_warn_s():g} (half of SHEPHERD_TASK_IDLE_TIMEOUT)" if value is None else value
+            elif name == "stall_every":
+                value = f"{self.stall_check_every():g}" if value is None else value
             shown[self.env_name(name)] = str(value)
         return shown
 

@@ -450,3 +450,13 @@ def test_processes_on_one_sqlite_database_meet_at_one_lock_whatever_their_data_d
     relative = lock_file("sqlite+aiosqlite:///a/shepherd.db", tmp_path / "one")
     absolute = lock_file(f"sqlite+aiosqlite:///{tmp_path}/a/shepherd.db", tmp_path / "two")
     assert relative == absolute == (tmp_path / "a" / "shepherd.db.leader.lock").resolve()
+
+
+def test_doctor_shows_the_stall_settings_in_effect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.settings import Settings
+
+    monkeypatch.setenv("SHEPHERD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SHEPHERD_TASK_IDLE_TIMEOUT", "60")
+    shown = Settings().masked()
+    assert shown["SHEPHERD_STALL_WARN"] == "30 (half of SHEPHERD_TASK_IDLE_TIMEOUT)"
+    assert shown["SHEPHERD_STALL_EVERY"] == "10"
