@@ -40,13 +40,19 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.postgres
-@pytest.mark.slow
-def test_two_workers_one_leads_and_the_other_takes_over_when_it_is_killed(tmp_path: Path, pg_url: str) -> None:
+def worker_homes(tmp_path: Path, pg_url: str) -> list[Home]:
+    """Two workers' homes on one PostgreSQL, with a short leader timeout and expiry every second."""
     env = {"SHEPHERD_DATABASE_URL": pg_url, "SHEPHERD_LEADER_TIMEOUT": str(TIMEOUT), "SHEPHERD_EXPIRY_EVERY": "1"}
     homes = [Home(tmp_path / name, **env) for name in ("a", "b")]
     for home in homes:
         home.root.mkdir()
+    return homes
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_workers_one_leads_and_the_other_takes_over_when_it_is_killed(tmp_path: Path, pg_url: str) -> None:
+    homes = worker_homes(tmp_path, pg_url)
     first = homes[0].start("worker")
     second = None
     try:
@@ -81,10 +87,7 @@ def test_two_workers_one_leads_and_the_other_takes_over_when_it_is_killed(tmp_pa
 def test_a_leader_alive_but_stuck_loses_the_lead_within_the_timeout(tmp_path: Path, pg_url: str) -> None:
     """A leader whose process is stopped (SIGSTOP; a blocked event loop is the same) checks nothing and runs no job,
     but its kernel still answers TCP keepalives: its idle session ends after the timeout, and the lock with it."""
-    env = {"SHEPHERD_DATABASE_URL": pg_url, "SHEPHERD_LEADER_TIMEOUT": str(TIMEOUT), "SHEPHERD_EXPIRY_EVERY": "1"}
-    homes = [Home(tmp_path / name, **env) for name in ("a", "b")]
-    for home in homes:
-        home.root.mkdir()
+    homes = worker_homes(tmp_path, pg_url)
     first = homes[0].start("worker")
     second = None
     try:
