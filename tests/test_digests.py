@@ -197,16 +197,21 @@ async def test_missed_fire_times_coalesce_into_one_digest(shepherd: Shepherd,
 async def test_nothing_is_posted_when_nothing_changed(shepherd: Shepherd) -> None:
     await shepherd.digests.set(OPS, C1, "*/1 * * * *", now=T0)
     first = T0 + timedelta(seconds=30)
-    assert await shepherd.digests.post_due(first) == "posted 0 digests, 1 with nothing new not posted"  # quiet
+    # the place's first digest comes anyway: whoever set it in a quiet channel sees that it works
+    assert await shepherd.digests.post_due(first) == "posted 1 digest"
+    [hello] = await digests_at(shepherd, C1)
+    assert "all quiet" in hello.text, hello.text
+    assert await shepherd.digests.post_due(first + timedelta(minutes=1)) == \
+        "posted 0 digests, 1 with nothing new not posted"  # still quiet: nothing new
     await a_task(shepherd, "fix-auth", "running")
-    assert await shepherd.digests.post_due(first + timedelta(minutes=1)) == "posted 1 digest"
-    assert await shepherd.digests.post_due(first + timedelta(minutes=2)) == \
+    assert await shepherd.digests.post_due(first + timedelta(minutes=2)) == "posted 1 digest"
+    assert await shepherd.digests.post_due(first + timedelta(minutes=3)) == \
         "posted 0 digests, 1 with nothing new not posted"  # the same task, still running: nothing new
     await a_task(shepherd, "add-docs", "awaiting")
-    assert await shepherd.digests.post_due(first + timedelta(minutes=3)) == "posted 1 digest"
+    assert await shepherd.digests.post_due(first + timedelta(minutes=4)) == "posted 1 digest"
     posted = await digests_at(shepherd, C1)
-    assert len(posted) == 2 and "add-docs" in posted[1].text and "fix-auth" in posted[1].text
-    assert (await shepherd.digests.list(OPS))[0].last_fired_at == datetime(2026, 3, 2, 9, 4, tzinfo=UTC)
+    assert len(posted) == 3 and "add-docs" in posted[2].text and "fix-auth" in posted[2].text
+    assert (await shepherd.digests.list(OPS))[0].last_fired_at == datetime(2026, 3, 2, 9, 5, tzinfo=UTC)
 
 
 async def test_a_finish_stamped_before_the_last_digest_but_seen_after_it_is_reported_once(shepherd: Shepherd) -> None:

@@ -157,7 +157,8 @@ class Digests:
                         row.channel, row.address, "over " if missed >= schedule.MISSED_COUNTED else "", missed,
                         fire.isoformat())
         snap = await gather(session, row, now)
-        news = self.always or snap.news(row.seen)
+        # the place's first digest always comes ("all quiet" when there is nothing): whoever set it sees it works
+        news = self.always or row.last_posted_at is None or snap.news(row.seen)
         if news:
             thread = await bind_thread(session, row.org_id, row.channel, row.address)
             local = fire.astimezone(schedule.zone(row.timezone))
