@@ -49,8 +49,8 @@ async def _digest(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     view = await digests.set(ctx.principal, place, " ".join(words), project=args["project"])
     scope = f" of project {view.project}'s tasks" if view.project else ""
     return Reply(f"digest{scope} here on `{view.cron}`, in {view.timezone} times (SHEPHERD_TIMEZONE sets the zone): "
-                 f"next at {_when(view.next_fire_at, view.timezone)}. It is posted only when something changed "
-                 "since the last one; `digest off` stops it", data=_data(view))
+                 f"next at {_when(view.next_fire_at, view.timezone)}. After that first one, a digest is posted only "
+                 "when something changed since the last; `digest off` stops it", data=_data(view))
 
 
 def register(reg: CommandRegistry) -> None:
