@@ -141,19 +141,19 @@ async def test_runs_at_once_in_two_processes_warn_once(two_cores: tuple[Shepherd
 async def test_a_hanging_demo_agent_is_warned_in_its_thread_before_the_idle_timeout_ends_it(
     db_url: str, make_rig: RigFactory,  # noqa: F811  (the fixture imported above)
 ) -> None:
-    rig = await make_rig(db_url, idle_timeout_s=10.0)
+    rig = await make_rig(db_url, idle_timeout_s=6.0)
     task = await rig.run("think [hang]", thread=("console", "admin"))
     await rig.printed(task.id, "thinking very hard")
     stored = await rig.until(task.id, lambda t: t.output_at is not None)
     assert stored.output_at is not None
-    watchdog = Watchdog(rig.shepherd.db, idle_timeout_s=10.0)  # as the runner's: warns after 5 s of silence
+    watchdog = Watchdog(rig.shepherd.db, idle_timeout_s=6.0)  # as the runner's: warns after 3 s of silence
     # the scheduler would call it a few seconds from now; the job is told that time rather than waited for
-    said = await watchdog.warn_stalled(as_utc(stored.output_at) + timedelta(seconds=6))
+    said = await watchdog.warn_stalled(as_utc(stored.output_at) + timedelta(seconds=4))
     assert said.startswith("warned 1 silent task"), said
     console = Sink(name="console")
     await _drain(Dispatcher(rig.shepherd, [console]))
     warning = [text for kind, address, text in console.delivered if "has printed nothing" in text]
-    assert warning and f"task {stored.name} has printed nothing for 6 s" in warning[0], console.delivered
+    assert warning and f"task {stored.name} has printed nothing for 4 s" in warning[0], console.delivered
     async with rig.shepherd.db.read() as session:
         [row] = list(await session.exec(select(Outbox).where(col(Outbox.key).startswith(f"stall:{task.id}:"))))
     assert row.address == "admin" and "thinking very hard" in row.payload["detail"]
