@@ -1,6 +1,7 @@
 """Two real `shepherd worker` processes on one PostgreSQL (issue 16's acceptance): one leads and runs the jobs, the
 other waits; SIGKILL the leader and the other takes over within SHEPHERD_LEADER_TIMEOUT, and the jobs go on running
-once per fire time (the `expiry` job every second here, recorded in job_run with the process that ran it)."""
+once per fire time (the `expiry` job every second here, recorded in job_run with the process that ran it; a
+console's digest every 2 s, each fire time's posted once across the handover)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,19 @@ from bot.leader import asyncpg_dsn
 from tests.procs import Home, stop, wait_for_line
 
 TIMEOUT = 3  # SHEPHERD_LEADER_TIMEOUT, seconds
+
+
+def digests_posted(url: str) -> list[str]:
+    """The digests written to the outbox, by key (`digest:<id>:<fire time>`), oldest first."""
+    async def read() -> list[str]:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            rows = await conn.fetch("SELECT key FROM outbox WHERE key LIKE 'digest:%' ORDER BY id")
+        finally:
+            await conn.close()
+        return [r["key"] for r in rows]
+
+    return asyncio.run(read())
 
 
 def job_runs(url: str) -> list[tuple[datetime, str]]:
@@ -42,7 +56,8 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def worker_homes(tmp_path: Path, pg_url: str) -> list[Home]:
     """Two workers' homes on one PostgreSQL, with a short leader timeout and expiry every second."""
-    env = {"SHEPHERD_DATABASE_URL": pg_url, "SHEPHERD_LEADER_TIMEOUT": str(TIMEOUT), "SHEPHERD_EXPIRY_EVERY": "1"}
+    env = {"SHEPHERD_DATABASE_URL": pg_url, "SHEPHERD_LEADER_TIMEOUT": str(TIMEOUT), "SHEPHERD_EXPIRY_EVERY": "1",
+           "SHEPHERD_DIGEST_EVERY": "1", "SHEPHERD_DIGEST_ALWAYS": "true"}  # a digest at every fire time
     homes = [Home(tmp_path / name, **env) for name in ("a", "b")]
     for home in homes:
         home.root.mkdir()
@@ -53,6 +68,7 @@ def worker_homes(tmp_path: Path, pg_url: str) -> list[Home]:
 @pytest.mark.slow
 def test_two_workers_one_leads_and_the_other_takes_over_when_it_is_killed(tmp_path: Path, pg_url: str) -> None:
     homes = worker_homes(tmp_path, pg_url)
+    homes[0].run("console", "-c", "digest */2 * * * * *")  # the console's digest, every 2 s
     first = homes[0].start("worker")
     second = None
     try:
@@ -65,11 +81,14 @@ def test_two_workers_one_leads_and_the_other_takes_over_when_it_is_killed(tmp_pa
         doctor = homes[1].run("doctor", check=False).stdout
         assert f"leader: {me_first} runs the scheduled jobs" in doctor, doctor
 
+        before = len(digests_posted(pg_url))
+        assert before >= 1, "the leader posts the digest"
         first.send_signal(signal.SIGKILL)
         first.wait()
         # the lock goes with the killed process's session; the follower's next try takes it
         wait_for_line(second, "leads now", timeout=TIMEOUT + 5)
         wait_until(lambda: sum(h == me_second for _, h in job_runs(pg_url)) >= 3, 15, "the new leader runs expiry")
+        wait_until(lambda: len(digests_posted(pg_url)) >= before + 2, 15, "the new leader posts the digest")
     finally:
         out = stop(second) if second is not None else ""
         stop(first)
@@ -80,6 +99,8 @@ def test_two_workers_one_leads_and_the_other_takes_over_when_it_is_killed(tmp_pa
     handover = holders.index(me_second)
     assert set(holders[:handover]) == {me_first} and set(holders[handover:]) == {me_second}, runs  # one at a time
     assert "no longer leads" in out  # the survivor stopped its scheduler when it was stopped
+    digests = digests_posted(pg_url)
+    assert len(digests) == len(set(digests)), digests  # each fire time's digest posted once, across the handover
 
 
 @pytest.mark.postgres
