@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import select
@@ -78,6 +79,17 @@ class Home:
             return err.code, json.loads(err.read() or b"null")
 
 
+class _Unread:
+    """What was read from a process's output and not yet looked at (the lines after the one waited for)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+_UNREAD: dict[int, _Unread] = {}
+
+
 def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -86,20 +98,34 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
-    return out or ""
+    unread = _UNREAD.pop(proc.pid, None)
+    return (unread.text if unread else "") + (out or "")
 
 
 def wait_for_line(proc: subprocess.Popen[str], fragment: str, timeout: float = 30) -> str:
+    """The output up to the first line with `fragment`. Read from the descriptor itself, not with readline: select
+    cannot see lines already in the text stream's buffer, and a line that came in one chunk with the previous one
+    was waited for in vain (a flaky SIGSTOP test)."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    unread = _UNREAD.setdefault(proc.pid, _Unread())
     deadline = time.monotonic() + timeout
     seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
+    while True:
+        while "\n" in unread.text:
+            line, unread.text = unread.text.split("\n", 1)
+            seen.append(line + "\n")
             if fragment in line:
                 return "".join(seen)
-    raise AssertionError(f"no {fragment!r} in: {''.join(seen)}")
+        if time.monotonic() >= deadline:
+            break
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:  # the process ended
+                unread.text += unread.decoder.decode(b"", final=True)
+                if "\n" not in unread.text:
+                    break
+                continue
+            unread.text += unread.decoder.decode(chunk)
+    raise AssertionError(f"no {fragment!r} in: {''.join(seen)}{unread.text}")
