@@ -26,5 +26,22 @@ def duration(seconds: int) -> str:
     return f"{hours // 24}d{hours % 24:02d}h"
 
 
+def span(seconds: float) -> str:
+    """A length of time as people say it in a message: `45 s`, `12 min`, `3 h`, `2 days`."""
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = round(minutes / 60)
+    return f"{hours} h" if hours < 48 else f"{round(hours / 24)} days"
+
+
+def clock(when: datetime) -> str:
+    """A time of day in UTC, as messages show it: `14:32 UTC`."""
+    return as_utc(when).strftime("%H:%M UTC")
+
+
 def ago(when: datetime) -> str:
     return duration(max(0, int((utcnow() - as_utc(when)).total_seconds()))) + " ago"

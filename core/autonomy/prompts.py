@@ -13,10 +13,7 @@ from core.channels.outbox import Button, Message
 from core.clock import as_utc
 from core.store.models import Confirmation
 from core.tasks.evidence import ActionRecord
-
-
-def _when(ts: datetime) -> str:
-    return as_utc(ts).strftime("%H:%M UTC")
+from core.text import clock, span
 
 
 def render(conf: Confirmation, task_name: str | None = None) -> Message:
@@ -33,7 +30,7 @@ def render(conf: Confirmation, task_name: str | None = None) -> Message:
             fields[key] = value
     buttons: tuple[Button, ...] = ()
     if status is Status.PENDING:
-        fields["expires"] = _when(conf.expires_at)
+        fields["expires"] = clock(conf.expires_at)
         critical = conf.risk == Risk.CRITICAL.label
         confirm = f"{conf.action} is critical: approve it?" if critical else None
         buttons = (Button("Approve", "approve", conf.id, "primary", confirm),
@@ -42,7 +39,7 @@ def render(conf: Confirmation, task_name: str | None = None) -> Message:
     else:
         who = conf.decided_by or "?"
         where = conf.decided_via or "?"
-        at = _when(conf.decided_at) if conf.decided_at else "?"
+        at = clock(conf.decided_at) if conf.decided_at else "?"
         verb = {"expired": "expired", "void": "void"}.get(status.value)
         if verb:
             text = f"{conf.code} {verb} at {at}: {conf.summary}" + (f" ({conf.reason})" if conf.reason else "")
@@ -63,13 +60,6 @@ def reminder_key(conf_id: str, n: int) -> str:
     return f"confirmation:{conf_id}:reminder:{n}"
 
 
-def _span(seconds: float) -> str:
-    minutes = max(0, round(seconds / 60))
-    if minutes < 120:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
-
-
 def reminder(conf: Confirmation, task_name: str | None, n: int, now: datetime) -> Message:
     """The n-th reminder of a pending confirmation (how long it has waited, how long it has left, the same
     buttons), or once decided what became of it, as the prompt says it. Not gathered into a task's news (no
@@ -78,9 +68,9 @@ def reminder(conf: Confirmation, task_name: str | None, n: int, now: datetime) -
     key = reminder_key(conf.id, n)
     if Status(conf.status) is not Status.PENDING:
         return replace(prompt, key=key, task="")
-    waited = _span((now - as_utc(conf.created_at)).total_seconds())
-    left = _span((as_utc(conf.expires_at) - now).total_seconds())
+    waited = span((now - as_utc(conf.created_at)).total_seconds())
+    left = span((as_utc(conf.expires_at) - now).total_seconds())
     text = (f"reminder: approval {conf.code} ({conf.risk}) has waited {waited} for a decision; it expires in {left} "
-            f"({_when(conf.expires_at)}): {conf.summary}")
+            f"({clock(conf.expires_at)}): {conf.summary}")
     return replace(prompt, key=key, text=text, fields={**prompt.fields, "waiting": waited, "time left": left},
                    task="")

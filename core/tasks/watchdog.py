@@ -31,27 +31,13 @@ from core.store.db import Database
 from core.store.events import record
 from core.store.models import Task, TaskLog
 from core.tasks.state import LogType, State, TaskStatus, waiting_on_people
+from core.text import clock, span
 
 IDLE_TIMEOUT_S = 600.0  # SHEPHERD_TASK_IDLE_TIMEOUT's default
 WAITING_NOTE_S = 86400.0  # SHEPHERD_WAITING_NOTE_AFTER's default
 MAX_LINE = 300  # the last line, as the note shows it
 WATCHED = (TaskStatus.RUNNING.value, TaskStatus.AWAITING.value)  # in this order: running tasks first
 MAX_CANDIDATES = 5000  # tasks of each watched status read in one run
-
-
-def span(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    minutes = round(seconds / 60)
-    if minutes < 120:
-        return f"{minutes} min"
-    hours = round(minutes / 60)
-    return f"{hours} h" if hours < 48 else f"{round(hours / 24)} days"
-
-
-def _when(ts: datetime) -> str:
-    return as_utc(ts).strftime("%H:%M UTC")
 
 
 @dataclass(frozen=True)
@@ -125,9 +111,9 @@ class Watchdog:
             .limit(1))).first()
         ends = silence + timedelta(seconds=self.idle_timeout_s)
         text = (f"task {task.name} has printed nothing for {span((now - silence).total_seconds())}: the idle timeout "
-                f"(SHEPHERD_TASK_IDLE_TIMEOUT, {span(self.idle_timeout_s)}) ends its turn at {_when(ends)} "
+                f"(SHEPHERD_TASK_IDLE_TIMEOUT, {span(self.idle_timeout_s)}) ends its turn at {clock(ends)} "
                 f"unless it prints again")
-        fields = {"task": task.name, "silent since": _when(silence), "ends at": _when(ends)}
+        fields = {"task": task.name, "silent since": clock(silence), "ends at": clock(ends)}
         message = Message(key=f"stall:{task.id}:{silence.isoformat()}", text=text, kind="notice", fields=fields,
                           detail=(last or "(nothing printed yet)")[:MAX_LINE], more=f"logs {task.name}")
         task.stall_warned_since = silence
