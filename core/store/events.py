@@ -23,12 +23,14 @@ async def record(
     *,
     agent_id: str | None = None,
     task_id: str | None = None,
+    session_id: str | None = None,
     payload: dict[str, Any] | None = None,
 ) -> Event:
     event = Event(
         org_id=principal.org_id,
         agent_id=agent_id,
         task_id=task_id,
+        session_id=session_id,
         category=category,
         name=name,
         actor=principal.actor,

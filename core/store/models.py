@@ -127,12 +127,17 @@ class OrgCount(SQLModel, table=True):
 class Event(SQLModel, table=True):
     """Append-only history. No foreign keys: the record outlives what it describes."""
 
-    __table_args__ = (Index("ix_event_org_agent", "org_id", "agent_id", "id"),)
+    __table_args__ = (
+        Index("ix_event_org_agent", "org_id", "agent_id", "id"),
+        Index("ix_event_task", "task_id", "id"),  # a task's (and so a session's) history, newest first
+        Index("ix_event_session", "session_id", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     org_id: str = Field(max_length=64)
     agent_id: str | None = Field(default=None, max_length=64)
     task_id: str | None = Field(default=None, max_length=64)
+    session_id: str | None = Field(default=None, max_length=64)  # an event of a session itself (issue 17)
     category: str = Field(max_length=32)
     name: str = Field(max_length=64)
     actor: str = Field(max_length=200)
@@ -154,6 +159,7 @@ class Task(SQLModel, table=True):
         Index("ix_task_org_finished", "org_id", "status", "finished_at"),
         Index("ix_task_agent", "agent_id"),
         Index("ix_task_unpruned", "workspace_pruned_at", "finished_at", "id"),
+        Index("ix_task_session", "session_id", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -205,6 +211,61 @@ class Task(SQLModel, table=True):
     waiting_noted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     # sched-clean (issue 16): when clean-up pruned its workspace (core.housekeeping); a follow-up is refused after
     workspace_pruned_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # issue 17: the session (workstream) it belongs to, at most one, and its budget. A limit reached pauses the
+    # work and asks people to extend it (core.tasks.budget); None is no limit. `cost_usd` is what the agent
+    # reported spending (summed over turns, where the preset can read it), `run_seconds` the wall time of its
+    # finished turns (the running turn's is counted from `started_at`).
+    session_id: str | None = Field(default=None, max_length=64)
+    max_turns: int | None = None
+    max_minutes: float | None = None
+    max_cost: float | None = None
+    cost_usd: float | None = None
+    run_seconds: float = 0.0
+
+
+class Session(SQLModel, table=True):
+    """A workstream that groups tasks (Agentuity's coder sessions; a chat thread that ran several tasks).
+    Its fields follow the Agentuity hub's session object; core.sessions owns its life, and its loop state
+    (workflow mode `loop`: iterations toward a goal) is written only by core.sessions.loop."""
+
+    __table_args__ = (
+        Index("ix_session_org_activity", "org_id", "last_activity_at", "id"),
+        Index("ix_session_org_status", "org_id", "status", "last_activity_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)  # sess_<hex>
+    org_id: str = Field(foreign_key="org.id", max_length=64)
+    label: str = Field(default="", max_length=200)
+    task: str = ""  # the primary prompt
+    default_agent: str | None = Field(default=None, max_length=32)  # a runtime preset
+    project_id: str | None = Field(default=None, max_length=64)
+    repos: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)  # Agentuity repo objects; [0] primary
+    visibility: str = Field(default="private", max_length=16)  # private | organization | collaborate
+    tags: list[str] = Field(default_factory=list, sa_type=JSON)
+    skills: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    meta: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # the API's `metadata`
+    env: dict[str, str] = Field(default_factory=dict, sa_type=JSON)  # allowlisted names only, never secrets
+    workflow_mode: str = Field(default="standard", max_length=16)  # standard | loop
+    status: str = Field(default="active", max_length=16)
+    origin: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # where it began: channel, address, …
+    workspace_id: str | None = Field(default=None, max_length=200)
+    owner_id: str = Field(max_length=200)
+    owner_name: str = Field(max_length=200)
+    # loop mode: the settings ({goal, maxIterations, autoContinue, allowDetached}) and the state
+    loop: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    loop_status: str | None = Field(default=None, max_length=16)
+    loop_iteration: int = 0
+    loop_summary: str | None = None
+    loop_next_action: str | None = Field(default=None, max_length=1000)
+    loop_checkpoint_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # the budget its tasks get (core.tasks.budget)
+    max_turns: int | None = None
+    max_minutes: float | None = None
+    max_cost: float | None = None
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    last_activity_at: datetime = _ts()
+    archived_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class TaskLog(SQLModel, table=True):
@@ -315,6 +376,7 @@ class Thread(SQLModel, table=True):
     address: str = Field(max_length=500)
     task_id: str | None = Field(default=None, max_length=64)
     project_id: str | None = Field(default=None, max_length=64)
+    session_id: str | None = Field(default=None, max_length=64)  # the session its tasks belong to (issue 17)
     opening: str | None = Field(default=None, max_length=200)  # the key of the message it begins with, unposted
     # an approval channel unsubscribed: new prompts no longer go there, decisions of the ones it shows still do
     ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
