@@ -23,6 +23,7 @@ from core.projects import Projects
 from core.runners.presets import AgentCatalog
 from core.runners.repos import RepoRules
 from core.schedule.service import Scheduling
+from core.sessions.service import Sessions
 from core.store.db import Database
 from core.store.events import Events
 from core.tasks.service import Tasks
@@ -68,3 +69,4 @@ class Shepherd:
         self.watchdog = Watchdog(db, idle_timeout_s=idle_timeout_s, warn_s=stall_warn_s, waiting_note_s=waiting_note_s)
         self.housekeeping = Housekeeping(db, self.tasks, retention)  # the `cleanup` job (issue 16)
         self.scheduling = Scheduling(db)
+        self.sessions = Sessions(db)  # workstreams that group tasks (issue 17)

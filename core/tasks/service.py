@@ -29,12 +29,14 @@ from core.ids import new_id
 from core.people.access import Principal, Scope
 from core.projects import check_branch, find_project, resolve_project
 from core.runners.repos import RepoRules, repo_kind
+from core.sessions.rows import live_session
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Agent, Confirmation, Project, RunnerNode, User
 from core.store.models import Task as Task  # the records this service returns
 from core.store.models import TaskLog as TaskLog  # the records this service returns
 from core.tasks import state as task_state
+from core.tasks.budget import Budget
 from core.tasks.listing import LOG_PAGE, LogRow, TaskRow, newest_params, newest_statement
 from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, TaskStatus
 from core.tasks.steering import MAX_PROMPT, TaskSteering, owner_of
@@ -134,13 +136,17 @@ class Tasks(TaskSteering):
         agent_type: str = "task",
         gate: str | None = None,
         in_place: bool = False,
+        session_id: str | None = None,
+        budget: Budget | None = None,
     ) -> TaskView:
         """A new pending task under a new agent of `agent_type` (task, review or incident). The caller's command is
         its own approval to start, unless `gate` names the action its start is (`task.start`, `review.start`: a
         webhook asked, not a person): then the project agent's level decides, and a task people must approve waits
         `awaiting` its confirmation (asked in its thread) until the executor starts it, or ends `denied`.
         `in_place`: the task works on `branch` itself (a pull request's head) and its end is a push there.
-        `request_key` names the inbound item that asked for it: asking again with it returns the same task."""
+        `request_key` names the inbound item that asked for it: asking again with it returns the same task.
+        `session_id`: the session (workstream) it belongs to, which must be live (not archived); its budget
+        applies where `budget` sets no limit of its own."""
         principal.require(Scope.WRITE, "starting a task")
         if agent_type not in TASK_AGENT_TYPES:
             raise ValidationFailed(f"a task runs as one of {', '.join(sorted(TASK_AGENT_TYPES))}, not {agent_type!r}",
@@ -192,6 +198,12 @@ class Tasks(TaskSteering):
                     return TaskView(earlier, await session.get(Project, earlier.project_id)
                                     if earlier.project_id else None, first)
             owner_id, owner_name = await self._owner(session, principal, owner)
+            limits = budget or Budget()
+            if session_id is not None:
+                workstream = await live_session(session, principal.org_id, session_id)
+                limits = limits.over(Budget(workstream.max_turns, workstream.max_minutes, workstream.max_cost))
+                workstream.last_activity_at = utcnow()
+                session.add(workstream)
             proj = await resolve_project(session, principal.org_id, project) if project else None
             if proj is None and repo is not None and repo_kind(repo) != "path":
                 # the repository's project (its oldest, as a webhook finds it): its approval channels hear the
@@ -237,6 +249,8 @@ class Tasks(TaskSteering):
                 project_id=proj.id if proj else None, runtime=runtime, prompt=prompt, repo=repo,
                 base_branch=branch, work_branch=branch if in_place else f"shepherd/{name}",
                 autonomy_level=agent_level, created_at=now, updated_at=now, request_key=request_key,
+                session_id=session_id, max_turns=limits.max_turns, max_minutes=limits.max_minutes,
+                max_cost=limits.max_cost,
                 **(task_state.created_gated(now, f"asking for {gate}") if gate else task_state.created(now)),
             )
             session.add(agent)

@@ -1,0 +1,1 @@
+"""Sessions: workstreams that group tasks (issue 17)."""
