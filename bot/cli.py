@@ -103,7 +103,7 @@ def _core(settings: Settings, db: Database) -> Shepherd:
                         timezone=settings.timezone, digest_always=settings.digest_always,
                         remind_after_s=settings.remind_after, idle_timeout_s=settings.task_idle_timeout,
                         stall_warn_s=settings.stall_warn_s(), waiting_note_s=settings.waiting_note_after,
-                        retention=settings.retention())
+                        retention=settings.retention(), agent_env=settings.runner_config().pass_env)
     # Every process knows the jobs and sees who leads (`schedules`, /readyz); one that campaigns (bot.background)
     # puts its own elector in place.
     from bot.scheduler import jobs
