@@ -145,7 +145,8 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
     try:
         if web_on:
             app = create_app(settings.db_url, max_body_bytes=settings.max_body_bytes, shepherd=shepherd,
-                             slack=settings.slack(), github=settings.github(), telegram=settings.telegram())
+                             slack=settings.slack(), github=settings.github(), telegram=settings.telegram(),
+                             public_url=settings.public_url)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)
