@@ -38,8 +38,9 @@ LOOP_FIELDS = ("goal", "maxIterations", "autoContinue", "allowDetached")
 
 # Shepherd's own settings and the platforms' credentials: never set for an agent, never named in a value
 _SHEPHERD_NAMES = re.compile(r"^(SHEPHERD_|SLACK_|TELEGRAM_|GITHUB_|DATABASE_URL$|PG)")
-# a name that says it holds a credential
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|AUTH|COOKIE|SESSION)", re.I)
+# a word of a name that says it holds a credential (ANTHROPIC_API_KEY, GH_TOKEN; not GIT_AUTHOR_NAME)
+_SECRET_WORDS = frozenset({"KEY", "APIKEY", "TOKEN", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "PWD",
+                           "CREDENTIAL", "CREDENTIALS", "PRIVATE", "AUTH", "COOKIE", "PAT", "SESSION"})
 # what credentials look like: the common providers' prefixes, a PEM block, a URL with a password in it
 _SECRET_VALUE = re.compile(
     r"(sk-[A-Za-z0-9_-]{8,}|gh[pousr]_[A-Za-z0-9]{16,}|github_pat_|xox[abposr]-|xapp-|glpat-|AKIA[0-9A-Z]{12,}"
@@ -168,6 +169,10 @@ def workspace_id(value: str | None) -> str | None:
     return name_text(value.strip(), "workspaceId")
 
 
+def _secret_name(name: str) -> bool:
+    return bool(_SHEPHERD_NAMES.match(name)) or any(word in _SECRET_WORDS for word in name.upper().split("_"))
+
+
 def env(values: Mapping[str, Any] | None, allowed: Iterable[str]) -> dict[str, str]:
     """Variables for the session's agents: names from the agent environment's allowlist (core.environ.AGENT and
     the operator's SHEPHERD_AGENT_ENV) only, values free text; never a credential (by its name, by its looks, or by
@@ -177,7 +182,7 @@ def env(values: Mapping[str, Any] | None, allowed: Iterable[str]) -> dict[str, s
     for name, value in (values or {}).items():
         if not _ENV_NAME.match(name) or len(name) > MAX_ENV_NAME:
             raise ValidationFailed(f"env: {name[:MAX_ENV_NAME]!r} is not a variable name", code="INVALID_ENV")
-        if _SHEPHERD_NAMES.match(name) or _SECRET_NAME.search(name):
+        if _secret_name(name):
             raise ValidationFailed(f"env: {name} names a secret or one of Shepherd's settings: a session's env is "
                                    "stored and shown, so it never holds credentials (an operator passes those "
                                    "with SHEPHERD_AGENT_ENV)", code="ENV_SECRET")
@@ -188,7 +193,7 @@ def env(values: Mapping[str, Any] | None, allowed: Iterable[str]) -> dict[str, s
         if not isinstance(value, str) or len(value) > MAX_ENV_VALUE:
             raise ValidationFailed(f"env: {name} is text of at most {MAX_ENV_VALUE} characters", code="INVALID_ENV")
         text = free_text(value, f"env {name}")
-        referenced = [ref for ref in _REFERENCE.findall(text) if _SHEPHERD_NAMES.match(ref) or _SECRET_NAME.search(ref)]
+        referenced = [ref for ref in _REFERENCE.findall(text) if _secret_name(ref)]
         if _SECRET_VALUE.search(text) or _LONG_TOKEN.search(text) or referenced:
             raise ValidationFailed(f"env: the value of {name} looks like a secret (a credential, or a reference to "
                                    "one): a session's env is stored and shown, so it never holds credentials",
