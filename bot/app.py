@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+import adapters.rest.agentuity
 import adapters.rest.coder
 import adapters.rest.codespar
 import adapters.rest.confirmations
@@ -49,12 +50,14 @@ def all_routes() -> list[Route]:
     return [
         *adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES,
         *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES, *adapters.rest.confirmations.ROUTES,
+        *adapters.rest.agentuity.ROUTES,
     ]
 
 
 def create_app(
     db_url: str, *, max_body_bytes: int = 256 * 1024, shepherd: Shepherd | None = None,
     slack: SlackConfig | None = None, github: GitHubConfig | None = None, telegram: TelegramConfig | None = None,
+    public_url: str | None = None,
 ) -> web.Application:
     """The web app. Given a `shepherd`, it shares that core (and its connection pool) with the caller,
     who closes it; otherwise it opens its own database on startup and closes it on cleanup. Given `slack`,
@@ -64,6 +67,8 @@ def create_app(
     app[METRICS] = registry
     app[HTTP_METRICS] = HttpMetrics(registry)
     app[MAX_BODY] = max_body_bytes
+    if public_url:  # what the Agentuity hub's discovery (GET /coder) names as this server's base URL
+        app[adapters.rest.agentuity.PUBLIC_URL] = public_url
     routes = all_routes()
     app[OPENAPI] = json.dumps(build_openapi(routes, title="Shepherd", version=VERSION)).encode()
 

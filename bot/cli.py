@@ -103,7 +103,7 @@ def _core(settings: Settings, db: Database) -> Shepherd:
                         timezone=settings.timezone, digest_always=settings.digest_always,
                         remind_after_s=settings.remind_after, idle_timeout_s=settings.task_idle_timeout,
                         stall_warn_s=settings.stall_warn_s(), waiting_note_s=settings.waiting_note_after,
-                        retention=settings.retention())
+                        retention=settings.retention(), agent_env=settings.runner_config().pass_env)
     # Every process knows the jobs and sees who leads (`schedules`, /readyz); one that campaigns (bot.background)
     # puts its own elector in place.
     from bot.scheduler import jobs
@@ -145,7 +145,8 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
     try:
         if web_on:
             app = create_app(settings.db_url, max_body_bytes=settings.max_body_bytes, shepherd=shepherd,
-                             slack=settings.slack(), github=settings.github(), telegram=settings.telegram())
+                             slack=settings.slack(), github=settings.github(), telegram=settings.telegram(),
+                             public_url=settings.public_url)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)

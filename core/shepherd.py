@@ -43,6 +43,7 @@ class Shepherd:
         digest_always: bool = False, remind_after_s: float = 600.0,
         idle_timeout_s: float = IDLE_TIMEOUT_S, stall_warn_s: float | None = None,
         waiting_note_s: float = WAITING_NOTE_S, retention: Retention | None = None,
+        agent_env: tuple[str, ...] = (),
     ) -> None:
         self.db = db
         self.catalog = catalog or AgentCatalog()
@@ -69,4 +70,5 @@ class Shepherd:
         self.watchdog = Watchdog(db, idle_timeout_s=idle_timeout_s, warn_s=stall_warn_s, waiting_note_s=waiting_note_s)
         self.housekeeping = Housekeeping(db, self.tasks, retention)  # the `cleanup` job (issue 16)
         self.scheduling = Scheduling(db)
-        self.sessions = Sessions(db)  # workstreams that group tasks (issue 17)
+        # workstreams that group tasks (issue 17); their env may set what agents are passed (SHEPHERD_AGENT_ENV)
+        self.sessions = Sessions(db, self.tasks, agent_env=agent_env)

@@ -220,6 +220,8 @@ class CreateTask(SnakeApiModel):
     repo: str | None = Field(None, max_length=500, description="Shepherd: owner/name or a git URL to clone")
     branch: str | None = Field(None, max_length=200, description="Shepherd: the branch to start from")
     project: str | None = Field(None, max_length=100, description="Shepherd: a project id or name")
+    session_id: str | None = Field(None, max_length=64, description="Shepherd: the session (Agentuity hub) the task "
+                                                                    "joins; it must be live and one you may run in")
 
 
 class TaskInput(SnakeApiModel):
@@ -427,6 +429,7 @@ async def create_task(req: ApiRequest) -> Shaped:
     view = await req.shepherd.tasks.create(
         req.principal, prompt=body.input, runtime=_runtime(req, body), repo=body.repo, branch=body.branch,
         project=body.project, name=body.name, display_name=body.display_name, owner=req.path("user"),
+        session_id=body.session_id,
     )
     return Shaped(coder_task(req.shepherd, view.task))
 
@@ -494,7 +497,7 @@ ROUTES = [
     Route("POST", "/api/v2/tasks/{user}", create_task,
           f"Create a task for {{user}} (another user needs the admin scope). {_USER} Shepherd extensions: "
           "agent (the agent CLI; or template_version_id of a task of that agent), repo (owner/name or git URL), "
-          "branch, project (id or name). template_version_preset_id is ignored.",
+          "branch, project (id or name), session_id (a session it joins). template_version_preset_id is ignored.",
           response=CoderTask, status=201, body=CreateTask, errors=(400, 401, 403, 404, 409, 413), tag=_TAG,
           operation_id="coderCreateTask", field_errors={"input": FieldError(
               "INVALID_PROMPT", f"input (the prompt) is 1-{MAX_PROMPT} characters")}),

@@ -90,16 +90,17 @@ def followed(reply: Reply) -> str | None:
 
 async def bind_thread(
     session: AsyncSession, org_id: str, channel: str, address: str, *, task_id: str | None = None,
-    project_id: str | None = None,
+    project_id: str | None = None, session_id: str | None = None,
 ) -> Thread:
     """The thread (channel, address) bound to a task or a project, or to nothing (a place answers are sent to);
-    created once. A thread still waiting for its first message is not this place yet."""
+    created once. A thread still waiting for its first message is not this place yet. `session_id`: the session
+    the task's thread is bound to (core.sessions.threads), given when the thread is made for the task."""
     params = {"org": org_id, "channel": channel, "address": address, "task": task_id, "project": project_id}
     found = (await session.exec(_thread_query(bool(task_id), bool(project_id)), params=params)).first()
     if found is not None:
         return found
     thread = Thread(id=new_id("thr"), org_id=org_id, channel=channel, address=address, task_id=task_id,
-                    project_id=project_id)
+                    project_id=project_id, session_id=session_id)
     session.add(thread)
     await session.flush()
     return thread
@@ -127,8 +128,9 @@ async def open_thread(
     for thread in await threads_for(session, org_id, task_id=task_id):
         if thread.channel == channel and opening.serves(thread.address):
             return thread
+    task = await session.get(Task, task_id)  # the task's session, if it has one, is the new thread's too
     thread = Thread(id=new_id("thr"), org_id=org_id, channel=channel, address=opening.address, task_id=task_id,
-                    opening=key)
+                    opening=key, session_id=task.session_id if task is not None else None)
     session.add(thread)
     await session.flush()
     enqueue(session, [thread], Message(key=key, text=opening.text, kind="opening"))

@@ -9,6 +9,7 @@ from core.commands import approvals as approval_commands
 from core.commands import digests as digest_commands
 from core.commands import places as place_commands
 from core.commands import schedules as schedule_commands
+from core.commands import sessions as session_commands
 from core.commands import tasks as task_commands
 from core.commands.grammar import (
     Arg,
@@ -265,6 +266,7 @@ def build_registry() -> CommandRegistry:
         examples=("project create api --repo acme/api --branch main",),
     ))
     task_commands.register(reg)
+    session_commands.register(reg)
     approval_commands.register(reg)
     place_commands.register(reg)
     digest_commands.register(reg)

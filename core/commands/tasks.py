@@ -54,6 +54,7 @@ async def _run(ctx: CommandContext, args: dict[str, Any]) -> Reply:
         ctx.principal, prompt=" ".join(args["prompt"]), runtime=args["agent"], repo=args["repo"],
         branch=args["branch"], project=args["project"], level=args["level"], name=args["name"],
         thread=(ctx.where.channel, ctx.where.address) if ctx.where else None, request_key=ctx.request_key,
+        session_id=args["session"],
     )
     t = view.task
     return Reply(started(view), data={"id": t.id, "name": t.name, "follow": True})
@@ -157,10 +158,14 @@ def register(reg: CommandRegistry) -> None:
                 convert=parse_level, metavar="N"),
             Arg("name", "a name for the task (default: from the prompt)", ArgKind.OPTION, required=False,
                 metavar="NAME"),
+            Arg("session", "a session it joins (default: the thread's session, or a new one)", ArgKind.OPTION,
+                required=False, metavar="S"),
         ),
-        examples=('run "fix the flaky auth test" --repo acme/api', 'run "add a README" --agent demo'),
+        examples=('run "fix the flaky auth test" --repo acme/api', 'run "add a README" --agent demo',
+                  'run "now the changelog" --session sess_3f9a1c07be12a4c0'),
         details="The task gets a branch shepherd/<name>; its outcome comes with the exit code, the duration, "
-                "what changed and the last lines it printed.",
+                "what changed and the last lines it printed. Run in a thread, it joins the thread's session "
+                "(the first task run there begins it); --session joins another.",
     ))
     reg.add(CommandSpec(
         "tasks", "list tasks, newest first", V, _tasks,

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, Forbidden, NotFound
+from core.people.access import Principal, Scope
 from core.store.models import Session
 
+ACTIVE = "active"
 ARCHIVED = "archived"
+PRIVATE = "private"
+COLLABORATE = "collaborate"
 
 
 async def find_session(session: AsyncSession, org_id: str, session_id: str) -> Session:
@@ -24,3 +28,60 @@ async def live_session(session: AsyncSession, org_id: str, session_id: str) -> S
     if row.status == ARCHIVED:
         raise Conflict(f"session {session_id} is archived: resume it to run tasks in it", code="SESSION_ARCHIVED")
     return row
+
+
+# --- who may do what with a session (its visibility; ARCHITECTURE section 2) --------------------------------------
+# private: its owner and admins; organization: everyone in the org reads it; collaborate: everyone also runs tasks
+# in it and steers it. Its owner or an admin manages it (update, archive, resume, delete).
+
+
+def owns(principal: Principal, row: Session) -> bool:
+    return row.owner_id == principal.identity
+
+
+def may_read(principal: Principal, row: Session) -> bool:
+    return row.visibility != PRIVATE or owns(principal, row) or principal.can(Scope.ADMIN)
+
+
+def may_manage(principal: Principal, row: Session) -> bool:
+    return owns(principal, row) or principal.can(Scope.ADMIN)
+
+
+def may_run(principal: Principal, row: Session) -> bool:
+    """Run tasks in it, steer it: whoever manages it, and anyone of the org in a collaborate session."""
+    return may_manage(principal, row) or row.visibility == COLLABORATE
+
+
+async def readable_session(session: AsyncSession, principal: Principal, session_id: str) -> Session:
+    """`find_session` for someone who may read it: a session hidden from them is not found (404), as another org's."""
+    row = await find_session(session, principal.org_id, session_id)
+    if not may_read(principal, row):
+        raise NotFound(f"session {session_id!r} not found", code="SESSION_NOT_FOUND")
+    return row
+
+
+async def managed_session(session: AsyncSession, principal: Principal, session_id: str) -> Session:
+    """A session the principal may manage: its owner's or, for an admin, any they can see; else 403."""
+    row = await readable_session(session, principal, session_id)
+    if not may_manage(principal, row):
+        raise Forbidden(f"session {session_id} is {row.owner_name}'s: only its owner or an admin manages it",
+                        code="NOT_SESSION_OWNER")
+    return row
+
+
+async def joinable_session(session: AsyncSession, principal: Principal, session_id: str) -> Session:
+    """A live session the principal may run tasks in (a task joining it): 404 hidden, 403 not theirs to run in
+    (not collaborate), 409 archived."""
+    row = await readable_session(session, principal, session_id)
+    if not may_run(principal, row):
+        raise Forbidden(f"session {session_id} is {row.visibility}: only its owner or an admin runs tasks in it "
+                        "(or anyone, once it is collaborate)", code="SESSION_NOT_COLLABORATIVE")
+    return await live_session(session, principal.org_id, session_id)
+
+
+async def refuse_archived(session: AsyncSession, org_id: str, session_id: str | None) -> None:
+    """A follow-up to a task of an archived session is refused (409 SESSION_ARCHIVED): nothing runs in it. A task of
+    no session, or of a deleted one (its tasks stay as history), is not held back."""
+    row = await session.get(Session, session_id) if session_id else None
+    if row is not None and row.org_id == org_id and row.status == ARCHIVED:
+        raise Conflict(f"session {session_id} is archived: resume it to run tasks in it", code="SESSION_ARCHIVED")

@@ -29,7 +29,8 @@ from core.ids import new_id
 from core.people.access import Principal, Scope
 from core.projects import check_branch, find_project, resolve_project
 from core.runners.repos import RepoRules, repo_kind
-from core.sessions.rows import live_session
+from core.sessions.rows import joinable_session
+from core.sessions.threads import session_for_thread
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Agent, Confirmation, Project, RunnerNode, User
@@ -145,8 +146,9 @@ class Tasks(TaskSteering):
         `awaiting` its confirmation (asked in its thread) until the executor starts it, or ends `denied`.
         `in_place`: the task works on `branch` itself (a pull request's head) and its end is a push there.
         `request_key` names the inbound item that asked for it: asking again with it returns the same task.
-        `session_id`: the session (workstream) it belongs to, which must be live (not archived); its budget
-        applies where `budget` sets no limit of its own."""
+        `session_id`: the session (workstream) it belongs to, which must be live (not archived) and one the principal
+        may run tasks in; its budget applies where `budget` sets no limit of its own. Without one, a task started in
+        a `thread` joins the thread's session, or begins one (core.sessions.threads)."""
         principal.require(Scope.WRITE, "starting a task")
         if agent_type not in TASK_AGENT_TYPES:
             raise ValidationFailed(f"a task runs as one of {', '.join(sorted(TASK_AGENT_TYPES))}, not {agent_type!r}",
@@ -199,8 +201,10 @@ class Tasks(TaskSteering):
                                     if earlier.project_id else None, first)
             owner_id, owner_name = await self._owner(session, principal, owner)
             limits = budget or Budget()
+            if session_id is None and thread is not None:  # a thread that runs tasks is a session (issue 17)
+                session_id = await session_for_thread(session, principal, thread[0], thread[1], prompt)
             if session_id is not None:
-                workstream = await live_session(session, principal.org_id, session_id)
+                workstream = await joinable_session(session, principal, session_id)
                 limits = limits.over(Budget(workstream.max_turns, workstream.max_minutes, workstream.max_cost))
                 workstream.last_activity_at = utcnow()
                 session.add(workstream)
@@ -258,7 +262,8 @@ class Tasks(TaskSteering):
             if thread is not None or gate:
                 await session.flush()  # the rows the thread and the confirmation point at
             if thread is not None:  # the conversation it started in hears its news (prompts, decisions)
-                await bind_thread(session, principal.org_id, thread[0], thread[1], task_id=task.id)
+                await bind_thread(session, principal.org_id, thread[0], thread[1], task_id=task.id,
+                                  session_id=session_id)
             await record(
                 session, principal, "task", "task.created", agent_id=agent.id, task_id=task.id,
                 payload={"name": name, "runtime": runtime, "repo": repo, "branch": branch,

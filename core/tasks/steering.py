@@ -19,6 +19,7 @@ from core.clock import as_utc, utcnow
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.people.access import Principal, Scope
 from core.runners.sandbox import home_for
+from core.sessions.rows import refuse_archived
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Task
@@ -160,6 +161,7 @@ class TaskSteering:
         text = checked_input(text, MAX_INPUT)
         async with self.db.write() as session:
             task = await self._find(session, principal, ref, owner, lock=True)
+            await refuse_archived(session, principal.org_id, task.session_id)
             status = TaskStatus(task.status)
             if status is TaskStatus.PAUSED or task.control == Control.PAUSE:
                 raise Conflict(f"task {task.name} is paused: resume it before sending input", code="TASK_PAUSED")
