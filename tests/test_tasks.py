@@ -348,6 +348,16 @@ async def test_the_agent_environment_holds_none_of_the_servers_secrets(
                         "SHEPHERD_TASK_NAME", "SHEPHERD_WORKSPACE", "LC_CTYPE"}
 
 
+async def test_a_sessions_env_reaches_its_tasks_agents(sqlite_url: str, make_rig: RigFactory) -> None:
+    rig = await make_rig(sqlite_url)
+    sess = await rig.shepherd.sessions.create(rig.who, label="tz work", env={"TZ": "Pacific/Auckland"})
+    done = await rig.finished((await rig.run("show me [env]", session_id=sess.id)).id)
+    env = json.loads((Path(done.workspace or "") / "env.json").read_text())
+    assert env["TZ"] == "Pacific/Auckland" and env["SHEPHERD_TASK_ID"] == done.id
+    alone = await rig.finished((await rig.run("show me [env]")).id)
+    assert json.loads((Path(alone.workspace or "") / "env.json").read_text()).get("TZ") != "Pacific/Auckland"
+
+
 # --- capacity, suspension, recovery ----------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import os
 import re
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +34,7 @@ from core.runners.sandbox import SANDBOX_HOME, SANDBOX_SOCKET, SANDBOX_TOOLS, Sa
 from core.runners.workspace import WorkspaceError, diff_stats, prepare
 from core.shepherd import Shepherd
 from core.store.events import record
-from core.store.models import Agent, Confirmation, Task, TaskLog
+from core.store.models import Agent, Confirmation, Session, Task, TaskLog
 from core.tasks import state as task_state
 from core.tasks.config import RunnerConfig
 from core.tasks.ending import TurnEnd, plan_after_turn
@@ -68,11 +68,16 @@ class Turn:
     started: datetime = field(default_factory=utcnow)
 
 
-def agent_env(config: RunnerConfig, task: Task, workspace: Path, token: str | None = None) -> dict[str, str]:
+def agent_env(config: RunnerConfig, task: Task, workspace: Path, token: str | None = None,
+              session_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The agent's whole environment: an allowlist, the agent credentials named in SHEPHERD_AGENT_ENV,
-    and the task's own SHEPHERD_* values (with `token`, the task-scoped callback for `shepherd ask`).
-    Nothing else of the server's environment (its secrets) passes."""
-    env = environ.passed((*environ.AGENT, *config.pass_env))
+    the values its session sets for names of that allowlist (checked when set: never a secret), and the task's own
+    SHEPHERD_* values (with `token`, the task-scoped callback for `shepherd ask`). Nothing else of the server's
+    environment (its secrets) passes."""
+    allowed = (*environ.AGENT, *config.pass_env)
+    env = environ.passed(allowed)
+    env.update({name: value for name, value in (session_env or {}).items()
+                if name in allowed and not name.startswith("SHEPHERD_")})
     env.update({"SHEPHERD_TASK_ID": task.id, "SHEPHERD_TASK_NAME": task.name, "SHEPHERD_WORKSPACE": str(workspace)})
     box = config.sandbox
     # in the sandbox Shepherd is reached through its socket, and the launcher sits where the sandbox shows it
@@ -294,10 +299,15 @@ class Turns:
             await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
             sandbox = self.config.sandbox.for_task(home)
         preset = self.catalog.get(task.runtime)
+        session_env: dict[str, str] = {}
+        if task.session_id is not None:
+            async with self.db.read() as session:
+                found = (await session.exec(select(Session.env).where(col(Session.id) == task.session_id))).first()
+            session_env = dict(found or {})
         return RunSpec(
             argv=preset.argv(prompt=text, session=session_ref, workspace=workspace, task=task.id,
                              follow_up=follow_up),
-            cwd=workspace, env=agent_env(self.config, task, workspace, token),
+            cwd=workspace, env=agent_env(self.config, task, workspace, token, session_env),
             idle_timeout=self.config.idle_timeout_s, hard_timeout=self.config.hard_timeout_s,
             sandbox=sandbox, program=preset.own_words(follow_up=follow_up),
         )
