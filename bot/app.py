@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+import adapters.rest.cloudcoding
 import adapters.rest.coder
 import adapters.rest.codespar
 import adapters.rest.confirmations
@@ -49,6 +50,7 @@ def all_routes() -> list[Route]:
     return [
         *adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES,
         *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES, *adapters.rest.confirmations.ROUTES,
+        *adapters.rest.cloudcoding.ROUTES,
     ]
 
 
@@ -78,6 +80,7 @@ def create_app(
         await db.dispose()
 
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(adapters.rest.cloudcoding.invoke_runs)
     # Each channel's door (its inbound object) lives as long as the app; its route answers 404 saying what to set
     # while the channel is off. Telegram's door is the webhook's: polling runs with the background services.
     if slack is not None:

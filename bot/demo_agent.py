@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A coding-agent CLI for tests and demos: it behaves like `claude -p`, with no model and no network.
 
-    demo_agent.py [--here] [--session-id ID] PROMPT    first turn
-    demo_agent.py [--here] --resume ID PROMPT          a follow-up turn of session ID
+    demo_agent.py [--here] [--session-id ID] [--model M] PROMPT    first turn
+    demo_agent.py [--here] --resume ID [--model M] PROMPT          a follow-up turn of session ID
     demo_agent.py --version | --help
 
 It reads its prompt, prints progress, edits files in its working directory and exits. It edits only a
@@ -116,7 +116,7 @@ def refusal(here: bool) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    session = None
+    session = model = None
     resume = here = False
     args = list(argv)
     while args:  # options first: the prompt begins at the first word that is not one
@@ -129,6 +129,9 @@ def main(argv: list[str]) -> int:
             return 0
         if word in ("--session-id", "--resume") and len(args) > 1:
             session, resume = args[1], word == "--resume"
+            del args[:2]
+        elif word == "--model" and len(args) > 1:
+            model = args[1]
             del args[:2]
         elif word in ("--here", "-p", "--"):
             here = here or word == "--here"
@@ -157,6 +160,8 @@ def main(argv: list[str]) -> int:
             state["question"] = None
     else:
         say(f"session {session}")
+    if model:
+        say(f"model: {model}")
     time.sleep(number(prompt, "sleep", 0))
     say(f"reading the prompt: {prompt[:200]}")
 
