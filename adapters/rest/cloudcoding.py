@@ -22,6 +22,7 @@ from adapters.rest.framework import ApiRequest, FieldError, Route, SnakeApiModel
 from adapters.rest.sse import FOLLOW_POLL, Sse, stream
 from core.sessions.invoke import MAX_PARALLEL, Invocation, InvokeRequest, Message, ParallelTask
 from core.tasks.follow import TaskState, Tick
+from core.tasks.state import TaskStatus
 from core.tasks.steering import MAX_PROMPT
 
 # the follows of invocations under way (they outlive their clients): cancelled when the app stops
@@ -62,8 +63,10 @@ class InvokeBody(SnakeApiModel):
 
 def _ended(state: TaskState, name: str) -> dict[str, Any]:
     evidence = state.evidence
+    # waiting on people, the task's note says for what (an approval code); else its evidence says how it ended
+    waiting = state.status is TaskStatus.AWAITING
     return {"run_id": state.id, "task_name": name, "status": state.status.value, "outcome": state.outcome,
-            "summary": evidence.get("reason") or state.state_message,
+            "summary": state.state_message if waiting else evidence.get("reason") or state.state_message,
             "evidence": {"exit_code": evidence.get("exitCode"), "reason": evidence.get("reason"),
                          "diff": evidence.get("diff"), "duration_seconds": evidence.get("durationSeconds")}}
 
