@@ -234,6 +234,15 @@ async def test_a_process_that_runs_no_tasks_refuses_a_token_with_why(sqlite_url:
             assert (await conn.execute(text("SELECT count(*) FROM session"))).scalar() == 0
 
 
+async def test_a_task_pinned_to_a_process_that_is_gone_ends_instead_of_waiting(rig: Rig) -> None:
+    view = await rig.shepherd.tasks.create(ADMIN, prompt="x [noedit]", runtime="demo", pin_runner="node-gone")
+    assert rig.supervisor is not None
+    await rig.supervisor.nodes.reconcile(rig.supervisor.turns.running)
+    task = await rig.finished(view.task.id)
+    assert task.outcome == "interrupted" and "held its GitHub token" in task.evidence["reason"]
+    assert task.turns == 0, "no other runner started it without its token"
+
+
 # --- bad input: JSON before any stream -----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("body", "code", "words"), [

@@ -285,6 +285,15 @@ def interrupt(task: Task, reason: str) -> None:
     task.pending_inputs = []
 
 
+def lose_pin(task: Task, reason: str) -> None:
+    """A waiting task pinned to a runner that is gone (its process held the task's one-use credentials): it can
+    never start as asked, so it ends `interrupted` rather than wait forever."""
+    _require(task, WAITING, "lose its runner before it started")
+    task.pinned_runner = None
+    _end(task, Outcome.INTERRUPTED, Evidence(reason=reason))
+    task.pending_inputs = []
+
+
 # --- the turn's own gated action ------------------------------------------------------------------------
 
 
