@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """A coding-agent CLI for tests and demos: it behaves like `claude -p`, with no model and no network.
 
-    demo_agent.py [--here] [--session-id ID] [--model M] PROMPT    first turn
-    demo_agent.py [--here] --resume ID [--model M] PROMPT          a follow-up turn of session ID
+    demo_agent.py [--here] [--session-id ID] PROMPT    first turn
+    demo_agent.py [--here] --resume ID PROMPT          a follow-up turn of session ID
     demo_agent.py --version | --help
 
 It reads its prompt, prints progress, edits files in its working directory and exits. It edits only a
 directory Shepherd made for it (its working directory is $SHEPHERD_WORKSPACE, as in every task Shepherd
 runs), or the working directory when told to with --here; anywhere else it refuses (exit 2) and touches
-nothing. Options come before the prompt. Bracketed words in the prompt make it misbehave the way real agents
-do:
+nothing. Options come before the prompt (`--model M` too: it says which model it was asked for). Bracketed
+words in the prompt make it misbehave the way real agents do:
 
     [fail]        exit 3 after an error message
     [deny]        print a permission denial and exit 0 (an honest runner must not call that success)
