@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 import adapters.rest.agentuity
+import adapters.rest.cloudcoding
 import adapters.rest.coder
 import adapters.rest.codespar
 import adapters.rest.confirmations
@@ -50,7 +51,7 @@ def all_routes() -> list[Route]:
     return [
         *adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES,
         *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES, *adapters.rest.confirmations.ROUTES,
-        *adapters.rest.agentuity.ROUTES,
+        *adapters.rest.agentuity.ROUTES, *adapters.rest.cloudcoding.ROUTES,
     ]
 
 
@@ -83,6 +84,7 @@ def create_app(
         await db.dispose()
 
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(adapters.rest.cloudcoding.invoke_runs)
     # Each channel's door (its inbound object) lives as long as the app; its route answers 404 saying what to set
     # while the channel is off. Telegram's door is the webhook's: polling runs with the background services.
     if slack is not None:

@@ -8,8 +8,8 @@
 It reads its prompt, prints progress, edits files in its working directory and exits. It edits only a
 directory Shepherd made for it (its working directory is $SHEPHERD_WORKSPACE, as in every task Shepherd
 runs), or the working directory when told to with --here; anywhere else it refuses (exit 2) and touches
-nothing. Options come before the prompt. Bracketed words in the prompt make it misbehave the way real agents
-do:
+nothing. Options come before the prompt (`--model M` too: it says which model it was asked for). Bracketed
+words in the prompt make it misbehave the way real agents do:
 
     [fail]        exit 3 after an error message
     [deny]        print a permission denial and exit 0 (an honest runner must not call that success)
@@ -116,7 +116,7 @@ def refusal(here: bool) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    session = None
+    session = model = None
     resume = here = False
     args = list(argv)
     while args:  # options first: the prompt begins at the first word that is not one
@@ -129,6 +129,9 @@ def main(argv: list[str]) -> int:
             return 0
         if word in ("--session-id", "--resume") and len(args) > 1:
             session, resume = args[1], word == "--resume"
+            del args[:2]
+        elif word == "--model" and len(args) > 1:
+            model = args[1]
             del args[:2]
         elif word in ("--here", "-p", "--"):
             here = here or word == "--here"
@@ -157,6 +160,8 @@ def main(argv: list[str]) -> int:
             state["question"] = None
     else:
         say(f"session {session}")
+    if model:
+        say(f"model: {model}")
     time.sleep(number(prompt, "sleep", 0))
     say(f"reading the prompt: {prompt[:200]}")
 

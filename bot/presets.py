@@ -15,6 +15,7 @@ DEMO = Preset(
     start=(PYTHON, str(DEMO_AGENT), "--session-id", "{session}", "{prompt}"),
     resume=(PYTHON, str(DEMO_AGENT), "--resume", "{session}", "{prompt}"),
     version=(PYTHON, str(DEMO_AGENT), "--version"),
+    cheap=("--model", "haiku"),
     install=f"the demo agent ships with Shepherd ({DEMO_AGENT})",
 )
 

@@ -22,10 +22,13 @@ from core.people.users import Users
 from core.projects import Projects
 from core.runners.presets import AgentCatalog
 from core.runners.repos import RepoRules
+from core.runners.run_tokens import RunTokens
 from core.schedule.service import Scheduling
+from core.sessions.invoke import Invocations
 from core.sessions.service import Sessions
 from core.store.db import Database
 from core.store.events import Events
+from core.tasks.follow import Pulse
 from core.tasks.service import Tasks
 from core.tasks.watchdog import IDLE_TIMEOUT_S, WAITING_NOTE_S, Watchdog
 from core.wakeup import Wakeup
@@ -72,3 +75,9 @@ class Shepherd:
         self.scheduling = Scheduling(db)
         # workstreams that group tasks (issue 17); their env may set what agents are passed (SHEPHERD_AGENT_ENV)
         self.sessions = Sessions(db, self.tasks, agent_env=agent_env)
+        # issue 17's live streams: this process's runner pulses when it stored output (followers read at once), and
+        # one-use GitHub tokens of CloudCoding's invoke live here, in memory only
+        self.output_written = Pulse()
+        self.run_tokens = RunTokens()
+        self.invocations = Invocations(db, self.tasks, self.sessions, self.run_tokens, self.catalog,
+                                       self.output_written)

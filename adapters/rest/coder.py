@@ -10,17 +10,21 @@ agent is the task's Shepherd agent. Errors keep Shepherd's `{error, code, status
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Literal
 
+from aiohttp import web
 from pydantic import ConfigDict, Field
 
 from adapters.rest.framework import ApiRequest, FieldError, Result, Route, Shaped, SnakeApiModel, next_page_headers
+from adapters.rest.sse import FOLLOW_POLL, Sse, stream
 from core.clock import iso, utcnow
 from core.errors import ValidationFailed
 from core.people.access import Principal
 from core.shepherd import Shepherd
+from core.tasks.follow import Follow, TaskState
 from core.tasks.service import MAX_PAGE, Task, TaskFilter
 from core.tasks.snapshots import snapshot_entries
 from core.tasks.state import State, TaskStatus
@@ -242,6 +246,8 @@ class LogsQuery(SnakeApiModel):
     limit: int = Field(LOG_LIMIT, ge=1, le=LOG_LIMIT, description="at most this many entries")
     cursor: str | None = Field(None, max_length=20, pattern=r"^[0-9]+$", description="X-Next-Cursor of the page "
                                                                                       "before (same as after_id)")
+    follow: bool = Field(False, description="Shepherd: answer as Server-Sent Events: the entries, then new ones as "
+                                            "they are written (`log` events), until the turn ends (`end`)")
 
 
 class AgentApiMessage(SnakeApiModel):
@@ -448,19 +454,43 @@ async def update_input(req: ApiRequest) -> None:
     await req.shepherd.tasks.update_input(req.principal, req.path("task"), body.input, owner=req.path("user"))
 
 
-async def task_logs(req: ApiRequest) -> Result:
+async def task_logs(req: ApiRequest) -> Result | web.StreamResponse:
     """The log, a page at a time (keyset on the entries' ids); while paused, as Coder answers, the snapshot taken
-    at the pause (or uploaded since)."""
+    at the pause (or uploaded since). With `follow`, the entries live (`follow_logs`)."""
     q: LogsQuery = req.query
     after = int(q.cursor) if q.cursor is not None else q.after_id
     task, rows, more = await req.shepherd.tasks.log_page(req.principal, req.path("task"), owner=req.path("user"),
                                                          after_id=after, limit=q.limit)
+    if q.follow:
+        return await stream(req.http, follow_logs(req, task, rows))
     if task.status == TaskStatus.PAUSED and task.log_snapshot is not None and task.snapshot_at is not None:
         entries = [{"id": e.id, "content": e.content, "time": e.time,
                     "type": "input" if e.type == "input" else "output"} for e in snapshot_entries(task.log_snapshot)]
         return Result(Shaped({"logs": entries, "snapshot": True, "snapshot_at": iso(task.snapshot_at)}))
     headers = next_page_headers(req, str(rows[-1].id)) if more else {}
     return Result(Shaped({"logs": [log_entry(r) for r in rows], "snapshot": False}), headers=headers)
+
+
+async def follow_logs(req: ApiRequest, task: Task, page: list[Any]) -> AsyncIterator[Sse]:
+    """The page's entries, then each new one as it is written (`log` events, the entry's id as the event's id), until
+    the task's turn is over: then an `end` event with its status. The same follow as CloudCoding's invoke (one
+    query a tick, woken early when this process's runner stores output)."""
+    for row in page:
+        yield Sse(log_entry(row), event="log", id=str(row.id))
+    after = page[-1].id if page else 0
+    follow = Follow(req.shepherd.db, [task.id], after_id=after, pulse=req.shepherd.output_written,
+                    poll_s=req.http.app.get(FOLLOW_POLL, 1.0))
+    last: TaskState | None = None
+    async for tick in follow.ticks():
+        for line in tick.lines:
+            yield Sse(log_entry(line), event="log", id=str(line.id))
+        last = tick.states.get(task.id)
+    if last is None:  # deleted while followed
+        yield Sse({"status": "deleted", "state": None, "outcome": None, "message": "the task was deleted"},
+                  event="end")
+        return
+    yield Sse({"status": STATUS[last.status].value, "state": STATE[last.state].value, "outcome": last.outcome,
+               "message": last.state_message}, event="end")
 
 
 async def pause_task(req: ApiRequest) -> BuildResponse:
@@ -511,7 +541,9 @@ ROUTES = [
     Route("GET", f"{_TASK}/logs", task_logs,
           "The log entries in order: the inputs sent and what the agent printed, up to `limit` (10,000) after "
           "`after_id`; when more follow, X-Next-Cursor and Link rel=next name the next page. While paused, the "
-          "snapshot (its last messages, at most 64 KB) with snapshot true and snapshot_at", response=TaskLogs,
+          "snapshot (its last messages, at most 64 KB) with snapshot true and snapshot_at. Shepherd: with "
+          "follow=true, a text/event-stream of `log` events (each a LogEntry), new ones as they are written, and "
+          "an `end` event ({status, state, outcome, message}) once the task's turn is over", response=TaskLogs,
           query=LogsQuery, errors=(400, 401, 403, 404), tag=_TAG, operation_id="coderTaskLogs"),
     Route("POST", f"{_TASK}/pause", pause_task, "Pause a running task (its processes freeze; else 409)",
           response=BuildResponse, status=202, errors=(401, 403, 404, 409), tag=_TAG, operation_id="coderPauseTask"),

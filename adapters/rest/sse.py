@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 SSE_HEARTBEAT = web.AppKey("sse_heartbeat_s", float)
 HEARTBEAT_S = 15.0  # under the 30-60 s idle limits of common proxies and load balancers
+# how often a live follow of tasks (core.tasks.follow) reads when this process's runner did not wake it (tests: less)
+FOLLOW_POLL = web.AppKey("follow_poll_s", float)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,16 +93,18 @@ class Executor:
                               retry_after=exc.retry_after) from None
 
     async def execute(
-        self, conf: Confirmation, task: Task | None, policy: Policy, *, repos: RepoRules | None = None
+        self, conf: Confirmation, task: Task | None, policy: Policy, *, repos: RepoRules | None = None,
+        held: Callable[[str], dict[str, str] | None] | None = None,
     ) -> ActionResult:
         """Carry out one approved confirmation; returns what came of it (shown to people, kept as result).
-        `repos`: the rules the task's clone obeyed (by default the code host alone); a push obeys them too."""
+        `repos`: the rules the task's clone obeyed (by default the code host alone); a push obeys them too.
+        `held`: the git settings of a one-use token held for the task, by URL (None where none applies)."""
         action = conf.action
         if action in START_ACTIONS:
             return ActionResult()  # the start is the task's own move to pending, written as the action settles
         if action in ("branch.push", "pr.open"):
             rules = repos or RepoRules(code_host=self.config.git_base_url)
-            return await self._push_and_open(conf, task, rules, open_pr=action == "pr.open")
+            return await self._push_and_open(conf, task, rules, open_pr=action == "pr.open", held=held)
         if action == "pr.comment":
             return await self._comment(conf)
         if action == "pr.merge":
@@ -131,7 +133,8 @@ class Executor:
         return workspace
 
     async def _push_and_open(
-        self, conf: Confirmation, task: Task | None, repos: RepoRules, *, open_pr: bool
+        self, conf: Confirmation, task: Task | None, repos: RepoRules, *, open_pr: bool,
+        held: Callable[[str], dict[str, str] | None] | None = None,
     ) -> ActionResult:
         target = Target.from_json(conf.target)
         workspace = await self._checked_head(conf, target, task)
@@ -141,7 +144,9 @@ class Executor:
         except ShepherdError as exc:
             raise ActionError(f"pushing {branch} refused: {exc.message}") from None
         try:
-            await push(workspace, reach.url, branch, head, env=reach.env(await self._credentials(reach.url)))
+            auth = held(reach.url) if held is not None else None
+            await push(workspace, reach.url, branch, head,
+                       env=reach.env(auth if auth is not None else await self._credentials(reach.url)))
         except WorkspaceError as exc:
             raise ActionError(f"pushing {branch} failed: {exc.message}", transient=True) from None
         result = ActionResult(branch=branch, head=head, pushed=True)

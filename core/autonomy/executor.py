@@ -135,7 +135,11 @@ class ApprovedActions:
         result: ActionResult | None = None
         error: ActionError | None = None
         try:
-            result = await self.executor.execute(conf, task, policy, repos=self.config.repos)
+            tokens, task_id = self.shepherd.run_tokens, task.id if task is not None else ""
+            result = await self.executor.execute(
+                conf, task, policy, repos=self.config.repos,
+                # a one-use token handed over with the task's request, held in this process (core.runners.run_tokens)
+                held=lambda url: tokens.git_config(task_id, url))
         except ActionError as exc:
             error = exc
         except Exception as exc:

@@ -39,6 +39,7 @@ class Preset:
     version: tuple[str, ...]
     install: str
     session_pattern: str | None = None  # when the CLI names its own session in its output
+    cheap: tuple[str, ...] = ()  # the options that pick its cheaper model (CloudCoding's `haiku`); () when none
 
     def own_words(self, *, follow_up: bool) -> tuple[str, ...]:
         """The command's words that come from configuration, not from a prompt or a task: what a sandbox
@@ -46,8 +47,12 @@ class Preset:
         template = self.resume if follow_up and self.resume else self.start
         return tuple(t for t in template if not any(p in t for p in PLACEHOLDERS))
 
-    def argv(self, *, prompt: str, session: str, workspace: Path, task: str, follow_up: bool) -> list[str]:
+    def argv(self, *, prompt: str, session: str, workspace: Path, task: str, follow_up: bool,
+             cheap: bool = False) -> list[str]:
         template = self.resume if follow_up and self.resume else self.start
+        if cheap and self.cheap:  # the options go before the prompt's word, where every CLI reads options
+            at = next(i for i, t in enumerate(template) if "{prompt}" in t)
+            template = (*template[:at], *self.cheap, *template[at:])
         values = {"{prompt}": prompt, "{session}": session, "{workspace}": str(workspace), "{task}": task}
         out = []
         for token in template:
@@ -63,6 +68,7 @@ BUILTIN_PRESETS: tuple[Preset, ...] = (
         start=("claude", "-p", "--session-id", "{session}", "{prompt}"),
         resume=("claude", "-p", "--resume", "{session}", "{prompt}"),
         version=("claude", "--version"),
+        cheap=("--model", "haiku"),
         install="curl -fsSL https://claude.ai/install.sh | bash (or npm install -g @anthropic-ai/claude-code), "
                 "then log in once with `claude` or pass ANTHROPIC_API_KEY through SHEPHERD_AGENT_ENV",
     ),

@@ -76,11 +76,12 @@ class Sessions:
         repo: Mapping[str, Any] | None = None, repos: Iterable[Mapping[str, Any]] | None = None,
         workspace_id: str | None = None, env: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None, budget: Budget | None = None,
-        origin: dict[str, Any] | None = None,
+        origin: dict[str, Any] | None = None, start: bool = True,
     ) -> Session:
         """A new session, its fields checked. A standard session with a task starts its first task in the same
         commit (the default agent, the primary repository and its branch, the session's budget): a task that cannot
-        start (an unknown agent, a repository Shepherd may not fetch) leaves no session behind either."""
+        start (an unknown agent, a repository Shepherd may not fetch) leaves no session behind either. `start`
+        False: the caller starts its tasks itself (CloudCoding's invoke, whose tasks are its parallel ones)."""
         principal.require(Scope.WRITE, "creating a session")
         task = free_text((task or "").strip(), "the task")
         if len(task) > MAX_PROMPT:
@@ -109,7 +110,7 @@ class Sessions:
                 session.add(row)
                 await record(session, principal, "session", "session.created", session_id=row.id,
                              payload=created_payload(row))
-            if mode == "standard" and task and self.tasks is not None:
+            if start and mode == "standard" and task and self.tasks is not None:
                 primary = row.repos[0] if row.repos else {}
                 await self.tasks.create(principal, prompt=task, runtime=agent, repo=fields.repo_ref(primary),
                                         branch=primary.get("branch"), session_id=row.id)

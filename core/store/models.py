@@ -221,6 +221,11 @@ class Task(SQLModel, table=True):
     max_cost: float | None = None
     cost_usd: float | None = None
     run_seconds: float = 0.0
+    # issue 17 (CloudCoding's invoke): until its first claim, only this runner may take it (the one whose process
+    # holds the task's one-use GitHub token in memory: core.runners.run_tokens); and its agent runs the preset's
+    # cheaper model where it has one
+    pinned_runner: str | None = Field(default=None, max_length=200)
+    cheap_model: bool = False
 
 
 class Session(SQLModel, table=True):

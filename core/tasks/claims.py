@@ -79,7 +79,8 @@ class Claims:
     async def waiting(self) -> Waiting:
         async with self.db.read() as session:
             tasks = list(await session.exec(
-                select(Task).where(task_state.claimable()).order_by(col(Task.created_at), col(Task.id)).limit(WINDOW)
+                select(Task).where(task_state.claimable(self.runner_id))
+                .order_by(col(Task.created_at), col(Task.id)).limit(WINDOW)
             ))
             if not tasks:
                 return Waiting()
@@ -105,7 +106,7 @@ class Claims:
             now = utcnow()
             for task_id in task_ids:
                 result = await session.exec(
-                    update(Task).where(col(Task.id) == task_id, task_state.claimable())
+                    update(Task).where(col(Task.id) == task_id, task_state.claimable(self.runner_id))
                     .values(**task_state.claimed(self.runner_id, now))
                 )
                 if result.rowcount == 1:

@@ -26,7 +26,7 @@ from core.store.events import record
 from core.store.models import Confirmation, RunnerNode, Task
 from core.tasks import state as task_state
 from core.tasks.rows import agent_after
-from core.tasks.state import ACTIVE, TaskStatus
+from core.tasks.state import ACTIVE, WAITING, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class RunnerNodes:
             node = await session.get(RunnerNode, self.node_id)
             if node is not None:
                 await session.delete(node)
+        await self.unpin()  # what waited for this process alone can no longer start
 
     async def reconcile(self, local: Collection[str]) -> None:
         """Tasks held by a runner that is gone (crashed, killed, restarted) end `interrupted`; `local` are the
@@ -145,6 +146,24 @@ class RunnerNodes:
                     node = await session.get(RunnerNode, node_id)
                     if node is not None:
                         await session.delete(node)
+        await self.unpin()
+
+    async def unpin(self) -> None:
+        """Waiting tasks pinned to a runner that is gone (its node row removed: stopped, or swept as dead) end
+        `interrupted`: only its process held their one-use credentials (core.runners.run_tokens), so no other
+        runner can start them as they were asked. Decided in one transaction against the nodes there are now."""
+        async with self.db.write() as session:
+            lost = list(await session.exec(select(Task).where(
+                col(Task.pinned_runner).is_not(None), col(Task.pinned_runner).not_in(select(RunnerNode.id)),
+                col(Task.status).in_([s.value for s in WAITING])).with_for_update()))
+            for task in lost:
+                task_state.lose_pin(task, "the Shepherd process that held its GitHub token stopped before the task "
+                                          "started; invoke it again with the token")
+                session.add(task)
+                await agent_after(session, task, task_state.Outcome.INTERRUPTED)
+                await record(session, Principal.system(task.org_id), "task", "task.interrupted",
+                             agent_id=task.agent_id, task_id=task.id,
+                             payload={"reason": task.state_message, "runner": None})
 
     async def interrupt(self, held: Callable[[Task], bool], local: Collection[str], reason: str, *,
                         alive: Callable[[str], bool] | None = None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class TaskOutput:
-    def __init__(self, db: Database, *, flush_s: float = 0.2) -> None:
+    def __init__(self, db: Database, *, flush_s: float = 0.2, written: Callable[[], None] | None = None) -> None:
         self.db = db
         self.flush_s = flush_s
+        self.written = written  # told after each stored batch: live followers in this process read at once
         self._rows: list[tuple[str, datetime, str]] = []  # (task id, time, line)
         self._latest: dict[str, tuple[int, str, datetime]] = {}  # task id -> (lines added, last line, its time)
         self._lock = asyncio.Lock()
@@ -77,6 +79,8 @@ class TaskOutput:
                     before, newer, newer_at = self._latest.get(task_id, (0, last, at))
                     self._latest[task_id] = (before + added, newer, newer_at)
                 raise
+        if self.written is not None:
+            self.written()
 
 
 _COMPILED: dict[tuple[str, str], tuple[str, tuple[str, ...] | None, Any]] = {}  # by dialect and paramstyle

@@ -139,6 +139,8 @@ class Tasks(TaskSteering):
         in_place: bool = False,
         session_id: str | None = None,
         budget: Budget | None = None,
+        pin_runner: str | None = None,
+        cheap: bool = False,
     ) -> TaskView:
         """A new pending task under a new agent of `agent_type` (task, review or incident). The caller's command is
         its own approval to start, unless `gate` names the action its start is (`task.start`, `review.start`: a
@@ -148,7 +150,9 @@ class Tasks(TaskSteering):
         `request_key` names the inbound item that asked for it: asking again with it returns the same task.
         `session_id`: the session (workstream) it belongs to, which must be live (not archived) and one the principal
         may run tasks in; its budget applies where `budget` sets no limit of its own. Without one, a task started in
-        a `thread` joins the thread's session, or begins one (core.sessions.threads)."""
+        a `thread` joins the thread's session, or begins one (core.sessions.threads). `pin_runner`: only that
+        runner may claim its first turn (its process holds the task's one-use credentials). `cheap`: its agent runs
+        the preset's cheaper model."""
         principal.require(Scope.WRITE, "starting a task")
         if agent_type not in TASK_AGENT_TYPES:
             raise ValidationFailed(f"a task runs as one of {', '.join(sorted(TASK_AGENT_TYPES))}, not {agent_type!r}",
@@ -254,7 +258,7 @@ class Tasks(TaskSteering):
                 base_branch=branch, work_branch=branch if in_place else f"shepherd/{name}",
                 autonomy_level=agent_level, created_at=now, updated_at=now, request_key=request_key,
                 session_id=session_id, max_turns=limits.max_turns, max_minutes=limits.max_minutes,
-                max_cost=limits.max_cost,
+                max_cost=limits.max_cost, pinned_runner=pin_runner, cheap_model=cheap,
                 **(task_state.created_gated(now, f"asking for {gate}") if gate else task_state.created(now)),
             )
             session.add(agent)

@@ -23,7 +23,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case
+from sqlalchemy import ColumnElement, and_, case, or_
 from sqlmodel import col
 
 from core.clock import utcnow
@@ -173,15 +173,20 @@ def created_gated(now: datetime, message: str) -> dict[str, Any]:
             "state_at": now}
 
 
-def claimable() -> ColumnElement[bool]:
-    """Which rows a runner may claim: the waiting ones."""
-    return col(Task.status).in_([s.value for s in WAITING])
+def claimable(runner_id: str | None = None) -> ColumnElement[bool]:
+    """Which rows a runner may claim: the waiting ones; with `runner_id`, not those pinned to another runner (a
+    task whose one-use credentials only that runner's process holds)."""
+    waiting = col(Task.status).in_([s.value for s in WAITING])
+    if runner_id is None:
+        return waiting
+    return and_(waiting, or_(col(Task.pinned_runner).is_(None), col(Task.pinned_runner) == runner_id))
 
 
 def claimed(runner_id: str, now: datetime) -> dict[str, Any]:
     """The values of a claim (pending or queued -> initializing), set by one conditional update."""
     return {"status": TaskStatus.INITIALIZING.value, "state": State.WORKING.value,
-            "state_message": "preparing the workspace", "state_at": now, "updated_at": now, "runner_id": runner_id}
+            "state_message": "preparing the workspace", "state_at": now, "updated_at": now, "runner_id": runner_id,
+            "pinned_runner": None}  # the pin keeps the first claim for its runner; later turns go where they go
 
 
 def latest_output(line: str) -> ColumnElement[Any]:
@@ -276,6 +281,15 @@ def finish_turn(task: Task, outcome: Outcome, evidence: Evidence, *, question: s
 def interrupt(task: Task, reason: str) -> None:
     """Its runner is gone (a crash, a restart): the turn ends `interrupted`; waiting follow-ups are dropped."""
     _require(task, ACTIVE, "be interrupted")
+    _end(task, Outcome.INTERRUPTED, Evidence(reason=reason))
+    task.pending_inputs = []
+
+
+def lose_pin(task: Task, reason: str) -> None:
+    """A waiting task pinned to a runner that is gone (its process held the task's one-use credentials): it can
+    never start as asked, so it ends `interrupted` rather than wait forever."""
+    _require(task, WAITING, "lose its runner before it started")
+    task.pinned_runner = None
     _end(task, Outcome.INTERRUPTED, Evidence(reason=reason))
     task.pending_inputs = []
 

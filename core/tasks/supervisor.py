@@ -49,7 +49,7 @@ class TaskSupervisor:
         self.db = shepherd.db
         self.config = config
         self.node_id = new_node_id()
-        self.output = TaskOutput(self.db, flush_s=config.flush_s)
+        self.output = TaskOutput(self.db, flush_s=config.flush_s, written=shepherd.output_written)
         self.nodes = RunnerNodes(shepherd, self.node_id, heartbeat_s=config.heartbeat_s,
                                  stale_after_s=config.stale_after_s)
         self.claims = Claims(self.db, self.node_id)
@@ -67,6 +67,7 @@ class TaskSupervisor:
     async def start(self) -> None:
         self.config.workspace_root.mkdir(parents=True, exist_ok=True)
         await self.nodes.announce()
+        self.shepherd.run_tokens.runner_id = self.node_id  # this process runs tasks: it may hold one-use tokens
         await self.nodes.reconcile(self.turns.running)
         loop = asyncio.get_running_loop()
         self._jobs = [loop.create_task(self._loop()), loop.create_task(self.nodes.beat()),
@@ -76,6 +77,8 @@ class TaskSupervisor:
     async def stop(self) -> None:
         """Stop every turn this process drives; they end `interrupted`, and say so."""
         self._closing = True
+        if self.shepherd.run_tokens.runner_id == self.node_id:
+            self.shepherd.run_tokens.runner_id = None
         for job in [*self._jobs, *self.actions.jobs]:
             job.cancel()
         await self.turns.stop_all("shutdown", wait_s=SHUTDOWN_WAIT_S)

@@ -236,8 +236,7 @@ class Turns:
                 branch, sha = await prepare(
                     workspace, source=reach.url if reach else None, base_branch=task.base_branch,
                     work_branch=task.work_branch or f"shepherd/{task.name}",
-                    env=reach.env(await git_auth(self.credentials, reach.url, self.config.git_base_url))
-                    if reach else None,
+                    env=reach.env(await self._git_auth(task, reach.url)) if reach else None,
                 )
             except ShepherdError as exc:  # WorkspaceError, or the repository's host is refused
                 return await self._fail(turn, f"workspace: {exc.message}")
@@ -283,6 +282,14 @@ class Turns:
                 outcome, reason = Outcome.FAILED, f"committing the agent's changes failed: {exc.message}"
         await self.ending.finish(turn, outcome, exit_, diff, reason, plan=plan, question=judged.question)
 
+    async def _git_auth(self, task: Task, url: str) -> dict[str, str]:
+        """What authenticates the clone: the one-use token handed over with the task's request (held in this
+        process's memory: core.runners.run_tokens), else Shepherd's own credentials for the code host."""
+        held = self.shepherd.run_tokens.git_config(task.id, url)
+        if held is not None:
+            return held
+        return await git_auth(self.credentials, url, self.config.git_base_url)
+
     async def _spec(self, task: Task, workspace: Path, text: str, session_ref: str, follow_up: bool) -> RunSpec:
         token: str | None = None
         if self.config.callback_url:
@@ -306,7 +313,7 @@ class Turns:
             session_env = dict(found or {})
         return RunSpec(
             argv=preset.argv(prompt=text, session=session_ref, workspace=workspace, task=task.id,
-                             follow_up=follow_up),
+                             follow_up=follow_up, cheap=task.cheap_model),
             cwd=workspace, env=agent_env(self.config, task, workspace, token, session_env),
             idle_timeout=self.config.idle_timeout_s, hard_timeout=self.config.hard_timeout_s,
             sandbox=sandbox, program=preset.own_words(follow_up=follow_up),
