@@ -156,6 +156,20 @@ async def test_two_parallel_tasks_stream_interleaved_stdout_and_both_outcomes(db
         assert sorted(t.id for t in await rig.shepherd.sessions.tasks_of(ADMIN, session_id)) == sorted(runs.values())
 
 
+async def test_without_a_repository_the_tasks_work_in_empty_workspaces(rig: Rig) -> None:
+    """How a new user tries the stream with no repository at hand: the demo agent, no repo_url."""
+    rig.repo_url = None  # type: ignore[assignment]
+    body = {"repo_url": None, "parallel_tasks": [{"prompt": "one [lines 2]", "task_name": "one"},
+                                                 {"prompt": "two [lines 2]", "task_name": "two"}]}
+    got = await rig.stream(**body)
+    last = got[-1].data
+    assert last["done"] is True
+    assert {t["task_name"]: t["outcome"] for t in last["tasks"]} == {"one": "succeeded", "two": "succeeded"}
+    assert {e.data["task_name"] for e in got if e.event == "custom"} == {"one", "two"}
+    refused = await rig.refused(400, repo_url=None, github_token=TOKEN, messages=[{"type": "human", "content": "x"}])
+    assert refused["code"] == "INVALID_REPO" and TOKEN not in str(refused)
+
+
 async def test_a_quiet_agent_gets_heartbeats_and_a_single_task_streams_too(rig: Rig) -> None:
     comments: list[str] = []
     async with rig.invoke(messages=[{"type": "system", "content": "be brief"},

@@ -44,7 +44,8 @@ class InvokeTask(SnakeApiModel):
 
 
 class InvokeBody(SnakeApiModel):
-    repo_url: str = Field(max_length=500, description="the https URL of the repository to work on")
+    repo_url: str | None = Field(None, max_length=500, description="the https URL of the repository to work on "
+                                 "(without it: an empty workspace)")
     github_token: SecretStr | None = Field(
         None, max_length=1000, description="used for this run's clone and push only: never stored, never logged, "
                                            "never given to the agent")

@@ -59,7 +59,7 @@ class ParallelTask:
 
 @dataclass(frozen=True)
 class InvokeRequest:
-    repo_url: str
+    repo_url: str | None = None  # None: an empty workspace (trying Shepherd with no repository at hand)
     messages: Sequence[Message] | None = None
     parallel_tasks: Sequence[ParallelTask] | None = None
     branch: str = "main"
@@ -152,7 +152,7 @@ class Invocations:
         return Invocation(session_id, tuple(made), 0, tuple(notes))
 
     def _hold(self, req: InvokeRequest, task_id: str) -> None:
-        if req.github_token is not None:
+        if req.github_token is not None and req.repo_url is not None:
             self.run_tokens.hold(task_id, req.repo_url, req.github_token)
 
     def _asks(self, req: InvokeRequest) -> list[ParallelTask]:
@@ -186,6 +186,11 @@ class Invocations:
     async def _check_repo(self, req: InvokeRequest) -> None:
         """repo_url is a repository URL the rules let Shepherd reach (as a task's creation checks), and a token
         travels only over https (or to a host an admin named exactly in SHEPHERD_REPO_HOSTS: an internal server)."""
+        if req.repo_url is None:
+            if req.github_token is not None:
+                raise ValidationFailed("github_token is for the clone and push of repo_url: give repo_url too",
+                                       code="INVALID_REPO")
+            return
         url = req.repo_url.strip()
         try:
             kind = repo_kind(url)
