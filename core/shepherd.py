@@ -23,6 +23,7 @@ from core.projects import Projects
 from core.runners.presets import AgentCatalog
 from core.runners.repos import RepoRules
 from core.schedule.service import Scheduling
+from core.sessions.loop import Loops
 from core.sessions.service import Sessions
 from core.store.db import Database
 from core.store.events import Events
@@ -70,3 +71,4 @@ class Shepherd:
         self.housekeeping = Housekeeping(db, self.tasks, retention)  # the `cleanup` job (issue 16)
         self.scheduling = Scheduling(db)
         self.sessions = Sessions(db)  # workstreams that group tasks (issue 17)
+        self.loops = Loops(db, self.tasks, self.questions)  # a loop session's iterations toward its goal
