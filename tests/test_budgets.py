@@ -13,7 +13,8 @@ from core.runners.presets import reported_cost
 from core.store.models import Confirmation
 from core.tasks.budget import Budget
 from tests.test_rest_coder import served
-from tests.test_tasks import RigFactory, make_rig  # noqa: F401 (the fixture)
+from tests.test_tasks import RigFactory
+from tests.test_tasks import make_rig as make_rig  # the fixture, shared
 
 REG = build_registry()
 

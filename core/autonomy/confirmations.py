@@ -46,8 +46,8 @@ from core.store.db import Database
 from core.store.events import record
 from core.store.models import Agent, MessageRef, Outbox, Project, Task, Thread, Vote
 from core.store.models import Confirmation as Confirmation  # the record this service returns
-from core.tasks import state as task_state
 from core.tasks import holds
+from core.tasks import state as task_state
 from core.tasks.holds import HELD_ACTIONS
 from core.tasks.state import GATED, TaskStatus
 from core.textcheck import free_text

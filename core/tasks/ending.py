@@ -19,10 +19,10 @@ from core.people.access import Principal
 from core.runners import RunExit
 from core.runners.repos import repo_kind
 from core.runners.workspace import commit_all
+from core.sessions import iterations
 from core.shepherd import Shepherd
 from core.store.events import record
 from core.store.models import Agent, Task
-from core.sessions import iterations
 from core.tasks import extensions
 from core.tasks import state as task_state
 from core.tasks.evidence import DiffStats, Evidence

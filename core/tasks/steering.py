@@ -19,10 +19,10 @@ from core.clock import as_utc, utcnow
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.people.access import Principal, Scope
 from core.runners.sandbox import home_for
+from core.sessions import iterations
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Task
-from core.sessions import iterations
 from core.tasks import extensions
 from core.tasks import state as task_state
 from core.tasks.rows import agent_after, delete_rows

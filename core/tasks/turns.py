@@ -33,10 +33,10 @@ from core.runners.local import RunnerError
 from core.runners.presets import AgentCatalog, reported_cost, verdict
 from core.runners.sandbox import SANDBOX_HOME, SANDBOX_SOCKET, SANDBOX_TOOLS, SandboxView, home_for
 from core.runners.workspace import WorkspaceError, diff_stats, prepare
+from core.sessions import iterations
 from core.shepherd import Shepherd
 from core.store.events import record
 from core.store.models import Agent, Confirmation, Task, TaskLog
-from core.sessions import iterations
 from core.tasks import state as task_state
 from core.tasks.config import RunnerConfig
 from core.tasks.ending import TurnEnd, plan_after_turn
