@@ -251,3 +251,16 @@ async def test_only_a_loop_tasks_own_token_marks_its_loop(world: World) -> None:
     await world.shepherd.loops.start(ALICE, row.id)
     with pytest.raises(Unauthorized):
         await world.shepherd.loops.mark(plain.id, "sht_forged", status=LoopStatus.COMPLETED, summary="done")
+
+
+async def test_the_loop_is_paused_with_its_task_and_cancelled_when_people_stop_it(world: World) -> None:
+    row = await world.loop_session("count slowly [long 30]", auto=True)
+    task = await world.shepherd.loops.start(ALICE, row.id)
+    await world.until(row.id, lambda s: s.loop_status == "running")
+    await world.shepherd.tasks.pause(ALICE, task.id)
+    await world.until(row.id, lambda s: s.loop_status == "paused")
+    await world.shepherd.tasks.resume(ALICE, task.id)
+    await world.until(row.id, lambda s: s.loop_status == "running")
+    await world.shepherd.tasks.stop(ALICE, task.id)
+    stopped = await world.until(row.id, lambda s: s.loop_status == "cancelled")
+    assert stopped.loop_iteration == 1 and (await world.until_task(task.id)).outcome == "cancelled"
