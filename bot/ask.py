@@ -1,6 +1,10 @@
 """`shepherd ask`: an agent asks people before it acts, and waits for their decision.
 
     shepherd ask ACTION --summary "what and why" [--risk low|medium|high|critical] [--param key=value]...
+    shepherd loop done|blocked --summary "what was done, or why not" [--next "what a person must do"]
+
+`shepherd loop` is for a loop session's agent: the goal is reached (done) or cannot be reached without
+people (blocked); the loop ends so when the iteration's turn ends. Exit 0 when Shepherd took it, 3 otherwise.
 
 Run inside a Shepherd task (it reads SHEPHERD_URL, SHEPHERD_TASK_ID and SHEPHERD_TASK_TOKEN, which every
 turn's environment carries; in the sandbox SHEPHERD_URL is `unix:<socket path>`). The task's autonomy
@@ -110,7 +114,40 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _loop_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="shepherd loop", description="mark a loop session's goal reached (done) or blocked")
+    p.add_argument("mark", choices=("done", "blocked"))
+    p.add_argument("--summary", required=True, help="what this iteration did, or why the loop cannot go on")
+    p.add_argument("--next", help="what a person must do next (for blocked)")
+    return p
+
+
+def loop_main(argv: list[str] | None = None) -> int:
+    """`shepherd loop done|blocked --summary TEXT [--next ACTION]`."""
+    args = _loop_parser().parse_args(argv)
+    base, task, token = (os.environ.get(k, "") for k in ("SHEPHERD_URL", "SHEPHERD_TASK_ID", "SHEPHERD_TASK_TOKEN"))
+    if not (base and task and token):
+        print("shepherd loop: not inside a Shepherd task: SHEPHERD_URL, SHEPHERD_TASK_ID and SHEPHERD_TASK_TOKEN "
+              "must be set", file=sys.stderr)
+        return ERROR
+    body: dict[str, Any] = {"status": args.mark, "summary": args.summary}
+    if args.next:
+        body["next"] = args.next
+    try:
+        out = _request("POST", f"{base.rstrip('/')}/api/tasks/{task}/loop", token, body)
+    except (AskError, OSError, http.client.HTTPException) as exc:
+        print(f"shepherd loop: could not mark the loop: {exc}", file=sys.stderr)
+        return ERROR
+    print(f"shepherd loop: iteration {out.get('iteration')} marked {args.mark}; the loop is {out.get('status')} "
+          "when this turn ends", file=sys.stderr, flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is not None and argv[:1] == ["loop"]:  # the launcher passes the command's own name first
+        return loop_main(argv[1:])
+    if argv is not None and argv[:1] == ["ask"]:
+        argv = argv[1:]
     args = _parser().parse_args(argv)
 
     def say(text: str) -> None:
@@ -164,4 +201,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -39,15 +39,15 @@ def _write(path: Path, text: str, *, executable: bool = False) -> None:
 
 
 def write_launcher(folder: Path) -> Path:
-    """A folder holding a `shepherd` that runs only `shepherd ask`, put first on every agent's PATH: an agent
-    can ask, whatever PATH the server was started with, and can run nothing else of Shepherd's."""
+    """A folder holding a `shepherd` that runs only `shepherd ask` and `shepherd loop`, put first on every agent's
+    PATH: an agent can ask, whatever PATH the server was started with, and can run nothing else of Shepherd's."""
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     _write(folder / "ask.py", ASK_SOURCE.read_text())
     _write(folder / "shepherd", (
-        "#!/bin/sh\n# written by Shepherd: inside a task, agents call `shepherd ask`\n"
-        'if [ "$1" != ask ]; then echo "shepherd: inside a task only \\`shepherd ask\\` is available" >&2; '
-        "exit 3; fi\nshift\n"
+        "#!/bin/sh\n# written by Shepherd: inside a task, agents call `shepherd ask` and `shepherd loop`\n"
+        'case "$1" in ask|loop) ;; *) echo "shepherd: inside a task only \\`shepherd ask\\` and '
+        '\\`shepherd loop\\` are available" >&2; exit 3;; esac\n'
         f'exec "{PYTHON}" -I "$(dirname "$0")/ask.py" "$@"\n'
     ), executable=True)
     return folder

@@ -391,15 +391,17 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--label", help="a label to tell tokens apart (default: the user's name, or api)")
     sub.add_parser("doctor", help="check the database, show settings (secrets masked) and agent CLIs")
     sub.add_parser("ask", help="(inside a task) ask people before acting; `shepherd ask --help`", add_help=False)
+    sub.add_parser("loop", help="(inside a loop task) mark the goal done or blocked; `shepherd loop --help`",
+                   add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["ask"]:
+    if argv[:1] in (["ask"], ["loop"]):
         from bot.ask import main as ask
 
-        return ask(argv[1:])
+        return ask(argv)
     args = _parser().parse_args(argv)
     try:
         settings = _settings()

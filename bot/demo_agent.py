@@ -27,6 +27,9 @@ words in the prompt make it misbehave the way real agents do:
     [see PATH]    say whether PATH exists
     [touch PATH]  try to create PATH and say whether it could
     [confirm ACTION [RISK]]  run `shepherd ask ACTION` (as an agent hook would) and say what people decided
+    [cost USD]    end with a JSON result line reporting what the turn cost, as `claude -p --output-format json`
+    [loop-done N]     in a loop (its prompt says "iteration I of M"): at iteration I >= N, `shepherd loop done`
+    [loop-blocked N]  likewise `shepherd loop blocked`
 
 Standard library only: it must run wherever the runner runs, sandboxed or not.
 """
@@ -115,6 +118,23 @@ def refusal(here: bool) -> str | None:
             "there, or in the working directory when run with --here")
 
 
+def loop_mark(prompt: str) -> None:
+    """`[loop-done N]` / `[loop-blocked N]`: at a loop's iteration N or later, mark it through `shepherd loop`."""
+    found = re.search(r"iteration (\d+) of (\d+)", prompt)
+    if found is None:
+        return
+    iteration = int(found.group(1))
+    for mark in ("done", "blocked"):
+        at = directive(prompt, f"loop-{mark}")
+        if at is not None and iteration >= int(at or 1):
+            argv = ["shepherd", "loop", mark, "--summary", f"the demo agent is {mark} at iteration {iteration}"]
+            if mark == "blocked":
+                argv += ["--next", "a person must grant access"]
+            code = subprocess.run(argv, check=False).returncode
+            say(f"loop {mark} at iteration {iteration}: {'marked' if code == 0 else f'not marked (exit {code})'}")
+            return
+
+
 def main(argv: list[str]) -> int:
     session = model = None
     resume = here = False
@@ -200,6 +220,7 @@ def main(argv: list[str]) -> int:
             say(f"touch {touched}: written")
         except OSError as exc:
             say(f"touch {touched}: refused ({exc.__class__.__name__})")
+    loop_mark(prompt)
     if directive(prompt, "fail") is not None:
         print("error: the test suite does not compile (demo failure)", file=sys.stderr, flush=True)
         save_session(session, state)
@@ -238,6 +259,10 @@ def main(argv: list[str]) -> int:
         say("Credit balance is too low")
         return 0
     say(f"done: turn {turn} finished")
+    cost = directive(prompt, "cost")
+    if cost:
+        say(json.dumps({"type": "result", "subtype": "success", "is_error": False, "num_turns": turn,
+                        "result": f"turn {turn} finished", "session_id": session, "total_cost_usd": float(cost)}))
     return 0
 
 

@@ -25,6 +25,7 @@ from core.runners.repos import RepoRules
 from core.runners.run_tokens import RunTokens
 from core.schedule.service import Scheduling
 from core.sessions.invoke import Invocations
+from core.sessions.loop import Loops
 from core.sessions.service import Sessions
 from core.store.db import Database
 from core.store.events import Events
@@ -73,8 +74,9 @@ class Shepherd:
         self.watchdog = Watchdog(db, idle_timeout_s=idle_timeout_s, warn_s=stall_warn_s, waiting_note_s=waiting_note_s)
         self.housekeeping = Housekeeping(db, self.tasks, retention)  # the `cleanup` job (issue 16)
         self.scheduling = Scheduling(db)
+        self.loops = Loops(db, self.tasks, self.questions)  # a loop session's iterations toward its goal
         # workstreams that group tasks (issue 17); their env may set what agents are passed (SHEPHERD_AGENT_ENV)
-        self.sessions = Sessions(db, self.tasks, agent_env=agent_env)
+        self.sessions = Sessions(db, self.tasks, agent_env=agent_env, loops=self.loops)
         # issue 17's live streams: this process's runner pulses when it stored output (followers read at once), and
         # one-use GitHub tokens of CloudCoding's invoke live here, in memory only
         self.output_written = Pulse()

@@ -83,7 +83,8 @@ async def test_create_with_every_field_then_read_it_back(idle: Rig) -> None:
     assert status == 200, got
     assert set(got) == SEED_FULL_FIELDS
     assert got["label"] == "Auth phase 2" and got["defaultAgent"] == "demo" and got["tags"] == ["auth", "phase-2"]
-    assert got["workflowMode"] == "loop" and got["loopStatus"] == "idle" and got["loopIteration"] == 0
+    # a loop session starts its first iteration as it is created: a task of the session, waiting for a runner
+    assert got["workflowMode"] == "loop" and got["loopStatus"] == "starting" and got["loopIteration"] == 1
     assert set(got["repo"]) == SEED_REPO_FIELDS and got["repo"]["fullName"] == "acme/api"
     assert got["repo"]["commit"] == "abc123" and got["repo"]["url"] is None, "every key, null where unset"
     assert [r["fullName"] for r in got["repos"]] == ["acme/api", "acme/web"] and got["repos"][1]["ref"] == "v1"
@@ -95,9 +96,9 @@ async def test_create_with_every_field_then_read_it_back(idle: Rig) -> None:
     assert got["owner"]["name"] == "acme-read,write,approve,admin" and got["owner"]["userId"].startswith("user-")
     assert got["origin"] == {"channel": "rest"} and got["sessionKind"] == "hub"
     assert got["parentSessionId"] is None and got["coordinationJobId"] is None
-    assert got["taskCount"] == 0 and got["bucket"] == "paused" and got["historyOnly"] is False
+    assert got["taskCount"] == 1 and got["bucket"] == "provisioning" and got["historyOnly"] is False
     assert got["participantCount"] == 1 and got["observerCount"] == 0, "its owner, the lead"
-    assert got["manageAvailable"] is True and got["controlAvailable"] is True and got["liveExpected"] is False
+    assert got["manageAvailable"] is True and got["controlAvailable"] is True and got["liveExpected"] is True
     assert got["runtimeAvailable"] is False, "no runner is up"
     assert all(ISO.match(got[k]) for k in ("createdAt", "lastActivityAt", "updatedAt"))
     row = await idle.shepherd.sessions.get(await _principal(idle), sid)

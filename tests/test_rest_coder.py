@@ -33,6 +33,9 @@ SEED_TASK_FIELDS = {
     "workspace_agent_id", "workspace_agent_lifecycle", "workspace_app_id", "workspace_build_number",
     "workspace_id", "workspace_name", "workspace_status",
 }
+# Shepherd's additions to Coder's task: its budget and what it used of it (issue 17)
+BUDGET_FIELDS = {"max_turns", "max_minutes", "max_cost", "turns", "run_minutes", "cost_usd"}
+TASK_FIELDS = SEED_TASK_FIELDS | BUDGET_FIELDS
 ME = "/api/v2/tasks/me"
 
 
@@ -142,7 +145,7 @@ async def idle(db_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
 
 async def test_create_get_list_with_the_seed_fields(rig: Rig) -> None:
     created = await rig.create("write the docs", display_name="Docs")
-    assert set(created) == SEED_TASK_FIELDS
+    assert set(created) == TASK_FIELDS
     assert created["initial_prompt"] == "write the docs" and created["display_name"] == "Docs"
     assert created["status"] in ("pending", "initializing", "active")
     assert created["organization_id"] == "acme" and created["owner_name"] == "acme-read,write,approve,admin"
@@ -175,7 +178,7 @@ async def test_create_get_list_with_the_seed_fields(rig: Rig) -> None:
         status, body = await rig.call("GET", "/api/v2/tasks" + (f"?q={quote(q)}" if q is not None else ""))
         assert status == 200, body
         assert set(body) == {"count", "tasks"} and body["count"] == len(body["tasks"])
-        assert all(set(t) == SEED_TASK_FIELDS for t in body["tasks"])
+        assert all(set(t) == TASK_FIELDS for t in body["tasks"])
         return [t["name"] for t in body["tasks"]]
 
     both = ["second-one", created["name"]]

@@ -87,7 +87,7 @@ async def test_the_session_commands(chat: Conversations) -> None:
     assert events == ["session.created", "session.archived", "session.resumed", "session.deleted"]
 
 
-async def test_a_standard_session_with_a_task_starts_it_and_a_loop_session_waits(shepherd: Shepherd) -> None:
+async def test_a_standard_session_starts_its_task_and_a_loop_session_its_first_iteration(shepherd: Shepherd) -> None:
     core = Shepherd(shepherd.db, catalog=agent_catalog(), default_agent="demo")
     sess = await core.sessions.create(ADA, task="write the changelog", repo={"fullName": "acme/api", "branch": "dev"})
     [task] = await core.sessions.tasks_of(ADA, sess.id)
@@ -95,9 +95,11 @@ async def test_a_standard_session_with_a_task_starts_it_and_a_loop_session_waits
                                                                         "demo")
     loop = await core.sessions.create(ADA, task="make the tests pass", workflow_mode="loop",
                                       loop={"maxIterations": 3})
-    assert await core.sessions.tasks_of(ADA, loop.id) == [], "a loop session's iterations are the loop's to start"
-    assert (loop.loop_status, loop.loop) == ("idle", {"goal": "", "maxIterations": 3, "autoContinue": False,
-                                                      "allowDetached": False})
+    [first] = await core.sessions.tasks_of(ADA, loop.id)
+    assert "make the tests pass" in first.prompt and first.session_id == loop.id
+    again = await core.sessions.get(ADA, loop.id)
+    assert (again.loop_status, again.loop_iteration) == ("starting", 1)
+    assert again.loop == {"goal": "", "maxIterations": 3, "autoContinue": False, "allowDetached": False}
     with pytest.raises(ValidationFailed, match="unknown agent"):
         await core.sessions.create(ADA, task="x", agent="nobody")
     await core.sessions.archive(ADA, sess.id)

@@ -24,6 +24,7 @@ from core.clock import iso, utcnow
 from core.errors import ValidationFailed
 from core.people.access import Principal
 from core.shepherd import Shepherd
+from core.tasks.budget import checked_budget
 from core.tasks.follow import Follow, TaskState
 from core.tasks.service import MAX_PAGE, Task, TaskFilter
 from core.tasks.snapshots import snapshot_entries
@@ -168,6 +169,12 @@ class CoderTask(SnakeApiModel):
     workspace_agent_health: AgentHealth
     workspace_agent_lifecycle: AgentLifecycle
     workspace_app_id: NullUUID
+    max_turns: int | None = Field(description="Shepherd: its budget's turns (null: no limit)")
+    max_minutes: float | None = Field(description="Shepherd: its budget's minutes of running time (null: no limit)")
+    max_cost: float | None = Field(description="Shepherd: its budget in dollars (null: no limit)")
+    turns: int = Field(description="Shepherd: the turns it has run")
+    run_minutes: float = Field(description="Shepherd: the minutes its finished turns ran")
+    cost_usd: float | None = Field(description="Shepherd: what its agent reported spending (null: nothing reported)")
 
 
 class TasksList(SnakeApiModel):
@@ -226,6 +233,10 @@ class CreateTask(SnakeApiModel):
     project: str | None = Field(None, max_length=100, description="Shepherd: a project id or name")
     session_id: str | None = Field(None, max_length=64, description="Shepherd: the session (Agentuity hub) the task "
                                                                     "joins; it must be live and one you may run in")
+    max_turns: int | None = Field(None, description="Shepherd: budget: at most this many turns, then people are "
+                                                    "asked to extend it or stop")
+    max_minutes: float | None = Field(None, description="Shepherd: budget: minutes of the agent's running time")
+    max_cost: float | None = Field(None, description="Shepherd: budget: dollars, as the agent reports its cost")
 
 
 class TaskInput(SnakeApiModel):
@@ -340,6 +351,12 @@ def coder_task(shepherd: Shepherd, task: Any) -> dict[str, Any]:
         "workspace_agent_health": {"healthy": reason is None, "reason": reason or ""},
         "workspace_agent_lifecycle": _WORKSPACE[status][1].value,
         "workspace_app_id": _NO_APP,
+        "max_turns": task.max_turns,
+        "max_minutes": task.max_minutes,
+        "max_cost": task.max_cost,
+        "turns": task.turns,
+        "run_minutes": round(task.run_seconds / 60, 2),
+        "cost_usd": task.cost_usd,
     }
 
 
@@ -432,10 +449,12 @@ async def list_tasks(req: ApiRequest) -> Shaped:
 
 async def create_task(req: ApiRequest) -> Shaped:
     body: CreateTask = req.body
+    budget = checked_budget(body.max_turns, body.max_minutes, body.max_cost)
     view = await req.shepherd.tasks.create(
         req.principal, prompt=body.input, runtime=_runtime(req, body), repo=body.repo, branch=body.branch,
         project=body.project, name=body.name, display_name=body.display_name, owner=req.path("user"),
         session_id=body.session_id,
+        budget=None if budget.empty else budget,
     )
     return Shaped(coder_task(req.shepherd, view.task))
 

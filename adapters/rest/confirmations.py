@@ -7,13 +7,14 @@ callback behind `shepherd ask` (authenticated by the task's own token, nothing e
     GET  /api/policy/explain?action=…&agentId=…  would it run, ask, or be refused, and why
     POST /api/tasks/{taskId}/confirmations       (task token) the agent asks
     GET  /api/tasks/{taskId}/confirmations/{code}?wait=25   (task token) its answer, long-polled
+    POST /api/tasks/{taskId}/loop                (task token) `shepherd loop done|blocked`: the loop's goal
 """
 
 from __future__ import annotations
 
 import asyncio
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -22,6 +23,7 @@ from core.autonomy.confirmations import Confirmation
 from core.autonomy.plans import Plan, Status, check_summary
 from core.autonomy.policy import Risk, check_action
 from core.clock import iso
+from core.sessions.loop import LoopStatus
 
 MAX_WAIT_S = 60
 POLL_S = 0.5
@@ -211,6 +213,26 @@ async def agent_answer(req: ApiRequest) -> AskOut:
         await asyncio.sleep(POLL_S)
 
 
+class LoopMarkIn(ApiModel):
+    status: Literal["done", "blocked"] = Field(description="done: the goal is reached; blocked: it cannot go on")
+    summary: str = Field(min_length=1, max_length=4000)
+    next: str | None = Field(None, max_length=1000, description="what a person must do next (blocked)")
+
+
+class LoopMarkOut(ApiModel):
+    session_id: str
+    iteration: int
+    status: str = Field(description="what the loop becomes when this iteration's turn ends: completed or blocked")
+
+
+async def agent_loop_mark(req: ApiRequest) -> LoopMarkOut:
+    body: LoopMarkIn = req.body
+    status = LoopStatus.COMPLETED if body.status == "done" else LoopStatus.BLOCKED
+    row = await req.shepherd.loops.mark(req.path("taskId"), token_from(req.http), status=status,
+                                        summary=body.summary, next_action=body.next)
+    return LoopMarkOut(session_id=row.id, iteration=row.loop_iteration, status=status.value)
+
+
 _TAG = "confirmations"
 _ERRORS = (400, 401, 403, 404, 409)
 ROUTES = [
@@ -238,4 +260,9 @@ ROUTES = [
           "The decision on the agent's question; waits up to ?wait= seconds while it is pending (task token only)",
           response=AskOut, query=WaitQuery, errors=(400, 401, 404), tag=_TAG, auth=False, guard=task_token,
           operation_id="agentAnswer"),
+    Route("POST", "/api/tasks/{taskId}/loop", agent_loop_mark,
+          "A loop task's agent marks its session's goal reached or blocked (`shepherd loop done|blocked`); the loop "
+          "ends so when the iteration's turn ends. Task token only; 409 for a task that is not a loop's",
+          response=LoopMarkOut, body=LoopMarkIn, errors=(400, 401, 409), tag=_TAG, auth=False, guard=task_token,
+          operation_id="agentLoopMark"),
 ]

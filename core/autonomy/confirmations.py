@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,7 +46,9 @@ from core.store.db import Database
 from core.store.events import record
 from core.store.models import Agent, MessageRef, Outbox, Project, Task, Thread, Vote
 from core.store.models import Confirmation as Confirmation  # the record this service returns
+from core.tasks import holds
 from core.tasks import state as task_state
+from core.tasks.holds import HELD_ACTIONS
 from core.tasks.state import GATED, TaskStatus
 from core.textcheck import free_text
 from core.wakeup import Wakeup
@@ -109,12 +111,16 @@ class Confirmations:
     async def gate(
         self, session: AsyncSession, *, org_id: str, plan: Plan, origin: Origin, level: int,
         requester_id: str, requester_name: str, task: Task | None = None, agent_id: str | None = None,
-        project_id: str | None = None,
+        project_id: str | None = None, asked: bool = False,
     ) -> Gate:
         """Decide `plan` by policy, in the caller's transaction: approved (runs), rejected (refused) or
-        pending (a confirmation people decide, announced to the task's threads)."""
+        pending (a confirmation people decide, announced to the task's threads). `asked`: people decide at
+        every level, whatever the policy would let run (whether a budget is extended, a loop goes on)."""
         policy = await self.policy_for(session, project_id)
         decision = policy.decide(plan.action, level, declared=plan.declared)
+        if asked:
+            decision = replace(decision, verdict=Verdict.ASK, reason=f"{plan.action}: people decide whether the "
+                               f"work goes on ({decision.quorum} approval{'s' if decision.quorum > 1 else ''})")
         now = utcnow()
         conf = Confirmation(
             id=new_id("conf"), org_id=org_id, code=await self._new_code(session, org_id),
@@ -250,7 +256,8 @@ class Confirmations:
     ) -> VoteResult:
         """Count one person's vote; the confirmation is decided when one rejects or the quorum approves."""
         result = await self._vote(principal, ref, approve=approve, comment=comment, via=via)
-        if result.counted and result.confirmation.execution == Execution.WAITING:
+        held = result.confirmation.action in HELD_ACTIONS and result.confirmation.status != Status.PENDING
+        if result.counted and (result.confirmation.execution == Execution.WAITING or held):
             self.runs_due()  # committed: a runner in this process carries it out now, others within a second
         return result
 
@@ -326,13 +333,16 @@ class Confirmations:
         conf.status, conf.decided_by, conf.decided_via, conf.decided_at = status.value, by, via, now
         conf.reason = reason
         conf.remind_at = None  # decided: nobody is reminded of it any more
+        held = conf.action in HELD_ACTIONS  # nothing to carry out: the decision itself is what follows
         if status is Status.APPROVED and conf.origin != Origin.AGENT:
-            conf.execution = Execution.WAITING.value
+            conf.execution = (Execution.DONE if held else Execution.WAITING).value
         session.add(conf)
         task = await session.get(Task, conf.task_id, with_for_update=True) if conf.task_id else None
         if task is not None:
             task.decision_count += 1 if first_decision else 0
-            if status in (Status.REJECTED, Status.EXPIRED) and conf.origin == Origin.POLICY \
+            if held:
+                await holds.decided(session, self, conf, task, status, by)
+            elif status in (Status.REJECTED, Status.EXPIRED) and conf.origin == Origin.POLICY \
                     and TaskStatus(task.status) in GATED:
                 why = f"{conf.action} {status.value}" + (f" by {by} from {via}" if status is Status.REJECTED else "")
                 if reason:

@@ -63,7 +63,7 @@ DEFAULT_ACTIONS: dict[str, Risk] = {
     "status": Risk.READ, "logs": Risk.READ, "list": Risk.READ,
     # low
     "issue.comment": Risk.LOW, "pr.comment": Risk.LOW, "tests.run": Risk.LOW, "branch.create": Risk.LOW,
-    "review.start": Risk.LOW,
+    "review.start": Risk.LOW, "budget.extend": Risk.LOW, "loop.continue": Risk.LOW,
     # medium
     "branch.push": Risk.MEDIUM, "pr.open": Risk.MEDIUM, "task.start": Risk.MEDIUM,
     # high

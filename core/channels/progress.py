@@ -18,6 +18,7 @@ from core.channels.outbox import Message, enqueue
 from core.clock import as_utc, utcnow
 from core.store.db import Database
 from core.store.models import Task, TaskLog, Thread
+from core.tasks.budget import burn_down
 from core.tasks.evidence import Evidence, evidence_summary
 from core.tasks.state import FINISHED, TaskStatus
 from core.text import duration
@@ -32,6 +33,9 @@ def _facts(task: Task) -> dict[str, str]:
              "level": f"L{task.autonomy_level}", "owner": task.owner_name}
     if task.repo:
         facts["repo"] = task.repo + (f" ({task.base_branch})" if task.base_branch else "")
+    used = burn_down(task)
+    if used:
+        facts["budget"] = " · ".join(used)
     if task.started_at:
         end = as_utc(task.finished_at) if task.finished_at and TaskStatus(task.status) in FINISHED else utcnow()
         facts["elapsed"] = duration(int((end - as_utc(task.started_at)).total_seconds()))
@@ -43,6 +47,8 @@ def status_message(task: Task, last_lines: list[str] | None = None) -> Message:
     status = TaskStatus(task.status)
     line = evidence_summary(task) if status in FINISHED else task.state_message or task.status
     text = f"{ICONS.get(status.value, '•')} {task.name}: {line}"
+    if task.max_turns is not None or task.max_minutes is not None or task.max_cost is not None:
+        text += f" ({' · '.join(burn_down(task))})"  # the budget burning down, where the task has one
     detail = "\n".join((last_lines or [])[-DETAIL_LINES:]) if status not in FINISHED else ""
     return Message(key=f"task:{task.id}:status", text=text, kind="progress", state=status.value,
                    fields=_facts(task), detail=detail, more=f"logs {task.name}", task=task.id)

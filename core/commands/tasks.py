@@ -18,6 +18,7 @@ from core.commands.grammar import (
 )
 from core.people.access import Role
 from core.store.models import Task
+from core.tasks.budget import Limit, amount, burn_down, checked_budget
 from core.tasks.evidence import Evidence, evidence_summary
 from core.tasks.service import STATUS_GROUPS, TaskFilter, TaskView
 from core.tasks.state import FINISHED, TaskStatus
@@ -50,11 +51,13 @@ def state_line(task: Task) -> str:
 
 
 async def _run(ctx: CommandContext, args: dict[str, Any]) -> Reply:
+    budget = checked_budget(args["max_turns"], args["max_minutes"], args["max_cost"])
     view = await ctx.shepherd.tasks.create(
         ctx.principal, prompt=" ".join(args["prompt"]), runtime=args["agent"], repo=args["repo"],
         branch=args["branch"], project=args["project"], level=args["level"], name=args["name"],
         thread=(ctx.where.channel, ctx.where.address) if ctx.where else None, request_key=ctx.request_key,
         session_id=args["session"],
+        budget=None if budget.empty else budget,
     )
     t = view.task
     return Reply(started(view), data={"id": t.id, "name": t.name, "follow": True})
@@ -64,8 +67,16 @@ def started(view: TaskView) -> str:
     """What a new task's start says (a run, or a task a channel started on a webhook's behalf)."""
     t = view.task
     where = f" on {t.repo}" + (f" ({t.base_branch})" if t.base_branch else "") if t.repo else ""
-    return (f"started task {t.name} ({t.id}) with {t.runtime}{where}, autonomy L{t.autonomy_level}; "
-            f"`logs {t.name}` shows its output, `stop {t.name}` ends it")
+    limits = budget_line(t)
+    return (f"started task {t.name} ({t.id}) with {t.runtime}{where}, autonomy L{t.autonomy_level}"
+            f"{f', budget {limits}' if limits else ''}; `logs {t.name}` shows its output, `stop {t.name}` ends it")
+
+
+def budget_line(t: Task) -> str:
+    """A task's budget as people set it: `3 turns, 30 min, $1.00`, or empty without one."""
+    parts = [amount(limit, value) for limit, value in ((Limit.TURNS, t.max_turns), (Limit.MINUTES, t.max_minutes),
+                                                      (Limit.COST, t.max_cost)) if value is not None]
+    return ", ".join(parts)
 
 
 async def _tasks(ctx: CommandContext, args: dict[str, Any]) -> Reply:
@@ -99,6 +110,9 @@ async def _task(ctx: CommandContext, args: dict[str, Any]) -> Reply:
     if t.pending_inputs:
         lines.append(f"  follow-ups waiting: {len(t.pending_inputs)}")
     lines.append(f"  decisions {t.decision_count} ({t.auto_resolved_count} by policy)")
+    used = burn_down(t)
+    if used:
+        lines.append(f"  budget {' · '.join(used)}")
     for conf in await ctx.shepherd.confirmations.pending(ctx.principal, task_id=t.id):
         lines.append(f"  waiting for approval {conf.code}: {conf.summary} (`approve {conf.code}`)")
     evidence = Evidence.of(t)
@@ -160,12 +174,20 @@ def register(reg: CommandRegistry) -> None:
                 metavar="NAME"),
             Arg("session", "a session it joins (default: the thread's session, or a new one)", ArgKind.OPTION,
                 required=False, metavar="S"),
+            Arg("max_turns", "budget: at most N turns, then people are asked to extend it or stop", ArgKind.OPTION,
+                required=False, metavar="N"),
+            Arg("max_minutes", "budget: at most M minutes of the agent's running time", ArgKind.OPTION,
+                required=False, metavar="M"),
+            Arg("max_cost", "budget: at most USD dollars, as the agent reports its cost", ArgKind.OPTION,
+                required=False, metavar="USD"),
         ),
         examples=('run "fix the flaky auth test" --repo acme/api', 'run "add a README" --agent demo',
-                  'run "now the changelog" --session sess_3f9a1c07be12a4c0'),
+                  'run "now the changelog" --session sess_3f9a1c07be12a4c0',
+                  'run "migrate the tests" --max-turns 3 --max-cost 2'),
         details="The task gets a branch shepherd/<name>; its outcome comes with the exit code, the duration, "
                 "what changed and the last lines it printed. Run in a thread, it joins the thread's session "
-                "(the first task run there begins it); --session joins another.",
+                "(the first task run there begins it); --session joins another. At a limit of its budget the work "
+                "pauses and people are asked to extend it by the same amount or stop it (`approve CODE`).",
     ))
     reg.add(CommandSpec(
         "tasks", "list tasks, newest first", V, _tasks,

@@ -249,3 +249,21 @@ def verdict(line: str) -> Outcome | None:
     if _BUDGET.search(line):
         return Outcome.BUDGET_EXCEEDED
     return None
+
+
+# What a turn cost, where the agent says so: Claude Code's JSON result (`--output-format json`, or the last line of
+# `stream-json`) carries `"total_cost_usd": 0.0123`, the cost of that run. The first cheap test keeps the regex off
+# nearly every line.
+_COST = re.compile(r'"total_cost_usd"\s*:\s*([0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)')
+MAX_REPORTED_COST = 1_000_000.0
+
+
+def reported_cost(line: str) -> float | None:
+    """The dollars an output line reports the turn cost, or None when it reports none."""
+    if "total_cost_usd" not in line:
+        return None
+    match = _COST.search(line)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    return value if 0 <= value <= MAX_REPORTED_COST else None

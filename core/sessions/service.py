@@ -36,6 +36,7 @@ from core.tasks.steering import MAX_PROMPT
 from core.textcheck import free_text
 
 if TYPE_CHECKING:
+    from core.sessions.loop import Loops
     from core.tasks.service import Tasks
 
 __all__ = ["MAX_PAGE", "Session", "SessionPage", "Sessions", "new_session_id"]
@@ -60,12 +61,14 @@ def _like(text: str) -> str:
 class Sessions:
     """Sessions' life. `tasks` starts a standard session's first task and stops a session's tasks on archive and
     delete; `agent_env` are the variable names the operator passes to agents (SHEPHERD_AGENT_ENV), which a session's
-    env may also set."""
+    env may also set; `loops` starts a loop session's first iteration."""
 
-    def __init__(self, db: Database, tasks: Tasks | None = None, *, agent_env: Iterable[str] = ()) -> None:
+    def __init__(self, db: Database, tasks: Tasks | None = None, *, agent_env: Iterable[str] = (),
+                 loops: Loops | None = None) -> None:
         self.db = db
         self.tasks = tasks
         self.agent_env = tuple(agent_env)
+        self.loops = loops
 
     # --- creating ------------------------------------------------------------------------------
 
@@ -80,7 +83,8 @@ class Sessions:
     ) -> Session:
         """A new session, its fields checked. A standard session with a task starts its first task in the same
         commit (the default agent, the primary repository and its branch, the session's budget): a task that cannot
-        start (an unknown agent, a repository Shepherd may not fetch) leaves no session behind either. `start`
+        start (an unknown agent, a repository Shepherd may not fetch) leaves no session behind either. A loop session
+        starts its first iteration the same way (core.sessions.loop). `start`
         False: the caller starts its tasks itself (CloudCoding's invoke, whose tasks are its parallel ones)."""
         principal.require(Scope.WRITE, "creating a session")
         task = free_text((task or "").strip(), "the task")
@@ -110,7 +114,9 @@ class Sessions:
                 session.add(row)
                 await record(session, principal, "session", "session.created", session_id=row.id,
                              payload=created_payload(row))
-            if start and mode == "standard" and task and self.tasks is not None:
+            if start and settings is not None and self.loops is not None:  # iteration 1, in the same commit
+                await self.loops.start(principal, row.id)
+            elif start and mode == "standard" and task and self.tasks is not None:
                 primary = row.repos[0] if row.repos else {}
                 await self.tasks.create(principal, prompt=task, runtime=agent, repo=fields.repo_ref(primary),
                                         branch=primary.get("branch"), session_id=row.id)

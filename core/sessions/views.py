@@ -20,7 +20,7 @@ from core.tasks.state import TaskStatus
 RUNNING, PAUSED, PROVISIONING, HISTORY = "running", "paused", "provisioning", "history"
 _RUNNING = {TaskStatus.INITIALIZING.value, TaskStatus.RUNNING.value}
 _PROVISIONING = {TaskStatus.PENDING.value, TaskStatus.QUEUED.value}
-_LOOP_RUNNING = {"starting", "running"}
+_LOOP_RUNNING = frozenset({"running"})  # "starting": its task waits for a runner (provisioning)
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,17 @@ from core.people.access import Principal
 from core.runners import RunExit
 from core.runners.repos import repo_kind
 from core.runners.workspace import commit_all
+from core.sessions import iterations
 from core.shepherd import Shepherd
 from core.store.events import record
 from core.store.models import Agent, Task
+from core.tasks import extensions
 from core.tasks import state as task_state
 from core.tasks.evidence import DiffStats, Evidence
 from core.tasks.group import GroupWrites
 from core.tasks.output import TaskOutput
 from core.tasks.rows import agent_after, delete_rows
-from core.tasks.state import Control, Outcome, TaskStatus
+from core.tasks.state import GATED, Control, Outcome, TaskStatus
 
 if TYPE_CHECKING:
     from core.tasks.turns import Turn
@@ -113,7 +115,16 @@ class TurnEnd:
         system = Principal.system(task.org_id)
         if turn.session_ref:
             task.session_ref = turn.session_ref
+        # what the turn used of its budget: its wall time (pauses left out) and what its agent reported spending
+        task.run_seconds += turn.running_s()
+        if turn.cost is not None:
+            task.cost_usd = (task.cost_usd or 0.0) + turn.cost
+        await extensions.void_pending(session, self.shepherd.confirmations, task, f"the turn ended ({outcome.value})")
         follow_ups = list(task.pending_inputs)
+        # a loop task's iteration ended: the loop ends, or its next iteration follows (the changes wait for its end)
+        iteration = await iterations.turn_ended(session, task, outcome, evidence)
+        if iteration is not None:
+            plan = None
         if plan is not None and not follow_ups and TaskStatus(task.status) is TaskStatus.RUNNING:
             # the turn is done; what it produced leaves the workspace only through the gate
             task_state.await_gate(task, evidence, plan.summary)
@@ -134,9 +145,14 @@ class TurnEnd:
         await record(session, system, "task", "task.finished", agent_id=task.agent_id, task_id=task.id,
                      payload={"outcome": outcome.value, "turn": task.turns, "evidence": evidence.to_json(),
                               "droppedInputs": dropped_inputs})
-        if task.pending_inputs:
-            # follow-ups sent while the agent worked: the next turn waits for a runner like any other
-            task_state.follow_up(task, f"{outcome.value}; next: {len(task.pending_inputs)} follow-up(s) waiting")
+        if iteration is not None:
+            await iterations.queue(session, self.shepherd.confirmations, task, iteration)
+        if task.pending_inputs and TaskStatus(task.status) not in GATED:
+            # follow-ups sent while the agent worked (or the loop's next iteration): the next turn waits for a
+            # runner like any other, unless its budget is used up: then people are asked to extend it
+            waiting = f"{outcome.value}; next: {len(task.pending_inputs)} follow-up(s) waiting"
+            if not await extensions.next_turn(session, self.shepherd.confirmations, task, waiting):
+                await iterations.waiting_on_budget(session, task)
 
     async def gate(self, session: AsyncSession, task: Task, plan: Plan) -> None:
         """Ask the policy about an awaiting task's own next action, in the transaction that ends its turn."""

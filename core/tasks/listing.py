@@ -17,7 +17,8 @@ _L = table_of(TaskLog)
 # What a listed task shows (Coder's task); not its evidence, pending inputs or log snapshot (up to 64 KB).
 LISTING_COLUMNS = (_T.c.id, _T.c.name, _T.c.display_name, _T.c.prompt, _T.c.org_id, _T.c.owner_id, _T.c.owner_name,
                    _T.c.agent_id, _T.c.runtime, _T.c.status, _T.c.state, _T.c.state_message, _T.c.state_at,
-                   _T.c.control, _T.c.turns, _T.c.created_at, _T.c.updated_at)
+                   _T.c.control, _T.c.turns, _T.c.created_at, _T.c.updated_at, _T.c.max_turns, _T.c.max_minutes,
+                   _T.c.max_cost, _T.c.cost_usd, _T.c.run_seconds)
 
 
 class TaskRow(NamedTuple):
@@ -41,6 +42,11 @@ class TaskRow(NamedTuple):
     turns: int
     created_at: datetime
     updated_at: datetime
+    max_turns: int | None
+    max_minutes: float | None
+    max_cost: float | None
+    cost_usd: float | None
+    run_seconds: float
 
 
 class LogRow(NamedTuple):

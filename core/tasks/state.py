@@ -59,9 +59,10 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.RUNNING: frozenset({TaskStatus.PAUSED, TaskStatus.PENDING, TaskStatus.AWAITING, *FINISHED}),
     TaskStatus.PAUSED: frozenset({TaskStatus.RUNNING, *FINISHED}),
     TaskStatus.AWAITING: frozenset({TaskStatus.PENDING, *FINISHED}),
-    TaskStatus.COMPLETED: frozenset({TaskStatus.PENDING}),
-    TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
-    TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING}),
+    # a finished task's next turn may wait on people first (its budget reached, a loop's next iteration)
+    TaskStatus.COMPLETED: frozenset({TaskStatus.PENDING, TaskStatus.AWAITING}),
+    TaskStatus.FAILED: frozenset({TaskStatus.PENDING, TaskStatus.AWAITING}),
+    TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING, TaskStatus.AWAITING}),
 }
 
 
@@ -77,6 +78,10 @@ class Control(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     DELETE = "delete"
+    EXCEEDED = "budget_exceeded"  # a stop because people did not extend its budget (core.tasks.extensions)
+
+
+STOPS = frozenset({Control.STOP, Control.DELETE, Control.EXCEEDED})
 
 
 class Outcome(StrEnum):
@@ -213,6 +218,18 @@ def follow_up(task: Task, message: str = "follow-up waiting for a runner") -> No
     """One more turn: a finished (or awaiting) task waits for a runner again, with no outcome yet."""
     _require(task, FINISHED | GATED, "take a follow-up turn")
     _move(task, TaskStatus.PENDING, State.IDLE, message)
+    task.outcome = None
+    task.finished_at = None
+
+
+def hold(task: Task, message: str) -> None:
+    """Its next turn waits on people (its budget to be extended, a loop's next iteration to be approved):
+    awaiting, with no outcome yet; the turn's input waits in `pending_inputs`."""
+    _require(task, FINISHED | GATED, "wait on people for its next turn")
+    if status_of(task) in GATED:
+        _say(task, State.IDLE, message)
+        return
+    _move(task, TaskStatus.AWAITING, State.IDLE, message)
     task.outcome = None
     task.finished_at = None
 

@@ -19,14 +19,16 @@ from core.clock import as_utc, utcnow
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.people.access import Principal, Scope
 from core.runners.sandbox import home_for
+from core.sessions import iterations
 from core.sessions.rows import refuse_archived
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Task
+from core.tasks import extensions
 from core.tasks import state as task_state
 from core.tasks.rows import agent_after, delete_rows
 from core.tasks.snapshots import MAX_SNAPSHOT_BYTES
-from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, Control, Outcome, TaskStatus
+from core.tasks.state import ACTIVE, FINISHED, GATED, STOPS, WAITING, Control, Outcome, TaskStatus
 from core.textcheck import free_text
 from core.wakeup import Wakeup
 
@@ -103,7 +105,7 @@ class TaskSteering:
             # Coder answers 409 for the wrong state, a repeat included: pausing a paused task is a mistake the
             # client should hear about. Until the runner has applied one, the other takes it back; neither
             # takes back a stop.
-            if control in (Control.PAUSE, Control.RESUME) and task.control in (Control.STOP, Control.DELETE):
+            if control in (Control.PAUSE, Control.RESUME) and task.control in STOPS:
                 raise Conflict(f"task {task.name} is being stopped", code="TASK_STOPPING")
             if control is Control.PAUSE:
                 if not ((status is TaskStatus.RUNNING and task.control != Control.PAUSE)
@@ -127,6 +129,7 @@ class TaskSteering:
                 await self._void_gate(session, task, f"the task was cancelled by {principal.actor}")
                 task_state.cancel(task, principal.actor)
                 await agent_after(session, task, Outcome.CANCELLED)
+                await iterations.task_ended(session, task)  # a loop task's loop ends with it
             else:  # delete a task no runner holds
                 await self._void_gate(session, task, f"the task was deleted by {principal.actor}")
                 workspace, deleted = task.workspace, True
@@ -170,7 +173,7 @@ class TaskSteering:
                     f"task {task.name} is {status.value} and has not started its first turn; "
                     "change its prompt instead (PATCH …/input)", code="TASK_NOT_STARTED",
                 )
-            if task.control in (Control.STOP, Control.DELETE):
+            if task.control in STOPS:
                 raise Conflict(f"task {task.name} is being stopped", code="TASK_STOPPING")
             if task.workspace_pruned_at is not None:  # core.housekeeping: nothing left for a turn to work in
                 raise Conflict(
@@ -184,7 +187,8 @@ class TaskSteering:
             queued = status not in FINISHED and status not in GATED
             if not queued:
                 await self._void_gate(session, task, "a follow-up was sent: the next turn's result is asked anew")
-                task_state.follow_up(task)
+                # its turn waits for a runner, or for people to extend its budget when a limit is reached
+                await extensions.next_turn(session, self.confirmations, task, "follow-up waiting for a runner")
             session.add(task)
             await record(session, principal, "task", "task.input_sent", agent_id=task.agent_id, task_id=task.id,
                          payload={"queued": queued, "length": len(text)})

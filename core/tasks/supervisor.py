@@ -26,9 +26,10 @@ from core.store.models import Confirmation, Task
 from core.tasks.claims import Caps, Claims, plan_claims
 from core.tasks.config import RunnerConfig as RunnerConfig  # re-exported: the shell builds it from Settings
 from core.tasks.ending import TurnEnd
+from core.tasks.minutes import MinuteBudgets
 from core.tasks.nodes import RunnerNodes
 from core.tasks.output import TaskOutput
-from core.tasks.state import Control
+from core.tasks.state import STOPS, Control
 from core.tasks.turns import Turns
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class TaskSupervisor:
         self.turns = Turns(shepherd, shepherd.catalog, config, runner, self.output, ending, self.wake,
                            credentials=credentials)
         self.actions = ApprovedActions(shepherd, executor, config, ending, self.node_id)
+        self.minutes = MinuteBudgets(shepherd, self.output)
         self._closing = False
         self._jobs: list[asyncio.Task[None]] = []
         self._last_sweep = 0.0
@@ -90,6 +92,7 @@ class TaskSupervisor:
             await self.shepherd.runs_due.wait(self.config.poll_s)
             try:
                 await self._apply_controls()
+                await self.minutes.check(self.turns.running)
                 await self._keep_askers_alive()
                 if not self._closing:
                     await self._claim()
@@ -127,7 +130,7 @@ class TaskSupervisor:
             turn = running.get(task_id)
             if turn is None:
                 continue
-            if control in (Control.STOP, Control.DELETE):
+            if control in STOPS:
                 if turn.stop_reason is None:
                     turn.stop_reason = control
                     if turn.handle is not None:

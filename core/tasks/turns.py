@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -29,9 +30,10 @@ from core.people.access import Principal
 from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
 from core.runners.credentials import GitCredentials, git_auth
 from core.runners.local import RunnerError
-from core.runners.presets import AgentCatalog, verdict
+from core.runners.presets import AgentCatalog, reported_cost, verdict
 from core.runners.sandbox import SANDBOX_HOME, SANDBOX_SOCKET, SANDBOX_TOOLS, SandboxView, home_for
 from core.runners.workspace import WorkspaceError, diff_stats, prepare
+from core.sessions import iterations
 from core.shepherd import Shepherd
 from core.store.events import record
 from core.store.models import Agent, Confirmation, Session, Task, TaskLog
@@ -66,6 +68,25 @@ class Turn:
     session_ref: str | None = None
     # claimed before its callback token exists: every `shepherd ask` since belongs to this turn
     started: datetime = field(default_factory=utcnow)
+    cost: float | None = None  # what the agent reported the turn cost (core.runners.presets.reported_cost)
+    began: float | None = None  # when its process started (the loop's clock); its wall time leaves pauses out
+    paused_s: float = 0.0
+    paused_at: float | None = None
+
+    def running_s(self) -> float:
+        """How long its process has run, pauses left out: what its budget's minutes count."""
+        if self.began is None:
+            return 0.0
+        now = time.monotonic()
+        return now - self.began - self.paused_s - ((now - self.paused_at) if self.paused_at is not None else 0.0)
+
+    def note_pause(self, paused: bool) -> None:
+        now = time.monotonic()
+        if paused and self.paused_at is None:
+            self.paused_at = now
+        elif not paused and self.paused_at is not None:
+            self.paused_s += now - self.paused_at
+            self.paused_at = None
 
 
 def agent_env(config: RunnerConfig, task: Task, workspace: Path, token: str | None = None,
@@ -132,6 +153,8 @@ def _outcome(
 ) -> tuple[Outcome, str]:
     if stop_reason == "shutdown":
         return Outcome.INTERRUPTED, "Shepherd stopped while the agent was working; `send` continues it"
+    if stop_reason == Control.EXCEEDED:
+        return Outcome.BUDGET_EXCEEDED, "its budget was reached and people did not extend it; its processes were ended"
     if exit_.reason is ExitReason.STOPPED or stop_reason is not None:
         return Outcome.CANCELLED, "stopped on request; its processes were ended"
     if exit_.reason is ExitReason.IDLE_TIMEOUT:
@@ -253,6 +276,7 @@ class Turns:
             turn.handle = await self.runner.start(await self._spec(task, workspace, text, session_ref, follow_up))
         except RunnerError as exc:
             return await self._fail(turn, exc.message)
+        turn.began = time.monotonic()
         if not await self._started(turn, task, text, session_ref, follow_up):
             # ended or claimed elsewhere while this runner prepared (it was thought dead): the agent goes, and its
             # end is only recorded (the task's state is the other decision's)
@@ -332,6 +356,7 @@ class Turns:
             task.base_sha = snapshot.base_sha
             task_state.start_turn(task, follow_up=follow_up)
             task.turns += 1
+            await iterations.turn_started(session, task)
             task.pid = handle.pid
             task.session_ref = session_ref
             task.started_at = task.started_at or utcnow()
@@ -357,6 +382,9 @@ class Turns:
 
     def _on_line(self, turn: Turn, line: str) -> None:
         turn.last_lines.append(line)
+        cost = reported_cost(line)
+        if cost is not None:
+            turn.cost = cost
         if turn.verdict is None:
             found = verdict(line)
             if found is not None:
@@ -392,12 +420,16 @@ class Turns:
             task.control = None
             if control is Control.PAUSE and task.status == TaskStatus.RUNNING:
                 turn.handle.pause()
+                turn.note_pause(True)
                 task_state.pause(task)
+                await iterations.paused(session, task, True)
                 await take_snapshot(session, task)
                 name = "task.paused"
             elif control is Control.RESUME and task.status == TaskStatus.PAUSED:
                 turn.handle.resume()
+                turn.note_pause(False)
                 task_state.resume(task)
+                await iterations.paused(session, task, False)
                 await note_waiting(session, task)  # still asking people?
                 name = "task.resumed"
             else:
