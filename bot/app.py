@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+import adapters.rest.agentuity_history
 import adapters.rest.coder
 import adapters.rest.codespar
 import adapters.rest.confirmations
@@ -49,6 +50,7 @@ def all_routes() -> list[Route]:
     return [
         *adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES,
         *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES, *adapters.rest.confirmations.ROUTES,
+        *adapters.rest.agentuity_history.ROUTES,
     ]
 
 

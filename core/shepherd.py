@@ -15,6 +15,7 @@ from core.channels.subscriptions import Subscriptions
 from core.digests.service import Digests
 from core.housekeeping import Housekeeping, Retention
 from core.overview import Overviews
+from core.people.directory import Directory
 from core.people.links import Links
 from core.people.orgs import Orgs
 from core.people.tokens import Tokens
@@ -23,6 +24,7 @@ from core.projects import Projects
 from core.runners.presets import AgentCatalog
 from core.runners.repos import RepoRules
 from core.schedule.service import Scheduling
+from core.sessions.history import SessionHistory
 from core.sessions.service import Sessions
 from core.store.db import Database
 from core.store.events import Events
@@ -70,3 +72,5 @@ class Shepherd:
         self.housekeeping = Housekeeping(db, self.tasks, retention)  # the `cleanup` job (issue 16)
         self.scheduling = Scheduling(db)
         self.sessions = Sessions(db)  # workstreams that group tasks (issue 17)
+        self.history = SessionHistory(db)  # a session's replay and event history (issue 17)
+        self.directory = Directory(db)  # the org's people to search (the hub's users, issue 17)
