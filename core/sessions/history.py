@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import NotFound
 from core.people.access import Principal, Scope
-from core.sessions.replay import Entry, Mark, Source, entries_source, event_entries, log_entry
+from core.sessions.replay import SILENT, Entry, Mark, Source, entries_source, event_entries, log_entry
 from core.sessions.rows import ARCHIVED, find_session
 from core.store.db import Database
 from core.store.models import Event, Session, Task, TaskLog, table_of
@@ -120,11 +120,12 @@ class SessionHistory:
         upto: tuple[int, int] | None = None,
     ) -> ReplayPage:
         # limit+1 rows of each source: their smallest `limit` entries are the page's (a row not read comes after
-        # every row read of its source, and those give at least `limit` entries)
+        # every row read of its source, and those give at least `limit` entries: each row gives one or more, but
+        # the one at the mark, which may have given its entries already; events that give none are not read)
         logs = select(_L.c.id, _L.c.task_id, _L.c.time, _L.c.type, _L.c.content).where(
             _L.c.task_id.in_(_tasks_of(session_id)))
         events = select(_E.c.id, _E.c.name, _E.c.category, _E.c.task_id, _E.c.occurred_at, _E.c.payload).where(
-            _events_of(org_id, session_id))
+            _events_of(org_id, session_id), _E.c.name.not_in(SILENT))
         if mark is not None:
             logs = logs.where(_after(_L.c.time, _L.c.id, "l", mark))
             events = events.where(_after(_E.c.occurred_at, _E.c.id, "e", mark))

@@ -108,15 +108,15 @@ def log_entry(row_id: int, task_id: str, at: datetime, kind: str, content: str) 
 
 # Events whose news the replay already tells another way: a follow-up sent (its `user_prompt` comes when its
 # turn starts), a prompt changed before the start (the prompt is the first `user_prompt`), a reminder.
-_SILENT = frozenset({"task.input_sent", "task.input_updated", "confirmation.reminded"})
+SILENT = frozenset({"task.input_sent", "task.input_updated", "confirmation.reminded"})
 _EVIDENCE_KEYS = ("reason", "exitCode", "durationSeconds", "diff", "droppedLines", "confirmation")
 
 
 def event_entries(
     row_id: int, name: str, category: str, task_id: str | None, at: datetime, payload: dict[str, Any],
 ) -> list[Entry]:
-    """The entries one event gives: none, one, or for a task's finish its turn's end and its result."""
-    if name in _SILENT:
+    """The entries one event gives: none (SILENT), one, or for a task's finish its turn's end and its result."""
+    if name in SILENT:
         return []
     at = as_utc(at)
     us = micros(at)
