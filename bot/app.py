@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 import adapters.rest.agentuity
+import adapters.rest.agentuity_history
 import adapters.rest.agentuity_loop
 import adapters.rest.cloudcoding
 import adapters.rest.coder
@@ -52,7 +53,8 @@ def all_routes() -> list[Route]:
     return [
         *adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES,
         *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES, *adapters.rest.confirmations.ROUTES,
-        *adapters.rest.agentuity.ROUTES, *adapters.rest.agentuity_loop.routes, *adapters.rest.cloudcoding.ROUTES,
+        *adapters.rest.agentuity.ROUTES, *adapters.rest.agentuity_loop.routes, *adapters.rest.agentuity_history.ROUTES,
+        *adapters.rest.cloudcoding.ROUTES,
     ]
 
 

@@ -15,6 +15,7 @@ from core.channels.subscriptions import Subscriptions
 from core.digests.service import Digests
 from core.housekeeping import Housekeeping, Retention
 from core.overview import Overviews
+from core.people.directory import Directory
 from core.people.links import Links
 from core.people.orgs import Orgs
 from core.people.tokens import Tokens
@@ -24,6 +25,7 @@ from core.runners.presets import AgentCatalog
 from core.runners.repos import RepoRules
 from core.runners.run_tokens import RunTokens
 from core.schedule.service import Scheduling
+from core.sessions.history import SessionHistory
 from core.sessions.invoke import Invocations
 from core.sessions.loop import Loops
 from core.sessions.service import Sessions
@@ -83,3 +85,5 @@ class Shepherd:
         self.run_tokens = RunTokens()
         self.invocations = Invocations(db, self.tasks, self.sessions, self.run_tokens, self.catalog,
                                        self.output_written)
+        self.history = SessionHistory(db)  # a session's replay and event history (issue 17)
+        self.directory = Directory(db)  # the org's people to search (the hub's users, issue 17)

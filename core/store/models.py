@@ -160,6 +160,7 @@ class Task(SQLModel, table=True):
         Index("ix_task_agent", "agent_id"),
         Index("ix_task_unpruned", "workspace_pruned_at", "finished_at", "id"),
         Index("ix_task_session", "session_id", "created_at"),
+        Index("ix_task_org_owner", "org_id", "owner_id", "created_at"),  # a person's last activity (hub users)
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -344,7 +345,10 @@ class Confirmation(SQLModel, table=True):
 class Vote(SQLModel, table=True):
     """One person's vote on a confirmation; the unique key makes a second click of the same person a no-op."""
 
-    __table_args__ = (UniqueConstraint("confirmation_id", "voter_id"),)
+    __table_args__ = (
+        UniqueConstraint("confirmation_id", "voter_id"),
+        Index("ix_vote_voter", "voter_id", "at"),  # a person's last activity (hub users)
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     confirmation_id: str = Field(foreign_key="confirmation.id", ondelete="CASCADE", max_length=64)
