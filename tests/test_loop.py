@@ -203,7 +203,8 @@ async def test_the_loop_route_shows_every_key_and_refuses_other_orgs(world: Worl
     mount(app, routes)
     client = TestClient(TestServer(app))
     await client.start_server()
-    token = (await world.shepherd.tokens.create(org_id="acme", user="alice", scopes="read,write")).secret
+    # an admin's token: the sessions here are private ones of ALICE (a principal of the tests, not this user)
+    token = (await world.shepherd.tokens.create(org_id="acme", user="alice", scopes="read,write,admin")).secret
     other = (await world.shepherd.tokens.create(org_id="globex", user="gus", scopes="read")).secret
 
     async def get(path: str, secret: str = token) -> tuple[int, Any]:
@@ -228,6 +229,10 @@ async def test_the_loop_route_shows_every_key_and_refuses_other_orgs(world: Worl
         _, plain = await get(f"/hub/session/{standard.id}/loop")
         assert plain == {"sessionId": standard.id, "workflowMode": "standard", "loop": None}
         assert (await get(f"/hub/session/{row.id}/loop", other))[0] == 404
+        # a private session's loop (its goal, the agent's summaries) is hidden from the rest of the org too
+        bob = (await world.shepherd.tokens.create(org_id="acme", user="bob", scopes="read,write")).secret
+        status, body = await get(f"/hub/session/{row.id}/loop", bob)
+        assert status == 404 and body["code"] == "SESSION_NOT_FOUND"
         status, body = await get(f"/hub/session/{row.id}/loop?orgId=globex")
         assert status == 403 and body["code"] == "ORG_MISMATCH"
         assert (await get("/hub/session/sess_nope/loop"))[1]["code"] == "SESSION_NOT_FOUND"
