@@ -20,7 +20,7 @@ from adapters.rest.framework import SHEPHERD, envelope_middleware, mount
 from bot.app import create_callback_app
 from bot.callbacks import write_launcher
 from bot.presets import agent_catalog
-from core.errors import Unauthorized
+from core.errors import Conflict, Unauthorized
 from core.people.access import Principal, Role
 from core.sessions.loop import LoopStatus
 from core.shepherd import Shepherd
@@ -179,6 +179,20 @@ async def test_rejecting_the_next_iteration_cancels_the_loop_and_ends_its_task(w
     ended = await world.task(task.id)
     assert (ended.status, ended.outcome, ended.turns) == ("cancelled", "cancelled", 1)
     assert "rejected by alice" in ended.evidence["reason"]
+
+
+async def test_a_follow_up_while_the_next_iteration_is_asked_does_not_run_it_unapproved(world: World) -> None:
+    row = await world.loop_session("one step at a time")
+    task = await world.shepherd.loops.start(ALICE, row.id)
+    await world.until(row.id, lambda s: s.loop_status == "awaiting_input")
+    conf = await world.asked(task.id)
+    with pytest.raises(Conflict) as refused:  # not taken (and then lost, or run as the unapproved iteration)
+        await world.shepherd.tasks.send(ALICE, task.id, "a person says hi")
+    assert refused.value.code == "LOOP_AWAITING" and conf.code in str(refused.value)
+    assert (await world.task(task.id)).status == "awaiting"
+    assert [c.code for c in await world.shepherd.confirmations.pending(ALICE, task_id=task.id)] == [conf.code]
+    assert (await world.session(row.id)).loop_iteration == 1, "iteration 2 waits for people"
+    assert len(await world.inputs(task.id)) == 1
 
 
 async def test_a_loop_iteration_is_a_turn_of_the_tasks_budget(world: World) -> None:
