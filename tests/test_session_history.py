@@ -342,3 +342,16 @@ async def test_bad_cursors_are_a_json_400_before_any_stream(lite: Rig) -> None:
     status, body = await rig.call("GET", f"/hub/session/{sess.id}/events/history?beforeId={10**23}")
     assert (status, body["code"]) == (400, "VALIDATION_ERROR"), body
     assert "beforeId" in body["error"]
+
+
+def test_the_followed_routes_document_their_event_stream_beside_their_json() -> None:
+    """A client (or schemathesis: "undocumented Content-Type") reads from /openapi.json that `follow=true` answers
+    text/event-stream, while the page stays JSON with its schema."""
+    from adapters.rest.openapi import build_openapi
+    from bot.app import all_routes
+
+    paths = build_openapi(all_routes(), title="Shepherd", version="test")["paths"]
+    for path in ("/hub/session/{sessionId}/replay", "/api/v2/tasks/{user}/{task}/logs"):
+        content = paths[path]["get"]["responses"]["200"]["content"]
+        assert set(content) == {"application/json", "text/event-stream"}, (path, content)
+        assert "$ref" in content["application/json"]["schema"] or "properties" in content["application/json"]["schema"]

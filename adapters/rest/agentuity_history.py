@@ -183,7 +183,7 @@ ROUTES = [
           "A session's replay: typed entries rebuilt from its tasks' logs and its events, in time order, a page "
           "at a time (limit, afterId; nextAfterId names the next page). follow=true answers Server-Sent Events",
           response=Replay, query=ReplayQuery, errors=(400, 401, 403, 404), tag=_TAG,
-          operation_id="hubSessionReplay"),
+          operation_id="hubSessionReplay", produces="text/event-stream"),
     Route("GET", f"{_SESSION}/events/history", event_history,
           "A session's events (its own and its tasks'), newest first: limit (at most 500) before beforeId",
           response=EventHistory, query=EventsQuery, errors=(400, 401, 403, 404), tag=_TAG,
