@@ -20,7 +20,7 @@ from adapters.rest.framework import SHEPHERD, envelope_middleware, mount
 from bot.app import create_callback_app
 from bot.callbacks import write_launcher
 from bot.presets import agent_catalog
-from core.errors import Unauthorized
+from core.errors import Conflict, Unauthorized
 from core.people.access import Principal, Role
 from core.sessions.loop import LoopStatus
 from core.shepherd import Shepherd
@@ -181,6 +181,20 @@ async def test_rejecting_the_next_iteration_cancels_the_loop_and_ends_its_task(w
     assert "rejected by alice" in ended.evidence["reason"]
 
 
+async def test_a_follow_up_while_the_next_iteration_is_asked_does_not_run_it_unapproved(world: World) -> None:
+    row = await world.loop_session("one step at a time")
+    task = await world.shepherd.loops.start(ALICE, row.id)
+    await world.until(row.id, lambda s: s.loop_status == "awaiting_input")
+    conf = await world.asked(task.id)
+    with pytest.raises(Conflict) as refused:  # not taken (and then lost, or run as the unapproved iteration)
+        await world.shepherd.tasks.send(ALICE, task.id, "a person says hi")
+    assert refused.value.code == "LOOP_AWAITING" and conf.code in str(refused.value)
+    assert (await world.task(task.id)).status == "awaiting"
+    assert [c.code for c in await world.shepherd.confirmations.pending(ALICE, task_id=task.id)] == [conf.code]
+    assert (await world.session(row.id)).loop_iteration == 1, "iteration 2 waits for people"
+    assert len(await world.inputs(task.id)) == 1
+
+
 async def test_a_loop_iteration_is_a_turn_of_the_tasks_budget(world: World) -> None:
     row = await world.loop_session("budgeted", auto=True)
     async with world.shepherd.db.write() as session:
@@ -203,7 +217,8 @@ async def test_the_loop_route_shows_every_key_and_refuses_other_orgs(world: Worl
     mount(app, routes)
     client = TestClient(TestServer(app))
     await client.start_server()
-    token = (await world.shepherd.tokens.create(org_id="acme", user="alice", scopes="read,write")).secret
+    # an admin's token: the sessions here are private ones of ALICE (a principal of the tests, not this user)
+    token = (await world.shepherd.tokens.create(org_id="acme", user="alice", scopes="read,write,admin")).secret
     other = (await world.shepherd.tokens.create(org_id="globex", user="gus", scopes="read")).secret
 
     async def get(path: str, secret: str = token) -> tuple[int, Any]:
@@ -228,6 +243,10 @@ async def test_the_loop_route_shows_every_key_and_refuses_other_orgs(world: Worl
         _, plain = await get(f"/hub/session/{standard.id}/loop")
         assert plain == {"sessionId": standard.id, "workflowMode": "standard", "loop": None}
         assert (await get(f"/hub/session/{row.id}/loop", other))[0] == 404
+        # a private session's loop (its goal, the agent's summaries) is hidden from the rest of the org too
+        bob = (await world.shepherd.tokens.create(org_id="acme", user="bob", scopes="read,write")).secret
+        status, body = await get(f"/hub/session/{row.id}/loop", bob)
+        assert status == 404 and body["code"] == "SESSION_NOT_FOUND"
         status, body = await get(f"/hub/session/{row.id}/loop?orgId=globex")
         assert status == 403 and body["code"] == "ORG_MISMATCH"
         assert (await get("/hub/session/sess_nope/loop"))[1]["code"] == "SESSION_NOT_FOUND"

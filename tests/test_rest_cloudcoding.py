@@ -283,6 +283,10 @@ async def test_a_task_pinned_to_a_process_that_is_gone_ends_instead_of_waiting(r
     ({"github_token": "two words", "messages": [{"type": "human", "content": "x"}]}, "INVALID_TOKEN", "no spaces"),
     ({"agent": "nope", "messages": [{"type": "human", "content": "x"}]}, "UNKNOWN_AGENT", "unknown agent"),
     ({"haiku": "yes", "messages": [{"type": "human", "content": "x"}]}, "VALIDATION_ERROR", "haiku"),
+    # checked before the session and the first tasks are made: a refused request must start no agent
+    ({"branch": "-x", "messages": [{"type": "human", "content": "x"}]}, "INVALID_BRANCH", "branch name"),
+    ({"parallel_tasks": [{"prompt": "a", "task_name": "ok"}, {"prompt": "b", "task_name": "x\ny"}]},
+     "VALIDATION_ERROR", "line break"),
 ])
 async def test_bad_input_is_a_json_400_before_the_stream(rig: Rig, body: dict[str, Any], code: str,
                                                           words: str) -> None:

@@ -327,3 +327,31 @@ async def test_other_orgs_and_private_sessions_are_not_found(lite: Rig) -> None:
     assert (status, body["code"]) == (400, "INVALID_AFTER_ID")
     status, body = await replay(rig, sess.id, "?limit=0")
     assert (status, body["code"]) == (400, "VALIDATION_ERROR")
+
+
+async def test_bad_cursors_are_a_json_400_before_any_stream(lite: Rig) -> None:
+    rig = lite
+    sess = await rig.shepherd.sessions.create(await me(rig), task="cursors", start=False)
+    # followed, a cursor it cannot read is refused as JSON, not a stream that ends empty with a logged traceback
+    status, body = await replay(rig, sess.id, "?follow=true&afterId=nonsense")
+    assert (status, body["code"]) == (400, "INVALID_AFTER_ID"), body
+    status, body = await rig.call("GET", f"/hub/session/{sess.id}/replay?follow=true", headers={
+        "Authorization": f"Bearer {rig.token}", "Last-Event-ID": "9999999999999999999-l9999999999999999999"})
+    assert (status, body["code"]) == (400, "INVALID_AFTER_ID"), body
+    # an event id past what the store holds is a 400 (it was a 500: too large for an SQL integer)
+    status, body = await rig.call("GET", f"/hub/session/{sess.id}/events/history?beforeId={10**23}")
+    assert (status, body["code"]) == (400, "VALIDATION_ERROR"), body
+    assert "beforeId" in body["error"]
+
+
+def test_the_followed_routes_document_their_event_stream_beside_their_json() -> None:
+    """A client (or schemathesis: "undocumented Content-Type") reads from /openapi.json that `follow=true` answers
+    text/event-stream, while the page stays JSON with its schema."""
+    from adapters.rest.openapi import build_openapi
+    from bot.app import all_routes
+
+    paths = build_openapi(all_routes(), title="Shepherd", version="test")["paths"]
+    for path in ("/hub/session/{sessionId}/replay", "/api/v2/tasks/{user}/{task}/logs"):
+        content = paths[path]["get"]["responses"]["200"]["content"]
+        assert set(content) == {"application/json", "text/event-stream"}, (path, content)
+        assert "$ref" in content["application/json"]["schema"] or "properties" in content["application/json"]["schema"]

@@ -17,7 +17,7 @@ from core.errors import Forbidden
 from core.people.access import Principal
 from core.people.directory import MAX_PAGE as MAX_USERS
 from core.sessions.history import EVENTS_PAGE, FOLLOW_POLL_S, MAX_EVENTS_PAGE, MAX_REPLAY_PAGE, REPLAY_PAGE, Ended
-from core.sessions.replay import Source
+from core.sessions.replay import Mark, Source
 from core.store.models import Event
 
 REPLAY_POLL = web.AppKey("replay_poll_s", float)  # how often a followed replay looks for new entries (tests: less)
@@ -70,7 +70,8 @@ class Replay(ApiModel):
 
 class EventsQuery(OrgQuery):
     limit: int = Field(default=EVENTS_PAGE, ge=1, le=MAX_EVENTS_PAGE)
-    before_id: int | None = Field(default=None, ge=1, description="Only events older than this event id")
+    before_id: int | None = Field(default=None, ge=1, le=2**62,  # beyond, no SQL integer holds it (a 500)
+                                  description="Only events older than this event id")
 
 
 class HistoryEvent(ApiModel):
@@ -126,6 +127,8 @@ async def replay(req: ApiRequest) -> Any:
     if q.follow:
         await history.session(req.principal, sid)  # a 404 answers as JSON, before the stream begins
         after = q.after_id or req.http.headers.get("Last-Event-ID") or None
+        if after:  # a cursor it cannot read is a JSON 400 here: once the stream began, it could only end empty
+            Mark.parse(after)
         poll = req.http.app.get(REPLAY_POLL, FOLLOW_POLL_S)
 
         async def items() -> AsyncIterator[Sse]:
@@ -180,7 +183,7 @@ ROUTES = [
           "A session's replay: typed entries rebuilt from its tasks' logs and its events, in time order, a page "
           "at a time (limit, afterId; nextAfterId names the next page). follow=true answers Server-Sent Events",
           response=Replay, query=ReplayQuery, errors=(400, 401, 403, 404), tag=_TAG,
-          operation_id="hubSessionReplay"),
+          operation_id="hubSessionReplay", produces="text/event-stream"),
     Route("GET", f"{_SESSION}/events/history", event_history,
           "A session's events (its own and its tasks'), newest first: limit (at most 500) before beforeId",
           response=EventHistory, query=EventsQuery, errors=(400, 401, 403, 404), tag=_TAG,

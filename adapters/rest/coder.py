@@ -563,7 +563,8 @@ ROUTES = [
           "snapshot (its last messages, at most 64 KB) with snapshot true and snapshot_at. Shepherd: with "
           "follow=true, a text/event-stream of `log` events (each a LogEntry), new ones as they are written, and "
           "an `end` event ({status, state, outcome, message}) once the task's turn is over", response=TaskLogs,
-          query=LogsQuery, errors=(400, 401, 403, 404), tag=_TAG, operation_id="coderTaskLogs"),
+          query=LogsQuery, errors=(400, 401, 403, 404), tag=_TAG, operation_id="coderTaskLogs",
+          produces="text/event-stream"),  # with follow=true (the page is JSON)
     Route("POST", f"{_TASK}/pause", pause_task, "Pause a running task (its processes freeze; else 409)",
           response=BuildResponse, status=202, errors=(401, 403, 404, 409), tag=_TAG, operation_id="coderPauseTask"),
     Route("POST", f"{_TASK}/resume", resume_task, "Resume a paused task (else 409)", response=BuildResponse,

@@ -74,8 +74,8 @@ def build_openapi(routes: list[Route], *, title: str, version: str) -> dict[str,
         ok: dict[str, Any] = {"description": route.summary}
         if (i, "response") in keyed:
             ok["content"] = {"application/json": {"schema": keyed[(i, "response")]}}
-        elif route.produces != "application/json":
-            ok["content"] = {route.produces: {"schema": {"type": "string"}}}
+        if route.produces != "application/json":  # with a response model too: a page, or followed as a stream
+            ok.setdefault("content", {})[route.produces] = {"schema": {"type": "string"}}
         responses[str(route.status)] = ok
         for status in route.errors:
             responses[str(status)] = {

@@ -23,6 +23,7 @@ from sqlmodel import col, select
 
 from core.errors import Unavailable, ValidationFailed
 from core.people.access import Principal, Scope
+from core.projects import check_branch
 from core.runners.presets import AgentCatalog
 from core.runners.repos import RepoRules, parse_remote, repo_kind
 from core.runners.run_tokens import RunTokens
@@ -34,7 +35,7 @@ from core.tasks.follow import Follow, Pulse, Tick, last_log_id, read_tick
 from core.tasks.service import Tasks
 from core.tasks.state import FINISHED
 from core.tasks.steering import MAX_INPUT, MAX_PROMPT
-from core.textcheck import free_text
+from core.textcheck import free_text, name_text
 
 MAX_PARALLEL = 10  # tasks of one invocation: each is an agent process on the runner
 HOLD_S = 4 * 3600.0  # a token is forgotten after this long whatever the tasks do (an approval nobody gives)
@@ -180,12 +181,15 @@ class Invocations:
             prompt = task.prompt.strip()
             if not prompt or len(prompt) > MAX_PROMPT:
                 raise InvalidInvoke(f"parallel_tasks {name!r}: a prompt is 1-{MAX_PROMPT} characters")
-            asks.append(ParallelTask(free_text(prompt, f"the prompt of {name}"), free_text(name, "task_name")[:200]))
+            # a name is one line (the task's display name, checked again by Tasks.create): refused here, before
+            # the session and the tasks before it exist, so that a 400 has started no agent
+            asks.append(ParallelTask(free_text(prompt, f"the prompt of {name}"), name_text(name, "task_name")[:200]))
         return asks
 
     async def _check_repo(self, req: InvokeRequest) -> None:
         """repo_url is a repository URL the rules let Shepherd reach (as a task's creation checks), and a token
         travels only over https (or to a host an admin named exactly in SHEPHERD_REPO_HOSTS: an internal server)."""
+        check_branch(req.branch)  # before anything is made (Tasks.create checks it only after the session exists)
         if req.repo_url is None:
             if req.github_token is not None:
                 raise ValidationFailed("github_token is for the clone and push of repo_url: give repo_url too",

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.autonomy.plans import Origin, Plan, Status
 from core.clock import utcnow
+from core.errors import Conflict
 from core.people.access import Principal
 from core.sessions.loop import CONTINUE_ACTION, ENDED, LoopSettings, LoopStatus, is_loop_task, iteration_prompt, mark_of
 from core.sessions.rows import ARCHIVED
@@ -148,6 +150,20 @@ async def waiting_on_budget(session: AsyncSession, task: Task) -> None:
         row.loop_next_action = "extend the budget (budget.extend) or stop"
         _touch(row)
         session.add(row)
+
+
+async def refuse_while_asked(session: AsyncSession, task: Task) -> None:
+    """A follow-up to a loop task whose next iteration people are asked about (`loop.continue`) is refused (409):
+    taken, it would void the question and its turn would run the queued iteration unapproved, the follow-up
+    queued behind it and lost if people then stopped the loop."""
+    if not is_loop_task(task) or TaskStatus(task.status) not in GATED:
+        return
+    asked = (await session.exec(select(Confirmation.code).where(
+        Confirmation.task_id == task.id, Confirmation.action == CONTINUE_ACTION,
+        Confirmation.status == Status.PENDING.value))).first()
+    if asked is not None:
+        raise Conflict(f"task {task.name} is a loop waiting for approval {asked} of its next iteration: approve it "
+                       "(the iteration runs) or reject it (the loop stops) before sending input", code="LOOP_AWAITING")
 
 
 async def continue_decided(session: AsyncSession, confirmations: Confirmations, conf: Confirmation, task: Task,

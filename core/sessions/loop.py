@@ -20,7 +20,7 @@ from core.clock import utcnow
 from core.errors import Conflict, ValidationFailed
 from core.people.access import Principal, Scope
 from core.sessions.fields import repo_ref
-from core.sessions.rows import find_session, live_session
+from core.sessions.rows import find_session, live_session, readable_session
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Event, Session, Task
@@ -158,10 +158,11 @@ class Loops:
         return view.task
 
     async def get(self, principal: Principal, session_id: str) -> Session:
-        """The session, for its loop state (404 for another org's)."""
+        """The session, for its loop state (404 for another org's, and for a private one hidden from the principal:
+        its goal and the agent's summaries are the session's)."""
         principal.require(Scope.READ, "reading a loop")
         async with self.db.read() as session:
-            return await find_session(session, principal.org_id, session_id)
+            return await readable_session(session, principal, session_id)
 
     async def mark(self, task_id: str, token: str, *, status: LoopStatus, summary: str,
                    next_action: str | None = None) -> Session:

@@ -183,6 +183,7 @@ class TaskSteering:
             if len(task.pending_inputs) >= MAX_PENDING_INPUTS:
                 raise Conflict(f"task {task.name} already has {MAX_PENDING_INPUTS} follow-ups waiting",
                                code="TOO_MANY_INPUTS")
+            await iterations.refuse_while_asked(session, task)  # a loop's next iteration asked: people answer first
             task.pending_inputs = [*task.pending_inputs, text]
             queued = status not in FINISHED and status not in GATED
             if not queued:
