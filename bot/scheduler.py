@@ -166,7 +166,12 @@ class Scheduler:
     async def _run(self, job: Job, fire_time: datetime | None) -> None:
         assert fire_time is not None, "the executor passes each run's fire time"  # _FireTimeExecutor
         runs = self.scheduling.runs
-        if not await runs.begin(job.name, fire_time, self.holder):
+        try:
+            begun = await runs.begin(job.name, fire_time, self.holder)
+        except asyncio.CancelledError:  # stopped (no longer the leader, shutting down) before it began: not run
+            log.info("scheduler: job %s at %s not begun: the scheduler stopped", job.name, iso(fire_time))
+            return
+        if not begun:
             log.info("scheduler: job %s at %s was run already: skipped", job.name, iso(fire_time))
             return
         try:
@@ -176,11 +181,13 @@ class Scheduler:
             interrupted = not isinstance(exc, Exception)
             if not interrupted:
                 log.exception("scheduler: job %s at %s failed", job.name, iso(fire_time))
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BaseException):
                 await runs.finish(job.name, fire_time, ok=False, result="interrupted: no longer the leader"
                                   if interrupted else _failure(exc))
             if interrupted:
-                raise
+                # APScheduler logs whatever a job raises as a failure with its traceback: a run cut short by the
+                # scheduler's own stop is not one (its record says it was interrupted)
+                log.info("scheduler: job %s at %s interrupted: the scheduler stopped", job.name, iso(fire_time))
             return
         await runs.finish(job.name, fire_time, ok=True, result=result)
         log.debug("scheduler: job %s at %s: %s", job.name, iso(fire_time), result)

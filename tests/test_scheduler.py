@@ -462,3 +462,32 @@ def test_doctor_shows_the_stall_settings_in_effect(tmp_path: Path, monkeypatch: 
     shown = Settings().masked()
     assert shown["SHEPHERD_STALL_WARN"] == "30 (half of SHEPHERD_TASK_IDLE_TIMEOUT)"
     assert shown["SHEPHERD_STALL_EVERY"] == "10"
+
+
+async def test_a_run_cut_short_by_the_schedulers_stop_is_recorded_interrupted_and_logs_no_traceback(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found in the suite: a server stopping while a job ran logged APScheduler's 'raised an exception' with a
+    CancelledError traceback, as if the job had failed."""
+    db = Database(sqlite_url)
+    shepherd = Shepherd(db)
+    began = asyncio.Event()
+
+    async def slow(now: datetime) -> str:
+        began.set()
+        await asyncio.sleep(30)
+        return "never"
+
+    shepherd.scheduling.jobs = [Job("slow", 0.2, slow)]
+    scheduler = Scheduler(shepherd.scheduling, holder="host-a:1", grace_s=60)
+    try:
+        with caplog.at_level(logging.INFO):
+            await scheduler.start()
+            await asyncio.wait_for(began.wait(), 10)
+            await scheduler.stop()
+            await until(lambda: any("interrupted" in r.message for r in caplog.records))
+        [run] = await runs_of(db, "slow")
+        assert run.ok is False and "interrupted" in (run.result or "")
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], "no failure logged"
+    finally:
+        await db.dispose()
