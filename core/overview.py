@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, func, literal, select, union_all
 from core.autonomy.plans import Status
 from core.clock import utcnow
 from core.people.access import Principal, Scope
+from core.sessions.rows import shown_session, shown_task
 from core.store.db import Database
 from core.store.models import Agent, Confirmation, Project, RunnerNode, Task, table_of
 from core.tasks.service import RUNNER_STALE_S
@@ -28,16 +29,21 @@ class Overview:
     runners: int = 0  # runners with a fresh heartbeat
 
 
-@lru_cache(maxsize=1)
-def _statement() -> Any:
+@lru_cache(maxsize=2)
+def _statement(hide: bool) -> Any:
+    """`hide`: without the tasks (and what they ask) of private sessions that are not the viewer's (`me`)."""
     org: Any = bindparam("org")
     agent, task, project, conf, node = (table_of(m) for m in (Agent, Task, Project, Confirmation, RunnerNode))
+    me: Any = bindparam("me")
+    tasks_shown = [shown_session(task.c.session_id, org, me)] if hide else []
+    confs_shown = [shown_task(conf.c.task_id, org, me)] if hide else []
     return union_all(
         select(literal("agent"), agent.c.status, func.count()).where(agent.c.org_id == org).group_by(agent.c.status),
-        select(literal("task"), task.c.status, func.count()).where(task.c.org_id == org).group_by(task.c.status),
+        select(literal("task"), task.c.status, func.count()).where(task.c.org_id == org, *tasks_shown)
+        .group_by(task.c.status),
         select(literal("project"), literal(""), func.count()).select_from(project).where(project.c.org_id == org),
         select(literal("pending"), literal(""), func.count()).select_from(conf)
-        .where(conf.c.org_id == org, conf.c.status == Status.PENDING.value),
+        .where(conf.c.org_id == org, conf.c.status == Status.PENDING.value, *confs_shown),
         select(literal("runners"), literal(""), func.count()).select_from(node)
         .where(node.c.heartbeat_at > bindparam("cutoff", type_=node.c.heartbeat_at.type)),
     )
@@ -52,7 +58,9 @@ class Overviews:
         cutoff = utcnow() - timedelta(seconds=RUNNER_STALE_S)
         async with self.db.read() as session:
             conn = await session.connection()
-            rows = (await conn.execute(_statement(), {"org": principal.org_id, "cutoff": cutoff})).all()
+            hide = not principal.can(Scope.ADMIN)
+            params = {"org": principal.org_id, "cutoff": cutoff, **({"me": principal.identity} if hide else {})}
+            rows = (await conn.execute(_statement(hide), params)).all()
         agents: dict[str, int] = {}
         tasks: dict[str, int] = {}
         single: dict[str, int] = {}

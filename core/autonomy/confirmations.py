@@ -42,6 +42,7 @@ from core.errors import Conflict, Forbidden, NotFound
 from core.ids import new_id
 from core.people.access import Principal, Role, Scope
 from core.projects import Projects
+from core.sessions.rows import shown_confirmations
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Agent, MessageRef, Outbox, Project, Task, Thread, Vote
@@ -204,7 +205,7 @@ class Confirmations:
     ) -> list[Confirmation]:
         principal.require(Scope.READ, "listing confirmations")
         query = select(Confirmation).where(Confirmation.org_id == principal.org_id,
-                                           Confirmation.status == Status.PENDING.value)
+                                           Confirmation.status == Status.PENDING.value, *shown_confirmations(principal))
         if task_id:
             query = query.where(Confirmation.task_id == task_id)
         async with self.db.read() as session:
@@ -217,7 +218,8 @@ class Confirmations:
     ) -> list[Confirmation]:
         """Decided confirmations of one status, newest first."""
         principal.require(Scope.READ, "listing confirmations")
-        query = select(Confirmation).where(Confirmation.org_id == principal.org_id, Confirmation.status == status)
+        query = select(Confirmation).where(Confirmation.org_id == principal.org_id, Confirmation.status == status,
+                                           *shown_confirmations(principal))
         if task_id:
             query = query.where(Confirmation.task_id == task_id)
         async with self.db.read() as session:
@@ -234,7 +236,9 @@ class Confirmations:
     async def _find(session: AsyncSession, principal: Principal, ref: str, *, lock: bool = False) -> Confirmation:
         ref = (ref or "").strip()
         key = col(Confirmation.id) == ref if ref.startswith("conf-") else col(Confirmation.code) == ref.upper()
-        query = select(Confirmation).where(Confirmation.org_id == principal.org_id, key)
+        # one asked for a task of someone else's private session is not found: not read, not decided
+        query = select(Confirmation).where(Confirmation.org_id == principal.org_id, key,
+                                           *shown_confirmations(principal))
         if lock:  # read again under the lock: what an earlier read of this session saw may be stale
             query = query.with_for_update().execution_options(populate_existing=True)
         conf = (await session.exec(query)).first()

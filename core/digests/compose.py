@@ -20,6 +20,7 @@ from core.agents import AgentStatus
 from core.autonomy.plans import Status
 from core.channels.outbox import Message
 from core.clock import as_utc
+from core.sessions.rows import shown_session, shown_task
 from core.store.models import Agent, Confirmation, Digest, Project, Task, TaskLog
 from core.tasks.evidence import evidence_summary
 from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, LogType
@@ -87,7 +88,8 @@ async def gather(session: AsyncSession, digest: Digest, now: datetime) -> Snapsh
     """The digest's content as of `now`, for its org (and project, if scoped)."""
     org = digest.org_id
     snap = Snapshot()
-    task_scope: list[Any] = [Task.org_id == org]
+    # a digest is posted to a shared place: no private session's tasks, nor what they ask, whoever owns it
+    task_scope: list[Any] = [Task.org_id == org, shown_session(Task.session_id, org, None)]
     if digest.project_id:
         task_scope.append(Task.project_id == digest.project_id)
         snap.project = (await session.exec(select(Project.name).where(Project.id == digest.project_id))).first()
@@ -115,7 +117,8 @@ async def gather(session: AsyncSession, digest: Digest, now: datetime) -> Snapsh
             continue
         icon = ICONS.get(task.status, "•")
         snap.finished.append(Item(f"done:{task.id}", f"{icon} {task.name}: {_cut(evidence_summary(task))}"))
-    conf_scope: list[Any] = [Confirmation.org_id == org, Confirmation.status == Status.PENDING.value]
+    conf_scope: list[Any] = [Confirmation.org_id == org, Confirmation.status == Status.PENDING.value,
+                             shown_task(Confirmation.task_id, org, None)]
     agent_scope: list[Any] = [Agent.org_id == org, Agent.status == AgentStatus.SUSPENDED.value]
     if digest.project_id:
         conf_scope.append(Confirmation.project_id == digest.project_id)

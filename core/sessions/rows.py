@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import Conflict, Forbidden, NotFound
 from core.people.access import Principal, Scope
-from core.store.models import Session
+from core.store.models import Confirmation, Session, Task, table_of
 
 ACTIVE = "active"
 ARCHIVED = "archived"
@@ -50,6 +53,47 @@ def may_manage(principal: Principal, row: Session) -> bool:
 def may_run(principal: Principal, row: Session) -> bool:
     """Run tasks in it, steer it: whoever manages it, and anyone of the org in a collaborate session."""
     return may_manage(principal, row) or row.visibility == COLLABORATE
+
+
+# --- the same rule in SQL, for every read of tasks and of what they ask (confirmations) ------------------------------
+# A private session's tasks and their confirmations are its owner's and admins'; to anyone else they do not exist
+# (absent from lists and counts, 404 when named). One extra predicate on the read, none for an admin.
+
+_S, _T, _C = table_of(Session), table_of(Task), table_of(Confirmation)
+
+
+def hidden_sessions(org: Any, viewer: Any | None) -> Select[Any]:
+    """The ids of the org's private sessions that are not `viewer`'s (an identity; None: every private one, for
+    what is shown to no one in particular, as a digest). `org` and `viewer` are values or bound parameters."""
+    where: list[Any] = [_S.c.org_id == org, _S.c.visibility == PRIVATE]
+    if viewer is not None:
+        where.append(_S.c.owner_id != viewer)
+    return select(_S.c.id).where(*where)
+
+
+def shown_session(column: Any, org: Any, viewer: Any | None) -> ColumnElement[bool]:
+    """`column` (a task's session id) names no session hidden from `viewer`."""
+    return or_(column.is_(None), column.not_in(hidden_sessions(org, viewer)))
+
+
+def shown_task(column: Any, org: Any, viewer: Any | None) -> ColumnElement[bool]:
+    """`column` (a confirmation's task id) names no task of a session hidden from `viewer` (ix_task_session)."""
+    hidden = select(_T.c.id).where(_T.c.session_id.in_(hidden_sessions(org, viewer)))
+    return or_(column.is_(None), column.not_in(hidden))
+
+
+def shown_tasks(principal: Principal) -> list[ColumnElement[bool]]:
+    """The predicates (none for an admin) that keep a task of someone else's private session out of a read."""
+    if principal.can(Scope.ADMIN):
+        return []
+    return [shown_session(_T.c.session_id, principal.org_id, principal.identity)]
+
+
+def shown_confirmations(principal: Principal) -> list[ColumnElement[bool]]:
+    """The same for confirmations: one asked for a task of someone else's private session is hidden too."""
+    if principal.can(Scope.ADMIN):
+        return []
+    return [shown_task(_C.c.task_id, principal.org_id, principal.identity)]
 
 
 async def readable_session(session: AsyncSession, principal: Principal, session_id: str) -> Session:

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import BindParameter, Select, bindparam, or_, select, union_all
 
+from core.sessions.rows import shown_session
 from core.store.models import Task, TaskLog, table_of
 
 _T = table_of(Task)
@@ -63,12 +64,15 @@ _ORG: BindParameter[str] = bindparam("org", type_=_T.c.org_id.type)
 _LIMIT: BindParameter[int] = bindparam("limit", type_=_T.c.turns.type)
 
 
-@lru_cache(maxsize=32)
-def newest_statement(statuses: int, by_owner: bool) -> Select[Any]:
+@lru_cache(maxsize=64)
+def newest_statement(statuses: int, by_owner: bool, hide: bool) -> Select[Any]:
     """Newest first. With statuses (how many; bound as status0, status1, …), each status reads its own newest
     rows from ix_task_org_status and the few branches are merged: an IN list would make the store gather every
-    matching row and sort them all, which is the whole table for `status:active`."""
+    matching row and sort them all, which is the whole table for `status:active`. `hide`: without the tasks of
+    private sessions that are not the viewer's (bound as `me`), for whoever is not an admin."""
     where: list[Any] = [_T.c.org_id == _ORG]
+    if hide:
+        where.append(shown_session(_T.c.session_id, _ORG, bindparam("me", type_=_T.c.owner_id.type)))
     if by_owner:
         where.append(or_(_T.c.owner_id == bindparam("owner"), _T.c.owner_name == bindparam("owner")))
     newest = (_T.c.created_at.desc(), _T.c.id.desc())
@@ -85,8 +89,11 @@ def newest_statement(statuses: int, by_owner: bool) -> Select[Any]:
     return many
 
 
-def newest_params(org_id: str, statuses: Sequence[str], owner: str | None, limit: int) -> dict[str, Any]:
+def newest_params(org_id: str, statuses: Sequence[str], owner: str | None, limit: int,
+                  me: str | None = None) -> dict[str, Any]:
     params: dict[str, Any] = {"org": org_id, "limit": limit}
+    if me is not None:
+        params["me"] = me
     params.update({f"status{i}": s for i, s in enumerate(sorted(statuses))})
     if owner:
         params["owner"] = owner

@@ -29,7 +29,7 @@ from core.ids import new_id
 from core.people.access import Principal, Scope
 from core.projects import check_branch, find_project, resolve_project
 from core.runners.repos import RepoRules, repo_kind
-from core.sessions.rows import joinable_session
+from core.sessions.rows import joinable_session, shown_tasks
 from core.sessions.threads import session_for_thread
 from core.store.db import Database
 from core.store.events import record
@@ -326,7 +326,7 @@ class Tasks(TaskSteering):
         flt = flt or TaskFilter()
         if flt.org_id is not None and flt.org_id != principal.org_id:
             return [], 0
-        where: list[Any] = [Task.org_id == principal.org_id]
+        where: list[Any] = [Task.org_id == principal.org_id, *shown_tasks(principal)]
         if flt.status:
             where.append(col(Task.status).in_([s.value for s in flt.status]))
         if flt.owner_id:
@@ -355,8 +355,10 @@ class Tasks(TaskSteering):
         if flt.org_id is not None and flt.org_id != principal.org_id:
             return []
         statuses = [s.value for s in flt.status or ()]
-        statement = newest_statement(len(statuses), bool(flt.owner_id))
-        params = newest_params(principal.org_id, statuses, flt.owner_id, max(1, min(limit, MAX_PAGE)))
+        hide = not principal.can(Scope.ADMIN)  # someone else's private sessions' tasks (core.sessions.rows)
+        statement = newest_statement(len(statuses), bool(flt.owner_id), hide)
+        params = newest_params(principal.org_id, statuses, flt.owner_id, max(1, min(limit, MAX_PAGE)),
+                               principal.identity if hide else None)
         async with self.db.read() as session:
             conn = await session.connection()
             return [TaskRow._make(r) for r in (await conn.execute(statement, params)).all()]

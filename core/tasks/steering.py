@@ -20,7 +20,7 @@ from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.people.access import Principal, Scope
 from core.runners.sandbox import home_for
 from core.sessions import iterations
-from core.sessions.rows import refuse_archived
+from core.sessions.rows import refuse_archived, shown_tasks
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Task
@@ -73,9 +73,11 @@ class TaskSteering:
     async def _find(
         cls, session: AsyncSession, principal: Principal, ref: str, owner: str | None = None, *, lock: bool = False
     ) -> Task:
-        """A task of the principal's org by id or name; with `owner`, only if it is theirs. With `lock`, the row
-        is held until the transaction ends (PostgreSQL), so that concurrent changes cannot undo each other."""
-        query = select(Task).where(Task.org_id == principal.org_id, or_(col(Task.id) == ref, col(Task.name) == ref))
+        """A task of the principal's org by id or name; with `owner`, only if it is theirs. A task of someone else's
+        private session is not found (core.sessions.rows.shown_tasks). With `lock`, the row is held until the
+        transaction ends (PostgreSQL), so that concurrent changes cannot undo each other."""
+        query = select(Task).where(Task.org_id == principal.org_id, or_(col(Task.id) == ref, col(Task.name) == ref),
+                                   *shown_tasks(principal))
         task = (await session.exec(query.with_for_update() if lock else query)).first()
         if task is None or (owner is not None and not cls._owned_by(task, principal, owner)):
             raise NotFound(f"task {ref!r} not found", code="TASK_NOT_FOUND")
