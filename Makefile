@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# the whole suite on every core, up to 4 processes (pytest-xdist), each with its own PostgreSQL cluster; most tests
+# wait on subprocesses and sockets, so two processes on two cores take ~60% of the serial time
+PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist worksteal
 
 .PHONY: run test bench lint clean
 
