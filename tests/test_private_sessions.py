@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
 from core.channels.conversations import Conversations, Where
 from core.clock import utcnow
 from core.commands.registry import build_registry
 from core.digests.compose import gather
+from core.errors import NotFound
 from core.people.access import Principal
-from core.store.models import Digest
+from core.store.models import Digest, Outbox
 from tests.test_rest_coder import Rig, served
 
 
@@ -138,3 +140,32 @@ async def test_the_coder_list_hides_it_on_both_stores(db_url: str, tmp_path: Pat
                 status, body = await rig.call("GET", f"/api/v2/tasks{q}", token=world.tokens[who])
                 assert status == 200 and body["count"] == expected, (who, q, body)
                 assert ("secret-work" in {t["name"] for t in body["tasks"]}) is (who == "ada")
+
+
+async def test_deleting_a_private_session_keeps_its_tasks_hidden_and_its_questions_stay_out_of_shared_channels(
+    world: World,
+) -> None:
+    """Found by the review: the tasks of a deleted private session (kept as history) became the org's to read; and a
+    private task's question went to its project's shared approval channel too."""
+    rig, ada, bob = world.rig, world.people["ada"], world.people["bob"]
+    core = rig.shepherd
+    project = await core.projects.create(ada, name="infra", repo=None, default_branch="main")
+    await core.subscriptions.subscribe(ada, Where("slack", "C-shared"), project.id)
+    in_private = await core.sessions.create(ada, label="more secrets")
+    asked = await core.tasks.create(ada, prompt="rotate the staging keys", runtime="demo", name="staging-keys",
+                                    session_id=in_private.id, project=project.id, gate="task.start")
+    assert asked.confirmation is not None and asked.confirmation.status == "pending"
+    async with core.db.read() as session:
+        where = {o.address for o in await session.exec(select(Outbox).where(
+            Outbox.key == f"confirmation:{asked.confirmation.id}"))}
+    assert "C-shared" not in where, "a private session's question is asked in its own threads only"
+
+    deleted = await core.sessions.delete(ada, world.hidden.session_id)
+    assert deleted.status == "deleted"
+    with pytest.raises(NotFound):
+        await core.tasks.get(bob, world.hidden.id)
+    assert (await core.tasks.get(ada, world.hidden.id)).id == world.hidden.id, "its owner still has its history"
+    with pytest.raises(NotFound):
+        await core.sessions.get(ada, world.hidden.session_id)
+    page = await core.sessions.list(ada, include_archived=True)
+    assert world.hidden.session_id not in {row.id for row in page.rows}

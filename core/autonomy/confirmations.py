@@ -42,7 +42,7 @@ from core.errors import Conflict, Forbidden, NotFound
 from core.ids import new_id
 from core.people.access import Principal, Role, Scope
 from core.projects import Projects
-from core.sessions.rows import shown_confirmations
+from core.sessions.rows import in_private_session, shown_confirmations
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Agent, MessageRef, Outbox, Project, Task, Thread, Vote
@@ -367,8 +367,9 @@ class Confirmations:
         if task is None and conf.task_id:
             task = await session.get(Task, conf.task_id)
         message = render(conf, task.name if task else None)
-        threads = await threads_for(session, conf.org_id, task_id=conf.task_id, project_id=conf.project_id,
-                                    key=message.key)
+        # a private session's question is asked in its own threads only, not in its project's shared channels
+        shared = None if task is not None and await in_private_session(session, task.session_id) else conf.project_id
+        threads = await threads_for(session, conf.org_id, task_id=conf.task_id, project_id=shared, key=message.key)
         enqueue(session, threads, message)
         if conf.reminders:
             await self._announce_reminders(session, conf, task.name if task else None)

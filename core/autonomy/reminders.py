@@ -21,6 +21,7 @@ from core.autonomy.plans import Status
 from core.autonomy.prompts import reminder
 from core.channels.outbox import enqueue, threads_for
 from core.people.access import Principal
+from core.sessions.rows import in_private_session
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Confirmation, Task
@@ -50,7 +51,9 @@ class Reminders:
                 conf.reminders += 1
                 conf.remind_at = next_reminder(conf, every, now)
                 session.add(conf)
-                threads = await threads_for(session, conf.org_id, task_id=conf.task_id, project_id=conf.project_id)
+                private = task is not None and await in_private_session(session, task.session_id)
+                threads = await threads_for(session, conf.org_id, task_id=conf.task_id,
+                                            project_id=None if private else conf.project_id)
                 written += enqueue(session, threads, reminder(conf, task.name if task else None, conf.reminders, now))
                 await record(session, Principal.system(conf.org_id, "reminders"), "confirmation",
                              "confirmation.reminded", agent_id=conf.agent_id, task_id=conf.task_id,

@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.people.access import Principal, Scope
 from core.sessions.replay import SILENT, Entry, Mark, Source, entries_source, event_entries, log_entry
-from core.sessions.rows import ARCHIVED, readable_session
+from core.sessions.rows import ARCHIVED, DELETED, readable_session
 from core.store.db import Database
 from core.store.models import Event, Session, Task, TaskLog, table_of
 
@@ -174,7 +174,7 @@ class SessionHistory:
                 yield entry
             logs.settle()
             events.settle()
-            if row is None or row.status == ARCHIVED:
+            if row is None or row.status in (ARCHIVED, DELETED):
                 yield Ended("deleted" if row is None else "archived")
                 return
 

@@ -17,7 +17,7 @@ from core.clock import utcnow
 from core.errors import Conflict
 from core.people.access import Principal
 from core.sessions.loop import CONTINUE_ACTION, ENDED, LoopSettings, LoopStatus, is_loop_task, iteration_prompt, mark_of
-from core.sessions.rows import ARCHIVED
+from core.sessions.rows import ARCHIVED, DELETED
 from core.store.events import record
 from core.store.models import Confirmation, Session, Task
 from core.tasks import state as task_state
@@ -106,9 +106,9 @@ async def turn_ended(session: AsyncSession, task: Task, outcome: Outcome, eviden
     elif n >= settings.max_iterations:
         status = LoopStatus.COMPLETED
         summary = f"{summary} (ended at the limit: {settings.max_iterations} iterations)"
-    elif row.status == ARCHIVED:
+    elif row.status in (ARCHIVED, DELETED):
         status = LoopStatus.CANCELLED
-        summary = f"{summary} (the session was archived: no more iterations)"
+        summary = f"{summary} (the session was {row.status}: no more iterations)"
     else:
         status = LoopStatus.STARTING if settings.auto_continue else LoopStatus.AWAITING_INPUT
         nxt = NextIteration(n + 1, iteration_prompt(settings, n + 1, summary), ask=not settings.auto_continue)
@@ -172,7 +172,7 @@ async def continue_decided(session: AsyncSession, confirmations: Confirmations, 
     cancelled and its task ends. A void one (the task was stopped, or sent a follow-up) changes nothing."""
     row = await _loop_of(session, task)
     gated = TaskStatus(task.status) in GATED
-    if status is Status.APPROVED and row is not None and row.status != ARCHIVED:
+    if status is Status.APPROVED and row is not None and row.status not in (ARCHIVED, DELETED):
         if gated and await next_turn(session, confirmations, task,
                                      f"{conf.code} approved by {by}: loop iteration {conf.params.get('iteration')} "
                                      "waiting for a runner"):
@@ -185,7 +185,7 @@ async def continue_decided(session: AsyncSession, confirmations: Confirmations, 
         return
     if status not in (Status.APPROVED, Status.REJECTED, Status.EXPIRED):
         return
-    how = {Status.APPROVED: f"approved by {by}, but the session is archived",
+    how = {Status.APPROVED: f"approved by {by}, but the session is {row.status if row is not None else 'gone'}",
            Status.REJECTED: f"rejected by {by}", Status.EXPIRED: "expired"}[status]
     reason = f"{CONTINUE_ACTION} {conf.code} {how}: the loop stops"
     if gated:

@@ -13,6 +13,9 @@ from core.store.models import Confirmation, Session, Task, table_of
 
 ACTIVE = "active"
 ARCHIVED = "archived"
+# deleted: what is left of a deleted session is who owned it and whether it was private, so that its tasks (kept as
+# history) stay hidden as they were; every lookup answers 404 for it
+DELETED = "deleted"
 PRIVATE = "private"
 COLLABORATE = "collaborate"
 
@@ -20,7 +23,7 @@ COLLABORATE = "collaborate"
 async def find_session(session: AsyncSession, org_id: str, session_id: str) -> Session:
     """The org's session, or 404 SESSION_NOT_FOUND (another org's is not found either)."""
     row = await session.get(Session, session_id) if session_id else None
-    if row is None or row.org_id != org_id:
+    if row is None or row.org_id != org_id or row.status == DELETED:
         raise NotFound(f"session {session_id!r} not found", code="SESSION_NOT_FOUND")
     return row
 
@@ -129,3 +132,12 @@ async def refuse_archived(session: AsyncSession, org_id: str, session_id: str | 
     row = await session.get(Session, session_id) if session_id else None
     if row is not None and row.org_id == org_id and row.status == ARCHIVED:
         raise Conflict(f"session {session_id} is archived: resume it to run tasks in it", code="SESSION_ARCHIVED")
+
+
+async def in_private_session(session: AsyncSession, task_session_id: str | None) -> bool:
+    """Whether a task belongs to a private session (a deleted one too): its questions and news go to its own
+    threads only, never to its project's shared approval channels."""
+    if task_session_id is None:
+        return False
+    row = await session.get(Session, task_session_id)
+    return row is not None and row.visibility == PRIVATE

@@ -23,7 +23,7 @@ from core.errors import ValidationFailed
 from core.people.access import Principal, Scope
 from core.sessions import fields
 from core.sessions.participants import Participant, participants_of
-from core.sessions.rows import ACTIVE, ARCHIVED, PRIVATE, managed_session, readable_session
+from core.sessions.rows import ACTIVE, ARCHIVED, DELETED, PRIVATE, managed_session, readable_session
 from core.sessions.threads import created_payload, new_session_id, owner_of
 from core.sessions.views import SessionView, session_views
 from core.store.db import Database
@@ -145,8 +145,7 @@ class Sessions:
         and how many match: counted in the page's own query (a window count), not by a second scan."""
         principal.require(Scope.READ, "listing sessions")
         where: builtins.list[Any] = [Session.org_id == principal.org_id]
-        if not include_archived:
-            where.append(Session.status == ACTIVE)
+        where.append(Session.status == ACTIVE if not include_archived else col(Session.status).in_((ACTIVE, ARCHIVED)))
         me = principal.identity
         if mine:
             where.append(Session.owner_id == me)
@@ -263,14 +262,16 @@ class Sessions:
     async def delete(self, principal: Principal, session_id: str) -> Session:
         """Stop its unfinished tasks, then remove the session. Its tasks stay as history (their session_id kept,
         and their events); the threads it was bound to are bound to nothing, so the next task run there begins a
-        new session."""
+        new session. What is kept of the session is a tombstone (404 everywhere): its owner and its visibility, so
+        that a private session's tasks stay hidden from the others as they were."""
         principal.require(Scope.WRITE, "deleting a session")
         async with self.db.unit(), self.db.write() as session:
             row = await managed_session(session, principal, session_id)
             stopped = await self._stop_tasks(session, principal, row.id)
             await session.exec(update(Thread).where(
                 col(Thread.session_id) == row.id).values(session_id=None))
-            await session.delete(row)
+            _tombstone(row)
+            session.add(row)
             await record(session, principal, "session", "session.deleted", session_id=row.id,
                          payload={"label": row.label, "stoppedTasks": stopped})
         return row
@@ -284,3 +285,11 @@ class Sessions:
             for task_id in ids:
                 await self.tasks.stop(principal, task_id)
         return ids
+
+
+def _tombstone(row: Session) -> None:
+    """What is left of a deleted session: its id, org, owner and visibility; nothing of what people wrote in it."""
+    row.status, row.label, row.task, row.default_agent, row.project_id = DELETED, "", "", None, None
+    row.repos, row.tags, row.skills, row.meta, row.env, row.origin = [], [], [], {}, {}, {}
+    row.workspace_id, row.loop, row.loop_status, row.loop_summary, row.loop_next_action = None, None, None, None, None
+    row.updated_at = utcnow()
