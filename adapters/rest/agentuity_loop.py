@@ -14,7 +14,8 @@ from pydantic import Field
 from adapters.rest.framework import ApiModel, ApiRequest, Route, Shaped
 from core.clock import iso
 from core.errors import Forbidden
-from core.sessions.loop import LOOP_MODE, LoopSettings, LoopStatus
+from core.sessions.fields import LoopSettings
+from core.sessions.loop import LOOP_MODE, LoopStatus
 from core.store.models import Session
 
 

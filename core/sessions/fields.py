@@ -13,6 +13,7 @@ from typing import Any
 
 from core import environ
 from core.errors import ValidationFailed
+from core.store.models import Session
 from core.textcheck import free_text, name_text
 
 VISIBILITIES = ("private", "organization", "collaborate")
@@ -63,6 +64,14 @@ class LoopSettings:
     def stored(self) -> dict[str, Any]:
         return {"goal": self.goal, "maxIterations": self.max_iterations, "autoContinue": self.auto_continue,
                 "allowDetached": self.allow_detached}
+
+    @classmethod
+    def of(cls, session: Session) -> LoopSettings:
+        """A loop session's settings as stored (`session.loop`), the session's task its goal when it has none."""
+        data: dict[str, Any] = session.loop or {}
+        return cls(goal=str(data.get("goal") or session.task or ""),
+                   max_iterations=max(1, int(data.get("maxIterations") or 1)),
+                   auto_continue=bool(data.get("autoContinue")), allow_detached=bool(data.get("allowDetached")))
 
 
 def label(value: str | None, fallback: str) -> str:

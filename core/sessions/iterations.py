@@ -16,7 +16,8 @@ from core.autonomy.plans import Origin, Plan, Status
 from core.clock import utcnow
 from core.errors import Conflict
 from core.people.access import Principal
-from core.sessions.loop import CONTINUE_ACTION, ENDED, LoopSettings, LoopStatus, is_loop_task, iteration_prompt, mark_of
+from core.sessions.fields import LoopSettings
+from core.sessions.loop import CONTINUE_ACTION, ENDED, LoopStatus, is_loop_task, iteration_prompt, mark_of
 from core.sessions.rows import ARCHIVED, DELETED
 from core.store.events import record
 from core.store.models import Confirmation, Session, Task

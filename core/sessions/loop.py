@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from core.clock import utcnow
 from core.errors import Conflict, ValidationFailed
 from core.people.access import Principal, Scope
-from core.sessions.fields import repo_ref
+from core.sessions.fields import LoopSettings, repo_ref
 from core.sessions.rows import find_session, live_session, readable_session
 from core.store.db import Database
 from core.store.events import record
@@ -50,22 +50,6 @@ class LoopStatus(StrEnum):
 
 
 ENDED = frozenset({LoopStatus.BLOCKED, LoopStatus.COMPLETED, LoopStatus.CANCELLED, LoopStatus.FAILED})
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    goal: str
-    max_iterations: int
-    auto_continue: bool
-    allow_detached: bool
-
-    @classmethod
-    def of(cls, session: Session) -> LoopSettings:
-        """A loop session's settings as the sessions part stored them (`session.loop`), with the defaults."""
-        data: dict[str, Any] = session.loop or {}
-        return cls(goal=str(data.get("goal") or session.task or ""),
-                   max_iterations=max(1, int(data.get("maxIterations") or 1)),
-                   auto_continue=bool(data.get("autoContinue")), allow_detached=bool(data.get("allowDetached")))
 
 
 def loop_key(session_id: str) -> str:
