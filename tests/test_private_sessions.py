@@ -18,7 +18,7 @@ from core.commands.registry import build_registry
 from core.digests.compose import gather
 from core.errors import NotFound
 from core.people.access import Principal
-from core.store.models import Digest, Outbox
+from core.store.models import Agent, Digest, Outbox
 from tests.test_rest_coder import Rig, served
 
 
@@ -169,3 +169,16 @@ async def test_deleting_a_private_session_keeps_its_tasks_hidden_and_its_questio
         await core.sessions.get(ada, world.hidden.session_id)
     page = await core.sessions.list(ada, include_archived=True)
     assert world.hidden.session_id not in {row.id for row in page.rows}
+
+
+async def test_the_orgs_agents_list_tells_nothing_of_a_private_sessions_prompt(world: World) -> None:
+    """Found by the review: each task's agent carried the task's name (made from the prompt) and its prompt into the
+    org's agents list, where a private session's task is not hidden."""
+    status, body = await world.rig.call("GET", "/api/agents?limit=100", token=world.tokens["bob"])
+    assert status == 200, body
+    listed = str(body)
+    assert "rotate" not in listed and world.hidden.name not in listed
+    assert "fix the docs" in listed, "an organization session's task agent says what it does"
+    async with world.rig.shepherd.db.read() as session:
+        agent = await session.get(Agent, world.hidden.agent_id)
+    assert agent is not None and agent.task == "a task of a private session"

@@ -29,7 +29,7 @@ from core.ids import new_id
 from core.people.access import Principal, Scope
 from core.projects import check_branch, find_project, resolve_project
 from core.runners.repos import RepoRules, repo_kind
-from core.sessions.rows import joinable_session, shown_tasks
+from core.sessions.rows import PRIVATE, joinable_session, shown_tasks
 from core.sessions.threads import session_for_thread
 from core.store.db import Database
 from core.store.events import record
@@ -54,8 +54,7 @@ RUNNER_STALE_S = 30.0  # a runner silent this long is gone; its tasks end `inter
 # --- what people ask for -----------------------------------------------------------------------
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-
-
+PRIVATE_AGENT_TASK = "a task of a private session"  # what the org's agents list says of such a task's agent
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -205,6 +204,7 @@ class Tasks(TaskSteering):
                                     if earlier.project_id else None, first)
             owner_id, owner_name = await self._owner(session, principal, owner)
             limits = budget or Budget()
+            private = False
             if session_id is None and thread is not None:  # a thread that runs tasks is a session (issue 17)
                 session_id = await session_for_thread(session, principal, thread[0], thread[1], prompt)
             if session_id is not None:
@@ -212,6 +212,7 @@ class Tasks(TaskSteering):
                 limits = limits.over(Budget(workstream.max_turns, workstream.max_minutes, workstream.max_cost))
                 workstream.last_activity_at = utcnow()
                 session.add(workstream)
+                private = workstream.visibility == PRIVATE
             proj = await resolve_project(session, principal.org_id, project) if project else None
             if proj is None and repo is not None and repo_kind(repo) != "path":
                 # the repository's project (its oldest, as a webhook finds it): its approval channels hear the
@@ -245,10 +246,14 @@ class Tasks(TaskSteering):
             if clash:
                 raise Conflict(f"a task named {name!r} already exists", code="TASK_EXISTS")
             now = utcnow()
+            # the agents list is the org's: the agent of a private session's task tells nothing of its prompt there
+            # (its name is the task's, which comes from the prompt; the task itself shows both to those who see it)
             agent = Agent(
-                id=new_id(f"agent-{agent_type}"), org_id=principal.org_id, name=name, type=agent_type,
+                id=new_id(f"agent-{agent_type}"), org_id=principal.org_id,
+                name=f"private-{task_id.removeprefix('task-')}" if private else name, type=agent_type,
                 status=AgentStatus.ACTIVE, autonomy_level=agent_level, project_id=proj.id if proj else None,
-                task=prompt[:2000], created_at=now, started_at=now, last_activity=now,
+                task=PRIVATE_AGENT_TASK if private else prompt[:2000], created_at=now, started_at=now,
+                last_activity=now,
             )
             task = Task(
                 id=task_id, org_id=principal.org_id, name=name,
