@@ -142,7 +142,7 @@ class Sessions:
         mine: bool = False, limit: int = DEFAULT_PAGE, offset: int = 0,
     ) -> SessionPage:
         """A page of the sessions the principal may read (with `mine`, their own), the most recently active first,
-        and how many match: counted in the page's own query (a window count), not by a second scan."""
+        and how many match."""
         principal.require(Scope.READ, "listing sessions")
         where: builtins.list[Any] = [Session.org_id == principal.org_id]
         where.append(Session.status == ACTIVE if not include_archived else col(Session.status).in_((ACTIVE, ARCHIVED)))
@@ -160,15 +160,18 @@ class Sessions:
                                for c in (col(Session.label), col(Session.task), cast(Session.tags, String)))))
         limit = max(1, min(limit, MAX_PAGE))
         offset = max(0, offset)
+        # the page's ids first, sorted from the (org_id, status, last_activity_at) index with only the key columns in
+        # the sort (a window count, or sorting whole rows, carried every matching session's JSON columns through
+        # the sort: 15 ms a page at 2,000 sessions); then the page's 50 rows, and the total from the index
+        ids = (select(col(Session.id), col(Session.last_activity_at)).where(*where)
+               .order_by(col(Session.last_activity_at).desc(), col(Session.id).desc())
+               .offset(offset).limit(limit).subquery("page"))
         async with self.db.read() as session:
-            found = list(await session.exec(
-                select(Session, func.count().over()).where(*where)
-                .order_by(col(Session.last_activity_at).desc(), col(Session.id).desc()).offset(offset).limit(limit)
-            ))
-            if found:
-                return SessionPage([r for r, _ in found], int(found[0][1]))
+            rows = list(await session.exec(
+                select(Session).join(ids, col(Session.id) == ids.c.id)
+                .order_by(ids.c.last_activity_at.desc(), ids.c.id.desc())))
             total = (await session.exec(select(func.count()).select_from(Session).where(*where))).one()
-            return SessionPage([], int(total))  # a page past the end: the total still says how many there are
+        return SessionPage(rows, int(total))
 
     async def views(self, principal: Principal, rows: builtins.list[Session]) -> builtins.list[SessionView]:
         """What the hub shows of each of `rows` (core.sessions.views): a fixed number of queries for the page."""
