@@ -105,6 +105,7 @@ class TurnEnd:
 
         # with the other turns ending now, in one commit (a hundred tasks ending together were a hundred fsyncs)
         workspace = await self.writes.run(end)
+        self.shepherd.output_written()  # who follows the task live (an invoke's stream, logs?follow) reads its end now
         if workspace:
             await asyncio.to_thread(self.shepherd.tasks.remove_workspace, workspace)
 
