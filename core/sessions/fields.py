@@ -38,7 +38,7 @@ SKILL_FIELDS = ("skillId", "repo", "name", "url")
 LOOP_FIELDS = ("goal", "maxIterations", "autoContinue", "allowDetached")
 
 # Shepherd's own settings and the platforms' credentials: never set for an agent, never named in a value
-_SHEPHERD_NAMES = re.compile(r"^(SHEPHERD_|SLACK_|TELEGRAM_|GITHUB_|DATABASE_URL$|PG)")
+_OWN_SETTINGS = re.compile(r"^(SHEPHERD_|SLACK_|TELEGRAM_|GITHUB_|DATABASE_URL$|PG)")
 # a word of a name that says it holds a credential (ANTHROPIC_API_KEY, GH_TOKEN; not GIT_AUTHOR_NAME)
 _SECRET_WORDS = frozenset({"KEY", "APIKEY", "TOKEN", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "PWD",
                            "CREDENTIAL", "CREDENTIALS", "PRIVATE", "AUTH", "COOKIE", "PAT", "SESSION"})
@@ -179,7 +179,7 @@ def workspace_id(value: str | None) -> str | None:
 
 
 def _secret_name(name: str) -> bool:
-    return bool(_SHEPHERD_NAMES.match(name)) or any(word in _SECRET_WORDS for word in name.upper().split("_"))
+    return bool(_OWN_SETTINGS.match(name)) or any(word in _SECRET_WORDS for word in name.upper().split("_"))
 
 
 def env(values: Mapping[str, Any] | None, allowed: Iterable[str]) -> dict[str, str]:
