@@ -24,7 +24,7 @@ from core.people.access import Principal, Scope
 from core.sessions import fields
 from core.sessions.participants import Participant, participants_of
 from core.sessions.rows import ACTIVE, ARCHIVED, DELETED, PRIVATE, managed_session, readable_session
-from core.sessions.threads import created_payload, new_session_id, owner_of
+from core.sessions.threads import created_payload, new_session_id
 from core.sessions.views import SessionView, session_views
 from core.store.db import Database
 from core.store.events import record
@@ -32,7 +32,7 @@ from core.store.models import Session as Session  # the record this service retu
 from core.store.models import Task, Thread
 from core.tasks.budget import Budget
 from core.tasks.state import FINISHED, TaskStatus
-from core.tasks.steering import MAX_PROMPT
+from core.tasks.steering import MAX_PROMPT, owner_of
 from core.textcheck import free_text
 
 if TYPE_CHECKING:

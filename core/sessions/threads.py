@@ -21,6 +21,7 @@ from core.sessions import fields
 from core.sessions.rows import ACTIVE, COLLABORATE
 from core.store.events import record
 from core.store.models import Session, Thread
+from core.tasks.steering import owner_of
 
 # the oldest live session a place's threads are bound to (the place's first; `--session` elsewhere moves nothing)
 _PLACE_SESSION = (
@@ -33,10 +34,6 @@ _PLACE_SESSION = (
 
 def new_session_id() -> str:
     return f"sess_{secrets.token_hex(8)}"
-
-
-def owner_of(principal: Principal) -> tuple[str, str]:
-    return principal.identity, principal.name
 
 
 async def place_session(session: AsyncSession, org_id: str, channel: str, address: str) -> str | None:
