@@ -111,11 +111,17 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def served(db_url: str, root: Path, *, runner: bool = True, **config: Any) -> AsyncIterator[Rig]:
+async def served(db_url: str, root: Path, *, runner: bool = True, app_keys: dict[Any, Any] | None = None,
+                 **config: Any) -> AsyncIterator[Rig]:
+    """The app with a core of its own, a token for acme and (`runner`) a runner; `app_keys` set on the app first
+    (a live stream's poll and heartbeat, made short)."""
     db = Database(db_url)
     shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo", workspace_root=root / "ws")
     await shepherd.orgs.ensure("acme")
-    client = TestClient(TestServer(create_app(db_url, shepherd=shepherd)))
+    app = create_app(db_url, shepherd=shepherd)
+    for key, value in (app_keys or {}).items():
+        app[key] = value
+    client = TestClient(TestServer(app))
     await client.start_server()
     rig = Rig(client, shepherd, "", root)
     rig.token = await rig.token_for("acme")

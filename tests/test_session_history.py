@@ -14,18 +14,13 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
 from adapters.rest.agentuity_history import REPLAY_POLL
 from adapters.rest.sse import SSE_HEARTBEAT
-from bot.app import create_app
-from bot.presets import agent_catalog
 from core.people.access import Principal, Role
-from core.shepherd import Shepherd
-from core.store.db import Database
 from core.store.models import Event, Session, Task
-from tests.test_rest_coder import Rig
+from tests.test_rest_coder import Rig, served
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 ENTRY_KEYS = {"id", "type", "timestamp", "taskId", "content", "data", "source"}
@@ -36,23 +31,8 @@ USER_KEYS = {"userId", "displayName", "email", "provider", "avatarUrl", "lastLog
 @contextlib.asynccontextmanager
 async def hub(db_url: str, root: Path) -> AsyncIterator[Rig]:
     """The served app of test_rest_coder with a runner, its followed replays polling and beating fast."""
-    db = Database(db_url)
-    shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo", workspace_root=root / "ws")
-    await shepherd.orgs.ensure("acme")
-    app = create_app(db_url, shepherd=shepherd)
-    app[REPLAY_POLL], app[SSE_HEARTBEAT] = 0.05, 0.2
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    rig = Rig(client, shepherd, "", root)
-    rig.token = await rig.token_for("acme")
-    try:
-        await rig.start_runner()
+    async with served(db_url, root, app_keys={REPLAY_POLL: 0.05, SSE_HEARTBEAT: 0.2}) as rig:
         yield rig
-    finally:
-        if rig.supervisor is not None:
-            await rig.supervisor.stop()
-        await client.close()
-        await db.dispose()
 
 
 @pytest.fixture
