@@ -12,6 +12,7 @@ from core.clock import as_utc
 from core.people.access import Principal, Scope
 from core.store.db import Database
 from core.store.models import Identity, Task, User, Vote, table_of
+from core.store.search import contains
 
 MAX_PAGE = 200
 SHEPHERD = "shepherd"  # the provider of a person no channel knows: made by `shepherd token create` or the console
@@ -28,12 +29,6 @@ class Person:
     last_active_at: datetime | None  # the newest task they own or vote they cast; None if neither
 
 
-def _like(text: str) -> str:
-    """`text` as a case-insensitive LIKE pattern matching it anywhere, its own % and _ taken literally."""
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 class Directory:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -47,10 +42,9 @@ class Directory:
         limit, offset = max(1, min(limit, MAX_PAGE)), max(0, offset)
         where: list[ColumnElement[bool]] = [_U.c.org_id == principal.org_id]
         if search.strip():
-            pattern = _like(search.strip())
-            known_as = select(_I.c.user_id).where(
-                _I.c.org_id == principal.org_id, func.lower(_I.c.external_id).like(pattern, escape="\\"))
-            where.append(or_(func.lower(_U.c.name).like(pattern, escape="\\"), _U.c.id.in_(known_as)))
+            text = search.strip()
+            known_as = select(_I.c.user_id).where(_I.c.org_id == principal.org_id, contains(_I.c.external_id, text))
+            where.append(or_(contains(_U.c.name, text), _U.c.id.in_(known_as)))
         async with self.db.read() as session:
             conn = await session.connection()
             total = (await conn.execute(select(func.count()).select_from(_U).where(*where))).scalar() or 0

@@ -30,6 +30,7 @@ from core.store.db import Database
 from core.store.events import record
 from core.store.models import Session as Session  # the record this service returns
 from core.store.models import Task, Thread
+from core.store.search import contains
 from core.tasks.budget import Budget
 from core.tasks.state import FINISHED, TaskStatus
 from core.tasks.steering import MAX_PROMPT, owner_of
@@ -51,11 +52,6 @@ _UNFINISHED = tuple(s.value for s in TaskStatus if s not in FINISHED)
 class SessionPage:
     rows: list[Session]
     total: int
-
-
-def _like(text: str) -> str:
-    """A search term as a LIKE pattern that matches it literally (its % and _ escaped)."""
-    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class Sessions:
@@ -155,8 +151,8 @@ class Sessions:
         if len(text) > MAX_SEARCH:
             raise ValidationFailed(f"search is at most {MAX_SEARCH} characters", code="INVALID_SEARCH")
         if text:
-            pattern = _like(free_text(text, "search"))
-            where.append(or_(*(func.lower(c).like(pattern, escape="\\")
+            text = free_text(text, "search")
+            where.append(or_(*(contains(c, text)
                                for c in (col(Session.label), col(Session.task), cast(Session.tags, String)))))
         limit = max(1, min(limit, MAX_PAGE))
         offset = max(0, offset)
