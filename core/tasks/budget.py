@@ -72,10 +72,6 @@ class Limit(StrEnum):
     COST = "cost"
 
 
-def of_task(task: Task) -> Budget:
-    return Budget(task.max_turns, task.max_minutes, task.max_cost)
-
-
 def reached_before_turn(task: Task) -> Limit | None:
     """The limit that keeps a task's next turn from starting: its turns all used, its minutes all run, or what
     its agent reported spending at or over its cost limit. None: the turn may start."""
