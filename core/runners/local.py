@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from core.errors import ShepherdError
-from core.runners import ExitReason, RunExit, RunSpec
+from core.runners import Capabilities, ExitReason, RunExit, RunSpec, Seed
 from core.runners.probe import SandboxReport, probe
 from core.runners.sandbox import SandboxView, bwrap_argv
 from core.textcheck import without_controls
@@ -76,6 +76,7 @@ class LocalHandle:
     def __init__(self, proc: asyncio.subprocess.Process, spec: RunSpec) -> None:
         self.proc = proc
         self.pid = proc.pid
+        self.unit = str(proc.pid)
         self.pgid = proc.pid  # start_new_session: the child leads a new session and group
         self.spec = spec
         # what one read of the pipe gave, a list of lines at a time: a queue hand-off per line cost more than the line
@@ -193,7 +194,7 @@ class LocalHandle:
         await self._kill()
         await asyncio.shield(self._done)
 
-    def pause(self) -> None:
+    async def pause(self) -> None:
         if self._paused_at is None and not self._done.done():
             self._signal(signal.SIGSTOP)
             self._paused_at = time.monotonic()
@@ -201,7 +202,7 @@ class LocalHandle:
     def keep_alive(self) -> None:
         self._last_output = time.monotonic()
 
-    def resume(self) -> None:
+    async def resume(self) -> None:
         if self._paused_at is not None:
             self._signal(signal.SIGCONT)
             now = time.monotonic()
@@ -210,8 +211,31 @@ class LocalHandle:
             self._last_output = now  # silence while frozen is not idleness
 
 
+    async def detach(self) -> None:
+        """A local turn cannot outlive Shepherd (its pipes close with it): detaching ends it."""
+        await self.stop()
+
+
 class LocalRunner:
-    """Runs each turn as a child process group on this machine."""
+    """Runs each turn as a child process group on this machine, in Shepherd's own copy of the workspace."""
+
+    kind = "local"
+    capabilities = Capabilities(pause=True, reconnect=False, remote=False)
+
+    def workspace_path(self, local: Path) -> Path:
+        return local
+
+    async def attach(self, unit: str, spec: RunSpec, *, since_s: float) -> LocalHandle | None:
+        return None  # its output went to the process that died: core.tasks.nodes reaps what is left of it
+
+    async def seed(self, seed: Seed) -> None:
+        return None
+
+    async def collect(self, task_id: str, local: Path) -> None:
+        return None
+
+    async def discard(self, task_id: str) -> None:
+        return None
 
     def __init__(self) -> None:
         self._checked: tuple[float, SandboxReport] | None = None

@@ -52,7 +52,7 @@ class MinuteBudgets:
             asked = (await session.exec(select(Confirmation.id).where(
                 Confirmation.task_id == task.id, Confirmation.action == EXTEND_ACTION,
                 Confirmation.status == Status.PENDING.value))).first()
-            turn.handle.pause()
+            await turn.handle.pause()
             turn.note_pause(True)
             task_state.pause(task)
             await take_snapshot(session, task)

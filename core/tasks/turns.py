@@ -419,14 +419,14 @@ class Turns:
                 return
             task.control = None
             if control is Control.PAUSE and task.status == TaskStatus.RUNNING:
-                turn.handle.pause()
+                await turn.handle.pause()
                 turn.note_pause(True)
                 task_state.pause(task)
                 await iterations.paused(session, task, True)
                 await take_snapshot(session, task)
                 name = "task.paused"
             elif control is Control.RESUME and task.status == TaskStatus.PAUSED:
-                turn.handle.resume()
+                await turn.handle.resume()
                 turn.note_pause(False)
                 task_state.resume(task)
                 await iterations.paused(session, task, False)
