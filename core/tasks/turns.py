@@ -306,7 +306,7 @@ class Turns:
             await self.ending.finish(turn, Outcome.INTERRUPTED, None, DiffStats(),
                                      "the task stopped being this runner's before its agent started")
             return
-        if turn.stop_reason is not None:  # a stop that arrived while the process was starting
+        if turn.stop_reason is not None and not turn.detached:  # a stop that arrived while the process was starting
             await turn.handle.stop()
         await self._follow(turn, task, workspace)
 
