@@ -201,6 +201,7 @@ async def test_a_run_outlives_a_restart_and_is_found_again_with_its_real_outcome
         await within(handle.stop())
         return
     await within(handle.detach())
+    await within(read_all(handle), 5.0)  # the detached handle's lines end (core's turn then returns)
     await asyncio.sleep(0.3)
     assert await rig.leftovers(task_id), "detaching ended the remote unit"
     again = await within((await rig.new_runner()).attach(unit, run, since_s=time.time() - 0.5))
