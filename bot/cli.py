@@ -275,6 +275,7 @@ async def _doctor(settings: Settings) -> int:
         ok = False
         print(f"  SHEPHERD_DEFAULT_AGENT={settings.default_agent} is not one of these")
     ok &= await _doctor_sandbox(settings)
+    ok &= await _doctor_runner(settings)
     policies = PolicyStore(settings.policies_path).check_all()
     print(f"policies: {len(policies)} project file(s) in {settings.policies_path}"
           + ("" if policies else " (every project has the built-in policy)"))
@@ -349,6 +350,32 @@ def _github_mode(settings: Settings) -> str:
         return "token (SHEPHERD_GITHUB_TOKEN) for every repository"
     return ("no credentials: approved pushes and pull requests will fail (a GitHub App: GITHUB_APP_ID + "
             "GITHUB_APP_PRIVATE_KEY; or SHEPHERD_GITHUB_TOKEN)")
+
+
+async def _doctor_runner(settings: Settings) -> bool:
+    """Where turns run, and whether they can start there now (a remote engine answers)."""
+    if settings.runner == "local":
+        print("runner: local (child processes of the worker; SHEPHERD_RUNNER=kubernetes or docker runs them in an "
+              "engine)")
+        return True
+    from bot.runners import make_runner
+    from core.errors import ShepherdError
+
+    runner = None
+    try:
+        runner = await make_runner(settings)
+        why = await runner.ready()
+    except ShepherdError as exc:
+        why = exc.message
+    finally:
+        close = getattr(runner, "close", None)
+        if close is not None:
+            await close()
+    if why is None:
+        print(f"runner: {settings.runner}: reachable, turns can start")
+        return True
+    print(f"runner: {settings.runner}: NOT READY, tasks will fail to start: {why}")
+    return False
 
 
 async def _doctor_sandbox(settings: Settings) -> bool:

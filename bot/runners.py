@@ -35,6 +35,6 @@ def capabilities(kind: str) -> Capabilities:
 
 async def make_runner(settings: Settings) -> Runner:
     if settings.runner == "local":
-        return LocalRunner()
+        return LocalRunner(settings.sandbox_view() if settings.sandbox else None)
     made: Runner = await runner_class(settings.runner).from_settings(settings)
     return made

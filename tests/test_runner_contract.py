@@ -88,6 +88,7 @@ async def nothing_left(rig: Rig, task_id: str) -> list[str]:
 
 
 async def test_lines_arrive_in_order_and_exit_zero_is_exited(rig: Rig) -> None:
+    assert await rig.runner.ready() is None
     task_id, local, _ = await seeded(rig)
     handle = await rig.runner.start(spec(rig, task_id, local, "for i in range(40): print(f'line {i}')"))
     lines = await within(read_all(handle))

@@ -115,6 +115,11 @@ class Runner(Protocol):
         """Where the unit sees the task's workspace whose Shepherd copy is `local`."""
         ...
 
+    async def ready(self) -> str | None:
+        """None when turns can start now; else why not (the engine unreachable, a required sandbox weak): shown by
+        `shepherd doctor`, and what routes that need a runner answer 503 with."""
+        ...
+
     async def start(self, spec: RunSpec) -> RunHandle: ...
 
     async def attach(self, unit: str, spec: RunSpec, *, since_s: float) -> RunHandle | None:

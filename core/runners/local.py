@@ -225,6 +225,17 @@ class LocalRunner:
     def workspace_path(self, local: Path) -> Path:
         return local
 
+    def __init__(self, sandbox: SandboxView | None = None) -> None:
+        self._checked: tuple[float, SandboxReport] | None = None
+        self._checking = asyncio.Lock()
+        self.sandbox = sandbox  # the view turns will ask for (SHEPHERD_SANDBOX), for `ready`
+
+    async def ready(self) -> str | None:
+        if self.sandbox is None:
+            return None
+        report = await self.sandbox_report(self.sandbox)
+        return None if report.strong else f"the sandbox does not hold on this host: {report.describe()}"
+
     async def attach(self, unit: str, spec: RunSpec, *, since_s: float) -> LocalHandle | None:
         return None  # its output went to the process that died: core.tasks.nodes reaps what is left of it
 
@@ -236,10 +247,6 @@ class LocalRunner:
 
     async def discard(self, task_id: str) -> None:
         return None
-
-    def __init__(self) -> None:
-        self._checked: tuple[float, SandboxReport] | None = None
-        self._checking = asyncio.Lock()
 
     async def sandbox_report(self, view: SandboxView) -> SandboxReport:
         """What the sandbox gives on this host, probed once (again after a while if it was weak)."""
