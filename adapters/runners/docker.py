@@ -153,17 +153,18 @@ class DockerRunner:
         filters = {"label": [f"{shapes.MANAGED_BY}={shapes.SHEPHERD}", f"{shapes.TASK}={task_id}"]}
         try:
             for container in await self.docker.containers.list(all=True, filters=filters):
-                await _remove(container)
+                await _remove(container, paused=container["State"] == "paused")
             await DockerVolume(self.docker, shapes.volume_name(task_id)).delete()
         except aiodocker.DockerError as exc:
             if exc.status != NOT_FOUND:
                 raise _failed("remove the task's containers and volume", exc) from None
 
 
-async def _remove(container: DockerContainer) -> None:
+async def _remove(container: DockerContainer, *, paused: bool = False) -> None:
     """Remove a container whatever its state (a frozen one is thawed first: some engines refuse to remove it)."""
-    with contextlib.suppress(aiodocker.DockerError):
-        await container.unpause()
+    if paused:
+        with contextlib.suppress(aiodocker.DockerError):
+            await container.unpause()
     try:
         await container.delete(force=True)
     except aiodocker.DockerError as exc:

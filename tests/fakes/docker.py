@@ -19,7 +19,7 @@ rest of the group is killed, as the end of a container's PID 1 ends its PID name
 store and no root filesystem: archive paths must lie under a mount.
 
 Tests read `requests` (method, path, query, body) and `refusals`; the fake answers 400 to a container it would
-not run (privileged, capabilities kept, no limits, root, a network other than `network`, a secret-looking env).
+not run (privileged, capabilities kept, no limits, root, a network not in `networks`, a secret-looking env).
 It runs apart from any runner, so a new DockerRunner (a restarted Shepherd) finds its containers again; run it
 as its own process with `python -m tests.fakes.docker <root>` (it prints its URL).
 """
@@ -108,10 +108,12 @@ def _stamp(epoch: float | None) -> str:
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    # Docker's own content type, without a charset: aiodocker reads the message only then
+    return web.Response(status=status, text=json.dumps({"message": message}),
+                        headers={"Content-Type": "application/json"})
 
 
-def refusal(config: dict[str, Any], network: str) -> str | None:
+def refusal(config: dict[str, Any], networks: frozenset[str]) -> str | None:
     """Why the fake will not run a container so configured (None: it will)."""
     host = config.get("HostConfig") or {}
     user = str(config.get("User") or "")
@@ -126,8 +128,8 @@ def refusal(config: dict[str, Any], network: str) -> str | None:
     for limit in ("NanoCpus", "Memory", "PidsLimit"):
         if not isinstance(host.get(limit), int) or host[limit] <= 0:
             return f"HostConfig.{limit} must be set"
-    if host.get("NetworkMode") != network:
-        return f"NetworkMode {host.get('NetworkMode')!r}, expected {network!r}"
+    if host.get("NetworkMode") not in networks:
+        return f"NetworkMode {host.get('NetworkMode')!r}, expected one of {sorted(networks)}"
     for entry in config.get("Env") or []:
         name, _, value = str(entry).partition("=")
         if SECRET_NAME.search(name) or SECRET_VALUE.search(value):
@@ -141,9 +143,9 @@ def refusal(config: dict[str, Any], network: str) -> str | None:
 
 
 class FakeDocker:
-    def __init__(self, root: Path, *, network: str = "none") -> None:
+    def __init__(self, root: Path, *, networks: frozenset[str] = frozenset({"none"})) -> None:
         self.root = root
-        self.network = network  # the only NetworkMode it accepts
+        self.networks = networks  # the NetworkModes it accepts
         self.requests: list[Seen] = []
         self.refusals: list[str] = []
         self.containers: dict[str, Container] = {}
@@ -245,7 +247,7 @@ class FakeDocker:
         name = request.query.get("name") or secrets.token_hex(6)
         if any(c.name == name for c in self.containers.values()):
             return _error(409, f'Conflict. The container name "/{name}" is already in use')
-        why = refusal(config, self.network)
+        why = refusal(config, self.networks)
         if why:
             self.refusals.append(why)
             return _error(400, f"fake docker refuses: {why}")
