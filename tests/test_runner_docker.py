@@ -223,3 +223,49 @@ async def test_settings_build_the_runner_from_docker_host_and_refuse_root_and_ba
         with pytest.raises(pydantic.ValidationError):
             Settings(_env_file=None, **bad)  # type: ignore[call-arg]
     assert parse_memory("2GiB") == 2 * 1024**3 and parse_memory("1024") == 1024
+
+
+async def test_a_demo_task_runs_end_to_end_through_the_supervisor_on_the_docker_runner(
+    fake: FakeDocker, runner: DockerRunner, sqlite_url: str, tmp_path: Path,
+) -> None:
+    from dataclasses import replace as replaced
+
+    from bot.presets import DEMO
+    from core.autonomy.actions import ActionsConfig, Executor
+    from core.people.access import Role
+    from core.runners.presets import AgentCatalog
+    from core.shepherd import Shepherd
+    from core.store.db import Database
+    from core.tasks.supervisor import RunnerConfig, TaskSupervisor
+    from tests.conftest import person
+
+    # the demo agent edits only where it is told to: in a container its working directory is the volume
+    here = replaced(DEMO, start=(*DEMO.start[:2], "--here", *DEMO.start[2:]),
+                    resume=(*DEMO.resume[:2], "--here", *DEMO.resume[2:]))
+    workspaces = tmp_path / "data" / "workspaces"
+    db = Database(sqlite_url)
+    shepherd = Shepherd(db, catalog=AgentCatalog([here]), default_agent="demo", workspace_root=workspaces)
+    await shepherd.orgs.ensure("acme")
+    config = RunnerConfig(workspace_root=workspaces, poll_s=0.05, flush_s=0.05, idle_timeout_s=20,
+                          hard_timeout_s=60, max_tasks=2)
+    sup = TaskSupervisor(shepherd, config, runner=runner, executor=Executor(ActionsConfig()))
+    await sup.start()
+    who = person(Role.ADMIN)
+    try:
+        task = (await shepherd.tasks.create(who, prompt="write a haiku", runtime="demo")).task
+        deadline = time.monotonic() + LIMIT_S
+        while (row := await shepherd.tasks.get(who, task.id)).outcome is None:
+            assert time.monotonic() < deadline, f"the task never ended: {row.status} {row.state_message}"
+            await asyncio.sleep(0.1)
+        assert row.outcome == "succeeded", row.state_message
+        _, logs = await shepherd.tasks.logs(who, task.id, limit=1000)
+        assert any(r.type == "output" for r in logs)
+        turns = [b for b in fake.created() if b["Labels"]["shepherd.dev/role"] == "turn"]
+        assert turns and turns[0]["Labels"]["shepherd.dev/task"] == task.id and turns[0]["WorkingDir"] == "/workspace"
+        assert not any(e.startswith(("SLACK_", "SHEPHERD_DATABASE")) for e in turns[0]["Env"])
+        assert turn_containers(fake, task.id) == []  # the turn's container was removed once read
+        changed = [p for p in (workspaces / task.id).rglob("*") if ".git" not in p.parts and p.is_file()]
+        assert changed, "the agent's work did not come back into Shepherd's copy"
+    finally:
+        await sup.stop()
+        await db.dispose()
