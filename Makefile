@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/telegram_ingest.py || rc=1; \
 	$(BIN)/python bench/tasks.py || rc=1; \
 	$(BIN)/python bench/approvals.py || rc=1; \
+	$(BIN)/python bench/runners.py || rc=1; \
 	exit $$rc
 
 lint: $(VENV)/.installed-dev

@@ -230,6 +230,35 @@ class Settings(BaseSettings):
         5, gt=0, le=3600, description="seconds between runs of the `expiry` job (confirmations past their time "
                                       "expire, a reject)",
     )
+    # The Docker runner (issue 18, SHEPHERD_RUNNER=docker; adapters/runners/docker.py): Docker or Podman's API.
+    docker_host: str | None = Field(
+        None, validation_alias=AliasChoices("DOCKER_HOST", "SHEPHERD_DOCKER_HOST"),
+        description="the engine's API: unix:///run/podman/podman.sock or tcp://host:2375 (Docker's own variable); "
+                    "default the local Docker socket",
+    )
+    docker_image: str = Field(
+        "shepherd-agent:latest", min_length=1,
+        description="the image agent turns run in (the agent CLIs installed, /workspace owned by SHEPHERD_DOCKER_USER)",
+    )
+    docker_images: dict[str, str] = Field(
+        default_factory=dict, description='an image per agent preset, as JSON: {"claude": "my/claude:1", ...}'
+    )
+    docker_network: str = Field(
+        "none", min_length=1, description="the network agent containers join: none (no network), or a network's name"
+    )
+    docker_networks: dict[str, str] = Field(
+        default_factory=dict, description='a network per agent preset that needs one, as JSON: {"claude": "bridge"}'
+    )
+    docker_cpus: float = Field(2.0, gt=0, le=1024, description="CPUs one agent container may use")
+    docker_memory: str = Field(
+        "4g", pattern=r"^\s*\d+(\.\d+)?\s*[kmgtKMGT]?i?[bB]?\s*$",
+        description="memory one agent container may use, swap included: 512m, 4g",
+    )
+    docker_pids: int = Field(1024, ge=16, le=1_000_000, description="processes one agent container may have at once")
+    docker_user: str = Field(
+        "1000:1000", pattern=r"^[1-9][0-9]*(:[0-9]+)?$",
+        description="the uid:gid agent containers run as (never root); the workspace's files are theirs",
+    )
 
     @field_validator("org")
     @classmethod

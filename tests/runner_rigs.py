@@ -8,8 +8,13 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+import aiodocker
+
+from adapters.runners.docker import DockerRunner
+from adapters.runners.docker_spec import DockerConfig
 from core.runners import Runner
 from core.runners.local import LocalRunner
+from tests.fakes.docker import FakeDocker
 
 
 class Rig(Protocol):
@@ -70,4 +75,43 @@ async def make_local_rig(root: Path) -> Rig:
     return LocalRig(root)
 
 
-RIGS = {"local": make_local_rig}
+class DockerRig:
+    """The Docker runner driving the real aiodocker against the fake engine (tests/fakes/docker.py)."""
+
+    def __init__(self, root: Path, fake: FakeDocker) -> None:
+        self.fake = fake
+        self.workspace_root = root
+        self._runners: list[DockerRunner] = []
+        self.runner: Runner = self._runner()
+
+    def _runner(self) -> DockerRunner:
+        runner = DockerRunner(aiodocker.Docker(url=self.fake.url), DockerConfig(user="1000:1000"))
+        self._runners.append(runner)
+        return runner
+
+    async def new_runner(self) -> Runner:
+        return self._runner()
+
+    async def leftovers(self, task_id: str) -> list[str]:
+        turns = [c.name for c in self.fake.running(task_id) if c.labels.get("shepherd.dev/role") == "turn"]
+        return turns + [pid for pid in processes_of(task_id) if int(pid) != os.getpid()]
+
+    async def unit_env(self, task_id: str) -> dict[str, str] | None:
+        made = [body for body in self.fake.created()
+                if (body.get("Labels") or {}).get("shepherd.dev/task") == task_id
+                and body["Labels"].get("shepherd.dev/role") == "turn"]
+        return dict(str(e).partition("=")[::2] for e in made[-1]["Env"]) if made else None
+
+    async def close(self) -> None:
+        for runner in self._runners:
+            await runner.close()
+        await self.fake.stop()
+
+
+async def make_docker_rig(root: Path) -> Rig:
+    fake = FakeDocker(root.parent / "engine")
+    await fake.start()
+    return DockerRig(root, fake)
+
+
+RIGS = {"local": make_local_rig, "docker": make_docker_rig}

@@ -101,16 +101,25 @@ async def replace_tree(local: Path, archive: bytes, *, strip: str = "") -> int:
     return await asyncio.to_thread(replace_tree_sync, local, archive, strip=strip)
 
 
-def tree_archive_sync(local: Path, *, with_git: bool = True) -> bytes:
-    """A tar of `local` (for a runner seeding an engine's volume from Shepherd's copy)."""
+def tree_archive_sync(local: Path, *, with_git: bool = True, owner: tuple[int, int] | None = None) -> bytes:
+    """A tar of `local` (for a runner seeding an engine's volume from Shepherd's copy). With `owner` (uid, gid)
+    every entry belongs to that user: an engine unpacks the archive with its owners, and the agent runs as a
+    non-root user that must be able to change its workspace."""
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        if owner is not None:
+            info.uid, info.gid = owner
+            info.uname = info.gname = ""
+        return info
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for entry in sorted(local.iterdir()):
             if entry.name == ".git" and not with_git:
                 continue
-            tar.add(entry, arcname=entry.name)
+            tar.add(entry, arcname=entry.name, filter=owned)
     return buffer.getvalue()
 
 
-async def tree_archive(local: Path, *, with_git: bool = True) -> bytes:
-    return await asyncio.to_thread(tree_archive_sync, local, with_git=with_git)
+async def tree_archive(local: Path, *, with_git: bool = True, owner: tuple[int, int] | None = None) -> bytes:
+    return await asyncio.to_thread(tree_archive_sync, local, with_git=with_git, owner=owner)
