@@ -64,6 +64,16 @@ class DockerRunner:
     def workspace_path(self, local: Path) -> Path:
         return Path(shapes.MOUNT_PATH)
 
+    async def ready(self) -> str | None:
+        """The engine answers: a ping, and its version for the record."""
+        try:
+            version = await self.docker.version()
+        except (aiodocker.DockerError, OSError) as exc:
+            return f"the Docker engine at {self.docker.docker_host} does not answer: {exc}"
+        except Exception as exc:  # aiohttp's connection errors, a socket that is not an engine's
+            return f"the Docker engine at {self.docker.docker_host} does not answer: {type(exc).__name__}: {exc}"
+        return None if version else "the Docker engine gave no version"
+
     async def start(self, spec: RunSpec) -> DockerHandle:
         name = shapes.turn_name(spec.task_id, spec.turn, secrets.token_hex(3))
         try:
