@@ -73,9 +73,9 @@ class KubernetesRunner:
         if kubeconfig is not None:
             await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration,
                                           context=settings.k8s_context)
-        elif IN_CLUSTER_NAMESPACE.exists():
+        elif (own := await asyncio.to_thread(_in_cluster_namespace)) is not None:
             config.load_incluster_config(client_configuration=configuration)
-            namespace = namespace or IN_CLUSTER_NAMESPACE.read_text().strip()
+            namespace = namespace or own
         else:
             await config.load_kube_config(client_configuration=configuration, context=settings.k8s_context)
         return cls(client.ApiClient(configuration), settings.k8s_settings(namespace or "default"))
@@ -169,7 +169,7 @@ class KubernetesRunner:
     async def _delete_quietly(self, job: str) -> None:
         try:
             await self.api.delete_job(job)
-            await self.api.job_gone(job, timeout=GONE_WAIT_S)
+            await self.api.job_gone(job, within_s=GONE_WAIT_S)
         except (ApiException, aiohttp.ClientError) as exc:
             log.warning("deleting the helper Job %s failed (its TTL removes it): %s", job, exc)
 
@@ -179,10 +179,18 @@ class KubernetesRunner:
             for job in await self.api.jobs(objects.task_selector(task_id)):
                 await self.api.delete_job(job.metadata.name)
             for job in await self.api.jobs(objects.task_selector(task_id)):
-                await self.api.job_gone(job.metadata.name, timeout=GONE_WAIT_S)
+                await self.api.job_gone(job.metadata.name, within_s=GONE_WAIT_S)
             await self.api.delete_claim(objects.claim_name(task_id))
         except (ApiException, aiohttp.ClientError) as exc:
             raise _api_error("removing the task's workspace", exc) from None
+
+
+def _in_cluster_namespace() -> str | None:
+    """The namespace of the pod Shepherd runs in, when it runs in one (its service account's mount says it)."""
+    try:
+        return IN_CLUSTER_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 async def seed_archive(local: Path) -> bytes:

@@ -58,9 +58,9 @@ class KubeApi:
             if exc.status != NOT_FOUND:
                 raise
 
-    async def job_gone(self, name: str, *, timeout: float) -> bool:
-        """Wait until neither the Job nor any pod of it is left; False when that took longer than `timeout`."""
-        deadline = time.monotonic() + timeout
+    async def job_gone(self, name: str, *, within_s: float) -> bool:
+        """Wait until neither the Job nor any pod of it is left; False when that took longer than `within_s`."""
+        deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             if await self.read_job(name) is None and not await self.pods_of(name):
                 return True

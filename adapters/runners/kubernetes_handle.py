@@ -195,7 +195,7 @@ class KubeHandle:
 
     async def _end_unit(self) -> None:
         await self.api.delete_job(self.unit)
-        if not await self.api.job_gone(self.unit, timeout=STOP_WAIT_S):
+        if not await self.api.job_gone(self.unit, within_s=STOP_WAIT_S):
             log.warning("the Job %s is still there %.0f s after its deletion", self.unit, STOP_WAIT_S)
 
     async def _finish(self) -> RunExit:

@@ -238,7 +238,7 @@ class FakeKubernetes:
         pod_security = pod.get("securityContext") or {}
         for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
             security = container.get("securityContext") or {}
-            if not (security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is True):
+            if security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is not True:
                 return f"container {container.get('name')}: runAsNonRoot must be true"
             if security.get("allowPrivilegeEscalation") is not False:
                 return f"container {container.get('name')}: allowPrivilegeEscalation must be false"
@@ -469,12 +469,16 @@ class FakeKubernetes:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        while any(_alive(g) for g in groups) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if not any(_alive(g) for g in groups):
+                break
             await asyncio.sleep(0.05)
-        for pgid in groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-        while any(_alive(g) for g in groups):
+        while True:
+            for pgid in groups:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+            if not any(_alive(g) for g in groups):
+                break
             await asyncio.sleep(0.02)
         if pod.kubelet is not None and not pod.kubelet.done():
             pod.kubelet.cancel()
