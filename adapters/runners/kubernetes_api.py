@@ -61,9 +61,16 @@ class KubeApi:
     async def job_gone(self, name: str, *, within_s: float) -> bool:
         """Wait until neither the Job nor any pod of it is left; False when that took longer than `within_s`."""
         deadline = time.monotonic() + within_s
+        orphans_deleted = False
         while time.monotonic() < deadline:
-            if await self.read_job(name) is None and not await self.pods_of(name):
-                return True
+            if await self.read_job(name) is None:
+                pods = await self.pods_of(name)
+                if not pods:
+                    return True
+                if not orphans_deleted:  # the Job was deleted without its pods (by hand, without propagation)
+                    for pod in pods:
+                        await self.delete_pod(pod.metadata.name)
+                    orphans_deleted = True
             await asyncio.sleep(GONE_POLL_S)
         return False
 
@@ -80,13 +87,12 @@ class KubeApi:
             return None
         return max(pods, key=lambda p: p.metadata.creation_timestamp or 0)
 
-    async def read_pod(self, name: str) -> client.V1Pod | None:
+    async def delete_pod(self, name: str) -> None:
         try:
-            return await self.core.read_namespaced_pod(name, self.namespace)
+            await self.core.delete_namespaced_pod(name, self.namespace)
         except ApiException as exc:
-            if exc.status == NOT_FOUND:
-                return None
-            raise
+            if exc.status != NOT_FOUND:
+                raise
 
     async def follow_log(self, pod: str, *, since_seconds: int | None,
                          container: str = AGENT_CONTAINER) -> AsyncIterator[str]:

@@ -91,8 +91,17 @@ class KubeHandle:
     async def _follow_logs(self) -> None:
         try:
             await self._follow_until_gone()
+        except Exception as exc:  # the client itself broke (closed): nothing more can be read of this unit
+            log.error("following %s failed: %s", self.unit, exc)
         finally:
             self._lines.put_nowait(None)
+
+    async def _job_gone(self) -> bool:
+        try:
+            return await self.api.read_job(self.unit) is None
+        except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("reading the Job %s failed, trying again: %s", self.unit, exc)
+            return False
 
     async def _follow_until_gone(self) -> None:
         pause = POLL_MIN_S
@@ -100,7 +109,7 @@ class KubeHandle:
         while True:
             pod = await self._pod_or_none()
             if pod is None:
-                if await self.api.read_job(self.unit) is None:
+                if await self._job_gone():
                     return  # deleted (stop, timeout, by hand): the outcome says which
                 await asyncio.sleep(pause)
                 pause = min(POLL_MAX_S, pause * 2)
@@ -124,13 +133,13 @@ class KubeHandle:
             if not streamed:
                 self._last_output = time.monotonic()  # idle time counts from the agent's start, not the pull
                 streamed = True
-            await self._stream(pod.metadata.name)
+            name = pod.metadata.name
+            await self._stream(name)
             if ended:
                 return  # the stream of an ended container gave everything it had
-            pod = await self.api.read_pod(pod.metadata.name)
-            state = container_state(pod, AGENT_CONTAINER)
+            state = container_state(await self._pod_or_none(), AGENT_CONTAINER)
             if state is not None and state.terminated is not None:
-                await self._stream(pod.metadata.name)  # what came between the drop and the end
+                await self._stream(name)  # what came between the drop and the end
                 return
             await asyncio.sleep(RECONNECT_S)
 
@@ -190,13 +199,24 @@ class KubeHandle:
                 self._reason = self._reason or ExitReason.IDLE_TIMEOUT
             else:
                 continue
-            await self._end_unit()
+            try:
+                await self._end_unit()
+            except RunnerError as exc:  # the engine's own deadline still ends it
+                log.error("%s", exc.message)
             return
 
     async def _end_unit(self) -> None:
-        await self.api.delete_job(self.unit)
-        if not await self.api.job_gone(self.unit, within_s=STOP_WAIT_S):
-            log.warning("the Job %s is still there %.0f s after its deletion", self.unit, STOP_WAIT_S)
+        for attempt in range(OUTCOME_TRIES):
+            try:
+                await self.api.delete_job(self.unit)
+                if not await self.api.job_gone(self.unit, within_s=STOP_WAIT_S):
+                    log.warning("the Job %s is still there %.0f s after its deletion", self.unit, STOP_WAIT_S)
+                return
+            except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("deleting the Job %s failed, trying again: %s", self.unit, exc)
+                await asyncio.sleep(RECONNECT_S * (attempt + 1))
+        raise RunnerError(f"the Job {self.unit} could not be deleted: Kubernetes does not answer",
+                          code="RUNNER_ENGINE", status=502)
 
     async def _finish(self) -> RunExit:
         await asyncio.shield(self._follow)

@@ -126,6 +126,7 @@ class FakeKubernetes:
         r.add_delete(jobs + "/{name}", self._delete_job)
         r.add_get(pods, self._list_pods)
         r.add_get(pods + "/{name}", self._get_pod)
+        r.add_delete(pods + "/{name}", self._delete_pod_request)
         r.add_get(pods + "/{name}/log", self._pod_log)
         r.add_post(claims, self._create_claim)
         r.add_get(claims + "/{name}", self._get_claim)
@@ -499,6 +500,13 @@ class FakeKubernetes:
         pod = self.pods.get(request.match_info["name"])
         if pod is None:
             return _status(404, "NotFound", f'pods "{request.match_info["name"]}" not found')
+        return web.json_response(pod.obj)
+
+    async def _delete_pod_request(self, request: web.Request) -> web.Response:
+        pod = self.pods.get(request.match_info["name"])
+        if pod is None:
+            return _status(404, "NotFound", f'pods "{request.match_info["name"]}" not found')
+        self._spawn(self._delete_pod(pod))
         return web.json_response(pod.obj)
 
     async def _pod_log(self, request: web.Request) -> web.StreamResponse:
