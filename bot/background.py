@@ -25,13 +25,13 @@ from adapters.deploy.hook import HttpDeployHook
 from bot.callbacks import PYTHON, CallbackSocket, callback_app, write_launcher
 from bot.leader import Elector, elector
 from bot.outbox import Dispatcher
+from bot.runners import make_runner
 from bot.scheduler import Scheduler, grace_for, jobs
 from bot.settings import Settings
 from bot.sweeper import Sweeper
 from core.autonomy.actions import Executor
 from core.autonomy.forge import Forge
 from core.channels.outbox import Channel
-from core.runners.local import LocalRunner
 from core.shepherd import Shepherd
 from core.tasks.supervisor import TaskSupervisor
 
@@ -92,7 +92,17 @@ class Background:
         self.github = self._github(self.http)
         forge = self._forge(self.github)
         executor = Executor(settings.actions_config(), forge, HttpDeployHook(self.http), credentials=self.github)
-        self.supervisor = TaskSupervisor(self.shepherd, config, runner=LocalRunner(), executor=executor,
+        runner = await make_runner(settings)
+        if runner.capabilities.remote:
+            # an agent in the engine reaches Shepherd at its public address, or not at all (no loopback, no socket,
+            # no launcher on this host's disk), and is isolated by the engine rather than by bubblewrap here
+            if settings.public_url is None:
+                log.warning("SHEPHERD_RUNNER=%s without SHEPHERD_PUBLIC_URL: agents cannot reach Shepherd for "
+                            "`shepherd ask`", runner.kind)
+            config = replace(config, callback_url=settings.public_url, tool_dir=None, sandbox=None)
+            self.shepherd.tasks.workspace_discard = runner.discard
+        self.shepherd.tasks.runner_capabilities = runner.capabilities
+        self.supervisor = TaskSupervisor(self.shepherd, config, runner=runner, executor=executor,
                                          credentials=self.github)
         slack = settings.slack()
         if self.platforms and slack is not None and not any(c.name == "slack" for c in self.channels):

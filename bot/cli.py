@@ -106,9 +106,11 @@ def _core(settings: Settings, db: Database) -> Shepherd:
                         retention=settings.retention(), agent_env=settings.runner_config().pass_env)
     # Every process knows the jobs and sees who leads (`schedules`, /readyz); one that campaigns (bot.background)
     # puts its own elector in place.
+    from bot.runners import capabilities
     from bot.scheduler import jobs
 
     shepherd.scheduling.jobs = jobs(settings, shepherd)
+    shepherd.tasks.runner_capabilities = capabilities(settings.runner)
     shepherd.scheduling.leadership = _elector(settings, db)
     return shepherd
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     task_timeout: float = Field(3600, gt=0, description="hard limit of one agent turn, in seconds")
     task_idle_timeout: float = Field(600, gt=0, description="end a turn after this many seconds without output")
     task_log_lines: int = Field(20_000, ge=100, description="output lines stored per task; more are counted")
+    runner: Literal["local", "kubernetes", "docker"] = Field(
+        "local", description="where agents' turns run: local (child processes here, sandboxed), kubernetes (a Job "
+        "per turn; SHEPHERD_K8S_*), docker (a container per task on Docker or Podman; SHEPHERD_DOCKER_*)"
+    )
     sandbox: bool = Field(
         False, description="run agents in bubblewrap: an unprivileged uid with no capabilities, no network, only "
                            "the system read-only and the workspace writable"

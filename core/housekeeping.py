@@ -220,6 +220,7 @@ class Housekeeping:
         if due.pruned_at is not None:  # marked before: only its deletion may be missing
             if here:
                 await asyncio.to_thread(self.tasks.remove_workspace, str(path))
+                await self.tasks.discard_remote(due.id)
             return
         if not here:
             done.elsewhere += 1
@@ -233,6 +234,7 @@ class Housekeeping:
         if not await self._mark(due, now, reason if forced else None):
             return  # a follow-up, an action or a deletion got there first: judged again next time
         await asyncio.to_thread(self.tasks.remove_workspace, str(path))
+        await self.tasks.discard_remote(due.id)
         done.workspaces += 1
 
     async def _pushed(self, due: _Due) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ import io
 import os
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from core.errors import ShepherdError
@@ -75,16 +76,22 @@ def replace_tree_sync(local: Path, archive: bytes, *, strip: str = "") -> int:
     """Make the work tree of `local` the tree in `archive` (a tar, maybe gzip'd); returns the files written."""
     if not (local / ".git").is_dir():
         raise MirrorError(f"Shepherd's copy of the workspace is gone: {local}")
+    # unpacked beside the copy first: an archive refused halfway leaves the copy as it was
+    staging = Path(tempfile.mkdtemp(prefix=f".{local.name}-collect-", dir=local.parent))
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
             members = _members(tar, strip)
-            _clear(local)
-            # the data filter refuses absolute links, links out of `local` and odd modes, member by member
-            tar.extractall(local, members=members, filter="data")
+            # the data filter refuses absolute links, links out of the tree and odd modes, member by member
+            tar.extractall(staging, members=members, filter="data")
+        _clear(local)
+        for entry in staging.iterdir():
+            os.replace(entry, local / entry.name)
     except (tarfile.TarError, EOFError) as exc:
-        raise MirrorError(f"the workspace archive could not be read: {exc}") from None
+        raise MirrorError(f"the workspace archive was refused: {exc}") from None
     except OSError as exc:
         raise MirrorError(f"the workspace could not be written: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     os.utime(local)
     return sum(1 for m in members if m.isfile())
 

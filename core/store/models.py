@@ -191,6 +191,10 @@ class Task(SQLModel, table=True):
     control: str | None = Field(default=None, max_length=16)  # stop / pause / resume / delete, for the runner
     runner_id: str | None = Field(default=None, max_length=200)  # the runner process that holds it
     pid: int | None = None
+    # the runner that holds its turn ("local", "kubernetes", "docker") and its unit there: a remote turn is found
+    # again by them after a worker restart (core.tasks.nodes)
+    runner_kind: str | None = Field(default=None, max_length=20)
+    runner_unit: str | None = Field(default=None, max_length=300)
     log_count: int = 0
     log_snapshot: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     snapshot_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

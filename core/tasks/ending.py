@@ -108,6 +108,7 @@ class TurnEnd:
         self.shepherd.output_written()  # who follows the task live (an invoke's stream, logs?follow) reads its end now
         if workspace:
             await asyncio.to_thread(self.shepherd.tasks.remove_workspace, workspace)
+            await self.shepherd.tasks.discard_remote(turn.task_id)
 
     async def _settle(
         self, session: AsyncSession, task: Task, turn: Turn, outcome: Outcome, evidence: Evidence,

@@ -52,6 +52,15 @@ class MinuteBudgets:
             asked = (await session.exec(select(Confirmation.id).where(
                 Confirmation.task_id == task.id, Confirmation.action == EXTEND_ACTION,
                 Confirmation.status == Status.PENDING.value))).first()
+            if not self.shepherd.tasks.runner_capabilities.pause:
+                # an engine that cannot freeze (Kubernetes): the turn runs on while people decide; rejected or
+                # expired, it is stopped (core.tasks.extensions)
+                if asked is None:
+                    await extensions.ask(session, self.shepherd.confirmations, task, Limit.MINUTES,
+                                         running_s=turn.running_s())
+                    await record(session, Principal.system(task.org_id), "task", "task.budget_reached",
+                                 agent_id=task.agent_id, task_id=task.id, payload={"limit": Limit.MINUTES.value})
+                return
             await turn.handle.pause()
             turn.note_pause(True)
             task_state.pause(task)

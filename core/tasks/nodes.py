@@ -1,7 +1,10 @@
 """Runner nodes: the processes that run tasks, each a RunnerNode row with a heartbeat. Several may share one
 database. A node that stopped beating (or whose process is gone from this host) is dead: the tasks it held
 end `interrupted`, what is left of their agents is killed, and actions it was carrying out are handed back
-to be carried out again (every action is safe to repeat)."""
+to be carried out again (every action is safe to repeat).
+
+A turn on a remote engine (a Kubernetes Job, a Docker exec) is not interrupted by its node's end: it runs on in
+the engine, so a node with a runner of that kind that can reconnect claims it and follows it again (`adopt`)."""
 
 from __future__ import annotations
 
@@ -81,8 +84,11 @@ def reap_orphans(pgid: int, workspace: str) -> int:
 class RunnerNodes:
     """This process's node (announced, beating, removed) and the recovery of other nodes' work."""
 
-    def __init__(self, shepherd: Shepherd, node_id: str, *, heartbeat_s: float, stale_after_s: float) -> None:
+    def __init__(self, shepherd: Shepherd, node_id: str, *, heartbeat_s: float, stale_after_s: float,
+                 adopt: tuple[str, Callable[[Task], None]] | None = None) -> None:
+        """`adopt` is (runner kind, what follows a claimed task) when this node's runner reconnects to its units."""
         self.shepherd = shepherd
+        self.adopt = adopt
         self.db = shepherd.db
         self.node_id = node_id
         self.host = socket.gethostname()
@@ -110,7 +116,8 @@ class RunnerNodes:
 
     async def withdraw(self, local: Collection[str]) -> None:
         """This process stops: the tasks it still holds end `interrupted`, and its node is gone."""
-        await self.interrupt(lambda task: task.runner_id == self.node_id, local,
+        # a remote turn this process left running is not interrupted: the next node of its kind follows it
+        await self.interrupt(lambda task: task.runner_id == self.node_id and not self._follows(task), local,
                              "Shepherd stopped while the agent was working")
         async with self.db.write() as session:
             node = await session.get(RunnerNode, self.node_id)
@@ -165,6 +172,28 @@ class RunnerNodes:
                              agent_id=task.agent_id, task_id=task.id,
                              payload={"reason": task.state_message, "runner": None})
 
+    def _follows(self, task: Task) -> bool:
+        """Whether this node can find the task's unit again (a remote one, on an engine of its runner's kind)."""
+        return self.adopt is not None and bool(task.runner_unit) and task.runner_kind == self.adopt[0]
+
+    async def _claim(self, stale: Task, alive: Callable[[str], bool] | None) -> bool:
+        """Take over a remote turn of a node that is gone, decided again under the task's lock (as `interrupt`)."""
+        async with self.db.write() as session:
+            task = await session.get(Task, stale.id, with_for_update=True)
+            if task is None or TaskStatus(task.status) not in ACTIVE or task.runner_id != stale.runner_id:
+                return False
+            if alive is not None and task.runner_id and alive(task.runner_id) \
+                    and await session.get(RunnerNode, task.runner_id) is not None:
+                return False
+            task.runner_id = self.node_id
+            session.add(task)
+            await record(session, Principal.system(task.org_id), "task", "task.reattached", agent_id=task.agent_id,
+                         task_id=task.id, payload={"runner": stale.runner_id, "unit": task.runner_unit})
+        stale.runner_id = self.node_id
+        log.warning("task %s: its runner is gone; following its %s unit %s from this process", stale.id,
+                    stale.runner_kind, stale.runner_unit)
+        return True
+
     async def interrupt(self, held: Callable[[Task], bool], local: Collection[str], reason: str, *,
                         alive: Callable[[str], bool] | None = None) -> None:
         """End the active tasks `held` picks (none of `local`) `interrupted`, killing their agents' leftovers.
@@ -175,6 +204,10 @@ class RunnerNodes:
         async with self.db.read() as session:
             rows = list(await session.exec(select(Task).where(col(Task.status).in_([s.value for s in ACTIVE]))))
         for stale in [t for t in rows if held(t) and t.id not in local]:
+            if self._follows(stale):
+                if await self._claim(stale, alive) and self.adopt is not None:
+                    self.adopt[1](stale)
+                continue
             if stale.pid and stale.workspace:
                 leftovers = reap_orphans(stale.pid, stale.workspace)
                 if leftovers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.ids import new_id
 from core.people.access import Principal, Scope
 from core.projects import check_branch, find_project, resolve_project
+from core.runners import Capabilities
 from core.runners.repos import RepoRules, repo_kind
 from core.sessions.rows import PRIVATE, joinable_session, shown_tasks
 from core.sessions.threads import session_for_thread
@@ -106,6 +107,9 @@ class Tasks(TaskSteering):
         self.default_runtime = default_runtime
         self.workspace_root = workspace_root
         self.repos = repos or RepoRules()  # which repositories tasks may name
+        # what the configured runner can do (SHEPHERD_RUNNER): every process refuses what it cannot, web ones too
+        self.runner_capabilities = Capabilities()
+        self.workspace_discard: Callable[[str], Awaitable[None]] | None = None
 
     async def runner_available(self) -> bool:
         """Is any runner alive to run tasks: one with a fresh heartbeat (a runner announces itself as it starts)?"""

@@ -280,7 +280,7 @@ def _end(task: Task, outcome: Outcome, evidence: Evidence, question: str | None 
     task.outcome = outcome.value
     task.evidence = evidence.to_json()
     task.finished_at = utcnow()
-    task.pid = task.control = task.runner_id = task.callback_hash = None
+    task.pid = task.control = task.runner_id = task.callback_hash = task.runner_unit = None
     if question is not None and outcome is Outcome.SUCCEEDED:
         _move(task, outcome.status, State.IDLE, question)
     else:
@@ -318,7 +318,7 @@ def await_gate(task: Task, evidence: Evidence, summary: str) -> None:
     """The turn is done and what it produced waits on the gate: no process, no runner slot."""
     _require(task, frozenset({TaskStatus.RUNNING}), "wait on its gated action")
     task.evidence = evidence.to_json()
-    task.pid = task.control = task.runner_id = task.callback_hash = None
+    task.pid = task.control = task.runner_id = task.callback_hash = task.runner_unit = None
     _move(task, TaskStatus.AWAITING, State.IDLE, f"turn done; {summary}")
 
 

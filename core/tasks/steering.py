@@ -8,7 +8,9 @@ change goes through core.tasks.state.
 
 from __future__ import annotations
 
+import logging
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from core.clock import as_utc, utcnow
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.people.access import Principal, Scope
+from core.runners import Capabilities
 from core.runners.sandbox import home_for
 from core.sessions import iterations
 from core.sessions.rows import refuse_archived, shown_tasks
@@ -51,12 +54,17 @@ def checked_input(text: str, limit: int) -> str:
         raise ValidationFailed(f"input is 1-{limit} characters", code="INVALID_INPUT")
     return text
 
+log = logging.getLogger(__name__)
+
 
 class TaskSteering:
     db: Database
     confirmations: Confirmations
     runs_due: Wakeup
     workspace_root: Path | None
+    runner_capabilities: Capabilities
+    # what removes the engine's side of a workspace (a volume, a container) in a process with a remote runner
+    workspace_discard: Callable[[str], Awaitable[None]] | None
 
     async def _void_gate(self, session: AsyncSession, task: Task, why: str) -> None:
         """A task leaving `awaiting` by people's hand: what it waited on can no longer run."""
@@ -109,6 +117,9 @@ class TaskSteering:
             # takes back a stop.
             if control in (Control.PAUSE, Control.RESUME) and task.control in STOPS:
                 raise Conflict(f"task {task.name} is being stopped", code="TASK_STOPPING")
+            if control is Control.PAUSE and not self.runner_capabilities.pause:
+                raise Conflict(f"task {task.name} cannot be paused: {self.runner_capabilities.why_no_pause} "
+                               "(stop it, or let it finish)", code="PAUSE_UNSUPPORTED")
             if control is Control.PAUSE:
                 if not ((status is TaskStatus.RUNNING and task.control != Control.PAUSE)
                         or (status is TaskStatus.PAUSED and task.control == Control.RESUME)):
@@ -143,8 +154,19 @@ class TaskSteering:
                          agent_id=task.agent_id, task_id=task.id, payload={"status": task.status})
         if workspace:
             self.remove_workspace(workspace)
+            await self.discard_remote(task.id)
         self.runs_due()
         return task
+
+    async def discard_remote(self, task_id: str) -> None:
+        """The engine's side of a removed workspace goes too (a remote runner's volume); a failure is logged, the
+        next removal of the task's leftovers (the cleanup job) tries again."""
+        if self.workspace_discard is None:
+            return
+        try:
+            await self.workspace_discard(task_id)
+        except Exception:
+            log.exception("task %s: removing its workspace from the engine failed", task_id)
 
     def remove_workspace(self, path: str) -> None:
         """Delete a workspace, but only inside the workspace root: a stored path is never trusted blindly."""

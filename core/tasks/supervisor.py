@@ -51,12 +51,13 @@ class TaskSupervisor:
         self.config = config
         self.node_id = new_node_id()
         self.output = TaskOutput(self.db, flush_s=config.flush_s, written=shepherd.output_written)
-        self.nodes = RunnerNodes(shepherd, self.node_id, heartbeat_s=config.heartbeat_s,
-                                 stale_after_s=config.stale_after_s)
         self.claims = Claims(self.db, self.node_id)
         ending = TurnEnd(shepherd, self.output, self.node_id, self.wake)
         self.turns = Turns(shepherd, shepherd.catalog, config, runner, self.output, ending, self.wake,
                            credentials=credentials)
+        adopt = (runner.kind, self.turns.adopt) if runner.capabilities.reconnect else None
+        self.nodes = RunnerNodes(shepherd, self.node_id, heartbeat_s=config.heartbeat_s,
+                                 stale_after_s=config.stale_after_s, adopt=adopt)
         self.actions = ApprovedActions(shepherd, executor, config, ending, self.node_id)
         self.minutes = MinuteBudgets(shepherd, self.output)
         self._closing = False

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,10 +24,10 @@ from core import environ
 from core.agents import AgentStatus
 from core.autonomy.plans import Origin, Status
 from core.autonomy.questions import new_task_token, note_waiting
-from core.clock import utcnow
+from core.clock import as_utc, utcnow
 from core.errors import ShepherdError
 from core.people.access import Principal
-from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec
+from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec, Seed
 from core.runners.credentials import GitCredentials, git_auth
 from core.runners.local import RunnerError
 from core.runners.presets import AgentCatalog, reported_cost, verdict
@@ -72,6 +72,7 @@ class Turn:
     began: float | None = None  # when its process started (the loop's clock); its wall time leaves pauses out
     paused_s: float = 0.0
     paused_at: float | None = None
+    detached: bool = False  # Shepherd stopped and left its remote unit running: another process follows it
 
     def running_s(self) -> float:
         """How long its process has run, pauses left out: what its budget's minutes count."""
@@ -200,11 +201,23 @@ class Turns:
         self.running[task.id] = turn
         turn.job = asyncio.get_running_loop().create_task(self._drive(turn))
 
+    def adopt(self, task: Task) -> None:
+        """Follow a remote turn that a process now gone started (core.tasks.nodes hands it over, claimed)."""
+        turn = Turn(task_id=task.id, org_id=task.org_id)
+        if task.status == TaskStatus.PAUSED:
+            turn.note_pause(True)
+        self.running[task.id] = turn
+        turn.job = asyncio.get_running_loop().create_task(self._drive(turn, adopted=task))
+
     async def stop_all(self, reason: str, *, wait_s: float) -> None:
         """Stop every turn (`shutdown`: they end interrupted), waiting up to `wait_s` for them to end."""
+        keep = reason == "shutdown" and self.runner.capabilities.reconnect
         for turn in list(self.running.values()):
             turn.stop_reason = reason
-            if turn.handle is not None:
+            if turn.handle is not None and keep:
+                turn.detached = True  # a remote unit outlives this process: the next worker finds it again
+                await turn.handle.detach()
+            elif turn.handle is not None:
                 await turn.handle.stop()
         jobs = [t.job for t in self.running.values() if t.job is not None]
         if jobs:
@@ -212,9 +225,9 @@ class Turns:
             for job in late:
                 job.cancel()
 
-    async def _drive(self, turn: Turn) -> None:
+    async def _drive(self, turn: Turn, adopted: Task | None = None) -> None:
         try:
-            await self._run(turn)
+            await (self._run(turn) if adopted is None else self._adopted(turn, adopted))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -236,9 +249,11 @@ class Turns:
         async with self.db.read() as session:
             task = await session.get(Task, turn.task_id)
         assert task is not None
-        availability = await self.catalog.check(task.runtime)
-        if not availability.usable:
-            return await self._fail(turn, f"agent {task.runtime}: {availability.detail}")
+        remote = self.runner.capabilities.remote
+        if not remote:  # a remote unit runs the agent's image: its CLI is the image's, not this host's
+            availability = await self.catalog.check(task.runtime)
+            if not availability.usable:
+                return await self._fail(turn, f"agent {task.runtime}: {availability.detail}")
         preset = self.catalog.get(task.runtime)
         turn.session_pattern = preset.session_pattern
         workspace = self.config.workspace_root / task.id
@@ -253,15 +268,21 @@ class Turns:
             text = task.prompt
             if workspace.exists():  # left by a run that died while preparing it
                 await asyncio.to_thread(self.shepherd.tasks.remove_workspace, str(workspace))
+                await self.shepherd.tasks.discard_remote(task.id)
+            work_branch = task.work_branch or f"shepherd/{task.name}"
             try:
                 # checked again right before git connects: DNS may have changed since the task was created
                 reach = await self.repos.reach(task.repo) if task.repo else None
+                auth = await self._git_auth(task, reach.url) if reach else {}
                 branch, sha = await prepare(
                     workspace, source=reach.url if reach else None, base_branch=task.base_branch,
-                    work_branch=task.work_branch or f"shepherd/{task.name}",
-                    env=reach.env(await self._git_auth(task, reach.url)) if reach else None,
+                    work_branch=work_branch, env=reach.env(auth) if reach else None,
                 )
-            except ShepherdError as exc:  # WorkspaceError, or the repository's host is refused
+                if remote:  # the engine's volume starts from the same commit (its clone's token is short-lived)
+                    await self.runner.seed(Seed(
+                        task_id=task.id, org_id=task.org_id, local=workspace, work_branch=work_branch, base_sha=sha,
+                        source=reach.url if reach else None, base_branch=branch, credential=auth))
+            except ShepherdError as exc:  # WorkspaceError, the repository's host refused, the engine refused
                 return await self._fail(turn, f"workspace: {exc.message}")
             task.workspace, task.base_branch, task.base_sha = str(workspace), branch, sha
         if turn.stop_reason == "shutdown":
@@ -287,9 +308,52 @@ class Turns:
             return
         if turn.stop_reason is not None:  # a stop that arrived while the process was starting
             await turn.handle.stop()
+        await self._follow(turn, task, workspace)
+
+    async def _adopted(self, turn: Turn, task: Task) -> None:
+        """Find the unit of a turn started before a restart and follow it from its last stored line on."""
+        workspace = self.config.workspace_root / task.id
+        async with self.db.read() as session:
+            last = (await session.exec(select(func.max(TaskLog.time)).where(col(TaskLog.task_id) == task.id))).first()
+        since = as_utc(last or task.state_at).timestamp()
+        preset = self.catalog.get(task.runtime)
+        turn.session_pattern, turn.session_ref = preset.session_pattern, task.session_ref
+        seen_at = self.runner.workspace_path(workspace)
+        # what the unit was started with is in the engine; this spec says whose it is and its limits
+        spec = RunSpec(argv=(), cwd=seen_at, env={}, idle_timeout=self.config.idle_timeout_s,
+                       hard_timeout=self.config.hard_timeout_s, task_id=task.id, org_id=task.org_id,
+                       turn=task.turns, runtime=task.runtime)
+        try:
+            handle = await self.runner.attach(task.runner_unit or "", spec, since_s=since)
+        except ShepherdError as exc:
+            handle, why = None, exc.message
+        else:
+            why = "the engine no longer knows its unit"
+        if handle is None:
+            await self.ending.finish(turn, Outcome.INTERRUPTED, None, DiffStats(),
+                                     f"its runner restarted and could not find the agent again: {why}")
+            return
+        turn.handle = handle
+        turn.began = time.monotonic() - max(0.0, (utcnow() - as_utc(task.state_at)).total_seconds())
+        log.info("task %s: following its %s unit %s again", task.id, self.runner.kind, task.runner_unit)
+        if turn.stop_reason is not None:
+            await handle.stop()
+        await self._follow(turn, task, workspace)
+
+    async def _follow(self, turn: Turn, task: Task, workspace: Path) -> None:
+        """The turn's unit runs: its lines until it ends, then the turn's end (its work brought back first)."""
+        assert turn.handle is not None
         async for line in turn.handle.lines():
             self._on_line(turn, line)
+        if turn.detached:  # Shepherd stops; the unit goes on, and the process that adopts it ends the turn
+            return
         exit_ = await turn.handle.wait()
+        collected: str | None = None
+        if self.runner.capabilities.remote and exit_.reason is not ExitReason.LOST:
+            try:
+                await self.runner.collect(task.id, workspace)
+            except ShepherdError as exc:
+                collected = exc.message
         diff = DiffStats()
         with contextlib.suppress(Exception):
             diff = await diff_stats(workspace, task.base_sha)
@@ -297,6 +361,10 @@ class Turns:
                        refused=await self._refused_question(turn), last_lines=turn.last_lines,
                        idle_timeout_s=self.config.idle_timeout_s, hard_timeout_s=self.config.hard_timeout_s)
         outcome, reason = judged.outcome, judged.reason
+        if exit_.reason is ExitReason.LOST and turn.stop_reason is None:
+            outcome, reason = Outcome.INTERRUPTED, "its unit vanished from the engine before it reported how it ended"
+        if collected is not None and outcome is Outcome.SUCCEEDED:
+            outcome, reason = Outcome.FAILED, f"bringing the agent's work back from the engine failed: {collected}"
         plan = None
         # a turn that ends on a question has not finished the work: its changes wait for the answer's turn
         if outcome is Outcome.SUCCEEDED and diff.files and turn.stop_reason is None and judged.question is None:
@@ -325,7 +393,7 @@ class Turns:
 
             await self.writes.run(store)  # with the other turns starting now: one commit for them all
         sandbox: SandboxView | None = None
-        if self.config.sandbox is not None:
+        if self.config.sandbox is not None and not self.runner.capabilities.remote:
             home = home_for(workspace)  # the agent's own home, kept for its follow-up turns
             await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
             sandbox = self.config.sandbox.for_task(home)
@@ -335,12 +403,14 @@ class Turns:
             async with self.db.read() as session:
                 found = (await session.exec(select(Session.env).where(col(Session.id) == task.session_id))).first()
             session_env = dict(found or {})
+        seen_at = self.runner.workspace_path(workspace)  # where the unit sees it (a mount path in a container)
         return RunSpec(
-            argv=preset.argv(prompt=text, session=session_ref, workspace=workspace, task=task.id,
+            argv=preset.argv(prompt=text, session=session_ref, workspace=seen_at, task=task.id,
                              follow_up=follow_up, cheap=task.cheap_model),
-            cwd=workspace, env=agent_env(self.config, task, workspace, token, session_env),
+            cwd=seen_at, env=agent_env(self.config, task, seen_at, token, session_env),
             idle_timeout=self.config.idle_timeout_s, hard_timeout=self.config.hard_timeout_s,
             sandbox=sandbox, program=preset.own_words(follow_up=follow_up),
+            task_id=task.id, org_id=task.org_id, turn=task.turns + 1, runtime=task.runtime,
         )
 
     async def _started(self, turn: Turn, snapshot: Task, text: str, session_ref: str, follow_up: bool) -> bool:
@@ -357,7 +427,8 @@ class Turns:
             task_state.start_turn(task, follow_up=follow_up)
             task.turns += 1
             await iterations.turn_started(session, task)
-            task.pid = handle.pid
+            task.pid = handle.pid or None
+            task.runner_kind, task.runner_unit = self.runner.kind, handle.unit
             task.session_ref = session_ref
             task.started_at = task.started_at or utcnow()
             if follow_up:
