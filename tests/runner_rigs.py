@@ -70,4 +70,10 @@ async def make_local_rig(root: Path) -> Rig:
     return LocalRig(root)
 
 
-RIGS = {"local": make_local_rig}
+async def make_kubernetes_rig(root: Path) -> Rig:
+    from tests.kubernetes_rig import make_kubernetes_rig as make  # the real client against the loopback fake
+
+    return await make(root)
+
+
+RIGS = {"local": make_local_rig, "kubernetes": make_kubernetes_rig}
