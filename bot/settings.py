@@ -23,6 +23,7 @@ from core.tasks.config import RunnerConfig
 if TYPE_CHECKING:
     from adapters.github.auth import GitHubApp
     from adapters.github.inbound import GitHubConfig
+    from adapters.runners.kubernetes_objects import KubeSettings
     from adapters.slack.inbound import SlackConfig
     from adapters.telegram.config import TelegramConfig
 
@@ -259,6 +260,43 @@ class Settings(BaseSettings):
         "1000:1000", pattern=r"^[1-9][0-9]*(:[0-9]+)?$",
         description="the uid:gid agent containers run as (never root); the workspace's files are theirs",
     )
+    # The Kubernetes runner (issue 18, SHEPHERD_RUNNER=kubernetes): a Job per turn, a PVC per task.
+    k8s_kubeconfig: Path | None = Field(
+        None, description="the kubeconfig file of the cluster agents run on (else KUBECONFIG, else the in-cluster "
+                          "service account, else ~/.kube/config)",
+    )
+    k8s_context: str | None = Field(None, description="the kubeconfig context to use (else its current one)")
+    k8s_namespace: str | None = Field(
+        None, description="the namespace of the agents' Jobs and workspace claims (else the worker's own namespace "
+                          "in a cluster, else `default`)",
+    )
+    k8s_image: str = Field(
+        "shepherd-agent:latest", description="the agent image (with sh, git, tar, base64 and the agents' CLIs)",
+    )
+    k8s_images: str = Field(
+        "", description="an image per agent preset, e.g. claude=ghcr.io/acme/claude:1,codex=ghcr.io/acme/codex:1 "
+                        "(the others run SHEPHERD_K8S_IMAGE)",
+    )
+    k8s_storage_class: str | None = Field(
+        None, description="the storage class of each task's workspace claim (else the cluster's default)",
+    )
+    k8s_workspace_size: str = Field("10Gi", description="the size of each task's workspace claim")
+    k8s_cpu_request: str = Field("500m", description="CPU an agent's pod requests")
+    k8s_cpu_limit: str = Field("2", description="CPU an agent's pod may use at most")
+    k8s_memory_request: str = Field("1Gi", description="memory an agent's pod requests")
+    k8s_memory_limit: str = Field("4Gi", description="memory an agent's pod may use at most")
+    k8s_uid: int = Field(1000, ge=1, le=2**31 - 1, description="the non-root uid (and gid) agents run as")
+    k8s_job_ttl: int = Field(
+        3600, ge=0, le=MAX_DURATION_S, description="seconds a finished turn's Job is kept (its log with it)",
+    )
+    k8s_deadline_grace: int = Field(
+        60, ge=0, le=86400, description="seconds added to SHEPHERD_TASK_TIMEOUT for a Job's activeDeadlineSeconds "
+                                        "(the pod's start), so the engine ends a turn nobody watches",
+    )
+    k8s_writable_root: str = Field(
+        "", description="agent presets whose pods get a writable root filesystem, comma-separated (the others "
+                        "write only to their workspace, home and /tmp)",
+    )
 
     @field_validator("org")
     @classmethod
@@ -430,6 +468,26 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("an http:// or https:// URL")
         return value.rstrip("/") + "/"
+
+    @field_validator("k8s_images")
+    @classmethod
+    def _k8s_images(cls, value: str) -> str:
+        from adapters.runners.kubernetes_objects import parse_images
+
+        return ",".join(f"{name}={image}" for name, image in parse_images(value).items())
+
+    def k8s_settings(self, namespace: str) -> KubeSettings:
+        """The Kubernetes runner's configuration, in `namespace`."""
+        from adapters.runners.kubernetes_objects import KubeSettings, parse_images
+
+        return KubeSettings(
+            namespace=namespace, image=self.k8s_image, images=parse_images(self.k8s_images),
+            storage_class=self.k8s_storage_class or None, workspace_size=self.k8s_workspace_size,
+            cpu_request=self.k8s_cpu_request, cpu_limit=self.k8s_cpu_limit, memory_request=self.k8s_memory_request,
+            memory_limit=self.k8s_memory_limit, uid=self.k8s_uid, job_ttl_s=self.k8s_job_ttl,
+            deadline_grace_s=self.k8s_deadline_grace,
+            writable_root=frozenset(n.strip() for n in self.k8s_writable_root.split(",") if n.strip()),
+        )
 
     @classmethod
     def env_name(cls, field: str) -> str:

@@ -114,4 +114,10 @@ async def make_docker_rig(root: Path) -> Rig:
     return DockerRig(root, fake)
 
 
-RIGS = {"local": make_local_rig, "docker": make_docker_rig}
+async def make_kubernetes_rig(root: Path) -> Rig:
+    from tests.kubernetes_rig import make_kubernetes_rig as make  # the real client against the loopback fake
+
+    return await make(root)
+
+
+RIGS = {"local": make_local_rig, "docker": make_docker_rig, "kubernetes": make_kubernetes_rig}

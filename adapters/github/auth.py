@@ -99,6 +99,12 @@ class GitHubAuth:
         return self._token is not None or self.app is not None
 
     @property
+    def short_lived(self) -> bool:
+        """Whether the tokens `token` gives expire soon by themselves (an App's installation tokens: an hour), so
+        one may be handed to a clone step outside Shepherd (a Kubernetes init container)."""
+        return self.app is not None
+
+    @property
     def mode(self) -> str:
         """`app`, `token` or `off`: how Shepherd authenticates (shown by `shepherd doctor`)."""
         return "app" if self.app is not None else "token" if self._token is not None else "off"

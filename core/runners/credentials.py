@@ -16,6 +16,10 @@ from urllib.parse import urlsplit
 
 
 class GitCredentials(Protocol):
+    # whether its tokens expire soon by themselves: only such a token may leave Shepherd for a remote clone step
+    @property
+    def short_lived(self) -> bool: ...
+
     async def token(self, repo: str) -> str | None:
         """The token that acts on `repo` (owner/name), or None when there is none for it. A ShepherdError when it
         cannot be had now (the code host is down)."""
@@ -27,6 +31,7 @@ class StaticToken:
     """One token for every repository (SHEPHERD_GITHUB_TOKEN), or none."""
 
     value: str | None = field(default=None, repr=False)
+    short_lived = False  # a personal token lives until revoked: it never leaves Shepherd
 
     async def token(self, repo: str) -> str | None:
         return self.value or None

@@ -278,10 +278,14 @@ class Turns:
                     workspace, source=reach.url if reach else None, base_branch=task.base_branch,
                     work_branch=work_branch, env=reach.env(auth) if reach else None,
                 )
-                if remote:  # the engine's volume starts from the same commit (its clone's token is short-lived)
+                if remote:  # the engine's volume starts from the same commit
+                    # a token that expires soon by itself may go to the engine's clone step; a lasting one (a
+                    # personal token, a request's own) never leaves Shepherd: the engine gets Shepherd's copy instead
+                    lasting = bool(auth) and reach is not None and not self._short_lived(task, reach.url)
                     await self.runner.seed(Seed(
                         task_id=task.id, org_id=task.org_id, local=workspace, work_branch=work_branch, base_sha=sha,
-                        source=reach.url if reach else None, base_branch=branch, credential=auth))
+                        source=None if lasting or reach is None else reach.url, base_branch=branch,
+                        credential={} if lasting else auth))
             except ShepherdError as exc:  # WorkspaceError, the repository's host refused, the engine refused
                 return await self._fail(turn, f"workspace: {exc.message}")
             task.workspace, task.base_branch, task.base_sha = str(workspace), branch, sha
@@ -373,6 +377,12 @@ class Turns:
             except WorkspaceError as exc:
                 outcome, reason = Outcome.FAILED, f"committing the agent's changes failed: {exc.message}"
         await self.ending.finish(turn, outcome, exit_, diff, reason, plan=plan, question=judged.question)
+
+    def _short_lived(self, task: Task, url: str) -> bool:
+        """Whether the token of the task's clone expires soon by itself (a GitHub App's installation token, an hour)
+        rather than lasting (a personal token, the one-use token a request handed over, whose life is unknown)."""
+        held = self.shepherd.run_tokens.git_config(task.id, url)
+        return held is None and bool(getattr(self.credentials, "short_lived", False))
 
     async def _git_auth(self, task: Task, url: str) -> dict[str, str]:
         """What authenticates the clone: the one-use token handed over with the task's request (held in this

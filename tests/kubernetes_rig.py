@@ -1,0 +1,88 @@
+"""The Kubernetes runner's rig for the runner contract suite (tests/runner_rigs.py): a KubernetesRunner driving the
+real kubernetes_asyncio client against the loopback fake of the API (tests/fakes/kubernetes.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubernetes_asyncio import client, config
+
+from adapters.runners.kubernetes import KubernetesRunner
+from adapters.runners.kubernetes_objects import AGENT_CONTAINER, TASK_LABEL, KubeSettings
+from bot.settings import FORBIDDEN_TO_AGENTS
+from tests.fakes.kubernetes import FakeKubernetes
+
+NAMESPACE = "shepherd-agents"
+SECRET_MIN_CHARS = 8  # shorter values of Shepherd's settings (a port, `true`) are no secret and match anything
+
+
+def shepherds_secrets() -> list[str]:
+    """The values of Shepherd's own environment that no object sent to the engine may carry."""
+    return [value for name, value in os.environ.items()
+            if (name.startswith(FORBIDDEN_TO_AGENTS) or name == "DATABASE_URL") and len(value) >= SECRET_MIN_CHARS]
+
+
+def processes_of(task_id: str) -> list[str]:
+    """Live processes on this host whose environment names the task (every unit's does: SHEPHERD_TASK_ID)."""
+    marker = f"SHEPHERD_TASK_ID={task_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and state[state.rfind(")") + 2:][:1] != "Z":
+            found.append(entry.name)
+    return found
+
+
+class KubernetesRig:
+    def __init__(self, root: Path, fake: FakeKubernetes, kubeconfig: Path, settings: KubeSettings) -> None:
+        self.workspace_root = root
+        self.fake = fake
+        self.kubeconfig = kubeconfig
+        self.settings = settings
+        self._runners: list[KubernetesRunner] = []
+        self.runner: KubernetesRunner
+
+    async def new_runner(self) -> KubernetesRunner:
+        configuration = client.Configuration()
+        await config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=configuration)
+        runner = KubernetesRunner(client.ApiClient(configuration), self.settings)
+        self._runners.append(runner)
+        return runner
+
+    async def leftovers(self, task_id: str) -> list[str]:
+        return [f"pod/{name}" for name in self.fake.live_pods(task_id)] + \
+            [f"pid/{pid}" for pid in processes_of(task_id)]
+
+    async def unit_env(self, task_id: str) -> dict[str, str] | None:
+        jobs = [j for j in self.fake.jobs_sent()
+                if j["metadata"]["labels"].get(TASK_LABEL) == task_id
+                and j["metadata"]["labels"].get("shepherd.dev/role") == "turn"]
+        if not jobs:
+            return None
+        containers = jobs[-1]["spec"]["template"]["spec"]["containers"]
+        agent = next(c for c in containers if c["name"] == AGENT_CONTAINER)
+        return {e["name"]: e["value"] for e in agent.get("env", [])}
+
+    async def close(self) -> None:
+        for runner in self._runners:
+            await runner.close()
+        await self.fake.close()
+
+
+async def make_kubernetes_rig(root: Path, *, settings: KubeSettings | None = None,
+                              missing_images: tuple[str, ...] = ()) -> KubernetesRig:
+    engine = root.parent / "k8s-engine"
+    engine.mkdir(parents=True, exist_ok=True)
+    fake = FakeKubernetes(engine, forbidden=shepherds_secrets(), missing_images=missing_images)
+    await fake.start()
+    rig = KubernetesRig(root, fake, fake.kubeconfig(engine / "kubeconfig"),
+                        settings or KubeSettings(namespace=NAMESPACE, deadline_grace_s=5))
+    rig.runner = await rig.new_runner()
+    return rig
