@@ -392,3 +392,18 @@ async def test_from_settings_reads_the_kubeconfig(rig: KubernetesRig, monkeypatc
         assert isinstance(jobs, client.V1JobList)
     finally:
         await runner.close()
+
+
+def test_only_a_token_that_expires_by_itself_goes_to_the_clusters_clone_step() -> None:
+    from adapters.github.auth import GitHubApp, GitHubAuth
+    from core.runners.credentials import StaticToken
+    from core.tasks.turns import engine_clone
+
+    url, auth = "https://github.com/acme/app.git", {"http.extraHeader": "Authorization: Basic c2VjcmV0"}
+    assert engine_clone(url, auth, short_lived=True) == (url, auth)  # an App's installation token: an hour
+    assert engine_clone(url, auth, short_lived=False) == (None, {})  # a personal token: Shepherd's copy travels
+    assert engine_clone(url, {}, short_lived=False) == (url, {})  # a public repository needs no token
+    assert engine_clone(None, {}, short_lived=True) == (None, {})
+    assert StaticToken("ghp_lasting").short_lived is False
+    assert GitHubAuth(None, token="ghp_lasting").short_lived is False  # type: ignore[arg-type]
+    assert GitHubAuth(None, app=GitHubApp(app_id="1", private_key="k")).short_lived is True  # type: ignore[arg-type]

@@ -114,6 +114,16 @@ def agent_env(config: RunnerConfig, task: Task, workspace: Path, token: str | No
     return env
 
 
+def engine_clone(url: str | None, auth: Mapping[str, str], *,
+                 short_lived: bool) -> tuple[str | None, Mapping[str, str]]:
+    """What a remote engine's own clone step gets (core.runners.Seed): the repository and the clone's token when
+    that token expires soon by itself (or none is needed). A lasting token (a personal token, a request's own)
+    never leaves Shepherd: then nothing, and the engine is given Shepherd's copy instead."""
+    if url is None or (auth and not short_lived):
+        return None, {}
+    return url, auth
+
+
 _QUESTION_END = re.compile(r"\?[\s\"'`*_)\]]*$")
 
 
@@ -281,11 +291,11 @@ class Turns:
                 if remote:  # the engine's volume starts from the same commit
                     # a token that expires soon by itself may go to the engine's clone step; a lasting one (a
                     # personal token, a request's own) never leaves Shepherd: the engine gets Shepherd's copy instead
-                    lasting = bool(auth) and reach is not None and not self._short_lived(task, reach.url)
+                    brief = reach is not None and self._short_lived(task, reach.url)
+                    source, credential = engine_clone(reach.url if reach else None, auth, short_lived=brief)
                     await self.runner.seed(Seed(
                         task_id=task.id, org_id=task.org_id, local=workspace, work_branch=work_branch, base_sha=sha,
-                        source=None if lasting or reach is None else reach.url, base_branch=branch,
-                        credential={} if lasting else auth))
+                        source=source, base_branch=branch, credential=credential))
             except ShepherdError as exc:  # WorkspaceError, the repository's host refused, the engine refused
                 return await self._fail(turn, f"workspace: {exc.message}")
             task.workspace, task.base_branch, task.base_sha = str(workspace), branch, sha
