@@ -18,6 +18,7 @@ from core.people.access import Principal, Role
 from core.shepherd import Shepherd
 from core.store.db import Database
 from tests import watchdog
+from tests.engines import real_docker_host, real_engine  # noqa: F401 (fixtures for every test module)
 from tests.pgcluster import Cluster, ClusterUnavailable
 
 watchdog.install()
