@@ -5,8 +5,9 @@ real client library against a loopback fake of the engine (tests/fakes/)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiodocker
 
@@ -120,4 +121,66 @@ async def make_kubernetes_rig(root: Path) -> Rig:
     return await make(root)
 
 
-RIGS = {"local": make_local_rig, "docker": make_docker_rig, "kubernetes": make_kubernetes_rig}
+class RealDockerRig:
+    """The Docker runner against a real engine (Podman in CI, set up by .ci/engine; tests/engines.py). The unit
+    runs the engine's image, so its Python is the image's `python3`, not this host's."""
+
+    python = "python3"
+
+    def __init__(self, root: Path, host: str, image: str) -> None:
+        self.workspace_root = root
+        self.host, self.image = host, image
+        self._since = int(time.time()) - 1  # what this rig's tests made (the engine may hold others' containers)
+        self._runners: list[DockerRunner] = []
+        self.runner: Runner = self._runner()
+
+    def _runner(self) -> DockerRunner:
+        runner = DockerRunner(aiodocker.Docker(url=self.host), DockerConfig(user="1000:1000", image=self.image))
+        self._runners.append(runner)
+        return runner
+
+    async def new_runner(self) -> Runner:
+        return self._runner()
+
+    async def _containers(self, *labels: str) -> list[dict[str, Any]]:
+        docker = aiodocker.Docker(url=self.host)
+        try:
+            found = await docker.containers.list(all=True, filters={"label": list(labels)})
+            return [dict(c._container) for c in found]
+        finally:
+            await docker.close()
+
+    async def leftovers(self, task_id: str) -> list[str]:
+        turns = await self._containers(f"shepherd.dev/task={task_id}", "shepherd.dev/role=turn")
+        return [c["Id"] for c in turns if c.get("State") in ("running", "paused")]
+
+    async def unit_env(self, task_id: str) -> dict[str, str] | None:
+        turns = await self._containers(f"shepherd.dev/task={task_id}", "shepherd.dev/role=turn")
+        if not turns:
+            return None
+        docker = aiodocker.Docker(url=self.host)
+        try:
+            info = await docker.containers.get(max(turns, key=lambda c: c.get("Created", 0))["Id"])
+            return dict(str(e).partition("=")[::2] for e in info["Config"]["Env"])
+        finally:
+            await docker.close()
+
+    async def close(self) -> None:
+        # the engine outlives the test (CI keeps it between runs): what its tasks left goes
+        made = await self._containers("app.kubernetes.io/managed-by=shepherd")
+        for task in {c["Labels"]["shepherd.dev/task"] for c in made
+                     if c.get("Created", 0) >= self._since and c["Labels"].get("shepherd.dev/task")}:
+            await self._runners[0].discard(task)
+        for runner in self._runners:
+            await runner.close()
+
+
+async def make_real_docker_rig(root: Path) -> Rig:
+    from tests.engines import require_engine  # skips (or fails, in CI) when no engine is set up
+
+    engine = require_engine()
+    return RealDockerRig(root, engine.docker_host, engine.image)
+
+
+RIGS = {"local": make_local_rig, "docker": make_docker_rig, "kubernetes": make_kubernetes_rig,
+        "real-docker": make_real_docker_rig}

@@ -35,8 +35,12 @@ pathlib.Path('result.txt').write_text('written after the restart\\n')
 print('done, but the tests still fail', flush=True)
 sys.exit(4)
 """
-AGENT = Preset("slow", "a slow agent", start=(PYTHON, "-c", SLOW, "{prompt}"), resume=None,
-               version=(PYTHON, "--version"), install="")
+
+
+def agent(rig: Rig) -> Preset:
+    python = getattr(rig, "python", PYTHON)  # the unit's own interpreter: an engine's image has its own
+    return Preset("slow", "a slow agent", start=(python, "-c", SLOW, "{prompt}"), resume=None,
+                  version=(python, "--version"), install="")
 
 
 @pytest.fixture(params=sorted(k for k in RIGS if k != "local"))
@@ -66,7 +70,7 @@ async def until(check, what: str) -> None:  # type: ignore[no-untyped-def]
 async def test_a_worker_restart_finds_the_remote_turn_again_and_reports_its_real_outcome(
         rig: Rig, db_url: str) -> None:
     db = Database(db_url)
-    shepherd = Shepherd(db, catalog=AgentCatalog([AGENT]), default_agent="slow", workspace_root=rig.workspace_root)
+    shepherd = Shepherd(db, catalog=AgentCatalog([agent(rig)]), default_agent="slow", workspace_root=rig.workspace_root)
     await shepherd.orgs.ensure("acme")
     who = person(Role.ADMIN)
     first = supervisor(shepherd, rig, rig.runner)
@@ -110,7 +114,7 @@ async def test_pause_is_refused_with_why_where_the_engine_cannot_freeze(rig: Rig
     if rig.runner.capabilities.pause:
         pytest.skip(f"{rig.runner.kind} pauses natively (the runner contract covers it)")
     db = Database(db_url)
-    shepherd = Shepherd(db, catalog=AgentCatalog([AGENT]), default_agent="slow", workspace_root=rig.workspace_root)
+    shepherd = Shepherd(db, catalog=AgentCatalog([agent(rig)]), default_agent="slow", workspace_root=rig.workspace_root)
     await shepherd.orgs.ensure("acme")
     who = person(Role.ADMIN)
     sup = supervisor(shepherd, rig, rig.runner)

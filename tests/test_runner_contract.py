@@ -65,7 +65,8 @@ def spec(rig: Rig, task_id: str, local: Path, code: str, *, idle: float = 20.0, 
     cwd = rig.runner.workspace_path(local)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "SHEPHERD_TASK_ID": task_id,
            "SHEPHERD_WORKSPACE": str(cwd), "PYTHONUNBUFFERED": "1"}
-    return RunSpec(argv=[PYTHON, "-c", code], cwd=cwd, env=env, idle_timeout=idle, hard_timeout=hard,
+    python = getattr(rig, "python", PYTHON)  # the unit's own interpreter: an engine's image has its own
+    return RunSpec(argv=[python, "-c", code], cwd=cwd, env=env, idle_timeout=idle, hard_timeout=hard,
                    task_id=task_id, org_id="org1", turn=turn, runtime="custom")
 
 
