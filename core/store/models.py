@@ -231,6 +231,59 @@ class Task(SQLModel, table=True):
     # cheaper model where it has one
     pinned_runner: str | None = Field(default=None, max_length=200)
     cheap_model: bool = False
+    # issue 19 (cloud coding containers): the promotion its workspace starts from (instead of a repository), and
+    # where its agent sees that workspace (a container's workspacePath; None: the runner's own place)
+    promotion_id: str | None = Field(default=None, max_length=40)
+    mount_path: str | None = Field(default=None, max_length=300)
+
+
+class Promotion(SQLModel, table=True):
+    """A bundle of files promoted to a workspace (core.containers.promotions): a git repository whose first commit
+    is the snapshot, kept under the data directory's promotions/<org>/<id>."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    source_kind: str = Field(max_length=40)
+    project_id: str = Field(max_length=200)
+    snapshot_id: str | None = Field(default=None, max_length=200)
+    preferred_agent: str | None = Field(default=None, max_length=32)
+    workspace_path: str = Field(max_length=300)  # where an agent sees it: /workspace/<project>
+    base_sha: str = Field(max_length=64)  # the snapshot's commit
+    file_count: int = 0
+    total_bytes: int = 0
+    created_by: str = Field(max_length=200)
+    created_at: datetime = _ts()
+
+
+class CodingContainer(SQLModel, table=True):
+    """An agent run on a promoted workspace (the Eliza dialect's coding container): its work is a task."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    task_id: str = Field(index=True, max_length=64)  # no foreign key: a deleted task leaves a `stopped` container
+    promotion_id: str = Field(max_length=40)
+    agent: str = Field(max_length=32)
+    workspace_path: str = Field(max_length=300)
+    file_count: int = 0
+    total_bytes: int = 0
+    created_by: str = Field(max_length=200)
+    created_at: datetime = _ts()
+
+
+class ContainerSync(SQLModel, table=True):
+    """One sync of a container's workspace (push, pull or roundtrip), as it was answered."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    container_id: str = Field(index=True, max_length=40)
+    direction: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    base_revision: str | None = Field(default=None, max_length=200)
+    changed: int = 0
+    deleted: int = 0
+    patches: int = 0
+    created_by: str = Field(max_length=200)
+    created_at: datetime = _ts()
 
 
 class Session(SQLModel, table=True):
