@@ -142,3 +142,35 @@ async def _ended(shepherd: Shepherd, who, task_id: str) -> bool:  # type: ignore
     return (await shepherd.tasks.get(who, task_id)).outcome is not None
 
 
+
+
+async def test_a_worker_without_shepherds_copy_of_the_workspace_ends_the_adopted_turn_and_says_why(
+        rig: Rig, db_url: str) -> None:
+    import shutil
+
+    db = Database(db_url)
+    shepherd = Shepherd(db, catalog=AgentCatalog([agent(rig)]), default_agent="slow", workspace_root=rig.workspace_root)
+    await shepherd.orgs.ensure("acme")
+    who = person(Role.ADMIN)
+    first = supervisor(shepherd, rig, rig.runner)
+    await first.start()
+    try:
+        task = (await shepherd.tasks.create(who, prompt="x", runtime="slow")).task
+
+        async def running() -> bool:
+            return (await shepherd.tasks.get(who, task.id)).status == "running"
+
+        await until(running, "the task runs")
+    finally:
+        await first.stop()
+    shutil.rmtree(rig.workspace_root / task.id)  # another worker, whose data directory is not shared
+    second = supervisor(shepherd, rig, await rig.new_runner())
+    await second.start()
+    try:
+        await until(lambda: _ended(shepherd, who, task.id), "the adopted task ended")
+        row = await shepherd.tasks.get(who, task.id)
+        assert row.outcome == "interrupted" and "SHEPHERD_DATA_DIR" in row.state_message, row.state_message
+        assert await rig.leftovers(task.id) == []  # not left working for nothing
+    finally:
+        await second.stop()
+        await db.dispose()

@@ -348,6 +348,14 @@ class Turns:
                                      f"its runner restarted and could not find the agent again: {why}")
             return
         turn.handle = handle
+        if self.runner.capabilities.remote and not (workspace / ".git").is_dir():
+            # its work can only come back into Shepherd's copy, which this worker does not have (workers that do not
+            # share SHEPHERD_DATA_DIR): the unit is ended rather than left working for nothing
+            await handle.stop()
+            await self.ending.finish(turn, Outcome.INTERRUPTED, None, DiffStats(),
+                                     "its runner restarted and this worker has no copy of its workspace (workers "
+                                     "must share SHEPHERD_DATA_DIR to follow each other's remote runs)")
+            return
         turn.began = time.monotonic() - max(0.0, (utcnow() - as_utc(task.state_at)).total_seconds())
         log.info("task %s: following its %s unit %s again", task.id, self.runner.kind, task.runner_unit)
         if turn.stop_reason is not None:
