@@ -385,6 +385,7 @@ async def test_the_fake_refuses_a_job_without_deadline_token_opt_out_or_non_root
 
 async def test_from_settings_reads_the_kubeconfig(rig: KubernetesRig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(rig.kubeconfig))
+    rig.fake.rules_namespace = "team-a"  # where the worker's Role is bound in this cluster
     runner = await KubernetesRunner.from_settings(Settings(k8s_namespace="team-a"))
     try:
         assert runner.settings.namespace == "team-a"
