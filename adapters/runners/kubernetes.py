@@ -74,7 +74,7 @@ class KubernetesRunner:
         where = f"the kubeconfig {kubeconfig or config.KUBE_CONFIG_DEFAULT_LOCATION}"
         try:
             if kubeconfig is not None:
-                if not await asyncio.to_thread(Path(kubeconfig).expanduser().is_file):
+                if not await asyncio.to_thread(_is_file, str(kubeconfig)):
                     raise config.ConfigException("no such file")
                 await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration,
                                               context=settings.k8s_context)
@@ -83,7 +83,7 @@ class KubernetesRunner:
                 config.load_incluster_config(client_configuration=configuration)
                 namespace = namespace or own
             else:
-                if not await asyncio.to_thread(Path(config.KUBE_CONFIG_DEFAULT_LOCATION).expanduser().is_file):
+                if not await asyncio.to_thread(_is_file, config.KUBE_CONFIG_DEFAULT_LOCATION):
                     raise config.ConfigException(
                         "no such file, and Shepherd runs outside a cluster: set SHEPHERD_K8S_KUBECONFIG")
                 await config.load_kube_config(client_configuration=configuration, context=settings.k8s_context)
@@ -203,6 +203,10 @@ class KubernetesRunner:
             await self.api.delete_claim(objects.claim_name(task_id))
         except (ApiException, aiohttp.ClientError) as exc:
             raise _api_error("removing the task's workspace", exc) from None
+
+
+def _is_file(path: str) -> bool:
+    return Path(path).expanduser().is_file()
 
 
 def _in_cluster_namespace() -> str | None:
