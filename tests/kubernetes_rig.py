@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
 from kubernetes_asyncio import client, config
 
 from adapters.runners.kubernetes import KubernetesRunner
@@ -14,6 +15,7 @@ from bot.settings import FORBIDDEN_TO_AGENTS
 from tests.fakes.kubernetes import FakeKubernetes
 
 NAMESPACE = "shepherd-agents"
+RBAC = Path(__file__).resolve().parent.parent / "manifests" / "k8s" / "10-rbac.yaml"
 SECRET_MIN_CHARS = 8  # shorter values of Shepherd's settings (a port, `true`) are no secret and match anything
 
 
@@ -21,6 +23,18 @@ def shepherds_secrets() -> list[str]:
     """The values of Shepherd's own environment that no object sent to the engine may carry."""
     return [value for name, value in os.environ.items()
             if (name.startswith(FORBIDDEN_TO_AGENTS) or name == "DATABASE_URL") and len(value) >= SECRET_MIN_CHARS]
+
+
+def runner_role() -> tuple[str, dict[tuple[str, str], set[str]]]:
+    """The namespace and rules of the worker's Role as manifests/k8s ships it: what the runner may do on a cluster."""
+    role = next(doc for doc in yaml.safe_load_all(RBAC.read_text())
+                if doc and doc["kind"] == "Role" and doc["metadata"]["name"] == "shepherd-runner")
+    rules: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                rules.setdefault((group, resource), set()).update(rule["verbs"])
+    return role["metadata"]["namespace"], rules
 
 
 def processes_of(task_id: str) -> list[str]:
@@ -80,9 +94,13 @@ async def make_kubernetes_rig(root: Path, *, settings: KubeSettings | None = Non
                               missing_images: tuple[str, ...] = ()) -> KubernetesRig:
     engine = root.parent / "k8s-engine"
     engine.mkdir(parents=True, exist_ok=True)
-    fake = FakeKubernetes(engine, forbidden=shepherds_secrets(), missing_images=missing_images)
+    settings = settings or KubeSettings(namespace=NAMESPACE, deadline_grace_s=5)
+    # the API answers as the cluster would to the worker's service account bound to the shipped Role (in the
+    # namespace the runner is configured with)
+    _, rules = runner_role()
+    fake = FakeKubernetes(engine, forbidden=shepherds_secrets(), missing_images=missing_images, rules=rules,
+                          rules_namespace=settings.namespace)
     await fake.start()
-    rig = KubernetesRig(root, fake, fake.kubeconfig(engine / "kubeconfig"),
-                        settings or KubeSettings(namespace=NAMESPACE, deadline_grace_s=5))
+    rig = KubernetesRig(root, fake, fake.kubeconfig(engine / "kubeconfig"), settings)
     rig.runner = await rig.new_runner()
     return rig

@@ -148,6 +148,24 @@ def test_bad_settings_are_named(home: Home) -> None:
     assert out.returncode == 1 and "SHEPHERD_PORT" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("settings,named", [
+    ({"SHEPHERD_RUNNER": "kubernetes", "SHEPHERD_K8S_KUBECONFIG": "missing-kubeconfig"}, "missing-kubeconfig"),
+    ({"SHEPHERD_RUNNER": "kubernetes"}, "SHEPHERD_K8S_KUBECONFIG"),  # no kubeconfig and outside a cluster
+    ({"SHEPHERD_RUNNER": "docker", "DOCKER_HOST": "ssh2://engine"}, "DOCKER_HOST"),
+])
+def test_a_runner_that_cannot_be_configured_is_named_by_doctor_and_stops_the_worker(
+        home: Home, settings: dict[str, str], named: str) -> None:
+    home.env.pop("KUBECONFIG", None)
+    home.env.pop("DOCKER_HOST", None)
+    home.env.update(settings, HOME=str(home.root))
+    home.run("migrate")
+    doctor = home.run("doctor", check=False)
+    assert doctor.returncode == 1 and "NOT READY" in doctor.stdout and named in doctor.stdout
+    worker = home.run("worker", check=False)
+    assert worker.returncode == 1 and named in worker.stderr
+    assert "Traceback" not in doctor.stdout + doctor.stderr + worker.stderr
+
+
 def test_worker_and_web_run_and_stop_cleanly(home: Home) -> None:
     web = home.start("web")
     worker = home.start("worker")

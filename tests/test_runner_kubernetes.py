@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from adapters.runners import kubernetes_objects as objects
-from adapters.runners.kubernetes import KubernetesRunner
+from adapters.runners.kubernetes import KubernetesRunner, seed_archive
 from adapters.runners.kubernetes_handle import KubeHandle
 from adapters.runners.kubernetes_objects import KubeSettings
 from bot.settings import Settings
@@ -358,6 +359,21 @@ async def test_the_first_turn_clones_the_source_with_a_credential_the_agent_neve
     assert "initContainers" not in sent_jobs(rig, task_id)[1]["spec"]["template"]["spec"]
 
 
+async def test_shepherds_copy_near_the_size_cap_reaches_the_first_turn(rig: KubernetesRig) -> None:
+    """With nothing to clone (a lasting token, or no repository) the workspace travels in the init container's
+    environment; one variable holds at most 128 KiB (Linux's MAX_ARG_STRLEN): a single one failed every copy
+    over ~96 KiB with E2BIG, though the cap promised 512 KiB."""
+    blob = os.urandom(150_000).hex()  # gzip halves hex of random bytes, no more; .git holds it once again
+    task_id, local = await seeded(rig, {"blob.txt": blob})
+    assert 256 * 1024 < len(await seed_archive(local)) <= objects.MAX_SEED_ARCHIVE_BYTES
+    handle = await rig.runner.start(turn(task_id, "print(len(open('blob.txt').read()))"))
+    assert await within(read_all(handle)) == [str(len(blob))]
+    assert (await within(handle.wait())).exit_code == 0
+    (job,) = sent_jobs(rig, task_id)
+    (init,) = job["spec"]["template"]["spec"]["initContainers"]
+    assert max(len(f"{e['name']}={e['value']}") for e in init["env"]) < 128 * 1024
+
+
 async def test_the_fake_refuses_a_job_without_deadline_token_opt_out_or_non_root(rig: KubernetesRig) -> None:
     """The fake's checks are live: a runner that dropped one of these would fail every test above."""
     good = objects.turn_job(rig.settings, turn("task-x", "print(1)"), name="shepherd-check")
@@ -385,6 +401,7 @@ async def test_the_fake_refuses_a_job_without_deadline_token_opt_out_or_non_root
 
 async def test_from_settings_reads_the_kubeconfig(rig: KubernetesRig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(rig.kubeconfig))
+    rig.fake.rules_namespace = "team-a"  # where the worker's Role is bound in this cluster
     runner = await KubernetesRunner.from_settings(Settings(k8s_namespace="team-a"))
     try:
         assert runner.settings.namespace == "team-a"

@@ -56,7 +56,13 @@ class DockerRunner:
             memory_bytes=shapes.parse_memory(settings.docker_memory), pids_limit=settings.docker_pids,
             user=settings.docker_user,
         )
-        return cls(aiodocker.Docker(url=settings.docker_host or None), config)
+        try:
+            docker = aiodocker.Docker(url=settings.docker_host or None)
+        except ValueError as exc:  # a DOCKER_HOST aiodocker cannot read: said at start, never a traceback
+            raise RunnerError(f"SHEPHERD_RUNNER=docker: DOCKER_HOST={settings.docker_host!r} cannot be used: {exc} "
+                              "(unix:///path/to/docker.sock or tcp://host:port)", code="RUNNER_CONFIG",
+                              status=503) from None
+        return cls(docker, config)
 
     async def close(self) -> None:
         await self.docker.close()

@@ -66,18 +66,30 @@ class KubernetesRunner:
     @classmethod
     async def from_settings(cls, settings: Settings) -> KubernetesRunner:
         """A runner on the cluster the settings name: a kubeconfig (SHEPHERD_K8S_KUBECONFIG, KUBECONFIG) or, inside
-        a pod, the service account's in-cluster configuration."""
+        a pod, the service account's in-cluster configuration. A configuration that cannot be loaded is a
+        RunnerError saying which (`shepherd doctor` and the worker's start print it, never a traceback)."""
         configuration = client.Configuration()
         kubeconfig = settings.k8s_kubeconfig or os.environ.get("KUBECONFIG")
         namespace = settings.k8s_namespace
-        if kubeconfig is not None:
-            await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration,
-                                          context=settings.k8s_context)
-        elif (own := await asyncio.to_thread(_in_cluster_namespace)) is not None:
-            config.load_incluster_config(client_configuration=configuration)
-            namespace = namespace or own
-        else:
-            await config.load_kube_config(client_configuration=configuration, context=settings.k8s_context)
+        where = f"the kubeconfig {kubeconfig or config.KUBE_CONFIG_DEFAULT_LOCATION}"
+        try:
+            if kubeconfig is not None:
+                if not await asyncio.to_thread(_is_file, str(kubeconfig)):
+                    raise config.ConfigException("no such file")
+                await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration,
+                                              context=settings.k8s_context)
+            elif (own := await asyncio.to_thread(_in_cluster_namespace)) is not None:
+                where = "the pod's service account"
+                config.load_incluster_config(client_configuration=configuration)
+                namespace = namespace or own
+            else:
+                if not await asyncio.to_thread(_is_file, config.KUBE_CONFIG_DEFAULT_LOCATION):
+                    raise config.ConfigException(
+                        "no such file, and Shepherd runs outside a cluster: set SHEPHERD_K8S_KUBECONFIG")
+                await config.load_kube_config(client_configuration=configuration, context=settings.k8s_context)
+        except (config.ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunnerError(f"SHEPHERD_RUNNER=kubernetes: {where} cannot be used: {exc}",
+                              code="RUNNER_CONFIG", status=503) from None
         return cls(client.ApiClient(configuration), settings.k8s_settings(namespace or "default"))
 
     async def close(self) -> None:
@@ -191,6 +203,10 @@ class KubernetesRunner:
             await self.api.delete_claim(objects.claim_name(task_id))
         except (ApiException, aiohttp.ClientError) as exc:
             raise _api_error("removing the task's workspace", exc) from None
+
+
+def _is_file(path: str) -> bool:
+    return Path(path).expanduser().is_file()
 
 
 def _in_cluster_namespace() -> str | None:

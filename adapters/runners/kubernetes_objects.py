@@ -42,6 +42,8 @@ COLLECT_END = "shepherd-collect-end"
 # A workspace made without a clone (Seed.source None) travels to the init container in its environment: a pod's
 # spec must stay well under etcd's 1.5 MiB object limit.
 MAX_SEED_ARCHIVE_BYTES = 512 * 1024
+# ...in parts: Linux refuses to start a process with any one environment string over 128 KiB (MAX_ARG_STRLEN)
+SEED_PART_CHARS = 96 * 1024
 # Values of the environment that make sense only on Shepherd's host: the image has its own PATH, and HOME is the
 # pod's own emptyDir.
 HOST_ONLY_ENV = ("PATH", "HOME", "TMPDIR")
@@ -208,8 +210,10 @@ def deadline_s(hard_timeout: float, grace_s: int) -> int:
 SEED_SCRIPT = f"""set -eu
 cd {WORKSPACE}
 if [ -e .git ]; then echo "shepherd: the workspace is already there"; exit 0; fi
-if [ -n "${{SEED_ARCHIVE:-}}" ]; then
-  printf '%s' "$SEED_ARCHIVE" | base64 -d | tar -xzf - -C {WORKSPACE}
+if [ -n "${{SEED_PARTS:-}}" ]; then
+  i=0
+  while [ "$i" -lt "$SEED_PARTS" ]; do eval "printf '%s' \\"\\$SEED_ARCHIVE_$i\\""; i=$((i + 1)); done \
+    | base64 -d | tar -xzf - -C {WORKSPACE}
   echo "shepherd: workspace unpacked"
   exit 0
 fi
@@ -224,10 +228,14 @@ echo "shepherd: cloned at $SEED_SHA"
 
 def seed_env(seed: Seed, archive: bytes | None) -> dict[str, str]:
     """The init container's environment: where to clone from and the clone's short-lived credential (git's own
-    variables: GIT_CONFIG_COUNT/KEY/VALUE), or the workspace itself when there is nothing to clone."""
+    variables: GIT_CONFIG_COUNT/KEY/VALUE), or the workspace itself when there is nothing to clone (base64, in
+    SEED_PARTS variables SEED_ARCHIVE_<n>)."""
     env = {"HOME": HOME, "TMPDIR": TMP, "SEED_BRANCH": seed.work_branch, "SEED_SHA": seed.base_sha}
     if seed.source is None:
-        env["SEED_ARCHIVE"] = base64.b64encode(archive or b"").decode()
+        text = base64.b64encode(archive or b"").decode()
+        parts = [text[i:i + SEED_PART_CHARS] for i in range(0, len(text), SEED_PART_CHARS)] or [""]
+        env["SEED_PARTS"] = str(len(parts))
+        env.update({f"SEED_ARCHIVE_{n}": part for n, part in enumerate(parts)})
         return env
     env.update({"SEED_SOURCE": seed.source, "GIT_TERMINAL_PROMPT": "0",
                 "SEED_REF": f"refs/heads/{seed.base_branch}" if seed.base_branch else "HEAD"})

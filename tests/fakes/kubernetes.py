@@ -12,7 +12,9 @@ reason DeadlineExceeded).
 It checks what it is sent and answers 422 as an admission policy would: a Job without a deadline, a TTL, or
 backoffLimit 0, a pod that mounts a service-account token or may run as root or escalate privileges, objects
 without Shepherd's labels, and any value containing one of the `forbidden` strings the test names (Shepherd's
-secrets) anywhere in env, command, args or labels. Every object it was sent is kept in `received`.
+secrets) anywhere in env, command, args or labels. Every object it was sent is kept in `received`. Given `rules`
+(a Role's rules: (API group, resource) -> verbs, in `rules_namespace`), it answers 403 to any other request, as
+the API server does for the worker's service account (tests.kubernetes_rig reads them from manifests/k8s).
 
 Its state and processes outlive its HTTP server: `restart()` stops and starts the server on the same port (log
 streams drop, Jobs go on), and `drop_log_streams()` cuts the open log streams, as a proxy or an API server
@@ -98,8 +100,11 @@ class Pod:
 
 
 class FakeKubernetes:
-    def __init__(self, root: Path, *, forbidden: Sequence[str] = (), missing_images: Sequence[str] = ()) -> None:
+    def __init__(self, root: Path, *, forbidden: Sequence[str] = (), missing_images: Sequence[str] = (),
+                 rules: dict[tuple[str, str], set[str]] | None = None, rules_namespace: str = "") -> None:
         self.root = root
+        self.rules = rules
+        self.rules_namespace = rules_namespace
         self.forbidden = list(forbidden)
         self.missing_images = set(missing_images)
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -197,10 +202,32 @@ class FakeKubernetes:
         self.requests.append(f"{request.method} {request.path}")
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return _status(401, "Unauthorized", "Unauthorized")
+        if (refused := self._forbidden(request)) is not None:
+            self.refused.append((403, refused))
+            return _status(403, "Forbidden", refused)
         result: web.StreamResponse = await handler(request)
         return result
 
     # checks
+
+    def _forbidden(self, request: web.Request) -> str | None:
+        """Why RBAC refuses the request (None: the Role allows it), as the API server's authorizer decides."""
+        if self.rules is None:
+            return None
+        match = _RESOURCE_PATH.match(request.path)
+        if match is None:
+            return f"{request.method} {request.path}: no rule of the Role reaches it"
+        group, namespace, resource, name, sub = match.groups()
+        if sub:
+            resource = f"{resource}/{sub}"
+        verb = {"POST": "create", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}.get(request.method)
+        if verb is None:
+            watch = request.query.get("watch", "").lower() in ("1", "true")
+            verb = "get" if name else ("watch" if watch else "list")
+        if namespace != self.rules_namespace or verb not in self.rules.get((group or "", resource), set()):
+            return (f'{resource} is forbidden: User "system:serviceaccount:shepherd:shepherd-worker" cannot {verb} '
+                    f'resource "{resource}" in API group "{group or ""}" in the namespace "{namespace}"')
+        return None
 
     def _refuse(self, code: int, message: str) -> web.Response:
         self.refused.append((code, message))
@@ -587,6 +614,10 @@ class FakeKubernetes:
             return _status(404, "NotFound", f'persistentvolumeclaims "{request.match_info["name"]}" not found')
         shutil.rmtree(self.claim_dir(request.match_info["name"]), ignore_errors=True)
         return web.json_response(claim)
+
+
+_RESOURCE_PATH = re.compile(
+    r"^/(?:api/v1|apis/([^/]+)/[^/]+)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?(?:/([^/]+))?$")
 
 
 def _alive(pgid: int) -> bool:
