@@ -424,3 +424,26 @@ def test_only_a_token_that_expires_by_itself_goes_to_the_clusters_clone_step() -
     assert StaticToken("ghp_lasting").short_lived is False
     assert GitHubAuth(None, token="ghp_lasting").short_lived is False  # type: ignore[arg-type]
     assert GitHubAuth(None, app=GitHubApp(app_id="1", private_key="k")).short_lived is True  # type: ignore[arg-type]
+
+
+IGNORED = """
+import pathlib
+pathlib.Path('.gitignore').write_text('node_modules/\\n')
+pathlib.Path('node_modules/dep').mkdir(parents=True)
+pathlib.Path('node_modules/dep/index.js').write_text('x' * 100000)
+pathlib.Path('app.js').write_text('kept\\n')
+print('installed')
+"""
+
+
+async def test_collect_leaves_out_what_git_ignores_so_dependencies_do_not_overflow_the_log(
+        rig: KubernetesRig) -> None:
+    task_id, local = await seeded(rig, {"README.md": "hello\n"})
+    handle = await rig.runner.start(turn(task_id, IGNORED))
+    assert await within(read_all(handle)) == ["installed"]
+    await within(handle.wait())
+    await within(rig.runner.collect(task_id, local))
+    assert (local / "app.js").read_text() == "kept\n" and (local / ".gitignore").exists()
+    assert (local / "README.md").read_text() == "hello\n"
+    assert not (local / "node_modules").exists()  # ignored: never on the helper's log
+    await rig.runner.discard(task_id)

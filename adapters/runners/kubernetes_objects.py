@@ -305,9 +305,15 @@ def turn_job(settings: KubeSettings, spec: RunSpec, *, name: str, seed: Seed | N
     }
 
 
+# What git would track (ignored files left out: dependencies and build output would overflow the log the archive
+# travels on); a work tree git cannot list (no repository left, a broken one) goes whole, but for .git.
 COLLECT_SCRIPT = f"""set -eu
 cd {WORKSPACE}
-tar -czf {TMP}/workspace.tgz --exclude=./.git .
+if git -c safe.directory='*' ls-files -z --cached --others --exclude-standard > {TMP}/files 2>/dev/null; then
+  tar -czf {TMP}/workspace.tgz --ignore-failed-read --null -T {TMP}/files
+else
+  tar -czf {TMP}/workspace.tgz --exclude=./.git .
+fi
 echo "{COLLECT_BEGIN} $(wc -c < {TMP}/workspace.tgz)"
 base64 {TMP}/workspace.tgz
 echo "{COLLECT_END}"
