@@ -158,7 +158,8 @@ async def test_a_patch_against_the_snapshot_applies(rig: Rig) -> None:
     assert body["data"]["patches"] == [patch] and body["data"]["changedFiles"] == []
 
     # A new file by patch, in the object form too.
-    new = "diff --git a/docs/new.md b/docs/new.md\nnew file mode 100644\n--- /dev/null\n+++ b/docs/new.md\n@@ -0,0 +1 @@\n+hello\n"
+    new = ("diff --git a/docs/new.md b/docs/new.md\nnew file mode 100644\n--- /dev/null\n+++ b/docs/new.md\n"
+           "@@ -0,0 +1 @@\n+hello\n")
     status, body = await rig.call("POST", sync_path(box), {"direction": "push", "patches": [{"patch": new}],
                                                            "deletedFiles": ["src/plugin.ts"]})
     assert status == 202, body
@@ -215,7 +216,8 @@ async def test_a_conflicting_patch_is_409_naming_the_path_and_changes_nothing(ri
     ({"direction": "push", "patches": ["diff --git a/l b/l\nnew file mode 120000\n--- /dev/null\n+++ b/l\n"
                                        "@@ -0,0 +1 @@\n+/etc\n"]}, "INVALID_PATCH"),
     ({"direction": "push", "patches": ["this is not a diff"]}, "INVALID_PATCH"),
-    ({"direction": "push", "patches": ["--- a/notes.txt\n+++ b/notes.txt\n@@ -1,3 +1,3 @@\n garbage"]}, "INVALID_PATCH"),
+    ({"direction": "push", "patches": ["--- a/notes.txt\n+++ b/notes.txt\n@@ -1,3 +1,3 @@\n garbage"]},
+     "INVALID_PATCH"),
     ({"direction": "sideways"}, "INVALID_DIRECTION"),
 ])
 async def test_bad_paths_and_patches_are_400_and_change_nothing(rig: Rig, request_body: dict[str, Any],
@@ -266,8 +268,8 @@ async def test_without_a_runner_sync_fails_closed(db_url: str, tmp_path: Path) -
 
 def test_schemathesis_finds_nothing_on_the_container_routes(tmp_path: Path) -> None:
     """The promotion, shortcut and sync routes fuzzed against /openapi.json: no 5xx, no answer off its schema."""
-    from tests.test_openapi_fuzz import SCHEMATHESIS
     from tests.procs import Home, stop
+    from tests.test_openapi_fuzz import SCHEMATHESIS
 
     home = Home(tmp_path, SHEPHERD_LOG_LEVEL="WARNING")
     proc = home.start()

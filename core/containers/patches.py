@@ -116,7 +116,7 @@ async def merged_tree(*, base: str, ours: str, theirs: str, git_dir: Path) -> st
     base_tree = (await gitops.run("rev-parse", f"{base}^{{tree}}", git_dir=git_dir)).text
     if ours == base_tree:
         return theirs
-    if theirs == base_tree or theirs == ours:
+    if theirs in (base_tree, ours):
         return ours
     ours_c = (await gitops.run("commit-tree", "-p", base, "-m", "workspace", ours, git_dir=git_dir)).text
     theirs_c = (await gitops.run("commit-tree", "-p", base, "-m", "patches", theirs, git_dir=git_dir)).text
