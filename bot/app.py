@@ -19,6 +19,7 @@ import adapters.rest.coder
 import adapters.rest.codespar
 import adapters.rest.confirmations
 import adapters.rest.eliza
+import adapters.rest.eliza_containers
 import adapters.rest.ops
 import adapters.rest.projects
 from adapters.rest.framework import (
@@ -52,7 +53,8 @@ TELEGRAM: web.AppKey[TelegramInbound] = web.AppKey("telegram")
 def all_routes() -> list[Route]:
     return [
         *adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES,
-        *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES, *adapters.rest.confirmations.ROUTES,
+        *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES, *adapters.rest.eliza_containers.ROUTES,
+        *adapters.rest.confirmations.ROUTES,
         *adapters.rest.agentuity.ROUTES, *adapters.rest.agentuity_loop.routes, *adapters.rest.agentuity_history.ROUTES,
         *adapters.rest.cloudcoding.ROUTES,
     ]
