@@ -55,8 +55,7 @@ class Container(ApiModel):
     promotion_id: str
     workspace_path: str = Field(description="where the agent sees the workspace: /workspace/<projectId> on a runner "
                                             "that mounts it (Docker, Kubernetes, the local sandbox); else the real "
-                                            "path
-                                            " of Shepherd's copy, where the unsandboxed local agent runs")
+                                            "path of Shepherd's copy, where the unsandboxed local agent runs")
     url: str = Field(description="the container's task in Shepherd's Coder Tasks API (there is no dashboard yet)")
     created_at: str
     metadata: ContainerMetadata
