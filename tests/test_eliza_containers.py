@@ -288,3 +288,37 @@ async def test_a_container_runs_on_the_docker_fake_with_its_volume_at_workspace_
         await runner.close()
         await fake.stop()
         shutil.rmtree(tmp_path / "engine", ignore_errors=True)
+
+
+def test_remote_units_mount_the_workspace_at_the_run_s_cwd_and_keep_workspace_by_default(tmp_path: Path) -> None:
+    from adapters.runners import docker_spec, kubernetes_objects
+    from core.runners import RunSpec, Seed
+    from core.runners.sandbox import bwrap_argv
+
+    def spec(cwd: str) -> RunSpec:
+        return RunSpec(argv=("codex", "go"), cwd=Path(cwd), env={}, idle_timeout=10, hard_timeout=60,
+                       task_id="task-1", org_id="acme", turn=1, runtime="codex")
+
+    seed = Seed(task_id="task-1", org_id="acme", local=tmp_path, work_branch="w", base_sha="0" * 40)
+    for cwd in ("/workspace/demo-app", "/workspace"):
+        job = kubernetes_objects.turn_job(kubernetes_objects.KubeSettings(), spec(cwd), name="j", seed=seed)
+        pod = job["spec"]["template"]["spec"]
+        agent, init = pod["containers"][0], pod["initContainers"][0]
+        assert agent["workingDir"] == cwd
+        assert [m["mountPath"] for m in agent["volumeMounts"] if m["name"] == "workspace"] == [cwd]
+        assert [m["mountPath"] for m in init["volumeMounts"] if m["name"] == "workspace"] == ["/workspace"], \
+            "the seed step unpacks where its script looks"
+        turn = docker_spec.turn_container(DockerConfig(), spec(cwd))
+        assert (turn["WorkingDir"], [m["Target"] for m in turn["HostConfig"]["Mounts"]]) == (cwd, [cwd])
+    holder = docker_spec.workspace_container(DockerConfig(), task_id="task-1", org_id="acme")
+    assert [m["Target"] for m in holder["HostConfig"]["Mounts"]] == ["/workspace"]
+
+    # the sandbox shows a workspace at a path of Shepherd's choosing, never over the system or its own folders
+    view = SandboxView(workspace=tmp_path)
+    argv = bwrap_argv("bwrap", ["true"], cwd=Path("/workspace/demo-app"), env={"PATH": "/usr/bin"}, view=view)
+    assert argv[argv.index("--chdir") + 1] == "/workspace/demo-app"
+    at = [i for i, word in enumerate(argv) if word == "--bind" and argv[i + 2] == "/workspace/demo-app"]
+    assert at and argv[at[0] + 1] == os.path.realpath(tmp_path)
+    for bad in ("/usr/local/x", "/", "/tmp/x", "/home/agent"):
+        with pytest.raises(ValueError):
+            bwrap_argv("bwrap", ["true"], cwd=Path(bad), env={}, view=view)
