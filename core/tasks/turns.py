@@ -401,7 +401,8 @@ class Turns:
         if promotion is None or promotion.org_id != task.org_id:
             raise WorkspaceError(f"its promotion {task.promotion_id} is gone")
         repo = self.shepherd.promotions.repo_path(promotion)
-        if not (repo / ".git").is_dir():  # noqa: ASYNC240 (a stat)
+        # a repository with a work tree or a bare one (either promotions module keeps one of them)
+        if not ((repo / ".git").is_dir() or (repo / "HEAD").is_file()):  # noqa: ASYNC240 (a stat)
             raise WorkspaceError(f"the repository of promotion {promotion.id} is gone")
         return repo
 
