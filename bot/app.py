@@ -19,6 +19,7 @@ import adapters.rest.coder
 import adapters.rest.codespar
 import adapters.rest.confirmations
 import adapters.rest.eliza
+import adapters.rest.eliza_containers
 import adapters.rest.eliza_promotions
 import adapters.rest.ops
 import adapters.rest.projects
@@ -53,7 +54,8 @@ TELEGRAM: web.AppKey[TelegramInbound] = web.AppKey("telegram")
 def all_routes() -> list[Route]:
     return [
         *adapters.rest.ops.ROUTES, *adapters.rest.codespar.ROUTES, *adapters.rest.projects.ROUTES,
-        *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES, *adapters.rest.confirmations.ROUTES,
+        *adapters.rest.coder.ROUTES, *adapters.rest.eliza.ROUTES, *adapters.rest.eliza_containers.ROUTES,
+        *adapters.rest.confirmations.ROUTES,
         *adapters.rest.agentuity.ROUTES, *adapters.rest.agentuity_loop.routes, *adapters.rest.agentuity_history.ROUTES,
         *adapters.rest.cloudcoding.ROUTES, *adapters.rest.eliza_promotions.ROUTES,
     ]
@@ -67,7 +69,9 @@ def create_app(
     """The web app. Given a `shepherd`, it shares that core (and its connection pool) with the caller,
     who closes it; otherwise it opens its own database on startup and closes it on cleanup. Given `slack`,
     it receives Slack at /slack/events (or over Socket Mode when that has an app token)."""
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[envelope_middleware])
+    # the app reads up to the largest body a route takes (a bundle of files); each route holds to its own limit
+    biggest = max([max_body_bytes, *(r.max_body or 0 for r in all_routes())])
+    app = web.Application(client_max_size=biggest, middlewares=[envelope_middleware])
     registry = CollectorRegistry()
     app[METRICS] = registry
     app[HTTP_METRICS] = HttpMetrics(registry)

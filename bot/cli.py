@@ -110,7 +110,7 @@ def _core(settings: Settings, db: Database) -> Shepherd:
     from bot.scheduler import jobs
 
     shepherd.scheduling.jobs = jobs(settings, shepherd)
-    shepherd.tasks.runner_capabilities = capabilities(settings.runner)
+    shepherd.tasks.runner_capabilities = capabilities(settings.runner, sandbox=settings.sandbox)
     shepherd.scheduling.leadership = _elector(settings, db)
     return shepherd
 

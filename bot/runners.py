@@ -4,6 +4,7 @@ local runner needs no Kubernetes or Docker client."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from core.runners import Capabilities, Runner
@@ -27,10 +28,11 @@ def runner_class(kind: str) -> Any:
     return LocalRunner
 
 
-def capabilities(kind: str) -> Capabilities:
-    """What the configured runner can do, known to every process (a web replica refuses a pause on Kubernetes too)."""
+def capabilities(kind: str, *, sandbox: bool = False) -> Capabilities:
+    """What the configured runner can do, known to every process (a web replica refuses a pause on Kubernetes too;
+    it says where a coding container's agent sees its workspace: the local runner binds it there only sandboxed)."""
     found: Capabilities = runner_class(kind).capabilities
-    return found
+    return replace(found, mounts=True) if kind == "local" and sandbox else found
 
 
 async def make_runner(settings: Settings) -> Runner:

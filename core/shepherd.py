@@ -12,6 +12,7 @@ from core.autonomy.reminders import Reminders
 from core.channels.ledger import Ledger
 from core.channels.progress import Progress
 from core.channels.subscriptions import Subscriptions
+from core.containers.containers import Containers
 from core.containers.promotions import Promotions
 from core.containers.sync import Syncs
 from core.digests.service import Digests
@@ -89,6 +90,7 @@ class Shepherd:
                                        self.output_written)
         self.history = SessionHistory(db)  # a session's replay and event history (issue 17)
         self.directory = Directory(db)  # the org's people to search (the hub's users, issue 17)
-        # Eliza's coding containers (issue 19): promoted bundles live beside the workspaces, in the data directory
-        self.promotions = Promotions(db, workspace_root.parent / "promotions" if workspace_root else None)
+        # Eliza's cloud coding containers (issue 19): promoted bundles live beside the workspaces, in the data directory
+        self.promotions = Promotions(db, workspace_root.parent / "promotions" if workspace_root is not None else None)
+        self.containers = Containers(db, self.tasks, self.promotions)
         self.syncs = Syncs(db, self.promotions, workspace_root)  # a container's workspace, pushed and pulled

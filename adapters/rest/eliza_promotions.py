@@ -12,10 +12,9 @@ from pydantic import Field
 
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Result, Route
 from core.clock import as_utc
-from core.containers.bundles import BundleFile, bundle
+from core.containers.bundles import MAX_REQUEST_BYTES, BundleFile, bundle
 from core.containers.promotions import AGENTS
 from core.containers.sync import Direction, SyncRequest
-from core.errors import Unavailable
 from core.store.models import Promotion
 
 Agent = Literal["claude", "codex", "opencode"]  # core.containers.promotions.AGENTS
@@ -127,10 +126,9 @@ def iso_ms(value: datetime) -> str:
 
 
 async def fail_closed(req: ApiRequest) -> None:
-    """As Eliza's control plane: no runner to take containers is a 503 with why, never a fake success."""
-    if not await req.shepherd.tasks.runner_available():
-        raise Unavailable("no runner is available to run coding containers (none has a fresh heartbeat)",
-                          code="CONTAINERS_UNAVAILABLE")
+    """As Eliza's control plane: no runner to take containers (none alive, none ready) is a 503 with why, never a
+    fake success."""
+    await req.shepherd.containers.require_available()
 
 
 def _files(files: list[FileIn], where: str) -> list[BundleFile]:
@@ -199,14 +197,16 @@ ROUTES = [
           "Promote a bundle of files to a workspace (a git repository whose first commit is the snapshot); 503 when "
           "no runner can take containers", response=PromotionAnswer, body=PromoteIn,
           errors=(400, 401, 403, 413, 503), tag=_TAG, operation_id="elizaPromote",
-          field_errors={"preferredAgent": _AGENT_ERROR}),
+          field_errors={"preferredAgent": _AGENT_ERROR}, max_body=MAX_REQUEST_BYTES),
     Route("POST", "/api/workbench/vfs/projects/{id}/promote-to-cloud", promote_project,
           "The Workbench shortcut: promote a project's files (the body carries them: Shepherd keeps no VFS)",
           response=PromotionAnswer, body=ShortcutIn, errors=(400, 401, 403, 413, 503), tag=_TAG,
-          operation_id="elizaPromoteProject", field_errors={"preferredAgent": _AGENT_ERROR}),
+          operation_id="elizaPromoteProject", field_errors={"preferredAgent": _AGENT_ERROR},
+          max_body=MAX_REQUEST_BYTES),
     Route("POST", "/api/cloud/coding-containers/{containerId}/sync", sync,
           "Push files, deletions and patches (applied three-way, all or nothing: 409 PATCH_CONFLICT names the paths) "
           "to a container's workspace, pull what changed since baseRevision (base64), or both; 409 while a turn runs",
           response=SyncAnswer, status=202, body=SyncIn, errors=(400, 401, 403, 404, 409, 413, 503), tag=_TAG,
-          operation_id="elizaSyncContainer", field_errors={"direction": _DIRECTION_ERROR}),
+          operation_id="elizaSyncContainer", field_errors={"direction": _DIRECTION_ERROR},
+          max_body=MAX_REQUEST_BYTES),
 ]

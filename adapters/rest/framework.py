@@ -114,6 +114,7 @@ class Route:
     field_errors: Mapping[str, FieldError] = field(default_factory=dict)
     operation_id: str = ""
     produces: str = "application/json"  # a handler for another type returns its own web.Response
+    max_body: int | None = None  # a route that takes bigger bodies than the app's limit (a bundle of files)
 
     @property
     def adapter(self) -> TypeAdapter[Any] | None:
@@ -228,7 +229,12 @@ def parse_json(raw: bytes) -> Any:
 
 async def _read_body(request: web.Request, route: Route, api: ApiRequest) -> Any:
     assert route.body is not None
-    raw = await request.read()
+    limit = route.max_body or request.app.get(MAX_BODY)
+    try:  # the app reads up to the largest route's limit: each route holds its body to its own
+        raw = await (request.clone(client_max_size=limit) if limit else request).read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ShepherdError(f"request body too large (limit {limit} bytes)", code="PAYLOAD_TOO_LARGE",
+                            status=413) from None
     if not raw.strip():
         raise ValidationFailed("request body must be a JSON object", code="INVALID_JSON")
     data = parse_json(raw)

@@ -42,7 +42,7 @@ NOT_FOUND = 404
 
 class DockerRunner:
     kind = "docker"
-    capabilities = Capabilities(pause=True, reconnect=True, remote=True)
+    capabilities = Capabilities(pause=True, reconnect=True, remote=True, mounts=True)
 
     def __init__(self, docker: aiodocker.Docker, config: shapes.DockerConfig) -> None:
         self.docker = docker

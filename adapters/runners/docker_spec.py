@@ -15,7 +15,7 @@ from typing import Any
 
 from core.runners import RunSpec
 
-MOUNT_PATH = "/workspace"  # where every container of a task sees its workspace volume
+MOUNT_PATH = "/workspace"  # where a task's containers see its workspace volume (a turn's: at spec.cwd, this default)
 MANAGED_BY = "app.kubernetes.io/managed-by"
 ORG = "shepherd.dev/org"
 TASK = "shepherd.dev/task"
@@ -88,7 +88,7 @@ def labels(*, org_id: str, task_id: str, turn: int, role: str) -> dict[str, str]
     return {MANAGED_BY: SHEPHERD, ORG: org_id, TASK: task_id, TURN: str(turn), ROLE: role}
 
 
-def _host_config(config: DockerConfig, *, volume: str, network: str) -> dict[str, Any]:
+def _host_config(config: DockerConfig, *, volume: str, network: str, target: str = MOUNT_PATH) -> dict[str, Any]:
     return {
         "NetworkMode": network,
         "NanoCpus": int(config.cpus * 1e9),
@@ -99,7 +99,7 @@ def _host_config(config: DockerConfig, *, volume: str, network: str) -> dict[str
         "SecurityOpt": ["no-new-privileges"],
         "Privileged": False,
         "RestartPolicy": {"Name": "no"},
-        "Mounts": [{"Type": "volume", "Source": volume, "Target": MOUNT_PATH}],
+        "Mounts": [{"Type": "volume", "Source": volume, "Target": target}],
     }
 
 
@@ -138,5 +138,7 @@ def turn_container(config: DockerConfig, spec: RunSpec) -> dict[str, Any]:
         "AttachStdin": False,
         "AttachStdout": False,
         "AttachStderr": False,
-        "HostConfig": _host_config(config, volume=volume_name(spec.task_id), network=config.network_for(spec.runtime)),
+        # the volume where the agent is to see it: /workspace, or a coding container's workspacePath (issue 19)
+        "HostConfig": _host_config(config, volume=volume_name(spec.task_id), network=config.network_for(spec.runtime),
+                                   target=str(spec.cwd)),
     }

@@ -54,7 +54,7 @@ class KubernetesRunner:
     """Runs each turn as a Kubernetes Job; see the module's docstring."""
 
     kind = "kubernetes"
-    capabilities = Capabilities(pause=False, reconnect=True, remote=True,
+    capabilities = Capabilities(pause=False, reconnect=True, remote=True, mounts=True,
                                 why_no_pause="Kubernetes cannot freeze a pod: stop the task, or let it finish")
 
     def __init__(self, api_client: client.ApiClient, settings: KubeSettings) -> None:

@@ -173,9 +173,9 @@ def _resources(settings: KubeSettings) -> dict[str, Any]:
     }
 
 
-def _mounts(*, workspace_read_only: bool = False) -> list[dict[str, Any]]:
+def _mounts(*, workspace_read_only: bool = False, workspace_at: str = WORKSPACE) -> list[dict[str, Any]]:
     return [
-        {"name": "workspace", "mountPath": WORKSPACE, "readOnly": workspace_read_only},
+        {"name": "workspace", "mountPath": workspace_at, "readOnly": workspace_read_only},
         {"name": "tmp", "mountPath": TMP},
         {"name": "home", "mountPath": HOME},
     ]
@@ -275,7 +275,9 @@ def turn_job(settings: KubeSettings, spec: RunSpec, *, name: str, seed: Seed | N
         "env": _env(agent_env(spec.env)),
         "resources": _resources(settings),
         "securityContext": _container_security(read_only),
-        "volumeMounts": _mounts(),
+        # the claim where the agent is to see it: /workspace, or a coding container's workspacePath (issue 19); the
+        # init and collect steps keep /workspace
+        "volumeMounts": _mounts(workspace_at=str(spec.cwd)),
     }
     init = None
     if seed is not None:

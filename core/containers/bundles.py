@@ -17,6 +17,8 @@ MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_BUNDLE_BYTES = 50 * 1024 * 1024
 MAX_FILES = 10_000
 MAX_PATH_CHARS = 1024
+# a request carrying a whole bundle: its files base64'd in JSON are a third bigger, with room for the rest
+MAX_REQUEST_BYTES = MAX_BUNDLE_BYTES * 4 // 3 + 4 * 1024 * 1024
 ENCODINGS = ("utf-8", "base64")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlmodel import select
@@ -55,7 +56,7 @@ def _check_snapshot_id(snapshot_id: str | None) -> str | None:
     return snapshot_id
 
 
-def _commit_stream(files: list[BundleFile], message: str) -> bytes:
+def _commit_stream(files: Sequence[BundleFile], message: str) -> bytes:
     """A git fast-import stream of one commit holding `files` (each regular, not executable)."""
     now = int(time.time())
     who = f"Shepherd <shepherd@localhost> {now} +0000"
@@ -87,7 +88,7 @@ class Promotions:
 
     async def create(
         self, principal: Principal, *, source_kind: str, project_id: str, snapshot_id: str | None,
-        files: list[BundleFile], preferred_agent: str | None = None,
+        files: Sequence[BundleFile], preferred_agent: str | None = None,
     ) -> Promotion:
         """Store `files` (checked already: core.containers.bundles) as a new promotion's first commit."""
         principal.require(Scope.WRITE, "promoting a bundle")

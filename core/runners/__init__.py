@@ -36,6 +36,9 @@ class Capabilities:
     pause: bool = True  # freeze a running turn and continue it later
     reconnect: bool = False  # a turn outlives a Shepherd restart and is found again (`attach`)
     remote: bool = False  # the workspace lives in the engine: `seed` and `collect` move it
+    # the unit can show the workspace at a path of Shepherd's choosing (a container's mount, a sandbox's bind): a
+    # coding container's agent sees it at its workspacePath; otherwise at the runner's own place (issue 19)
+    mounts: bool = False
     why_no_pause: str = ""  # said to people when pause is refused (409)
 
 

@@ -229,6 +229,8 @@ class LocalRunner:
         self._checked: tuple[float, SandboxReport] | None = None
         self._checking = asyncio.Lock()
         self.sandbox = sandbox  # the view turns will ask for (SHEPHERD_SANDBOX), for `ready`
+        # sandboxed, the workspace is bound where Shepherd says (a coding container's workspacePath)
+        self.capabilities = Capabilities(pause=True, reconnect=False, remote=False, mounts=sandbox is not None)
 
     async def ready(self) -> str | None:
         if self.sandbox is None:
@@ -258,6 +260,7 @@ class LocalRunner:
 
     async def start(self, spec: RunSpec) -> LocalHandle:
         argv = list(spec.argv)
+        cwd = spec.cwd  # where the process starts on this host: bubblewrap shows the workspace at spec.cwd
         if spec.sandbox is not None:
             report = await self.sandbox_report(spec.sandbox)
             if not report.strong:
@@ -270,9 +273,10 @@ class LocalRunner:
             bwrap = shutil.which("bwrap") or "bwrap"
             argv = await asyncio.to_thread(bwrap_argv, bwrap, spec.argv, cwd=spec.cwd, env=spec.env,
                                            view=spec.sandbox, program=spec.program)
+            cwd = spec.sandbox.workspace or spec.cwd
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=spec.cwd, env=dict(spec.env), stdin=asyncio.subprocess.DEVNULL,
+                *argv, cwd=cwd, env=dict(spec.env), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )
         except FileNotFoundError:

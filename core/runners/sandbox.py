@@ -48,9 +48,12 @@ class SandboxView:
     tools: Path | None = None  # the launcher folder, shown at SANDBOX_TOOLS
     socket: Path | None = None  # Shepherd's task-callback socket, shown at SANDBOX_SOCKET
     home: Path | None = None  # this task's home, shown (writable) at SANDBOX_HOME
+    # the host folder shown (writable) at the run's cwd, a coding container's workspacePath (issue 19); None: the
+    # cwd is the workspace's own host path, shown where it is
+    workspace: Path | None = None
 
-    def for_task(self, home: Path) -> SandboxView:
-        return replace(self, home=home)
+    def for_task(self, home: Path, workspace: Path | None = None) -> SandboxView:
+        return replace(self, home=home, workspace=workspace)
 
 
 def home_for(workspace: Path) -> Path:
@@ -194,7 +197,13 @@ def bwrap_argv(
     """The whole command line: bubblewrap's options, then the agent's argv (its program made absolute).
     `program` is the command's own words from configuration (argv[0] when not given)."""
     hidden = [os.path.realpath(h) for h in view.hidden if os.path.realpath(h) != "/"]
-    ws = os.path.realpath(cwd)
+    if view.workspace is not None:  # the workspace shown at cwd, a path of Shepherd's choosing
+        ws_source, ws = os.path.realpath(view.workspace), os.path.normpath(str(cwd))
+        if not os.path.isabs(ws) or ws == "/" or is_system(ws) or within(ws, SANDBOX_HOME) \
+                or within(ws, "/run/shepherd") or within(ws, "/tmp") or within(ws, "/proc") or within(ws, "/dev"):
+            raise ValueError(f"{ws!r} cannot show the workspace: it is the system's or the sandbox's own")
+    else:
+        ws_source = ws = os.path.realpath(cwd)
     out = [bwrap, "--unshare-user", "--uid", str(AGENT_UID), "--gid", str(AGENT_UID), "--disable-userns",
            "--cap-drop", "ALL", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
            "--unshare-cgroup-try", "--hostname", "shepherd-task", "--die-with-parent",
@@ -235,7 +244,7 @@ def bwrap_argv(
         roots += [r for r in program_roots([str(needed)], search, hidden)[1] if r not in roots]
     for root in roots:
         out += ["--ro-bind", root, root]
-    out += ["--bind", ws, ws]
+    out += ["--bind", ws_source, ws]
     if view.home is not None:
         out += ["--bind", str(view.home), SANDBOX_HOME]
     if view.tools is not None:

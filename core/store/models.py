@@ -351,6 +351,10 @@ class RunnerNode(SQLModel, table=True):
     pid: int
     started_at: datetime = _ts()
     heartbeat_at: datetime = _ts()
+    # issue 19: its runner, and why that runner cannot start turns now (None: it can), from `Runner.ready()` at
+    # announce and heartbeat: what a web process, which has no runner, answers the container routes' 503 with
+    runner_kind: str | None = Field(default=None, max_length=20)
+    not_ready: str | None = Field(default=None, max_length=500)
 
 
 class Confirmation(SQLModel, table=True):

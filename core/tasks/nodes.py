@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
@@ -34,6 +34,18 @@ from core.tasks.state import ACTIVE, WAITING, TaskStatus
 log = logging.getLogger(__name__)
 
 PROCESS_STARTED = utcnow()
+MAX_NOT_READY = 500  # RunnerNode.not_ready
+
+
+async def readiness(ready: Callable[[], Awaitable[str | None]], limit_s: float) -> str | None:
+    """What a runner's `ready()` says, within `limit_s`: an engine that hangs or a check that fails is not ready."""
+    try:
+        why = await asyncio.wait_for(ready(), timeout=limit_s)
+    except TimeoutError:
+        why = f"the runner's readiness check did not answer within {limit_s:g} s"
+    except Exception as exc:  # a client library's own error: not ready, and why
+        why = f"the runner's readiness check failed: {type(exc).__name__}: {exc}"
+    return None if why is None else why[:MAX_NOT_READY]
 
 
 def pid_alive(pid: int) -> bool:
@@ -85,31 +97,42 @@ class RunnerNodes:
     """This process's node (announced, beating, removed) and the recovery of other nodes' work."""
 
     def __init__(self, shepherd: Shepherd, node_id: str, *, heartbeat_s: float, stale_after_s: float,
-                 adopt: tuple[str, Callable[[Task], None]] | None = None) -> None:
-        """`adopt` is (runner kind, what follows a claimed task) when this node's runner reconnects to its units."""
+                 adopt: tuple[str, Callable[[Task], None]] | None = None, runner_kind: str | None = None,
+                 ready: Callable[[], Awaitable[str | None]] | None = None) -> None:
+        """`adopt` is (runner kind, what follows a claimed task) when this node's runner reconnects to its units;
+        `ready` is its runner's readiness (`Runner.ready`), recorded on the node at announce and every heartbeat."""
         self.shepherd = shepherd
         self.adopt = adopt
+        self.runner_kind = runner_kind
+        self.ready = ready
         self.db = shepherd.db
         self.node_id = node_id
         self.host = socket.gethostname()
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s
 
+    async def _not_ready(self) -> str | None:
+        return None if self.ready is None else await readiness(self.ready, max(1.0, self.heartbeat_s))
+
     async def announce(self) -> None:
+        not_ready = await self._not_ready()
         async with self.db.write() as session:
             now = utcnow()
-            session.add(RunnerNode(id=self.node_id, host=self.host, pid=os.getpid(), started_at=now, heartbeat_at=now))
+            session.add(RunnerNode(id=self.node_id, host=self.host, pid=os.getpid(), started_at=now, heartbeat_at=now,
+                                   runner_kind=self.runner_kind, not_ready=not_ready))
 
     async def beat(self) -> None:
         """Heartbeat forever (a background job)."""
         while True:
             await asyncio.sleep(self.heartbeat_s)
             try:
+                not_ready = await self._not_ready()  # asked outside the transaction: an engine may be slow
                 async with self.db.write() as session:
                     node = await session.get(RunnerNode, self.node_id)
                     if node is None:  # swept as stale after a long stall: announce ourselves again
                         node = RunnerNode(id=self.node_id, host=self.host, pid=os.getpid())
                     node.heartbeat_at = utcnow()
+                    node.runner_kind, node.not_ready = self.runner_kind, not_ready
                     session.add(node)
             except Exception:
                 log.exception("runner heartbeat failed")

@@ -144,6 +144,9 @@ class Tasks(TaskSteering):
         budget: Budget | None = None,
         pin_runner: str | None = None,
         cheap: bool = False,
+        promotion_id: str | None = None,
+        mount_path: str | None = None,
+        also: Callable[[AsyncSession, Task], Awaitable[None]] | None = None,
     ) -> TaskView:
         """A new pending task under a new agent of `agent_type` (task, review or incident). The caller's command is
         its own approval to start, unless `gate` names the action its start is (`task.start`, `review.start`: a
@@ -155,7 +158,10 @@ class Tasks(TaskSteering):
         may run tasks in; its budget applies where `budget` sets no limit of its own. Without one, a task started in
         a `thread` joins the thread's session, or begins one (core.sessions.threads). `pin_runner`: only that
         runner may claim its first turn (its process holds the task's one-use credentials). `cheap`: its agent runs
-        the preset's cheaper model."""
+        the preset's cheaper model. `promotion_id`: its workspace starts from that promotion (Shepherd's own
+        repository of it, core.containers.promotions) instead of a repository, and its agent sees it at `mount_path`
+        where the runner can show it there (core.tasks.turns). `also` adds rows of the caller's in the same
+        transaction (a coding container's)."""
         principal.require(Scope.WRITE, "starting a task")
         if agent_type not in TASK_AGENT_TYPES:
             raise ValidationFailed(f"a task runs as one of {', '.join(sorted(TASK_AGENT_TYPES))}, not {agent_type!r}",
@@ -268,6 +274,7 @@ class Tasks(TaskSteering):
                 autonomy_level=agent_level, created_at=now, updated_at=now, request_key=request_key,
                 session_id=session_id, max_turns=limits.max_turns, max_minutes=limits.max_minutes,
                 max_cost=limits.max_cost, pinned_runner=pin_runner, cheap_model=cheap,
+                promotion_id=promotion_id, mount_path=mount_path,
                 **(task_state.created_gated(now, f"asking for {gate}") if gate else task_state.created(now)),
             )
             session.add(agent)
@@ -284,6 +291,8 @@ class Tasks(TaskSteering):
                          "inPlace": in_place, "gate": gate},
             )
             conf = await self._gate_start(session, task, gate, agent_type, proj_level) if gate else None
+            if also is not None:
+                await also(session, task)
         self.runs_due()
         return TaskView(task, proj, conf)
 

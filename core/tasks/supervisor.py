@@ -57,7 +57,8 @@ class TaskSupervisor:
                            credentials=credentials)
         adopt = (runner.kind, self.turns.adopt) if runner.capabilities.reconnect else None
         self.nodes = RunnerNodes(shepherd, self.node_id, heartbeat_s=config.heartbeat_s,
-                                 stale_after_s=config.stale_after_s, adopt=adopt)
+                                 stale_after_s=config.stale_after_s, adopt=adopt, runner_kind=runner.kind,
+                                 ready=runner.ready)
         self.actions = ApprovedActions(shepherd, executor, config, ending, self.node_id)
         self.minutes = MinuteBudgets(shepherd, self.output)
         self._closing = False

@@ -36,7 +36,7 @@ from core.runners.workspace import WorkspaceError, diff_stats, prepare
 from core.sessions import iterations
 from core.shepherd import Shepherd
 from core.store.events import record
-from core.store.models import Agent, Confirmation, Session, Task, TaskLog
+from core.store.models import Agent, Confirmation, Promotion, Session, Task, TaskLog
 from core.tasks import state as task_state
 from core.tasks.config import RunnerConfig
 from core.tasks.ending import TurnEnd, plan_after_turn
@@ -281,13 +281,18 @@ class Turns:
                 await self.shepherd.tasks.discard_remote(task.id)
             work_branch = task.work_branch or f"shepherd/{task.name}"
             try:
-                # checked again right before git connects: DNS may have changed since the task was created
-                reach = await self.repos.reach(task.repo) if task.repo else None
-                auth = await self._git_auth(task, reach.url) if reach else {}
-                branch, sha = await prepare(
-                    workspace, source=reach.url if reach else None, base_branch=task.base_branch,
-                    work_branch=work_branch, env=reach.env(auth) if reach else None,
-                )
+                if task.promotion_id is not None:  # a coding container: a clone of Shepherd's own promoted copy
+                    reach, auth = None, {}
+                    branch, sha = await prepare(workspace, source=str(await self._promoted(task)), base_branch=None,
+                                                work_branch=work_branch)
+                else:
+                    # checked again right before git connects: DNS may have changed since the task was created
+                    reach = await self.repos.reach(task.repo) if task.repo else None
+                    auth = await self._git_auth(task, reach.url) if reach else {}
+                    branch, sha = await prepare(
+                        workspace, source=reach.url if reach else None, base_branch=task.base_branch,
+                        work_branch=work_branch, env=reach.env(auth) if reach else None,
+                    )
                 if remote:  # the engine's volume starts from the same commit
                     # a token that expires soon by itself may go to the engine's clone step; a lasting one (a
                     # personal token, a request's own) never leaves Shepherd: the engine gets Shepherd's copy instead
@@ -332,7 +337,7 @@ class Turns:
         since = as_utc(last or task.state_at).timestamp()
         preset = self.catalog.get(task.runtime)
         turn.session_pattern, turn.session_ref = preset.session_pattern, task.session_ref
-        seen_at = self.runner.workspace_path(workspace)
+        seen_at = self.seen_at(task, workspace)
         # what the unit was started with is in the engine; this spec says whose it is and its limits
         spec = RunSpec(argv=(), cwd=seen_at, env={}, idle_timeout=self.config.idle_timeout_s,
                        hard_timeout=self.config.hard_timeout_s, task_id=task.id, org_id=task.org_id,
@@ -396,6 +401,31 @@ class Turns:
                 outcome, reason = Outcome.FAILED, f"committing the agent's changes failed: {exc.message}"
         await self.ending.finish(turn, outcome, exit_, diff, reason, plan=plan, question=judged.question)
 
+    async def _promoted(self, task: Task) -> Path:
+        """The repository of the task's promotion: Shepherd's own path for it (never one a request named), so no
+        repository rule applies to it."""
+        async with self.db.read() as session:
+            promotion = await session.get(Promotion, task.promotion_id)
+        if promotion is None or promotion.org_id != task.org_id:
+            raise WorkspaceError(f"its promotion {task.promotion_id} is gone")
+        repo = self.shepherd.promotions.repo_path(promotion)
+        # a repository with a work tree or a bare one (either promotions module keeps one of them)
+        if not ((repo / ".git").is_dir() or (repo / "HEAD").is_file()):  # noqa: ASYNC240 (a stat)
+            raise WorkspaceError(f"the repository of promotion {promotion.id} is gone")
+        return repo
+
+    def mounts(self) -> bool:
+        """Whether this runner shows a workspace where Shepherd says: a remote engine mounts its volume there,
+        the local sandbox binds it there; the local runner without a sandbox runs the agent in the real path."""
+        return self.runner.capabilities.remote or self.config.sandbox is not None
+
+    def seen_at(self, task: Task, workspace: Path) -> Path:
+        """Where the task's unit sees its workspace: a coding container's workspacePath (`mount_path`) when the
+        runner can show it there, else the runner's own place for it."""
+        if task.mount_path and self.mounts():
+            return Path(task.mount_path)
+        return self.runner.workspace_path(workspace)
+
     def _short_lived(self, task: Task, url: str) -> bool:
         """Whether the token of the task's clone expires soon by itself (a GitHub App's installation token, an hour)
         rather than lasting (a personal token, the one-use token a request handed over, whose life is unknown)."""
@@ -420,18 +450,19 @@ class Turns:
                 await session.exec(update(Task).where(col(Task.id) == task.id).values(callback_hash=digest))
 
             await self.writes.run(store)  # with the other turns starting now: one commit for them all
+        seen_at = self.seen_at(task, workspace)  # where the unit sees it (a mount path in a container)
         sandbox: SandboxView | None = None
         if self.config.sandbox is not None and not self.runner.capabilities.remote:
             home = home_for(workspace)  # the agent's own home, kept for its follow-up turns
             await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
-            sandbox = self.config.sandbox.for_task(home)
+            # shown at seen_at when that is not its own path (a coding container's workspacePath)
+            sandbox = self.config.sandbox.for_task(home, workspace if seen_at != workspace else None)
         preset = self.catalog.get(task.runtime)
         session_env: dict[str, str] = {}
         if task.session_id is not None:
             async with self.db.read() as session:
                 found = (await session.exec(select(Session.env).where(col(Session.id) == task.session_id))).first()
             session_env = dict(found or {})
-        seen_at = self.runner.workspace_path(workspace)  # where the unit sees it (a mount path in a container)
         return RunSpec(
             argv=preset.argv(prompt=text, session=session_ref, workspace=seen_at, task=task.id,
                              follow_up=follow_up, cheap=task.cheap_model),
