@@ -644,5 +644,13 @@ def _rewriter(mounts: dict[str, Path]) -> Callable[[str], str]:
     if not mounts:
         return lambda text: text
     pattern = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True))
-                         + r")(?=/|$|[^\w.-])")
-    return lambda text: pattern.sub(lambda m: str(mounts[m.group(1)]), text)
+                         + r")(?=/|$|[^\w.-])([^\s'\":;,]*)")
+
+    def swap(m: re.Match[str]) -> str:
+        # a file of this host's under a mount's path (the test suite checked out under /tmp, its demo agent) is
+        # the program to run, not a path inside the container: a real image would have its own copy there
+        if m.group(2) and Path(m.group(1) + m.group(2)).exists():
+            return m.group(0)
+        return str(mounts[m.group(1)]) + m.group(2)
+
+    return lambda text: pattern.sub(swap, text)
