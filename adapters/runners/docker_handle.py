@@ -19,10 +19,10 @@ import aiodocker
 from aiodocker.containers import DockerContainer
 
 from core.runners import ExitReason, RunExit, RunSpec
-from core.runners.local import MAX_LINE_CHARS, clean_line
+from core.runners.clock import TurnClock
+from core.runners.local import LineSplitter
 
 STOP_GRACE_S = 3.0
-WATCH_INTERVAL_S = 0.1
 GONE = (404,)  # the engine no longer knows the container
 
 
@@ -60,11 +60,8 @@ class DockerHandle:
         self._container = container
         self._since = since
         self._lines: asyncio.Queue[list[str] | None] = asyncio.Queue()
-        now = time.monotonic()
-        self._started = now - ran_s  # a turn found again after a restart has run for a while already
-        self._last_output = now
-        self._paused_at: float | None = now if paused else None
-        self._paused_total = 0.0
+        # a turn found again after a restart has run for a while already, and may be paused
+        self.clock = TurnClock(idle_s=spec.idle_timeout, hard_s=spec.hard_timeout, ran_s=ran_s, paused=paused)
         self._reason: ExitReason | None = None
         self._detached = False
         self._reader = asyncio.create_task(self._read())
@@ -73,31 +70,21 @@ class DockerHandle:
 
     @property
     def paused(self) -> bool:
-        return self._paused_at is not None
-
-    def _running_time(self, now: float) -> float:
-        paused = self._paused_total + ((now - self._paused_at) if self._paused_at is not None else 0.0)
-        return now - self._started - paused
+        return self.clock.paused
 
     async def _read(self) -> None:
         if self._since is None:
             stream = self._container.log(stdout=True, stderr=True, follow=True)
         else:  # Docker reads `since` as seconds.nanoseconds
             stream = self._container.log(stdout=True, stderr=True, follow=True, since=f"{self._since:.9f}")
-        buffer = ""
+        splitter = LineSplitter()
         try:
             async for chunk in stream:
-                self._last_output = time.monotonic()
-                buffer += chunk
-                *complete, buffer = buffer.split("\n")
-                read = [clean_line(raw.encode()) for raw in complete]
-                if len(buffer) > MAX_LINE_CHARS * 4:  # a line with no end in sight
-                    read.append(clean_line(buffer.encode()))
-                    buffer = ""
-                if read:
+                self.clock.output()
+                if read := splitter.feed(chunk.encode()):
                     self._lines.put_nowait(read)
-            if buffer:
-                self._lines.put_nowait([clean_line(buffer.encode())])
+            if read := splitter.rest():
+                self._lines.put_nowait(read)
         except aiodocker.DockerError as exc:
             if exc.status not in GONE:
                 raise
@@ -105,19 +92,9 @@ class DockerHandle:
             self._lines.put_nowait(None)
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            if self.paused:
-                continue
-            now = time.monotonic()
-            if self._running_time(now) > self.spec.hard_timeout:
-                self._reason = self._reason or ExitReason.HARD_TIMEOUT
-            elif now - self._last_output > self.spec.idle_timeout:
-                self._reason = self._reason or ExitReason.IDLE_TIMEOUT
-            else:
-                continue
-            await self._kill()
-            return
+        reason = await self.clock.watch()
+        self._reason = self._reason or reason
+        await self._kill()
 
     async def _exit_code(self) -> int | None:
         """The container's exit code once it stopped (None: it is gone, nobody can say how it ended)."""
@@ -133,13 +110,13 @@ class DockerHandle:
     async def _finish(self) -> RunExit:
         await asyncio.wait({self._reader})  # the log ends when the container stops (or on detach)
         if self._detached:
-            return RunExit(reason=ExitReason.LOST, exit_code=None, duration_s=self._running_time(time.monotonic()))
+            return RunExit(reason=ExitReason.LOST, exit_code=None, duration_s=self.clock.running())
         code = await self._exit_code()
         end = time.monotonic()
         self._watchdog.cancel()
         await self._remove()
         reason = self._reason or (ExitReason.EXITED if code is not None else ExitReason.LOST)
-        return RunExit(reason=reason, exit_code=code, duration_s=self._running_time(end))
+        return RunExit(reason=reason, exit_code=code, duration_s=self.clock.running(end))
 
     async def _remove(self) -> None:
         with contextlib.suppress(aiodocker.DockerError):
@@ -154,8 +131,7 @@ class DockerHandle:
             # a frozen container cannot act on TERM (and some engines refuse to signal it)
             with contextlib.suppress(aiodocker.DockerError):
                 await self._container.unpause()
-            self._paused_total += time.monotonic() - (self._paused_at or time.monotonic())
-            self._paused_at = None
+            self.clock.resume()
         await self._signal("SIGTERM")
         await asyncio.wait({self._reader}, timeout=STOP_GRACE_S)  # its log ends when it stopped
         await self._signal("SIGKILL")
@@ -176,20 +152,17 @@ class DockerHandle:
         await asyncio.shield(self._done)  # the container is removed: nothing of the turn is left
 
     async def pause(self) -> None:
-        if self._paused_at is None and not self._done.done():
+        if not self.paused and not self._done.done():
             await self._container.pause()
-            self._paused_at = time.monotonic()
+            self.clock.pause()
 
     async def resume(self) -> None:
-        if self._paused_at is not None:
+        if self.paused:
             await self._container.unpause()
-            now = time.monotonic()
-            self._paused_total += now - self._paused_at
-            self._paused_at = None
-            self._last_output = now  # silence while frozen is not idleness
+            self.clock.resume()
 
     def keep_alive(self) -> None:
-        self._last_output = time.monotonic()
+        self.clock.output()
 
     async def detach(self) -> None:
         """Stop following; the container goes on, and a restarted Shepherd finds it by `unit`."""

@@ -24,6 +24,7 @@ from adapters.runners.kubernetes_api import KubeApi
 from adapters.runners.kubernetes_logs import LogCursor
 from adapters.runners.kubernetes_objects import AGENT_CONTAINER, INIT_CONTAINER
 from core.runners import ExitReason, RunExit, RunSpec
+from core.runners.clock import TurnClock
 from core.runners.local import RunnerError, clean_line
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,9 @@ class KubeHandle:
         self.api = api
         self.unit = job
         self.spec = spec
-        now = time.monotonic()
         # a Job found again after a restart has been running since it started, not since Shepherd looked
-        self._started = now - max(0.0, time.time() - started_s) if started_s is not None else now
-        self._last_output = now
+        ran = max(0.0, time.time() - started_s) if started_s is not None else 0.0
+        self.clock = TurnClock(idle_s=spec.idle_timeout, hard_s=spec.hard_timeout, ran_s=ran)
         self._reason: ExitReason | None = None
         self._failure: str | None = None
         self._cursor = LogCursor(last_ns=int(since_s * 1e9) if since_s is not None else 0)
@@ -85,7 +85,7 @@ class KubeHandle:
     # following
 
     def _put(self, text: str) -> None:
-        self._last_output = time.monotonic()
+        self.clock.output()
         self._lines.put_nowait(clean_line(text.encode()))
 
     async def _follow_logs(self) -> None:
@@ -131,7 +131,7 @@ class KubeHandle:
                 pause = min(POLL_MAX_S, pause * 2)
                 continue
             if not streamed:
-                self._last_output = time.monotonic()  # idle time counts from the agent's start, not the pull
+                self.clock.output()  # idle time counts from the agent's start, not the pull
                 streamed = True
             name = pod.metadata.name
             await self._stream(name)
@@ -186,24 +186,13 @@ class KubeHandle:
 
     # watchdog and outcome
 
-    def _running_time(self, now: float) -> float:
-        return now - self._started
-
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            now = time.monotonic()
-            if self._running_time(now) > self.spec.hard_timeout:
-                self._reason = self._reason or ExitReason.HARD_TIMEOUT
-            elif now - self._last_output > self.spec.idle_timeout:
-                self._reason = self._reason or ExitReason.IDLE_TIMEOUT
-            else:
-                continue
-            try:
-                await self._end_unit()
-            except RunnerError as exc:  # the engine's own deadline still ends it
-                log.error("%s", exc.message)
-            return
+        reason = await self.clock.watch(WATCH_INTERVAL_S)
+        self._reason = self._reason or reason
+        try:
+            await self._end_unit()
+        except RunnerError as exc:  # the engine's own deadline still ends it
+            log.error("%s", exc.message)
 
     async def _end_unit(self) -> None:
         for attempt in range(OUTCOME_TRIES):
@@ -227,7 +216,7 @@ class KubeHandle:
             self._watchdog.cancel()
         code, reason = await self._outcome()
         return RunExit(reason=self._reason or reason, exit_code=code,
-                       duration_s=self._running_time(time.monotonic()))
+                       duration_s=self.clock.running())
 
     async def _outcome(self) -> tuple[int | None, ExitReason]:
         if self._failure is not None:
@@ -280,7 +269,7 @@ class KubeHandle:
                           code="PAUSE_UNSUPPORTED", status=409)
 
     def keep_alive(self) -> None:
-        self._last_output = time.monotonic()
+        self.clock.output()
 
     async def detach(self) -> None:
         """Stop following: the Job goes on in the engine and a new runner finds it by its name."""

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from core.errors import ShepherdError
 from core.runners import Capabilities, ExitReason, RunExit, RunSpec, Seed
+from core.runners.clock import WATCH_INTERVAL_S, TurnClock
 from core.runners.probe import SandboxReport, probe
 from core.runners.sandbox import SandboxView, bwrap_argv
 from core.textcheck import without_controls
@@ -31,7 +32,6 @@ from core.textcheck import without_controls
 CHUNK_BYTES = 64 * 1024
 MAX_LINE_CHARS = 4000  # a longer line is cut: logs are for people, and one line must not fill the store
 STOP_GRACE_S = 3.0
-WATCH_INTERVAL_S = 0.1
 GONE_WAIT_S = 5.0
 RECHECK_WEAK_S = 30.0  # a sandbox found weak is probed again after this long (bubblewrap installed meanwhile)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -54,6 +54,27 @@ def clean_line(raw: bytes) -> str:
     if len(text) > MAX_LINE_CHARS:
         text = text[:MAX_LINE_CHARS] + f"… ({len(text) - MAX_LINE_CHARS} more characters)"
     return text
+
+
+class LineSplitter:
+    """Output read in chunks, as the lines people read (a line with no end in sight is cut into pieces)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self._buffer += chunk
+        *complete, self._buffer = self._buffer.split(b"\n")
+        read = [clean_line(raw) for raw in complete]
+        if len(self._buffer) > MAX_LINE_CHARS * 4:
+            read.append(clean_line(self._buffer))
+            self._buffer = b""
+        return read
+
+    def rest(self) -> list[str]:
+        """What is left once the output ended (its last line had no newline)."""
+        left, self._buffer = self._buffer, b""
+        return [clean_line(left)] if left else []
 
 
 def group_members(pgid: int) -> list[int]:
@@ -81,10 +102,7 @@ class LocalHandle:
         self.spec = spec
         # what one read of the pipe gave, a list of lines at a time: a queue hand-off per line cost more than the line
         self._lines: asyncio.Queue[list[str] | None] = asyncio.Queue()
-        self._started = time.monotonic()
-        self._last_output = self._started
-        self._paused_at: float | None = None
-        self._paused_total = 0.0
+        self.clock = TurnClock(idle_s=spec.idle_timeout, hard_s=spec.hard_timeout)
         self._reason: ExitReason | None = None
         self._reader = asyncio.create_task(self._read())
         self._watchdog = asyncio.create_task(self._watch())
@@ -92,45 +110,25 @@ class LocalHandle:
 
     @property
     def paused(self) -> bool:
-        return self._paused_at is not None
-
-    def _running_time(self, now: float) -> float:
-        paused = self._paused_total + ((now - self._paused_at) if self._paused_at is not None else 0.0)
-        return now - self._started - paused
+        return self.clock.paused
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
-        buffer = b""
+        splitter = LineSplitter()
         try:
             while chunk := await self.proc.stdout.read(CHUNK_BYTES):
-                self._last_output = time.monotonic()
-                buffer += chunk
-                *complete, buffer = buffer.split(b"\n")
-                read = [clean_line(raw) for raw in complete]
-                if len(buffer) > MAX_LINE_CHARS * 4:  # a line with no end in sight
-                    read.append(clean_line(buffer))
-                    buffer = b""
-                if read:
+                self.clock.output()
+                if read := splitter.feed(chunk):
                     self._lines.put_nowait(read)
-            if buffer:
-                self._lines.put_nowait([clean_line(buffer)])
+            if read := splitter.rest():
+                self._lines.put_nowait(read)
         finally:
             self._lines.put_nowait(None)
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            if self.paused:
-                continue
-            now = time.monotonic()
-            if self._running_time(now) > self.spec.hard_timeout:
-                self._reason = self._reason or ExitReason.HARD_TIMEOUT
-            elif now - self._last_output > self.spec.idle_timeout:
-                self._reason = self._reason or ExitReason.IDLE_TIMEOUT
-            else:
-                continue
-            await self._kill()
-            return
+        reason = await self.clock.watch(WATCH_INTERVAL_S)
+        self._reason = self._reason or reason
+        await self._kill()
 
     async def _finish(self) -> RunExit:
         code = await self.proc.wait()
@@ -144,7 +142,7 @@ class LocalHandle:
         except TimeoutError:
             self._reader.cancel()
         reason = self._reason or ExitReason.EXITED
-        return RunExit(reason=reason, exit_code=code, duration_s=self._running_time(end))
+        return RunExit(reason=reason, exit_code=code, duration_s=self.clock.running(end))
 
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -172,8 +170,7 @@ class LocalHandle:
         self._signal(signal.SIGTERM)
         if self.paused:
             self._signal(signal.SIGCONT)  # a stopped process cannot act on TERM
-            self._paused_total += time.monotonic() - (self._paused_at or time.monotonic())
-            self._paused_at = None
+            self.clock.resume()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout=STOP_GRACE_S)
         self._signal(signal.SIGKILL)
@@ -195,20 +192,17 @@ class LocalHandle:
         await asyncio.shield(self._done)
 
     async def pause(self) -> None:
-        if self._paused_at is None and not self._done.done():
+        if not self.paused and not self._done.done():
             self._signal(signal.SIGSTOP)
-            self._paused_at = time.monotonic()
+            self.clock.pause()
 
     def keep_alive(self) -> None:
-        self._last_output = time.monotonic()
+        self.clock.output()
 
     async def resume(self) -> None:
-        if self._paused_at is not None:
+        if self.paused:
             self._signal(signal.SIGCONT)
-            now = time.monotonic()
-            self._paused_total += now - self._paused_at
-            self._paused_at = None
-            self._last_output = now  # silence while frozen is not idleness
+            self.clock.resume()
 
 
     async def detach(self) -> None:
