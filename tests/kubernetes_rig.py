@@ -13,6 +13,7 @@ from adapters.runners.kubernetes import KubernetesRunner
 from adapters.runners.kubernetes_objects import AGENT_CONTAINER, TASK_LABEL, KubeSettings
 from bot.settings import FORBIDDEN_TO_AGENTS
 from tests.fakes.kubernetes import FakeKubernetes
+from tests.runner_rigs import processes_of
 
 NAMESPACE = "shepherd-agents"
 RBAC = Path(__file__).resolve().parent.parent / "manifests" / "k8s" / "10-rbac.yaml"
@@ -35,23 +36,6 @@ def runner_role() -> tuple[str, dict[tuple[str, str], set[str]]]:
             for resource in rule["resources"]:
                 rules.setdefault((group, resource), set()).update(rule["verbs"])
     return role["metadata"]["namespace"], rules
-
-
-def processes_of(task_id: str) -> list[str]:
-    """Live processes on this host whose environment names the task (every unit's does: SHEPHERD_TASK_ID)."""
-    marker = f"SHEPHERD_TASK_ID={task_id}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0") and state[state.rfind(")") + 2:][:1] != "Z":
-            found.append(entry.name)
-    return found
 
 
 class KubernetesRig:

@@ -38,11 +38,12 @@ class Rig(Protocol):
 
 
 def processes_of(task_id: str) -> list[str]:
-    """Live processes on this host whose environment names the task (every unit's does: SHEPHERD_TASK_ID)."""
+    """Live processes on this host (but this one) whose environment names the task (every unit's does:
+    SHEPHERD_TASK_ID)."""
     marker = f"SHEPHERD_TASK_ID={task_id}".encode()
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             environ = (entry / "environ").read_bytes()
@@ -63,7 +64,7 @@ class LocalRig:
         return LocalRunner()
 
     async def leftovers(self, task_id: str) -> list[str]:
-        return [pid for pid in processes_of(task_id) if int(pid) != os.getpid()]
+        return processes_of(task_id)
 
     async def unit_env(self, task_id: str) -> dict[str, str] | None:
         return None
@@ -95,7 +96,7 @@ class DockerRig:
 
     async def leftovers(self, task_id: str) -> list[str]:
         turns = [c.name for c in self.fake.running(task_id) if c.labels.get("shepherd.dev/role") == "turn"]
-        return turns + [pid for pid in processes_of(task_id) if int(pid) != os.getpid()]
+        return turns + processes_of(task_id)
 
     async def unit_env(self, task_id: str) -> dict[str, str] | None:
         made = [body for body in self.fake.created()
