@@ -161,11 +161,13 @@ async def test_the_seed_example_runs_the_agent_in_the_sandbox_at_workspace_path(
     status, task = await rig.call("GET", task_url.removeprefix(str(rig.client.make_url(""))))
     assert status == 200 and task["initial_prompt"] == SEED_START["prompt"] and task["template_name"] == "codex"
 
+    # no runner of this process has claimed it yet: it is requested until one does
+    assert (await rig.container(data["containerId"]))["status"] == "requested"
     data_dir = rig.data
     view = SandboxView(hidden=(data_dir, Path.cwd(), Path.home()), programs=(PYTHON,))
     await rig.run(LocalRunner(view), sandbox=view)
-    seen, done = await rig.watch(data["containerId"])
-    assert seen[0] == "requested" and seen[-1] == "stopped" and in_order(seen), seen
+    seen, done = await rig.watch(data["containerId"])  # a quick runner may have claimed it before the first look
+    assert seen[-1] == "stopped" and in_order(list(dict.fromkeys(["requested", *seen]))), seen
     assert (done["outcome"], done["taskId"]) == ("succeeded", task["id"]), done
     assert done["workspacePath"] == "/workspace/demo-app"
 
