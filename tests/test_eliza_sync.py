@@ -269,6 +269,15 @@ async def test_a_binary_patch_applies(rig: Rig) -> None:
     assert (box.workspace / "bin.dat").read_bytes() == b"\x00\x01binary\xff"
 
 
+async def test_a_repository_the_agent_made_inside_the_workspace_is_a_409_not_a_500(rig: Rig) -> None:
+    box = await container(rig)
+    subprocess.run(["git", "init", "-q", str(box.workspace / "app")], check=True)  # as `create-app` tools do
+    (box.workspace / "app" / "index.ts").write_text("x\n")
+    status, body = await rig.call("POST", sync_path(box), {"direction": "pull"})
+    assert (status, body["code"]) == (409, "WORKSPACE_CONFLICT"), body
+    assert "app/" in body["error"] and "commit" in body["error"]
+
+
 async def test_sync_is_refused_while_a_turn_runs_and_across_orgs(rig: Rig) -> None:
     box = await container(rig)
     async with rig.shepherd.db.write() as session:
