@@ -162,10 +162,12 @@ async def test_the_seed_example_runs_the_agent_in_the_sandbox_at_workspace_path(
     assert status == 200 and task["initial_prompt"] == SEED_START["prompt"] and task["template_name"] == "codex"
 
     data_dir = rig.data
+    assert (await rig.container(data["containerId"]))["status"] == "requested", "no runner has claimed it yet"
     view = SandboxView(hidden=(data_dir, Path.cwd(), Path.home()), programs=(PYTHON,))
     await rig.run(LocalRunner(view), sandbox=view)
+    # the runner may claim it before the first poll (a busy machine): how far the poll sees it is not asserted
     seen, done = await rig.watch(data["containerId"])
-    assert seen[0] == "requested" and seen[-1] == "stopped" and in_order(seen), seen
+    assert seen[-1] == "stopped" and in_order(list(dict.fromkeys(["requested", *seen]))), seen
     assert (done["outcome"], done["taskId"]) == ("succeeded", task["id"]), done
     assert done["workspacePath"] == "/workspace/demo-app"
 
