@@ -234,7 +234,8 @@ async def test_a_conflicting_patch_is_409_naming_the_path_and_changes_nothing(ri
      "INVALID_PATH"),
     # git reads the mode as octal: a leading zero is still a symlink (a fake 202 that wrote nothing before)
     ({"direction": "push", "patches": ["diff --git a/l b/l\nnew file mode 0120000\n--- /dev/null\n+++ b/l\n"
-                                       "@@ -0,0 +1 @@\n+/etc/passwd\n\\ No newline at end of file\n"]}, "INVALID_PATCH"),
+                                       "@@ -0,0 +1 @@\n+/etc/passwd\n\\ No newline at end of file\n"]},
+     "INVALID_PATCH"),
     ({"direction": "push", "patches": ["this is not a diff"]}, "INVALID_PATCH"),
     ({"direction": "push", "patches": ["--- a/notes.txt\n+++ b/notes.txt\n@@ -1,3 +1,3 @@\n garbage"]},
      "INVALID_PATCH"),

@@ -17,7 +17,8 @@ from core.errors import Conflict, ValidationFailed
 
 _HEADERS = ("--- ", "+++ ", "rename from ", "rename to ", "copy from ", "copy to ")
 # the mode git reads (octal, leading zeros and trailing blanks allowed: `new file mode 0120000 ` is a symlink too)
-_MODES = re.compile(r"^(?:new file mode|deleted file mode|old mode|new mode|index [0-9a-f]+\.\.[0-9a-f]+) +([0-7]+)\s*$")
+_MODES = re.compile(
+    r"^(?:new file mode|deleted file mode|old mode|new mode|index [0-9a-f]+\.\.[0-9a-f]+) +([0-7]+)\s*$")
 _LINK_OR_SUBMODULE = (0o120000, 0o160000)
 _TYPE_BITS = 0o170000
 _FAILED = re.compile(r"^error: (?:patch failed: )?(.+?)(?::\d+)?: ")
