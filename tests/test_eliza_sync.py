@@ -78,6 +78,11 @@ async def container(rig: Rig, files: list[dict[str, Any]] | None = None, org: st
     return Box(box_id, view.task.id, workspace)
 
 
+BINARY = ("diff --git a/bin.dat b/bin.dat\nnew file mode 100644\nindex 0000000000000000000000000000000000000000.."
+          "fa76fd43f92c4d4950cd95da090a30aee4d70c5f\nGIT binary patch\nliteral 9\nQcmZQzOv=nlEUNqu01PGrh5!Hn\n\n"
+          "literal 0\nHcmV?d00001\n\n")  # `git diff --binary` of a new 9-byte file
+
+
 def sync_path(box: Box) -> str:
     return f"/api/cloud/coding-containers/{box.id}/sync"
 
@@ -215,6 +220,22 @@ async def test_a_conflicting_patch_is_409_naming_the_path_and_changes_nothing(ri
                                        "@@ -1 +1 @@\n-a\n+b\n"]}, "INVALID_PATH"),
     ({"direction": "push", "patches": ["diff --git a/l b/l\nnew file mode 120000\n--- /dev/null\n+++ b/l\n"
                                        "@@ -0,0 +1 @@\n+/etc\n"]}, "INVALID_PATCH"),
+    # git drops a .git component at any depth, in any case or NTFS spelling, without failing: a fake 202 before
+    ({"direction": "push", "changedFiles": [{"path": "sub/.git/config", "contents": "x"}]}, "INVALID_PATH"),
+    ({"direction": "push", "changedFiles": [{"path": ".GIT/config", "contents": "x"}]}, "INVALID_PATH"),
+    ({"direction": "push", "changedFiles": [{"path": "git~1/config", "contents": "x"}]}, "INVALID_PATH"),
+    ({"direction": "push", "changedFiles": [{"path": "a/.git. /x", "contents": "x"}]}, "INVALID_PATH"),
+    # a binary patch names its paths only in its quoted `diff --git` header (409 with no path named before)
+    ({"direction": "push", "patches": [BINARY.replace("diff --git a/bin.dat b/bin.dat",
+                                                      'diff --git "a/../../bin.dat" "b/../../bin.dat"')]},
+     "INVALID_PATH"),
+    ({"direction": "push", "patches": [BINARY.replace("diff --git a/bin.dat b/bin.dat",
+                                                      'diff --git "a/.git/hooks/x" "b/.git/hooks/x"')]},
+     "INVALID_PATH"),
+    # git reads the mode as octal: a leading zero is still a symlink (a fake 202 that wrote nothing before)
+    ({"direction": "push", "patches": ["diff --git a/l b/l\nnew file mode 0120000\n--- /dev/null\n+++ b/l\n"
+                                       "@@ -0,0 +1 @@\n+/etc/passwd\n\\ No newline at end of file\n"]},
+     "INVALID_PATCH"),
     ({"direction": "push", "patches": ["this is not a diff"]}, "INVALID_PATCH"),
     ({"direction": "push", "patches": ["--- a/notes.txt\n+++ b/notes.txt\n@@ -1,3 +1,3 @@\n garbage"]},
      "INVALID_PATCH"),
@@ -240,6 +261,22 @@ async def test_a_symlink_the_agent_left_is_not_written_through(rig: Rig, tmp_pat
     assert list(outside.iterdir()) == [], "nothing written outside the workspace"
     assert (box.workspace / "link").is_dir() and not (box.workspace / "link").is_symlink()
     assert (box.workspace / "link" / "x").read_text() == "x"
+
+
+async def test_a_binary_patch_applies(rig: Rig) -> None:
+    box = await container(rig)
+    status, body = await rig.call("POST", sync_path(box), {"direction": "push", "patches": [BINARY]})
+    assert status == 202, body
+    assert (box.workspace / "bin.dat").read_bytes() == b"\x00\x01binary\xff"
+
+
+async def test_a_repository_the_agent_made_inside_the_workspace_is_a_409_not_a_500(rig: Rig) -> None:
+    box = await container(rig)
+    subprocess.run(["git", "init", "-q", str(box.workspace / "app")], check=True)  # as `create-app` tools do
+    (box.workspace / "app" / "index.ts").write_text("x\n")
+    status, body = await rig.call("POST", sync_path(box), {"direction": "pull"})
+    assert (status, body["code"]) == (409, "WORKSPACE_CONFLICT"), body
+    assert "app/" in body["error"] and "commit" in body["error"]
 
 
 async def test_sync_is_refused_while_a_turn_runs_and_across_orgs(rig: Rig) -> None:

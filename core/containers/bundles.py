@@ -34,8 +34,8 @@ class BundleFile:
 
 
 def clean_path(raw: Any, where: str) -> str:
-    """A path inside the workspace, or a 400 that names the field: no absolute path, no `..`, no `.git`, no empty
-    or odd component, no backslash or control character."""
+    """A path inside the workspace, or a 400 that names the field: no absolute path, no `..`, no `.git` component
+    (at any depth), no empty or odd component, no backslash or control character."""
     if not isinstance(raw, str) or not raw.strip():
         raise ValidationFailed(f"{where}: a path is a non-empty string", code="INVALID_PATH")
     if len(raw) > MAX_PATH_CHARS or any(ord(c) < 32 or c == "\x7f" for c in raw) or "\\" in raw:
@@ -47,10 +47,19 @@ def clean_path(raw: Any, where: str) -> str:
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     if not parts or ".." in parts:
         raise ValidationFailed(f"{where}: {raw[:80]!r} leaves the workspace", code="INVALID_PATH")
-    if parts[0] == ".git":
-        raise ValidationFailed(f"{where}: {raw[:80]!r} is inside .git, which is the workspace's own",
+    if any(_is_dot_git(p) for p in parts):
+        raise ValidationFailed(f"{where}: {raw[:80]!r} names a .git folder, which only git may write",
                                code="INVALID_PATH")
     return str(PurePosixPath(*parts))
+
+
+def _is_dot_git(part: str) -> bool:
+    """A component git itself refuses to write anywhere in a tree (verify_path, with core.protectNTFS, git's
+    default): `.git` in any case, also with trailing dots or spaces or an NTFS stream (`.git::$DATA`), and its
+    short name `git~1`. Taken, such a path would be dropped by git without a word (the bundle's first commit, a
+    sync's index) or fail the workspace's checkout: a fake success either way."""
+    name = part.split(":", 1)[0].rstrip(". ").lower()
+    return name in (".git", "git~1")
 
 
 def decode(contents: Any, encoding: Any, where: str) -> bytes:

@@ -16,7 +16,11 @@ from core.containers.bundles import MAX_BUNDLE_BYTES, TooLarge, clean_path
 from core.errors import Conflict, ValidationFailed
 
 _HEADERS = ("--- ", "+++ ", "rename from ", "rename to ", "copy from ", "copy to ")
-_MODES = re.compile(r"^(?:new file mode|deleted file mode|old mode|new mode|index [0-9a-f]+\.\.[0-9a-f]+) (\d+)$")
+# the mode git reads (octal, leading zeros and trailing blanks allowed: `new file mode 0120000 ` is a symlink too)
+_MODES = re.compile(
+    r"^(?:new file mode|deleted file mode|old mode|new mode|index [0-9a-f]+\.\.[0-9a-f]+) +([0-7]+)\s*$")
+_LINK_OR_SUBMODULE = (0o120000, 0o160000)
+_TYPE_BITS = 0o170000
 _FAILED = re.compile(r"^error: (?:patch failed: )?(.+?)(?::\d+)?: ")
 _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\", "a": "\a", "b": "\b", "f": "\f", "r": "\r", "v": "\v"}
 
@@ -50,6 +54,32 @@ def _unquote(raw: str) -> str:
     return out.decode(errors="surrogateescape")
 
 
+def _header_names(rest: str) -> list[str]:
+    """The two names of `diff --git <a> <b>`, each maybe C-quoted; git reads them from here when no ---/+++ lines
+    follow (a binary patch, a mode change), so they are checked as those are. Unquoted names that hold spaces are
+    split where the two halves name the same path, as git does; a header that cannot be split names nothing here
+    (git then refuses it too, or takes its names from the lines that follow, which are checked)."""
+    if rest.startswith('"'):
+        end = _quoted_end(rest)
+        first, rest = _unquote(rest[:end]), rest[end:].lstrip(" ")
+        return [first, _unquote(rest) if rest.startswith('"') else rest]
+    if ' "' in rest:  # a/x "b/y"
+        cut = rest.index(' "')
+        return [rest[:cut], _unquote(rest[cut + 1:])]
+    middle = len(rest) // 2
+    if rest[middle:middle + 1] == " " and rest[:middle].split("/", 1)[-1] == rest[middle + 1:].split("/", 1)[-1]:
+        return [rest[:middle], rest[middle + 1:]]
+    return []
+
+
+def _quoted_end(text: str) -> int:
+    """The index just past the closing quote of the C-quoted string that `text` starts with."""
+    i = 1
+    while i < len(text) and text[i] != '"':
+        i += 2 if text[i] == "\\" else 1
+    return i + 1
+
+
 def _strip(raw: str, where: str) -> str:
     """`a/src/x.ts` -> `src/x.ts` (git apply's -p1), each form checked."""
     clean_path(raw, where)
@@ -64,14 +94,10 @@ def named_paths(patch: str, where: str) -> list[str]:
     paths: list[str] = []
     for line in patch.splitlines():
         mode = _MODES.match(line)
-        if mode and mode.group(1) in ("120000", "160000"):
+        if mode and int(mode.group(1), 8) & _TYPE_BITS in _LINK_OR_SUBMODULE:
             raise ValidationFailed(f"{where}: a patch may not make a symlink or a submodule", code="INVALID_PATCH")
-        if line.startswith("diff --git ") and '"' not in line:
-            halves = line[len("diff --git "):]
-            middle = len(halves) // 2
-            if halves[middle:middle + 1] == " " and halves[:middle].split("/", 1)[-1] == halves[middle + 1:].split(
-                    "/", 1)[-1]:
-                paths.append(_strip(halves[:middle], where))
+        if line.startswith("diff --git "):
+            paths += [_strip(name, where) for name in _header_names(line[len("diff --git "):])]
             continue
         for head in _HEADERS:
             if line.startswith(head):

@@ -53,7 +53,11 @@ async def workspace_tree(git_dir: Path, workspace: Path, *, start: str, index: P
     """The tree of the workspace's files as they are now (ignored files that `start` did not hold left out)."""
     env = {"GIT_INDEX_FILE": str(index)}
     await gitops.run("read-tree", start, git_dir=git_dir, env=env)
-    await gitops.run("add", "-A", "--", ".", git_dir=git_dir, env=env, work_tree=workspace)
+    added = await gitops.run("add", "-A", "--", ".", git_dir=git_dir, env=env, work_tree=workspace, check=False)
+    if added.code != 0:  # the workspace's state, not a fault of Shepherd's: e.g. a `git init` of the agent's, no commit
+        why = next((line.removeprefix("error: ") for line in added.err.splitlines() if line.startswith("error: ")),
+                   added.err.strip().splitlines()[-1] if added.err.strip() else f"exit {added.code}")
+        raise Conflict(f"the container's workspace cannot be read as files: {why[:300]}", code="WORKSPACE_CONFLICT")
     return (await gitops.run("write-tree", git_dir=git_dir, env=env)).text
 
 

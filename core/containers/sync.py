@@ -18,7 +18,7 @@ from core.clock import utcnow
 from core.containers import gitops, patches, scratch
 from core.containers.bundles import MAX_BUNDLE_BYTES, BundleFile, TooLarge, clean_path
 from core.containers.promotions import Promotions
-from core.errors import Conflict, NotFound, Unavailable
+from core.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from core.ids import new_id
 from core.people.access import Principal, Scope
 from core.store.db import Database
@@ -144,7 +144,14 @@ class Syncs:
                                                     index=tmp / "patched.idx")
                 final = await patches.merged_tree(base=base, ours=ours, theirs=theirs, git_dir=git_dir)
             if final != now:
-                await scratch.write_changes(git_dir, workspace, await scratch.changes(git_dir, now, final))
+                todo = await scratch.changes(git_dir, now, final)
+                # only a patch can make one (git reads modes in forms named_paths may not know): the workspace would
+                # not get it, and the sync would answer a change it did not make
+                odd = [c.path for c in todo if c.status != "D" and c.mode not in scratch.REGULAR]
+                if odd:
+                    raise ValidationFailed(f"patches: {', '.join(odd)[:300]} would be a symlink or a submodule, which "
+                                           "a sync does not write", code="INVALID_PATCH")
+                await scratch.write_changes(git_dir, workspace, todo)
         if request.direction == Direction.PUSH:
             return [], []
         return await self._export(git_dir, base, final)
