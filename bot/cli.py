@@ -266,8 +266,12 @@ async def _doctor(settings: Settings) -> int:
     pins = "" if git_pins_http() else " (too old to pin hosts allowed by a pattern: git 2.37 or newer)"
     print(f"repositories: owner/name from {settings.git_base_url}; other hosts: {hosts}; {git_version_text()}{pins}")
     catalog = settings.catalog()
-    print(f"agents (each checked with --version; tasks use {settings.default_agent} unless told otherwise):")
-    for name in catalog.names():
+    if settings.runner != "local":  # the agents' CLIs are the engine image's, not this host's
+        print(f"agents: {', '.join(catalog.names())}, run from the engine's image (SHEPHERD_RUNNER="
+              f"{settings.runner}; not checked here); tasks use {settings.default_agent} unless told otherwise")
+    else:
+        print(f"agents (each checked with --version; tasks use {settings.default_agent} unless told otherwise):")
+    for name in catalog.names() if settings.runner == "local" else ():
         found = await catalog.check(name)
         state = f"usable: {found.detail}" if found.usable else f"NOT USABLE: {found.detail}"
         print(f"  {name:<9} {state}")

@@ -598,7 +598,7 @@ class Settings(BaseSettings):
                          workspace_hard_limit_s=self.workspace_hard_limit, ledger_s=self.ledger_retention)
 
     def catalog(self) -> AgentCatalog:
-        return agent_catalog(custom_presets(self.agents))
+        return agent_catalog(custom_presets(self.agents), in_image=self.runner != "local")
 
     def actions_config(self) -> ActionsConfig:
         """How approved actions reach the code host: where it is, and the token pushes carry there only."""

@@ -174,3 +174,53 @@ def test_an_engine_set_up_for_the_run_cannot_quietly_skip(monkeypatch: pytest.Mo
     monkeypatch.setenv(REQUIRED_VAR, "1")
     with pytest.raises(pytest.fail.Exception, match="set up for this run"):
         require_engine()
+
+
+async def test_a_demo_task_runs_end_to_end_on_the_docker_runner_against_the_real_engine(
+        real_engine: Engine, sqlite_url: str, tmp_path: Any) -> None:
+    """What a user of SHEPHERD_RUNNER=docker sees: the demo agent (the image's copy, as the README's image has it)
+    runs its turn in a container of the engine, and its work is in Shepherd's copy of the workspace."""
+    import time
+
+    import aiodocker
+
+    from adapters.runners.docker import DockerRunner
+    from adapters.runners.docker_spec import DockerConfig
+    from bot.presets import agent_catalog
+    from core.autonomy.actions import ActionsConfig, Executor
+    from core.people.access import Role
+    from core.shepherd import Shepherd
+    from core.store.db import Database
+    from core.tasks.supervisor import RunnerConfig, TaskSupervisor
+    from tests.conftest import person
+
+    workspaces = tmp_path / "data" / "workspaces"
+    db = Database(sqlite_url)
+    shepherd = Shepherd(db, catalog=agent_catalog(in_image=True), default_agent="demo", workspace_root=workspaces)
+    await shepherd.orgs.ensure("acme")
+    runner = DockerRunner(aiodocker.Docker(url=real_engine.docker_host),
+                          DockerConfig(user="1000:1000", image=real_engine.image))
+    config = RunnerConfig(workspace_root=workspaces, poll_s=0.05, flush_s=0.05, idle_timeout_s=60,
+                          hard_timeout_s=120, max_tasks=2)
+    sup = TaskSupervisor(shepherd, config, runner=runner, executor=Executor(ActionsConfig()))
+    await sup.start()
+    who = person(Role.ADMIN)
+    task_id = None
+    try:
+        task_id = (await shepherd.tasks.create(who, prompt="write a haiku", runtime="demo")).task.id
+        deadline = time.monotonic() + 120
+        while (row := await shepherd.tasks.get(who, task_id)).outcome is None:
+            assert time.monotonic() < deadline, f"the task never ended: {row.status} {row.state_message}"
+            await asyncio.sleep(0.2)
+        assert row.outcome == "succeeded", row.state_message
+        assert row.runner_kind == "docker"
+        written = [p for p in (workspaces / task_id).rglob("*") if ".git" not in p.parts and p.is_file()]
+        assert written, "the agent's work did not come back into Shepherd's copy"
+        _, logs = await shepherd.tasks.logs(who, task_id, limit=1000)
+        assert any(r.type == "output" for r in logs)
+    finally:
+        await sup.stop()
+        if task_id is not None:
+            await runner.discard(task_id)  # the engine outlives the test
+        await runner.close()
+        await db.dispose()
