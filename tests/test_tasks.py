@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.presets import agent_catalog
 from core.autonomy.actions import ActionsConfig, Executor
-from core.errors import Conflict
+from core.errors import Conflict, ValidationFailed
 from core.people.access import Principal, Role
 from core.runners.local import LocalRunner, group_members
 from core.runners.presets import AgentCatalog, Preset, custom_presets
@@ -603,3 +603,12 @@ async def test_turns_starting_together_record_it_in_one_commit_and_a_failing_one
             assert sorted(await session.exec(select(Org.id))) == ["one", "three"]
     finally:
         await db.dispose()
+
+
+def test_an_entry_of_shepherd_agents_named_like_a_built_in_preset_replaces_its_command() -> None:
+    presets = custom_presets({"codex": {"command": "python3 bot/demo_agent.py {prompt}"}})
+    catalog = AgentCatalog(presets)
+    assert catalog.get("codex").start == ("python3", "bot/demo_agent.py", "{prompt}")
+    assert catalog.names().count("codex") == 1
+    with pytest.raises(ValidationFailed):
+        custom_presets({"Codex!": {"command": "x {prompt}"}})

@@ -105,11 +105,11 @@ _CUSTOM_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
 def custom_presets(spec: Mapping[str, Any]) -> list[Preset]:
     """SHEPHERD_AGENTS: {"name": {"command": "mycli run {prompt}", "resume": "…", "version": "mycli -V"}}."""
     presets = []
-    builtin = {p.name for p in BUILTIN_PRESETS}
-    for name, body in spec.items():
+    for name, body in spec.items():  # a built-in preset's name is allowed: the entry replaces that preset's command
         where = f"SHEPHERD_AGENTS[{name!r}]"
-        if not _CUSTOM_NAME.match(name) or name in builtin:
-            raise ValidationFailed(f"{where}: a custom agent name is 2-32 lower-case characters, not a preset name")
+        if not _CUSTOM_NAME.match(name):
+            raise ValidationFailed(f"{where}: a custom agent name is 2-32 lower-case characters (a-z, 0-9, _ and -), "
+                                   "starting with a letter")
         if not isinstance(body, Mapping) or not isinstance(body.get("command"), str):
             raise ValidationFailed(f"{where}: needs a \"command\" string, e.g. \"mycli run {{prompt}}\"")
         unknown = set(body) - {"command", "resume", "version", "install"}
