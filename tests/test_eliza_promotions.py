@@ -141,7 +141,7 @@ async def test_the_workbench_shortcut_promotes_the_project_of_its_path(rig: Rig)
 
 @pytest.mark.parametrize("path", ["../escape.ts", "src/../../escape.ts", "/etc/passwd", ".git/config",
                                   ".git/hooks/pre-commit", "src\\win.ts",
-                                  "vendor/.git/config", ".GIT/config", "git~1/HEAD"])
+                                  "vendor/.git/config", ".GIT/config", "git~1/HEAD", "src/" + "n" * 256])
 async def test_paths_out_of_the_workspace_are_400_and_nothing_is_kept(rig: Rig, path: str) -> None:
     body = {"source": {**SEED_PROMOTION["source"], "files": [{"path": path, "contents": "x"}]}}  # type: ignore[dict-item]
     status, answer = await rig.call("POST", PROMOTE, body)

@@ -224,6 +224,7 @@ async def test_a_conflicting_patch_is_409_naming_the_path_and_changes_nothing(ri
     ({"direction": "push", "changedFiles": [{"path": "sub/.git/config", "contents": "x"}]}, "INVALID_PATH"),
     ({"direction": "push", "changedFiles": [{"path": ".GIT/config", "contents": "x"}]}, "INVALID_PATH"),
     ({"direction": "push", "changedFiles": [{"path": "git~1/config", "contents": "x"}]}, "INVALID_PATH"),
+    ({"direction": "push", "changedFiles": [{"path": "a/" + "n" * 256, "contents": "x"}]}, "INVALID_PATH"),
     ({"direction": "push", "changedFiles": [{"path": "a/.git. /x", "contents": "x"}]}, "INVALID_PATH"),
     # a binary patch names its paths only in its quoted `diff --git` header (409 with no path named before)
     ({"direction": "push", "patches": [BINARY.replace("diff --git a/bin.dat b/bin.dat",

@@ -17,6 +17,7 @@ MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_BUNDLE_BYTES = 50 * 1024 * 1024
 MAX_FILES = 10_000
 MAX_PATH_CHARS = 1024
+MAX_NAME_BYTES = 255  # one folder or file name (NAME_MAX)
 # a request carrying a whole bundle: its files base64'd in JSON are a third bigger, with room for the rest
 MAX_REQUEST_BYTES = MAX_BUNDLE_BYTES * 4 // 3 + 4 * 1024 * 1024
 ENCODINGS = ("utf-8", "base64")
@@ -47,6 +48,9 @@ def clean_path(raw: Any, where: str) -> str:
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     if not parts or ".." in parts:
         raise ValidationFailed(f"{where}: {raw[:80]!r} leaves the workspace", code="INVALID_PATH")
+    if any(len(p.encode("utf-8", errors="surrogatepass")) > MAX_NAME_BYTES for p in parts):
+        raise ValidationFailed(f"{where}: {raw[:80]!r} has a name longer than {MAX_NAME_BYTES} bytes, which no "
+                               "filesystem stores", code="INVALID_PATH")
     if any(_is_dot_git(p) for p in parts):
         raise ValidationFailed(f"{where}: {raw[:80]!r} names a .git folder, which only git may write",
                                code="INVALID_PATH")

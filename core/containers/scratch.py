@@ -6,7 +6,9 @@ the merge) is written here and thrown away with it; the workspace itself is read
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,21 +121,48 @@ async def write_changes(git_dir: Path, workspace: Path, todo: list[Change]) -> N
         if target.is_dir() and not target.is_symlink():
             raise Conflict(f"{c.path} is a folder in the container's workspace", code="WORKSPACE_CONFLICT")
     contents = await blobs(git_dir, [c.sha for c in writes])
-    for c in todo:
-        if c.status == "D":
+    staging = _stage(workspace, writes, contents)  # every new content on disk first: a failure changes nothing
+    try:
+        for c in todo:
+            if c.status == "D":
+                target = workspace / c.path
+                if target.is_symlink() or target.is_file():
+                    target.unlink()
+                parent = target.parent
+                while parent != workspace and parent.is_dir() and not any(parent.iterdir()):
+                    parent.rmdir()  # git keeps no empty folders: neither does a sync
+                    parent = parent.parent
+        for n, c in enumerate(writes):
             target = workspace / c.path
-            if target.is_symlink() or target.is_file():
-                target.unlink()
-            parent = target.parent
-            while parent != workspace and parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()  # git keeps no empty folders: neither does a sync
-                parent = parent.parent
-    for c in writes:
-        target = workspace / c.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink():
-            target.unlink()
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(contents[c.sha])
-        os.chmod(target, 0o755 if c.mode == "100755" else 0o644)
+            target.parent.mkdir(parents=True, exist_ok=True)  # its folders were checked: none is a link
+            os.replace(staging / str(n), target)  # a symlink there is replaced, never written through
+    except OSError as exc:
+        raise Conflict(f"the container's workspace could not be written ({exc.strerror or exc}): part of this sync "
+                       "may be in it; pull to see what it holds", code="WORKSPACE_CONFLICT") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(workspace: Path, writes: list[Change], contents: dict[str, bytes]) -> Path:
+    """Each write's content in a fresh folder of Shepherd's own inside the workspace (same filesystem: a rename puts
+    each in place; made anew, so nothing the agent left can be in its way), or, when one cannot be written (a
+    read-only workspace, a full disk), none of them and a 409."""
+    def refused(exc: OSError) -> Conflict:
+        return Conflict(f"the container's workspace could not be written ({exc.strerror or exc}); nothing of this "
+                        "sync was", code="WORKSPACE_CONFLICT")
+
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".shepherd-sync-", dir=workspace))
+    except OSError as exc:
+        raise refused(exc) from None
+    try:
+        for n, c in enumerate(writes):
+            fd = os.open(staging / str(n), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o755 if c.mode == "100755" else 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(contents[c.sha])
+            os.chmod(staging / str(n), 0o755 if c.mode == "100755" else 0o644)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise refused(exc) from None
+    return staging
