@@ -324,3 +324,10 @@ def test_remote_units_mount_the_workspace_at_the_run_s_cwd_and_keep_workspace_by
     for bad in ("/usr/local/x", "/", "/tmp/x", "/home/agent"):
         with pytest.raises(ValueError):
             bwrap_argv("bwrap", ["true"], cwd=Path(bad), env={}, view=view)
+
+
+async def test_the_promotions_path_is_no_container(rig: Served) -> None:
+    """`/coding-containers/promotions` is the promotions route: read with GET it is no container named "promotions",
+    and it says which method it takes."""
+    async with rig.client.get("/api/cloud/coding-containers/promotions") as response:
+        assert response.status == 405 and response.headers["Allow"] == "POST"

@@ -28,7 +28,7 @@ from tests.runner_rigs import RIGS, Rig
 LIMIT_S = 45.0
 SLOW = """
 import pathlib, sys, time
-for i in range(40):
+for i in range(80):  # 8 s: time enough for the worker to stop on a busy machine before it ends
     print(f'step {i}', flush=True)
     time.sleep(0.1)
 pathlib.Path('result.txt').write_text('written after the restart\\n')

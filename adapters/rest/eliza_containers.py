@@ -133,5 +133,6 @@ ROUTES = [
           max_body=MAX_REQUEST_BYTES),
     Route("GET", "/api/cloud/coding-containers/{containerId}", get,
           "A container's status and its task's outcome (Shepherd's addition to the seed)", response=Found,
-          errors=(401, 403, 404), tag=_TAG, operation_id="elizaGetCodingContainer"),
+          errors=(401, 403, 404), tag=_TAG, operation_id="elizaGetCodingContainer",
+          patterns={"containerId": r"(?!promotions$)[^{}/]+"}),
 ]

@@ -115,6 +115,9 @@ class Route:
     operation_id: str = ""
     produces: str = "application/json"  # a handler for another type returns its own web.Response
     max_body: int | None = None  # a route that takes bigger bodies than the app's limit (a bundle of files)
+    # what a path parameter may match (a regex for the router alone; the OpenAPI path keeps `{name}`), where a
+    # literal path beside it would be taken for a value (`/coding-containers/promotions` is no container)
+    patterns: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def adapter(self) -> TypeAdapter[Any] | None:
@@ -357,4 +360,7 @@ async def envelope_middleware(
 
 def mount(app: web.Application, routes: list[Route]) -> None:
     for route in routes:
-        app.router.add_route(route.method, route.path, _handler(route), name=route.operation_id or None)
+        path = route.path
+        for name, pattern in route.patterns.items():
+            path = path.replace(f"{{{name}}}", f"{{{name}:{pattern}}}")
+        app.router.add_route(route.method, path, _handler(route), name=route.operation_id or None)
