@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from core.autonomy.actions import ActionsConfig, Executor
 from core.errors import Conflict
-from core.people.access import Role
+from core.people.access import Principal, Role
 from core.runners.presets import PYTHON, AgentCatalog, Preset
 from core.shepherd import Shepherd
 from core.store.db import Database
@@ -53,6 +53,18 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
         await made.close()
 
 
+@pytest.fixture
+async def core(rig: Rig, db_url: str) -> AsyncIterator[tuple[Shepherd, Principal]]:
+    """A Shepherd whose one agent is the slow one, in the unit's own interpreter, and an admin of its org."""
+    db = Database(db_url)
+    shepherd = Shepherd(db, catalog=AgentCatalog([agent(rig)]), default_agent="slow", workspace_root=rig.workspace_root)
+    await shepherd.orgs.ensure("acme")
+    try:
+        yield shepherd, person(Role.ADMIN)
+    finally:
+        await db.dispose()
+
+
 def supervisor(shepherd: Shepherd, rig: Rig, runner: object) -> TaskSupervisor:
     config = RunnerConfig(workspace_root=rig.workspace_root, poll_s=0.05, flush_s=0.05, idle_timeout_s=20,
                           hard_timeout_s=60, max_tasks=2)
@@ -68,11 +80,8 @@ async def until(check, what: str) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_a_worker_restart_finds_the_remote_turn_again_and_reports_its_real_outcome(
-        rig: Rig, db_url: str) -> None:
-    db = Database(db_url)
-    shepherd = Shepherd(db, catalog=AgentCatalog([agent(rig)]), default_agent="slow", workspace_root=rig.workspace_root)
-    await shepherd.orgs.ensure("acme")
-    who = person(Role.ADMIN)
+        rig: Rig, core: tuple[Shepherd, Principal]) -> None:
+    shepherd, who = core
     first = supervisor(shepherd, rig, rig.runner)
     await first.start()
     try:
@@ -93,39 +102,30 @@ async def test_a_worker_restart_finds_the_remote_turn_again_and_reports_its_real
     second = supervisor(shepherd, rig, await rig.new_runner())
     await second.start()
     try:
-        async def ended() -> bool:
-            return (await shepherd.tasks.get(who, task.id)).outcome is not None
-
-        await until(ended, "the adopted task ended")
+        await until(lambda: _ended(shepherd, who, task.id), "the adopted task ended")
         row = await shepherd.tasks.get(who, task.id)
         assert row.outcome == "failed" and "exit code 4" in row.state_message, row.state_message
         assert await printed("done, but the tests still fail")  # followed after the restart
         result = rig.workspace_root / task.id / "result.txt"
         assert result.read_text() == "written after the restart\n"  # its work came back into Shepherd's copy
-        async with db.read() as session:
+        async with shepherd.db.read() as session:
             names = list(await session.exec(select(Event.name).where(Event.task_id == task.id)))
         assert "task.reattached" in names and "task.interrupted" not in names
     finally:
         await second.stop()
-        await db.dispose()
 
 
-async def test_pause_is_refused_with_why_where_the_engine_cannot_freeze(rig: Rig, db_url: str) -> None:
+async def test_pause_is_refused_with_why_where_the_engine_cannot_freeze(
+        rig: Rig, core: tuple[Shepherd, Principal]) -> None:
     if rig.runner.capabilities.pause:
         pytest.skip(f"{rig.runner.kind} pauses natively (the runner contract covers it)")
-    db = Database(db_url)
-    shepherd = Shepherd(db, catalog=AgentCatalog([agent(rig)]), default_agent="slow", workspace_root=rig.workspace_root)
-    await shepherd.orgs.ensure("acme")
-    who = person(Role.ADMIN)
+    shepherd, who = core
     sup = supervisor(shepherd, rig, rig.runner)
     await sup.start()
     try:
         task = (await shepherd.tasks.create(who, prompt="x", runtime="slow")).task
 
-        async def running() -> bool:
-            return (await shepherd.tasks.get(who, task.id)).status == "running"
-
-        await until(running, "the task runs")
+        await until(lambda: _running(shepherd, who, task.id), "the task runs")
         with pytest.raises(Conflict) as refused:
             await shepherd.tasks.pause(who, task.id)
         assert refused.value.code == "PAUSE_UNSUPPORTED" and refused.value.status == 409
@@ -135,32 +135,29 @@ async def test_pause_is_refused_with_why_where_the_engine_cannot_freeze(rig: Rig
         assert await rig.leftovers(task.id) == []
     finally:
         await sup.stop()
-        await db.dispose()
 
 
-async def _ended(shepherd: Shepherd, who, task_id: str) -> bool:  # type: ignore[no-untyped-def]
+async def _ended(shepherd: Shepherd, who: Principal, task_id: str) -> bool:
     return (await shepherd.tasks.get(who, task_id)).outcome is not None
+
+
+async def _running(shepherd: Shepherd, who: Principal, task_id: str) -> bool:
+    return (await shepherd.tasks.get(who, task_id)).status == "running"
 
 
 
 
 async def test_a_worker_without_shepherds_copy_of_the_workspace_ends_the_adopted_turn_and_says_why(
-        rig: Rig, db_url: str) -> None:
+        rig: Rig, core: tuple[Shepherd, Principal]) -> None:
     import shutil
 
-    db = Database(db_url)
-    shepherd = Shepherd(db, catalog=AgentCatalog([agent(rig)]), default_agent="slow", workspace_root=rig.workspace_root)
-    await shepherd.orgs.ensure("acme")
-    who = person(Role.ADMIN)
+    shepherd, who = core
     first = supervisor(shepherd, rig, rig.runner)
     await first.start()
     try:
         task = (await shepherd.tasks.create(who, prompt="x", runtime="slow")).task
 
-        async def running() -> bool:
-            return (await shepherd.tasks.get(who, task.id)).status == "running"
-
-        await until(running, "the task runs")
+        await until(lambda: _running(shepherd, who, task.id), "the task runs")
     finally:
         await first.stop()
     shutil.rmtree(rig.workspace_root / task.id)  # another worker, whose data directory is not shared
@@ -173,4 +170,3 @@ async def test_a_worker_without_shepherds_copy_of_the_workspace_ends_the_adopted
         assert await rig.leftovers(task.id) == []  # not left working for nothing
     finally:
         await second.stop()
-        await db.dispose()
