@@ -5,7 +5,6 @@ real client library against a loopback fake of the engine (tests/fakes/)."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,7 +12,7 @@ import aiodocker
 
 from adapters.runners.docker import DockerRunner
 from adapters.runners.docker_spec import DockerConfig
-from core.runners import Runner
+from core.runners import Runner, Seed
 from core.runners.local import LocalRunner
 from tests.fakes.docker import FakeDocker
 
@@ -131,12 +130,13 @@ class RealDockerRig:
     def __init__(self, root: Path, host: str, image: str) -> None:
         self.workspace_root = root
         self.host, self.image = host, image
-        self._since = int(time.time()) - 1  # what this rig's tests made (the engine may hold others' containers)
+        self._tasks: set[str] = set()  # what this rig's tests made (the engine holds other tests' containers too)
         self._runners: list[DockerRunner] = []
         self.runner: Runner = self._runner()
 
     def _runner(self) -> DockerRunner:
-        runner = DockerRunner(aiodocker.Docker(url=self.host), DockerConfig(user="1000:1000", image=self.image))
+        runner = _Recording(aiodocker.Docker(url=self.host), DockerConfig(user="1000:1000", image=self.image),
+                            seen=self._tasks)
         self._runners.append(runner)
         return runner
 
@@ -168,12 +168,22 @@ class RealDockerRig:
 
     async def close(self) -> None:
         # the engine outlives the test (CI keeps it between runs): what its tasks left goes
-        made = await self._containers("app.kubernetes.io/managed-by=shepherd")
-        for task in {c["Labels"]["shepherd.dev/task"] for c in made
-                     if c.get("Created", 0) >= self._since and c["Labels"].get("shepherd.dev/task")}:
+        for task in self._tasks:  # only its own: a test running beside it on the same engine keeps its units
             await self._runners[0].discard(task)
         for runner in self._runners:
             await runner.close()
+
+
+class _Recording(DockerRunner):
+    """The Docker runner, remembering the tasks it seeded: what a rig on a shared engine removes at its end."""
+
+    def __init__(self, docker: aiodocker.Docker, config: DockerConfig, *, seen: set[str]) -> None:
+        super().__init__(docker, config)
+        self._seen = seen
+
+    async def seed(self, seed: Seed) -> None:
+        self._seen.add(seed.task_id)
+        await super().seed(seed)
 
 
 async def make_real_docker_rig(root: Path) -> Rig:
