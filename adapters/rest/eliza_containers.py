@@ -6,7 +6,6 @@ workspace, and (Shepherd's addition) read a container's status and its task's ou
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -14,9 +13,10 @@ from pydantic import Field
 
 from adapters.rest.agentuity import PUBLIC_URL
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Route
-from core.clock import as_utc
+from core.clock import iso
 from core.containers.bundles import MAX_REQUEST_BYTES, bundle
-from core.containers.containers import AGENTS, Containers, ContainerStatus, ContainerView, Source
+from core.containers.containers import Containers, ContainerStatus, ContainerView, Source
+from core.containers.promotions import AGENTS
 from core.errors import ValidationFailed
 
 
@@ -80,10 +80,6 @@ class Found(ApiModel):
     data: ContainerDetail
 
 
-def iso_ms(value: datetime) -> str:
-    """The seed's timestamps: 2026-05-11T16:00:00.000Z."""
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.") + f"{as_utc(value).microsecond // 1000:03d}Z"
-
 
 def _fields(req: ApiRequest, view: ContainerView) -> dict[str, Any]:
     row = view.container
@@ -93,7 +89,7 @@ def _fields(req: ApiRequest, view: ContainerView) -> dict[str, Any]:
         "container_id": row.id, "status": view.status, "agent": row.agent, "promotion_id": row.promotion_id,
         "workspace_path": view.mount_path,
         "url": f"{base.rstrip('/')}/api/v2/tasks/{quote(owner, safe='')}/{row.task_id}",
-        "created_at": iso_ms(row.created_at),
+        "created_at": iso(row.created_at, "milliseconds"),
         "metadata": ContainerMetadata(source_file_count=row.file_count, source_total_bytes=row.total_bytes,
                                       volume_mount_path=view.mount_path),
     }

@@ -5,13 +5,12 @@ status}` envelope, as the other Eliza routes. The work is core's (core.container
 from __future__ import annotations
 
 import base64
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
 from adapters.rest.framework import ApiModel, ApiRequest, FieldError, Result, Route
-from core.clock import as_utc
+from core.clock import iso
 from core.containers.bundles import MAX_REQUEST_BYTES, BundleFile, bundle
 from core.containers.promotions import AGENTS
 from core.containers.sync import Direction, SyncRequest
@@ -120,10 +119,6 @@ class SyncAnswer(ApiModel):
     data: SyncOut
 
 
-def iso_ms(value: datetime) -> str:
-    """The seed's timestamps: 2026-05-11T16:00:00.000Z."""
-    return as_utc(value).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
 
 async def fail_closed(req: ApiRequest) -> None:
     """As Eliza's control plane: no runner to take containers (none alive, none ready) is a 503 with why, never a
@@ -139,7 +134,7 @@ def _promotion_out(row: Promotion) -> PromotionAnswer:
     return PromotionAnswer(success=True, data=PromotionOut(
         promotion_id=row.id, status="accepted", source=SourceOut(source_kind=row.source_kind,
                                                                  project_id=row.project_id),
-        workspace_path=row.workspace_path, created_at=iso_ms(row.created_at)))
+        workspace_path=row.workspace_path, created_at=iso(row.created_at, "milliseconds")))
 
 
 async def promote(req: ApiRequest) -> PromotionAnswer:
@@ -185,7 +180,8 @@ async def sync(req: ApiRequest) -> Result:
         target=TargetOut(source_kind=target.source_kind or done.promotion.source_kind,
                          project_id=target.project_id or done.promotion.project_id,
                          base_revision=target.base_revision),
-        changed_files=changed, deleted_files=deleted, patches=body.patches, created_at=iso_ms(done.sync.created_at)))
+        changed_files=changed, deleted_files=deleted, patches=body.patches,
+        created_at=iso(done.sync.created_at, "milliseconds")))
     return Result(answer, status=202)
 
 

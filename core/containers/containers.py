@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.clock import utcnow
 from core.containers.bundles import BundleFile
-from core.containers.promotions import Promotions
+from core.containers.promotions import AGENTS, Promotions
 from core.errors import NotFound, Unavailable, ValidationFailed
 from core.ids import new_id
 from core.people.access import Principal, Scope
@@ -26,8 +26,6 @@ from core.store.db import Database
 from core.store.models import CodingContainer, Promotion, RunnerNode, Task
 from core.tasks.service import RUNNER_STALE_S, Tasks
 from core.tasks.state import Outcome, TaskStatus
-
-AGENTS = ("claude", "codex", "opencode")  # the seed's; Shepherd's presets by those names run them
 
 
 class ContainerStatus(StrEnum):
