@@ -75,7 +75,12 @@ def build_openapi(routes: list[Route], *, title: str, version: str) -> dict[str,
         if (i, "response") in keyed:
             ok["content"] = {"application/json": {"schema": keyed[(i, "response")]}}
         if route.produces != "application/json":  # with a response model too: a page, or followed as a stream
-            ok.setdefault("content", {})[route.produces] = {"schema": {"type": "string"}}
+            # a stream's events each carry a JSON document as their data (schemathesis checks every event's data
+            # against this schema: a plain `string` refused them all)
+            streamed = route.produces == "text/event-stream"
+            ok.setdefault("content", {})[route.produces] = {"schema": (
+                {"description": "Server-Sent Events: each event's data is a JSON document"} if streamed
+                else {"type": "string"})}
         responses[str(route.status)] = ok
         for status in route.errors:
             responses[str(status)] = {
