@@ -35,6 +35,7 @@ from adapters.rest.framework import (
 )
 from adapters.rest.openapi import build_openapi
 from adapters.rest.ops import OPENAPI
+from adapters.web.app import mount_ui
 from bot.presets import agent_catalog
 from bot.version import VERSION
 from core.shepherd import Shepherd
@@ -113,6 +114,7 @@ def create_app(
         "telegram_not_configured", "Telegram is off: set TELEGRAM_BOT_TOKEN (README: Connect Telegram)")
     app.router.add_post("/telegram/webhook", partial(_through, TELEGRAM, telegram_off), name="telegramWebhook")
     mount(app, routes)
+    mount_ui(app, secure_cookies=bool(public_url and public_url.startswith("https://")))
     return app
 
 

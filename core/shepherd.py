@@ -23,6 +23,7 @@ from core.people.links import Links
 from core.people.orgs import Orgs
 from core.people.tokens import Tokens
 from core.people.users import Users
+from core.people.web_sessions import WebSessions
 from core.projects import Projects
 from core.runners.presets import AgentCatalog
 from core.runners.repos import RepoRules
@@ -66,6 +67,7 @@ class Shepherd:
         self.agents = Agents(db)
         self.projects = Projects(db)
         self.tokens = Tokens(db)
+        self.web_sessions = WebSessions(db, self.tokens)  # the dashboard's sign-ins (issue 20)
         self.users = Users(db)
         self.links = Links(db, self.confirmations)
         self.subscriptions = Subscriptions(db)

@@ -181,3 +181,7 @@ async def two_cores(db_url: str) -> AsyncIterator[tuple[Shepherd, Shepherd]]:
     yield a, b
     await first.dispose()
     await second.dispose()
+
+
+# last: the rig imports tests that import this module's helpers
+from tests.browser import ui  # noqa: E402, F401 (the dashboard rig, for every test module)

@@ -50,6 +50,16 @@ AUTH_CACHE_SECONDS = 5.0
 AUTH_CACHE_ENTRIES = 10_000
 
 
+def principal_of(token: ApiToken, person: User | None, channel: str = "token") -> Principal:
+    """Who a live token acts as: its user, never with more than their role allows; or, bound to nobody, a principal
+    of its own named by its id so that no other token is it."""
+    scopes = parse_scopes(token.scopes)
+    if person is not None:
+        return Principal(org_id=token.org_id, name=person.name, scopes=scopes & Role.parse(person.role).scopes,
+                         channel=channel, user_id=person.id, token_id=token.id)
+    return Principal(org_id=token.org_id, name=token.id, scopes=scopes, channel=channel, token_id=token.id)
+
+
 class Tokens:
     def __init__(self, db: Database, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
@@ -102,13 +112,7 @@ class Tokens:
         if token is None or token.revoked_at is not None or (token.user_id and person is None):
             self._cache.pop(digest, None)
             raise Unauthorized("invalid or revoked API token", code="INVALID_TOKEN")
-        scopes = parse_scopes(token.scopes)
-        if person is not None:  # a person's token: their name, and never more than their role allows
-            principal = Principal(org_id=token.org_id, name=person.name, scopes=scopes & Role.parse(person.role).scopes,
-                                  channel="token", user_id=person.id, token_id=token.id)
-        else:  # nobody's token: a principal of its own, named by its id so that no other token is it
-            principal = Principal(org_id=token.org_id, name=token.id, scopes=scopes, channel="token",
-                                  token_id=token.id)
+        principal = principal_of(token, person)
         if len(self._cache) >= AUTH_CACHE_ENTRIES:
             self._cache.clear()
         self._cache[digest] = (now + AUTH_CACHE_SECONDS, principal)

@@ -67,6 +67,17 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
+class WebSession(SQLModel, table=True):
+    """A browser signed in to the dashboard with an API token: only the SHA-256 of the cookie's secret is kept. It
+    acts as that token does, so revoking the token (or its user losing their role) reaches the browser at once."""
+
+    id: str = Field(primary_key=True, max_length=64)  # the secret's SHA-256
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    token_id: str = Field(foreign_key="apitoken.id", index=True, max_length=64)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False, index=True)
+
+
 class Project(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("org_id", "name"),)
 

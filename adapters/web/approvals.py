@@ -1,0 +1,7 @@
+"""The approvals pages."""
+
+from __future__ import annotations
+
+from adapters.web.ui import UiRoute
+
+ROUTES: list[UiRoute] = []

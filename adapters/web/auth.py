@@ -1,0 +1,173 @@
+"""Signing in to the dashboard, the session cookie, and CSRF.
+
+- Sign-in exchanges an API token (pasted in a form, never in a URL) for a session: an HttpOnly, SameSite=Strict
+  cookie (Secure when the page came over https) holding a random secret; Shepherd keeps its hash
+  (core.people.web_sessions). The session acts as the token: the same org, role and scopes.
+- Every form carries a CSRF token derived from the session's secret (which no other site can read); a POST
+  without it, or with another, is refused with 403 and does nothing. The sign-in form itself is protected the
+  same way by a short-lived cookie of its own (double submit), so no site can sign a browser in as someone else.
+- A page without a session sends the browser to sign in, then back where it was going (only to a /ui/ page).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import posixpath
+import secrets
+from urllib.parse import quote, unquote, urlsplit
+
+from aiohttp import web
+
+from adapters.rest.framework import SHEPHERD
+from adapters.web.render import html, render_text
+from adapters.web.ui import UiRequest, UiRoute, see_other
+from core.errors import ShepherdError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "shepherd_session"
+SIGNIN_COOKIE = "shepherd_signin"  # the sign-in form's own CSRF secret (double submit)
+COOKIE_PATH = "/ui"
+MAX_FORM_BYTES = 64 * 1024
+SECURE = web.AppKey("ui_secure_cookies", bool)  # SHEPHERD_PUBLIC_URL is https: every cookie is Secure
+
+
+def csrf_for(session_secret: str) -> str:
+    return hashlib.sha256(b"shepherd-csrf:" + session_secret.encode()).hexdigest()[:40]
+
+
+def _secure(request: web.Request) -> bool:
+    return bool(request.app.get(SECURE)) or request.secure or \
+        request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def _set_cookie(response: web.StreamResponse, request: web.Request, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(name, value, max_age=max_age, path=COOKIE_PATH, httponly=True, samesite="Strict",
+                        secure=_secure(request))
+
+
+def _forget(response: web.StreamResponse, name: str) -> None:
+    response.del_cookie(name, path=COOKIE_PATH)
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after signing in: a path under /ui/ of this server, never elsewhere."""
+    if not value:
+        return "/ui/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or "\\" in value or value.startswith("//"):
+        return "/ui/"
+    path = posixpath.normpath(unquote(parts.path))  # `/ui/../api` is not under /ui/
+    if not (path + "/").startswith("/ui/"):
+        return "/ui/"
+    return quote(path + ("/" if parts.path.endswith("/") and path != "/" else ""), safe="/-_.~") + \
+        (f"?{parts.query}" if parts.query else "")
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser names the page a form came from: it must be this server (the CSRF token is checked too)."""
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.host
+
+
+def error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
+    return html(render_text(request.app, "error.html", title=title, message=message, code=status,
+                            principal=None, nav=(), here=request.path), status=status)
+
+
+# --- sign-in and sign-out ------------------------------------------------------------------------
+
+
+async def sign_in_form(request: web.Request) -> web.StreamResponse:
+    return _sign_in_page(request)
+
+
+def _sign_in_page(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
+    nonce = secrets.token_urlsafe(24)
+    body = render_text(request.app, "signin.html", nonce=nonce, error=error, principal=None, nav=(),
+                       here=request.path, next=safe_next(request.rel_url.query.get("next")))
+    response = html(body, status=status)
+    _set_cookie(response, request, SIGNIN_COOKIE, nonce, 15 * 60)
+    return response
+
+
+async def sign_in(request: web.Request) -> web.StreamResponse:
+    if (request.content_length or 0) > MAX_FORM_BYTES:
+        return error_page(request, 413, "Too large", "That form is larger than a sign-in can be.")
+    form = await request.post()
+    nonce = request.cookies.get(SIGNIN_COOKIE, "")
+    sent = form.get("_csrf")
+    if not nonce or not isinstance(sent, str) or not hmac.compare_digest(nonce, sent) or not _same_origin(request):
+        log.info("dashboard sign-in refused: CSRF check failed from %s", request.remote)
+        return _sign_in_page(request, status=403,
+                             error="This sign-in form has expired or did not come from this page: try again.")
+    token = form.get("token")
+    shepherd = request.app[SHEPHERD]
+    try:
+        signed = await shepherd.web_sessions.open(token if isinstance(token, str) else "")
+    except ShepherdError as exc:
+        log.info("dashboard sign-in refused (%s) from %s", exc.code, request.remote)
+        message = exc.message if exc.status == 400 else "That token is not a live Shepherd API token."
+        return _sign_in_page(request, status=exc.status, error=message)
+    nxt = form.get("next")
+    response = see_other(safe_next(nxt if isinstance(nxt, str) else None))
+    _set_cookie(response, request, SESSION_COOKIE, signed.secret, int(shepherd.web_sessions.ttl_s))
+    _forget(response, SIGNIN_COOKIE)
+    log.info("dashboard sign-in: %s of org %s", signed.principal.actor, signed.principal.org_id)
+    return response
+
+
+async def sign_out(ui: UiRequest) -> web.StreamResponse:
+    await ui.shepherd.web_sessions.close(ui.http.cookies.get(SESSION_COOKIE, ""))
+    response = see_other("/ui/sign-in")
+    _forget(response, SESSION_COOKIE)
+    return response
+
+
+# --- every other page ----------------------------------------------------------------------------
+
+
+def signed_in(route: UiRoute) -> web.Handler:
+    """The aiohttp handler of a page: the session checked, a POST's form read and CSRF-checked, and every failure
+    a user can act on shown as a page (a stream answers its status with a line of text)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        shepherd = request.app[SHEPHERD]
+        secret = request.cookies.get(SESSION_COOKIE, "")
+        try:
+            principal = await shepherd.web_sessions.principal(secret)
+        except Unauthorized as exc:
+            if route.stream or request.method != "GET":
+                response = error_page(request, 401, "Signed out", f"{exc.message}.")
+            else:
+                where = request.rel_url.path_qs
+                response = see_other("/ui/sign-in" + (f"?next={quote(where, safe='')}" if where != "/ui/" else ""))
+            if secret:
+                _forget(response, SESSION_COOKIE)
+            return response
+        ui = UiRequest(http=request, principal=principal, shepherd=shepherd, csrf=csrf_for(secret))
+        if request.method == "POST":
+            if (request.content_length or 0) > MAX_FORM_BYTES:
+                return error_page(request, 413, "Too large", f"A form may send at most {MAX_FORM_BYTES} bytes.")
+            ui.form = await request.post()
+            sent = ui.form.get("_csrf")
+            if not isinstance(sent, str) or not hmac.compare_digest(sent, ui.csrf) or not _same_origin(request):
+                log.info("dashboard POST %s refused: CSRF check failed (%s)", request.path, principal.actor)
+                return error_page(request, 403, "Refused",
+                                  "This form did not come from a page of this session (its CSRF token is missing "
+                                  "or wrong), so nothing was done. Reload the page and try again.")
+        try:
+            return await route.handler(ui)
+        except ShepherdError as exc:
+            if route.stream:
+                return web.Response(status=exc.status, text=exc.message)
+            return error_page(request, exc.status, _TITLES.get(exc.status, "Cannot do that"), exc.message)
+
+    return handler
+
+
+_TITLES = {400: "Cannot do that", 403: "Not allowed", 404: "Not found", 409: "Not now", 503: "Try again later"}

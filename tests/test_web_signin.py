@@ -1,0 +1,87 @@
+"""Signing in to the dashboard in a real Chromium: an API token for a session cookie, sign-out, CSRF, and the
+addresses a browser is sent to."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from tests.browser import UiRig
+
+
+async def test_a_page_without_a_session_sends_the_browser_to_sign_in_and_back(ui: UiRig) -> None:
+    page = ui.page
+    await page.goto(ui.url("/ui/tasks?status=running"))
+    assert page.url.startswith(ui.url("/ui/sign-in?next="))
+    await page.get_by_label("API token").fill(ui.token)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(ui.url("/ui/tasks?status=running"))
+    cookies = {c["name"]: c for c in await page.context.cookies()}
+    session = cookies["shepherd_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict" and session["path"] == "/ui"
+    assert session["expires"] > 0  # it ends
+    assert ui.token not in session["value"] and ui.token not in page.url
+    assert "ana" in await page.locator("header").inner_text()
+
+
+async def test_a_wrong_token_is_refused_with_words_and_no_session(ui: UiRig) -> None:
+    page = ui.page
+    await page.goto(ui.url("/ui/sign-in"))
+    await page.get_by_label("API token").fill("shp_not-a-token")
+    await page.get_by_role("button", name="Sign in").click()
+    assert "not a live Shepherd API token" in await page.get_by_role("alert").inner_text()
+    assert "shepherd_session" not in {c["name"] for c in await page.context.cookies()}
+    await page.goto(ui.url("/ui/"))
+    assert "/ui/sign-in" in page.url
+
+
+async def test_sign_out_ends_the_session_for_good(ui: UiRig) -> None:
+    await ui.sign_in()
+    stolen = {c["name"]: c["value"] for c in await ui.page.context.cookies()}["shepherd_session"]
+    await ui.page.get_by_role("button", name="Sign out").click()
+    await ui.page.wait_for_url(ui.url("/ui/sign-in"))
+    # the old cookie, replayed by anyone, no longer opens a page
+    async with aiohttp.ClientSession(cookies={"shepherd_session": stolen}) as http, http.get(
+            ui.url("/ui/"), allow_redirects=False) as resp:
+        assert resp.status == 303 and resp.headers["Location"].startswith("/ui/sign-in")
+
+
+async def test_a_revoked_token_ends_its_sessions(ui: UiRig) -> None:
+    issued = await ui.shepherd.tokens.create(org_id="acme", user="bo", scopes="read")
+    await ui.sign_in(issued.secret)
+    await ui.shepherd.tokens.revoke(issued.token.id)
+    await ui.page.goto(ui.url("/ui/"))
+    assert "/ui/sign-in" in ui.page.url
+
+
+async def test_a_post_without_the_csrf_token_is_refused_and_does_nothing(ui: UiRig) -> None:
+    await ui.sign_in()
+    # the browser's own cookie, a form posted without the page's token (as another site's form would)
+    resp = await ui.page.request.post(ui.url("/ui/sign-out"), form={"x": "1"}, max_redirects=0)
+    assert resp.status == 403 and "CSRF" in await resp.text()
+    resp = await ui.page.request.post(ui.url("/ui/sign-out"), form={"_csrf": "0" * 40}, max_redirects=0)
+    assert resp.status == 403
+    await ui.page.goto(ui.url("/ui/"))
+    assert ui.page.url == ui.url("/ui/")  # still signed in: the refused sign-out did nothing
+
+
+async def test_sign_in_needs_its_own_form_and_goes_back_only_to_this_dashboard(ui: UiRig) -> None:
+    # a sign-in posted from elsewhere (no form cookie) signs nobody in
+    async with aiohttp.ClientSession() as http, http.post(
+            ui.url("/ui/sign-in"), data={"token": ui.token, "_csrf": "x"}, allow_redirects=False) as resp:
+        assert resp.status == 403 and "shepherd_session" not in resp.cookies
+    for evil in ("https://evil.example/", "//evil.example/ui/", "/ui/../api/agents", "/\\evil.example"):
+        await ui.page.goto(ui.url("/ui/sign-in?next=") + evil.replace("/", "%2F"))
+        await ui.page.get_by_label("API token").fill(ui.token)
+        await ui.page.get_by_role("button", name="Sign in").click()
+        await ui.page.wait_for_load_state()
+        assert ui.page.url.startswith(ui.url("/ui/")), (evil, ui.page.url)
+        await ui.page.context.clear_cookies()
+
+
+async def test_pages_carry_a_content_security_policy_and_an_html_404(ui: UiRig) -> None:
+    await ui.sign_in()
+    resp = await ui.page.goto(ui.url("/ui/no/such/page"))
+    assert resp is not None and resp.status == 404
+    assert resp.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in resp.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in resp.headers["content-security-policy"]
