@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # wait on subprocesses and sockets, so two processes on two cores take ~60% of the serial time
 PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist worksteal
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/approvals.py || rc=1; \
 	$(BIN)/python bench/runners.py || rc=1; \
 	exit $$rc
+
+# The README's screenshots of the dashboard, taken by its browser tests (Debian's Chromium: apt-get install chromium)
+screenshots: $(VENV)/.installed-dev
+	SHEPHERD_SCREENSHOTS=adapters/web/screenshots $(BIN)/python -m pytest -q tests/test_web_*.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check core adapters bot tests bench

@@ -103,7 +103,8 @@ def _core(settings: Settings, db: Database) -> Shepherd:
                         timezone=settings.timezone, digest_always=settings.digest_always,
                         remind_after_s=settings.remind_after, idle_timeout_s=settings.task_idle_timeout,
                         stall_warn_s=settings.stall_warn_s(), waiting_note_s=settings.waiting_note_after,
-                        retention=settings.retention(), agent_env=settings.runner_config().pass_env)
+                        retention=settings.retention(), agent_env=settings.runner_config().pass_env,
+                        web_session_s=settings.ui_session)
     # Every process knows the jobs and sees who leads (`schedules`, /readyz); one that campaigns (bot.background)
     # puts its own elector in place.
     from bot.runners import capabilities

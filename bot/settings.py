@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     timezone: str = Field(
         "UTC", description="the IANA time zone digest schedules read in and their times are shown in (Europe/Berlin)"
     )
+    ui_session: float = Field(
+        43200, ge=60, le=MAX_DURATION_S,
+        description="seconds a dashboard sign-in lasts (/ui/); signing out, or revoking its token, ends it sooner"
+    )
     # sched-remind (issue 16): approver reminders and the stall watchdog (the `reminders` and `stalls` jobs)
     remind_after: float = Field(
         600, gt=0, le=MAX_DURATION_S,

@@ -23,7 +23,7 @@ from core.people.links import Links
 from core.people.orgs import Orgs
 from core.people.tokens import Tokens
 from core.people.users import Users
-from core.people.web_sessions import WebSessions
+from core.people.web_sessions import DEFAULT_TTL_S, WebSessions
 from core.projects import Projects
 from core.runners.presets import AgentCatalog
 from core.runners.repos import RepoRules
@@ -53,7 +53,7 @@ class Shepherd:
         digest_always: bool = False, remind_after_s: float = 600.0,
         idle_timeout_s: float = IDLE_TIMEOUT_S, stall_warn_s: float | None = None,
         waiting_note_s: float = WAITING_NOTE_S, retention: Retention | None = None,
-        agent_env: tuple[str, ...] = (),
+        agent_env: tuple[str, ...] = (), web_session_s: float = DEFAULT_TTL_S,
     ) -> None:
         self.db = db
         self.catalog = catalog or AgentCatalog()
@@ -67,7 +67,7 @@ class Shepherd:
         self.agents = Agents(db)
         self.projects = Projects(db)
         self.tokens = Tokens(db)
-        self.web_sessions = WebSessions(db, self.tokens)  # the dashboard's sign-ins (issue 20)
+        self.web_sessions = WebSessions(db, self.tokens, ttl_s=web_session_s)  # the dashboard's sign-ins (issue 20)
         self.users = Users(db)
         self.links = Links(db, self.confirmations)
         self.subscriptions = Subscriptions(db)
