@@ -111,6 +111,9 @@ def _core(settings: Settings, db: Database) -> Shepherd:
     from bot.scheduler import jobs
 
     shepherd.scheduling.jobs = jobs(settings, shepherd)
+    # the dashboard's address for `dashboard` links: this server once it listens (bot.cli._serve), else the public
+    # URL, else where `make run` serves
+    shepherd.public_url = _public_url(settings, settings.port)
     shepherd.tasks.runner_capabilities = capabilities(settings.runner, sandbox=settings.sandbox)
     shepherd.scheduling.leadership = _elector(settings, db)
     return shepherd
@@ -158,8 +161,9 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
             except OSError as exc:
                 raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
             port = runner.addresses[0][1] if runner.addresses else settings.port
-            callback_url = _public_url(settings, port)
-            log.info("Shepherd %s serving on http://%s:%d (store: %s)", VERSION, settings.host, port, db.dialect)
+            callback_url = shepherd.public_url = _public_url(settings, port)
+            log.info("Shepherd %s serving on http://%s:%d (store: %s); the dashboard: %s/ui/", VERSION, settings.host,
+                     port, db.dialect, callback_url)
             if await shepherd.tokens.count_active() == 0:
                 log.warning(
                     "no API token yet: create one with `%s token create --user me --scopes read,write,approve,admin`"

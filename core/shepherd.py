@@ -68,6 +68,8 @@ class Shepherd:
         self.projects = Projects(db)
         self.tokens = Tokens(db)
         self.web_sessions = WebSessions(db, self.tokens, ttl_s=web_session_s)  # the dashboard's sign-ins (issue 20)
+        # where people reach this deployment's web server (the `dashboard` command's links); set by the process
+        self.public_url: str | None = None
         self.users = Users(db)
         self.links = Links(db, self.confirmations)
         self.subscriptions = Subscriptions(db)

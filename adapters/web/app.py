@@ -30,6 +30,8 @@ def mount_ui(app: web.Application, *, secure_cookies: bool = False) -> None:
     app.router.add_get("/ui", _slash)
     app.router.add_get("/ui/sign-in", auth.sign_in_form, name="uiSignInForm")
     app.router.add_post("/ui/sign-in", auth.sign_in, name="uiSignIn")
+    app.router.add_get("/ui/sign-in/link", auth.link_form, name="uiSignInLinkForm")
+    app.router.add_post("/ui/sign-in/link", auth.sign_in_by_link, name="uiSignInLink")
     app.router.add_static("/ui/static", STATIC, name="uiStatic")
     for route in routes():
         path = route.path

@@ -121,6 +121,49 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def link_form(request: web.Request) -> web.StreamResponse:
+    """A sign-in link from chat: a button to press. Opening it spends nothing (chat link previews open every link)."""
+    code = request.rel_url.query.get("code", "")
+    try:
+        holder = await request.app[SHEPHERD].web_sessions.link_holder(code)
+    except ShepherdError as exc:
+        return error_page(request, exc.status, "Sign-in link", exc.message)
+    return _link_page(request, code, holder)
+
+
+def _link_page(request: web.Request, code: str, holder: str, *, error: str = "", status: int = 200) -> web.Response:
+    nonce = secrets.token_urlsafe(24)
+    body = render_text(request.app, "signin_link.html", nonce=nonce, code=code, holder=holder, error=error,
+                       principal=None, nav=(), here=request.path)
+    # (the pages' Referrer-Policy is same-origin: the code in this address never leaves for another site; no-referrer
+    # would make the browser send `Origin: null` with the form, which the origin check refuses)
+    response = html(body, status=status)
+    _set_cookie(response, request, SIGNIN_COOKIE, nonce, 15 * 60)
+    return response
+
+
+async def sign_in_by_link(request: web.Request) -> web.StreamResponse:
+    if (request.content_length or 0) > MAX_FORM_BYTES:
+        return error_page(request, 413, "Too large", "That form is larger than a sign-in can be.")
+    form = await request.post()
+    code, sent = form.get("code"), form.get("_csrf")
+    nonce = request.cookies.get(SIGNIN_COOKIE, "")
+    if not isinstance(code, str) or not nonce or not isinstance(sent, str) or not hmac.compare_digest(nonce, sent) \
+            or not _same_origin(request):
+        log.info("dashboard link sign-in refused: CSRF check failed from %s", request.remote)
+        return error_page(request, 403, "Refused", "This sign-in did not come from its own page: open the link "
+                                                   "again and press the button there.")
+    try:
+        signed = await request.app[SHEPHERD].web_sessions.redeem_link(code)
+    except ShepherdError as exc:
+        return error_page(request, exc.status, "Sign-in link", exc.message)
+    response = see_other("/ui/")
+    _set_cookie(response, request, SESSION_COOKIE, signed.secret, int(request.app[SHEPHERD].web_sessions.ttl_s))
+    _forget(response, SIGNIN_COOKIE)
+    log.info("dashboard sign-in by link: %s of org %s", signed.principal.actor, signed.principal.org_id)
+    return response
+
+
 async def sign_out(ui: UiRequest) -> web.StreamResponse:
     await ui.shepherd.web_sessions.close(ui.http.cookies.get(SESSION_COOKIE, ""))
     response = see_other("/ui/sign-in")

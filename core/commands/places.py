@@ -1,5 +1,6 @@
 """The commands about where prompts go and who a person is across channels: subscribe, unsubscribe,
-subscriptions (core.channels.subscriptions) and link (core.people.links). Every channel has them: they need only
+subscriptions (core.channels.subscriptions), link (core.people.links) and dashboard (a sign-in link,
+core.people.web_sessions). Every channel has them: they need only
 the place a command was said in (CommandContext.place)."""
 
 from __future__ import annotations
@@ -80,6 +81,23 @@ async def _link(ctx: CommandContext, args: dict[str, Any]) -> Reply:
                              "held": linked.held.label if linked.held else None})
 
 
+async def _dashboard(ctx: CommandContext, args: dict[str, Any]) -> Reply:
+    base = ctx.shepherd.public_url
+    if not base:
+        raise UsageError("the dashboard's address is not known to this process: an admin sets SHEPHERD_PUBLIC_URL")
+    place = ctx.place or ctx.where
+    if place is not None and (place.shared or (ctx.where is not None and ctx.where.shared)):
+        raise Forbidden("a sign-in link is a secret, and everyone here would read it: say `dashboard` where only you "
+                        "see the answer (a private chat with the bot, a Slack command, the console)",
+                        code="LINK_IN_SHARED_PLACE")
+    issued = await ctx.shepherd.web_sessions.issue_link(ctx.principal)
+    url = f"{base.rstrip('/')}/ui/sign-in/link?code={issued.code}"
+    text = (f"your dashboard sign-in link, good once, for 10 minutes: {url}\n"
+            f"It signs the browser that opens it in as you, {ctx.principal.name}: keep it to yourself. "
+            f"Without it: {base.rstrip('/')}/ui/ with an API token.")
+    return Reply(text, data={"url": url, "expires_at": as_utc(issued.expires_at).isoformat()})
+
+
 def register(reg: CommandRegistry) -> None:
     V, AP = Role.VIEWER, Role.APPROVER
     reg.add(CommandSpec(
@@ -105,4 +123,10 @@ def register(reg: CommandRegistry) -> None:
                 "in. The identity that says `link <code>` becomes the user who asked for the code, with that "
                 "user's role (a higher role it had is kept only when an admin says `link <code>`; otherwise an "
                 "admin can give it with `role`). One person, one vote, whichever channel they approve from.",
+    ))
+    reg.add(CommandSpec(
+        "dashboard", "a one-time link that signs you in to the web dashboard (only where only you see it)", V,
+        _dashboard, examples=("dashboard",),
+        details="The link is good once, for 10 minutes, and signs in as you with your role; opening it shows a "
+                "button, and only pressing it uses the link. Said in a shared channel it is refused.",
     ))

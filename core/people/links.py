@@ -46,9 +46,11 @@ from core.store.models import (
     Identity,
     LinkAttempt,
     LinkCode,
+    SignInLink,
     Task,
     User,
     Vote,
+    WebSession,
 )
 
 LINK_CODE_LENGTH = 8
@@ -224,7 +226,8 @@ class Links:
     async def _move(self, session: AsyncSession, org_id: str, gone: str, keep: User) -> None:
         """Everything of user `gone` becomes `keep`'s: identities, tokens, tasks, requests and votes."""
         for model, column in ((Identity, Identity.user_id), (ApiToken, ApiToken.user_id),
-                              (LinkAttempt, LinkAttempt.user_id)):
+                              (LinkAttempt, LinkAttempt.user_id), (WebSession, WebSession.user_id),
+                              (SignInLink, SignInLink.user_id)):
             await session.exec(update(model).where(col(column) == gone)
                                .values(user_id=keep.id))
         await session.exec(update(LinkCode).where(col(LinkCode.user_id) == gone)

@@ -68,14 +68,28 @@ class ApiToken(SQLModel, table=True):
 
 
 class WebSession(SQLModel, table=True):
-    """A browser signed in to the dashboard with an API token: only the SHA-256 of the cookie's secret is kept. It
-    acts as that token does, so revoking the token (or its user losing their role) reaches the browser at once."""
+    """A browser signed in to the dashboard: only the SHA-256 of the cookie's secret is kept. It acts as the API
+    token it was opened with (revoking the token, or lowering its user's role, reaches the browser at once), or,
+    opened with a one-time link from chat, as that user with their role."""
 
     id: str = Field(primary_key=True, max_length=64)  # the secret's SHA-256
     org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
-    token_id: str = Field(foreign_key="apitoken.id", index=True, max_length=64)
+    token_id: str | None = Field(default=None, foreign_key="apitoken.id", index=True, max_length=64)
+    user_id: str | None = Field(default=None, foreign_key="user.id", index=True, max_length=64)
     created_at: datetime = _ts()
     expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False, index=True)
+
+
+class SignInLink(SQLModel, table=True):
+    """A one-time dashboard sign-in link that `dashboard` gave a person in chat: only its code's SHA-256 is kept;
+    good once, until `expires_at`."""
+
+    id: str = Field(primary_key=True, max_length=64)  # the code's SHA-256
+    org_id: str = Field(foreign_key="org.id", index=True, max_length=64)
+    user_id: str = Field(foreign_key="user.id", index=True, max_length=64)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
+    used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class Project(SQLModel, table=True):
