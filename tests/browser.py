@@ -1,9 +1,14 @@
 """The dashboard's rig: Shepherd's real app on a loopback port, the real runner with the demo agent, and Debian's
 Chromium (/usr/bin/chromium) driven by Playwright.
 
-`ui` (a fixture of every module that imports it) yields a `UiRig`: `rig.page` is a fresh browser page,
-`await rig.sign_in()` signs it in with an admin's token through the sign-in form, `rig.url(path)` is an address
-on the server. Where Chromium is missing the browser tests skip, except in CI (CI=true), where they fail.
+`ui` (a fixture of every test module) yields a `UiRig`: `rig.page` is a fresh browser page, `await rig.sign_in()`
+signs it in with an admin's token through the sign-in form, `rig.url(path)` is an address on the server. Where
+Chromium is missing the browser tests skip, except in CI (CI=true), where they fail.
+
+One Chromium serves every test of a test process (starting Playwright's driver and the browser costs 3-4 s; a
+fresh browser context per test, about 50 ms, keeps the tests' cookies apart). Playwright's objects belong to the
+event loop that made them, so the browser tests run in the session's loop: a module of them says
+`pytestmark = pytest.mark.asyncio(loop_scope="session")`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp.test_utils import TestServer
 
 from adapters.rest.sse import FOLLOW_POLL, SSE_HEARTBEAT
@@ -68,6 +74,7 @@ class UiRig:
     async def new_page(self, **context: Any) -> Any:
         """A page in a browser context of its own (another person's cookies; a phone's viewport)."""
         ctx = await self.browser.new_context(**context)
+        ctx.set_default_timeout(15_000)
         self.contexts.append(ctx)
         return await ctx.new_page()
 
@@ -78,11 +85,21 @@ class UiRig:
             await (page or self.page).screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
 
 
-@contextlib.asynccontextmanager
-async def served_ui(db_url: str, root: Path, *, runner: bool = True, **shepherd_kw: Any) -> AsyncIterator[UiRig]:
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def chromium() -> AsyncIterator[Any]:
+    """Debian's Chromium, once per test process."""
     from playwright.async_api import async_playwright
 
     executable = chromium_or_skip()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@contextlib.asynccontextmanager
+async def served_ui(db_url: str, root: Path, browser: Any, *, runner: bool = True,
+                    **shepherd_kw: Any) -> AsyncIterator[UiRig]:
     db = Database(db_url)
     shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo", workspace_root=root / "ws", **shepherd_kw)
     await shepherd.orgs.ensure("acme")
@@ -93,33 +110,28 @@ async def served_ui(db_url: str, root: Path, *, runner: bool = True, **shepherd_
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     token = (await shepherd.tokens.create(org_id="acme", user="ana", scopes="read,write,approve,admin")).secret
-    sup: TaskSupervisor | None = None
+    ctx = await browser.new_context()
+    ctx.set_default_timeout(15_000)
+    rig = UiRig(shepherd, str(server.make_url("")).rstrip("/"), await ctx.new_page(), browser, token, root,
+                contexts=[ctx])
     try:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            try:
-                ctx = await browser.new_context()
-                ctx.set_default_timeout(15_000)
-                page = await ctx.new_page()
-                rig = UiRig(shepherd, str(server.make_url("")).rstrip("/"), page, browser, token, root,
-                            contexts=[ctx])
-                if runner:
-                    config = RunnerConfig(workspace_root=root / "ws", poll_s=0.05, flush_s=0.05, idle_timeout_s=30,
-                                          hard_timeout_s=60, max_tasks=8, max_tasks_per_project=8,
-                                          max_action_attempts=1)
-                    sup = rig.supervisor = supervisor(shepherd, replace(config))
-                    await sup.start()
-                yield rig
-            finally:
-                await browser.close()
+        if runner:
+            config = RunnerConfig(workspace_root=root / "ws", poll_s=0.05, flush_s=0.05, idle_timeout_s=30,
+                                  hard_timeout_s=60, max_tasks=8, max_tasks_per_project=8, max_action_attempts=1)
+            rig.supervisor = supervisor(shepherd, replace(config))
+            await rig.supervisor.start()
+        yield rig
     finally:
-        if sup is not None:
-            await sup.stop()
+        for context in rig.contexts:
+            with contextlib.suppress(Exception):
+                await context.close()
+        if rig.supervisor is not None:
+            await rig.supervisor.stop()
         await server.close()
         await db.dispose()
 
 
-@pytest.fixture
-async def ui(sqlite_url: str, tmp_path: Path) -> AsyncIterator[UiRig]:
-    async with served_ui(sqlite_url, tmp_path) as rig:
+@pytest_asyncio.fixture(loop_scope="session")
+async def ui(sqlite_url: str, tmp_path: Path, chromium: Any) -> AsyncIterator[UiRig]:
+    async with served_ui(sqlite_url, tmp_path, chromium) as rig:
         yield rig

@@ -184,4 +184,4 @@ async def two_cores(db_url: str) -> AsyncIterator[tuple[Shepherd, Shepherd]]:
 
 
 # last: the rig imports tests that import this module's helpers
-from tests.browser import ui  # noqa: E402, F401 (the dashboard rig, for every test module)
+from tests.browser import chromium, ui  # noqa: E402, F401 (the dashboard rig, for every test module)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from core.channels.conversations import Conversations, Where
 from core.commands.registry import build_registry
 from core.people.access import Role
 from tests.browser import UiRig
 
 DM = Where("slack", "D9")
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")  # the browser is the session's (tests/browser.py)
 
 
 async def test_a_link_from_chat_signs_in_its_person_once_and_a_preview_spends_nothing(ui: UiRig) -> None:

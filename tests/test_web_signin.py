@@ -4,8 +4,11 @@ addresses a browser is sent to."""
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from tests.browser import UiRig
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")  # the browser is the session's (tests/browser.py)
 
 
 async def test_a_page_without_a_session_sends_the_browser_to_sign_in_and_back(ui: UiRig) -> None:
