@@ -117,13 +117,13 @@ async def test_a_task_page_follows_its_log_live_and_its_controls_steer_it(ui: Ui
     task_id = page.url.rsplit("/", 1)[1]
     await page.locator("#task-status [data-status=running]").wait_for()
     await page.locator("#task-log > div", has_text="tick").first.wait_for()
-    await page.get_by_role("button", name="Pause the task").click()
-    await page.locator("#task-status [data-status=paused]").wait_for()
-    await page.get_by_role("button", name="Resume the task").click()
-    await page.locator("#task-status [data-status=running]").wait_for()
-    await page.get_by_role("button", name="Stop the task").click()
-    await page.wait_for_url(ui.url(f"/ui/tasks/{task_id}"))
-    await page.locator("#task-status [data-status=cancelled]").wait_for()
+    # each control answers with the task's page again (303), whose status then follows the runner live
+    steps = (("Pause the task", "paused"), ("Resume the task", "running"), ("Stop the task", "cancelled"))
+    for button, status in steps:
+        async with page.expect_navigation():
+            await page.get_by_role("button", name=button).click()
+        assert page.url == ui.url(f"/ui/tasks/{task_id}")
+        await page.locator(f"#task-status [data-status={status}]").wait_for()
     assert (await ui.shepherd.tasks.get(await ui.shepherd.tokens.authenticate(ui.token), task_id)).status == \
         "cancelled"
     # a start core refuses is a page that says why, not a task
@@ -186,11 +186,17 @@ async def test_the_list_filters_and_pages_and_another_orgs_task_is_not_found(idl
     assert owners == {"ana"} and await page.locator("table.tasks tbody tr").count() == 22
     assert await page.get_by_label("Owner", exact=True).input_value() == "me"
 
-    # at phone width the list still fits, row by row with its labels
+    # at phone width the list still fits, row by row with its labels; a viewer sees no form to start or stop one
     phone = await ui.new_page(viewport={"width": 390, "height": 844})
-    await ui.sign_in(page=phone)
+    viewer = await ui.shepherd.tokens.create(org_id="acme", user="vi", scopes="read")
+    await ui.sign_in(viewer.secret, page=phone)
     await phone.goto(ui.url("/ui/tasks"))
     assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert await phone.locator("td[data-label=Name]").count() == 25
+    assert await phone.get_by_text("Start a task").count() == 0
+    await phone.goto(ui.url(f"/ui/tasks/{mine[3].id}"))
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert await phone.get_by_role("button", name="Stop the task").count() == 0
 
     # the task page with its evidence and confirmations
     await page.goto(ui.url(f"/ui/tasks/{mine[0].id}"))

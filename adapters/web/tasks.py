@@ -209,8 +209,9 @@ async def task_live(ui: UiRequest) -> web.StreamResponse:
     (Last-Event-ID), which wins over the `after` the page was rendered with: nothing is lost or shown twice."""
     task = await ui.shepherd.tasks.get(ui.principal, ui.path("task_id"))
     after = _cursor(ui.query("after"), "after")
-    if "Last-Event-ID" in ui.http.headers:
-        after = _cursor(ui.http.headers["Last-Event-ID"], "Last-Event-ID")
+    seen = ui.http.headers.get("Last-Event-ID", "").strip()
+    if seen:  # a reconnect: the browser has every line up to this one
+        after = _cursor(seen, "Last-Event-ID")
     return await stream(ui.http, _live_events(ui, task, after))
 
 
