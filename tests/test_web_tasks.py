@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import pytest_asyncio
 
 from core.autonomy.plans import Plan
 from core.people.access import Principal
@@ -19,11 +20,13 @@ from tests.browser import UiRig, served_ui
 
 CSRF = re.compile(r'name="_csrf" value="([0-9a-f]+)"')
 
+pytestmark = pytest.mark.asyncio(loop_scope="session")  # the browser is the session's (tests/browser.py)
 
-@pytest.fixture
-async def idle(sqlite_url: str, tmp_path: Path) -> AsyncIterator[UiRig]:
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def idle(sqlite_url: str, tmp_path: Path, chromium: Any) -> AsyncIterator[UiRig]:
     """A dashboard with no runner: tasks stay where core puts them (pending, or cancelled when stopped)."""
-    async with served_ui(sqlite_url, tmp_path, runner=False) as rig:
+    async with served_ui(sqlite_url, tmp_path, chromium, runner=False) as rig:
         yield rig
 
 
