@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from core.people.access import Principal, Role
 from tests.browser import UiRig, served_ui
@@ -18,11 +19,13 @@ from tests.test_web_overview import ANA, links_answer
 GLOBEX = Principal.for_role("globex", "gil", Role.ADMIN, "test")
 CSRF = re.compile(r'name="_csrf" value="([0-9a-f]+)"')
 
+pytestmark = pytest.mark.asyncio(loop_scope="session")  # the browser is the session's (tests/browser.py)
 
-@pytest.fixture
-async def ui(sqlite_url: str, tmp_path: Path) -> AsyncIterator[UiRig]:
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ui(sqlite_url: str, tmp_path: Path, chromium: Any) -> AsyncIterator[UiRig]:
     """The rig without a runner: these pages start no task."""
-    async with served_ui(sqlite_url, tmp_path, runner=False) as rig:
+    async with served_ui(sqlite_url, tmp_path, chromium, runner=False) as rig:
         yield rig
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import aiohttp
+import pytest
 from sqlmodel import col, update
 
 from core.clock import utcnow
@@ -19,6 +20,8 @@ from tests.browser import UiRig
 from tests.test_confirmations import ALICE, BOB, gate, pr_plan, started_task
 
 ANA = Principal.for_role("acme", "ana", Role.ADMIN, "test", user_id="user-ana")
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")  # the browser is the session's (tests/browser.py)
 
 
 async def _set(ui: UiRig, task_id: str, **values: Any) -> None:
@@ -128,6 +131,7 @@ async def test_the_overview_fits_a_phone_and_says_when_nothing_waits(ui: UiRig) 
     assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
 
 
+@pytest.mark.asyncio(loop_scope="function")  # a core test: the `shepherd` fixture lives in its own loop
 async def test_the_board_reads_what_waits_runs_and_finished_today_and_hides_others_private_work(
         shepherd: Shepherd) -> None:
     """The core read behind the page, on both stores: oldest first, the latest output line (not an input), today

@@ -56,7 +56,7 @@ class Container(ApiModel):
     workspace_path: str = Field(description="where the agent sees the workspace: /workspace/<projectId> on a runner "
                                             "that mounts it (Docker, Kubernetes, the local sandbox); else the real "
                                             "path of Shepherd's copy, where the unsandboxed local agent runs")
-    url: str = Field(description="the container's task in Shepherd's Coder Tasks API (people see it at /ui/tasks/<task>)")
+    url: str = Field(description="the container's task in Shepherd's Coder Tasks API (its page: /ui/tasks/<task>)")
     created_at: str
     metadata: ContainerMetadata
 
