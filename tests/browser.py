@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from adapters.rest.sse import FOLLOW_POLL, SSE_HEARTBEAT
 from bot.app import create_app
 from bot.presets import agent_catalog
+from core.autonomy.actions import Executor
 from core.shepherd import Shepherd
 from core.store.db import Database
 from core.tasks.supervisor import RunnerConfig, TaskSupervisor
@@ -79,7 +80,10 @@ class UiRig:
 
 
 @contextlib.asynccontextmanager
-async def served_ui(db_url: str, root: Path, *, runner: bool = True, **shepherd_kw: Any) -> AsyncIterator[UiRig]:
+async def served_ui(db_url: str, root: Path, *, runner: bool = True, executor: Executor | None = None,
+                    runner_kw: dict[str, Any] | None = None, **shepherd_kw: Any) -> AsyncIterator[UiRig]:
+    """`executor` carries out approved actions (default: a local one); `runner_kw` changes the runner's config
+    (git_base_url for a GitHub-shaped repository on a local host)."""
     from playwright.async_api import async_playwright
 
     executable = chromium_or_skip()
@@ -107,7 +111,7 @@ async def served_ui(db_url: str, root: Path, *, runner: bool = True, **shepherd_
                     config = RunnerConfig(workspace_root=root / "ws", poll_s=0.05, flush_s=0.05, idle_timeout_s=30,
                                           hard_timeout_s=60, max_tasks=8, max_tasks_per_project=8,
                                           max_action_attempts=1)
-                    sup = rig.supervisor = supervisor(shepherd, replace(config))
+                    sup = rig.supervisor = supervisor(shepherd, replace(config, **(runner_kw or {})), executor)
                     await sup.start()
                 yield rig
             finally:
