@@ -260,6 +260,14 @@ async def test_csrf_a_viewer_and_another_org_are_refused_and_nothing_is_decided(
     globex = person(Role.ADMIN, org="globex")
     assert (await ui.shepherd.confirmations.get(globex, theirs.id)).status == "pending"
 
+    # a page that reconnects says what it saw last (Last-Event-ID): it is sent the board only once it changed
+    seen = fingerprint(await ui.shepherd.confirmations.board(await ui.shepherd.tokens.authenticate(ui.token)))
+    async with aiohttp.ClientSession(cookies=await cookie_of(ui.page)) as http, http.get(
+            ui.url("/ui/approvals/live"), headers={"Last-Event-ID": seen}) as live:
+        late = await ask(ui, branch="late")
+        event = (await live.content.readuntil(b"\n\n")).decode()
+        assert "event: replace" in event and late.code in event and f"id: {seen}" not in event
+
     # the live stream of a session that signs out ends: it shows nothing more
     async with aiohttp.ClientSession(cookies=await cookie_of(ui.page)) as http, http.get(
             ui.url("/ui/approvals/live")) as live:
@@ -276,7 +284,7 @@ async def test_csrf_a_viewer_and_another_org_are_refused_and_nothing_is_decided(
     page = await ui.new_page()
     await ui.sign_in(viewer.secret, page=page)
     await page.goto(ui.url("/ui/approvals"))
-    assert other.code in await page.locator(".approval").inner_text()
+    assert other.code in await page.locator(f"#approval-{other.code}").inner_text()
     assert await page.get_by_role("button", name=re.compile("Approve|Reject")).count() == 0
     async with aiohttp.ClientSession(cookies=await cookie_of(page)) as http, http.post(
             ui.url(f"/ui/approvals/{other.code}/approve"), data={"_csrf": await csrf_of(page)},
