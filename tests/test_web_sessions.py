@@ -33,6 +33,7 @@ async def test_a_session_shows_its_tasks_and_replay_and_the_list_pages(ui: UiRig
     assert "Sessions (28)" in await page.get_by_role("heading", level=1).inner_text()
     assert await page.locator("tbody tr").count() == 25
     assert "globex secret" not in await page.content()
+    await ui.screenshot("sessions")
     await page.get_by_role("link", name="Older").click()
     await page.wait_for_url(ui.url("/ui/sessions?page=2"))
     listed = await page.locator("tbody").inner_text()
@@ -41,7 +42,6 @@ async def test_a_session_shows_its_tasks_and_replay_and_the_list_pages(ui: UiRig
     await page.get_by_role("button", name="Show").click()
     await page.wait_for_url(ui.url("/ui/sessions?q=greeting"))
     assert await page.locator("tbody tr").count() == 1
-    await ui.screenshot("sessions")
 
     await page.get_by_role("link", name="greeting work").click()
     await page.wait_for_url(ui.url(f"/ui/sessions/{row.id}"))
