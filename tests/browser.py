@@ -28,6 +28,7 @@ from aiohttp.test_utils import TestServer
 from adapters.rest.sse import FOLLOW_POLL, SSE_HEARTBEAT
 from bot.app import create_app
 from bot.presets import agent_catalog
+from core.autonomy.actions import Executor
 from core.shepherd import Shepherd
 from core.store.db import Database
 from core.tasks.supervisor import RunnerConfig, TaskSupervisor
@@ -35,7 +36,7 @@ from tests.test_tasks import supervisor
 
 CHROMIUM = os.environ.get("SHEPHERD_TEST_CHROMIUM", "/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# Where the README's screenshots are written when SHEPHERD_SCREENSHOTS names a folder (docs/screenshots)
+# Where the README's screenshots are written when SHEPHERD_SCREENSHOTS names a folder (`make screenshots`)
 SCREENSHOTS = os.environ.get("SHEPHERD_SCREENSHOTS", "")
 # the probe's flags: no sandbox as root, and none of Chromium's own calls home, which this machine's network refuses
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -98,8 +99,10 @@ async def chromium() -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def served_ui(db_url: str, root: Path, browser: Any, *, runner: bool = True,
-                    **shepherd_kw: Any) -> AsyncIterator[UiRig]:
+async def served_ui(db_url: str, root: Path, browser: Any, *, runner: bool = True, executor: Executor | None = None,
+                    runner_kw: dict[str, Any] | None = None, **shepherd_kw: Any) -> AsyncIterator[UiRig]:
+    """`executor` carries out approved actions (default: a local one); `runner_kw` changes the runner's config
+    (git_base_url for a GitHub-shaped repository on a local host)."""
     db = Database(db_url)
     shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo", workspace_root=root / "ws", **shepherd_kw)
     await shepherd.orgs.ensure("acme")
@@ -118,7 +121,7 @@ async def served_ui(db_url: str, root: Path, browser: Any, *, runner: bool = Tru
         if runner:
             config = RunnerConfig(workspace_root=root / "ws", poll_s=0.05, flush_s=0.05, idle_timeout_s=30,
                                   hard_timeout_s=60, max_tasks=8, max_tasks_per_project=8, max_action_attempts=1)
-            rig.supervisor = supervisor(shepherd, replace(config))
+            rig.supervisor = supervisor(shepherd, replace(config, **(runner_kw or {})), executor)
             await rig.supervisor.start()
         yield rig
     finally:
