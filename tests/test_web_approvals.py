@@ -176,6 +176,9 @@ async def test_approving_a_pull_request_from_the_page_lets_the_task_open_it(gh: 
 
     # every link on the page answers, none with a 5xx (the task's page included)
     await _links_answer(ui, page)
+    # and the task's own page shows the pull request its approval opened
+    await page.goto(ui.url(f"/ui/tasks/{task.id}"))
+    await expect(page.locator("main")).to_contain_text("pull request #1")
 
 
 async def _finished(ui: UiRig, who: Principal, task_id: str) -> Any:
