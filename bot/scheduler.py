@@ -189,7 +189,12 @@ class Scheduler:
                 # scheduler's own stop is not one (its record says it was interrupted)
                 log.info("scheduler: job %s at %s interrupted: the scheduler stopped", job.name, iso(fire_time))
             return
-        await runs.finish(job.name, fire_time, ok=True, result=result)
+        try:
+            await runs.finish(job.name, fire_time, ok=True, result=result)
+        except asyncio.CancelledError:  # stopped while recording a run that did its work: begun, never finished
+            log.info("scheduler: job %s at %s done, its record cut short: the scheduler stopped", job.name,
+                     iso(fire_time))
+            return
         log.debug("scheduler: job %s at %s: %s", job.name, iso(fire_time), result)
         if self.outbox_due is not None:
             self.outbox_due()  # what the job wrote to the outbox goes out now
