@@ -88,3 +88,25 @@ async def test_pages_carry_a_content_security_policy_and_an_html_404(ui: UiRig) 
     assert resp.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in resp.headers["content-security-policy"]
     assert "frame-ancestors 'none'" in resp.headers["content-security-policy"]
+
+
+async def test_a_form_that_cannot_be_read_is_a_400_and_a_foreign_csrf_token_a_403(ui: UiRig) -> None:
+    await ui.sign_in()
+    session = {c["name"]: c["value"] for c in await ui.page.context.cookies()}["shepherd_session"]
+    unreadable = (("multipart/form-data", b"_csrf=x"),  # no boundary
+                  ("multipart/form-data; boundary=zz", b"no boundary in here"),
+                  ("application/x-www-form-urlencoded; charset=bogus", b"_csrf=x"))
+    async with aiohttp.ClientSession(cookies={"shepherd_session": session, "shepherd_signin": "n"}) as http:
+        for path in ("/ui/sign-out", "/ui/sign-in", "/ui/sign-in/link"):
+            for content_type, body in unreadable:
+                async with http.post(ui.url(path), data=body, headers={"Content-Type": content_type},
+                                     allow_redirects=False) as resp:
+                    assert resp.status == 400, (path, content_type, resp.status)
+                    assert "could not be read" in await resp.text()
+            # a token with other than ASCII characters (or bytes that are no UTF-8) is a wrong token, not a 500
+            for body in ("_csrf=%C3%A9&code=shl_x", "_csrf=%ff%fe&code=shl_x"):
+                async with http.post(ui.url(path), data=body.encode(), allow_redirects=False,
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+                    assert resp.status == 403, (path, body, resp.status)
+    await ui.page.goto(ui.url("/ui/"))
+    assert ui.page.url == ui.url("/ui/")  # none of it signed the browser out

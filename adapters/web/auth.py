@@ -19,6 +19,8 @@ import secrets
 from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from adapters.rest.framework import SHEPHERD
 from adapters.web.render import html, render_text
@@ -66,6 +68,27 @@ def safe_next(value: str | None) -> str:
         (f"?{parts.query}" if parts.query else "")
 
 
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField] | None:
+    """A POST's fields, or None when the body is no form aiohttp can read (a multipart body without its boundary,
+    an unknown charset, bytes that are not text): the caller answers 400, not a 500."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
+        log.info("dashboard POST %s: an unreadable form (%s)", request.path, type(exc).__name__)
+        return None
+
+
+def _matches(sent: object, expected: str) -> bool:
+    """A form's CSRF token is the one expected (compared in constant time, and as bytes: a sent token with other
+    than ASCII characters is simply wrong, not an error)."""
+    return isinstance(sent, str) and bool(expected) and \
+        hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode())
+
+
+def _unreadable(request: web.Request) -> web.Response:
+    return error_page(request, 400, "Cannot do that", "That form could not be read (not form fields in UTF-8).")
+
+
 def _same_origin(request: web.Request) -> bool:
     """A browser names the page a form came from: it must be this server (the CSRF token is checked too)."""
     origin = request.headers.get("Origin")
@@ -98,10 +121,10 @@ def _sign_in_page(request: web.Request, *, error: str = "", status: int = 200) -
 async def sign_in(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > MAX_FORM_BYTES:
         return error_page(request, 413, "Too large", "That form is larger than a sign-in can be.")
-    form = await request.post()
-    nonce = request.cookies.get(SIGNIN_COOKIE, "")
-    sent = form.get("_csrf")
-    if not nonce or not isinstance(sent, str) or not hmac.compare_digest(nonce, sent) or not _same_origin(request):
+    form = await read_form(request)
+    if form is None:
+        return _unreadable(request)
+    if not _matches(form.get("_csrf"), request.cookies.get(SIGNIN_COOKIE, "")) or not _same_origin(request):
         log.info("dashboard sign-in refused: CSRF check failed from %s", request.remote)
         return _sign_in_page(request, status=403,
                              error="This sign-in form has expired or did not come from this page: try again.")
@@ -145,10 +168,11 @@ def _link_page(request: web.Request, code: str, holder: str, *, error: str = "",
 async def sign_in_by_link(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > MAX_FORM_BYTES:
         return error_page(request, 413, "Too large", "That form is larger than a sign-in can be.")
-    form = await request.post()
-    code, sent = form.get("code"), form.get("_csrf")
-    nonce = request.cookies.get(SIGNIN_COOKIE, "")
-    if not isinstance(code, str) or not nonce or not isinstance(sent, str) or not hmac.compare_digest(nonce, sent) \
+    form = await read_form(request)
+    if form is None:
+        return _unreadable(request)
+    code = form.get("code")
+    if not isinstance(code, str) or not _matches(form.get("_csrf"), request.cookies.get(SIGNIN_COOKIE, "")) \
             or not _same_origin(request):
         log.info("dashboard link sign-in refused: CSRF check failed from %s", request.remote)
         return error_page(request, 403, "Refused", "This sign-in did not come from its own page: open the link "
@@ -196,9 +220,11 @@ def signed_in(route: UiRoute) -> web.Handler:
         if request.method == "POST":
             if (request.content_length or 0) > MAX_FORM_BYTES:
                 return error_page(request, 413, "Too large", f"A form may send at most {MAX_FORM_BYTES} bytes.")
-            ui.form = await request.post()
-            sent = ui.form.get("_csrf")
-            if not isinstance(sent, str) or not hmac.compare_digest(sent, ui.csrf) or not _same_origin(request):
+            form = await read_form(request)
+            if form is None:
+                return _unreadable(request)
+            ui.form = form
+            if not _matches(form.get("_csrf"), ui.csrf) or not _same_origin(request):
                 log.info("dashboard POST %s refused: CSRF check failed (%s)", request.path, principal.actor)
                 return error_page(request, 403, "Refused",
                                   "This form did not come from a page of this session (its CSRF token is missing "
