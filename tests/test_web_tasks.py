@@ -230,3 +230,23 @@ async def test_the_list_filters_and_pages_and_another_orgs_task_is_not_found(idl
                     "/ui/tasks/nope/live", "/ui/tasks?status=bogus", "/ui/tasks?page=0", "/ui/tasks?owner=x"):
             async with http.get(ui.url(bad), allow_redirects=False) as resp:
                 assert 400 <= resp.status < 500, (bad, resp.status)
+
+
+async def test_a_task_log_stops_streaming_to_a_browser_that_signed_out(ui: UiRig) -> None:
+    await ui.sign_in()
+    task = await _start_by_api(ui, "count [long 30] [noedit]")
+    async with await _cookie_session(ui) as http:
+        async with http.get(ui.url("/ui/tasks")) as resp:
+            csrf = CSRF.findall(await resp.text())[0]
+        async with http.get(ui.url(f"/ui/tasks/{task['id']}/live?after=0")) as live:
+            async for line in live.content:  # the log is streaming
+                if line.startswith(b"event: append"):
+                    break
+            async with http.post(ui.url("/ui/sign-out"), data={"_csrf": csrf}, allow_redirects=False) as resp:
+                assert resp.status == 303
+            rest = (await live.content.read()).decode()  # the stream ends, though the task goes on
+        assert rest.rstrip().endswith("data: {}") and "event: end" in rest
+        assert rest.count("event: append") <= 1  # at most the one already on its way
+    admin = await ui.shepherd.tokens.authenticate(ui.token)
+    assert (await ui.shepherd.tasks.get(admin, task["id"])).status == "running"
+    await ui.shepherd.tasks.stop(admin, task["id"])

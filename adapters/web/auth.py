@@ -16,6 +16,7 @@ import hmac
 import logging
 import posixpath
 import secrets
+from collections.abc import AsyncIterator
 from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 
 from adapters.rest.framework import SHEPHERD
+from adapters.rest.sse import Sse
 from adapters.web.render import html, render_text
 from adapters.web.ui import UiRequest, UiRoute, see_other
 from core.errors import ShepherdError, Unauthorized
@@ -237,6 +239,24 @@ def signed_in(route: UiRoute) -> web.Handler:
             return error_page(request, exc.status, _TITLES.get(exc.status, "Cannot do that"), exc.message)
 
     return handler
+
+
+async def while_signed_in(ui: UiRequest, items: AsyncIterator[Sse]) -> AsyncIterator[Sse]:
+    """A live page's `items` for as long as its session lasts: the session is read again before each event goes out
+    (one read by primary key; a follow sends a tick's lines as one event), so signing out, its expiry or a revoked
+    token stop the stream there with `end`, not when what it follows ends (a task's log went on streaming to a
+    signed-out browser)."""
+    secret = ui.http.cookies.get(SESSION_COOKIE, "")
+    try:
+        async for item in items:
+            try:
+                await ui.shepherd.web_sessions.principal(secret)
+            except Unauthorized:
+                yield Sse(event="end", data={})
+                return
+            yield item
+    finally:
+        await items.aclose()  # type: ignore[attr-defined]
 
 
 _TITLES = {400: "Cannot do that", 403: "Not allowed", 404: "Not found", 409: "Not now", 503: "Try again later"}

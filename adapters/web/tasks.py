@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from adapters.rest.sse import FOLLOW_POLL, Sse, stream
+from adapters.web.auth import while_signed_in
 from adapters.web.ui import UiRequest, UiRoute, see_other
 from core.autonomy.plans import Status
 from core.clock import as_utc, utcnow
@@ -212,7 +213,7 @@ async def task_live(ui: UiRequest) -> web.StreamResponse:
     seen = ui.http.headers.get("Last-Event-ID", "").strip()
     if seen:  # a reconnect: the browser has every line up to this one
         after = _cursor(seen, "Last-Event-ID")
-    return await stream(ui.http, _live_events(ui, task, after))
+    return await stream(ui.http, while_signed_in(ui, _live_events(ui, task, after)))
 
 
 async def _live_events(ui: UiRequest, task: Task, after: int) -> AsyncIterator[Sse]:
