@@ -70,14 +70,22 @@ def safe_next(value: str | None) -> str:
         (f"?{parts.query}" if parts.query else "")
 
 
-async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField] | None:
-    """A POST's fields, or None when the body is no form aiohttp can read (a multipart body without its boundary,
-    an unknown charset, bytes that are not text): the caller answers 400, not a 500."""
+Form = MultiDictProxy[str | bytes | bytearray | FileField]
+
+
+async def read_form(request: web.Request) -> Form | web.Response:
+    """A POST's fields, or the error page to answer: 413 past MAX_FORM_BYTES (also when the body comes without a
+    Content-Length: the app itself reads up to its largest route's limit, tens of MB), 400 when it is no form aiohttp
+    can read (a multipart body without its boundary, an unknown charset)."""
+    if (request.content_length or 0) > MAX_FORM_BYTES:
+        return error_page(request, 413, "Too large", f"A form may send at most {MAX_FORM_BYTES} bytes.")
     try:
-        return await request.post()
+        return await request.clone(client_max_size=MAX_FORM_BYTES).post()
+    except web.HTTPRequestEntityTooLarge:
+        return error_page(request, 413, "Too large", f"A form may send at most {MAX_FORM_BYTES} bytes.")
     except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
         log.info("dashboard POST %s: an unreadable form (%s)", request.path, type(exc).__name__)
-        return None
+        return error_page(request, 400, "Cannot do that", "That form could not be read (not form fields in UTF-8).")
 
 
 def _matches(sent: object, expected: str) -> bool:
@@ -85,10 +93,6 @@ def _matches(sent: object, expected: str) -> bool:
     than ASCII characters is simply wrong, not an error)."""
     return isinstance(sent, str) and bool(expected) and \
         hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode())
-
-
-def _unreadable(request: web.Request) -> web.Response:
-    return error_page(request, 400, "Cannot do that", "That form could not be read (not form fields in UTF-8).")
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -121,11 +125,9 @@ def _sign_in_page(request: web.Request, *, error: str = "", status: int = 200) -
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
-    if (request.content_length or 0) > MAX_FORM_BYTES:
-        return error_page(request, 413, "Too large", "That form is larger than a sign-in can be.")
     form = await read_form(request)
-    if form is None:
-        return _unreadable(request)
+    if isinstance(form, web.Response):
+        return form
     if not _matches(form.get("_csrf"), request.cookies.get(SIGNIN_COOKIE, "")) or not _same_origin(request):
         log.info("dashboard sign-in refused: CSRF check failed from %s", request.remote)
         return _sign_in_page(request, status=403,
@@ -168,11 +170,9 @@ def _link_page(request: web.Request, code: str, holder: str, *, error: str = "",
 
 
 async def sign_in_by_link(request: web.Request) -> web.StreamResponse:
-    if (request.content_length or 0) > MAX_FORM_BYTES:
-        return error_page(request, 413, "Too large", "That form is larger than a sign-in can be.")
     form = await read_form(request)
-    if form is None:
-        return _unreadable(request)
+    if isinstance(form, web.Response):
+        return form
     code = form.get("code")
     if not isinstance(code, str) or not _matches(form.get("_csrf"), request.cookies.get(SIGNIN_COOKIE, "")) \
             or not _same_origin(request):
@@ -220,11 +220,9 @@ def signed_in(route: UiRoute) -> web.Handler:
             return response
         ui = UiRequest(http=request, principal=principal, shepherd=shepherd, csrf=csrf_for(secret))
         if request.method == "POST":
-            if (request.content_length or 0) > MAX_FORM_BYTES:
-                return error_page(request, 413, "Too large", f"A form may send at most {MAX_FORM_BYTES} bytes.")
             form = await read_form(request)
-            if form is None:
-                return _unreadable(request)
+            if isinstance(form, web.Response):
+                return form
             ui.form = form
             if not _matches(form.get("_csrf"), ui.csrf) or not _same_origin(request):
                 log.info("dashboard POST %s refused: CSRF check failed (%s)", request.path, principal.actor)
