@@ -3,12 +3,15 @@ addresses a browser is sent to."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from tests.browser import UiRig
+
+CSRF = re.compile(r'name="_csrf" value="([0-9a-f]+)"')
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")  # the browser is the session's (tests/browser.py)
 
@@ -119,3 +122,20 @@ async def test_a_form_that_cannot_be_read_is_a_400_and_a_foreign_csrf_token_a_40
                 assert resp.status == 413, (path, resp.status)
     await ui.page.goto(ui.url("/ui/"))
     assert ui.page.url == ui.url("/ui/")  # none of it signed the browser out
+
+
+async def test_behind_a_proxy_that_sends_its_own_host_a_form_from_the_public_address_is_taken(ui: UiRig) -> None:
+    await ui.sign_in()
+    session = {c["name"]: c["value"] for c in await ui.page.context.cookies()}["shepherd_session"]
+    ui.shepherd.public_url = "https://shepherd.example.com"  # SHEPHERD_PUBLIC_URL
+    proxied = {"Host": "127.0.0.1:8080", "X-Forwarded-Proto": "https"}  # nginx's default Host: the upstream's
+    async with aiohttp.ClientSession(cookies={"shepherd_session": session}) as http:
+        async with http.get(ui.url("/ui/")) as resp:
+            csrf = CSRF.findall(await resp.text())[0]
+        # another site's form is still refused, whatever Host the proxy sends
+        async with http.post(ui.url("/ui/sign-out"), data={"_csrf": csrf}, allow_redirects=False,
+                             headers={**proxied, "Origin": "https://evil.example"}) as resp:
+            assert resp.status == 403
+        async with http.post(ui.url("/ui/sign-out"), data={"_csrf": csrf}, allow_redirects=False,
+                             headers={**proxied, "Origin": "https://shepherd.example.com"}) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/ui/sign-in"

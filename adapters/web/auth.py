@@ -96,11 +96,15 @@ def _matches(sent: object, expected: str) -> bool:
 
 
 def _same_origin(request: web.Request) -> bool:
-    """A browser names the page a form came from: it must be this server (the CSRF token is checked too)."""
+    """A browser names the page a form came from: it must be this server (the CSRF token is checked too). Behind a
+    reverse proxy that passes on a Host of its own (nginx's default is the upstream's address) this server is also
+    what SHEPHERD_PUBLIC_URL names."""
     origin = request.headers.get("Origin")
     if origin is None or origin == "null":
         return origin is None
-    return urlsplit(origin).netloc == request.host
+    sent = urlsplit(origin).netloc
+    public = request.app[SHEPHERD].public_url
+    return sent == request.host or (bool(public) and sent == urlsplit(public or "").netloc)
 
 
 def error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
