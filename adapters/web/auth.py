@@ -251,8 +251,8 @@ async def while_signed_in(ui: UiRequest, items: AsyncIterator[Sse]) -> AsyncIter
     secret = ui.http.cookies.get(SESSION_COOKIE, "")
     try:
         async for item in items:
-            try:
-                await ui.shepherd.web_sessions.principal(secret)
+            try:  # and as who the session is now (a lowered role shows no controls it no longer has)
+                ui.principal = await ui.shepherd.web_sessions.principal(secret)
             except Unauthorized:
                 yield Sse(event="end", data={})
                 return
