@@ -227,7 +227,8 @@ async def test_the_list_filters_and_pages_and_another_orgs_task_is_not_found(idl
                 row = await session.get(type(t), t.id)
                 assert row is not None and row.status == "pending"
         for bad in ("/ui/tasks/nope", "/ui/tasks/%00", "/ui/tasks/" + "a" * 300, "/ui/tasks/..%2f..%2fapi",
-                    "/ui/tasks/nope/live", "/ui/tasks?status=bogus", "/ui/tasks?page=0", "/ui/tasks?owner=x"):
+                    "/ui/tasks/nope/live", "/ui/tasks?status=bogus", "/ui/tasks?page=0", "/ui/tasks?owner=x",
+                    "/ui/tasks?page=²", f"/ui/tasks/{mine[0].id}/live?after=²"):
             async with http.get(ui.url(bad), allow_redirects=False) as resp:
                 assert 400 <= resp.status < 500, (bad, resp.status)
 

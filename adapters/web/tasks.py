@@ -76,7 +76,7 @@ def _list_query(ui: UiRequest) -> ListQuery:
     if owner not in ("all", "me"):
         raise ValidationFailed("owner is me or all", code="INVALID_OWNER")
     page_text = ui.query("page", "1") or "1"
-    if not page_text.isdigit() or not 1 <= int(page_text) <= 100_000:
+    if not page_text.isdecimal() or not 1 <= int(page_text) <= 100_000:
         raise ValidationFailed("page is a number from 1", code="INVALID_PAGE")
     return ListQuery(status, owner, ui.query("project")[:100], int(page_text))
 
@@ -199,7 +199,7 @@ def _cursor(text: str, what: str) -> int:
     text = text.strip()
     if not text:
         return 0
-    if not text.isdigit() or int(text) > MAX_CURSOR:
+    if not text.isdecimal() or int(text) > MAX_CURSOR:
         raise ValidationFailed(f"{what} is a log line's id (a whole number)", code="INVALID_CURSOR")
     return int(text)
 
