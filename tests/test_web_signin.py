@@ -88,6 +88,10 @@ async def test_sign_in_needs_its_own_form_and_goes_back_only_to_this_dashboard(u
 
 async def test_pages_carry_a_content_security_policy_and_an_html_404(ui: UiRig) -> None:
     await ui.sign_in()
+    # a HEAD (an uptime monitor's, a link checker's) answers as the GET would; it was the catch-all's 404
+    for path, status in (("/ui/", 200), ("/ui/tasks", 200), ("/ui/approvals", 200), ("/ui/nope", 404)):
+        resp = await ui.page.request.head(ui.url(path), max_redirects=0)
+        assert resp.status == status, (path, resp.status)
     resp = await ui.page.goto(ui.url("/ui/no/such/page"))
     assert resp is not None and resp.status == 404
     assert resp.headers["content-type"].startswith("text/html")

@@ -214,7 +214,7 @@ def signed_in(route: UiRoute) -> web.Handler:
         try:
             principal = await shepherd.web_sessions.principal(secret)
         except Unauthorized as exc:
-            if route.stream or request.method != "GET":
+            if route.stream or request.method not in ("GET", "HEAD"):
                 response = error_page(request, 401, "Signed out", f"{exc.message}.")
             else:
                 where = request.rel_url.path_qs
