@@ -251,6 +251,9 @@ async def while_signed_in(ui: UiRequest, items: AsyncIterator[Sse]) -> AsyncIter
     secret = ui.http.cookies.get(SESSION_COOKIE, "")
     try:
         async for item in items:
+            if item.event == "end":  # shows nothing
+                yield item
+                return
             try:  # and as who the session is now (a lowered role shows no controls it no longer has)
                 ui.principal = await ui.shepherd.web_sessions.principal(secret)
             except Unauthorized:
