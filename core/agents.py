@@ -152,7 +152,7 @@ def parse_level(value: Any) -> int:
         level = value
     elif isinstance(value, float) and value.is_integer():
         level = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isdecimal():  # int() reads these; "²" is a digit it does not
         level = int(value.strip())
     else:
         level = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.commands.grammar import UsageError
+from core.commands.grammar import UsageError, filter_limit
 from core.commands.registry import build_registry
 from core.people.access import Principal, Role
 from core.shepherd import Shepherd
@@ -40,6 +40,7 @@ def test_parse_binds_positionals_options_and_aliases() -> None:
         ("agent create x --type", "--type needs a value"),
         ("agent create x --typo task", "has no option --typo. Did you mean `--type`?"),
         ("autonomy agent-x 7", "Autonomy level must be between 0 and 5"),
+        ("autonomy agent-x ²", "Autonomy level must be between 0 and 5"),  # a digit to isdigit(), not to int()
         ("autonomy agent-x", "needs <level>"),
         ('agent "unclosed', "close your quotes"),
         ("", "empty command"),
@@ -160,3 +161,10 @@ def test_after_a_double_dash_nothing_is_an_option() -> None:
     assert REG.parse('run "x" -- --agent demo').args["prompt"] == ["x", "--agent", "demo"]
     assert REG.parse('run "x" -- --agent demo').args["agent"] is None
     assert REG.parse("send task-abc -- --help").args["text"] == ["--help"]
+
+
+def test_a_list_limit_is_a_whole_number_in_range() -> None:
+    assert filter_limit({"limit": "20"}, 50) == 20 and filter_limit({}, 50) == 50
+    for bad in ("0", "501", "x", "²"):  # "²" is a digit to str.isdigit() and no number to int(): a crash, not a usage
+        with pytest.raises(UsageError, match="limit is a number"):
+            filter_limit({"limit": bad}, 50)

@@ -88,7 +88,7 @@ async def test_the_list_filters_by_type_status_and_project_and_pages(ui: UiRig) 
     cookies = await _session(ui)
     async with aiohttp.ClientSession(cookies=cookies) as http:
         for query, words in (("status=sleeping", "status must be one of"), ("limit=0", "limit must be"),
-                             ("cursor=garbage", "")):
+                             ("limit=²", "limit must be"), ("cursor=garbage", "")):
             async with http.get(ui.url(f"/ui/agents?{query}")) as resp:
                 assert resp.status == 400, query
                 assert words in await resp.text()

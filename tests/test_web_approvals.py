@@ -300,3 +300,19 @@ async def test_csrf_a_viewer_and_another_org_are_refused_and_nothing_is_decided(
         assert resp.status == 403 and "approve" in await resp.text()
     assert (await ui.shepherd.confirmations.get(OLGA, other.id)).status == "pending"
     await _links_answer(ui, page)
+
+
+async def test_a_live_board_follows_a_role_lowered_while_the_page_is_open(quiet: UiRig) -> None:
+    ui = quiet
+    first = await ask(ui)
+    cy = await ui.shepherd.tokens.create(org_id="acme", user="cy", scopes="read,write,approve")
+    await ui.sign_in(cy.secret)
+    seen = fingerprint(await ui.shepherd.confirmations.board(await ui.shepherd.tokens.authenticate(cy.secret)))
+    async with aiohttp.ClientSession(cookies=await cookie_of(ui.page)) as http, http.get(
+            ui.url(f"/ui/approvals/live?seen={seen}")) as live:
+        await ui.shepherd.users.set_role(person(Role.ADMIN), "cy", Role.VIEWER)
+        later = await ask(ui, branch="later")
+        event = (await live.content.readuntil(b"\n\n")).decode()
+    # the new board shows both, and no buttons the viewer cy now is could not use
+    assert "event: replace" in event and first.code in event and later.code in event
+    assert "/approve" not in event and "/reject" not in event

@@ -16,6 +16,7 @@ import pytest_asyncio
 from core.autonomy.plans import Plan
 from core.people.access import Principal
 from core.tasks.evidence import ActionRecord, ActionResult, Evidence, TaskAction
+from core.tasks.follow import last_log_id
 from tests.browser import UiRig, served_ui
 
 CSRF = re.compile(r'name="_csrf" value="([0-9a-f]+)"')
@@ -94,7 +95,8 @@ async def test_a_task_page_follows_its_log_live_and_its_controls_steer_it(ui: Ui
     # the browser's first input line is the prompt, marked as sent by a `>` in its text
     assert (await page.locator("#task-log > div.in").first.inner_text()).startswith("> count [long 3]")
     await ui.screenshot("task")
-    assert await page.evaluate("document.getElementById('task-live').dataset.liveState") == "ended"
+    # and the stream ends (its `end` comes after the status, in a write of its own)
+    await page.wait_for_function("document.getElementById('task-live').dataset.liveState === 'ended'")
 
     # a reconnect says which line it saw last (Last-Event-ID wins over the page's `after`): only what follows
     rows = [int(i.removeprefix("log-")) for i in ids]
@@ -227,6 +229,29 @@ async def test_the_list_filters_and_pages_and_another_orgs_task_is_not_found(idl
                 row = await session.get(type(t), t.id)
                 assert row is not None and row.status == "pending"
         for bad in ("/ui/tasks/nope", "/ui/tasks/%00", "/ui/tasks/" + "a" * 300, "/ui/tasks/..%2f..%2fapi",
-                    "/ui/tasks/nope/live", "/ui/tasks?status=bogus", "/ui/tasks?page=0", "/ui/tasks?owner=x"):
+                    "/ui/tasks/nope/live", "/ui/tasks?status=bogus", "/ui/tasks?page=0", "/ui/tasks?owner=x",
+                    "/ui/tasks?page=²", f"/ui/tasks/{mine[0].id}/live?after=²"):
             async with http.get(ui.url(bad), allow_redirects=False) as resp:
                 assert 400 <= resp.status < 500, (bad, resp.status)
+
+
+async def test_a_task_log_stops_streaming_to_a_browser_that_signed_out(ui: UiRig) -> None:
+    await ui.sign_in()
+    task = await _start_by_api(ui, "count [long 30] [noedit]")
+    async with await _cookie_session(ui) as http:
+        async with http.get(ui.url("/ui/tasks")) as resp:
+            csrf = CSRF.findall(await resp.text())[0]
+        async with http.get(ui.url(f"/ui/tasks/{task['id']}/live?after=0")) as live:
+            async for line in live.content:  # the log is streaming
+                if line.startswith(b"event: append"):
+                    break
+            async with http.post(ui.url("/ui/sign-out"), data={"_csrf": csrf}, allow_redirects=False) as resp:
+                assert resp.status == 303
+            logged = await last_log_id(ui.shepherd.db, [task["id"]])  # every line written before the sign-out
+            rest = (await live.content.read()).decode()  # the stream ends, though the task goes on
+        assert rest.rstrip().endswith("data: {}") and "event: end" in rest
+        # what it still sent (unread, or on its way) was read before the sign-out: no line written after it
+        assert all(int(n) <= logged for n in re.findall(r"^id: (\d+)$", rest, re.M))
+    admin = await ui.shepherd.tokens.authenticate(ui.token)
+    assert (await ui.shepherd.tasks.get(admin, task["id"])).status == "running"
+    await ui.shepherd.tasks.stop(admin, task["id"])

@@ -48,7 +48,7 @@ def _status(value: str) -> AgentStatus | None:
 def _limit(value: str) -> int:
     if not value:
         return PAGE_SIZE
-    if not value.isdigit() or not 1 <= int(value) <= 100:
+    if not value.isdecimal() or not 1 <= int(value) <= 100:
         raise ValidationFailed("limit must be a whole number from 1 to 100", code="INVALID_LIMIT")
     return int(value)
 

@@ -37,6 +37,9 @@ def mount_ui(app: web.Application, *, secure_cookies: bool = False) -> None:
         path = route.path
         for name, pattern in route.patterns.items():
             path = path.replace(f"{{{name}}}", f"{{{name}:{pattern}}}")
-        app.router.add_route(route.method, path, auth.signed_in(route), name=route.name or None)
+        if route.method == "GET" and not route.stream:  # HEAD as GET (a monitor's check), not the catch-all's 404
+            app.router.add_get(path, auth.signed_in(route), name=route.name or None)
+        else:
+            app.router.add_route(route.method, path, auth.signed_in(route), name=route.name or None)
     # the rest of /ui/: a page (for the signed in) saying there is none, not the API's JSON
     app.router.add_get("/ui/{rest:.*}", auth.signed_in(UiRoute("GET", "/ui/{rest}", _not_found)))

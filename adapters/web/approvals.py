@@ -74,7 +74,7 @@ async def live(ui: UiRequest) -> web.StreamResponse:
         last = seen
         while True:
             try:  # signed out (or the token revoked) while the page is open: it is shown nothing more
-                await ui.shepherd.web_sessions.principal(secret)
+                ui.principal = await ui.shepherd.web_sessions.principal(secret)  # as who they are now
             except Unauthorized:
                 yield Sse(event="end", data={})
                 return

@@ -16,11 +16,15 @@ import hmac
 import logging
 import posixpath
 import secrets
+from collections.abc import AsyncIterator
 from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from adapters.rest.framework import SHEPHERD
+from adapters.rest.sse import Sse
 from adapters.web.render import html, render_text
 from adapters.web.ui import UiRequest, UiRoute, see_other
 from core.errors import ShepherdError, Unauthorized
@@ -66,12 +70,41 @@ def safe_next(value: str | None) -> str:
         (f"?{parts.query}" if parts.query else "")
 
 
+Form = MultiDictProxy[str | bytes | bytearray | FileField]
+
+
+async def read_form(request: web.Request) -> Form | web.Response:
+    """A POST's fields, or the error page to answer: 413 past MAX_FORM_BYTES (also when the body comes without a
+    Content-Length: the app itself reads up to its largest route's limit, tens of MB), 400 when it is no form aiohttp
+    can read (a multipart body without its boundary, an unknown charset)."""
+    if (request.content_length or 0) > MAX_FORM_BYTES:
+        return error_page(request, 413, "Too large", f"A form may send at most {MAX_FORM_BYTES} bytes.")
+    try:
+        return await request.clone(client_max_size=MAX_FORM_BYTES).post()
+    except web.HTTPRequestEntityTooLarge:
+        return error_page(request, 413, "Too large", f"A form may send at most {MAX_FORM_BYTES} bytes.")
+    except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
+        log.info("dashboard POST %s: an unreadable form (%s)", request.path, type(exc).__name__)
+        return error_page(request, 400, "Cannot do that", "That form could not be read (not form fields in UTF-8).")
+
+
+def _matches(sent: object, expected: str) -> bool:
+    """A form's CSRF token is the one expected (compared in constant time, and as bytes: a sent token with other
+    than ASCII characters is simply wrong, not an error)."""
+    return isinstance(sent, str) and bool(expected) and \
+        hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode())
+
+
 def _same_origin(request: web.Request) -> bool:
-    """A browser names the page a form came from: it must be this server (the CSRF token is checked too)."""
+    """A browser names the page a form came from: it must be this server (the CSRF token is checked too). Behind a
+    reverse proxy that passes on a Host of its own (nginx's default is the upstream's address) this server is also
+    what SHEPHERD_PUBLIC_URL names."""
     origin = request.headers.get("Origin")
     if origin is None or origin == "null":
         return origin is None
-    return urlsplit(origin).netloc == request.host
+    sent = urlsplit(origin).netloc
+    public = request.app[SHEPHERD].public_url
+    return sent == request.host or (bool(public) and sent == urlsplit(public or "").netloc)
 
 
 def error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:
@@ -96,12 +129,10 @@ def _sign_in_page(request: web.Request, *, error: str = "", status: int = 200) -
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
-    if (request.content_length or 0) > MAX_FORM_BYTES:
-        return error_page(request, 413, "Too large", "That form is larger than a sign-in can be.")
-    form = await request.post()
-    nonce = request.cookies.get(SIGNIN_COOKIE, "")
-    sent = form.get("_csrf")
-    if not nonce or not isinstance(sent, str) or not hmac.compare_digest(nonce, sent) or not _same_origin(request):
+    form = await read_form(request)
+    if isinstance(form, web.Response):
+        return form
+    if not _matches(form.get("_csrf"), request.cookies.get(SIGNIN_COOKIE, "")) or not _same_origin(request):
         log.info("dashboard sign-in refused: CSRF check failed from %s", request.remote)
         return _sign_in_page(request, status=403,
                              error="This sign-in form has expired or did not come from this page: try again.")
@@ -143,12 +174,11 @@ def _link_page(request: web.Request, code: str, holder: str, *, error: str = "",
 
 
 async def sign_in_by_link(request: web.Request) -> web.StreamResponse:
-    if (request.content_length or 0) > MAX_FORM_BYTES:
-        return error_page(request, 413, "Too large", "That form is larger than a sign-in can be.")
-    form = await request.post()
-    code, sent = form.get("code"), form.get("_csrf")
-    nonce = request.cookies.get(SIGNIN_COOKIE, "")
-    if not isinstance(code, str) or not nonce or not isinstance(sent, str) or not hmac.compare_digest(nonce, sent) \
+    form = await read_form(request)
+    if isinstance(form, web.Response):
+        return form
+    code = form.get("code")
+    if not isinstance(code, str) or not _matches(form.get("_csrf"), request.cookies.get(SIGNIN_COOKIE, "")) \
             or not _same_origin(request):
         log.info("dashboard link sign-in refused: CSRF check failed from %s", request.remote)
         return error_page(request, 403, "Refused", "This sign-in did not come from its own page: open the link "
@@ -184,7 +214,7 @@ def signed_in(route: UiRoute) -> web.Handler:
         try:
             principal = await shepherd.web_sessions.principal(secret)
         except Unauthorized as exc:
-            if route.stream or request.method != "GET":
+            if route.stream or request.method not in ("GET", "HEAD"):
                 response = error_page(request, 401, "Signed out", f"{exc.message}.")
             else:
                 where = request.rel_url.path_qs
@@ -194,11 +224,11 @@ def signed_in(route: UiRoute) -> web.Handler:
             return response
         ui = UiRequest(http=request, principal=principal, shepherd=shepherd, csrf=csrf_for(secret))
         if request.method == "POST":
-            if (request.content_length or 0) > MAX_FORM_BYTES:
-                return error_page(request, 413, "Too large", f"A form may send at most {MAX_FORM_BYTES} bytes.")
-            ui.form = await request.post()
-            sent = ui.form.get("_csrf")
-            if not isinstance(sent, str) or not hmac.compare_digest(sent, ui.csrf) or not _same_origin(request):
+            form = await read_form(request)
+            if isinstance(form, web.Response):
+                return form
+            ui.form = form
+            if not _matches(form.get("_csrf"), ui.csrf) or not _same_origin(request):
                 log.info("dashboard POST %s refused: CSRF check failed (%s)", request.path, principal.actor)
                 return error_page(request, 403, "Refused",
                                   "This form did not come from a page of this session (its CSRF token is missing "
@@ -211,6 +241,27 @@ def signed_in(route: UiRoute) -> web.Handler:
             return error_page(request, exc.status, _TITLES.get(exc.status, "Cannot do that"), exc.message)
 
     return handler
+
+
+async def while_signed_in(ui: UiRequest, items: AsyncIterator[Sse]) -> AsyncIterator[Sse]:
+    """A live page's `items` for as long as its session lasts: the session is read again before each event goes out
+    (one read by primary key; a follow sends a tick's lines as one event), so signing out, its expiry or a revoked
+    token stop the stream there with `end`, not when what it follows ends (a task's log went on streaming to a
+    signed-out browser)."""
+    secret = ui.http.cookies.get(SESSION_COOKIE, "")
+    try:
+        async for item in items:
+            if item.event == "end":  # shows nothing
+                yield item
+                return
+            try:  # and as who the session is now (a lowered role shows no controls it no longer has)
+                ui.principal = await ui.shepherd.web_sessions.principal(secret)
+            except Unauthorized:
+                yield Sse(event="end", data={})
+                return
+            yield item
+    finally:
+        await items.aclose()  # type: ignore[attr-defined]
 
 
 _TITLES = {400: "Cannot do that", 403: "Not allowed", 404: "Not found", 409: "Not now", 503: "Try again later"}

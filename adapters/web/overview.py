@@ -74,7 +74,7 @@ async def overview_live(ui: UiRequest) -> web.StreamResponse:
         while True:
             await asyncio.sleep(every)
             try:  # a signed-out or revoked session sees nothing more
-                await ui.shepherd.web_sessions.principal(secret)
+                ui.principal = await ui.shepherd.web_sessions.principal(secret)  # as who they are now
             except Unauthorized:
                 yield Sse(event="end", data={})
                 return

@@ -20,7 +20,7 @@ MAX_OFFSET = 1_000_000
 
 def _page_number(ui: UiRequest) -> int:
     raw = ui.query("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_OFFSET // PAGE:
+    if not raw.isdecimal() or not 1 <= int(raw) <= MAX_OFFSET // PAGE:
         raise ValidationFailed("page is a whole number from 1", code="INVALID_PAGE")
     return int(raw)
 

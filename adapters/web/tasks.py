@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from adapters.rest.sse import FOLLOW_POLL, Sse, stream
+from adapters.web.auth import while_signed_in
 from adapters.web.ui import UiRequest, UiRoute, see_other
 from core.autonomy.plans import Status
 from core.clock import as_utc, utcnow
@@ -75,7 +76,7 @@ def _list_query(ui: UiRequest) -> ListQuery:
     if owner not in ("all", "me"):
         raise ValidationFailed("owner is me or all", code="INVALID_OWNER")
     page_text = ui.query("page", "1") or "1"
-    if not page_text.isdigit() or not 1 <= int(page_text) <= 100_000:
+    if not page_text.isdecimal() or not 1 <= int(page_text) <= 100_000:
         raise ValidationFailed("page is a number from 1", code="INVALID_PAGE")
     return ListQuery(status, owner, ui.query("project")[:100], int(page_text))
 
@@ -198,7 +199,7 @@ def _cursor(text: str, what: str) -> int:
     text = text.strip()
     if not text:
         return 0
-    if not text.isdigit() or int(text) > MAX_CURSOR:
+    if not text.isdecimal() or int(text) > MAX_CURSOR:
         raise ValidationFailed(f"{what} is a log line's id (a whole number)", code="INVALID_CURSOR")
     return int(text)
 
@@ -212,7 +213,7 @@ async def task_live(ui: UiRequest) -> web.StreamResponse:
     seen = ui.http.headers.get("Last-Event-ID", "").strip()
     if seen:  # a reconnect: the browser has every line up to this one
         after = _cursor(seen, "Last-Event-ID")
-    return await stream(ui.http, _live_events(ui, task, after))
+    return await stream(ui.http, while_signed_in(ui, _live_events(ui, task, after)))
 
 
 async def _live_events(ui: UiRequest, task: Task, after: int) -> AsyncIterator[Sse]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 
 from adapters.web.render import html, render_text
@@ -26,7 +27,7 @@ class UiRequest:
     principal: Principal
     shepherd: Shepherd
     csrf: str  # the token every form of this session carries
-    form: MultiDictProxy[str] | None = None  # a POST's fields, after the CSRF check
+    form: MultiDictProxy[str | bytes | bytearray | FileField] | None = None  # a POST's fields, after the CSRF check
 
     def path(self, name: str) -> str:
         return self.http.match_info[name]

@@ -136,7 +136,7 @@ def filter_words(words: list[str], keys: tuple[str, ...], hint: str) -> dict[str
 
 def filter_limit(values: dict[str, str], default: int) -> int:
     limit = values.get("limit", str(default))
-    if not limit.isdigit() or not 1 <= int(limit) <= 500:
+    if not limit.isdecimal() or not 1 <= int(limit) <= 500:
         raise UsageError("limit is a number from 1 to 500")
     return int(limit)
 
