@@ -17,6 +17,7 @@ import logging
 import posixpath
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from adapters.rest.sse import Sse
 from adapters.web.render import html, render_text
 from adapters.web.ui import UiRequest, UiRoute, see_other
 from core.errors import ShepherdError, Unauthorized
+from core.people.web_sessions import SignedIn
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +122,30 @@ async def sign_in_form(request: web.Request) -> web.StreamResponse:
 
 
 def _sign_in_page(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
+    return _form_page(request, "signin.html", status=status, error=error,
+                      next=safe_next(request.rel_url.query.get("next")))
+
+
+def _form_page(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
+    """A page with a form posted before there is a session (sign-in, a link's button): its CSRF secret goes in the
+    form and in a short-lived cookie of its own, and the POST must bring both (double submit)."""
     nonce = secrets.token_urlsafe(24)
-    body = render_text(request.app, "signin.html", nonce=nonce, error=error, principal=None, nav=(),
-                       here=request.path, next=safe_next(request.rel_url.query.get("next")))
+    body = render_text(request.app, template, nonce=nonce, principal=None, nav=(), here=request.path, **context)
     response = html(body, status=status)
     _set_cookie(response, request, SIGNIN_COOKIE, nonce, 15 * 60)
+    return response
+
+
+def _form_came_from_its_page(request: web.Request, form: Form) -> bool:
+    return _matches(form.get("_csrf"), request.cookies.get(SIGNIN_COOKIE, "")) and _same_origin(request)
+
+
+def _signed_in(request: web.Request, signed: SignedIn, location: str, how: str) -> web.Response:
+    """Where a browser goes once signed in, with its session cookie (and without the form's)."""
+    response = see_other(location)
+    _set_cookie(response, request, SESSION_COOKIE, signed.secret, int(request.app[SHEPHERD].web_sessions.ttl_s))
+    _forget(response, SIGNIN_COOKIE)
+    log.info("dashboard sign-in %s: %s of org %s", how, signed.principal.actor, signed.principal.org_id)
     return response
 
 
@@ -132,7 +153,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     if isinstance(form, web.Response):
         return form
-    if not _matches(form.get("_csrf"), request.cookies.get(SIGNIN_COOKIE, "")) or not _same_origin(request):
+    if not _form_came_from_its_page(request, form):
         log.info("dashboard sign-in refused: CSRF check failed from %s", request.remote)
         return _sign_in_page(request, status=403,
                              error="This sign-in form has expired or did not come from this page: try again.")
@@ -145,11 +166,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         message = exc.message if exc.status == 400 else "That token is not a live Shepherd API token."
         return _sign_in_page(request, status=exc.status, error=message)
     nxt = form.get("next")
-    response = see_other(safe_next(nxt if isinstance(nxt, str) else None))
-    _set_cookie(response, request, SESSION_COOKIE, signed.secret, int(shepherd.web_sessions.ttl_s))
-    _forget(response, SIGNIN_COOKIE)
-    log.info("dashboard sign-in: %s of org %s", signed.principal.actor, signed.principal.org_id)
-    return response
+    return _signed_in(request, signed, safe_next(nxt if isinstance(nxt, str) else None), "with a token")
 
 
 async def link_form(request: web.Request) -> web.StreamResponse:
@@ -162,15 +179,10 @@ async def link_form(request: web.Request) -> web.StreamResponse:
     return _link_page(request, code, holder)
 
 
-def _link_page(request: web.Request, code: str, holder: str, *, error: str = "", status: int = 200) -> web.Response:
-    nonce = secrets.token_urlsafe(24)
-    body = render_text(request.app, "signin_link.html", nonce=nonce, code=code, holder=holder, error=error,
-                       principal=None, nav=(), here=request.path)
+def _link_page(request: web.Request, code: str, holder: str) -> web.Response:
     # (the pages' Referrer-Policy is same-origin: the code in this address never leaves for another site; no-referrer
     # would make the browser send `Origin: null` with the form, which the origin check refuses)
-    response = html(body, status=status)
-    _set_cookie(response, request, SIGNIN_COOKIE, nonce, 15 * 60)
-    return response
+    return _form_page(request, "signin_link.html", code=code, holder=holder, error="")
 
 
 async def sign_in_by_link(request: web.Request) -> web.StreamResponse:
@@ -178,8 +190,7 @@ async def sign_in_by_link(request: web.Request) -> web.StreamResponse:
     if isinstance(form, web.Response):
         return form
     code = form.get("code")
-    if not isinstance(code, str) or not _matches(form.get("_csrf"), request.cookies.get(SIGNIN_COOKIE, "")) \
-            or not _same_origin(request):
+    if not isinstance(code, str) or not _form_came_from_its_page(request, form):
         log.info("dashboard link sign-in refused: CSRF check failed from %s", request.remote)
         return error_page(request, 403, "Refused", "This sign-in did not come from its own page: open the link "
                                                    "again and press the button there.")
@@ -187,11 +198,7 @@ async def sign_in_by_link(request: web.Request) -> web.StreamResponse:
         signed = await request.app[SHEPHERD].web_sessions.redeem_link(code)
     except ShepherdError as exc:
         return error_page(request, exc.status, "Sign-in link", exc.message)
-    response = see_other("/ui/")
-    _set_cookie(response, request, SESSION_COOKIE, signed.secret, int(request.app[SHEPHERD].web_sessions.ttl_s))
-    _forget(response, SIGNIN_COOKIE)
-    log.info("dashboard sign-in by link: %s of org %s", signed.principal.actor, signed.principal.org_id)
-    return response
+    return _signed_in(request, signed, "/ui/", "by a link")
 
 
 async def sign_out(ui: UiRequest) -> web.StreamResponse:
