@@ -307,14 +307,14 @@ async def test_without_a_runner_sync_fails_closed(db_url: str, tmp_path: Path) -
 def test_schemathesis_finds_nothing_on_the_container_routes(tmp_path: Path) -> None:
     """The promotion, shortcut and sync routes fuzzed against /openapi.json: no 5xx, no answer off its schema."""
     from tests.procs import Home, stop
-    from tests.test_openapi_fuzz import SCHEMATHESIS
+    from tests.test_openapi_fuzz import FUZZ_CONFIG, SCHEMATHESIS
 
     home = Home(tmp_path, SHEPHERD_LOG_LEVEL="WARNING")
     proc = home.start()
     try:
         token = home.token()
         run = subprocess.run(
-            [SCHEMATHESIS, "run", f"http://127.0.0.1:{home.port}/openapi.json",
+            [SCHEMATHESIS, "--config-file", str(FUZZ_CONFIG), "run", f"http://127.0.0.1:{home.port}/openapi.json",
              "-H", f"Authorization: Bearer {token}", "-H", "x-org-id: default",
              "--include-path-regex", "coding-containers|promote-to-cloud",
              "--checks", "all", "--exclude-checks", "positive_data_acceptance",
