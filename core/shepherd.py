@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.agents import Agents
+from core.autonomy.boards import ApprovalBoards
 from core.autonomy.confirmations import Confirmations
 from core.autonomy.policy import PolicyStore
 from core.autonomy.questions import Questions
@@ -61,6 +62,7 @@ class Shepherd:
         self.outbox_due = outbox_due or Wakeup()
         self.confirmations = Confirmations(db, policies, runs_due=self.runs_due, remind_after_s=remind_after_s)
         self.questions = Questions(db, self.confirmations)
+        self.approval_boards = ApprovalBoards(db)  # the dashboard's approvals page
         self.tasks = Tasks(db, self.confirmations, runs_due=self.runs_due, runtimes=self.catalog.names,
                            default_runtime=default_agent, workspace_root=workspace_root, repos=repos)
         self.orgs = Orgs(db)

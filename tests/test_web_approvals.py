@@ -112,14 +112,14 @@ async def test_the_board_holds_what_waits_oldest_first_and_peoples_last_decision
         await shepherd.confirmations.vote(BO, critical.code, approve=True, comment="one of two")
         await shepherd.confirmations.vote(BO, rejected.code, approve=False, comment="no")
 
-        board = await shepherd.confirmations.board(person(Role.VIEWER))
+        board = await shepherd.approval_boards.of(person(Role.VIEWER))
         assert [c.code for c in board.pending] == [first.code, critical.code]
         assert board.pending[1].approvals == 1 and board.pending[1].quorum == 2
         assert [(v.voter_name, v.approve, v.comment) for v in board.votes[critical.id]] == [("bo", True, "one of two")]
         assert [c.code for c in board.decided] == [rejected.code]
         assert [(v.voter_name, v.approve) for v in board.votes[rejected.id]] == [("bo", False)]
-        assert (await shepherd.confirmations.board(person(Role.VIEWER), decided=0)).decided == []
-        assert fingerprint(board) != fingerprint(await shepherd.confirmations.board(person(Role.VIEWER), decided=0))
+        assert (await shepherd.approval_boards.of(person(Role.VIEWER), decided=0)).decided == []
+        assert fingerprint(board) != fingerprint(await shepherd.approval_boards.of(person(Role.VIEWER), decided=0))
     finally:
         await db.dispose()
 
@@ -179,7 +179,7 @@ async def test_approving_a_pull_request_from_the_page_lets_the_task_open_it(gh: 
     await expect(row).to_contain_text("pull request #1 opened", timeout=15_000)  # shown live as the action ends
     decided = await row.inner_text()
     assert "approved" in decided and ana.name in decided and "web" in decided
-    vote = (await ui.shepherd.confirmations.board(ana)).votes[conf.id][0]
+    vote = (await ui.shepherd.approval_boards.of(ana)).votes[conf.id][0]
     assert (vote.voter_name, vote.via, vote.comment) == (ana.name, "web", "looks right")
 
     # every link on the page answers, none with a 5xx (the task's page included)
@@ -277,7 +277,7 @@ async def test_csrf_a_viewer_and_another_org_are_refused_and_nothing_is_decided(
     assert (await ui.shepherd.confirmations.get(globex, theirs.id)).status == "pending"
 
     # a page that reconnects says what it saw last (Last-Event-ID): it is sent the board only once it changed
-    seen = fingerprint(await ui.shepherd.confirmations.board(await ui.shepherd.tokens.authenticate(ui.token)))
+    seen = fingerprint(await ui.shepherd.approval_boards.of(await ui.shepherd.tokens.authenticate(ui.token)))
     async with aiohttp.ClientSession(cookies=await cookie_of(ui.page)) as http, http.get(
             ui.url("/ui/approvals/live"), headers={"Last-Event-ID": seen}) as live:
         late = await ask(ui, branch="late")
@@ -315,7 +315,7 @@ async def test_a_live_board_follows_a_role_lowered_while_the_page_is_open(quiet:
     first = await ask(ui)
     cy = await ui.shepherd.tokens.create(org_id="acme", user="cy", scopes="read,write,approve")
     await ui.sign_in(cy.secret)
-    seen = fingerprint(await ui.shepherd.confirmations.board(await ui.shepherd.tokens.authenticate(cy.secret)))
+    seen = fingerprint(await ui.shepherd.approval_boards.of(await ui.shepherd.tokens.authenticate(cy.secret)))
     async with aiohttp.ClientSession(cookies=await cookie_of(ui.page)) as http, http.get(
             ui.url(f"/ui/approvals/live?seen={seen}")) as live:
         await ui.shepherd.users.set_role(person(Role.ADMIN), "cy", Role.VIEWER)

@@ -18,7 +18,8 @@ from aiohttp import web
 from adapters.rest.sse import FOLLOW_POLL, Sse, stream
 from adapters.web.auth import SESSION_COOKIE
 from adapters.web.ui import UiRequest, UiRoute, see_other
-from core.autonomy.confirmations import Board, Confirmation
+from core.autonomy.boards import Board
+from core.autonomy.confirmations import Confirmation
 from core.autonomy.prompts import render
 from core.errors import NotFound, Unauthorized
 
@@ -48,7 +49,7 @@ def _board_context(board: Board) -> dict[str, Any]:
 
 
 async def approvals_page(ui: UiRequest) -> web.StreamResponse:
-    board = await ui.shepherd.confirmations.board(ui.principal, decided=DECIDED)
+    board = await ui.shepherd.approval_boards.of(ui.principal, decided=DECIDED)
     voted: Confirmation | None = None
     ref = ui.query("voted")
     if ref:  # back from a vote: what became of it, as every channel shows it now
@@ -64,7 +65,7 @@ async def approvals_page(ui: UiRequest) -> web.StreamResponse:
 async def live(ui: UiRequest) -> web.StreamResponse:
     """The board again each time what it shows changed. The event id is the board's fingerprint: a page that
     reconnects (Last-Event-ID) or has just been rendered (?seen=) is sent nothing until something changes."""
-    await ui.shepherd.confirmations.board(ui.principal, decided=0, limit=1)  # refused now, not in the stream
+    await ui.shepherd.approval_boards.of(ui.principal, decided=0, limit=1)  # refused now, not in the stream
     seen = ui.http.headers.get("Last-Event-ID") or ui.query("seen")
     poll = min(POLL_S, ui.http.app.get(FOLLOW_POLL, POLL_S))
 
@@ -78,7 +79,7 @@ async def live(ui: UiRequest) -> web.StreamResponse:
             except Unauthorized:
                 yield Sse(event="end", data={})
                 return
-            board = await ui.shepherd.confirmations.board(ui.principal, decided=DECIDED)
+            board = await ui.shepherd.approval_boards.of(ui.principal, decided=DECIDED)
             now = fingerprint(board)
             if now != last:
                 last = now

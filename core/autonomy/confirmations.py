@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -64,16 +64,6 @@ REMIND_AFTER_S = 600.0  # SHEPHERD_REMIND_AFTER's default
 class Gate:
     confirmation: Confirmation
     decision: Decision
-
-
-@dataclass(frozen=True)
-class Board:
-    """The approvals page's rows (Confirmations.board)."""
-
-    pending: list[Confirmation]
-    decided: list[Confirmation]
-    votes: dict[str, list[Vote]]  # by confirmation id, in the order they were cast
-    task_names: dict[str, str]  # by task id
 
 
 @dataclass(frozen=True)
@@ -262,35 +252,6 @@ class Confirmations:
         async with self.db.read() as session:
             task = await session.get(Task, conf.task_id)
             return task.name if task else None
-
-    async def board(self, principal: Principal, *, decided: int = 20, limit: int = 100) -> Board:
-        """What an approvals page shows, in one read: the pending confirmations oldest first (at most `limit`), the
-        last `decided` decisions newest first (people's, expiries and voids; not the policy's own at asking time,
-        which nobody waited for), every vote cast on them, and their tasks' names."""
-        principal.require(Scope.READ, "listing confirmations")
-        shown: list[ColumnElement[bool]] = [col(Confirmation.org_id) == principal.org_id,
-                                             *shown_confirmations(principal)]
-        async with self.db.read() as session:
-            pending = list(await session.exec(
-                select(Confirmation).where(*shown, Confirmation.status == Status.PENDING.value)
-                .order_by(col(Confirmation.created_at), col(Confirmation.id)).limit(max(1, min(limit, 500)))))
-            done = list(await session.exec(
-                select(Confirmation).where(*shown, Confirmation.status != Status.PENDING.value,
-                                           col(Confirmation.decided_at).is_not(None),
-                                           col(Confirmation.decided_via) != "policy")
-                .order_by(col(Confirmation.decided_at).desc(), col(Confirmation.id).desc())
-                .limit(max(0, min(decided, 100)))))
-            ids = [c.id for c in pending + done]
-            votes: dict[str, list[Vote]] = {i: [] for i in ids}
-            if ids:
-                for vote in await session.exec(select(Vote).where(col(Vote.confirmation_id).in_(ids))
-                                               .order_by(col(Vote.at), col(Vote.id))):
-                    votes[vote.confirmation_id].append(vote)
-            task_ids = {c.task_id for c in pending + done if c.task_id}
-            names = {str(i): str(n) for i, n in await session.exec(
-                select(Task.id, Task.name).where(Task.org_id == principal.org_id,
-                                                 col(Task.id).in_(task_ids)))} if task_ids else {}
-        return Board(pending, done, votes, names)
 
     # --- deciding ----------------------------------------------------------------------------------
 
