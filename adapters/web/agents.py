@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from adapters.web.ui import UiRequest, UiRoute, see_other
+from adapters.web.ui import UiRequest, UiRoute, see_other, whole_number
 from core.agents import LEVEL_NAMES, MAX_LEVEL, MIN_LEVEL, AgentAction, AgentFilter, AgentStatus, uptime
 from core.clock import utcnow
 from core.errors import ValidationFailed
@@ -48,9 +48,7 @@ def _status(value: str) -> AgentStatus | None:
 def _limit(value: str) -> int:
     if not value:
         return PAGE_SIZE
-    if not value.isdecimal() or not 1 <= int(value) <= 100:
-        raise ValidationFailed("limit must be a whole number from 1 to 100", code="INVALID_LIMIT")
-    return int(value)
+    return whole_number(value, 100, code="INVALID_LIMIT", message="limit must be a whole number from 1 to 100")
 
 
 async def agents_list(ui: UiRequest) -> web.StreamResponse:

@@ -16,12 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from adapters.rest.sse import FOLLOW_POLL, Sse, stream
-from adapters.web.auth import SESSION_COOKIE
+from adapters.web.auth import still_signed_in
 from adapters.web.ui import UiRequest, UiRoute, see_other
 from core.autonomy.boards import Board
 from core.autonomy.confirmations import Confirmation
 from core.autonomy.prompts import render
-from core.errors import NotFound, Unauthorized
+from core.errors import NotFound
 
 VIA = "web"
 DECIDED = 20  # the last decisions shown under the pending ones
@@ -69,14 +69,10 @@ async def live(ui: UiRequest) -> web.StreamResponse:
     seen = ui.http.headers.get("Last-Event-ID") or ui.query("seen")
     poll = min(POLL_S, ui.http.app.get(FOLLOW_POLL, POLL_S))
 
-    secret = ui.http.cookies.get(SESSION_COOKIE, "")
-
     async def boards() -> AsyncIterator[Sse]:
         last = seen
         while True:
-            try:  # signed out (or the token revoked) while the page is open: it is shown nothing more
-                ui.principal = await ui.shepherd.web_sessions.principal(secret)  # as who they are now
-            except Unauthorized:
+            if not await still_signed_in(ui):  # signed out (or the token revoked) while the page is open
                 yield Sse(event="end", data={})
                 return
             board = await ui.shepherd.approval_boards.of(ui.principal, decided=DECIDED)

@@ -250,20 +250,27 @@ def signed_in(route: UiRoute) -> web.Handler:
     return handler
 
 
+async def still_signed_in(ui: UiRequest) -> bool:
+    """Reads the session of a live page again, and acts as who it is now (a lowered role shows no controls it no
+    longer has); False once it has ended: signed out, expired, or its token revoked."""
+    try:
+        ui.principal = await ui.shepherd.web_sessions.principal(ui.http.cookies.get(SESSION_COOKIE, ""))
+    except Unauthorized:
+        return False
+    return True
+
+
 async def while_signed_in(ui: UiRequest, items: AsyncIterator[Sse]) -> AsyncIterator[Sse]:
     """A live page's `items` for as long as its session lasts: the session is read again before each event goes out
     (one read by primary key; a follow sends a tick's lines as one event), so signing out, its expiry or a revoked
     token stop the stream there with `end`, not when what it follows ends (a task's log went on streaming to a
     signed-out browser)."""
-    secret = ui.http.cookies.get(SESSION_COOKIE, "")
     try:
         async for item in items:
             if item.event == "end":  # shows nothing
                 yield item
                 return
-            try:  # and as who the session is now (a lowered role shows no controls it no longer has)
-                ui.principal = await ui.shepherd.web_sessions.principal(secret)
-            except Unauthorized:
+            if not await still_signed_in(ui):
                 yield Sse(event="end", data={})
                 return
             yield item

@@ -15,11 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from adapters.rest.sse import Sse, stream
-from adapters.web.auth import SESSION_COOKIE
+from adapters.web.auth import still_signed_in
 from adapters.web.ui import UiRequest, UiRoute
 from core.agents import AgentStatus
 from core.clock import utcnow
-from core.errors import Unauthorized
 from core.tasks.state import TaskStatus
 
 LIVE_EVERY_S = web.AppKey("ui_overview_live_s", float)  # how often the live overview reads the board again
@@ -66,16 +65,13 @@ async def overview(ui: UiRequest) -> web.StreamResponse:
 
 async def overview_live(ui: UiRequest) -> web.StreamResponse:
     every = ui.http.app.get(LIVE_EVERY_S, LIVE_DEFAULT_S)
-    secret = ui.http.cookies.get(SESSION_COOKIE, "")
 
     async def items() -> AsyncIterator[Sse]:
         shown = ""
         n = 0
         while True:
             await asyncio.sleep(every)
-            try:  # a signed-out or revoked session sees nothing more
-                ui.principal = await ui.shepherd.web_sessions.principal(secret)  # as who they are now
-            except Unauthorized:
+            if not await still_signed_in(ui):  # a signed-out or revoked session sees nothing more
                 yield Sse(event="end", data={})
                 return
             html = ui.fragment("overview_board.html", **await _board(ui))

@@ -9,8 +9,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from adapters.web.ui import UiRequest, UiRoute
-from core.errors import ValidationFailed
+from adapters.web.ui import UiRequest, UiRoute, whole_number
 from core.sessions.fields import LoopSettings
 
 PAGE = 25  # sessions per page
@@ -19,10 +18,8 @@ MAX_OFFSET = 1_000_000
 
 
 def _page_number(ui: UiRequest) -> int:
-    raw = ui.query("page", "1")
-    if not raw.isdecimal() or not 1 <= int(raw) <= MAX_OFFSET // PAGE:
-        raise ValidationFailed("page is a whole number from 1", code="INVALID_PAGE")
-    return int(raw)
+    return whole_number(ui.query("page", "1"), MAX_OFFSET // PAGE, code="INVALID_PAGE",
+                        message="page is a whole number from 1")
 
 
 async def sessions_page(ui: UiRequest) -> web.StreamResponse:

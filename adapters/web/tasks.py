@@ -15,8 +15,7 @@ from aiohttp import web
 
 from adapters.rest.sse import FOLLOW_POLL, Sse, stream
 from adapters.web.auth import while_signed_in
-from adapters.web.ui import UiRequest, UiRoute, see_other
-from core.autonomy.plans import Status
+from adapters.web.ui import UiRequest, UiRoute, see_other, whole_number
 from core.clock import as_utc, utcnow
 from core.errors import ValidationFailed
 from core.store.models import Confirmation, Task
@@ -75,10 +74,8 @@ def _list_query(ui: UiRequest) -> ListQuery:
     owner = ui.query("owner", "all").lower() or "all"
     if owner not in ("all", "me"):
         raise ValidationFailed("owner is me or all", code="INVALID_OWNER")
-    page_text = ui.query("page", "1") or "1"
-    if not page_text.isdecimal() or not 1 <= int(page_text) <= 100_000:
-        raise ValidationFailed("page is a number from 1", code="INVALID_PAGE")
-    return ListQuery(status, owner, ui.query("project")[:100], int(page_text))
+    page = whole_number(ui.query("page", "1") or "1", 100_000, code="INVALID_PAGE", message="page is a number from 1")
+    return ListQuery(status, owner, ui.query("project")[:100], page)
 
 
 async def tasks_page(ui: UiRequest) -> web.StreamResponse:
@@ -154,9 +151,7 @@ def status_context(ui: UiRequest, task: Task) -> dict[str, Any]:
 async def _confirmations(ui: UiRequest, task: Task) -> tuple[list[Confirmation], list[Confirmation]]:
     confs = ui.shepherd.confirmations
     pending = await confs.pending(ui.principal, task_id=task.id)
-    decided: list[Confirmation] = []
-    for status in (Status.APPROVED, Status.REJECTED, Status.EXPIRED, Status.VOID):
-        decided += await confs.history(ui.principal, status=status.value, task_id=task.id, limit=50)
+    decided = await confs.history(ui.principal, task_id=task.id, limit=200)
     decided.sort(key=lambda c: as_utc(c.decided_at or c.created_at), reverse=True)
     return pending, decided
 

@@ -65,6 +65,14 @@ class UiRequest:
         return render_text(self.http.app, template, **self.context(**extra))
 
 
+def whole_number(text: str, most: int, *, code: str, message: str) -> int:
+    """A query's count (a page, a limit) from 1 to `most`; `message` when it is none ("²" is a digit to
+    str.isdigit() and no number to int(): isdecimal)."""
+    if not text.isdecimal() or not 1 <= int(text) <= most:
+        raise ValidationFailed(message, code=code)
+    return int(text)
+
+
 def see_other(location: str) -> web.Response:
     """After a form: go to `location` (303, so a reload does not post again)."""
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})

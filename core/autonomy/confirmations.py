@@ -214,12 +214,13 @@ class Confirmations:
             return list(rows)
 
     async def history(
-        self, principal: Principal, *, status: str, task_id: str | None = None, limit: int = 100
+        self, principal: Principal, *, status: str | None = None, task_id: str | None = None, limit: int = 100
     ) -> list[Confirmation]:
-        """Decided confirmations of one status, newest first."""
+        """Decided confirmations of one status (None: every decided one), newest first."""
         principal.require(Scope.READ, "listing confirmations")
-        query = select(Confirmation).where(Confirmation.org_id == principal.org_id, Confirmation.status == status,
-                                           *shown_confirmations(principal))
+        query = select(Confirmation).where(Confirmation.org_id == principal.org_id, *shown_confirmations(principal),
+                                           Confirmation.status == status if status is not None
+                                           else Confirmation.status != Status.PENDING.value)
         if task_id:
             query = query.where(Confirmation.task_id == task_id)
         async with self.db.read() as session:
