@@ -163,11 +163,15 @@ async def test_a_slack_task_asks_a_subscribed_telegram_group_whose_tap_opens_the
             code = next(w for w in prompt["text"].split() if len(w) == 4 and w.isalnum() and w.isupper())
 
             # the flood-waited answer came too, once, and after the wait
-            await tg.wait_for(lambda: bool(_said(tg, GROUP, "api")) and len(tg.called("sendMessage")) >= 3)
+            await tg.wait_for(lambda: len(tg.called("sendMessage")) >= 2)
+            flooded = tg.called("sendMessage")[1].params["text"]  # the 429's
+            await tg.wait_for(lambda: sum(s.params["text"] == flooded for s in tg.called("sendMessage")) >= 2)
             assert len(_said(tg, GROUP, "approval channel of api")) == 1, "the redelivered /subscribe acted twice"
             sends = tg.called("sendMessage")
-            assert len(sends) >= 3 and sends[2].at - sends[1].at >= 0.9  # the 429, then the same after retry_after
-            assert sends[2].params["text"] == sends[1].params["text"]
+            # the 429, then the same message once, after retry_after (the task's prompt, another thread of the same
+            # group, may go out first: it waited for the same flood control)
+            again = [s for s in sends[2:] if s.params["text"] == sends[1].params["text"]]
+            assert len(again) == 1 and again[0].at - sends[1].at >= 0.9, [s.params["text"] for s in sends]
 
             root = next(m for m in slack.messages.values() if "add a greeting" in m.text and not m.thread_ts)
             await slack.wait_for(lambda: any(_slack_buttons(m) for m in slack.thread("C1", root.ts)), timeout=30)
