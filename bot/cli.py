@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot import runtime
 from bot.leader import Elector, asyncpg_dsn, elector
 from bot.migrate import current_revision, head_revision, upgrade
 from bot.settings import Settings, mask_url
@@ -172,6 +173,7 @@ async def _serve(settings: Settings, *, web_on: bool, worker_on: bool) -> None:
         if worker_on:
             background = Background(settings, shepherd, callback_url=callback_url)
             await background.start()
+        runtime.settle_heap()
         await stop.wait()
         log.info("shutting down")
     finally:
@@ -457,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "token":
             return asyncio.run(_token_create(settings, args.org, " ".join(args.scopes), args.user, args.label))
+        if args.cmd in ("serve", "worker", "console"):  # they run agents and git: child processes
+            runtime.watch_children_with_pidfds()
         return asyncio.run(runs[args.cmd]()) or 0
     except (CliError, ShepherdError) as exc:
         print(f"shepherd: {exc}", file=sys.stderr)

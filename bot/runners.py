@@ -37,6 +37,6 @@ def capabilities(kind: str, *, sandbox: bool = False) -> Capabilities:
 
 async def make_runner(settings: Settings) -> Runner:
     if settings.runner == "local":
-        return LocalRunner(settings.sandbox_view() if settings.sandbox else None)
+        return LocalRunner(settings.sandbox_view() if settings.sandbox else None, nice=settings.agent_nice)
     made: Runner = await runner_class(settings.runner).from_settings(settings)
     return made

