@@ -28,7 +28,7 @@ from core.paging import Cursor, decode, encode, scope_of
 from core.people.access import Principal, Scope
 from core.projects import find_project, resolve_project
 from core.store.db import Database
-from core.store.events import record, record_row
+from core.store.events import record
 from core.store.models import Agent, AgentType, Event, Project, table_of
 from core.textcheck import free_text, name_text
 
@@ -421,40 +421,40 @@ class Agents:
             # One statement, atomic by itself: the row locked and read as it was, changed, and its event written
             # (CTEs), so the action is one round trip to PostgreSQL instead of four (BEGIN, change, event, COMMIT).
             bound.update(actor=principal.actor, event=f"agent.{act.value}")
-            changed = before = (await self.db.change(_act_logged(act, may_raise), bound)).first()
-            if changed is None and (await self.db.rows(_AGENT_STATE, bound)):
-                changed = None  # the agent is there: the change was a raise without the approve scope
-            elif changed is None:
+            row = (await self.db.change(_act_logged(act, may_raise), bound)).first()
+            changed, before = (None, None) if row is None else ((row.status, row.autonomy_level),
+                                                                  (row.old_status, row.old_level))
+            if changed is None and not (await self.db.rows(_AGENT_STATE, bound)):
                 raise NotFound("Agent not found", code="AGENT_NOT_FOUND")
+            # (the agent is there and nothing changed: a raise without the approve scope)
         else:
-            async with self.db.write() as session:
-                conn = await session.connection()
-                # One writer holds the store (BEGIN IMMEDIATE): reading first costs no round trip and no race.
-                before = (await conn.execute(_AGENT_STATE, bound)).first()
+            # Three statements straight on the driver's connection (Database.direct), in a savepoint of the writes
+            # committed together. One writer holds the store (BEGIN IMMEDIATE): reading first costs nothing.
+            async with self.db.direct() as sql:
+                before = await sql.first(_AGENT_STATE, bound)
                 changed = None
                 if before is None:  # no such agent here (another org's is not ours to reveal)
                     raise NotFound("Agent not found", code="AGENT_NOT_FOUND")
-                changed = (await conn.execute(_act_statement(act, may_raise, old=False), bound)).first()
+                changed = await sql.first(_act_statement(act, may_raise, old=False), bound)
                 if changed is not None:
-                    await record_row(
-                        conn, principal, "agent", f"agent.{act.value}", agent_id=agent_id, at=now,
-                        payload={
-                            "previousStatus": before.old_status, "currentStatus": changed.status,
-                            "previousLevel": before.old_level, "currentLevel": changed.autonomy_level,
-                        },
-                    )
+                    await sql.rows(_EVENT, {
+                        "org_id": principal.org_id, "agent_id": agent_id, "task_id": None, "category": "agent",
+                        "name": f"agent.{act.value}", "actor": principal.actor, "occurred_at": now,
+                        "payload": {"previousStatus": before[0], "currentStatus": changed[0],
+                                    "previousLevel": before[1], "currentLevel": changed[1]},
+                    })
         if changed is None or before is None:  # nothing changed: a raise without the approve scope
             principal.require(Scope.APPROVE, "raising an agent's autonomy")
             raise AssertionError("only a raise without the approve scope changes nothing")  # pragma: no cover
-        before_status, before_level = before.old_status, before.old_level
+        (before_status, before_level), (status, level) = before[:2], changed[:2]
         return ActionResult(
             agent_id=agent_id,
             action=act,
             timestamp=now,
             previous_status=before_status,
-            current_status=changed.status,
+            current_status=status,
             previous_level=before_level,
-            current_level=changed.autonomy_level,
+            current_level=level,
             uptime=0 if act is AgentAction.RESTART else None,
         )
 
@@ -465,6 +465,7 @@ _A = table_of(Agent)
 _EVENTS = table_of(Event)
 _ORG: BindParameter[str] = bindparam("org", type_=_A.c.org_id.type)
 
+_EVENT = insert(_EVENTS)
 _AGENT_STATE = select(_A.c.status.label("old_status"), _A.c.autonomy_level.label("old_level")).where(
     _A.c.id == bindparam("agent"), _A.c.org_id == _ORG)
 

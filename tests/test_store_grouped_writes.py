@@ -154,3 +154,59 @@ async def test_an_in_memory_sqlite_url_is_refused_with_a_clear_message() -> None
     for url in ("sqlite:///:memory:", "sqlite://"):
         with pytest.raises(ShepherdError, match="SQLite in memory is not supported"):
             Database(url)
+
+
+# --- Database.direct: a hot path's statements straight on the driver's connection -----------------------------
+
+
+async def test_a_direct_write_stores_what_the_orm_stores_undoes_only_itself_and_reports_conflicts(
+    tmp_path: Path,
+) -> None:
+    from datetime import datetime
+
+    from sqlalchemy import insert as core_insert
+    from sqlmodel import select
+
+    from core.errors import Conflict
+    from core.store.models import Event, table_of
+
+    db = Database(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        from sqlmodel import SQLModel
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.create_all)
+        await _table(db)
+        at = datetime(2026, 12, 1, 6, 30, 15, 123456)
+        event = core_insert(table_of(Event))
+        row = {"org_id": "o1", "agent_id": "a1", "task_id": None, "category": "agent", "name": "agent.x",
+               "actor": "user:me", "payload": {"level": 3, "note": "ünïcode"}, "occurred_at": at}
+
+        async def good() -> None:
+            async with db.direct() as sql:
+                await sql.rows(event, row)
+
+        async def bad() -> None:
+            async with db.direct() as sql:
+                await sql.rows(event, {**row, "name": "agent.undone"})
+                await sql.rows(text("INSERT INTO t VALUES (:v)"), {"v": "dup"})
+                await sql.rows(text("INSERT INTO t VALUES (:v)"), {"v": "dup"})  # a unique violation
+
+        results = await asyncio.gather(good(), bad(), _insert(db, "beside"), return_exceptions=True)
+        assert results[0] is None and results[2] is None
+        assert isinstance(results[1], Conflict) and results[1].status == 409
+        async with db.read() as session:
+            events = list(await session.exec(select(Event)))
+        # read back by the ORM as it reads its own rows: the time and the JSON as they were given
+        assert [(e.name, e.payload, e.occurred_at.replace(tzinfo=None)) for e in events] == [
+            ("agent.x", {"level": 3, "note": "ünïcode"}, at)]
+        assert _on_disk(tmp_path / "s.db") == {"beside"}  # the failed block's own rows undone, its neighbours kept
+        # inside a unit of work a direct write is part of the unit (rolled back with it)
+        with pytest.raises(RuntimeError):
+            async with db.unit():
+                async with db.direct() as sql:
+                    await sql.rows(text("INSERT INTO t VALUES (:v)"), {"v": "in-unit"})
+                raise RuntimeError("the unit fails")
+        assert "in-unit" not in _on_disk(tmp_path / "s.db")
+    finally:
+        await db.dispose()

@@ -258,8 +258,9 @@ _NICELY = '{ echo "$1" > /proc/self/autogroup; } 2>/dev/null; n="$1"; nice="$2";
 def _startable(program: str, path: str, cwd: Path) -> None:
     """Raises what starting `program` itself would have (no such program, not executable), as exec finds it: by
     PATH for a bare name, else from the process's working directory."""
+    found: str | None
     if os.sep in program:
-        found: str | None = str(cwd / program)
+        found = str(cwd / program)
         if not os.path.exists(found):  # noqa: PTH110 (the same test exec makes)
             found = None
     else:

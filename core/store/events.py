@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.people.access import Principal, Scope
 from core.store.db import Database
-from core.store.models import Event, table_of
+from core.store.models import Event
 
 
 async def record(
@@ -40,25 +37,6 @@ async def record(
     return event
 
 
-_INSERT = insert(table_of(Event))
-
-
-async def record_row(
-    conn: AsyncConnection,
-    principal: Principal,
-    category: str,
-    name: str,
-    *,
-    at: datetime,
-    agent_id: str | None = None,
-    task_id: str | None = None,
-    payload: dict[str, Any] | None = None,
-) -> None:
-    """`record` for a hot path that writes through Core statements: one INSERT, no ORM object to flush."""
-    await conn.execute(_INSERT, {
-        "org_id": principal.org_id, "agent_id": agent_id, "task_id": task_id, "category": category, "name": name,
-        "actor": principal.actor, "payload": payload or {}, "occurred_at": at,
-    })
 
 
 class Events:

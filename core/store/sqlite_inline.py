@@ -77,6 +77,11 @@ class InlineConnection(AdaptedConnection):
         self._changes = connection.total_changes
 
     @property
+    def driver(self) -> sqlite3.Connection:
+        """The sqlite3 connection itself (core.store.db.Direct runs hot statements on it)."""
+        return self._raw
+
+    @property
     def isolation_level(self) -> str | None:
         return self._raw.isolation_level
 
