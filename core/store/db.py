@@ -13,8 +13,8 @@ import asyncio
 import itertools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, cast
@@ -366,43 +366,21 @@ class Database:
             except IntegrityError as exc:
                 raise _conflict() from exc
             return
-        me = asyncio.current_task()
-        if me is not None and me in self._writing:
-            # SQLite's writers take turns on one lock: a second write inside the first waits for itself forever
-            raise RuntimeError("a write transaction was opened inside another in the same task: pass the session")
-        if me is not None:
-            self._writing.add(me)
-        try:
-            if self._write_turn is None:
-                async with self._sessions() as session, session.begin():
-                    yield session
-                return
-            # SQLite: the write turn, then the block as a savepoint of the group's transaction; after the turn is
-            # given back, the wait for the group's commit. Writers that arrive together share one commit (one
-            # fsync, one hand-off to the commit thread) instead of taking one each in turn.
-            member: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            async with self._write_turn:
-                group = self._group or await self._open_group()
-                try:
-                    async with group.session.begin_nested():
-                        yield group.session
-                finally:
-                    # what the block loaded is its own: the next writer starts from the store, not its objects
-                    group.session.expunge_all()
-                    if not group.raw.in_transaction:
-                        await self._lost(group)  # SQLite ended the transaction: its writers learn it now
-                    elif self._flusher is None or self._flusher.done():
-                        self._flusher = asyncio.get_running_loop().create_task(self._flush())
-                group.members.append(member)
-                if group.lost:
-                    raise TransactionLost("the store rolled back the writes made together with this one; nothing "
-                                          "of it was written: try again")
-            await member
-        except IntegrityError as exc:
-            raise _conflict() from exc
-        finally:
-            if me is not None:
-                self._writing.discard(me)
+        if self._write_turn is None:
+            try:
+                with self._one_write():
+                    async with self._sessions() as session, session.begin():
+                        yield session
+            except IntegrityError as exc:
+                raise _conflict() from exc
+            return
+        async with self._in_group() as group:
+            try:
+                async with group.session.begin_nested():
+                    yield group.session
+            finally:
+                # what the block loaded is its own: the next writer starts from the store, not its objects
+                group.session.expunge_all()
 
     @asynccontextmanager
     async def direct(self) -> AsyncIterator[Direct]:
@@ -413,41 +391,59 @@ class Database:
             async with self.write() as session:
                 yield Direct(self, None, session)
             return
+        async with self._in_group() as group:
+            raw = group.raw.driver
+            name = f"direct_{next(self._savepoints)}"
+            raw.execute(f'SAVEPOINT "{name}"')
+            try:
+                yield Direct(self, raw, None)
+                raw.execute(f'RELEASE SAVEPOINT "{name}"')
+            except BaseException:
+                if raw.in_transaction:  # else SQLite ended it all: the group's writers learn it
+                    raw.execute(f'ROLLBACK TO SAVEPOINT "{name}"')
+                    raw.execute(f'RELEASE SAVEPOINT "{name}"')
+                raise
+
+    @contextmanager
+    def _one_write(self) -> Iterator[None]:
+        """A task's write transaction, refused inside another of the same task: SQLite's writers take turns on one
+        lock, so a second write inside the first would wait for itself forever."""
         me = asyncio.current_task()
         if me is not None and me in self._writing:
             raise RuntimeError("a write transaction was opened inside another in the same task: pass the session")
         if me is not None:
             self._writing.add(me)
         try:
-            member: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            async with self._write_turn:
-                group = self._group or await self._open_group()
-                raw = group.raw.driver
-                name = f"direct_{next(self._savepoints)}"
-                raw.execute(f'SAVEPOINT "{name}"')
-                try:
-                    yield Direct(self, raw, None)
-                    raw.execute(f'RELEASE SAVEPOINT "{name}"')
-                except BaseException:
-                    if raw.in_transaction:  # else SQLite ended it all: its writers learn it below
-                        raw.execute(f'ROLLBACK TO SAVEPOINT "{name}"')
-                        raw.execute(f'RELEASE SAVEPOINT "{name}"')
-                    raise
-                finally:
-                    if not raw.in_transaction:
-                        await self._lost(group)
-                    elif self._flusher is None or self._flusher.done():
-                        self._flusher = asyncio.get_running_loop().create_task(self._flush())
-                group.members.append(member)
-                if group.lost:
-                    raise TransactionLost("the store rolled back the writes made together with this one; nothing "
-                                          "of it was written: try again")
-            await member
-        except sqlite3.IntegrityError as exc:
-            raise _conflict() from exc
+            yield
         finally:
             if me is not None:
                 self._writing.discard(me)
+
+    @asynccontextmanager
+    async def _in_group(self) -> AsyncIterator[_Group]:
+        """SQLite: the write turn, then the caller's block (its own savepoint) in the group's transaction; after the
+        turn is given back, the wait for the group's commit. Writers that arrive together share one commit (one
+        fsync, one hand-off to the commit thread) instead of taking one each in turn."""
+        assert self._write_turn is not None
+        try:
+            with self._one_write():
+                member: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                async with self._write_turn:
+                    group = self._group or await self._open_group()
+                    try:
+                        yield group
+                    finally:
+                        if not group.raw.in_transaction:
+                            await self._lost(group)  # SQLite ended the transaction: its writers learn it now
+                        elif self._flusher is None or self._flusher.done():
+                            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+                    group.members.append(member)
+                    if group.lost:
+                        raise TransactionLost("the store rolled back the writes made together with this one; "
+                                              "nothing of it was written: try again")
+                await member
+        except (IntegrityError, sqlite3.IntegrityError) as exc:
+            raise _conflict() from exc
 
     async def _open_group(self) -> _Group:
         session = self._sessions()
