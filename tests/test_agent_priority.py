@@ -62,6 +62,7 @@ async def test_a_nicer_start_still_says_which_program_is_missing_or_not_executab
     assert await _lines(runner, _spec(tmp_path, ["./agent.sh"])) == ["hi"]  # found from the working directory
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="Python 3.12 watches children by pidfd by itself")
 def test_children_are_watched_without_a_thread_each() -> None:
     policy = asyncio.get_event_loop_policy()
     with warnings.catch_warnings():
@@ -83,3 +84,29 @@ def test_children_are_watched_without_a_thread_each() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             policy.set_child_watcher(previous)
+
+
+async def test_the_first_executable_on_path_starts_as_exec_would_find_it(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "myagent").write_text("#!/bin/sh\necho wrong\n")  # there, not executable: exec passes it by
+    (second / "myagent").write_text("#!/bin/sh\necho right\n")
+    (second / "myagent").chmod(0o755)
+    spec = RunSpec(argv=["myagent"], cwd=tmp_path, env={"PATH": f"{first}:{second}:/usr/bin:/bin"}, idle_timeout=20,
+                   hard_timeout=30, task_id="t1", org_id="org1", turn=1, runtime="custom")
+    assert await _lines(LocalRunner(nice=10), spec) == ["right"]
+    assert await _lines(LocalRunner(), spec) == ["right"]
+
+
+async def test_without_nice_installed_only_the_session_group_is_made_nicer(tmp_path: Path) -> None:
+    runner = LocalRunner(nice=6)
+    runner._nice_program = None  # as on a host without coreutils' nice
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    code = "import os; print('agent', os.getpriority(os.PRIO_PROCESS, 0))"
+    if AUTOGROUP.exists():
+        code += "; print('group', open('/proc/self/autogroup').read().split()[-1])"
+    lines = await _lines(runner, _spec(tmp_path, [sys.executable, "-c", code]))
+    assert f"agent {ours}" in lines, lines
+    if AUTOGROUP.exists():
+        assert "group 6" in lines, lines

@@ -210,3 +210,25 @@ async def test_a_direct_write_stores_what_the_orm_stores_undoes_only_itself_and_
         assert "in-unit" not in _on_disk(tmp_path / "s.db")
     finally:
         await db.dispose()
+
+
+async def test_a_direct_statement_missing_a_value_or_taking_a_list_is_refused_not_stored_as_null(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import bindparam, column, table
+    from sqlalchemy import insert as core_insert
+    from sqlalchemy import select as core_select
+
+    db = Database(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        await _table(db)
+        t = table("t", column("v"))
+        with pytest.raises(ValueError, match="without a value for v"):
+            async with db.direct() as sql:
+                await sql.rows(core_insert(t).values(v=bindparam("v")), {})
+        with pytest.raises(ValueError, match="IN"):
+            async with db.direct() as sql:
+                await sql.rows(core_select(t.c.v).where(t.c.v.in_(bindparam("vs", expanding=True))), {"vs": ["a"]})
+        assert _on_disk(tmp_path / "s.db") == set()
+    finally:
+        await db.dispose()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ from core.runners.clock import WATCH_INTERVAL_S, TurnClock
 from core.runners.probe import SandboxReport, probe
 from core.runners.sandbox import SandboxView, bwrap_argv
 from core.textcheck import without_controls
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 MAX_LINE_CHARS = 4000  # a longer line is cut: logs are for people, and one line must not fill the store
@@ -252,7 +255,7 @@ class LocalHandle:
 # of a core (each system call of a starting turn took 8 ms). The session's group gets the niceness (best effort:
 # the kernel may refuse), then nice(1) gives it to the agent's processes for hosts without autogroup. Set in the
 # child, not by Shepherd after the start: a starved server set it seconds late. exec keeps the agent's pid.
-_NICELY = '{ echo "$1" > /proc/self/autogroup; } 2>/dev/null; n="$1"; nice="$2"; shift 2; exec "$nice" -n "$n" "$@"'
+_NICELY = '{ echo "$1" > /proc/self/autogroup; } 2>/dev/null; shift; exec "$@"'
 
 
 def _startable(program: str, path: str, cwd: Path) -> None:
@@ -263,8 +266,8 @@ def _startable(program: str, path: str, cwd: Path) -> None:
         found = str(cwd / program)
         if not os.path.exists(found):  # noqa: PTH110 (the same test exec makes)
             found = None
-    else:
-        found = shutil.which(program, mode=os.F_OK, path=path)
+    else:  # the first executable one on PATH, as exec takes it; one that is there but not executable says so
+        found = shutil.which(program, path=path) or shutil.which(program, mode=os.F_OK, path=path)
     if found is None:
         raise RunnerError(f"cannot start {program!r}: no such program", code="AGENT_UNAVAILABLE")
     if os.path.isdir(found) or not os.access(found, os.X_OK):
@@ -286,6 +289,9 @@ class LocalRunner:
         thread among a hundred, and the last turns started seconds late."""
         self.nice = nice
         self._nice_program = shutil.which("nice") if nice else None
+        if nice and self._nice_program is None:
+            log.warning("nice(1) is not installed: agents run at Shepherd's own niceness (only their session's "
+                        "scheduling group is made nicer, where the kernel has autogroup)")
         self._checked: tuple[float, SandboxReport] | None = None
         self._checking = asyncio.Lock()
         self.sandbox = sandbox  # the view turns will ask for (SHEPHERD_SANDBOX), for `ready`
@@ -334,11 +340,12 @@ class LocalRunner:
             argv = await asyncio.to_thread(bwrap_argv, bwrap, spec.argv, cwd=spec.cwd, env=spec.env,
                                            view=spec.sandbox, program=spec.program)
             cwd = spec.sandbox.workspace or spec.cwd
-        if self._nice_program is not None:
+        if self.nice:
             # through nice(1): a niceness set by Python in the child would cost vfork (preexec_fn), and one set after
             # the start would miss what the agent starts first. A program that is not there is still said so here.
             _startable(argv[0], spec.env.get("PATH", os.defpath), cwd)
-            argv = ["/bin/sh", "-c", _NICELY, "shepherd-agent", str(self.nice), self._nice_program, *argv]
+            nicer = [self._nice_program, "-n", str(self.nice)] if self._nice_program else []
+            argv = ["/bin/sh", "-c", _NICELY, "shepherd-agent", str(self.nice), *nicer, *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=dict(spec.env), stdin=asyncio.subprocess.DEVNULL,

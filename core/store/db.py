@@ -188,9 +188,10 @@ class Direct:
     """The statements of one write, for hot paths: SQLAlchemy Core statements compiled once, then on SQLite run
     straight on the driver's connection, on the event loop (a statement through SQLAlchemy's execution layer costs
     0.1-0.3 ms of loop CPU, on sqlite3 a few microseconds). Parameters go through SQLAlchemy's own bind processors,
-    so a value is stored exactly as the ORM stores it (a time, a JSON column). Rows come back as the driver gives
-    them: read only columns stored as they are read (text, integers). Elsewhere (PostgreSQL, inside a unit of
-    work) the same calls run through the session's connection."""
+    so a value is stored exactly as the ORM stores it (a time, a JSON column); every value is given (no column
+    default is applied) and no parameter is a list (no IN). Rows come back as the driver gives them: read only
+    columns stored as they are read (text, integers). Elsewhere (PostgreSQL, inside a unit of work) the same calls
+    run through the session's connection."""
 
     def __init__(self, db: Database, raw: sqlite3.Connection | None, session: AsyncSession | None) -> None:
         self._db = db
@@ -272,9 +273,19 @@ class Database:
         if found is None or found[0] is not statement:
             compiled = cast(Any, statement).compile(dialect=self.engine.sync_engine.dialect, column_keys=list(params))
             names = list(compiled.positiontup or ())
-            processors = {name: fn for name, fn in compiled._bind_processors.items() if name in names}
+            binds = {bind.key: bind for bind in compiled.binds.values()}
+            if any(binds[name].expanding for name in names if name in binds):
+                raise ValueError("Direct runs no IN (...) of a list: use the session")
+            # what the statement fixes itself (a CASE's values); anything else must be given: no column defaults
+            # are applied here (SQLAlchemy applies them in its execution context, which this skips)
             fixed = {name: value for name, value in compiled.construct_params(_check=False).items()
-                     if name not in params}
+                     if name not in params and name in binds and not binds[name].required and value is not None}
+            missing = [name for name in names if name not in params and name not in fixed]
+            if missing:
+                raise ValueError(f"Direct statement without a value for {', '.join(missing)}")
+            processors = {name: fn for name, fn in compiled._bind_processors.items() if name in names}
+            if len(self._statements) >= 512:  # statements are built once; a caller building them per call is capped
+                self._statements.clear()
             found = self._statements[key] = (statement, (compiled.string, names, processors, fixed))
         return found[1]
 
