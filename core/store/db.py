@@ -273,7 +273,7 @@ class Database:
         if found is None or found[0] is not statement:
             compiled = cast(Any, statement).compile(dialect=self.engine.sync_engine.dialect, column_keys=list(params))
             names = list(compiled.positiontup or ())
-            binds = {bind.key: bind for bind in compiled.binds.values()}
+            binds = compiled.binds  # by the names the SQL gives its parameters
             if any(binds[name].expanding for name in names if name in binds):
                 raise ValueError("Direct runs no IN (...) of a list: use the session")
             # what the statement fixes itself (a CASE's values); anything else must be given: no column defaults
