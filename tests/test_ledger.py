@@ -79,3 +79,16 @@ async def test_an_item_that_keeps_failing_is_given_up_after_five_attempts(shephe
     assert await ledger.due("slack") == []
     row = await ledger.get("slack", "event:X")
     assert row is not None and (row.status, row.attempts) == ("failed", 5)
+
+
+async def test_copies_of_one_item_in_one_burst_are_taken_once_and_counted(shepherd: Shepherd) -> None:
+    """Items arriving together are recorded together: a copy of an item new in the same burst is in hand, not new,
+    and its arrival is counted as a redelivery; a known item's copy is counted too."""
+    ledger = shepherd.ledger
+    assert await ledger.receive("slack", "event:K", "acme", {"n": 0})
+    results = await asyncio.gather(*(ledger.receive("slack", key, "acme", {"n": 1})
+                                     for key in ("event:B", "event:B", "event:K", "event:B")))
+    assert results == [True, False, False, False]
+    new, known = await ledger.get("slack", "event:B"), await ledger.get("slack", "event:K")
+    assert new is not None and (new.status, new.attempts, new.redeliveries, new.payload) == ("received", 1, 2, {"n": 1})
+    assert known is not None and (known.attempts, known.redeliveries, known.payload) == (1, 1, {"n": 0})
