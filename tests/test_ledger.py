@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from sqlmodel import select
 
+from core.channels.ledger import Ledger
 from core.clock import utcnow
 from core.shepherd import Shepherd
 from core.store.models import Delivery
@@ -92,3 +93,10 @@ async def test_copies_of_one_item_in_one_burst_are_taken_once_and_counted(shephe
     new, known = await ledger.get("slack", "event:B"), await ledger.get("slack", "event:K")
     assert new is not None and (new.status, new.attempts, new.redeliveries, new.payload) == ("received", 1, 2, {"n": 1})
     assert known is not None and (known.attempts, known.redeliveries, known.payload) == (1, 1, {"n": 0})
+
+
+async def test_copies_in_one_burst_are_in_hand_even_with_no_lease(shepherd: Shepherd) -> None:
+    """A copy of an item new in the same burst is in hand on both stores, however short the lease."""
+    ledger = Ledger(shepherd.db, lease_s=0)
+    results = await asyncio.gather(*(ledger.receive("slack", "event:Z", "acme", {}) for _ in range(3)))
+    assert results == [True, False, False]

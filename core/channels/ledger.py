@@ -51,6 +51,13 @@ def _taken(status: str, next_at: datetime, now: datetime) -> bool:
     return status == ItemStatus.FAILED or (status == ItemStatus.RECEIVED and as_utc(next_at) <= now)
 
 
+def _new_row(source: str, key: str, org_id: str, payload: dict[str, Any], now: datetime,
+             lease: datetime) -> dict[str, Any]:
+    """A new item's row, every column given (the INSERT is a Core statement: no model defaults)."""
+    return {"source": source, "key": key, "org_id": org_id, "payload": payload, "status": ItemStatus.RECEIVED.value,
+            "attempts": 1, "redeliveries": 0, "next_at": lease, "error": None, "received_at": now, "done_at": None}
+
+
 _D = Delivery.__table__  # type: ignore[attr-defined]
 _KEY = (col(Delivery.source) == bindparam("b_source"), col(Delivery.key) == bindparam("b_key"))
 _FIND = select(col(Delivery.status), col(Delivery.next_at)).where(*_KEY)
@@ -127,10 +134,7 @@ class Ledger:
                     answers.append(False)
                     continue
                 if (source, key) not in known:
-                    new[(source, key)] = {
-                        "source": source, "key": key, "org_id": org_id, "payload": payload,
-                        "status": ItemStatus.RECEIVED.value, "attempts": 1, "redeliveries": 0, "next_at": lease,
-                        "error": None, "received_at": now, "done_at": None}
+                    new[(source, key)] = _new_row(source, key, org_id, payload, now, lease)
                     answers.append(True)
                     continue
                 taken = _taken(*known[(source, key)], now)
@@ -139,8 +143,8 @@ class Ledger:
                 if taken:
                     known[(source, key)] = (ItemStatus.RECEIVED.value, lease)
                 answers.append(taken)
-            if new:
-                await conn.execute(_ADD, list(new.values()))
+            if new:  # in key order: two processes inserting overlapping keys take their locks in one order
+                await conn.execute(_ADD, [new[k] for k in sorted(new)])
         return answers
 
     async def _record_inline(self, batch: list[_Item], now: datetime, lease: datetime) -> list[bool | BaseException]:
@@ -149,19 +153,20 @@ class Ledger:
         second copy of the same item in the batch seeing the first. A burst of acks paid an ORM object and its flush
         per item before."""
         answers: list[bool | BaseException] = []
+        fresh: set[tuple[str, str]] = set()  # new in this batch: a second copy is in hand (as on PostgreSQL)
         async with self.db.direct() as sql:
             for source, key, org_id, payload, _ in batch:
                 where = {"b_source": source, "b_key": key}
                 found = await sql.first(_FIND, where)
                 if found is None:
-                    await sql.rows(_ADD, {
-                        "source": source, "key": key, "org_id": org_id, "payload": payload,
-                        "status": ItemStatus.RECEIVED.value, "attempts": 1, "redeliveries": 0, "next_at": lease,
-                        "error": None, "received_at": now, "done_at": None})
+                    await sql.rows(_ADD, _new_row(source, key, org_id, payload, now, lease))
+                    fresh.add((source, key))
                     answers.append(True)
                     continue
                 status, next_at = found
-                taken = _taken(status, datetime.fromisoformat(next_at), now)
+                if isinstance(next_at, str):  # as SQLite stores it (Direct gives rows as the driver does)
+                    next_at = datetime.fromisoformat(next_at)
+                taken = (source, key) not in fresh and _taken(status, next_at, now)
                 await sql.rows(_TAKE if taken else _AGAIN, {**where, "b_lease": lease} if taken else where)
                 answers.append(taken)
         return answers
