@@ -153,6 +153,13 @@ async def test_a_turn_runs_confined_and_its_work_comes_back_through_the_archive(
 async def test_pause_freezes_a_container_and_kill_ends_it(docker: DockerAPI, real_engine: Engine) -> None:
     container = await docker.container(real_engine.image, ["python3", "-c", TICKING], volume=await docker.volume())
     await docker.call("POST", f"/containers/{container}/start")
+    # running for real before the pause (on a busy machine the interpreter had not printed a line yet: CI saw it)
+    for _ in range(600):
+        if "tick" in await docker.logs(container):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the container printed nothing within 60 s")
     await docker.call("POST", f"/containers/{container}/pause")
     state = (await docker.json("GET", f"/containers/{container}/json"))["State"]
     assert state["Paused"] is True and state["Status"] == "paused"
