@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from sqlalchemy import Executable, Result, Row, event, text
@@ -27,6 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import Conflict, ShepherdError, TryLater
 from core.store import sqlite_inline  # registers sqlite+shepherd://
+from core.store.direct import Direct, Statements
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_POOL = 32  # connections kept open (and as many more at a peak)
@@ -181,40 +182,6 @@ class TransactionLost(TryLater):
 
 
 
-_Compiled = tuple[str, list[str], dict[str, Any], dict[str, Any]]
-
-
-class Direct:
-    """The statements of one write, for hot paths: SQLAlchemy Core statements compiled once, then on SQLite run
-    straight on the driver's connection, on the event loop (a statement through SQLAlchemy's execution layer costs
-    0.1-0.3 ms of loop CPU, on sqlite3 a few microseconds). Parameters go through SQLAlchemy's own bind processors,
-    so a value is stored exactly as the ORM stores it (a time, a JSON column); every value is given (no column
-    default is applied) and no parameter is a list (no IN). Rows come back as the driver gives them: read only
-    columns stored as they are read (text, integers). Elsewhere (PostgreSQL, inside a unit of work) the same calls
-    run through the session's connection."""
-
-    def __init__(self, db: Database, raw: sqlite3.Connection | None, session: AsyncSession | None) -> None:
-        self._db = db
-        self._raw = raw
-        self._session = session
-
-    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        if self._raw is None:
-            assert self._session is not None
-            result = await (await self._session.connection()).execute(statement, params)
-            return [tuple(row) for row in result.all()] if result.returns_rows else []
-        sql, names, processors, fixed = self._db._compiled(statement, params)
-        bound = []
-        for name in names:
-            value = params[name] if name in params else fixed[name]
-            bound.append(processors[name](value) if name in processors else value)
-        return self._raw.execute(sql, bound).fetchall()
-
-    async def first(self, statement: Executable, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        found = await self.rows(statement, params)
-        return found[0] if found else None
-
-
 class Database:
     """Sessions for reading and for writing. On SQLite, writers in one process take turns.
 
@@ -261,33 +228,8 @@ class Database:
         self._writing: set[asyncio.Task[Any]] = set()  # tasks inside a write transaction now
         self._group: _Group | None = None  # SQLite: the open transaction the next writers join
         self._flusher: asyncio.Task[None] | None = None
-        self._statements: dict[tuple[int, frozenset[str]], tuple[Executable, _Compiled]] = {}
+        self._statements = Statements(self.engine.sync_engine.dialect)  # what Direct runs on SQLite's driver
         self._savepoints = itertools.count()
-
-    def _compiled(self, statement: Executable, params: Mapping[str, Any]) -> _Compiled:
-        """(SQL, its parameters' names in order, their bind processors, the values of its literals) of a statement
-        built once (a module's constant or an lru_cache'd builder: kept by identity), compiled for this store's
-        dialect on first use."""
-        key = (id(statement), frozenset(params))
-        found = self._statements.get(key)
-        if found is None or found[0] is not statement:
-            compiled = cast(Any, statement).compile(dialect=self.engine.sync_engine.dialect, column_keys=list(params))
-            names = list(compiled.positiontup or ())
-            binds = compiled.binds  # by the names the SQL gives its parameters
-            if any(binds[name].expanding for name in names if name in binds):
-                raise ValueError("Direct runs no IN (...) of a list: use the session")
-            # what the statement fixes itself (a CASE's values); anything else must be given: no column defaults
-            # are applied here (SQLAlchemy applies them in its execution context, which this skips)
-            fixed = {name: value for name, value in compiled.construct_params(_check=False).items()
-                     if name not in params and name in binds and not binds[name].required and value is not None}
-            missing = [name for name in names if name not in params and name not in fixed]
-            if missing:
-                raise ValueError(f"Direct statement without a value for {', '.join(missing)}")
-            processors = {name: fn for name, fn in compiled._bind_processors.items() if name in names}
-            if len(self._statements) >= 512:  # statements are built once; a caller building them per call is capped
-                self._statements.clear()
-            found = self._statements[key] = (statement, (compiled.string, names, processors, fixed))
-        return found[1]
 
     @property
     def dialect(self) -> str:
@@ -400,14 +342,14 @@ class Database:
         statements; a unique or foreign-key violation is a 409."""
         if self._write_turn is None or self._joined() is not None:
             async with self.write() as session:
-                yield Direct(self, None, session)
+                yield Direct(self._statements, None, session)
             return
         async with self._in_group() as group:
             raw = group.raw.driver
             name = f"direct_{next(self._savepoints)}"
             raw.execute(f'SAVEPOINT "{name}"')
             try:
-                yield Direct(self, raw, None)
+                yield Direct(self._statements, raw, None)
                 raw.execute(f'RELEASE SAVEPOINT "{name}"')
             except BaseException:
                 if raw.in_transaction:  # else SQLite ended it all: the group's writers learn it
