@@ -13,9 +13,11 @@ event loop that made them, so the browser tests run in the session's loop: a mod
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -84,6 +86,29 @@ class UiRig:
         if SCREENSHOTS:
             Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
             await (page or self.page).screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+
+
+async def until(page: Any, expression: str, arg: Any = None, timeout: float = 15.0) -> None:
+    """Wait until `expression` (a JavaScript expression, or a function of `arg`) is truthy in the page.
+
+    Playwright's own `wait_for_function` evaluates its predicate with `eval` inside the page on every poll, which
+    the dashboard's Content-Security-Policy (script-src 'self') refuses once the predicate is not true at its first
+    look. Each look here is a `page.evaluate`, which the browser runs for its debugger, outside the page's CSP; a
+    look that fails while the page navigates counts as not yet.
+    """
+    from playwright.async_api import Error
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if await page.evaluate(expression, arg):
+                return
+            why = "false"
+        except Error as e:  # a navigation under way (a form posted, a redirect), an element not there yet
+            why = str(e).splitlines()[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page never satisfied: {expression} (last look: {why})")
+        await asyncio.sleep(0.05)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -239,6 +239,10 @@ async def test_run_from_a_telegram_chat_streams_one_status_message_and_a_reply_i
             outcomes = _said(tg, MEMBER, "succeeded")
             first_outcomes = len(outcomes)
 
+            # a person reads it before replying: Shepherd learns a posted message's id from Telegram's answer and
+            # records it in the write after the post, so a reply pushed the instant the fake saw the post (faster
+            # than any phone shows it) can find it not yet known on a busy machine, and reads as a command
+            await asyncio.sleep(1.0)
             tg.push(_message("now say goodbye", sender=MEMBER, chat=MEMBER, reply_to=status[0]))
             await tg.wait_for(lambda: len(_said(tg, MEMBER, "succeeded")) > first_outcomes, timeout=60)
             tasks = await asyncio.to_thread(home.run, "console", "-c", "tasks")

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from core.people.access import Principal, Role
-from tests.browser import UiRig, served_ui
+from tests.browser import UiRig, served_ui, until
 from tests.test_web_overview import ANA, links_answer
 
 GLOBEX = Principal.for_role("globex", "gil", Role.ADMIN, "test")
@@ -125,7 +125,7 @@ async def test_an_agents_page_sets_its_level_and_suspends_and_resumes_it_by_clic
     else:
         raise AssertionError("Tab never reached the Resume button")
     await page.keyboard.press("Enter")
-    await page.wait_for_function("document.getElementById('agent-status').textContent === 'active'")
+    await until(page, "document.getElementById('agent-status').textContent === 'active'")
     assert (await ui.shepherd.agents.get(ANA, agent.id)).agent.status == "ACTIVE"
 
     events = await page.locator("#events tbody tr").all_inner_texts()

@@ -17,7 +17,7 @@ from core.autonomy.plans import Plan
 from core.people.access import Principal
 from core.tasks.evidence import ActionRecord, ActionResult, Evidence, TaskAction
 from core.tasks.follow import last_log_id
-from tests.browser import UiRig, served_ui
+from tests.browser import UiRig, served_ui, until
 
 CSRF = re.compile(r'name="_csrf" value="([0-9a-f]+)"')
 
@@ -84,9 +84,8 @@ async def test_a_task_page_follows_its_log_live_and_its_controls_steer_it(ui: Ui
     # a tick the page did not have when it loaded appears in it, pushed by the server
     fresh = page.locator("#task-log > div", has_text="tick").last
     await fresh.wait_for()
-    await page.wait_for_function(
-        "seen => [...document.querySelectorAll('#task-log > div')].some(e => !seen.includes(e.id) && "
-        "e.textContent.includes('tick'))", arg=sorted(at_load))
+    await until(page, "seen => [...document.querySelectorAll('#task-log > div')].some(e => !seen.includes(e.id) && "
+                "e.textContent.includes('tick'))", sorted(at_load))
     # the status panel follows: the task ends and its badge says so, still without a reload
     await page.locator("#task-status [data-status=completed]").wait_for(timeout=20_000)
     assert "succeeded" in await page.locator("#task-status").inner_text()
@@ -96,7 +95,7 @@ async def test_a_task_page_follows_its_log_live_and_its_controls_steer_it(ui: Ui
     assert (await page.locator("#task-log > div.in").first.inner_text()).startswith("> count [long 3]")
     await ui.screenshot("task")
     # and the stream ends (its `end` comes after the status, in a write of its own)
-    await page.wait_for_function("document.getElementById('task-live').dataset.liveState === 'ended'")
+    await until(page, "document.getElementById('task-live').dataset.liveState === 'ended'")
 
     # a reconnect says which line it saw last (Last-Event-ID wins over the page's `after`): only what follows
     rows = [int(i.removeprefix("log-")) for i in ids]
