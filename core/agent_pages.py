@@ -61,7 +61,11 @@ _PROJECT_REF = (
 
 
 @lru_cache(maxsize=64)
-def page_statement(by_type: bool, by_status: bool, by_project: bool, keyset: bool, with_total: bool) -> Select[Any]:
+def page_statement(by_type: bool, by_status: bool, by_project: bool, keyset: bool, with_total: bool,
+                   skipping: bool = True) -> Select[Any]:
+    """The statement of one page's shape: after a cursor (`keyset`), else at an offset. `skipping`: the offset
+    may be more than 0; the first page is read straight from the index in order, as a keyset page from the start
+    (the offset form's join back to the table is for walking past many rows, and costs the first page more)."""
     where: list[Any] = [_A.c.org_id == _ORG]
     if by_type:
         where.append(_A.c.type == bindparam("type"))
@@ -78,11 +82,13 @@ def page_statement(by_type: bool, by_status: bool, by_project: bool, keyset: boo
                      .scalar_subquery())
         columns.append(total.label("total"))
     limit = bindparam("limit", type_=_A.c.autonomy_level.type)
-    if keyset:  # the rows after the cursor's, straight from the (org_id, created_at, id) index
-        after = tuple_(_A.c.created_at, _A.c.id) > tuple_(
+    if keyset or not skipping:  # the rows after the cursor's (or the first), straight from the (org_id,
+        # created_at, id) index
+        after = [tuple_(_A.c.created_at, _A.c.id) > tuple_(
             bindparam("after_at", type_=_A.c.created_at.type), bindparam("after_id", type_=_A.c.id.type))
+            ] if keyset else []
         keyset_page: Select[Any] = (select(*columns).select_from(_A.outerjoin(_P, _P.c.id == _A.c.project_id))
-                                    .where(*where, after).order_by(_A.c.created_at, _A.c.id).limit(limit))
+                                    .where(*where, *after).order_by(_A.c.created_at, _A.c.id).limit(limit))
         return keyset_page
     # An offset walks past the rows it skips: it walks the index alone (it holds every column the skip needs),
     # and only the page's rows are read from the table.

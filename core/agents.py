@@ -269,7 +269,7 @@ class Agents:
         # A filtered total is counted once, on the first page, and travels in the cursor; the org's whole count
         # is kept by the store, so it is read fresh on every page.
         known_total = after.total if after is not None and filtered else None
-        statement = page_statement(*shape, after is not None, known_total is None)
+        statement = page_statement(*shape, after is not None, known_total is None, skipping=offset > 0)
         params: dict[str, Any] = {"org": principal.org_id, "limit": limit + 1}  # one more: is there a next page?
         if flt.type:
             params["type"] = flt.type
@@ -279,8 +279,8 @@ class Agents:
             params["project"] = flt.project_id.strip()
         if after is not None:
             params.update(after_at=after.created_at, after_id=after.id)
-        else:
-            params["offset"] = max(0, offset)
+        elif offset > 0:
+            params["offset"] = offset
         rows = await self.db.rows(statement, params)  # one statement: the page and its total
         if known_total is not None:
             total = known_total
