@@ -102,5 +102,5 @@ def page_statement(by_type: bool, by_status: bool, by_project: bool, keyset: boo
 
 @lru_cache(maxsize=16)
 def total_statement(by_type: bool, by_status: bool, by_project: bool) -> Select[Any]:
-    statement = page_statement(by_type, by_status, by_project, False, True)
+    statement = page_statement(by_type, by_status, by_project, False, True, skipping=False)
     return select(statement.selected_columns.total)

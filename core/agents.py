@@ -269,7 +269,8 @@ class Agents:
         # A filtered total is counted once, on the first page, and travels in the cursor; the org's whole count
         # is kept by the store, so it is read fresh on every page.
         known_total = after.total if after is not None and filtered else None
-        statement = page_statement(*shape, after is not None, known_total is None, skipping=offset > 0)
+        statement = page_statement(*shape, after is not None, known_total is None,
+                                   skipping=after is None and offset > 0)
         params: dict[str, Any] = {"org": principal.org_id, "limit": limit + 1}  # one more: is there a next page?
         if flt.type:
             params["type"] = flt.type

@@ -91,23 +91,25 @@ class UiRig:
 async def until(page: Any, expression: str, arg: Any = None, timeout: float = 15.0) -> None:
     """Wait until `expression` (a JavaScript expression, or a function of `arg`) is truthy in the page.
 
-    Playwright's own `wait_for_function` evaluates its predicate with `eval` inside the page on every poll, which
-    the dashboard's Content-Security-Policy (script-src 'self') refuses once the predicate is not true at its first
-    look. Each look here is a `page.evaluate`, which the browser runs for its debugger, outside the page's CSP; a
-    look that fails while the page navigates counts as not yet.
+    Playwright's own `wait_for_function`, given an expression, evaluates it with `eval` inside the page on every
+    poll, which the dashboard's Content-Security-Policy (script-src 'self') refuses once the predicate is not true
+    at its first look. Each look here is a `page.evaluate`, which the browser runs for its debugger, outside the
+    page's CSP; a look that fails while the page navigates counts as not yet.
     """
     from playwright.async_api import Error
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if await page.evaluate(expression, arg):
+            if await asyncio.wait_for(page.evaluate(expression, arg), max(0.1, deadline - time.monotonic())):
                 return
             why = "false"
         except Error as e:  # a navigation under way (a form posted, a redirect), an element not there yet
             why = str(e).splitlines()[0]
+        except TimeoutError:
+            why = "the look itself did not return"
         if time.monotonic() > deadline:
-            raise AssertionError(f"the page never satisfied: {expression} (last look: {why})")
+            raise AssertionError(f"the page at {page.url} never satisfied: {expression} (last look: {why})")
         await asyncio.sleep(0.05)
 
 
