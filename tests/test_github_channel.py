@@ -135,7 +135,7 @@ async def test_githubs_rate_limits_are_a_wait_for_the_outbox_and_the_row_is_kept
     # through the outbox: the row waits for Retry-After, then goes out once
     async with shepherd.db.write() as session:
         thread = await bind_thread(session, "acme", "github", ISSUE, task_id="task-1")
-        enqueue(session, [thread], status("🏃 fix-auth-1a2b: running"))
+        await enqueue(session, [thread], status("🏃 fix-auth-1a2b: running"))
     dispatcher = Dispatcher(shepherd, [channel])
     github.secondary_rate_limit_next(status=status_code, retry_after=42, method="POST")
     before = utcnow()

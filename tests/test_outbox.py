@@ -60,7 +60,7 @@ async def _enqueue(shepherd: Shepherd, address: str, *texts: str, key: str = "k"
     async with shepherd.db.write() as session:
         thread = await bind_thread(session, "acme", "chat", address, project_id=None)
         for text in texts:
-            enqueue(session, [thread], Message(key=key, text=text))
+            await enqueue(session, [thread], Message(key=key, text=text))
 
 
 async def _rows(shepherd: Shepherd) -> list[Outbox]:
@@ -168,7 +168,7 @@ async def _open(shepherd: Shepherd, *after: str) -> Thread:
     async with shepherd.db.write() as session:
         thread = await open_thread(session, "acme", "chat", "task-1", OPENING, key="opening:item-1")
         for i, text in enumerate(after):
-            enqueue(session, [thread], Message(key=f"m-{i}", text=text))
+            await enqueue(session, [thread], Message(key=f"m-{i}", text=text))
         return thread
 
 
@@ -229,8 +229,8 @@ async def test_a_thread_that_cannot_begin_still_answers_who_asked_and_its_task_n
     dispatcher = Dispatcher(shepherd, [sink])
     async with shepherd.db.write() as session:
         thread = await open_thread(session, "acme", "chat", "task-1", OPENING, key="opening:item-1")
-        enqueue(session, [thread], Message(key="reply:item-1", text="started task", kind="reply"))
-        enqueue(session, [thread], Message(key="task:task-1", text="working", kind="progress"))
+        await enqueue(session, [thread], Message(key="reply:item-1", text="started task", kind="reply"))
+        await enqueue(session, [thread], Message(key="task:task-1", text="working", kind="progress"))
     await _drain(dispatcher)
     rows = {r.key: (r.status, r.last_error) for r in await _rows(shepherd)}
     assert rows == {"opening:item-1": ("failed", "user_not_found"), "reply:item-1": ("sent", None),

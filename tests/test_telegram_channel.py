@@ -142,7 +142,7 @@ async def test_flood_control_delays_every_chat_of_the_bot_and_loses_nothing(
 ) -> None:
     async with shepherd.db.write() as session:
         first = await bind_thread(session, "acme", "telegram", "1001")
-        enqueue(session, [first], Message(key="reply:1", text="3 tasks running", kind="reply"))
+        await enqueue(session, [first], Message(key="reply:1", text="3 tasks running", kind="reply"))
     dispatcher = Dispatcher(shepherd, [TelegramChannel(bot)])
     telegram.flood_next("sendMessage", retry_after=2)
     before = utcnow()
@@ -154,7 +154,7 @@ async def test_flood_control_delays_every_chat_of_the_bot_and_loses_nothing(
     # another chat's message, while Telegram's wait lasts: it waits too, without asking Telegram
     async with shepherd.db.write() as session:
         second = await bind_thread(session, "acme", "telegram", "1002")
-        enqueue(session, [second], Message(key="reply:2", text="approved", kind="reply"))
+        await enqueue(session, [second], Message(key="reply:2", text="approved", kind="reply"))
     asked = len(telegram.calls)
     await dispatcher.deliver_due()
     assert len(telegram.calls) == asked and telegram.chats == {}
@@ -175,8 +175,8 @@ async def test_a_group_gets_at_most_20_messages_a_minute_and_the_rest_wait(
         group = await bind_thread(session, "acme", "telegram", str(GROUP))
         private = await bind_thread(session, "acme", "telegram", "1001")
         for i in range(22):
-            enqueue(session, [group], Message(key=f"reply:{i}", text=f"answer {i}", kind="reply"))
-        enqueue(session, [private], Message(key="reply:p", text="yours", kind="reply"))
+            await enqueue(session, [group], Message(key=f"reply:{i}", text=f"answer {i}", kind="reply"))
+        await enqueue(session, [private], Message(key="reply:p", text="yours", kind="reply"))
     dispatcher = Dispatcher(shepherd, [TelegramChannel(bot)])
     await dispatcher.deliver_due()
     assert [m["text"] for m in telegram.messages(GROUP)] == [f"answer {i}" for i in range(20)]
@@ -235,7 +235,7 @@ async def test_an_edit_already_made_is_delivered_and_a_chat_the_bot_left_fails_f
     telegram.gone[1003] = (400, "Bad Request: chat not found")
     async with shepherd.db.write() as session:
         for chat in ("1002", "1003"):
-            enqueue(session, [await bind_thread(session, "acme", "telegram", chat)],
+            await enqueue(session, [await bind_thread(session, "acme", "telegram", chat)],
                     Message(key="reply:x", text="hello", kind="reply"))
     dispatcher = Dispatcher(shepherd, [channel])
     await dispatcher.deliver_due()
@@ -270,7 +270,7 @@ async def test_the_worker_delivers_to_telegram_when_its_token_is_set(
     try:
         assert "telegram" in [c.name for c in background.channels]
         async with shepherd.db.write() as session:
-            enqueue(session, [await bind_thread(session, "acme", "telegram", "1001")],
+            await enqueue(session, [await bind_thread(session, "acme", "telegram", "1001")],
                     Message(key="reply:1", text="hello from the worker", kind="reply"))
         shepherd.outbox_due()
         await telegram.wait_for(lambda: bool(telegram.messages(1001)))

@@ -371,7 +371,7 @@ class Confirmations:
         # a private session's question is asked in its own threads only, not in its project's shared channels
         shared = None if task is not None and await in_private_session(session, task.session_id) else conf.project_id
         threads = await threads_for(session, conf.org_id, task_id=conf.task_id, project_id=shared, key=message.key)
-        enqueue(session, threads, message)
+        await enqueue(session, threads, message)
         if conf.reminders:
             await self._announce_reminders(session, conf, task.name if task else None)
 
@@ -396,7 +396,7 @@ class Confirmations:
             col(Outbox.key).in_(list(keys)))))
         now = utcnow()
         for thread_id, key in sorted(shown):
-            enqueue(session, [threads[thread_id]], reminder(conf, task_name, keys[key], now))
+            await enqueue(session, [threads[thread_id]], reminder(conf, task_name, keys[key], now))
 
     async def void(self, session: AsyncSession, conf: Confirmation, reason: str) -> None:
         """The plan changed (a new head, a follow-up): this confirmation can no longer be acted on."""

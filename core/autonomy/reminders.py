@@ -54,7 +54,8 @@ class Reminders:
                 private = task is not None and await in_private_session(session, task.session_id)
                 threads = await threads_for(session, conf.org_id, task_id=conf.task_id,
                                             project_id=None if private else conf.project_id)
-                written += enqueue(session, threads, reminder(conf, task.name if task else None, conf.reminders, now))
+                said = reminder(conf, task.name if task else None, conf.reminders, now)
+                written += await enqueue(session, threads, said)
                 await record(session, Principal.system(conf.org_id, "reminders"), "confirmation",
                              "confirmation.reminded", agent_id=conf.agent_id, task_id=conf.task_id,
                              payload={"confirmationId": conf.id, "code": conf.code, "reminder": conf.reminders,

@@ -133,7 +133,7 @@ async def open_thread(
                     opening=key, session_id=task.session_id if task is not None else None)
     session.add(thread)
     await session.flush()
-    enqueue(session, [thread], Message(key=key, text=opening.text, kind="opening"))
+    await enqueue(session, [thread], Message(key=key, text=opening.text, kind="opening"))
     return thread
 
 
@@ -254,7 +254,7 @@ class Conversations:
                     break
             async with self.db.write() as session:
                 thread = await bind_thread(session, principal.org_id, where.channel, where.address)
-                enqueue(session, [thread], Message(key=f"{REPLY_KEY}:{request}", text=text, kind="reply"))
+                await enqueue(session, [thread], Message(key=f"{REPLY_KEY}:{request}", text=text, kind="reply"))
                 if item is not None:
                     await self.shepherd.ledger.settle(session, item.source, item.key)
         self._committed(runner=True)
@@ -345,7 +345,7 @@ class Conversations:
             thread = thread or await bind_thread(session, org_id, answer.channel, answer.address)
             # keyed by the item: processing it again edits this answer rather than posting a second one
             key = f"{REPLY_KEY}:{item.key}" if item else new_id(REPLY_KEY)
-            enqueue(session, [thread], Message(key=key, text=text, kind="reply"))
+            await enqueue(session, [thread], Message(key=key, text=text, kind="reply"))
         if item is not None:
             await self.shepherd.ledger.settle(session, item.source, item.key)
 

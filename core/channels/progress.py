@@ -105,8 +105,8 @@ class Progress:
                         select(TaskLog.content).where(TaskLog.task_id == task.id)
                         .order_by(col(TaskLog.id).desc()).limit(self.log_lines))
                     lines = list(reversed(list(rows)))
-                enqueue(session, threads, status_message(task, lines))
+                await enqueue(session, threads, status_message(task, lines))
                 if TaskStatus(task.status) in FINISHED and task.outcome:
-                    enqueue(session, threads, outcome_message(task))
+                    await enqueue(session, threads, outcome_message(task))
                 await session.exec(update(Task).where(col(Task.id) == task.id).values(news_at=task.updated_at))
         return len(tasks)

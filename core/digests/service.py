@@ -162,7 +162,7 @@ class Digests:
         if news:
             thread = await bind_thread(session, row.org_id, row.channel, row.address)
             local = fire.astimezone(schedule.zone(row.timezone))
-            enqueue(session, [thread], message(row, snap, fire, _zone_label(row.timezone, local), local))
+            await enqueue(session, [thread], message(row, snap, fire, _zone_label(row.timezone, local), local))
             row.last_posted_at = fire
         row.last_fired_at = fire
         row.next_fire_at = parsed.next_after(now)

@@ -220,7 +220,7 @@ class Links:
         if row.address:  # whoever asked for the code hears whose identity joined them
             thread = await bind_thread(session, principal.org_id, row.channel, row.address)
             text = f"{principal.channel} user {principal.name} is now linked to you ({keep.name}): one person, one vote"
-            enqueue(session, [thread], Message(key=new_id(REPLY_KEY), text=text, kind="reply"))
+            await enqueue(session, [thread], Message(key=new_id(REPLY_KEY), text=text, kind="reply"))
         return Linked(keep.name, keep.role, principal.channel, row.channel, held=held)
 
     async def _move(self, session: AsyncSession, org_id: str, gone: str, keep: User) -> None:

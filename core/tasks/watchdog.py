@@ -121,7 +121,7 @@ class Watchdog:
         await record(session, Principal.system(task.org_id, "watchdog"), "task", "task.stall_warned",
                      agent_id=task.agent_id, task_id=task.id,
                      payload={"silentSince": silence.isoformat(), "endsAt": ends.isoformat()})
-        return enqueue(session, await threads_for(session, task.org_id, task_id=task.id), message)
+        return await enqueue(session, await threads_for(session, task.org_id, task_id=task.id), message)
 
     async def _note(self, session: AsyncSession, task: Task, day: datetime, now: datetime) -> int:
         waited = span((now - as_utc(task.state_at)).total_seconds())
@@ -134,4 +134,4 @@ class Watchdog:
         await record(session, Principal.system(task.org_id, "watchdog"), "task", "task.waiting_noted",
                      agent_id=task.agent_id, task_id=task.id, payload={"waitingSince": as_utc(task.state_at)
                                                                        .isoformat()})
-        return enqueue(session, await threads_for(session, task.org_id, task_id=task.id), message)
+        return await enqueue(session, await threads_for(session, task.org_id, task_id=task.id), message)
