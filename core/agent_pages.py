@@ -82,13 +82,12 @@ def page_statement(by_type: bool, by_status: bool, by_project: bool, keyset: boo
                      .scalar_subquery())
         columns.append(total.label("total"))
     limit = bindparam("limit", type_=_A.c.autonomy_level.type)
-    if keyset or not skipping:  # the rows after the cursor's (or the first), straight from the (org_id,
-        # created_at, id) index
-        after = [tuple_(_A.c.created_at, _A.c.id) > tuple_(
-            bindparam("after_at", type_=_A.c.created_at.type), bindparam("after_id", type_=_A.c.id.type))
-            ] if keyset else []
+    if keyset or not skipping:  # the first page, or the rows after the cursor's: straight from the index
+        if keyset:  # (after the total's subquery took `where`: the total counts every match, not those after)
+            where.append(tuple_(_A.c.created_at, _A.c.id) > tuple_(
+                bindparam("after_at", type_=_A.c.created_at.type), bindparam("after_id", type_=_A.c.id.type)))
         keyset_page: Select[Any] = (select(*columns).select_from(_A.outerjoin(_P, _P.c.id == _A.c.project_id))
-                                    .where(*where, *after).order_by(_A.c.created_at, _A.c.id).limit(limit))
+                                    .where(*where).order_by(_A.c.created_at, _A.c.id).limit(limit))
         return keyset_page
     # An offset walks past the rows it skips: it walks the index alone (it holds every column the skip needs),
     # and only the page's rows are read from the table.
