@@ -104,13 +104,21 @@ class Questions:
                 session, task.agent_id, task.project_id)
             return conf, held
 
-    async def void_questions(self, session: AsyncSession, task: Task, reason: str) -> int:
+    async def void_questions(self, session: AsyncSession, task: Task, reason: str,
+                             pending: list[Confirmation] | None = None) -> int:
         """Void what the task's agent asked (`shepherd ask`) and people have not decided yet: the turn that
-        asked is over, so nobody waits for the answer, and a later decision would decide nothing."""
-        rows = list(await session.exec(select(Confirmation).where(
-            Confirmation.task_id == task.id, Confirmation.status == Status.PENDING.value,
-            Confirmation.origin == Origin.AGENT.value,
-        ).with_for_update()))
+        asked is over, so nobody waits for the answer, and a later decision would decide nothing. `pending`: the
+        task's pending confirmations, when the caller has read them (locked) already."""
+        if pending is None:
+            pending = await pending_of(session, task)
+        rows = [conf for conf in pending if conf.origin == Origin.AGENT.value]
         for conf in rows:
             await self.confirmations.void(session, conf, reason)
         return len(rows)
+
+
+async def pending_of(session: AsyncSession, task: Task) -> list[Confirmation]:
+    """The task's confirmations nobody has decided yet, locked: what its turn's end voids (its agent's questions, a
+    budget extension the turn waited on), read once for them all."""
+    return list(await session.exec(select(Confirmation).where(
+        Confirmation.task_id == task.id, Confirmation.status == Status.PENDING.value).with_for_update()))

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.autonomy.plans import Origin, Plan, Status, Target, describe
 from core.autonomy.policy import PolicyError
+from core.autonomy.questions import pending_of
 from core.people.access import Principal
 from core.runners import RunExit
 from core.runners.repos import repo_kind
@@ -22,7 +23,7 @@ from core.runners.workspace import commit_all
 from core.sessions import iterations
 from core.shepherd import Shepherd
 from core.store.events import record
-from core.store.models import Agent, Task
+from core.store.models import Agent, Confirmation, Task
 from core.tasks import extensions
 from core.tasks import state as task_state
 from core.tasks.evidence import DiffStats, Evidence
@@ -94,13 +95,15 @@ class TurnEnd:
                              task_id=task.id, payload={"outcome": outcome.value, "evidence": evidence.to_json()})
                 return None
             # the turn is over: what its agent asked and nobody decided can no longer be waited for
-            await self.shepherd.questions.void_questions(session, task, f"the agent's turn ended ({outcome.value})")
+            pending = await pending_of(session, task)  # read once for the questions and an extension
+            await self.shepherd.questions.void_questions(session, task, f"the agent's turn ended ({outcome.value})",
+                                                         pending)
             if deleting:
                 workspace = task.workspace
                 await delete_rows(session, task)
                 await record(session, system, "task", "task.deleted", agent_id=task.agent_id, task_id=task.id)
                 return workspace
-            await self._settle(session, task, turn, outcome, evidence, exit_ is None, plan, question)
+            await self._settle(session, task, turn, outcome, evidence, exit_ is None, plan, question, pending)
             return None
 
         # with the other turns ending now, in one commit (a hundred tasks ending together were a hundred fsyncs)
@@ -112,16 +115,18 @@ class TurnEnd:
 
     async def _settle(
         self, session: AsyncSession, task: Task, turn: Turn, outcome: Outcome, evidence: Evidence,
-        never_ran: bool, plan: Plan | None, question: str | None,
+        never_ran: bool, plan: Plan | None, question: str | None, pending: list[Confirmation],
     ) -> None:
         system = Principal.system(task.org_id)
+        # (before the task changes: its read would flush them, and the task be written twice)
+        await extensions.void_pending(session, self.shepherd.confirmations, task, f"the turn ended ({outcome.value})",
+                                      pending)
         if turn.session_ref:
             task.session_ref = turn.session_ref
         # what the turn used of its budget: its wall time (pauses left out) and what its agent reported spending
         task.run_seconds += turn.running_s()
         if turn.cost is not None:
             task.cost_usd = (task.cost_usd or 0.0) + turn.cost
-        await extensions.void_pending(session, self.shepherd.confirmations, task, f"the turn ended ({outcome.value})")
         follow_ups = list(task.pending_inputs)
         # a loop task's iteration ended: the loop ends, or its next iteration follows (the changes wait for its end)
         iteration = await iterations.turn_ended(session, task, outcome, evidence)

@@ -102,10 +102,9 @@ async def decided(session: AsyncSession, confirmations: Confirmations, conf: Con
     session.add(task)
 
 
-async def void_pending(session: AsyncSession, confirmations: Confirmations, task: Task, reason: str) -> None:
-    """The turn that reached its minutes ended anyway (stopped, finished): nobody waits for that answer."""
-    rows = list(await session.exec(select(Confirmation).where(
-        Confirmation.task_id == task.id, Confirmation.action == EXTEND_ACTION,
-        Confirmation.status == Status.PENDING.value).with_for_update()))
-    for conf in rows:
+async def void_pending(session: AsyncSession, confirmations: Confirmations, task: Task, reason: str,
+                       pending: list[Confirmation]) -> None:
+    """The turn that reached its minutes ended anyway (stopped, finished): nobody waits for that answer. `pending`:
+    the task's pending confirmations, read locked (core.autonomy.questions.pending_of)."""
+    for conf in [conf for conf in pending if conf.action == EXTEND_ACTION and conf.status == Status.PENDING.value]:
         await confirmations.void(session, conf, reason)

@@ -21,7 +21,6 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core import environ
-from core.agents import AgentStatus
 from core.autonomy.plans import Origin, Status
 from core.autonomy.questions import new_task_token, note_waiting
 from core.clock import as_utc, utcnow
@@ -36,12 +35,13 @@ from core.runners.workspace import WorkspaceError, diff_stats, prepare
 from core.sessions import iterations
 from core.shepherd import Shepherd
 from core.store.events import record
-from core.store.models import Agent, Confirmation, Promotion, Session, Task, TaskLog
+from core.store.models import Confirmation, Promotion, Session, Task, TaskLog
 from core.tasks import state as task_state
 from core.tasks.config import RunnerConfig
 from core.tasks.ending import TurnEnd, plan_after_turn
 from core.tasks.evidence import DiffStats
 from core.tasks.output import TaskOutput
+from core.tasks.rows import agent_started
 from core.tasks.snapshots import take_snapshot
 from core.tasks.state import Control, LogType, Outcome, TaskStatus
 
@@ -492,17 +492,11 @@ class Turns:
             task.started_at = task.started_at or utcnow()
             if follow_up:
                 task.pending_inputs = task.pending_inputs[1:]
+            task.log_count += 1  # (before the statements below flush the task: one UPDATE of it, not two)
             session.add(task)
             await session.exec(insert(TaskLog).values(
                 task_id=task.id, time=utcnow(), type=LogType.INPUT.value, content=text))
-            task.log_count += 1
-            agent = await session.get(Agent, task.agent_id) if task.agent_id else None
-            if agent is not None:
-                if agent.status != AgentStatus.SUSPENDED:
-                    agent.status = AgentStatus.ACTIVE
-                agent.last_activity = utcnow()
-                agent.messages_processed += 1
-                session.add(agent)
+            await agent_started(session, task)
             await record(session, Principal.system(task.org_id), "task", "task.turn_started",
                          agent_id=task.agent_id, task_id=task.id,
                          payload={"turn": task.turns, "pid": task.pid, "followUp": follow_up})
