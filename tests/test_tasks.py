@@ -390,6 +390,36 @@ async def test_a_task_of_a_suspended_agent_starts_only_after_resume(sqlite_url: 
     assert (await rig.finished(task.id)).outcome == "succeeded"
 
 
+async def test_a_task_agent_works_while_its_turn_runs_and_a_suspension_given_meanwhile_stands(
+    db_url: str, make_rig: RigFactory
+) -> None:
+    """The task's agent is active while a turn runs (one more message processed per turn), idle after it with one
+    more task completed; suspended during the turn, it stays suspended when the turn ends."""
+    rig = await make_rig(db_url)
+
+    async def agent_of(task_id: str) -> Agent:
+        async with rig.shepherd.db.read() as session:
+            found = await session.get(Agent, (await rig.get(task_id)).agent_id)
+        assert found is not None
+        return found
+
+    first = await rig.run("say hello")
+    await rig.finished(first.id)
+    done = await agent_of(first.id)
+    assert (done.status, done.messages_processed, done.tasks_completed) == ("IDLE", 1, 1)
+
+    task = await rig.run("a long job [long 30]")
+    await rig.until(task.id, lambda t: t.status == "running")
+    working = await agent_of(task.id)
+    assert (working.status, working.messages_processed, working.tasks_completed) == ("ACTIVE", 1, 0)
+    await rig.shepherd.agents.act(rig.who, working.id, "suspend")
+    await rig.shepherd.tasks.stop(rig.who, task.id)
+    assert (await rig.finished(task.id)).outcome == "cancelled"
+    after = await agent_of(task.id)
+    assert (after.status, after.messages_processed, after.tasks_completed) == ("SUSPENDED", 1, 0)
+    assert after.last_activity is not None and after.last_activity >= working.last_activity
+
+
 async def test_a_queued_task_says_so_when_what_it_waits_for_changes(sqlite_url: str, make_rig: RigFactory) -> None:
     """Held first by its suspended agent, then (resumed) by the full runner: the note follows, and the runner
     goes on claiming (a queued task re-noted used to fail every pass of the supervisor's loop)."""
