@@ -11,6 +11,7 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 
 from core.agents import Suspensions, suspensions
+from core.autonomy.questions import new_task_token
 from core.clock import utcnow
 from core.people.access import Principal
 from core.store.db import Database
@@ -95,22 +96,26 @@ class Claims:
             } if project_ids else {}
         return Waiting(tasks, held, busy)
 
-    async def take(self, task_ids: Sequence[str]) -> list[str]:
+    async def take(self, task_ids: Sequence[str]) -> dict[str, str]:
         """Claim waiting tasks for this runner, all in one commit (a hundred tasks at once are a hundred claims, and
-        on SQLite a commit is an fsync); returns those it got. Each is its own conditional update: one that another
-        runner (or a stop) came first for is simply not among them."""
+        on SQLite a commit is an fsync); returns those it got, each with the callback token of its turn (its
+        SHEPHERD_TASK_TOKEN for `shepherd ask`), whose hash the claim stores: on disk before the agent can use it,
+        with no write of its own before the agent starts. Each is its own conditional update (Core: no ORM object
+        is involved): one that another runner (or a stop) came first for is simply not among them."""
         if not task_ids:
-            return []
-        got: list[str] = []
+            return {}
+        got: dict[str, str] = {}
         async with self.db.write() as session:
-            now = utcnow()
+            conn = await session.connection()
+            claimed = task_state.claimed(self.runner_id, utcnow())
             for task_id in task_ids:
-                result = await session.exec(
+                token, digest = new_task_token()
+                result = await conn.execute(
                     update(Task).where(col(Task.id) == task_id, task_state.claimable(self.runner_id))
-                    .values(**task_state.claimed(self.runner_id, now))
+                    .values(**claimed, callback_hash=digest)
                 )
                 if result.rowcount == 1:
-                    got.append(task_id)
+                    got[task_id] = token
         return got
 
     async def tell(self, notes: Sequence[tuple[Task, str]]) -> None:

@@ -111,10 +111,10 @@ class TaskSupervisor:
     async def _claim(self) -> None:
         caps = Caps(self.config.max_tasks, self.config.max_tasks_per_project)
         plan = plan_claims(await self.claims.waiting(), running=len(self.turns.running), caps=caps)
-        got = set(await self.claims.take([task.id for task in plan.take]))
+        got = await self.claims.take([task.id for task in plan.take])
         for task in plan.take:
             if task.id in got:
-                self.turns.begin(task)
+                self.turns.begin(task, got[task.id])
         lost = len(got) < len(plan.take)
         if not lost:  # after a lost race the notes may be wrong: the next pass plans again
             await self.claims.tell(plan.notes)

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import func, insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core import environ
 from core.autonomy.plans import Origin, Status
-from core.autonomy.questions import new_task_token, note_waiting
+from core.autonomy.questions import note_waiting
 from core.clock import as_utc, utcnow
 from core.errors import ShepherdError
 from core.people.access import Principal
@@ -66,7 +66,8 @@ class Turn:
     dropped: int = 0
     session_pattern: str | None = None
     session_ref: str | None = None
-    # claimed before its callback token exists: every `shepherd ask` since belongs to this turn
+    token: str | None = None  # its callback token (SHEPHERD_TASK_TOKEN), stored hashed with its claim
+    # claimed with its callback token: every `shepherd ask` since belongs to this turn
     started: datetime = field(default_factory=utcnow)
     cost: float | None = None  # what the agent reported the turn cost (core.runners.presets.reported_cost)
     began: float | None = None  # when its process started (the loop's clock); its wall time leaves pauses out
@@ -205,9 +206,9 @@ class Turns:
         self.running: dict[str, Turn] = {}
         self.writes = ending.writes  # what turns starting (or ending) together record, in one commit
 
-    def begin(self, task: Task) -> None:
-        """Drive a task this runner has just claimed."""
-        turn = Turn(task_id=task.id, org_id=task.org_id)
+    def begin(self, task: Task, token: str) -> None:
+        """Drive a task this runner has just claimed, with the callback token its claim stored (Claims.take)."""
+        turn = Turn(task_id=task.id, org_id=task.org_id, token=token)
         self.running[task.id] = turn
         turn.job = asyncio.get_running_loop().create_task(self._drive(turn))
 
@@ -313,7 +314,8 @@ class Turns:
             return
         session_ref = task.session_ref or str(uuid.uuid4())
         try:
-            turn.handle = await self.runner.start(await self._spec(task, workspace, text, session_ref, follow_up))
+            spec = await self._spec(task, workspace, text, session_ref, follow_up, turn.token)
+            turn.handle = await self.runner.start(spec)
         except RunnerError as exc:
             return await self._fail(turn, exc.message)
         turn.began = time.monotonic()
@@ -440,16 +442,10 @@ class Turns:
             return held
         return await git_auth(self.credentials, url, self.config.git_base_url)
 
-    async def _spec(self, task: Task, workspace: Path, text: str, session_ref: str, follow_up: bool) -> RunSpec:
-        token: str | None = None
-        if self.config.callback_url:
-            # a new callback token per turn, stored (hashed) before the agent can use it
-            token, digest = new_task_token()
-
-            async def store(session: AsyncSession) -> None:
-                await session.exec(update(Task).where(col(Task.id) == task.id).values(callback_hash=digest))
-
-            await self.writes.run(store)  # with the other turns starting now: one commit for them all
+    async def _spec(self, task: Task, workspace: Path, text: str, session_ref: str, follow_up: bool,
+                    token: str | None) -> RunSpec:
+        """`token`: the turn's callback token, stored (hashed) with its claim; passed when there is a callback."""
+        token = token if self.config.callback_url else None
         seen_at = self.seen_at(task, workspace)  # where the unit sees it (a mount path in a container)
         sandbox: SandboxView | None = None
         if self.config.sandbox is not None and not self.runner.capabilities.remote:
