@@ -1,5 +1,6 @@
 """Agents yield the CPU to Shepherd: the local runner starts them nicer (SHEPHERD_AGENT_NICE), their session's
-scheduling group too, and Shepherd's own priority is left as it was; the process watches children by pidfd."""
+scheduling group too, and Shepherd's own priority is left as it was; the process watches children by pidfd; each
+agent leads a session of its own, made after its start (setsid(1)), and a stop before it has made it still holds."""
 
 from __future__ import annotations
 
@@ -110,3 +111,33 @@ async def test_without_nice_installed_only_the_session_group_is_made_nicer(tmp_p
     assert f"agent {ours}" in lines, lines
     if AUTOGROUP.exists():
         assert "group 6" in lines, lines
+
+
+SESSION_CODE = "import os; print('ids', os.getpid(), os.getsid(0), os.getpgrp())"
+
+
+@pytest.mark.parametrize("setsid", [True, False], ids=["setsid(1)", "without setsid(1)"])
+async def test_an_agent_leads_a_session_and_group_of_its_own_under_its_own_pid(tmp_path: Path, setsid: bool) -> None:
+    for runner in (LocalRunner(nice=5), LocalRunner()):
+        if not setsid:
+            runner._setsid = None  # as on a host without util-linux: the child makes its session before its exec
+        handle = await runner.start(_spec(tmp_path, [sys.executable, "-c", SESSION_CODE]))
+        lines = [line async for line in handle.lines()]
+        assert (await handle.wait()).exit_code == 0
+        assert lines == [f"ids {handle.pid} {handle.pid} {handle.pid}"], lines  # what is killed and paused as one
+        assert os.getsid(0) != handle.pid
+
+
+async def test_an_agent_stopped_before_it_made_its_session_never_runs(tmp_path: Path) -> None:
+    slow = tmp_path / "slow-setsid"  # a setsid(1) that takes its time, so the stop comes first
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec {LocalRunner()._setsid or "setsid"} "$@"\n')
+    slow.chmod(0o755)
+    ran = tmp_path / "ran"
+    runner = LocalRunner(nice=5)
+    runner._setsid = str(slow)
+    handle = await runner.start(_spec(tmp_path, [sys.executable, "-c", f"open({str(ran)!r}, 'w')"]))
+    await handle.stop()
+    ended = await handle.wait()
+    assert ended.exit_code != 0 and ended.reason.value == "stopped", ended
+    await asyncio.sleep(1.5)  # past the slow setsid's sleep: had the child lived on, the agent would have run
+    assert not ran.exists()

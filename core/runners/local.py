@@ -127,7 +127,7 @@ class LocalHandle:
         self.proc = proc
         self.pid = proc.pid
         self.unit = str(proc.pid)
-        self.pgid = proc.pid  # start_new_session: the child leads a new session and group
+        self.pgid = proc.pid  # the child leads a session and group of its own, or will in a moment (_SESSION)
         self.spec = spec
         # what one read of the pipe gave, a list of lines at a time: a queue hand-off per line cost more than the line
         self._lines: asyncio.Queue[list[str] | None] = asyncio.Queue()
@@ -175,17 +175,27 @@ class LocalHandle:
 
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, sig)
+            try:
+                os.killpg(self.pgid, sig)
+            except ProcessLookupError:
+                if self._alone():
+                    os.kill(self.pid, sig)
 
     def _group_there(self) -> bool:
-        """Whether the group has any process, living or a zombie (signal 0: no read of /proc)."""
+        """Whether the group has any process, living or a zombie (signal 0: no read of /proc); or the child, alone
+        before it made its group."""
         try:
             os.killpg(self.pgid, 0)
         except ProcessLookupError:
-            return False
+            return self._alone()
         except PermissionError:
             pass
         return True
+
+    def _alone(self) -> bool:
+        """Whether the child is there without its group: started, not yet in a session of its own (_SESSION), and
+        not reaped (the standard library's own test before it signals a pid: one reaped may be another's now)."""
+        return self.proc.returncode is None
 
     def _group_left(self, killed: float) -> bool:
         """Whether any process of the group (sent SIGKILL at `killed`) is still alive, not a zombie. Signal 0
@@ -257,6 +267,15 @@ class LocalHandle:
 # child, not by Shepherd after the start: a starved server set it seconds late. exec keeps the agent's pid.
 _NICELY = '{ echo "$1" > /proc/self/autogroup; } 2>/dev/null; shift; exec "$@"'
 
+# _SESSION: the agent leads a session and process group of its own (what is killed, paused and reaped as one), made
+# by setsid(1) as the first program it runs rather than by the forked child before its exec (start_new_session).
+# Python forks with vfork: Shepherd's main thread, holding the GIL, waits until the child has exec'd. A child that
+# made its session first is a scheduling group of its own (autogroup) that waits for the CPU among the groups of the
+# agents already busy, so that wait was 3-5 ms at the median and 30-85 ms at the tail (60 spawns beside 60 busy
+# agents) where a child still in Shepherd's session exec's setsid(1) within about a millisecond. setsid(1) makes
+# the session in place (it forks only for a group leader, which the child is not), so the pid is the agent's. Until
+# it has, the child is alone and in Shepherd's group: the handle signals its pid itself.
+
 
 def _startable(program: str, path: str, cwd: Path) -> None:
     """Raises what starting `program` itself would have (no such program, not executable), as exec finds it: by
@@ -292,6 +311,8 @@ class LocalRunner:
         if nice and self._nice_program is None:
             log.warning("nice(1) is not installed: agents run at Shepherd's own niceness (only their session's "
                         "scheduling group is made nicer, where the kernel has autogroup)")
+        # the agent's session made by setsid(1) as it starts, not by the forked child before its exec (_SESSION)
+        self._setsid = shutil.which("setsid")
         self._checked: tuple[float, SandboxReport] | None = None
         self._checking = asyncio.Lock()
         self.sandbox = sandbox  # the view turns will ask for (SHEPHERD_SANDBOX), for `ready`
@@ -340,16 +361,21 @@ class LocalRunner:
             argv = await asyncio.to_thread(bwrap_argv, bwrap, spec.argv, cwd=spec.cwd, env=spec.env,
                                            view=spec.sandbox, program=spec.program)
             cwd = spec.sandbox.workspace or spec.cwd
+        if self.nice or self._setsid:
+            # started through programs of ours: a program that is not there is still said so here, not by them
+            _startable(argv[0], spec.env.get("PATH", os.defpath), cwd)
         if self.nice:
             # through nice(1): a niceness set by Python in the child would cost vfork (preexec_fn), and one set after
-            # the start would miss what the agent starts first. A program that is not there is still said so here.
-            _startable(argv[0], spec.env.get("PATH", os.defpath), cwd)
+            # the start would miss what the agent starts first
             nicer = [self._nice_program, "-n", str(self.nice)] if self._nice_program else []
             argv = ["/bin/sh", "-c", _NICELY, "shepherd-agent", str(self.nice), *nicer, *argv]
+        if self._setsid:
+            argv = [self._setsid, *argv]  # (_SESSION)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=dict(spec.env), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=self._setsid is None,
             )
         except FileNotFoundError:
             raise RunnerError(f"cannot start {argv[0]!r}: no such program", code="AGENT_UNAVAILABLE") from None
