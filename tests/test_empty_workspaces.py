@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core.runners import workspace
 from core.runners.workspace import WorkspaceError, diff_stats, prepare
+from core.tasks.evidence import DiffStats
 from tests.gitrepos import git
 
 
@@ -39,15 +41,18 @@ async def test_empty_workspaces_started_together_are_each_a_repository_of_their_
 
 async def test_an_untouched_empty_workspace_is_counted_without_starting_git(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """A hundred tasks whose agents wrote nothing start no git process to learn it; anything in the work tree,
-    or a branch that moved, is still git's to count."""
+    """A hundred tasks whose agents wrote nothing (or a few plain files) start no git process to learn it; what git
+    would count differently, or a branch that moved, is still git's to count."""
     root = tmp_path / "workspaces"
     _, sha = await prepare(root / "a", source=None, base_branch=None, work_branch="shepherd/a")
     _, sha_b = await prepare(root / "b", source=None, base_branch=None, work_branch="shepherd/b")
     (root / "b" / "new.txt").write_text("x\n")
     monkeypatch.setenv("PATH", str(tmp_path / "no-programs-here"))
     assert (await diff_stats(root / "a", sha)).files == 0
-    with pytest.raises(OSError):  # a file was written: git is asked (and cannot be found here)
+    # a plain file written: counted without git too (which cannot be found here)
+    assert await diff_stats(root / "b", sha_b) == DiffStats(1, 1, 0, ("new.txt",))
+    (root / "b" / ".gitignore").write_text("new.txt\n")  # what git would count differently is git's to count
+    with pytest.raises(OSError):
         await diff_stats(root / "b", sha_b)
     ref = root / "a" / ".git" / "refs" / "heads" / "shepherd" / "a"
     ref.write_text("0" * 40 + "\n")  # the branch moved (say, the agent committed and emptied the tree)
@@ -81,3 +86,70 @@ async def test_tasks_starting_together_make_the_empty_repository_once(tmp_path: 
                                   for n in range(20)))
     assert len({sha for _, sha in made}) == 1  # one empty commit, copied
     assert log.read_text().split() == ["init", "-c"]  # git init, then the commit (its -c identity first)
+
+
+# What an agent leaves in an empty workspace is counted without git when git's count is certain to be the same:
+# each case below is counted both ways, and the two must agree; the odd ones must go to git.
+PLAIN_CASES: dict[str, dict[str, bytes]] = {
+    "one text file": {"DEMO.md": b"hello\nworld\n"},
+    "no newline at the end, an empty file": {"a.txt": b"one\ntwo", "empty": b""},
+    "binary": {"logo.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "b.txt": b"x\n"},
+    "nested folders in git's order": {"a/b/c.py": b"print(1)\n", "a-b": b"1\n2\n", "a.b": b"\n", "a0": b"z\n",
+                                      "src/x.py": b"import os\r\nprint(os)\r\n", "Z": b"caps\n"},
+    "more than the paths kept": {f"f{n:02d}.txt": b"line\n" * n for n in range(30)},
+}
+ODD_CASES: dict[str, dict[str, bytes]] = {
+    "an ignore file": {".gitignore": b"*.log\n", "x.log": b"1\n", "y.txt": b"2\n"},
+    "attributes": {".gitattributes": b"*.txt binary\n", "y.txt": b"2\n"},
+    "a name git quotes": {"caf\u00e9.txt": b"1\n"},
+    "a space": {"two words.txt": b"1\n"},
+    "a repository inside": {"sub/.git/HEAD": b"ref: refs/heads/main\n", "sub/a": b"1\n"},
+}
+
+
+async def _workspace(root: Path, name: str, files: dict[str, bytes]) -> tuple[Path, str]:
+    _, sha = await prepare(root / name, source=None, base_branch=None, work_branch=f"shepherd/{name}")
+    for relative, data in files.items():
+        target = root / name / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return root / name, sha
+
+
+async def _by_git(path: Path, sha: str, monkeypatch: pytest.MonkeyPatch) -> object:
+    with monkeypatch.context() as m:
+        m.setattr(workspace, "_new_files_stats", lambda *_: None)
+        return await diff_stats(path, sha)
+
+
+@pytest.mark.parametrize("case", list(PLAIN_CASES))
+async def test_what_an_agent_left_in_an_empty_workspace_is_counted_as_git_counts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    path, sha = await _workspace(tmp_path / "workspaces", "t", PLAIN_CASES[case])
+    read = workspace._new_files_stats(path, sha)
+    assert read is not None, "counted without git"
+    assert read == await _by_git(path, sha, monkeypatch) == await diff_stats(path, sha)
+    assert read.files == len(PLAIN_CASES[case])
+
+
+@pytest.mark.parametrize("case", list(ODD_CASES))
+async def test_what_git_would_count_differently_is_left_to_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               case: str) -> None:
+    path, sha = await _workspace(tmp_path / "workspaces", "t", ODD_CASES[case])
+    assert workspace._new_files_stats(path, sha) is None
+    assert await diff_stats(path, sha) == await _by_git(path, sha, monkeypatch)
+
+
+async def test_a_link_a_commit_or_too_much_is_left_to_git(tmp_path: Path) -> None:
+    root = tmp_path / "workspaces"
+    linked, sha = await _workspace(root, "linked", {"a.txt": b"1\n"})
+    (linked / "secret").symlink_to("/etc/hostname")  # never read through
+    assert workspace._new_files_stats(linked, sha) is None
+    big, sha_big = await _workspace(root, "big", {"big.txt": b"x" * ((1 << 20) + 1)})
+    assert workspace._new_files_stats(big, sha_big) is None
+    committed, sha_c = await _workspace(root, "committed", {"a.txt": b"1\n"})
+    git("add", "-A", cwd=committed)
+    git("-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "work", cwd=committed)
+    assert workspace._new_files_stats(committed, sha_c) is None  # the branch moved: git counts against the base
+    assert (await diff_stats(committed, sha_c)).files == 1
