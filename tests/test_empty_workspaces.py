@@ -153,3 +153,60 @@ async def test_a_link_a_commit_or_too_much_is_left_to_git(tmp_path: Path) -> Non
     git("-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "work", cwd=committed)
     assert workspace._new_files_stats(committed, sha_c) is None  # the branch moved: git counts against the base
     assert (await diff_stats(committed, sha_c)).files == 1
+
+
+@pytest.mark.parametrize("name", [".GIT/x", "git~1/x", "x.", ".Gitignore"])
+async def test_a_name_git_refuses_or_treats_apart_is_left_to_git(tmp_path: Path, name: str) -> None:
+    """git refuses .git's spellings on NTFS (.GIT, GIT~1, a trailing dot): what it would say of them is its own."""
+    path, sha = await _workspace(tmp_path / "workspaces", "t", {name: b"1\n", "a.txt": b"2\n"})
+    assert workspace._new_files_stats(path, sha) is None
+
+
+async def test_what_the_agent_staged_is_left_to_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file staged, then hidden by skip-worktree and deleted, is still added by git's count: the index says so."""
+    path, sha = await _workspace(tmp_path / "workspaces", "t", {"evil.sh": b"rm -rf /\n"})
+    git("add", "evil.sh", cwd=path)
+    git("update-index", "--skip-worktree", "evil.sh", cwd=path)
+    (path / "evil.sh").unlink()
+    (path / "README").write_text("hello\n")
+    assert workspace._new_files_stats(path, sha) is None
+    counted = await diff_stats(path, sha)
+    assert counted == await _by_git(path, sha, monkeypatch)
+    assert counted.files == 2
+    fresh, sha_f = await _workspace(tmp_path / "workspaces", "fresh", {})
+    (fresh / "README").write_text("hello\n")
+    assert workspace._new_files_stats(fresh, sha_f) is not None  # the index `git commit` left stages nothing
+
+
+async def test_a_workspace_of_many_folders_is_not_walked_on_the_event_loop(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of empty folders (git adds none) are git's to walk, not the server's loop: the walk stops early."""
+    path, sha = await _workspace(tmp_path / "workspaces", "t", {"a.txt": b"1\n"})
+    for n in range(3 * workspace._FEW_ENTRIES):
+        (path / f"d{n}").mkdir()
+    listed = 0
+    real = os.scandir
+
+    class Counting:
+        def __init__(self, folder: str) -> None:
+            self.inner = real(folder)
+
+        def __enter__(self) -> Counting:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.inner.close()
+
+        def __iter__(self) -> Counting:
+            return self
+
+        def __next__(self) -> os.DirEntry[str]:
+            nonlocal listed
+            listed += 1
+            return next(self.inner)
+
+    with monkeypatch.context() as m:
+        m.setattr(workspace.os, "scandir", Counting)
+        assert workspace._new_files_stats(path, sha) is None
+    assert listed <= workspace._FEW_ENTRIES + 1  # it stopped at the bound, not after listing every folder
+    assert await diff_stats(path, sha) == await _by_git(path, sha, monkeypatch)

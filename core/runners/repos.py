@@ -66,7 +66,7 @@ def git_env(extra: Mapping[str, str] | None = None, *, config: Mapping[str, str]
     env = environ.passed(environ.GIT)
     env.update({
         "HOME": "/dev/null",  # git and curl read ~/.gitconfig, ~/.netrc, ~/.git-credentials from here
-        "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_ATTR_NOSYSTEM": "1",
         "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true", "SSH_ASKPASS_REQUIRE": "never",
         "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS,
         "GIT_SSH_VARIANT": "ssh", "GIT_SSH_COMMAND": shlex.join([*SSH_COMMAND, *ssh_options]),

@@ -201,10 +201,11 @@ def _unchanged_empty(path: Path, base_sha: str) -> bool:
 
 def _at_empty_base(path: Path, base_sha: str) -> bool:
     """Whether the workspace's branch still points at `base_sha`, a commit of the empty tree (an empty workspace's
-    first commit: the agent committed nothing), read from the files git keeps without starting it."""
+    first commit: the agent committed nothing) and its index stages nothing, read from the files git keeps without
+    starting it."""
     git_dir = path / ".git"
     try:
-        if not stat.S_ISDIR(os.lstat(git_dir).st_mode):
+        if not stat.S_ISDIR(os.lstat(git_dir).st_mode) or not _index_empty(git_dir):
             return False
         head = git_dir / "HEAD"
         if not _regular(head):
@@ -226,62 +227,96 @@ def _at_empty_base(path: Path, base_sha: str) -> bool:
 
 # What an agent left in an empty workspace, counted without git when git's count is certain to be the same: a few
 # plain files with plain names, nothing that changes what git adds or how it counts (ignore files, attributes, a
-# repository inside, links), the branch still at the empty first commit. A turn's count by git is two processes
-# and a scratch folder (about 8 ms of CPU on this machine); this is a read of the files.
-_FEW_FILES, _FEW_BYTES = 100, 1 << 20
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9._+,=@~-]+")  # nothing git would quote in its numstat (nor a space)
-_GIT_NAMES = frozenset({".git", ".gitignore", ".gitattributes", ".gitmodules"})
+# repository inside, links, an index the agent staged in, names git refuses), the branch still at the empty first
+# commit. A turn's count by git is two processes and a scratch folder (about 8 ms of CPU on this machine); this is a
+# read of the files, on the event loop: bounded by entries seen (folders too) and bytes read, past which git counts.
+_FEW_FILES, _FEW_ENTRIES, _FEW_BYTES = 100, 400, 1 << 20
+# nothing git would quote in its numstat (nor a space), no "~" (git refuses NTFS short names such as GIT~1)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._+,=@-]+")
 _BINARY_PEEK = 8000  # git's own: a NUL in the first 8000 bytes makes a file binary (numstat "-")
+
+
+def _git_name(name: str) -> bool:
+    """A name git treats apart or refuses: .git and its look-alikes (.GIT, .git., .gitignore, .gitattributes, ...),
+    or a name ending in a dot or a space (NTFS drops them: git protects .git's spellings with them)."""
+    return name.lower().startswith(".git") or name.endswith((".", " "))
+
+
+def _index_empty(git_dir: Path) -> bool:
+    """The workspace's index stages nothing (the agent ran no `git add`; no skip-worktree entry hides a file): no
+    entry, and no extension but the cache tree `git commit` leaves (a split index's link would name entries)."""
+    index = git_dir / "index"
+    try:
+        if not _regular(index):
+            return not os.path.lexists(index)
+        if os.lstat(index).st_size > 4096:
+            return False
+        data = index.read_bytes()
+    except OSError:
+        return False
+    if data[:4] != b"DIRC" or data[4:8] not in (b"\0\0\0\x02", b"\0\0\0\x03", b"\0\0\0\x04") or data[8:12] != bytes(4):
+        return False
+    return any(_only_cache_tree(data, len(data) - checksum) for checksum in (20, 32))  # SHA-1 or SHA-256
+
+
+def _only_cache_tree(data: bytes, end: int) -> bool:
+    """Whether an index's bytes between its 12-byte header and `end` (its checksum) are cache-tree extensions only."""
+    at = 12
+    while at + 8 <= end and data[at:at + 4] == b"TREE":
+        at += 8 + int.from_bytes(data[at + 4:at + 8], "big")
+    return at == end
 
 
 def _new_files_stats(path: Path, base_sha: str) -> DiffStats | None:
     """The count git would give of a workspace whose base is the empty tree, or None when it is git's to count."""
-    if (path / ".git" / "info").exists() or not _at_empty_base(path, base_sha):  # (info/exclude: ignore rules)
+    if os.path.lexists(path / ".git" / "info") or not _at_empty_base(path, base_sha):  # (info/exclude: ignore rules)
         return None
     found: list[tuple[bytes, int]] = []  # (path as git sorts it, lines)
-    budget = _FEW_BYTES
+    budget, seen = _FEW_BYTES, 0
     pending = [("", str(path))]
     while pending:
         prefix, folder = pending.pop()
         try:
             with os.scandir(folder) as entries:
-                listed = list(entries)
+                for entry in entries:
+                    seen += 1
+                    if seen > _FEW_ENTRIES:  # (a million empty folders would hold the loop: git counts them)
+                        return None
+                    if not prefix and entry.name == ".git":
+                        continue
+                    if _git_name(entry.name) or not _PLAIN_NAME.fullmatch(entry.name):
+                        return None
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                    name = prefix + entry.name
+                    if stat.S_ISDIR(mode):
+                        pending.append((name + "/", entry.path))
+                        continue
+                    if not stat.S_ISREG(mode) or len(found) >= _FEW_FILES:
+                        return None
+                    data = _read_some(entry.path, budget)
+                    budget -= len(data)
+                    if budget < 0:
+                        return None
+                    if b"\0" in data[:_BINARY_PEEK]:
+                        lines = 0
+                    else:
+                        lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+                    found.append((name.encode(), lines))
         except OSError:
             return None
-        for entry in listed:
-            if not prefix and entry.name == ".git":
-                continue
-            if entry.name in _GIT_NAMES or not _PLAIN_NAME.fullmatch(entry.name):
-                return None
-            try:
-                mode = entry.stat(follow_symlinks=False).st_mode
-            except OSError:
-                return None
-            name = prefix + entry.name
-            if stat.S_ISDIR(mode):
-                pending.append((name + "/", entry.path))
-                continue
-            if not stat.S_ISREG(mode) or len(found) >= _FEW_FILES:
-                return None
-            try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                try:
-                    data = os.read(fd, budget + 1)
-                finally:
-                    os.close(fd)
-            except OSError:
-                return None
-            budget -= len(data)
-            if budget < 0:
-                return None
-            if b"\0" in data[:_BINARY_PEEK]:
-                lines = 0
-            else:
-                lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-            found.append((name.encode(), lines))
     found.sort()
     return DiffStats(len(found), sum(lines for _, lines in found), 0,
                      tuple(name.decode() for name, _ in found[:MAX_DIFF_PATHS]))
+
+
+def _read_some(path: str, budget: int) -> bytes:
+    """A plain file's bytes, up to one past `budget` (not through a link; a FIFO swapped in does not block)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        size = os.fstat(fd).st_size
+        return os.read(fd, min(budget, size) + 1)
+    finally:
+        os.close(fd)
 
 
 # Shepherd runs git in a workspace the agent wrote: no hooks of the agent's making run (as Shepherd,
