@@ -370,7 +370,7 @@ class LocalRunner:
             nicer = [self._nice_program, "-n", str(self.nice)] if self._nice_program else []
             argv = ["/bin/sh", "-c", _NICELY, "shepherd-agent", str(self.nice), *nicer, *argv]
         if self._setsid:
-            argv = [self._setsid, *argv]  # (_SESSION)
+            argv = [self._setsid, "--", *argv]  # (_SESSION; "--": a program named "-x" is not an option)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, env=dict(spec.env), stdin=asyncio.subprocess.DEVNULL,

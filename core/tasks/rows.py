@@ -39,16 +39,18 @@ _A = table_of(Agent)
 async def _touch(session: AsyncSession, agent_id: str | None, status: AgentStatus, counter: Column[int],
                  step: int) -> None:
     """One Core UPDATE of the agent's status, counter and last activity (its start and end each wrote one for every
-    turn: an ORM load and flush cost more than the statement). A copy of the agent this session holds is expired,
-    so it is read again as written."""
+    turn: an ORM load and flush cost more than the statement). A copy of the agent this session holds is flushed first
+    if changed, and expired after, so it is read again as written."""
     if not agent_id:
         return
+    held = session.sync_session.identity_map.get(session.sync_session.identity_key(Agent, agent_id))
+    if held is not None and held in session.dirty:
+        await session.flush()  # its changes written first: the expiry below would drop them
     await (await session.connection()).execute(
         update(_A).where(_A.c.id == agent_id).values({
             _A.c.status: case((_A.c.status == AgentStatus.SUSPENDED.value, _A.c.status), else_=status.value),
             counter: counter + step,
             _A.c.last_activity: utcnow(),
         }))
-    held = session.sync_session.identity_map.get(session.sync_session.identity_key(Agent, agent_id))
     if held is not None:
         session.expire(held)

@@ -66,7 +66,7 @@ class Turn:
     dropped: int = 0
     session_pattern: str | None = None
     session_ref: str | None = None
-    token: str | None = None  # its callback token (SHEPHERD_TASK_TOKEN), stored hashed with its claim
+    token: str | None = field(default=None, repr=False)  # its callback token (SHEPHERD_TASK_TOKEN), stored hashed
     # claimed with its callback token: every `shepherd ask` since belongs to this turn
     started: datetime = field(default_factory=utcnow)
     cost: float | None = None  # what the agent reported the turn cost (core.runners.presets.reported_cost)
