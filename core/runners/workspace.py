@@ -56,11 +56,11 @@ async def prepare(
     # Few processes on purpose: a hundred tasks starting at once pay for each one (bench/README.md).
     path.parent.mkdir(parents=True, exist_ok=True)
     if source is None:
-        path.mkdir()  # noqa: ASYNC240 (one directory, before any process starts)
         branch = base_branch or "main"  # nominal: an empty workspace has only the task's branch
-        sha = await _empty_workspace(path, work_branch)
-        if sha is not None:
-            return branch, sha
+        snapshot = await _empty_snapshot(path.parent)
+        if snapshot is not None:
+            return branch, _write_empty(path, snapshot, work_branch)
+        path.mkdir()  # noqa: ASYNC240 (one directory, before any process starts)
         await git("init", "-q", _NO_TEMPLATE, "-b", work_branch, cwd=path)  # no template to copy: make it here
         await git(*_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", "empty workspace", cwd=path)
     else:
@@ -80,31 +80,36 @@ _EMPTY_BRANCH = "workspace"
 _EMPTY_TREE = b"4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's id of the tree with nothing in it
 
 
-async def _empty_workspace(path: Path, work_branch: str) -> str | None:
-    """An empty workspace on `work_branch` at `path`: a copy of the root's empty repository (made once with git,
-    then copied as files: a hundred tasks starting at once start no git process for it). Returns its commit."""
-    template = path.parent / _EMPTY
+async def _empty_snapshot(root: Path) -> _Snapshot | None:
+    """The root's empty repository (with its one empty commit), read into memory: made once with git, then every
+    empty workspace is written from it as files (a hundred tasks starting at once start no git process for it)."""
+    template = root / _EMPTY
     snapshot = _snapshots.get(template)
-    if snapshot is None:
-        made_ref = template / ".git" / "refs" / "heads" / _EMPTY_BRANCH
+    if snapshot is not None:
+        return snapshot
+    made_ref = template / ".git" / "refs" / "heads" / _EMPTY_BRANCH
+    if not made_ref.is_file():  # noqa: ASYNC240 (a stat)
+        # The tasks of this process starting together wait for one making (a hundred makings raced for it before:
+        # two git processes each); other processes sharing the root may make one too: the first rename wins.
+        loop = asyncio.get_running_loop()
+        key = (id(loop), template)
+        making = _making.get(key)
+        if making is None or making.done():
+            making = _making[key] = loop.create_task(_make_template(template))
+            making.add_done_callback(lambda _: _making.pop(key, None))
+        await asyncio.shield(making)
         if not made_ref.is_file():  # noqa: ASYNC240 (a stat)
-            # The tasks of this process starting together wait for one making (a hundred makings raced for it
-            # before: two git processes each); other processes sharing the root may make one too: the first rename
-            # wins.
-            loop = asyncio.get_running_loop()
-            key = (id(loop), template)
-            making = _making.get(key)
-            if making is None or making.done():
-                making = _making[key] = loop.create_task(_make_template(template))
-                making.add_done_callback(lambda _: _making.pop(key, None))
-            await asyncio.shield(making)
-            if not made_ref.is_file():  # noqa: ASYNC240 (a stat)
-                return None
-        snapshot = _snapshot(template)
-        if snapshot is None:
             return None
+    # read once: the tasks that waited for the making together find the first one's reading
+    return _snapshots.get(template) or _snapshot(template)
+
+
+def _write_empty(path: Path, snapshot: _Snapshot, work_branch: str) -> str:
+    """An empty workspace at `path` (made here: it must not exist) on `work_branch`, written from the snapshot of
+    the root's empty repository with plain os calls. Returns its commit."""
     folders, files, sha = snapshot
-    git_dir = path / ".git"
+    os.mkdir(path)  # noqa: PTH102
+    git_dir = os.path.join(path, ".git")  # noqa: PTH118
     os.mkdir(git_dir)  # noqa: PTH102
     for folder in folders:
         os.mkdir(os.path.join(git_dir, folder))  # noqa: PTH102, PTH118
