@@ -3,15 +3,12 @@ the agent reported, a `shepherd ask` people refused and the line it ended on. Pu
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from core.runners import ExitReason, RunExit
 from core.runners.presets import verdict
-from core.store.models import Confirmation
 from core.tasks.state import Outcome
-from core.tasks.turns import Judgement, closing_question, judge
+from core.tasks.turns import Judgement, Refusal, closing_question, judge
 
 EXITED_0 = RunExit(ExitReason.EXITED, 0, 1.0)
 EXITED_3 = RunExit(ExitReason.EXITED, 3, 1.0)
@@ -21,11 +18,8 @@ IDLE = RunExit(ExitReason.IDLE_TIMEOUT, -9, 600.0)
 HARD = RunExit(ExitReason.HARD_TIMEOUT, -9, 3600.0)
 
 
-def refused(status: str = "rejected", reason: str | None = "not now") -> Confirmation:
-    now = datetime.now(UTC)
-    return Confirmation(id="conf-1", org_id="acme", code="K7P2", action="db.migrate", risk="high", level=1,
-                        origin="agent", summary="migrate", plan_hash="x", requester_id="u", requester_name="ana",
-                        status=status, decided_by="bob", reason=reason, expires_at=now)
+def refused(status: str = "rejected", reason: str | None = "not now") -> Refusal:
+    return Refusal(action="db.migrate", code="K7P2", status=status, decided_by="bob", reason=reason)
 
 
 CASES = [

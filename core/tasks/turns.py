@@ -15,8 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
-from sqlalchemy import func, insert
+from sqlalchemy import bindparam, func, insert
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,7 +37,7 @@ from core.runners.workspace import WorkspaceError, diff_stats, prepare
 from core.sessions import iterations
 from core.shepherd import Shepherd
 from core.store.events import record
-from core.store.models import Confirmation, Promotion, Session, Task, TaskLog
+from core.store.models import Confirmation, Promotion, Session, Task, TaskLog, table_of
 from core.tasks import state as task_state
 from core.tasks.config import RunnerConfig
 from core.tasks.ending import TurnEnd, plan_after_turn
@@ -91,6 +93,14 @@ class Turn:
             self.paused_at = None
 
 
+_C = table_of(Confirmation)
+_REFUSED = (sa_select(_C.c.action, _C.c.code, _C.c.status, _C.c.decided_by, _C.c.reason)
+            .where(_C.c.task_id == bindparam("task_id"), _C.c.origin == Origin.AGENT.value,
+                   _C.c.status.in_([Status.REJECTED.value, Status.EXPIRED.value]),
+                   _C.c.created_at >= bindparam("since"))
+            .order_by(_C.c.created_at).limit(1))
+
+
 def agent_env(config: RunnerConfig, task: Task, workspace: Path, token: str | None = None,
               session_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The agent's whole environment: an allowlist, the agent credentials named in SHEPHERD_AGENT_ENV,
@@ -138,6 +148,16 @@ def closing_question(lines: Sequence[str]) -> str | None:
     return None
 
 
+class Refusal(NamedTuple):
+    """A `shepherd ask` of the turn that people rejected or let expire: what its judgement says of it."""
+
+    action: str
+    code: str
+    status: str
+    decided_by: str | None
+    reason: str | None
+
+
 @dataclass(frozen=True)
 class Judgement:
     outcome: Outcome
@@ -147,7 +167,7 @@ class Judgement:
 
 def judge(
     exit_: RunExit, *, stop_reason: str | None = None, verdict: Outcome | None = None, verdict_line: str = "",
-    refused: Confirmation | None = None, last_lines: Sequence[str] = (), idle_timeout_s: float = 0.0,
+    refused: Refusal | None = None, last_lines: Sequence[str] = (), idle_timeout_s: float = 0.0,
     hard_timeout_s: float = 0.0,
 ) -> Judgement:
     """How a turn ended, from its exit, why it was stopped, what the agent reported (`verdict`), a `shepherd
@@ -161,7 +181,7 @@ def judge(
 
 def _outcome(
     exit_: RunExit, stop_reason: str | None, verdict: Outcome | None, verdict_line: str,
-    refused: Confirmation | None, idle_timeout_s: float, hard_timeout_s: float,
+    refused: Refusal | None, idle_timeout_s: float, hard_timeout_s: float,
 ) -> tuple[Outcome, str]:
     if stop_reason == "shutdown":
         return Outcome.INTERRUPTED, "Shepherd stopped while the agent was working; `send` continues it"
@@ -519,14 +539,11 @@ class Turns:
         turn.stored += 1
         self.output.add(turn.task_id, line)
 
-    async def _refused_question(self, turn: Turn) -> Confirmation | None:
-        """A `shepherd ask` of this turn that people rejected, or let expire."""
-        async with self.db.read() as session:
-            return (await session.exec(select(Confirmation).where(
-                Confirmation.task_id == turn.task_id, Confirmation.origin == Origin.AGENT.value,
-                col(Confirmation.status).in_([Status.REJECTED.value, Status.EXPIRED.value]),
-                col(Confirmation.created_at) >= turn.started,
-            ).order_by(col(Confirmation.created_at)))).first()
+    async def _refused_question(self, turn: Turn) -> Refusal | None:
+        """A `shepherd ask` of this turn that people rejected, or let expire (one Core statement, no session: every
+        turn's end asks)."""
+        found = await self.db.rows(_REFUSED, {"task_id": turn.task_id, "since": turn.started})
+        return Refusal(*found[0]) if found else None
 
     async def pause_or_resume(self, turn: Turn, control: Control) -> None:
         """Apply a pause (freeze the process group, snapshot the log) or a resume people asked for."""
