@@ -420,6 +420,28 @@ async def test_a_task_agent_works_while_its_turn_runs_and_a_suspension_given_mea
     assert after.last_activity is not None and after.last_activity >= working.last_activity
 
 
+async def test_an_agent_changed_in_the_same_transaction_keeps_its_change_beside_the_turns_counters(
+    db_url: str, make_rig: RigFactory
+) -> None:
+    """The turn's Core UPDATE of its agent does not drop a change the same transaction made to the agent's object."""
+    from core.tasks.rows import agent_started
+
+    rig = await make_rig(db_url)
+    task = await rig.run("say hello")
+    await rig.finished(task.id)
+    agent_id = (await rig.get(task.id)).agent_id
+    async with rig.shepherd.db.write() as session:
+        agent = await session.get(Agent, agent_id)
+        assert agent is not None
+        agent.task = "changed before the UPDATE"
+        session.add(agent)
+        await agent_started(session, await rig.get(task.id))
+    async with rig.shepherd.db.read() as session:
+        after = await session.get(Agent, agent_id)
+    assert after is not None
+    assert (after.task, after.messages_processed, after.status) == ("changed before the UPDATE", 2, "ACTIVE")
+
+
 async def test_a_queued_task_says_so_when_what_it_waits_for_changes(sqlite_url: str, make_rig: RigFactory) -> None:
     """Held first by its suspended agent, then (resumed) by the full runner: the note follows, and the runner
     goes on claiming (a queued task re-noted used to fail every pass of the supervisor's loop)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, case, delete, update
+from sqlalchemy import Column, case, delete, inspect, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -44,7 +44,7 @@ async def _touch(session: AsyncSession, agent_id: str | None, status: AgentStatu
     if not agent_id:
         return
     held = session.sync_session.identity_map.get(session.sync_session.identity_key(Agent, agent_id))
-    if held is not None and held in session.dirty:
+    if held is not None and inspect(held).modified:  # (not session.dirty: that walks every object the session holds)
         await session.flush()  # its changes written first: the expiry below would drop them
     await (await session.connection()).execute(
         update(_A).where(_A.c.id == agent_id).values({
