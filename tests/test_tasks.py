@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from core.runners.presets import AgentCatalog, Preset, custom_presets
 from core.shepherd import Shepherd
 from core.store.db import Database
 from core.store.models import Agent, Org, RunnerNode, Task
-from core.tasks.group import GroupWrites
+from core.tasks.group import BulkWrites, GroupWrites
 from core.tasks.state import TRANSITIONS, Outcome, TaskStatus, check_transition
 from core.tasks.supervisor import RunnerConfig, TaskSupervisor
 from tests.conftest import person
@@ -655,6 +655,55 @@ async def test_turns_starting_together_record_it_in_one_commit_and_a_failing_one
             assert sorted(await session.exec(select(Org.id))) == ["one", "three"]
     finally:
         await db.dispose()
+
+
+async def test_items_written_in_bulk_share_a_commit_and_a_failing_one_fails_only_itself(db_url: str) -> None:
+    """A bulk write that fails is not lost for the others: each item is written again alone, and only the bad one
+    raises (what a hundred first turns recorded with set-based statements rely on)."""
+    db = Database(db_url)
+    try:
+        commits = [0]
+        event.listen(db.engine.sync_engine, "commit", lambda _conn: commits.__setitem__(0, commits[0] + 1))
+
+        async def write(session: AsyncSession, names: Sequence[str]) -> list[str]:
+            for name in names:
+                session.add(Org(id=name, name=name))
+            await session.flush()  # (a duplicate id fails the whole statement)
+            return [f"made {name}" for name in names]
+
+        writes = BulkWrites(db, write)
+        first = await asyncio.gather(writes.run("one"), writes.run("two"))
+        assert first == ["made one", "made two"] and commits == [1]
+        again = await asyncio.gather(writes.run("three"), writes.run("one"), writes.run("four"),
+                                     return_exceptions=True)
+        assert again[0] == "made three" and again[2] == "made four" and isinstance(again[1], Conflict)
+        async with db.read() as session:
+            assert sorted(await session.exec(select(Org.id))) == ["four", "one", "three", "two"]
+    finally:
+        await db.dispose()
+
+
+async def test_first_turns_starting_together_are_each_recorded_once_with_their_input_first(
+    db_url: str, make_rig: RigFactory
+) -> None:
+    """Many tasks starting at once (their first turns written together, set-based): each one running once, turn 1,
+    its prompt the first line of its log, one turn_started event, its agent active with one message processed."""
+    rig = await make_rig(db_url, max_tasks=12)
+    tasks = await asyncio.gather(*(rig.run(f"job {n} [lines 3]") for n in range(12)))
+    for task in tasks:
+        done = await rig.finished(task.id)
+        assert (done.outcome, done.turns, done.runner_kind) == ("succeeded", 1, "local")
+        assert done.started_at is not None and done.workspace and done.base_sha
+        _, logs = await rig.shepherd.tasks.logs(rig.who, task.id)
+        assert (logs[0].type, logs[0].content) == ("input", task.prompt)
+        assert [row.type for row in logs[1:]].count("input") == 0 and done.log_count == len(logs)
+        async with rig.shepherd.db.read() as session:
+            agent = await session.get(Agent, done.agent_id)
+        assert agent is not None and (agent.messages_processed, agent.tasks_completed) == (1, 1)
+    started = [e for e in await rig.shepherd.events.list(rig.who, limit=500) if e.name == "task.turn_started"]
+    assert sorted(e.task_id or "" for e in started) == sorted(t.id for t in tasks)
+    assert {(e.payload["turn"], e.payload["followUp"]) for e in started} == {(1, False)}
+    assert all(isinstance(e.payload["pid"], int) for e in started)
 
 
 def test_an_entry_of_shepherd_agents_named_like_a_built_in_preset_replaces_its_command() -> None:

@@ -27,11 +27,24 @@ async def record(
 ) -> None:
     """An event, written at once in the session's transaction with one Core INSERT: every turn's start and end
     writes one, and an ORM object per event cost more to build and flush than the statement (bench/README.md)."""
-    await (await session.connection()).execute(_RECORD, {
-        "org_id": principal.org_id, "agent_id": agent_id, "task_id": task_id, "session_id": session_id,
-        "category": category, "name": name, "actor": principal.actor, "payload": payload or {},
-        "occurred_at": utcnow(),
-    })
+    await record_rows(session, [event_row(principal, category, name, agent_id=agent_id, task_id=task_id,
+                                          session_id=session_id, payload=payload)])
+
+
+def event_row(
+    principal: Principal, category: str, name: str, *, agent_id: str | None = None, task_id: str | None = None,
+    session_id: str | None = None, payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An event's row, for `record_rows`."""
+    return {"org_id": principal.org_id, "agent_id": agent_id, "task_id": task_id, "session_id": session_id,
+            "category": category, "name": name, "actor": principal.actor, "payload": payload or {},
+            "occurred_at": utcnow()}
+
+
+async def record_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Events (`event_row`), written in the session's transaction with one INSERT: many rows in one statement."""
+    if rows:
+        await (await session.connection()).execute(_RECORD, rows if len(rows) > 1 else rows[0])
 
 
 _RECORD = insert(table_of(Event))

@@ -194,11 +194,27 @@ def claimed(runner_id: str, now: datetime) -> dict[str, Any]:
             "pinned_runner": None}  # the pin keeps the first claim for its runner; later turns go where they go
 
 
-def latest_output(line: str) -> ColumnElement[Any]:
+def startable_by(runner_id: str) -> ColumnElement[bool]:
+    """Which row's turn this runner may start: its claim (initializing, held by it), not ended or taken since."""
+    return and_(col(Task.status) == TaskStatus.INITIALIZING.value, col(Task.runner_id) == runner_id)
+
+
+def turn_started(now: datetime, *, follow_up: bool) -> dict[str, Any]:
+    """The values of `start_turn` (initializing -> running), set by one conditional update (`startable_by`)."""
+    return {"status": TaskStatus.RUNNING.value, "state": State.WORKING.value,
+            "state_message": _turn_running(follow_up), "state_at": now, "updated_at": now}
+
+
+def latest_output(line: str | ColumnElement[str]) -> ColumnElement[Any]:
     """The state message once the agent printed `line`: that line while it works, unchanged otherwise (paused,
-    or waiting on people: `wait_on_people`)."""
+    or waiting on people: `wait_on_people`). `line` may be a statement's parameter (`message`'s value)."""
     working = and_(col(Task.status) == TaskStatus.RUNNING.value, col(Task.state) == State.WORKING.value)
-    return case((working, line[:MAX_MESSAGE]), else_=col(Task.state_message))
+    return case((working, message(line) if isinstance(line, str) else line), else_=col(Task.state_message))
+
+
+def message(text: str) -> str:
+    """A state message as stored: cut to its length."""
+    return text[:MAX_MESSAGE]
 
 
 # --- waiting --------------------------------------------------------------------------------------------
@@ -249,7 +265,11 @@ def cancel(task: Task, by: str) -> None:
 def start_turn(task: Task, *, follow_up: bool) -> None:
     """The agent's process has started."""
     _require(task, frozenset({TaskStatus.INITIALIZING}), "start a turn")
-    _move(task, TaskStatus.RUNNING, State.WORKING, f"{'follow-up' if follow_up else 'turn 1'}: running")
+    _move(task, TaskStatus.RUNNING, State.WORKING, _turn_running(follow_up))
+
+
+def _turn_running(follow_up: bool) -> str:
+    return f"{'follow-up' if follow_up else 'turn 1'}: running"
 
 
 def pause(task: Task) -> None:

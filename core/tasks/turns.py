@@ -35,6 +35,7 @@ from core.runners.presets import AgentCatalog, reported_cost, verdict
 from core.runners.sandbox import SANDBOX_HOME, SANDBOX_SOCKET, SANDBOX_TOOLS, SandboxView, home_for
 from core.runners.workspace import WorkspaceError, diff_stats, prepare
 from core.sessions import iterations
+from core.sessions.loop import is_loop_task
 from core.shepherd import Shepherd
 from core.store.events import record
 from core.store.models import Confirmation, Promotion, Session, Task, TaskLog, table_of
@@ -42,9 +43,11 @@ from core.tasks import state as task_state
 from core.tasks.config import RunnerConfig
 from core.tasks.ending import TurnEnd, plan_after_turn
 from core.tasks.evidence import DiffStats
+from core.tasks.group import BulkWrites
 from core.tasks.output import TaskOutput
 from core.tasks.rows import agent_started
 from core.tasks.snapshots import take_snapshot
+from core.tasks.starts import FirstTurn, first_turns
 from core.tasks.state import Control, LogType, Outcome, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -225,6 +228,7 @@ class Turns:
         self.wake = wake
         self.running: dict[str, Turn] = {}
         self.writes = ending.writes  # what turns starting (or ending) together record, in one commit
+        self.starts = BulkWrites(self.db, first_turns(ending.runner_id))  # first turns: set-based
 
     def begin(self, task: Task, token: str) -> None:
         """Drive a task this runner has just claimed, with the callback token its claim stored (Claims.take)."""
@@ -493,7 +497,14 @@ class Turns:
         assert turn.handle is not None
         handle = turn.handle
 
+        if not follow_up and not is_loop_task(snapshot):  # with the other first turns starting now, set-based
+            return await self.starts.run(FirstTurn(
+                task=snapshot, pid=handle.pid or None, runner_kind=self.runner.kind, unit=handle.unit,
+                session_ref=session_ref, text=text)) is not None
+
         async def record_start(session: AsyncSession) -> bool:
+            """A follow-up turn (its input taken off the queue people add to) or a loop's iteration (its session's
+            row moves with it): the task loaded under lock and changed."""
             task = await session.get(Task, turn.task_id, with_for_update=True)
             if task is None or not task_state.held_by(task, self.ending.runner_id):
                 return False
