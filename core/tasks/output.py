@@ -8,15 +8,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import insert, update
-from sqlalchemy.engine import Dialect
-from sqlmodel import col
+from sqlalchemy import String, bindparam, update
 
 from core.clock import utcnow
+from core.store.bulk import insert_rows
 from core.store.db import Database
-from core.store.models import Task, TaskLog
+from core.store.models import Task, TaskLog, table_of
 from core.tasks import state as task_state
 from core.tasks.state import LogType
 
@@ -67,12 +65,12 @@ class TaskOutput:
             try:
                 async with self.db.write() as session:
                     conn = await session.connection()
-                    await conn.exec_driver_sql(*_driver_insert(conn.dialect, rows))
-                    for task_id, (added, last, at) in latest.items():
-                        await session.exec(update(Task).where(col(Task.id) == task_id).values(
-                            log_count=col(Task.log_count) + added, updated_at=now, output_at=at,
-                            state_message=task_state.latest_output(last),
-                        ))
+                    counts = [{"b_id": task_id, "b_added": added, "b_at": at, "b_last": task_state.message(last)}
+                              for task_id, (added, last, at) in latest.items()]
+                    # one statement for every task's count (first: it begins the transaction the lines join)
+                    await conn.execute(_COUNTED.values(updated_at=now), counts if len(counts) > 1 else counts[0])
+                    kind = LogType.OUTPUT.value
+                    await insert_rows(conn, _LOG, _COLUMNS, [(task_id, at, kind, line) for task_id, at, line in rows])
             except Exception:
                 self._rows[:0] = rows
                 for task_id, (added, last, at) in latest.items():
@@ -83,30 +81,9 @@ class TaskOutput:
             self.written()
 
 
-_COMPILED: dict[tuple[str, str], tuple[str, tuple[str, ...] | None, Any]] = {}  # by dialect and paramstyle
-
-
-def _driver_insert(dialect: Dialect, rows: list[tuple[str, datetime, str]]) -> tuple[str, Any]:
-    """The log rows' INSERT as the driver's own executemany: the statement compiled once per dialect (in its
-    paramstyle), each time converted by the column type's own bind processor, nothing else done per row. Through
-    SQLAlchemy's executemany each row paid for its parameters to be built and processed again (about 20 µs a row
-    in a profile of 100 tasks x 2000 lines; most of what storing a line cost)."""
-    key = (dialect.name, dialect.paramstyle)
-    compiled = _COMPILED.get(key)
-    if compiled is None:
-        table = TaskLog.__table__  # type: ignore[attr-defined]
-        statement = insert(table).inline().compile(dialect=dialect, column_keys=["task_id", "time", "type", "content"])
-        order = tuple(statement.positiontup) if statement.positional and statement.positiontup else None
-        compiled = _COMPILED[key] = (str(statement), order, table.c.time.type._cached_bind_processor(dialect))
-    sql, order, processor = compiled
-    kind = LogType.OUTPUT.value
-    if processor is not None:  # once per time: the lines of one read share theirs
-        seen: dict[datetime, Any] = {}
-        rows = [(task_id, seen[at] if at in seen else seen.setdefault(at, processor(at)), line)
-                for task_id, at, line in rows]
-    if order is None:  # a named paramstyle
-        return sql, [{"task_id": task_id, "time": at, "type": kind, "content": line} for task_id, at, line in rows]
-    if order == ("task_id", "time", "type", "content"):
-        return sql, [(task_id, at, kind, line) for task_id, at, line in rows]
-    at_place = {"task_id": 0, "time": 1, "content": 2}
-    return sql, [tuple(kind if name == "type" else row[at_place[name]] for name in order) for row in rows]
+_LOG = table_of(TaskLog)
+_COLUMNS = ("task_id", "time", "type", "content")
+_T = table_of(Task)
+_COUNTED = update(_T).where(_T.c.id == bindparam("b_id")).values(
+    log_count=_T.c.log_count + bindparam("b_added"), output_at=bindparam("b_at"),
+    state_message=task_state.latest_output(bindparam("b_last", type_=String())))

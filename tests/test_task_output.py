@@ -1,0 +1,70 @@
+"""What agents print, stored by the output flusher (core.tasks.output) on both stores: every line once, in order, as
+printed, with each task's count and latest line; on PostgreSQL through COPY, inside the flush's transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+from core.clock import as_utc
+from core.shepherd import Shepherd
+from core.store.models import Task
+from core.tasks.output import TaskOutput
+from tests.test_confirmations import ALICE, started_task
+
+LINES = ["plain", "\ttabbed and ünïcödé ✓", "x" * 5000, "", "'quotes' \"and\" \\backslashes\\ ; DROP TABLE task;"]
+
+
+async def test_lines_of_several_tasks_are_stored_once_in_order_with_their_counts(
+    shepherd: Shepherd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copies: list[int] = []
+    real = asyncpg.Connection.copy_records_to_table
+
+    async def counted(self: asyncpg.Connection, *args: Any, **kw: Any) -> Any:
+        copies.append(len(kw["records"]))
+        return await real(self, *args, **kw)
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counted)
+    one, two = await started_task(shepherd, status="running"), await started_task(shepherd, status="running")
+    output = TaskOutput(shepherd.db)
+    for line in LINES:
+        output.add(one.id, line)
+        output.add(two.id, f"two: {line}")
+    await output.flush()
+    output.add(one.id, "after the first flush")
+    await output.flush()
+    await output.flush()  # nothing new: nothing written
+
+    _, first = await shepherd.tasks.logs(ALICE, one.id, limit=100)
+    _, second = await shepherd.tasks.logs(ALICE, two.id, limit=100)
+    assert [row.content for row in first if row.type == "output"] == [*LINES, "after the first flush"]
+    assert [row.content for row in second if row.type == "output"] == [f"two: {line}" for line in LINES]
+    stored: Task = await shepherd.tasks.get(ALICE, one.id)
+    assert stored.log_count == one.log_count + len(LINES) + 1
+    assert stored.output_at is not None and as_utc(stored.output_at) == as_utc(first[-1].time)
+    times = [as_utc(row.time) for row in first if row.type == "output"]
+    assert times == sorted(times)
+    if shepherd.db.dialect == "postgresql":  # the fast path ran, not its fallback
+        assert copies == [2 * len(LINES), 1]
+    else:
+        assert copies == []
+
+
+async def test_lines_whose_flush_fails_are_kept_for_the_next(shepherd: Shepherd) -> None:
+    """A flush that fails (here: a line of a task that is not there, refused by its foreign key) loses nothing of
+    what was read: the next flush stores the good lines with the rest."""
+    task = await started_task(shepherd, status="running")
+    output = TaskOutput(shepherd.db)
+    output.add(task.id, "kept")
+    output.add("task-not-there", "refused")
+    with pytest.raises(Exception):  # noqa: B017,PT011 (the store's own integrity error)
+        await output.flush()
+    output._rows = [row for row in output._rows if row[0] == task.id]
+    output._latest.pop("task-not-there")
+    output.add(task.id, "next")
+    await output.flush()
+    _, rows = await shepherd.tasks.logs(ALICE, task.id, limit=100)
+    assert [row.content for row in rows if row.type == "output"] == ["kept", "next"]
