@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import update
+from sqlmodel import col
 
 from core.clock import as_utc
 from core.shepherd import Shepherd
@@ -29,6 +31,8 @@ async def test_lines_of_several_tasks_are_stored_once_in_order_with_their_counts
 
     monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counted)
     one, two = await started_task(shepherd, status="running"), await started_task(shepherd, status="running")
+    async with shepherd.db.write() as session:  # one works; the other waits on people (its message stands)
+        await session.exec(update(Task).where(col(Task.id) == one.id).values(state="working"))
     output = TaskOutput(shepherd.db)
     for line in LINES:
         output.add(one.id, line)
@@ -44,6 +48,9 @@ async def test_lines_of_several_tasks_are_stored_once_in_order_with_their_counts
     assert [row.content for row in second if row.type == "output"] == [f"two: {line}" for line in LINES]
     stored: Task = await shepherd.tasks.get(ALICE, one.id)
     assert stored.log_count == one.log_count + len(LINES) + 1
+    assert stored.state_message == "after the first flush"
+    waiting = await shepherd.tasks.get(ALICE, two.id)
+    assert waiting.state_message == two.state_message and waiting.log_count == two.log_count + len(LINES)
     assert stored.output_at is not None and as_utc(stored.output_at) == as_utc(first[-1].time)
     times = [as_utc(row.time) for row in first if row.type == "output"]
     assert times == sorted(times)
@@ -68,3 +75,4 @@ async def test_lines_whose_flush_fails_are_kept_for_the_next(shepherd: Shepherd)
     await output.flush()
     _, rows = await shepherd.tasks.logs(ALICE, task.id, limit=100)
     assert [row.content for row in rows if row.type == "output"] == ["kept", "next"]
+    assert (await shepherd.tasks.get(ALICE, task.id)).log_count == task.log_count + 2  # the failed flush counted none

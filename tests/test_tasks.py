@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
-from sqlmodel import select
+from sqlalchemy import event, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.presets import agent_catalog
@@ -713,3 +713,46 @@ def test_an_entry_of_shepherd_agents_named_like_a_built_in_preset_replaces_its_c
     assert catalog.names().count("codex") == 1
     with pytest.raises(ValidationFailed):
         custom_presets({"Codex!": {"command": "x {prompt}"}})
+
+
+async def test_first_turns_written_together_start_only_what_this_runner_holds_and_each_once(db_url: str) -> None:
+    """The bulk write of first turns, given a batch as a runner can make one: two tasks it holds (one of them listed
+    twice), one claimed by another runner meanwhile and one cancelled. Only the two start, once each, with every
+    column a turn's start records."""
+    from core.tasks.starts import FirstTurn, first_turns
+
+    db = Database(db_url)
+    try:
+        shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo")
+        await shepherd.orgs.ensure("acme")
+        who = person(Role.ADMIN)
+        tasks = [(await shepherd.tasks.create(who, prompt=f"job {n}", runtime="demo")).task for n in range(4)]
+        holders = {tasks[0].id: "runner-1", tasks[1].id: "runner-1", tasks[2].id: "runner-2", tasks[3].id: "runner-1"}
+        async with db.write() as session:
+            for task_id, runner in holders.items():
+                await session.exec(update(Task).where(col(Task.id) == task_id).values(
+                    status="cancelled" if task_id == tasks[3].id else "initializing", runner_id=runner))
+        for task in tasks:  # as the runner prepared them
+            task.workspace, task.base_branch, task.base_sha = f"/ws/{task.id}", "main", "a" * 40
+        starts = [FirstTurn(task=task, pid=1000 + n, runner_kind="local", unit=f"unit-{n}",
+                            session_ref=f"session-{n}", text=task.prompt) for n, task in enumerate(tasks)]
+        async with db.write() as session:
+            answers = await first_turns("runner-1")(session, [starts[0], starts[1], starts[0], starts[2], starts[3]])
+        assert answers == [1, 1, None, None, None]
+        for n in (0, 1):
+            row = await shepherd.tasks.get(who, tasks[n].id)
+            assert (row.status, row.state, row.state_message, row.turns, row.log_count) == (
+                "running", "working", "turn 1: running", 1, 1)
+            assert (row.pid, row.runner_kind, row.runner_unit, row.session_ref) == (
+                1000 + n, "local", f"unit-{n}", f"session-{n}")
+            assert (row.workspace, row.base_branch, row.base_sha) == (f"/ws/{row.id}", "main", "a" * 40)
+            assert row.started_at is not None and row.state_at is not None
+            _, logs = await shepherd.tasks.logs(who, row.id)
+            assert [(r.type, r.content) for r in logs] == [("input", f"job {n}")]
+        for n, status in ((2, "initializing"), (3, "cancelled")):
+            untouched = await shepherd.tasks.get(who, tasks[n].id)
+            assert (untouched.status, untouched.turns, untouched.pid) == (status, 0, None)
+        started = [e for e in await shepherd.events.list(who, limit=100) if e.name == "task.turn_started"]
+        assert sorted(e.task_id or "" for e in started) == sorted([tasks[0].id, tasks[1].id])
+    finally:
+        await db.dispose()

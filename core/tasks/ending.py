@@ -64,7 +64,7 @@ class TurnEnd:
     def __init__(self, shepherd: Shepherd, output: TaskOutput, runner_id: str, wake: Callable[[], None]) -> None:
         self.shepherd = shepherd
         self.db = shepherd.db
-        self.writes = GroupWrites(self.db)  # what turns starting or ending together write, committed together
+        self.writes = GroupWrites(self.db)  # what turns ending (or following up) together write, in one commit
         self.output = output
         self.runner_id = runner_id
         self.wake = wake

@@ -48,7 +48,7 @@ async def _touch(session: AsyncSession, agent_ids: Sequence[str | None], status:
     """One Core UPDATE of the agents' status, counter and last activity, executed once per agent (each turn's start
     and end wrote one: an ORM load and flush cost more than the statement). A copy of an agent this session holds is
     flushed first if changed, and expired after, so it is read again as written."""
-    ids = [agent_id for agent_id in agent_ids if agent_id]
+    ids = sorted(agent_id for agent_id in agent_ids if agent_id)  # (rows locked in one order)
     if not ids:
         return
     identities = session.sync_session.identity_map

@@ -52,28 +52,33 @@ def first_turns(runner_id: str) -> Callable[[AsyncSession, Sequence[FirstTurn]],
 
     async def write(session: AsyncSession, starts: Sequence[FirstTurn]) -> list[int | None]:
         conn = await session.connection()
-        held = {row[0] for row in (await conn.execute(
-            sa_select(_T.c.id).where(_T.c.id.in_([start.task.id for start in starts]),
-                                     task_state.startable_by(runner_id))
-            .order_by(_T.c.id).with_for_update())).all()}  # (locked in one order: no deadlock with another batch)
-        mine = [start for start in starts if start.task.id in held]
+        ids = list(dict.fromkeys(start.task.id for start in starts))
+        # (locked in one order, the turn counts read under the lock)
+        held: dict[str, int] = {row[0]: row[1] for row in (await conn.execute(
+            sa_select(_T.c.id, _T.c.turns).where(_T.c.id.in_(ids), task_state.startable_by(runner_id))
+            .order_by(_T.c.id).with_for_update())).all()}
+        first: dict[str, int] = {}  # a task twice in one batch starts once: the first
+        for at, start in enumerate(starts):
+            if start.task.id in held:
+                first.setdefault(start.task.id, at)
+        mine = {task_id: starts[at] for task_id, at in first.items()}
         if mine:
             now = utcnow()
             rows = [{"b_id": s.task.id, "b_workspace": s.task.workspace, "b_base_branch": s.task.base_branch,
                      "b_base_sha": s.task.base_sha, "b_pid": s.pid, "b_kind": s.runner_kind, "b_unit": s.unit,
-                     "b_session_ref": s.session_ref} for s in mine]
+                     "b_session_ref": s.session_ref} for s in mine.values()]
             await conn.execute(
                 _START.where(task_state.startable_by(runner_id)).values(
                     **task_state.turn_started(now, follow_up=False), started_at=func.coalesce(_T.c.started_at, now)),
                 rows if len(rows) > 1 else rows[0])
-            lines = [{"task_id": s.task.id, "time": now, "type": LogType.INPUT.value, "content": s.text} for s in mine]
+            lines = [{"task_id": s.task.id, "time": now, "type": LogType.INPUT.value, "content": s.text}
+                     for s in mine.values()]
             await conn.execute(_INPUT, lines if len(lines) > 1 else lines[0])
-            await agents_started(session, [s.task.agent_id for s in mine])
+            await agents_started(session, [s.task.agent_id for s in mine.values()])
             await record_rows(session, [
                 event_row(Principal.system(s.task.org_id), "task", "task.turn_started", agent_id=s.task.agent_id,
-                          task_id=s.task.id, payload={"turn": s.task.turns + 1, "pid": s.pid, "followUp": False})
-                for s in mine])
-        # a first turn's number: nothing else moves a task's count of turns while this runner holds its claim
-        return [start.task.turns + 1 if start.task.id in held else None for start in starts]
+                          task_id=s.task.id, payload={"turn": held[s.task.id] + 1, "pid": s.pid, "followUp": False})
+                for s in mine.values()])
+        return [held[start.task.id] + 1 if first.get(start.task.id) == at else None for at, start in enumerate(starts)]
 
     return write

@@ -227,7 +227,7 @@ class Turns:
         self.ending = ending
         self.wake = wake
         self.running: dict[str, Turn] = {}
-        self.writes = ending.writes  # what turns starting (or ending) together record, in one commit
+        self.writes = ending.writes  # what follow-up turns starting (or turns ending) together record
         self.starts = BulkWrites(self.db, first_turns(ending.runner_id))  # first turns: set-based
 
     def begin(self, task: Task, token: str) -> None:
