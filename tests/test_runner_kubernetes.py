@@ -189,6 +189,15 @@ async def test_a_turn_streams_its_lines_and_reports_its_exit_code(rig: Kubernete
     assert SECRET not in json.dumps(rig.fake.received)
 
 
+async def test_a_turn_hands_its_lines_over_a_read_at_a_time_all_of_them_in_order(rig: KubernetesRig) -> None:
+    """What a turn follows (`batches`): the lines the log stream gave, in lists, none lost, none twice."""
+    task_id, _ = await seeded(rig)
+    handle = await rig.runner.start(turn(task_id, "for n in range(300):\n    print(f'line {n}')"))
+    reads = [read async for read in handle.batches()]
+    assert all(reads) and [line for read in reads for line in read] == [f"line {n}" for n in range(300)]
+    assert (await within(handle.wait())).exit_code == 0
+
+
 async def test_stop_deletes_the_job_and_leaves_no_job_pod_or_process(rig: KubernetesRig) -> None:
     task_id, _ = await seeded(rig)
     child = ("import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])"

@@ -3,12 +3,14 @@ the agent reported, a `shepherd ask` people refused and the line it ended on. Pu
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from core.runners import ExitReason, RunExit
 from core.runners.presets import verdict
 from core.tasks.state import Outcome
-from core.tasks.turns import Judgement, Refusal, closing_question, judge
+from core.tasks.turns import Judgement, Refusal, Turn, Turns, closing_question, judge
 
 EXITED_0 = RunExit(ExitReason.EXITED, 0, 1.0)
 EXITED_3 = RunExit(ExitReason.EXITED, 3, 1.0)
@@ -111,3 +113,49 @@ SAID = [
 @pytest.mark.parametrize(("line", "outcome"), SAID)
 def test_what_an_agent_says_of_refusals_and_budgets_is_read(line: str, outcome: Outcome | None) -> None:
     assert verdict(line) is outcome
+
+
+class _Stored:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add_many(self, task_id: str, lines: list[str]) -> None:
+        self.lines.extend(lines)
+
+
+def _reads(*reads: list[str], limit: int = 100, pattern: str | None = None) -> tuple[Turn, list[str]]:
+    """A turn's reads of its agent's output handled as the runner hands them over (a list of lines per read)."""
+    stored = _Stored()
+    turns = SimpleNamespace(config=SimpleNamespace(max_log_lines=limit), output=stored)
+    turn = Turn(task_id="task-1", org_id="acme", session_pattern=pattern)
+    for read in reads:
+        Turns._on_lines(turns, turn, read)  # type: ignore[arg-type]
+    return turn, stored.lines
+
+
+def test_a_reads_lines_are_judged_as_each_line_would_be() -> None:
+    turn, stored = _reads(
+        ["working", "session id: 123e4567-e89b-12d3-a456-426614174000", "max", "turns ahead"],
+        ['{"total_cost_usd": 0.5}', "the shell command was blocked by policy", "Error: reached max turns",
+         '{"total_cost_usd": 1.25}', "session id: 00000000-0000-0000-0000-000000000000"],
+        pattern=r"^session id: ([0-9a-f-]{36})",
+    )
+    assert turn.verdict is Outcome.DENIED and turn.verdict_line == "the shell command was blocked by policy"
+    assert turn.cost == 1.25  # the last it reported
+    assert turn.session_ref == "123e4567-e89b-12d3-a456-426614174000"  # the first it named
+    assert stored == [*["working", "session id: 123e4567-e89b-12d3-a456-426614174000", "max", "turns ahead"],
+                      '{"total_cost_usd": 0.5}', "the shell command was blocked by policy", "Error: reached max turns",
+                      '{"total_cost_usd": 1.25}', "session id: 00000000-0000-0000-0000-000000000000"]
+    assert list(turn.last_lines)[-1] == "session id: 00000000-0000-0000-0000-000000000000"
+
+
+def test_words_split_across_two_lines_of_a_read_are_no_verdict() -> None:
+    turn, _ = _reads(["we reached max", "turns of phrase", "permission", "denied is a word"])
+    assert turn.verdict is None
+
+
+def test_a_turn_stores_up_to_its_limit_and_counts_what_it_dropped() -> None:
+    turn, stored = _reads([f"a{n}" for n in range(4)], [f"b{n}" for n in range(4)], ["c"], limit=6)
+    assert stored == ["a0", "a1", "a2", "a3", "b0", "b1"]
+    assert (turn.stored, turn.dropped) == (6, 3)
+    assert list(turn.last_lines)[-2:] == ["b3", "c"]  # the evidence's last lines are all of them

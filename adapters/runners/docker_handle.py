@@ -137,9 +137,13 @@ class DockerHandle:
         await self._signal("SIGKILL")
 
     async def lines(self) -> AsyncIterator[str]:
-        while (read := await self._lines.get()) is not None:
+        async for read in self.batches():
             for line in read:
                 yield line
+
+    async def batches(self) -> AsyncIterator[list[str]]:
+        while (read := await self._lines.get()) is not None:
+            yield read
 
     async def wait(self) -> RunExit:
         return await asyncio.shield(self._done)

@@ -248,6 +248,18 @@ class KubeHandle:
         while (line := await self._lines.get()) is not None:
             yield line
 
+    async def batches(self) -> AsyncIterator[list[str]]:
+        """What the log stream gave since the last look, a list at a time."""
+        while (line := await self._lines.get()) is not None:
+            read = [line]
+            while not self._lines.empty():
+                more = self._lines.get_nowait()
+                if more is None:
+                    yield read
+                    return
+                read.append(more)
+            yield read
+
     async def wait(self) -> RunExit:
         """The turn's outcome. After `detach` nobody follows the unit any more: waiting is cancelled."""
         return await asyncio.shield(self._done)

@@ -91,6 +91,11 @@ class RunHandle(Protocol):
         """Output lines (stdout and stderr together) until the unit is gone."""
         ...
 
+    def batches(self) -> AsyncIterator[list[str]]:
+        """The same lines, a list at a time as they were read (what one read of the output gave): a turn handles a
+        read's lines together, not a step of the event loop per line."""
+        ...
+
     async def wait(self) -> RunExit: ...
 
     async def stop(self) -> None:

@@ -239,13 +239,18 @@ HINTS = ("grant", "permission", "reject", "denied", "blocked", "prevents", "max 
          "credit", "limit", "quota")
 
 
+def hinted(text: str) -> bool:
+    """Whether `text` (a line, or many joined) holds a word of HINTS: else no line of it is a verdict."""
+    folded = text.casefold()
+    for hint in HINTS:  # noqa: SIM110 (a plain loop: half the time of any() over a generator)
+        if hint in folded:
+            return True
+    return False
+
+
 def verdict(line: str) -> Outcome | None:
     """`denied` or `budget_exceeded` when an output line says so, else None."""
-    folded = line.casefold()
-    for hint in HINTS:  # a plain loop: half the time of any() over a generator, on every output line
-        if hint in folded:
-            break
-    else:
+    if not hinted(line):
         return None
     if _DENIAL.search(line):
         return Outcome.DENIED
@@ -261,9 +266,12 @@ _COST = re.compile(r'"total_cost_usd"\s*:\s*([0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9
 MAX_REPORTED_COST = 1_000_000.0
 
 
+COST_HINT = "total_cost_usd"  # in every line that reports a cost: else no line of a text does
+
+
 def reported_cost(line: str) -> float | None:
     """The dollars an output line reports the turn cost, or None when it reports none."""
-    if "total_cost_usd" not in line:
+    if COST_HINT not in line:
         return None
     match = _COST.search(line)
     if match is None:

@@ -37,12 +37,19 @@ class TaskOutput:
     def add(self, task_id: str, line: str) -> None:
         """One output line of a task's agent, stored at the next flush. The lines read in one step of the event
         loop (what one read of a pipe gave) were read at one time, and are stored with that one time."""
+        self.add_many(task_id, [line])
+
+    def add_many(self, task_id: str, lines: list[str]) -> None:
+        """Lines of a task read together (one read of its agent's output): stored at the next flush, with one time."""
+        if not lines:
+            return
         if self._now is None:
             self._now = utcnow()
             asyncio.get_running_loop().call_soon(self._tick)
-        self._rows.append((task_id, self._now, line))
+        now = self._now
+        self._rows.extend([(task_id, now, line) for line in lines])
         added = self._latest[task_id][0] if task_id in self._latest else 0
-        self._latest[task_id] = (added + 1, line, self._now)
+        self._latest[task_id] = (added + len(lines), lines[-1], now)
 
     async def run(self) -> None:
         """Flush forever (a background job)."""

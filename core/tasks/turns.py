@@ -31,7 +31,7 @@ from core.people.access import Principal
 from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec, Seed
 from core.runners.credentials import GitCredentials, git_auth
 from core.runners.local import RunnerError
-from core.runners.presets import AgentCatalog, reported_cost, verdict
+from core.runners.presets import COST_HINT, AgentCatalog, hinted, reported_cost, verdict
 from core.runners.sandbox import SANDBOX_HOME, SANDBOX_SOCKET, SANDBOX_TOOLS, SandboxView, home_for
 from core.runners.workspace import WorkspaceError, diff_stats, prepare
 from core.sessions import iterations
@@ -396,8 +396,8 @@ class Turns:
     async def _follow(self, turn: Turn, task: Task, workspace: Path) -> None:
         """The turn's unit runs: its lines until it ends, then the turn's end (its work brought back first)."""
         assert turn.handle is not None
-        async for line in turn.handle.lines():
-            self._on_line(turn, line)
+        async for read in turn.handle.batches():
+            self._on_lines(turn, read)
         if turn.detached:  # Shepherd stops; the unit goes on, and the process that adopts it ends the turn
             return
         exit_ = await turn.handle.wait()
@@ -531,24 +531,35 @@ class Turns:
 
         return await self.writes.run(record_start)  # with the other turns starting now
 
-    def _on_line(self, turn: Turn, line: str) -> None:
-        turn.last_lines.append(line)
-        cost = reported_cost(line)
-        if cost is not None:
-            turn.cost = cost
-        if turn.verdict is None:
-            found = verdict(line)
-            if found is not None:
-                turn.verdict, turn.verdict_line = found, line
+    def _on_lines(self, turn: Turn, lines: list[str]) -> None:
+        """What one read of the agent's output gave: its checks made on the read's text at once (a line is looked at
+        alone only where the text holds what a check looks for), its lines stored up to the turn's limit."""
+        turn.last_lines.extend(lines)
+        text = lines[0] if len(lines) == 1 else "\n".join(lines)  # (no check's words hold a line break)
+        if COST_HINT in text:
+            for line in lines:
+                cost = reported_cost(line)
+                if cost is not None:
+                    turn.cost = cost
+        if turn.verdict is None and hinted(text):
+            for line in lines:
+                found = verdict(line)
+                if found is not None:
+                    turn.verdict, turn.verdict_line = found, line
+                    break
         if turn.session_pattern and turn.session_ref is None:
-            match = re.search(turn.session_pattern, line)
-            if match:
-                turn.session_ref = match.group(1)
-        if turn.stored >= self.config.max_log_lines:
-            turn.dropped += 1
-            return
-        turn.stored += 1
-        self.output.add(turn.task_id, line)
+            for line in lines:
+                match = re.search(turn.session_pattern, line)
+                if match:
+                    turn.session_ref = match.group(1)
+                    break
+        room = self.config.max_log_lines - turn.stored
+        if room < len(lines):
+            turn.dropped += len(lines) - max(room, 0)
+            lines = lines[:max(room, 0)]
+        if lines:
+            turn.stored += len(lines)
+            self.output.add_many(turn.task_id, lines)
 
     async def _refused_question(self, turn: Turn) -> Refusal | None:
         """A `shepherd ask` of this turn that people rejected, or let expire (one Core statement, no session: every
