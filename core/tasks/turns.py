@@ -550,7 +550,7 @@ class Turns:
         if turn.session_pattern and turn.session_ref is None:
             for line in lines:
                 match = re.search(turn.session_pattern, line)
-                if match:
+                if match and match.group(1) is not None:  # (a match whose group took no part: the next line)
                     turn.session_ref = match.group(1)
                     break
         room = self.config.max_log_lines - turn.stored
