@@ -8,12 +8,18 @@ takes the rows as one stream."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def each(rows: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]] | Mapping[str, Any]:
+    """A statement's parameters for `rows`: the one row alone (a plain execute), or all of them (executemany)."""
+    return rows[0] if len(rows) == 1 else rows
+
 
 _COMPILED: dict[tuple[str, str, str, tuple[str, ...]], tuple[str, tuple[int, ...] | None, list[Any]]] = {}
 

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.clock import utcnow
 from core.people.access import Principal, Scope
+from core.store.bulk import each
 from core.store.db import Database
 from core.store.models import Event, table_of
 
@@ -44,7 +45,7 @@ def event_row(
 async def record_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Events (`event_row`), written in the session's transaction with one INSERT: many rows in one statement."""
     if rows:
-        await (await session.connection()).execute(_RECORD, rows if len(rows) > 1 else rows[0])
+        await (await session.connection()).execute(_RECORD, each(rows))
 
 
 _RECORD = insert(table_of(Event))

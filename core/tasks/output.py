@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import String, bindparam, update
 
 from core.clock import utcnow
-from core.store.bulk import insert_rows
+from core.store.bulk import each, insert_rows
 from core.store.db import Database
 from core.store.models import Task, TaskLog, table_of
 from core.tasks import state as task_state
@@ -75,7 +75,7 @@ class TaskOutput:
                     counts = [{"b_id": task_id, "b_added": added, "b_at": at, "b_last": task_state.message(last)}
                               for task_id, (added, last, at) in latest.items()]
                     # one statement for every task's count (first: it begins the transaction the lines join)
-                    await conn.execute(_COUNTED.values(updated_at=now), counts if len(counts) > 1 else counts[0])
+                    await conn.execute(_COUNTED.values(updated_at=now), each(counts))
                     kind = LogType.OUTPUT.value
                     await insert_rows(conn, _LOG, _COLUMNS, [(task_id, at, kind, line) for task_id, at, line in rows])
             except Exception:

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.agents import AgentStatus
 from core.clock import utcnow
+from core.store.bulk import each
 from core.store.models import Agent, Task, TaskLog, table_of
 from core.tasks.state import Outcome
 
@@ -62,6 +63,6 @@ async def _touch(session: AsyncSession, agent_ids: Sequence[str | None], status:
             _A.c.status: case((_A.c.status == AgentStatus.SUSPENDED.value, _A.c.status), else_=status.value),
             counter: counter + step,
             _A.c.last_activity: now,
-        }), [{"agent_id": agent_id} for agent_id in ids] if len(ids) > 1 else {"agent_id": ids[0]})
+        }), each([{"agent_id": agent_id} for agent_id in ids]))
     for agent in held:
         session.expire(agent)

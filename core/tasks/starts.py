@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.clock import utcnow
 from core.people.access import Principal
+from core.store.bulk import each
 from core.store.events import event_row, record_rows
 from core.store.models import Task, TaskLog, table_of
 from core.tasks import state as task_state
@@ -70,10 +71,10 @@ def first_turns(runner_id: str) -> Callable[[AsyncSession, Sequence[FirstTurn]],
             await conn.execute(
                 _START.where(task_state.startable_by(runner_id)).values(
                     **task_state.turn_started(now, follow_up=False), started_at=func.coalesce(_T.c.started_at, now)),
-                rows if len(rows) > 1 else rows[0])
+                each(rows))
             lines = [{"task_id": s.task.id, "time": now, "type": LogType.INPUT.value, "content": s.text}
                      for s in mine.values()]
-            await conn.execute(_INPUT, lines if len(lines) > 1 else lines[0])
+            await conn.execute(_INPUT, each(lines))
             await agents_started(session, [s.task.agent_id for s in mine.values()])
             await record_rows(session, [
                 event_row(Principal.system(s.task.org_id), "task", "task.turn_started", agent_id=s.task.agent_id,
