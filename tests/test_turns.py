@@ -9,8 +9,9 @@ import pytest
 
 from core.runners import ExitReason, RunExit
 from core.runners.presets import verdict
+from core.tasks.judging import Judgement, Refusal, closing_question, judge
 from core.tasks.state import Outcome
-from core.tasks.turns import Judgement, Refusal, Turn, Turns, closing_question, judge
+from core.tasks.turns import Turn, Turns
 
 EXITED_0 = RunExit(ExitReason.EXITED, 0, 1.0)
 EXITED_3 = RunExit(ExitReason.EXITED, 3, 1.0)

@@ -11,11 +11,10 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
 
 from sqlalchemy import bindparam, func, insert
 from sqlalchemy import select as sa_select
@@ -28,7 +27,7 @@ from core.autonomy.questions import note_waiting
 from core.clock import as_utc, utcnow
 from core.errors import ShepherdError
 from core.people.access import Principal
-from core.runners import ExitReason, RunExit, RunHandle, Runner, RunSpec, Seed
+from core.runners import ExitReason, RunHandle, Runner, RunSpec, Seed
 from core.runners.credentials import GitCredentials, git_auth
 from core.runners.local import RunnerError
 from core.runners.presets import COST_HINT, AgentCatalog, hinted, reported_cost, verdict
@@ -44,6 +43,7 @@ from core.tasks.config import RunnerConfig
 from core.tasks.ending import TurnEnd, plan_after_turn
 from core.tasks.evidence import DiffStats
 from core.tasks.group import BulkWrites
+from core.tasks.judging import Refusal, judge
 from core.tasks.output import TaskOutput
 from core.tasks.rows import agent_started
 from core.tasks.snapshots import take_snapshot
@@ -136,77 +136,6 @@ def engine_clone(url: str | None, auth: Mapping[str, str], *,
     if url is None or (auth and not short_lived):
         return None, {}
     return url, auth
-
-
-_QUESTION_END = re.compile(r"\?[\s\"'`*_)\]]*$")
-
-
-def closing_question(lines: Sequence[str]) -> str | None:
-    """The question a turn ended on: its last non-blank output line, when that line asks something (it ends
-    with a question mark, maybe inside quotes or markdown). An agent that asks and exits (`claude -p` with a
-    question for the user, the demo agent's `[ask]`) waits for input; it has not completed the work."""
-    for line in reversed(lines):
-        if line.strip():
-            return line.strip()[:500] if _QUESTION_END.search(line) else None
-    return None
-
-
-class Refusal(NamedTuple):
-    """A `shepherd ask` of the turn that people rejected or let expire: what its judgement says of it."""
-
-    action: str
-    code: str
-    status: str
-    decided_by: str | None
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class Judgement:
-    outcome: Outcome
-    reason: str
-    question: str | None = None  # the turn succeeded but ended asking this: it waits for input
-
-
-def judge(
-    exit_: RunExit, *, stop_reason: str | None = None, verdict: Outcome | None = None, verdict_line: str = "",
-    refused: Refusal | None = None, last_lines: Sequence[str] = (), idle_timeout_s: float = 0.0,
-    hard_timeout_s: float = 0.0,
-) -> Judgement:
-    """How a turn ended, from its exit, why it was stopped, what the agent reported (`verdict`), a `shepherd
-    ask` of the turn that people refused, and its last lines. An exit code alone never makes a success."""
-    outcome, reason = _outcome(exit_, stop_reason, verdict, verdict_line, refused, idle_timeout_s, hard_timeout_s)
-    question = closing_question(last_lines) if outcome is Outcome.SUCCEEDED else None
-    if question is not None:
-        return Judgement(outcome, f"waiting for input: {question}", question)
-    return Judgement(outcome, reason)
-
-
-def _outcome(
-    exit_: RunExit, stop_reason: str | None, verdict: Outcome | None, verdict_line: str,
-    refused: Refusal | None, idle_timeout_s: float, hard_timeout_s: float,
-) -> tuple[Outcome, str]:
-    if stop_reason == "shutdown":
-        return Outcome.INTERRUPTED, "Shepherd stopped while the agent was working; `send` continues it"
-    if stop_reason == Control.EXCEEDED:
-        return Outcome.BUDGET_EXCEEDED, "its budget was reached and people did not extend it; its processes were ended"
-    if exit_.reason is ExitReason.STOPPED or stop_reason is not None:
-        return Outcome.CANCELLED, "stopped on request; its processes were ended"
-    if exit_.reason is ExitReason.IDLE_TIMEOUT:
-        return Outcome.TIMED_OUT, f"no output for {idle_timeout_s:g} s (SHEPHERD_TASK_IDLE_TIMEOUT)"
-    if exit_.reason is ExitReason.HARD_TIMEOUT:
-        return Outcome.TIMED_OUT, f"ran longer than {hard_timeout_s:g} s (SHEPHERD_TASK_TIMEOUT)"
-    if verdict is not None:
-        return verdict, f"the agent reported: {verdict_line[:300]}"
-    if refused is not None and not exit_.exit_code:
-        # it asked, people said no (or nobody answered), and it went on to exit 0: not a success
-        by = f" by {refused.decided_by}" if refused.status == Status.REJECTED else ""
-        why = f": {refused.reason}" if refused.reason else ""
-        return Outcome.DENIED, f"{refused.action} ({refused.code}) was {refused.status}{by}{why}"
-    if exit_.exit_code:
-        how = f"killed by signal {-exit_.exit_code}" if exit_.exit_code < 0 else f"exit code {exit_.exit_code}"
-        return Outcome.FAILED, f"the agent failed ({how})"
-    return Outcome.SUCCEEDED, "the agent finished its turn"
 
 
 class Turns:
