@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.runners import workspace
+from core.runners import emptyrepo
 from core.runners.workspace import WorkspaceError, diff_stats, prepare
 from core.tasks.evidence import DiffStats
 from tests.gitrepos import git
@@ -118,7 +118,7 @@ async def _workspace(root: Path, name: str, files: dict[str, bytes]) -> tuple[Pa
 
 async def _by_git(path: Path, sha: str, monkeypatch: pytest.MonkeyPatch) -> object:
     with monkeypatch.context() as m:
-        m.setattr(workspace, "_new_files_stats", lambda *_: None)
+        m.setattr(emptyrepo, "new_files_stats", lambda *_: None)
         return await diff_stats(path, sha)
 
 
@@ -127,7 +127,7 @@ async def test_what_an_agent_left_in_an_empty_workspace_is_counted_as_git_counts
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     path, sha = await _workspace(tmp_path / "workspaces", "t", PLAIN_CASES[case])
-    read = workspace._new_files_stats(path, sha)
+    read = emptyrepo.new_files_stats(path, sha)
     assert read is not None, "counted without git"
     assert read == await _by_git(path, sha, monkeypatch) == await diff_stats(path, sha)
     assert read.files == len(PLAIN_CASES[case])
@@ -137,7 +137,7 @@ async def test_what_an_agent_left_in_an_empty_workspace_is_counted_as_git_counts
 async def test_what_git_would_count_differently_is_left_to_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                case: str) -> None:
     path, sha = await _workspace(tmp_path / "workspaces", "t", ODD_CASES[case])
-    assert workspace._new_files_stats(path, sha) is None
+    assert emptyrepo.new_files_stats(path, sha) is None
     assert await diff_stats(path, sha) == await _by_git(path, sha, monkeypatch)
 
 
@@ -145,13 +145,13 @@ async def test_a_link_a_commit_or_too_much_is_left_to_git(tmp_path: Path) -> Non
     root = tmp_path / "workspaces"
     linked, sha = await _workspace(root, "linked", {"a.txt": b"1\n"})
     (linked / "secret").symlink_to("/etc/hostname")  # never read through
-    assert workspace._new_files_stats(linked, sha) is None
+    assert emptyrepo.new_files_stats(linked, sha) is None
     big, sha_big = await _workspace(root, "big", {"big.txt": b"x" * ((1 << 20) + 1)})
-    assert workspace._new_files_stats(big, sha_big) is None
+    assert emptyrepo.new_files_stats(big, sha_big) is None
     committed, sha_c = await _workspace(root, "committed", {"a.txt": b"1\n"})
     git("add", "-A", cwd=committed)
     git("-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "work", cwd=committed)
-    assert workspace._new_files_stats(committed, sha_c) is None  # the branch moved: git counts against the base
+    assert emptyrepo.new_files_stats(committed, sha_c) is None  # the branch moved: git counts against the base
     assert (await diff_stats(committed, sha_c)).files == 1
 
 
@@ -159,7 +159,7 @@ async def test_a_link_a_commit_or_too_much_is_left_to_git(tmp_path: Path) -> Non
 async def test_a_name_git_refuses_or_treats_apart_is_left_to_git(tmp_path: Path, name: str) -> None:
     """git refuses .git's spellings on NTFS (.GIT, GIT~1, a trailing dot): what it would say of them is its own."""
     path, sha = await _workspace(tmp_path / "workspaces", "t", {name: b"1\n", "a.txt": b"2\n"})
-    assert workspace._new_files_stats(path, sha) is None
+    assert emptyrepo.new_files_stats(path, sha) is None
 
 
 async def test_what_the_agent_staged_is_left_to_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,20 +169,20 @@ async def test_what_the_agent_staged_is_left_to_git(tmp_path: Path, monkeypatch:
     git("update-index", "--skip-worktree", "evil.sh", cwd=path)
     (path / "evil.sh").unlink()
     (path / "README").write_text("hello\n")
-    assert workspace._new_files_stats(path, sha) is None
+    assert emptyrepo.new_files_stats(path, sha) is None
     counted = await diff_stats(path, sha)
     assert counted == await _by_git(path, sha, monkeypatch)
     assert counted.files == 2
     fresh, sha_f = await _workspace(tmp_path / "workspaces", "fresh", {})
     (fresh / "README").write_text("hello\n")
-    assert workspace._new_files_stats(fresh, sha_f) is not None  # the index `git commit` left stages nothing
+    assert emptyrepo.new_files_stats(fresh, sha_f) is not None  # the index `git commit` left stages nothing
 
 
 async def test_a_workspace_of_many_folders_is_not_walked_on_the_event_loop(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Thousands of empty folders (git adds none) are git's to walk, not the server's loop: the walk stops early."""
     path, sha = await _workspace(tmp_path / "workspaces", "t", {"a.txt": b"1\n"})
-    for n in range(3 * workspace._FEW_ENTRIES):
+    for n in range(3 * emptyrepo.FEW_ENTRIES):
         (path / f"d{n}").mkdir()
     listed = 0
     real = os.scandir
@@ -206,7 +206,7 @@ async def test_a_workspace_of_many_folders_is_not_walked_on_the_event_loop(tmp_p
             return next(self.inner)
 
     with monkeypatch.context() as m:
-        m.setattr(workspace.os, "scandir", Counting)
-        assert workspace._new_files_stats(path, sha) is None
-    assert listed <= workspace._FEW_ENTRIES + 1  # it stopped at the bound, not after listing every folder
+        m.setattr(emptyrepo.os, "scandir", Counting)
+        assert emptyrepo.new_files_stats(path, sha) is None
+    assert listed <= emptyrepo.FEW_ENTRIES + 1  # it stopped at the bound, not after listing every folder
     assert await diff_stats(path, sha) == await _by_git(path, sha, monkeypatch)

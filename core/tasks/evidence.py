@@ -11,6 +11,8 @@ from typing import Any
 
 from core.store.models import Task
 
+MAX_DIFF_PATHS = 20  # the changed files' paths a DiffStats names (its counts go on past them)
+
 
 @dataclass(frozen=True)
 class DiffStats:
