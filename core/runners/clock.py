@@ -13,6 +13,7 @@ import time
 from core.runners import ExitReason
 
 WATCH_INTERVAL_S = 0.1
+LATE_S = 0.5  # a look this much later than asked: the loop itself was held up
 
 
 class TurnClock:
@@ -61,8 +62,13 @@ class TurnClock:
         return None
 
     async def watch(self, interval_s: float = WATCH_INTERVAL_S) -> ExitReason:
-        """Returns once the turn has passed a limit: which one."""
+        """Returns once the turn has passed a limit: which one. A look that comes far later than asked (Shepherd's
+        own event loop was held up: a busy machine) judges nothing: the output that arrived meanwhile is read
+        first, and the next look judges."""
+        looked = time.monotonic()
         while True:  # a poll: the limits move with the clock, no event says when one is passed
             await asyncio.sleep(interval_s)
-            if (reason := self.due()) is not None:
+            now = time.monotonic()
+            late, looked = now - looked > interval_s + LATE_S, now
+            if not late and (reason := self.due()) is not None:
                 return reason
