@@ -97,11 +97,9 @@ class Overviews:
     async def of(self, principal: Principal) -> Overview:
         principal.require(Scope.READ, "reading status")
         cutoff = utcnow() - timedelta(seconds=RUNNER_STALE_S)
-        async with self.db.read() as session:
-            conn = await session.connection()
-            hide = not principal.can(Scope.ADMIN)
-            params = {"org": principal.org_id, "cutoff": cutoff, **({"me": principal.identity} if hide else {})}
-            rows = (await conn.execute(_statement(hide), params)).all()
+        hide = not principal.can(Scope.ADMIN)
+        params = {"org": principal.org_id, "cutoff": cutoff, **({"me": principal.identity} if hide else {})}
+        rows = await self.db.rows(_statement(hide), params)  # one statement: no session, no transaction
         agents: dict[str, int] = {}
         tasks: dict[str, int] = {}
         single: dict[str, int] = {}

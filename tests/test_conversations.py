@@ -4,6 +4,8 @@ begins with a message, which is a place (resolvable, answerable) only once the o
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
 from typing import Any
 
 from sqlalchemy import event
@@ -16,6 +18,7 @@ from core.commands.registry import build_registry
 from core.people.access import Role
 from core.shepherd import Shepherd
 from core.store.models import Outbox, Task, Thread
+from core.wakeup import Wakeup
 from tests.conftest import person
 from tests.test_outbox import Sink, _drain
 
@@ -120,3 +123,81 @@ async def test_items_worked_together_are_one_commit_and_one_that_fails_undoes_on
     assert tasks == ["kept"] and answers == ["reply:item-a", "reply:item-c"]
     states = [(await core.ledger.get("chat", key)).status for key in ("item-a", "item-b", "item-c")]  # type: ignore[union-attr]
     assert states == ["done", "received", "done"]  # the one that failed is the ledger's to try again
+
+
+class _Waking(Wakeup):
+    """A wake-up that notes how many commits had happened each time it was given."""
+
+    def __init__(self, commits: list[int]) -> None:
+        super().__init__()
+        self.commits = commits
+        self.given: list[int] = []
+
+    def __call__(self) -> None:
+        self.given.append(self.commits[0])
+        super().__call__()
+
+
+async def test_a_batch_answers_in_order_wakes_the_outbox_once_after_its_commit_and_reads_outside_it(
+        shepherd: Shepherd) -> None:
+    keys = [f"item-{n}" for n in range(6)]
+    for key in keys:
+        assert await shepherd.ledger.receive("chat", key, "acme", {})
+    commits = _commits(shepherd)
+    waking = _Waking(commits)
+    core = Shepherd(shepherd.db, catalog=agent_catalog(), default_agent="demo", outbox_due=waking)
+    conversations = Conversations(core, build_registry())
+    statements: list[str] = []
+    event.listen(core.db.engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: statements.append(statement.split()[0].upper()))
+    said = ["status", "agents", "status", "agents", "help", "status"]
+    places = ["C1/1.1", "C2/2.2", "C1/1.1", "C1/1.1", "C3/3.3", "C2/2.2"]
+    errors = await conversations.batch([
+        partial(conversations.command, ADA, words, answer=Where("chat", place), item=Received("chat", key))
+        for words, place, key in zip(said, places, keys, strict=True)])
+    assert errors == [None] * 6 and commits == [1]
+    assert waking.given == [1]  # once, after the commit: a wake-up before it finds nothing to send
+    assert "SAVEPOINT" not in statements  # items that only read: no savepoint each
+    async with core.db.read() as session:
+        rows = list(await session.exec(select(Outbox).order_by(col(Outbox.id))))
+        threads = list(await session.exec(select(Thread)))
+    assert [r.key for r in rows] == [f"reply:{key}" for key in keys]  # in the order the items came
+    assert [r.address for r in rows] == places and len(threads) == 3  # one thread per place
+    texts = [r.payload["text"] for r in rows]
+    assert all(("agents:" in text) == (words == "status") for text, words in zip(texts, said, strict=True))
+    assert texts[1].startswith("no agents yet") and texts[3] == texts[1] and not texts[4].startswith("error")
+    assert {(await core.ledger.get("chat", key)).status for key in keys} == {"done"}  # type: ignore[union-attr]
+
+    # the same places again: their threads are found, not made twice
+    more = ["item-6", "item-7"]
+    for key in more:
+        assert await core.ledger.receive("chat", key, "acme", {})
+    assert await conversations.batch([
+        partial(conversations.command, ADA, "status", answer=Where("chat", place), item=Received("chat", key))
+        for place, key in zip(["C3/3.3", "C1/1.1"], more, strict=True)]) == [None, None]
+    async with core.db.read() as session:
+        assert len(list(await session.exec(select(Thread)))) == 3
+        rows = list(await session.exec(select(Outbox).where(col(Outbox.key).in_([f"reply:{k}" for k in more]))
+                                       .order_by(col(Outbox.id))))
+    assert [r.address for r in rows] == ["C3/3.3", "C1/1.1"]
+
+
+async def test_a_task_started_during_a_batch_answers_on_its_own(shepherd: Shepherd) -> None:
+    """Work an item hands to a task of its own outlives the batch: its answer is written by that task, not held
+    for a batch that has ended by then."""
+    conversations = Conversations(shepherd, build_registry())
+    assert await shepherd.ledger.receive("chat", "late", "acme", {})
+    started: list[asyncio.Task[None]] = []
+
+    async def hands_off() -> None:
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            await conversations.reply("acme", Where("chat", "C9/9.9"), "said later", item=Received("chat", "late"))
+        started.append(asyncio.get_running_loop().create_task(later()))
+
+    assert await conversations.batch([hands_off]) == [None]
+    await started[0]
+    async with shepherd.db.read() as session:
+        [row] = list(await session.exec(select(Outbox)))
+    assert (row.address, row.payload["text"]) == ("C9/9.9", "said later")
+    assert (await shepherd.ledger.get("chat", "late")).status == "done"  # type: ignore[union-attr]

@@ -84,3 +84,29 @@ async def test_another_task_writes_in_its_own_transaction_never_in_the_unit(db: 
     assert other is not None
     await other  # on SQLite it waited for the unit's write lock; it was never part of the unit
     assert await _orgs(db) == {"u-theirs"}
+
+
+async def test_items_of_a_unit_undo_only_themselves_and_one_that_only_reads_begins_nothing(db_url: str) -> None:
+    db = Database(db_url)
+    commits = _commits(db)
+    try:
+        async with db.unit() as unit:
+            async with unit.item():
+                assert await _orgs(db) == set()
+                assert not unit.wrote  # it only read: no transaction, no savepoint
+            assert unit.session is None
+            async with unit.item():
+                await _add(db, "u-kept")
+                await _add(db, "u-kept-too")
+                assert unit.wrote
+            with pytest.raises(RuntimeError):
+                async with unit.item():
+                    await _add(db, "u-undone")
+                    await _add(db, "u-undone-too")
+                    raise RuntimeError("the item failed after its writes")
+            async with unit.item():
+                assert not unit.wrote  # this item has not written, though the unit has
+                assert await _orgs(db) == {"u-kept", "u-kept-too"}
+        assert await _orgs(db) == {"u-kept", "u-kept-too"} and commits == [1]
+    finally:
+        await db.dispose()

@@ -21,23 +21,26 @@ and gives the thread its real address before anything else for it goes out (core
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, tuple_
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from core.channels.outbox import REPLY_KEY, Message, enqueue, threads_for
+from core.channels.outbox import REPLY_KEY, Message, addressed, enqueue, enqueue_rows, threads_for
 from core.clock import utcnow
 from core.commands.grammar import CommandRegistry, Reply, Where
 from core.errors import ShepherdError
 from core.ids import new_id
 from core.people.access import Principal, Role
-from core.store.models import HeldRequest, MessageRef, Task, Thread
+from core.store.models import HeldRequest, MessageRef, Task, Thread, table_of
 
 if TYPE_CHECKING:
     from core.shepherd import Shepherd
@@ -137,6 +140,34 @@ async def open_thread(
     return thread
 
 
+class _Answer(NamedTuple):
+    org_id: str
+    where: Where | None  # where it is said (None: only the item is settled)
+    key: str  # its outbox key
+    text: str
+    item: Received | None
+
+
+@dataclass(eq=False)
+class _Later:
+    """The answers of a batch's items (`Conversations.batch`), written together at its end. Only the task that runs
+    the batch adds to them, and only while it runs: a task started meanwhile inherits the context, not the batch."""
+
+    owner: asyncio.Task[object] | None = field(default_factory=asyncio.current_task)
+    answers: list[_Answer] = field(default_factory=list)
+    open: bool = True
+
+    def takes(self) -> bool:
+        return self.open and self.owner is asyncio.current_task()
+
+
+_LATER: ContextVar[_Later | None] = ContextVar("shepherd_batch_answers", default=None)
+_T = table_of(Thread)
+# the places' own threads (what `bind_thread` finds with no task and no project), for many places at once
+_PLACES = core_select(_T.c.id, _T.c.org_id, _T.c.channel, _T.c.address, _T.c.opening).where(
+    _T.c.opening.is_(None), _T.c.task_id.is_(None), _T.c.project_id.is_(None))
+
+
 class Conversations:
     """The conversation API over one core, with the command registry its channels run."""
 
@@ -193,9 +224,8 @@ class Conversations:
     async def reply(self, org_id: str, where: Where, text: str, *, item: Received | None = None) -> None:
         """Say something at a place through the outbox (not a command's answer: `command` answers itself), with
         the item it answers settled in the same commit."""
-        async with self.db.write() as session:
-            await self._answer(session, org_id, where, None, text, item)
-        self.shepherd.outbox_due()
+        await self._say(org_id, where, text, item)
+        self._committed(runner=False)
 
     async def command(
         self, principal: Principal, said: str | Sequence[str], *, where: Where | None = None,
@@ -216,14 +246,13 @@ class Conversations:
                                             request_key=item.key if item else None, place=place)
             acted = unit.wrote  # the command changed something (not only read)
             task = followed(reply)
-            if answer is not None or item is not None:
+            if answer is not None and opening is not None and task is not None:
                 async with self.db.write() as session:
-                    thread = None
-                    if answer is not None and opening is not None and task is not None:
-                        key = f"opening:{item.key}" if item else new_id("opening")
-                        thread = await open_thread(session, principal.org_id, answer.channel, task, opening,
-                                                   key=key)
+                    key = f"opening:{item.key}" if item else new_id("opening")
+                    thread = await open_thread(session, principal.org_id, answer.channel, task, opening, key=key)
                     await self._answer(session, principal.org_id, answer, thread, reply.text, item)
+            elif answer is not None or item is not None:
+                await self._say(principal.org_id, answer, reply.text, item)
         self._committed(runner=acted)
         return reply
 
@@ -276,29 +305,41 @@ class Conversations:
             acted = unit.wrote
             answer = answer if refusal else None
             if answer is not None or item is not None:
-                async with self.db.write() as session:
-                    await self._answer(session, principal.org_id, answer, None, refusal or "", item)
+                await self._say(principal.org_id, answer, refusal or "", item)
         self._committed(runner=acted)
         return Reply(said, ok=refusal is None)
 
     async def batch(self, work: Sequence[Callable[[], Awaitable[object]]]) -> list[Exception | None]:
         """Several inbound items' work (each a call of this API: `command`, `vote`, `reply`, `settle`) in one
-        commit, each in a savepoint of its own: work that raises undoes only its own writes, and its exception
-        comes back in its place (None: done). A burst of items then costs one commit (on SQLite one fsync) and
-        one session instead of one of each per item and per read. Work that must ask a remote host (a person's
-        name) asks before: what runs here holds the store's write lock. A failed commit raises, and nothing of
-        the batch is written: the caller does the items again, one at a time."""
+        commit: work that raises undoes only its own writes (a savepoint, begun at the item's first write), and
+        its exception comes back in its place (None: done). The answers and the settled items of the whole batch
+        are written together at its end (one INSERT, one UPDATE), in the order of the items; an item that only
+        reads (`status`) writes nothing before then and reads outside the transaction. A burst of items then
+        costs one commit (on SQLite one fsync) instead of one per item. Work that must ask a remote host (a
+        person's name) asks before: what runs here may hold the store's write lock. A failed commit raises, and
+        nothing of the batch is written: the caller does the items again, one at a time."""
         errors: list[Exception | None] = []
-        async with self.db.unit() as unit:
-            await unit.begin()
-            for job in work:
-                try:
-                    async with self.db.write():  # the item's savepoint
-                        await job()
-                    errors.append(None)
-                except Exception as exc:
-                    errors.append(exc)
-        self._committed(runner=True)  # the wake-ups its items gave came before their rows could be seen
+        later, wrote = _Later(), False
+        token = _LATER.set(later)
+        try:
+            async with self.db.unit() as unit:
+                for job in work:
+                    taken = len(later.answers)
+                    try:
+                        async with unit.item():
+                            await job()
+                            wrote = wrote or unit.wrote
+                        errors.append(None)
+                    except Exception as exc:
+                        del later.answers[taken:]  # its answer goes with the rest of its work
+                        errors.append(exc)
+                later.open = False
+                if later.answers:
+                    await self._answers(await unit.begin(), later.answers)
+        finally:
+            _LATER.reset(token)
+        # the wake-ups its items gave came before their rows could be seen
+        self._committed(runner=wrote)
         return errors
 
     async def hold(self, org_id: str, where: Where, author: str, text: str, *, item: Received) -> None:
@@ -311,7 +352,7 @@ class Conversations:
                 session.add(HeldRequest(org_id=org_id, channel=where.channel, address=where.address,
                                         source=item.source, key=item.key, author=author[:200]))
             await self._answer(session, org_id, where, None, text, item)
-        self.shepherd.outbox_due()
+        self._committed(runner=False)
 
     async def held(self, org_id: str, where: Where) -> list[Received]:
         """The requests held at `where` and not yet released, oldest first."""
@@ -339,6 +380,37 @@ class Conversations:
         """An item there is nothing to do for: done."""
         await self.shepherd.ledger.done(item.source, item.key)
 
+    async def _say(self, org_id: str, answer: Where | None, text: str, item: Received | None) -> None:
+        """An answer at `answer` (keyed by its item: processing the item again edits it rather than posting a
+        second one) and its item settled: written now, or, inside a batch, with the batch's other answers at its
+        end, in the same commit."""
+        later = _LATER.get()
+        if later is not None and later.takes():
+            key = f"{REPLY_KEY}:{item.key}" if item else new_id(REPLY_KEY)
+            later.answers.append(_Answer(org_id, answer, key, text, item))
+            return
+        async with self.db.write() as session:
+            await self._answer(session, org_id, answer, None, text, item)
+
+    async def _answers(self, session: AsyncSession, answers: Sequence[_Answer]) -> None:
+        """A batch's answers: the places' threads read in one statement (the few new ones bound), the outbox rows
+        written in one INSERT, the items settled in one UPDATE."""
+        places = sorted({(a.org_id, a.where.channel, a.where.address) for a in answers if a.where is not None})
+        threads: dict[tuple[str, str, str], object] = {}
+        if places:
+            conn = await session.connection()
+            for row in await conn.execute(_PLACES.where(tuple_(_T.c.org_id, _T.c.channel, _T.c.address).in_(places))):
+                threads.setdefault((row.org_id, row.channel, row.address), row)
+            for place in places:
+                if place not in threads:
+                    threads[place] = await bind_thread(session, *place)
+        now = utcnow()
+        await enqueue_rows(session, [
+            addressed(threads[(a.org_id, a.where.channel, a.where.address)], a.key,
+                      Message(key=a.key, text=a.text, kind="reply").to_json(), now)
+            for a in answers if a.where is not None])
+        await self.shepherd.ledger.settle_many(session, [(a.item.source, a.item.key) for a in answers if a.item])
+
     async def _answer(self, session: AsyncSession, org_id: str, answer: Where | None, thread: Thread | None,
                       text: str, item: Received | None) -> None:
         if answer is not None:
@@ -352,7 +424,11 @@ class Conversations:
     def _committed(self, *, runner: bool) -> None:
         """What a unit wrote is visible to other connections only now: the outbox looks at once, and so does a
         runner in this process when the command changed something (a wake-up a service gave inside the unit
-        came before its rows could be seen)."""
+        came before its rows could be seen). Inside a batch, the batch's own commit is that moment: an item's
+        wake-up would send the outbox looking before anything is there (every item of a burst, a look each)."""
+        later = _LATER.get()
+        if later is not None and later.takes():
+            return
         self.shepherd.outbox_due()
         if runner:
             self.shepherd.runs_due()

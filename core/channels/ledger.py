@@ -12,6 +12,7 @@ from the row alone.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -22,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.clock import as_utc, utcnow
 from core.errors import Conflict
+from core.store.bulk import each
 from core.store.db import Database
 from core.store.models import Delivery
 
@@ -175,8 +177,15 @@ class Ledger:
         """Mark an item done inside the caller's transaction (the one that wrote its effect or its reply). A Core
         statement on the session's connection: through the session, an UPDATE first looks for the rows it changes
         among the ORM objects the session holds (synchronize_session), which grows with a batch of items."""
-        conn = await session.connection()
-        await conn.execute(_SETTLE, {"b_source": source, "b_key": key, "b_done_at": utcnow()})
+        await self.settle_many(session, [(source, key)])
+
+    async def settle_many(self, session: AsyncSession, items: Sequence[tuple[str, str]]) -> None:
+        """`settle` for several items (source, key) at once: one statement, run for each."""
+        if items:
+            now = utcnow()
+            conn = await session.connection()
+            await conn.execute(_SETTLE, each([{"b_source": source, "b_key": key, "b_done_at": now}
+                                              for source, key in items]))
 
     async def done(self, source: str, key: str) -> None:
         async with self.db.write() as session:

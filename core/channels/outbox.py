@@ -12,6 +12,7 @@ until that message is posted and the thread has its address. Threads are bound i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -138,18 +139,25 @@ _ENQUEUE = insert(_OUTBOX)
 
 async def enqueue(session: AsyncSession, threads: list[Thread], message: Message) -> int:
     """Outbox rows for `message` to every thread, in the caller's transaction. To a thread that waits for its
-    first message to be posted, only that message is addressed; the rest wait for the thread's address.
+    first message to be posted, only that message is addressed; the rest wait for the thread's address."""
+    payload, now = message.to_json(), utcnow()
+    return await enqueue_rows(session, [addressed(t, message.key, payload, now) for t in threads])
 
-    Written at once with one Core INSERT (every answer to a command writes one: an ORM object per row cost more
-    to build and flush than the statement); the session's pending objects (a thread just made) are flushed first,
-    as the rows name them."""
-    if not threads:
+
+def addressed(thread: Any, key: str, payload: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The outbox row of a message (its `key` and JSON `payload`) to a thread (a Thread, or a row of its columns
+    id, org_id, channel, address, opening), for `enqueue_rows`."""
+    return {"org_id": thread.org_id, "thread_id": thread.id, "channel": thread.channel, "key": key,
+            "payload": payload, "status": RowStatus.PENDING.value, "attempts": 0, "next_at": now, "created_at": now,
+            "address": "" if thread.opening is not None and thread.opening != key else thread.address}
+
+
+async def enqueue_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Outbox rows (`addressed`) written in the caller's transaction with one Core INSERT (every answer to a
+    command writes one: an ORM object per row cost more to build and flush than the statement); the session's
+    pending objects (a thread just made) are flushed first, as the rows name them."""
+    if not rows:
         return 0
     await session.flush()
-    payload, now = message.to_json(), utcnow()
-    rows = [{"org_id": t.org_id, "thread_id": t.id, "channel": t.channel, "key": message.key, "payload": payload,
-             "address": "" if t.opening is not None and t.opening != message.key else t.address,
-             "status": RowStatus.PENDING.value, "attempts": 0, "next_at": now, "created_at": now}
-            for t in threads]
     await (await session.connection()).execute(_ENQUEUE, rows)
     return len(rows)

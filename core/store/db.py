@@ -16,13 +16,14 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy import Executable, Result, Row, event, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSessionTransaction, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import Conflict, ShepherdError, TryLater
@@ -117,11 +118,34 @@ class Unit:
         self.owner = asyncio.current_task()
         self.session: AsyncSession | None = None
         self._turn = False
+        self._item: _Item | None = None  # inside `item()`: the item's own savepoint, from its first write
 
     @property
     def wrote(self) -> bool:
-        """Whether anything inside the unit has written (its transaction has begun)."""
+        """Whether anything inside the unit has written (its transaction has begun); inside `item()`, whether
+        that item has."""
+        if self._item is not None:
+            return self._item.savepoint is not None
         return self.session is not None
+
+    @asynccontextmanager
+    async def item(self) -> AsyncIterator[None]:
+        """One item of several done in this unit (core.channels.conversations.Conversations.batch): its writes
+        are a savepoint of their own, begun at its first write, so an item that raises undoes only itself, and an
+        item that only reads opens no savepoint (nor, alone, the transaction: its reads run outside it)."""
+        outer, here = self._item, _Item()
+        self._item = here
+        try:
+            yield
+        except BaseException:
+            if here.savepoint is not None and here.savepoint.is_active:
+                await here.savepoint.rollback()
+            raise
+        else:
+            if here.savepoint is not None and here.savepoint.is_active:
+                await here.savepoint.commit()
+        finally:
+            self._item = outer
 
     async def begin(self) -> AsyncSession:
         if self.session is None:
@@ -146,6 +170,8 @@ class Unit:
                 await self.close(session)
                 raise
             self.session = session
+        if self._item is not None and self._item.savepoint is None:
+            self._item.savepoint = await self.session.begin_nested()
         return self.session
 
     async def close(self, session: AsyncSession | None = None) -> None:
@@ -158,6 +184,11 @@ class Unit:
             if self._turn and self.db._write_turn is not None:
                 self._turn = False
                 self.db._write_turn.release()
+
+
+@dataclass
+class _Item:
+    savepoint: AsyncSessionTransaction | None = None
 
 
 _UNIT: ContextVar[Unit | None] = ContextVar("shepherd_unit_of_work", default=None)
