@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from sqlmodel import col, select
 
 from bot.outbox import Dispatcher
 from core.channels.conversations import Opening, bind_thread, open_thread
-from core.channels.outbox import DeliveryError, Message, enqueue, threads_for
+from core.channels.outbox import Button, DeliveryError, Message, enqueue, threads_for
 from core.shepherd import Shepherd
 from core.store.models import MessageRef, Outbox, Thread
 from core.wakeup import Wakeup
@@ -284,3 +284,15 @@ async def test_a_thread_a_platform_is_slow_to_take_holds_up_only_itself(shepherd
     assert await pass_ == 4
     assert sink.delivered[-1] == ("post", "C-slow", "slow one")
     assert {r.status for r in await _rows(shepherd)} == {"sent"}
+
+
+def test_a_message_stored_and_read_back_is_the_same_message_with_every_field() -> None:
+    message = Message(key="k", text="t", kind="confirmation", state="pending", fields={"plan": "push"},
+                      buttons=(Button("Approve", "approve", "c1", style="primary", confirm="sure?"),),
+                      code="K7P2", detail="out", more="logs t1", task="t1")
+    stored = message.to_json()
+    assert set(stored) == {f.name for f in fields(Message)}  # a field added later is stored too
+    assert stored == asdict(message) | {"buttons": [asdict(b) for b in message.buttons]}
+    assert Message.from_json(stored) == message
+    stored["fields"]["plan"] = "changed"
+    assert message.fields == {"plan": "push"}  # the stored form is a copy

@@ -156,6 +156,9 @@ class _Later:
     owner: asyncio.Task[object] | None = field(default_factory=asyncio.current_task)
     answers: list[_Answer] = field(default_factory=list)
     open: bool = True
+    # who the batch's people are, read once for the items that come after one another: kept only while no item has
+    # written (an item may change someone's role; one that only reads changes nothing)
+    people: dict[tuple[str, str, str, bool], Principal] = field(default_factory=dict)
 
     def takes(self) -> bool:
         return self.open and self.owner is asyncio.current_task()
@@ -182,8 +185,15 @@ class Conversations:
                      admin: bool = False) -> Principal:
         """Who a channel's user is in Shepherd; first contact makes them a user with `default_role` and `name`
         (the platform's name for them). `admin`: the deployment names them an admin."""
-        return await self.shepherd.users.principal_for(org_id, channel, external_id, display_name=name,
-                                                       default_role=default_role, admin=admin)
+        later = _LATER.get()
+        key = (org_id, channel, external_id, admin)
+        if later is not None and later.takes() and key in later.people:
+            return later.people[key]
+        principal = await self.shepherd.users.principal_for(org_id, channel, external_id, display_name=name,
+                                                            default_role=default_role, admin=admin)
+        if later is not None and later.takes():
+            later.people[key] = principal
+        return principal
 
     async def name_of(self, org_id: str, channel: str, external_id: str) -> str | None:
         """The Shepherd name of a channel's user, if Shepherd has met them."""
@@ -328,10 +338,13 @@ class Conversations:
                     try:
                         async with unit.item():
                             await job()
-                            wrote = wrote or unit.wrote
+                            if unit.wrote:
+                                wrote = True
+                                later.people.clear()
                         errors.append(None)
                     except Exception as exc:
                         del later.answers[taken:]  # its answer goes with the rest of its work
+                        later.people.clear()
                         errors.append(exc)
                 later.open = False
                 if later.answers:

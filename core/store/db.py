@@ -23,7 +23,13 @@ from typing import Any
 import orjson
 from sqlalchemy import Executable, Result, Row, event, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSessionTransaction, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSessionTransaction,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import Conflict, ShepherdError, TryLater
@@ -119,6 +125,7 @@ class Unit:
         self.session: AsyncSession | None = None
         self._turn = False
         self._item: _Item | None = None  # inside `item()`: the item's own savepoint, from its first write
+        self._reader: AsyncConnection | None = None  # `Database.rows` before the transaction begins
 
     @property
     def wrote(self) -> bool:
@@ -174,10 +181,23 @@ class Unit:
             self._item.savepoint = await self.session.begin_nested()
         return self.session
 
+    async def reading(self) -> AsyncConnection:
+        """The connection the unit reads single statements on: its transaction's once begun; before that, one
+        connection outside any transaction, kept for the unit (a batch of items that only read checks one out, not
+        one per statement)."""
+        if self.session is not None:
+            return await self.session.connection()
+        if self._reader is None:
+            self._reader = await self.db._alone.connect()
+        return self._reader
+
     async def close(self, session: AsyncSession | None = None) -> None:
         """Ends the transaction (rolled back unless committed) and gives the write turn back."""
         session = session or self.session
         try:
+            if self._reader is not None:
+                reader, self._reader = self._reader, None
+                await reader.close()
             if session is not None:
                 await session.close()
         finally:
@@ -310,9 +330,8 @@ class Database:
         transaction begun or ended around it (one statement is consistent by itself). Inside a unit of work it
         reads through the unit, so it sees what the unit wrote."""
         unit = self._joined()
-        if unit is not None and unit.session is not None:
-            conn = await unit.session.connection()
-            return (await conn.execute(statement, params)).all()
+        if unit is not None:
+            return (await (await unit.reading()).execute(statement, params)).all()
         async with self._alone.connect() as conn:
             return (await conn.execute(statement, params)).all()
 
