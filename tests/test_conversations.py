@@ -201,3 +201,28 @@ async def test_a_task_started_during_a_batch_answers_on_its_own(shepherd: Shephe
         [row] = list(await session.exec(select(Outbox)))
     assert (row.address, row.payload["text"]) == ("C9/9.9", "said later")
     assert (await shepherd.ledger.get("chat", "late")).status == "done"  # type: ignore[union-attr]
+
+
+async def test_a_role_changed_by_an_item_holds_for_the_later_items_of_the_same_batch(shepherd: Shepherd) -> None:
+    conversations = Conversations(shepherd, build_registry())
+    keys = ["r-1", "r-2", "r-3", "r-4"]
+    for key in keys:
+        assert await shepherd.ledger.receive("chat", key, "acme", {})
+
+    async def said(external: str, words: str, key: str) -> None:
+        admin = external == "boss"
+        who = await conversations.person("acme", "chat", external, name=external, default_role=Role.VIEWER,
+                                         admin=admin)
+        await conversations.command(who, words, answer=Where("chat", f"C1@{external}"), item=Received("chat", key))
+
+    errors = await conversations.batch([
+        partial(said, "kim", "role kim approver", "r-1"),  # a viewer may not: refused
+        partial(said, "boss", "role kim operator", "r-2"),
+        partial(said, "kim", "role kim approver", "r-3"),  # an operator may not either, but as an operator now
+        partial(said, "kim", "agent create scout --type task", "r-4"),  # an operator's command: allowed now
+    ])
+    assert errors == [None] * 4
+    async with shepherd.db.read() as session:
+        texts = {r.key: r.payload["text"] for r in await session.exec(select(Outbox))}
+    assert texts["reply:r-1"].startswith("error") and "operator" in texts["reply:r-2"]
+    assert texts["reply:r-3"].startswith("error") and not texts["reply:r-4"].startswith("error"), texts
