@@ -8,7 +8,7 @@ import asyncio
 from functools import partial
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlmodel import col, select
 
 from bot.outbox import Dispatcher
@@ -138,7 +138,7 @@ class _Waking(Wakeup):
         super().__call__()
 
 
-async def test_a_batch_answers_in_order_wakes_the_outbox_once_after_its_commit_and_reads_outside_it(
+async def test_a_batch_answers_in_order_wakes_the_outbox_once_after_its_commit_and_opens_no_savepoint_to_read(
         shepherd: Shepherd) -> None:
     keys = [f"item-{n}" for n in range(6)]
     for key in keys:
@@ -147,9 +147,8 @@ async def test_a_batch_answers_in_order_wakes_the_outbox_once_after_its_commit_a
     waking = _Waking(commits)
     core = Shepherd(shepherd.db, catalog=agent_catalog(), default_agent="demo", outbox_due=waking)
     conversations = Conversations(core, build_registry())
-    statements: list[str] = []
-    event.listen(core.db.engine.sync_engine, "before_cursor_execute",
-                 lambda _c, _cur, statement, *_: statements.append(statement.split()[0].upper()))
+    savepoints: list[str] = []  # (the connection's own event: SQLite's savepoints never pass through a cursor)
+    event.listen(core.db.engine.sync_engine, "savepoint", lambda _conn, name: savepoints.append(name))
     said = ["status", "agents", "status", "agents", "help", "status"]
     places = ["C1/1.1", "C2/2.2", "C1/1.1", "C1/1.1", "C3/3.3", "C2/2.2"]
     errors = await conversations.batch([
@@ -157,7 +156,7 @@ async def test_a_batch_answers_in_order_wakes_the_outbox_once_after_its_commit_a
         for words, place, key in zip(said, places, keys, strict=True)])
     assert errors == [None] * 6 and commits == [1]
     assert waking.given == [1]  # once, after the commit: a wake-up before it finds nothing to send
-    assert "SAVEPOINT" not in statements  # items that only read: no savepoint each
+    assert savepoints == []  # items that only read: no savepoint each (the answers go in at the end, together)
     async with core.db.read() as session:
         rows = list(await session.exec(select(Outbox).order_by(col(Outbox.id))))
         threads = list(await session.exec(select(Thread)))
@@ -189,14 +188,15 @@ async def test_a_task_started_during_a_batch_answers_on_its_own(shepherd: Shephe
     assert await shepherd.ledger.receive("chat", "late", "acme", {})
     started: list[asyncio.Task[None]] = []
 
-    async def hands_off() -> None:
+    async def hands_off() -> None:  # the batch is still open while the other task answers
         async def later() -> None:
-            await asyncio.sleep(0.05)
             await conversations.reply("acme", Where("chat", "C9/9.9"), "said later", item=Received("chat", "late"))
         started.append(asyncio.get_running_loop().create_task(later()))
+        await started[0]
+        async with shepherd.db.read() as session:  # written by that task, on its own: there already
+            assert [row.payload["text"] for row in await session.exec(select(Outbox))] == ["said later"]
 
     assert await conversations.batch([hands_off]) == [None]
-    await started[0]
     async with shepherd.db.read() as session:
         [row] = list(await session.exec(select(Outbox)))
     assert (row.address, row.payload["text"]) == ("C9/9.9", "said later")
@@ -226,3 +226,28 @@ async def test_a_role_changed_by_an_item_holds_for_the_later_items_of_the_same_b
         texts = {r.key: r.payload["text"] for r in await session.exec(select(Outbox))}
     assert texts["reply:r-1"].startswith("error") and "operator" in texts["reply:r-2"]
     assert texts["reply:r-3"].startswith("error") and not texts["reply:r-4"].startswith("error"), texts
+
+
+async def test_an_item_whose_read_fails_after_others_wrote_undoes_only_itself(shepherd: Shepherd) -> None:
+    """A statement that fails aborts the whole transaction on PostgreSQL: an item that reads in the batch's
+    transaction (begun by an earlier item's writes) does so in a savepoint of its own."""
+    core = _demo(shepherd)
+    conversations = Conversations(core, build_registry())
+    for key in ("w-1", "w-2", "w-3"):
+        assert await core.ledger.receive("chat", key, "acme", {})
+
+    async def fails_to_read() -> None:
+        await core.db.rows(text("SELECT nothing FROM no_such_table"))
+
+    errors = await conversations.batch([
+        partial(conversations.command, ADA, 'run "first" --agent demo', answer=Where("chat", "C1/1.1"),
+                item=Received("chat", "w-1")),
+        fails_to_read,
+        partial(conversations.command, ADA, 'run "third" --agent demo', answer=Where("chat", "C1/1.1"),
+                item=Received("chat", "w-3")),
+    ])
+    assert errors[0] is None and errors[1] is not None and errors[2] is None, errors
+    async with core.db.read() as session:
+        assert sorted(await session.exec(select(Task.prompt))) == ["first", "third"]
+    states = [(await core.ledger.get("chat", key)).status for key in ("w-1", "w-2", "w-3")]  # type: ignore[union-attr]
+    assert states == ["done", "received", "done"]

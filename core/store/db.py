@@ -132,15 +132,19 @@ class Unit:
         """Whether anything inside the unit has written (its transaction has begun); inside `item()`, whether
         that item has."""
         if self._item is not None:
-            return self._item.savepoint is not None
+            return self._item.wrote
         return self.session is not None
 
     @asynccontextmanager
     async def item(self) -> AsyncIterator[None]:
-        """One item of several done in this unit (core.channels.conversations.Conversations.batch): its writes
-        are a savepoint of their own, begun at its first write, so an item that raises undoes only itself, and an
-        item that only reads opens no savepoint (nor, alone, the transaction: its reads run outside it)."""
+        """One item of several done in this unit (core.channels.conversations.Conversations.batch), in a savepoint
+        of its own, so an item that raises undoes only itself. Before the unit's transaction has begun, an item
+        that only reads opens neither (its reads run outside it) and one that writes begins its savepoint with the
+        transaction; after, the savepoint begins with the item, as its reads run in the transaction too (a
+        statement that fails there would otherwise abort the whole of it on PostgreSQL)."""
         outer, here = self._item, _Item()
+        if self.session is not None:
+            here.savepoint = await self.session.begin_nested()
         self._item = here
         try:
             yield
@@ -177,16 +181,20 @@ class Unit:
                 await self.close(session)
                 raise
             self.session = session
-        if self._item is not None and self._item.savepoint is None:
-            self._item.savepoint = await self.session.begin_nested()
+        if self._item is not None:
+            self._item.wrote = True
+            if self._item.savepoint is None:
+                self._item.savepoint = await self.session.begin_nested()
         return self.session
 
-    async def reading(self) -> AsyncConnection:
-        """The connection the unit reads single statements on: its transaction's once begun; before that, one
-        connection outside any transaction, kept for the unit (a batch of items that only read checks one out, not
-        one per statement)."""
+    async def reading(self) -> AsyncConnection | None:
+        """The connection the unit reads single statements on: its transaction's once begun; before that, inside
+        `item()`, one connection outside any transaction, kept for the unit (a batch of items that only read checks
+        one out, not one per statement). None: the caller reads on a connection of its own."""
         if self.session is not None:
             return await self.session.connection()
+        if self._item is None:
+            return None
         if self._reader is None:
             self._reader = await self.db._alone.connect()
         return self._reader
@@ -198,17 +206,20 @@ class Unit:
             if self._reader is not None:
                 reader, self._reader = self._reader, None
                 await reader.close()
-            if session is not None:
-                await session.close()
         finally:
-            if self._turn and self.db._write_turn is not None:
-                self._turn = False
-                self.db._write_turn.release()
+            try:
+                if session is not None:
+                    await session.close()
+            finally:
+                if self._turn and self.db._write_turn is not None:
+                    self._turn = False
+                    self.db._write_turn.release()
 
 
 @dataclass
 class _Item:
     savepoint: AsyncSessionTransaction | None = None
+    wrote: bool = False
 
 
 _UNIT: ContextVar[Unit | None] = ContextVar("shepherd_unit_of_work", default=None)
@@ -330,8 +341,9 @@ class Database:
         transaction begun or ended around it (one statement is consistent by itself). Inside a unit of work it
         reads through the unit, so it sees what the unit wrote."""
         unit = self._joined()
-        if unit is not None:
-            return (await (await unit.reading()).execute(statement, params)).all()
+        reading = await unit.reading() if unit is not None else None
+        if reading is not None:
+            return (await reading.execute(statement, params)).all()
         async with self._alone.connect() as conn:
             return (await conn.execute(statement, params)).all()
 
