@@ -15,8 +15,6 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,7 @@ import orjson
 from sqlalchemy import Executable, Result, Row, event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
-    AsyncSessionTransaction,
     async_sessionmaker,
     create_async_engine,
 )
@@ -35,6 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from core.errors import Conflict, ShepherdError, TryLater
 from core.store import sqlite_inline  # registers sqlite+shepherd://
 from core.store.direct import Direct, Statements
+from core.store.unit import CURRENT_UNIT, Unit
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_POOL = 32  # connections kept open (and as many more at a peak)
@@ -115,116 +112,6 @@ def _sqlite_checkin(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.rollback()
 
 
-class Unit:
-    """The one transaction of a unit of work: begun by the first write inside it, joined by the writes (and, once
-    begun, the reads) of the asyncio task that opened it, and of no other task."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.owner = asyncio.current_task()
-        self.session: AsyncSession | None = None
-        self._turn = False
-        self._item: _Item | None = None  # inside `item()`: the item's own savepoint, from its first write
-        self._reader: AsyncConnection | None = None  # `Database.rows` before the transaction begins
-
-    @property
-    def wrote(self) -> bool:
-        """Whether anything inside the unit has written (its transaction has begun); inside `item()`, whether
-        that item has."""
-        if self._item is not None:
-            return self._item.wrote
-        return self.session is not None
-
-    @asynccontextmanager
-    async def item(self) -> AsyncIterator[None]:
-        """One item of several done in this unit (core.channels.conversations.Conversations.batch), in a savepoint
-        of its own, so an item that raises undoes only itself. Before the unit's transaction has begun, an item
-        that only reads opens neither (its reads run outside it) and one that writes begins its savepoint with the
-        transaction; after, the savepoint begins with the item, as its reads run in the transaction too (a
-        statement that fails there would otherwise abort the whole of it on PostgreSQL)."""
-        outer, here = self._item, _Item()
-        if self.session is not None:
-            here.savepoint = await self.session.begin_nested()
-        self._item = here
-        try:
-            yield
-        except BaseException:
-            if here.savepoint is not None and here.savepoint.is_active:
-                await here.savepoint.rollback()
-            raise
-        else:
-            if here.savepoint is not None and here.savepoint.is_active:
-                await here.savepoint.commit()
-        finally:
-            self._item = outer
-
-    async def begin(self) -> AsyncSession:
-        if self.session is None:
-            if asyncio.current_task() in self.db._writing:
-                # the write turn is the enclosing write's: waiting for it would wait forever (and every writer
-                # of the process behind it)
-                raise RuntimeError("a unit of work was begun inside another write transaction in the same task")
-            if self.db._write_turn is not None:
-                await self.db._write_turn.acquire()
-                self._turn = True
-                try:
-                    await self.db._commit_group()  # what writers before it wrote is committed first
-                except BaseException:
-                    await self.close()
-                    raise
-            session = self.db._sessions()
-            try:
-                await session.begin()
-                if self.db.is_sqlite:
-                    await session.connection(execution_options={_IMMEDIATE: True})
-            except BaseException:
-                await self.close(session)
-                raise
-            self.session = session
-        if self._item is not None:
-            self._item.wrote = True
-            if self._item.savepoint is None:
-                self._item.savepoint = await self.session.begin_nested()
-        return self.session
-
-    async def reading(self) -> AsyncConnection | None:
-        """The connection the unit reads single statements on: its transaction's once begun; before that, inside
-        `item()`, one connection outside any transaction, kept for the unit (a batch of items that only read checks
-        one out, not one per statement). None: the caller reads on a connection of its own."""
-        if self.session is not None:
-            return await self.session.connection()
-        if self._item is None:
-            return None
-        if self._reader is None:
-            self._reader = await self.db._alone.connect()
-        return self._reader
-
-    async def close(self, session: AsyncSession | None = None) -> None:
-        """Ends the transaction (rolled back unless committed) and gives the write turn back."""
-        session = session or self.session
-        try:
-            if self._reader is not None:
-                reader, self._reader = self._reader, None
-                await reader.close()
-        finally:
-            try:
-                if session is not None:
-                    await session.close()
-            finally:
-                if self._turn and self.db._write_turn is not None:
-                    self._turn = False
-                    self.db._write_turn.release()
-
-
-@dataclass
-class _Item:
-    savepoint: AsyncSessionTransaction | None = None
-    wrote: bool = False
-
-
-_UNIT: ContextVar[Unit | None] = ContextVar("shepherd_unit_of_work", default=None)
-
-
 class _Group:
     """SQLite writes that share one transaction and one commit: each writer's block is a savepoint of it, done
     in turn; the writers wait for the commit, which a flusher makes once the writers queued behind them are in."""
@@ -241,7 +128,6 @@ class TransactionLost(TryLater):
     error): nothing of it was written."""
 
     code = "STORE_ROLLED_BACK"
-
 
 
 class Database:
@@ -299,7 +185,7 @@ class Database:
 
     def _joined(self) -> Unit | None:
         """The unit of work this task has open on this database, if any."""
-        unit = _UNIT.get()
+        unit = CURRENT_UNIT.get()
         if unit is not None and unit.db is self and unit.owner is asyncio.current_task():
             return unit
         return None
@@ -316,7 +202,7 @@ class Database:
             yield outer
             return
         unit = Unit(self)
-        token = _UNIT.set(unit)
+        token = CURRENT_UNIT.set(unit)
         try:
             yield unit
             if unit.session is not None:
@@ -324,7 +210,7 @@ class Database:
         except IntegrityError as exc:
             raise _conflict() from exc
         finally:
-            _UNIT.reset(token)
+            CURRENT_UNIT.reset(token)
             await unit.close()
 
     @asynccontextmanager
@@ -460,12 +346,23 @@ class Database:
         except (IntegrityError, sqlite3.IntegrityError) as exc:
             raise _conflict() from exc
 
-    async def _open_group(self) -> _Group:
+    async def _begun(self) -> AsyncSession:
+        """A new session with its write transaction begun: on SQLite with BEGIN IMMEDIATE, the write lock taken now
+        rather than at the first write (where a reader's snapshot could make it fail at once)."""
         session = self._sessions()
         try:
             await session.begin()
-            conn = await session.connection(execution_options={_IMMEDIATE: True})
-            raw = (await conn.get_raw_connection()).dbapi_connection
+            if self.is_sqlite:
+                await session.connection(execution_options={_IMMEDIATE: True})
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def _open_group(self) -> _Group:
+        session = await self._begun()
+        try:
+            raw = (await (await session.connection()).get_raw_connection()).dbapi_connection
             assert isinstance(raw, sqlite_inline.InlineConnection)
         except BaseException:
             await session.close()
