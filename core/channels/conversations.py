@@ -324,7 +324,8 @@ class Conversations:
         commit: work that raises undoes only its own writes (a savepoint, begun at the item's first write), and
         its exception comes back in its place (None: done). The answers and the settled items of the whole batch
         are written together at its end (one INSERT, one UPDATE), in the order of the items; an item that only
-        reads (`status`) writes nothing before then and reads outside the transaction. A burst of items then
+        reads (`status`) writes nothing before then, and until an item writes, reads outside the transaction
+        (core.store.unit.Unit.item). A burst of items then
         costs one commit (on SQLite one fsync) instead of one per item. Work that must ask a remote host (a
         person's name) asks before: what runs here may hold the store's write lock. A failed commit raises, and
         nothing of the batch is written: the caller does the items again, one at a time."""
@@ -351,8 +352,7 @@ class Conversations:
                     await self._answers(await unit.begin(), later.answers)
         finally:
             _LATER.reset(token)
-        # the wake-ups its items gave came before their rows could be seen
-        self._committed(runner=wrote)
+        self._committed(runner=wrote)  # the one wake-up: its items gave none (their rows could not be seen yet)
         return errors
 
     async def hold(self, org_id: str, where: Where, author: str, text: str, *, item: Received) -> None:
