@@ -423,7 +423,7 @@ async def test_from_settings_reads_the_kubeconfig(rig: KubernetesRig, monkeypatc
 def test_only_a_token_that_expires_by_itself_goes_to_the_clusters_clone_step() -> None:
     from adapters.github.auth import GitHubApp, GitHubAuth
     from core.runners.credentials import StaticToken
-    from core.tasks.turns import engine_clone
+    from core.tasks.launch import engine_clone
 
     url, auth = "https://github.com/acme/app.git", {"http.extraHeader": "Authorization: Basic c2VjcmV0"}
     assert engine_clone(url, auth, short_lived=True) == (url, auth)  # an App's installation token: an hour

@@ -1,17 +1,17 @@
-"""One turn of a task's agent: its workspace, its environment and RunSpec, its process through a Runner, what
-it prints, and a pure judgement of how it ended (`judge`). The end itself is core.tasks.ending's."""
+"""One turn of a task's agent: its workspace prepared, its process started through a Runner (with what
+core.tasks.launch gives it: its environment and RunSpec) and followed, what it prints, and how it ended judged
+(core.tasks.judging). The end itself is core.tasks.ending's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,29 +21,28 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core import environ
 from core.autonomy.plans import Origin, Status
 from core.autonomy.questions import note_waiting
 from core.clock import as_utc, utcnow
 from core.errors import ShepherdError
 from core.people.access import Principal
 from core.runners import ExitReason, RunHandle, Runner, RunSpec, Seed
-from core.runners.credentials import GitCredentials, git_auth
+from core.runners.credentials import GitCredentials
 from core.runners.local import RunnerError
 from core.runners.presets import COST_HINT, AgentCatalog, hinted, reported_cost, verdict
-from core.runners.sandbox import SANDBOX_HOME, SANDBOX_SOCKET, SANDBOX_TOOLS, SandboxView, home_for
 from core.runners.workspace import WorkspaceError, diff_stats, prepare
 from core.sessions import iterations
 from core.sessions.loop import is_loop_task
 from core.shepherd import Shepherd
 from core.store.events import record
-from core.store.models import Confirmation, Promotion, Session, Task, TaskLog, table_of
+from core.store.models import Confirmation, Task, TaskLog, table_of
 from core.tasks import state as task_state
 from core.tasks.config import RunnerConfig
 from core.tasks.ending import TurnEnd, plan_after_turn
 from core.tasks.evidence import DiffStats
 from core.tasks.group import BulkWrites
 from core.tasks.judging import Refusal, judge
+from core.tasks.launch import Launch, engine_clone
 from core.tasks.output import TaskOutput
 from core.tasks.rows import agent_started
 from core.tasks.snapshots import take_snapshot
@@ -104,40 +103,6 @@ _REFUSED = (sa_select(_C.c.action, _C.c.code, _C.c.status, _C.c.decided_by, _C.c
             .order_by(_C.c.created_at).limit(1))
 
 
-def agent_env(config: RunnerConfig, task: Task, workspace: Path, token: str | None = None,
-              session_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The agent's whole environment: an allowlist, the agent credentials named in SHEPHERD_AGENT_ENV,
-    the values its session sets for names of that allowlist (checked when set: never a secret), and the task's own
-    SHEPHERD_* values (with `token`, the task-scoped callback for `shepherd ask`). Nothing else of the server's
-    environment (its secrets) passes."""
-    allowed = (*environ.AGENT, *config.pass_env)
-    env = environ.passed(allowed)
-    env.update({name: value for name, value in (session_env or {}).items()
-                if name in allowed and not name.startswith("SHEPHERD_")})
-    env.update({"SHEPHERD_TASK_ID": task.id, "SHEPHERD_TASK_NAME": task.name, "SHEPHERD_WORKSPACE": str(workspace)})
-    box = config.sandbox
-    # in the sandbox Shepherd is reached through its socket, and the launcher sits where the sandbox shows it
-    callback = f"unix:{SANDBOX_SOCKET}" if box is not None and box.socket is not None else config.callback_url
-    if token and callback:
-        env.update({"SHEPHERD_URL": callback, "SHEPHERD_TASK_TOKEN": token})
-    tools = SANDBOX_TOOLS if box is not None and box.tools is not None else config.tool_dir
-    if tools is not None:
-        env["PATH"] = os.pathsep.join(p for p in (str(tools), env.get("PATH", "")) if p)
-    if box is not None:
-        env.update({"HOME": SANDBOX_HOME, "TMPDIR": "/tmp"})  # the sandbox's own
-    return env
-
-
-def engine_clone(url: str | None, auth: Mapping[str, str], *,
-                 short_lived: bool) -> tuple[str | None, Mapping[str, str]]:
-    """What a remote engine's own clone step gets (core.runners.Seed): the repository and the clone's token when
-    that token expires soon by itself (or none is needed). A lasting token (a personal token, a request's own)
-    never leaves Shepherd: then nothing, and the engine is given Shepherd's copy instead."""
-    if url is None or (auth and not short_lived):
-        return None, {}
-    return url, auth
-
-
 class Turns:
     """Drives the turns this process has claimed; `running` holds them by task id until they end."""
 
@@ -150,12 +115,12 @@ class Turns:
         self.catalog = catalog
         self.config = config
         self.repos = config.repos
-        self.credentials = credentials  # a clone from the code host carries the repository's token, git alone sees it
         self.runner = runner
         self.output = output
         self.ending = ending
         self.wake = wake
         self.running: dict[str, Turn] = {}
+        self.launch = Launch(shepherd, catalog, config, runner, credentials)
         self.writes = ending.writes  # what follow-up turns starting (or turns ending) together record
         self.starts = BulkWrites(self.db, first_turns(ending.runner_id))  # first turns: set-based
 
@@ -237,12 +202,13 @@ class Turns:
             try:
                 if task.promotion_id is not None:  # a coding container: a clone of Shepherd's own promoted copy
                     reach, auth = None, {}
-                    branch, sha = await prepare(workspace, source=str(await self._promoted(task)), base_branch=None,
+                    promoted = await self.launch.promoted(task)
+                    branch, sha = await prepare(workspace, source=str(promoted), base_branch=None,
                                                 work_branch=work_branch)
                 else:
                     # checked again right before git connects: DNS may have changed since the task was created
                     reach = await self.repos.reach(task.repo) if task.repo else None
-                    auth = await self._git_auth(task, reach.url) if reach else {}
+                    auth = await self.launch.git_auth(task, reach.url) if reach else {}
                     branch, sha = await prepare(
                         workspace, source=reach.url if reach else None, base_branch=task.base_branch,
                         work_branch=work_branch, env=reach.env(auth) if reach else None,
@@ -250,7 +216,7 @@ class Turns:
                 if remote:  # the engine's volume starts from the same commit
                     # a token that expires soon by itself may go to the engine's clone step; a lasting one (a
                     # personal token, a request's own) never leaves Shepherd: the engine gets Shepherd's copy instead
-                    brief = reach is not None and self._short_lived(task, reach.url)
+                    brief = reach is not None and self.launch.short_lived(task, reach.url)
                     source, credential = engine_clone(reach.url if reach else None, auth, short_lived=brief)
                     await self.runner.seed(Seed(
                         task_id=task.id, org_id=task.org_id, local=workspace, work_branch=work_branch, base_sha=sha,
@@ -267,7 +233,7 @@ class Turns:
             return
         session_ref = task.session_ref or str(uuid.uuid4())
         try:
-            spec = await self._spec(task, workspace, text, session_ref, follow_up, turn.token)
+            spec = await self.launch.spec(task, workspace, text, session_ref, follow_up, turn.token)
             turn.handle = await self.runner.start(spec)
         except RunnerError as exc:
             return await self._fail(turn, exc.message)
@@ -292,7 +258,7 @@ class Turns:
         since = as_utc(last or task.state_at).timestamp()
         preset = self.catalog.get(task.runtime)
         turn.session_pattern, turn.session_ref = preset.session_pattern, task.session_ref
-        seen_at = self.seen_at(task, workspace)
+        seen_at = self.launch.seen_at(task, workspace)
         # what the unit was started with is in the engine; this spec says whose it is and its limits
         spec = RunSpec(argv=(), cwd=seen_at, env={}, idle_timeout=self.config.idle_timeout_s,
                        hard_timeout=self.config.hard_timeout_s, task_id=task.id, org_id=task.org_id,
@@ -355,71 +321,6 @@ class Turns:
             except WorkspaceError as exc:
                 outcome, reason = Outcome.FAILED, f"committing the agent's changes failed: {exc.message}"
         await self.ending.finish(turn, outcome, exit_, diff, reason, plan=plan, question=judged.question)
-
-    async def _promoted(self, task: Task) -> Path:
-        """The repository of the task's promotion: Shepherd's own path for it (never one a request named), so no
-        repository rule applies to it."""
-        async with self.db.read() as session:
-            promotion = await session.get(Promotion, task.promotion_id)
-        if promotion is None or promotion.org_id != task.org_id:
-            raise WorkspaceError(f"its promotion {task.promotion_id} is gone")
-        repo = self.shepherd.promotions.repo_path(promotion)
-        # a repository with a work tree or a bare one (either promotions module keeps one of them)
-        if not ((repo / ".git").is_dir() or (repo / "HEAD").is_file()):  # noqa: ASYNC240 (a stat)
-            raise WorkspaceError(f"the repository of promotion {promotion.id} is gone")
-        return repo
-
-    def mounts(self) -> bool:
-        """Whether this runner shows a workspace where Shepherd says: a remote engine mounts its volume there,
-        the local sandbox binds it there; the local runner without a sandbox runs the agent in the real path."""
-        return self.runner.capabilities.remote or self.config.sandbox is not None
-
-    def seen_at(self, task: Task, workspace: Path) -> Path:
-        """Where the task's unit sees its workspace: a coding container's workspacePath (`mount_path`) when the
-        runner can show it there, else the runner's own place for it."""
-        if task.mount_path and self.mounts():
-            return Path(task.mount_path)
-        return self.runner.workspace_path(workspace)
-
-    def _short_lived(self, task: Task, url: str) -> bool:
-        """Whether the token of the task's clone expires soon by itself (a GitHub App's installation token, an hour)
-        rather than lasting (a personal token, the one-use token a request handed over, whose life is unknown)."""
-        held = self.shepherd.run_tokens.git_config(task.id, url)
-        return held is None and bool(getattr(self.credentials, "short_lived", False))
-
-    async def _git_auth(self, task: Task, url: str) -> dict[str, str]:
-        """What authenticates the clone: the one-use token handed over with the task's request (held in this
-        process's memory: core.runners.run_tokens), else Shepherd's own credentials for the code host."""
-        held = self.shepherd.run_tokens.git_config(task.id, url)
-        if held is not None:
-            return held
-        return await git_auth(self.credentials, url, self.config.git_base_url)
-
-    async def _spec(self, task: Task, workspace: Path, text: str, session_ref: str, follow_up: bool,
-                    token: str | None) -> RunSpec:
-        """`token`: the turn's callback token, stored (hashed) with its claim; passed when there is a callback."""
-        token = token if self.config.callback_url else None
-        seen_at = self.seen_at(task, workspace)  # where the unit sees it (a mount path in a container)
-        sandbox: SandboxView | None = None
-        if self.config.sandbox is not None and not self.runner.capabilities.remote:
-            home = home_for(workspace)  # the agent's own home, kept for its follow-up turns
-            await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
-            # shown at seen_at when that is not its own path (a coding container's workspacePath)
-            sandbox = self.config.sandbox.for_task(home, workspace if seen_at != workspace else None)
-        preset = self.catalog.get(task.runtime)
-        session_env: dict[str, str] = {}
-        if task.session_id is not None:
-            async with self.db.read() as session:
-                found = (await session.exec(select(Session.env).where(col(Session.id) == task.session_id))).first()
-            session_env = dict(found or {})
-        return RunSpec(
-            argv=preset.argv(prompt=text, session=session_ref, workspace=seen_at, task=task.id,
-                             follow_up=follow_up, cheap=task.cheap_model),
-            cwd=seen_at, env=agent_env(self.config, task, seen_at, token, session_env),
-            idle_timeout=self.config.idle_timeout_s, hard_timeout=self.config.hard_timeout_s,
-            sandbox=sandbox, program=preset.own_words(follow_up=follow_up),
-            task_id=task.id, org_id=task.org_id, turn=task.turns + 1, runtime=task.runtime,
-        )
 
     async def _started(self, turn: Turn, snapshot: Task, text: str, session_ref: str, follow_up: bool) -> bool:
         """The turn is running, recorded; False when the task is no longer this runner's to start."""
