@@ -28,7 +28,7 @@ class Unit:
         self.owner = asyncio.current_task()
         self.session: AsyncSession | None = None
         self._turn = False
-        self._item: _Item | None = None  # inside `item()`: the item's own savepoint, from its first write
+        self._item: _Item | None = None  # inside `item()`: the item's savepoint and whether it wrote
         self._reader: AsyncConnection | None = None  # `Database.rows` before the transaction begins
 
     @property
