@@ -180,8 +180,9 @@ def created_gated(now: datetime, message: str) -> dict[str, Any]:
 
 def claimable(runner_id: str | None = None) -> ColumnElement[bool]:
     """Which rows a runner may claim: the waiting ones; with `runner_id`, not those pinned to another runner (a
-    task whose one-use credentials only that runner's process holds)."""
-    waiting = col(Task.status).in_([s.value for s in WAITING])
+    task whose one-use credentials only that runner's process holds). The statuses are compared one by one, not
+    with an IN list, whose expanding parameter an executemany cannot take (Claims.take)."""
+    waiting = or_(*(col(Task.status) == s.value for s in WAITING))
     if runner_id is None:
         return waiting
     return and_(waiting, or_(col(Task.pinned_runner).is_(None), col(Task.pinned_runner) == runner_id))
