@@ -202,3 +202,34 @@ def _admin(org: str = ORG) -> Principal:
     from core.people.access import Role
 
     return Principal.for_role(org, "admin", Role.ADMIN, "test")
+
+
+@pytest.mark.postgres
+async def test_forty_writers_of_one_org_at_once_do_not_wait_on_each_others_count(pg_url: str) -> None:
+    """Forty transactions of one org each insert an agent and stay open together (a burst of task creations over the
+    pool's connections): none waits on another's lock of the org's count row (migration 0022: 64 slots, one per
+    overlapping transaction), and once all commit the total is exact."""
+    from sqlalchemy import insert, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from core.store.models import table_of
+
+    shepherd = Shepherd(Database(pg_url))
+    try:
+        await shepherd.orgs.ensure(ORG)
+        before = (await shepherd.agents.page(_admin(), limit=1)).total
+        engine = create_async_engine(shepherd.db.url, pool_size=40, max_overflow=0)
+        try:
+            conns = [await engine.connect() for _ in range(40)]
+            for n, conn in enumerate(conns):  # one after the other: their transaction ids are consecutive
+                await conn.execute(text("SET LOCAL lock_timeout = '3s'"))
+                row = Agent(id=f"agent-burst-{n}", org_id=ORG, name=f"burst{n}", type="task", status="idle")
+                await conn.execute(insert(table_of(Agent)).values(**row.model_dump()))
+            for conn in conns:
+                await conn.commit()
+                await conn.close()
+        finally:
+            await engine.dispose()
+        assert (await shepherd.agents.page(_admin(), limit=1)).total == before + 40
+    finally:
+        await shepherd.db.dispose()

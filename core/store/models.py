@@ -140,8 +140,8 @@ class Agent(SQLModel, table=True):
 class OrgCount(SQLModel, table=True):
     """How many agents and tasks an org holds, kept by database triggers (migration 0007) in the transaction of
     every insert and delete, so a page's total is a sum over a few rows instead of a COUNT over the table. On
-    PostgreSQL each transaction adds to one of a few slots (its transaction id picks it), so that concurrent
-    writers of one org rarely wait on one row's lock; an org's count is the sum of its slots."""
+    PostgreSQL each transaction adds to one of 64 slots (its transaction id picks it; migration 0022), so that
+    concurrent writers of one org rarely wait on one row's lock; an org's count is the sum of its slots."""
 
     org_id: str = Field(primary_key=True, max_length=64)  # no FK: counting follows the rows, not the org
     slot: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
