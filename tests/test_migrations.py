@@ -141,3 +141,61 @@ def test_the_scheduler_revisions_walk_down_and_up_over_rows_that_use_them(db_url
 
     asyncio.run(after())
     assert asyncio.run(_diff(db_url)) == []
+
+
+def test_a_tasks_log_rows_keep_their_order_down_to_0022_and_up_again(db_url: str) -> None:
+    """0023 drops the log rows' foreign key (SQLite rebuilds the table): a task's input and output rows keep their ids,
+    times and text both ways; going down, rows whose task is gone are removed (the key would refuse them) and the key
+    is back: a row for no task is refused again."""
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from core.store.db import Database
+
+    async def write(sql: str) -> None:
+        engine = create_async_engine(normalize_url(db_url))
+        try:
+            async with engine.begin() as conn:
+                if engine.dialect.name == "sqlite":
+                    await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.exec_driver_sql(sql)
+        finally:
+            await engine.dispose()
+
+    async def logged() -> list[tuple[object, ...]]:
+        db = Database(db_url)
+        try:
+            return [tuple(r) for r in await db.rows(text("SELECT id, task_id, type, content FROM tasklog ORDER BY id"))]
+        finally:
+            await db.dispose()
+
+    async def a_task() -> str:
+        from bot.presets import agent_catalog
+        from core.people.access import Principal, Role
+        from core.shepherd import Shepherd
+
+        db = Database(db_url)
+        try:
+            shepherd = Shepherd(db, catalog=agent_catalog())
+            await shepherd.orgs.ensure("acme")
+            ops = Principal.for_role("acme", "ops", Role.ADMIN, "test")
+            return (await shepherd.tasks.create(ops, prompt="fix it", runtime="demo")).task.id
+        finally:
+            await db.dispose()
+
+    task_id = asyncio.run(a_task())
+    asyncio.run(write("INSERT INTO tasklog (id, task_id, time, type, content) VALUES "
+                      f"(7, '{task_id}', CURRENT_TIMESTAMP, 'input', 'fix it'), "
+                      f"(9, '{task_id}', CURRENT_TIMESTAMP, 'output', 'done'), "
+                      "(12, 'task-gone', CURRENT_TIMESTAMP, 'output', 'of a task deleted meanwhile')"))
+    kept = [(7, task_id, "input", "fix it"), (9, task_id, "output", "done")]
+    assert asyncio.run(logged()) == [*kept, (12, "task-gone", "output", "of a task deleted meanwhile")]
+    command.downgrade(alembic_config(db_url), "0022")
+    assert asyncio.run(logged()) == kept
+    with pytest.raises(IntegrityError):
+        asyncio.run(write("INSERT INTO tasklog (task_id, time, type, content) VALUES "
+                          "('task-gone', CURRENT_TIMESTAMP, 'output', 'x')"))
+    upgrade(db_url)
+    assert asyncio.run(logged()) == kept
+    assert asyncio.run(_diff(db_url)) == []

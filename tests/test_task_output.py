@@ -60,19 +60,43 @@ async def test_lines_of_several_tasks_are_stored_once_in_order_with_their_counts
         assert copies == []
 
 
-async def test_lines_whose_flush_fails_are_kept_for_the_next(shepherd: Shepherd) -> None:
-    """A flush that fails (here: a line of a task that is not there, refused by its foreign key) loses nothing of
-    what was read: the next flush stores the good lines with the rest."""
+async def test_lines_whose_flush_fails_are_kept_for_the_next(
+    shepherd: Shepherd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush that fails (here: the store refuses the rows once, after the counts were updated in the same
+    transaction) loses nothing of what was read and counts nothing twice: the next flush stores every line."""
+    import core.tasks.output as output_module
+
     task = await started_task(shepherd, status="running")
     output = TaskOutput(shepherd.db)
     output.add(task.id, "kept")
-    output.add("task-not-there", "refused")
-    with pytest.raises(Exception):  # noqa: B017,PT011 (the store's own integrity error)
+    real = output_module.insert_rows
+
+    async def refused(*args: Any, **kw: Any) -> None:
+        monkeypatch.setattr(output_module, "insert_rows", real)
+        raise RuntimeError("the store refused the rows")
+
+    monkeypatch.setattr(output_module, "insert_rows", refused)
+    with pytest.raises(RuntimeError):
         await output.flush()
-    output._rows = [row for row in output._rows if row[0] == task.id]
-    output._latest.pop("task-not-there")
     output.add(task.id, "next")
     await output.flush()
     _, rows = await shepherd.tasks.logs(ALICE, task.id, limit=100)
     assert [row.content for row in rows if row.type == "output"] == ["kept", "next"]
     assert (await shepherd.tasks.get(ALICE, task.id)).log_count == task.log_count + 2  # the failed flush counted none
+
+
+async def test_a_line_of_a_task_deleted_meanwhile_holds_up_no_other_tasks_output(shepherd: Shepherd) -> None:
+    """Lines read for a task that is deleted before they are stored (its rows went with it) do not fail the flush:
+    the other tasks' lines are stored with them, and so is everything after (with a foreign key from the log to the
+    task, every later flush of every task had failed on that one row)."""
+    task = await started_task(shepherd, status="running")
+    output = TaskOutput(shepherd.db)
+    output.add(task.id, "first")
+    output.add("task-deleted-meanwhile", "late")
+    await output.flush()
+    output.add(task.id, "second")
+    await output.flush()
+    _, rows = await shepherd.tasks.logs(ALICE, task.id, limit=100)
+    assert [row.content for row in rows if row.type == "output"] == ["first", "second"]
+    assert (await shepherd.tasks.get(ALICE, task.id)).log_count == task.log_count + 2
