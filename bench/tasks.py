@@ -58,6 +58,22 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return (int(fields[11]) + int(fields[12])) / TICK, (int(fields[13]) + int(fields[14])) / TICK
 
 
+def store_cpu_seconds(pg: pgserver.PgServer | None) -> float:
+    """CPU seconds the PostgreSQL cluster has spent so far: its live processes' own, and what the postmaster
+    reaped of backends that ended (0 on SQLite, whose work is the server's own)."""
+    if pg is None:
+        return 0.0
+    total = 0.0
+    pids = pg.pids()
+    for pid in pids:
+        try:
+            own, reaped = cpu_seconds(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        total += own + (reaped if pid == pids[0] else 0.0)
+    return total
+
+
 def status_mb(pid: int, key: str) -> float:
     """A memory figure of /proc/<pid>/status in MB: VmRSS (now) or VmHWM (the peak so far)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -126,6 +142,7 @@ async def shepherd_round(n: int, lines: int, sandbox: bool, pg: pgserver.PgServe
                 await asyncio.sleep(1.5)  # let start-up settle before the idle reading
                 idle_rss = status_mb(server.pid, "VmRSS")
                 cpu0 = cpu_seconds(server.pid)
+                store0 = store_cpu_seconds(pg)
                 started = time.monotonic()
 
                 async def create(i: int) -> str:
@@ -145,6 +162,7 @@ async def shepherd_round(n: int, lines: int, sandbox: bool, pg: pgserver.PgServe
                 wall = time.monotonic() - started
                 peak_rss = status_mb(server.pid, "VmHWM")
                 cpu1 = cpu_seconds(server.pid)
+                store1 = store_cpu_seconds(pg)
                 failed = [t["id"] for t in tasks if t["current_state"]["state"] != "complete"]
             stored, firsts = await counted(db_url, ids)
         finally:
@@ -157,6 +175,7 @@ async def shepherd_round(n: int, lines: int, sandbox: bool, pg: pgserver.PgServe
         "first_p95": sorted(firsts)[int(0.95 * (len(firsts) - 1))], "first_max": max(firsts),
         "idle_rss": idle_rss, "peak_rss": peak_rss,
         "server_cpu_ms": (cpu1[0] - cpu0[0]) * 1000 / n, "child_cpu_ms": (cpu1[1] - cpu0[1]) * 1000 / n,
+        "store_cpu_ms": (store1 - store0) * 1000 / n,
     }
 
 
@@ -253,6 +272,7 @@ def table(store: str, rounds: list[tuple[dict[str, float], dict[str, float]]], a
         f"| lines stored / expected | {med('stored'):,.0f} / {med('expected'):,.0f} | {med('lines', 1):,.0f} | | |",
         f"| server CPU per task (own / children: agent, git) | {med('server_cpu_ms'):.0f} / "
         f"{med('child_cpu_ms'):.0f} ms | | | |",
+        f"| PostgreSQL's CPU per task (its processes, all of them) | {med('store_cpu_ms'):.0f} ms | | | |",
         f"| tasks not succeeded | {max(r[0]['failed'] for r in rounds):.0f} | | | |",
     ]
     return "\n".join(lines)
