@@ -758,7 +758,9 @@ async def test_first_turns_written_together_start_only_what_this_runner_holds_an
         await db.dispose()
 
 
-async def test_claims_taken_together_go_each_to_one_runner_with_the_token_whose_hash_is_stored(db_url: str) -> None:
+async def test_claims_taken_together_go_each_to_one_runner_with_the_token_whose_hash_is_stored(
+    shepherd: Shepherd,
+) -> None:
     """Two runners take overlapping sets of waiting tasks at once (one executemany each, read back by the hash each
     wrote): every waiting task goes to exactly one of them, each token given out is the one whose hash its task holds,
     and a task that is not waiting (cancelled) or pinned to another runner is taken by neither."""
@@ -766,29 +768,23 @@ async def test_claims_taken_together_go_each_to_one_runner_with_the_token_whose_
 
     from core.tasks.claims import Claims
 
-    db = Database(db_url)
-    try:
-        shepherd = Shepherd(db, catalog=agent_catalog(), default_agent="demo")
-        await shepherd.orgs.ensure("acme")
-        who = person(Role.ADMIN)
-        tasks = [(await shepherd.tasks.create(who, prompt=f"job {n}", runtime="demo")).task for n in range(8)]
-        cancelled, pinned = tasks[6], tasks[7]
-        async with db.write() as session:
-            await session.exec(update(Task).where(col(Task.id) == cancelled.id).values(status="cancelled"))
-            await session.exec(update(Task).where(col(Task.id) == pinned.id).values(pinned_runner="runner-3"))
-        ids = [t.id for t in tasks]
-        one, two = Claims(db, "runner-1"), Claims(db, "runner-2")
-        got_one, got_two = await asyncio.gather(one.take(ids), two.take(list(reversed(ids))))
-        assert not set(got_one) & set(got_two)
-        assert set(got_one) | set(got_two) == set(ids[:6])
-        assert await one.take(ids) == {}  # nothing is waiting any more
-        for runner, got in (("runner-1", got_one), ("runner-2", got_two)):
-            for task_id, token in got.items():
-                row = await shepherd.tasks.get(who, task_id)
-                assert (row.status, row.runner_id) == ("initializing", runner)
-                assert row.callback_hash == hashlib.sha256(token.encode()).hexdigest()
-        for task_id, status in ((cancelled.id, "cancelled"), (pinned.id, "pending")):
+    db, who = shepherd.db, person(Role.ADMIN)
+    tasks = [(await shepherd.tasks.create(who, prompt=f"job {n}", runtime="demo")).task for n in range(8)]
+    cancelled, pinned = tasks[6], tasks[7]
+    async with db.write() as session:
+        await session.exec(update(Task).where(col(Task.id) == cancelled.id).values(status="cancelled"))
+        await session.exec(update(Task).where(col(Task.id) == pinned.id).values(pinned_runner="runner-3"))
+    ids = [t.id for t in tasks]
+    one, two = Claims(db, "runner-1"), Claims(db, "runner-2")
+    got_one, got_two = await asyncio.gather(one.take(ids), two.take(list(reversed(ids))))
+    assert not set(got_one) & set(got_two)
+    assert set(got_one) | set(got_two) == set(ids[:6])
+    assert await one.take(ids) == {}  # nothing is waiting any more
+    for runner, got in (("runner-1", got_one), ("runner-2", got_two)):
+        for task_id, token in got.items():
             row = await shepherd.tasks.get(who, task_id)
-            assert (row.status, row.runner_id) == (status, None)
-    finally:
-        await db.dispose()
+            assert (row.status, row.runner_id) == ("initializing", runner)
+            assert row.callback_hash == hashlib.sha256(token.encode()).hexdigest()
+    for task_id, status in ((cancelled.id, "cancelled"), (pinned.id, "pending")):
+        row = await shepherd.tasks.get(who, task_id)
+        assert (row.status, row.runner_id) == (status, None)

@@ -24,6 +24,8 @@ depends_on = None
 
 
 def _function(slots: int) -> str:
+    """0007's function with `slots` slots (a copy, not an import of 0007: a migration keeps doing what it did when it
+    was written, whatever later revisions change)."""
     return f"""
 CREATE OR REPLACE FUNCTION shepherd_orgcount() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
