@@ -761,7 +761,7 @@ async def test_first_turns_written_together_start_only_what_this_runner_holds_an
 async def test_claims_taken_together_go_each_to_one_runner_with_the_token_whose_hash_is_stored(
     shepherd: Shepherd,
 ) -> None:
-    """Two runners take overlapping sets of waiting tasks at once (one executemany each, read back by the hash each
+    """Two runners take the same waiting tasks at once (one executemany each, read back by the hash each
     wrote): every waiting task goes to exactly one of them, each token given out is the one whose hash its task holds,
     and a task that is not waiting (cancelled) or pinned to another runner is taken by neither."""
     import hashlib
@@ -776,7 +776,9 @@ async def test_claims_taken_together_go_each_to_one_runner_with_the_token_whose_
         await session.exec(update(Task).where(col(Task.id) == pinned.id).values(pinned_runner="runner-3"))
     ids = [t.id for t in tasks]
     one, two = Claims(db, "runner-1"), Claims(db, "runner-2")
-    got_one, got_two = await asyncio.gather(one.take(ids), two.take(list(reversed(ids))))
+    # both oldest first, as the supervisor takes them (two transactions locking the same rows in opposite orders
+    # could deadlock on PostgreSQL, as two runners' claims never do)
+    got_one, got_two = await asyncio.gather(one.take(ids), two.take(ids))
     assert not set(got_one) & set(got_two)
     assert set(got_one) | set(got_two) == set(ids[:6])
     assert await one.take(ids) == {}  # nothing is waiting any more

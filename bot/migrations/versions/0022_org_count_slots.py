@@ -4,9 +4,10 @@ The triggers of migration 0007 add each insert and delete of an agent or a task 
 `orgcount`, the one its transaction id picks, and the row stays locked until the transaction ends. Eight slots were
 too few for a burst: with 32 connections writing at once, a hundred tasks created together (each an agent and a
 task row) waited 4.2 s in all on those locks (pg_stat_statements: 42 ms an agent INSERT, against 0.3 ms for the
-task INSERT after it in the same transaction). Transactions that overlap have nearby ids, so 64 slots give each of
-up to 64 concurrent writers of one org a row of its own; a total is still the sum of the org's slots (64 rows at
-most, read by primary key). SQLite has one writer at a time and keeps its one slot.
+task INSERT after it in the same transaction). Transactions that overlap mostly have nearby ids, so with 64 slots
+up to 64 concurrent writers of one org rarely share a row (a transaction left open long can still meet a later one);
+a total is still the sum of the org's slots (64 rows at most, read by primary key). SQLite has one writer at a time
+and keeps its one slot.
 
 Revision ID: 0022
 Revises: 0021

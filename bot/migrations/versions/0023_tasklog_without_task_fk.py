@@ -8,10 +8,13 @@ the last line (0.6-0.9 s), and at 133-156,000 without the key there was none.
 
 What the key did is done by Shepherd itself: a task's rows go with it in the transaction that deletes it
 (core.tasks.rows.delete_rows, the one place a task is deleted), and a running task is deleted only once its turn has
-ended and its output is stored (core.tasks.ending). With the key, one output row of a task deleted meanwhile would
-have failed every later flush of every task's output (a flush keeps its rows for the next one).
+ended and its output is stored (core.tasks.ending). Lines of a task deleted while they were still buffered (a
+runner taken for dead, say) are stored for no task and stay: every reader of the log asks for the rows of tasks
+that exist, so none shows them. With the key, one such row would have failed every later flush of every task's
+output (a flush keeps its rows for the next one).
 
-SQLite's table is rebuilt without the key (its constraints cannot be dropped in place).
+SQLite's table is rebuilt without the key (its constraints cannot be dropped in place): one copy of the whole log,
+in the migration's transaction (time on a large log, and disk for the second copy while it runs).
 
 Revision ID: 0023
 Revises: 0022
