@@ -186,13 +186,14 @@ class Conversations:
         """Who a channel's user is in Shepherd; first contact makes them a user with `default_role` and `name`
         (the platform's name for them). `admin`: the deployment names them an admin."""
         later = _LATER.get()
+        known = later.people if later is not None and later.takes() else None  # this batch's, read once each
         key = (org_id, channel, external_id, admin)
-        if later is not None and later.takes() and key in later.people:
-            return later.people[key]
+        if known is not None and key in known:
+            return known[key]
         principal = await self.shepherd.users.principal_for(org_id, channel, external_id, display_name=name,
                                                             default_role=default_role, admin=admin)
-        if later is not None and later.takes():
-            later.people[key] = principal
+        if known is not None:
+            known[key] = principal
         return principal
 
     async def name_of(self, org_id: str, channel: str, external_id: str) -> str | None:
