@@ -88,7 +88,7 @@ def stamp(value: Any) -> float:
 
 async def counted(db_url: str, ids: list[str]) -> tuple[int, list[float]]:
     """(output lines stored, per task the seconds from its creation to its first output line), from the store."""
-    total_sql = "SELECT count(*) FROM tasklog WHERE type = 'output'"
+    total_sql = "SELECT coalesce(sum(lines), 0) FROM tasklog WHERE type = 'output'"  # a row holds a read's lines
     first_sql = ("SELECT t.created_at, min(l.time) FROM task t JOIN tasklog l ON l.task_id = t.id "
                  "WHERE t.id = {} AND l.type = 'output' GROUP BY t.created_at")
     if db_url.startswith("sqlite:///"):

@@ -116,7 +116,7 @@ async def _empty(cluster: Cluster, name: str) -> None:
         head = await conn.fetchval("SELECT version_num FROM alembic_version")
         tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
                                   "AND tablename <> 'alembic_version' ORDER BY tablename")
-        sequences = await conn.fetch("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")
+        sequences = await conn.fetch("SELECT sequencename, min_value FROM pg_sequences WHERE schemaname = 'public'")
         shape = (head, tuple(r[0] for r in tables))
         if _TEMPLATE_SHAPE and shape != _TEMPLATE_SHAPE[0]:
             raise RuntimeError(f"{name} is not at the template's schema")
@@ -125,7 +125,7 @@ async def _empty(cluster: Cluster, name: str) -> None:
             await conn.execute("SET LOCAL session_replication_role = replica")
             await conn.execute("".join(f'DELETE FROM "{r[0]}";' for r in tables))
             for r in sequences:
-                await conn.execute("SELECT setval($1::regclass, 1, false)", f'"{r[0]}"')
+                await conn.execute("SELECT setval($1::regclass, $2, false)", f'"{r[0]}"', r[1])
         if not _TEMPLATE_SHAPE:
             _TEMPLATE_SHAPE.append(await _template_shape(cluster))
             if shape != _TEMPLATE_SHAPE[0]:

@@ -199,3 +199,46 @@ def test_a_tasks_log_rows_keep_their_order_down_to_0022_and_up_again(db_url: str
     upgrade(db_url)
     assert asyncio.run(logged()) == kept
     assert asyncio.run(_diff(db_url)) == []
+
+
+def test_rows_of_several_lines_become_a_row_per_line_down_to_0023_with_the_lines_ids(db_url: str) -> None:
+    """0024 lets a log row hold the lines of one read, its id its last line's. Going down, each such row becomes a
+    row per line with the ids its lines had (no cursor moves, the order stays); the rows of one line are untouched.
+    On PostgreSQL the sequence steps by 1024 at 0024 (a row's lines fit under its id) and by 1 below it."""
+    from sqlalchemy import text
+
+    from core.store.db import Database
+
+    async def run(*sql: str) -> list[tuple[object, ...]]:
+        db = Database(db_url)
+        try:
+            async with db.write() as session:
+                for statement in sql:
+                    await session.exec(text(statement))  # type: ignore[call-overload]
+            return [tuple(r) for r in await db.rows(text("SELECT id, task_id, type, content FROM tasklog ORDER BY id"))]
+        finally:
+            await db.dispose()
+
+    rows = asyncio.run(run(
+        "INSERT INTO tasklog (id, task_id, time, type, content, lines) VALUES "
+        "(5, 't1', CURRENT_TIMESTAMP, 'input', 'fix it\nplease', 1), "
+        "(3000, 't1', CURRENT_TIMESTAMP, 'output', 'a\nb\n\nd', 4), "
+        "(3001, 't2', CURRENT_TIMESTAMP, 'output', 'alone', 1)"))
+    assert len(rows) == 3
+    command.downgrade(alembic_config(db_url), "0023")
+    lines = [(5, "t1", "input", "fix it\nplease"), (2997, "t1", "output", "a"), (2998, "t1", "output", "b"),
+             (2999, "t1", "output", ""), (3000, "t1", "output", "d"), (3001, "t2", "output", "alone")]
+    assert asyncio.run(run()) == lines
+    if db_url.startswith("postgresql"):
+        asyncio.run(run("SELECT setval('tasklog_id_seq', 3001)"))
+        after = asyncio.run(run("INSERT INTO tasklog (task_id, time, type, content) VALUES "
+                                "('t2', CURRENT_TIMESTAMP, 'output', 'x'), ('t2', CURRENT_TIMESTAMP, 'output', 'y')"))
+        assert [r[0] for r in after[-2:]] == [3002, 3003]
+        asyncio.run(run("DELETE FROM tasklog WHERE id > 3001"))
+    upgrade(db_url)
+    assert asyncio.run(run()) == lines
+    if db_url.startswith("postgresql"):
+        after = asyncio.run(run("INSERT INTO tasklog (task_id, time, type, content) VALUES "
+                                "('t2', CURRENT_TIMESTAMP, 'output', 'x'), ('t2', CURRENT_TIMESTAMP, 'output', 'y')"))
+        assert after[-1][0] - after[-2][0] == 1024 and after[-2][0] > 3001
+    assert asyncio.run(_diff(db_url)) == []

@@ -100,3 +100,68 @@ async def test_a_line_of_a_task_deleted_meanwhile_holds_up_no_other_tasks_output
     _, rows = await shepherd.tasks.logs(ALICE, task.id, limit=100)
     assert [row.content for row in rows if row.type == "output"] == ["first", "second"]
     assert (await shepherd.tasks.get(ALICE, task.id)).log_count == task.log_count + 2
+
+
+async def test_the_lines_of_one_read_are_stored_together_and_read_back_as_lines_each_with_its_own_id(
+    shepherd: Shepherd,
+) -> None:
+    """A read of an agent's pipe is stored as one row (or a few, for a long read), not a row per line; every reader
+    still gets lines: the task's log, a page of it from a cursor in the middle of a row, its tail, and a follow of
+    two tasks whose reads interleave, each line once with an id of its own, in order."""
+    from sqlalchemy import func, select
+
+    from core.store.models import TaskLog
+    from core.tasks.follow import read_tick
+    from core.tasks.loglines import chunks
+
+    one, two = await started_task(shepherd, status="running"), await started_task(shepherd, status="running")
+    reads = {one.id: [[f"one {i}" for i in range(1500)], ["", "x" * 4500, "after a long line", ""], ["last of one"]],
+             two.id: [[f"two {i}" for i in range(40)], [""] * 2100, ["last of two"]]}  # rows of 1024 lines
+    output = TaskOutput(shepherd.db)
+    for round_ in range(3):
+        for task_id, its in reads.items():
+            if round_ < len(its):
+                output.add_many(task_id, its[round_])
+        await output.flush()
+    expected = {task_id: [line for read in its for line in read] for task_id, its in reads.items()}
+
+    async with shepherd.db.read() as session:
+        stored = (await session.exec(select(func.count()).select_from(TaskLog).where(
+            TaskLog.task_id == one.id, TaskLog.type == "output"))).one()[0]
+    assert stored == sum(len(list(chunks(read))) for read in reads[one.id]) < 20  # not 1,505 rows
+
+    _, lines = await shepherd.tasks.logs(ALICE, one.id, limit=10_000)
+    output_lines = [row for row in lines if row.type == "output"]
+    assert [row.content for row in output_lines] == expected[one.id]
+    ids = [row.id for row in lines]
+    assert ids == sorted(set(ids))  # each its own, in order
+    _, others = await shepherd.tasks.logs(ALICE, two.id, limit=10_000)
+    assert [row.content for row in others if row.type == "output"] == expected[two.id]
+    assert [row.id for row in others] == sorted({row.id for row in others})
+    assert not {row.id for row in others} & set(ids)  # the tasks' rows were written side by side: no id shared
+
+    # a page from a cursor inside a row, then the next pages, read by their own cursors
+    cursor = output_lines[700].id
+    paged: list[str] = []
+    while True:
+        _, page, more = await shepherd.tasks.log_page(ALICE, one.id, after_id=cursor, limit=333)
+        paged += [row.content for row in page]
+        assert len(page) == 333 or not more
+        if not more:
+            break
+        cursor = page[-1].id
+    assert paged == expected[one.id][701:]
+    _, tail = await shepherd.tasks.logs(ALICE, one.id, limit=3, tail=True)
+    assert [row.content for row in tail] == expected[one.id][-3:]
+
+    # a follow of both tasks from the middle of the first read of `one`
+    cursor, followed = output_lines[1200].id, []
+    while True:
+        tick = await read_tick(shepherd.db, [one.id, two.id], cursor, limit=2)
+        followed += [(line.task_id, line.content) for line in tick.lines if line.type == "output"]
+        if not tick.lines:
+            break
+        cursor = tick.lines[-1].id
+    assert [content for task_id, content in followed if task_id == one.id] == expected[one.id][1201:]
+    assert [content for task_id, content in followed if task_id == two.id] == expected[two.id]
+    assert (await shepherd.tasks.get(ALICE, one.id)).log_count == one.log_count + len(expected[one.id])

@@ -20,6 +20,7 @@ from core.store.db import Database
 from core.store.models import Task, TaskLog, Thread
 from core.tasks.budget import burn_down
 from core.tasks.evidence import Evidence, evidence_summary
+from core.tasks.loglines import split
 from core.tasks.state import FINISHED, TaskStatus
 from core.text import duration
 
@@ -102,9 +103,11 @@ class Progress:
                 lines: list[str] = []
                 if TaskStatus(task.status) not in FINISHED and task.log_count:
                     rows = await session.exec(
-                        select(TaskLog.content).where(TaskLog.task_id == task.id)
+                        select(TaskLog.content, TaskLog.lines).where(TaskLog.task_id == task.id)
                         .order_by(col(TaskLog.id).desc()).limit(self.log_lines))
-                    lines = list(reversed(list(rows)))
+                    # a row holds one line or more (core.tasks.loglines): the last `log_lines` of them
+                    lines = [line for content, count in reversed(list(rows))
+                             for _, line in split(0, count, content)][-self.log_lines:]
                 await enqueue(session, threads, status_message(task, lines))
                 if TaskStatus(task.status) in FINISHED and task.outcome:
                     await enqueue(session, threads, outcome_message(task))

@@ -23,6 +23,7 @@ from core.clock import as_utc
 from core.sessions.rows import shown_session, shown_task
 from core.store.models import Agent, Confirmation, Digest, Project, Task, TaskLog
 from core.tasks.evidence import evidence_summary
+from core.tasks.loglines import last_line
 from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, LogType
 from core.text import duration
 
@@ -78,9 +79,10 @@ def _age(now: datetime, then: datetime) -> str:
 
 
 async def _latest_line(session: AsyncSession, task: Task) -> str:
-    line = (await session.exec(select(TaskLog.content).where(TaskLog.task_id == task.id,
-                                                             TaskLog.type == LogType.OUTPUT.value)
-                               .order_by(col(TaskLog.id).desc()).limit(1))).first()
+    row = (await session.exec(select(TaskLog.content, TaskLog.lines).where(TaskLog.task_id == task.id,
+                                                                          TaskLog.type == LogType.OUTPUT.value)
+                              .order_by(col(TaskLog.id).desc()).limit(1))).first()
+    line = last_line(row[1], row[0]) if row else None
     return _cut(line or task.state_message or "no output yet")
 
 

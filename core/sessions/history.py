@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from core.sessions.replay import SILENT, Entry, Mark, Source, entries_source, ev
 from core.sessions.rows import ARCHIVED, DELETED, readable_session
 from core.store.db import Database
 from core.store.models import Event, Session, Task, TaskLog, table_of
+from core.tasks.loglines import split
 
 REPLAY_PAGE = 1000  # entries per page of a replay (and per read of a followed one)
 MAX_REPLAY_PAGE = 5000
@@ -55,6 +56,16 @@ class Ended:
     """The end of a followed replay: the session was archived or deleted."""
 
     reason: str
+
+
+_LOG_ROW = (_L.c.id, _L.c.task_id, _L.c.time, _L.c.type, _L.c.content, _L.c.lines)
+
+
+def _log_entries(rows: Sequence[Any]) -> list[Entry]:
+    """Log rows (_LOG_ROW) as an entry per line they hold (core.tasks.loglines); those a mark has passed are
+    filtered by the caller, as a row's first lines may be."""
+    return [log_entry(line_id, r.task_id, r.time, r.type, line) for r in rows
+            for line_id, line in split(r.id, r.lines, r.content)]
 
 
 def _tasks_of(session_id: str) -> Any:
@@ -104,8 +115,7 @@ class SessionHistory:
         # limit+1 rows of each source: their smallest `limit` entries are the page's (a row not read comes after
         # every row read of its source, and those give at least `limit` entries: each row gives one or more, but
         # the one at the mark, which may have given its entries already; events that give none are not read)
-        logs = select(_L.c.id, _L.c.task_id, _L.c.time, _L.c.type, _L.c.content).where(
-            _L.c.task_id.in_(_tasks_of(session_id)))
+        logs = select(*_LOG_ROW).where(_L.c.task_id.in_(_tasks_of(session_id)))
         events = select(_E.c.id, _E.c.name, _E.c.category, _E.c.task_id, _E.c.occurred_at, _E.c.payload).where(
             _events_of(org_id, session_id), _E.c.name.not_in(SILENT))
         if mark is not None:
@@ -116,7 +126,7 @@ class SessionHistory:
         conn = await session.connection()
         log_rows = (await conn.execute(logs.order_by(_L.c.time, _L.c.id).limit(limit + 1))).all()
         event_rows = (await conn.execute(events.order_by(_E.c.occurred_at, _E.c.id).limit(limit + 1))).all()
-        entries = [log_entry(r.id, r.task_id, r.time, r.type, r.content) for r in log_rows]
+        entries = _log_entries(log_rows)
         for r in event_rows:
             entries.extend(event_entries(r.id, r.name, r.category, r.task_id, r.occurred_at, r.payload or {}))
         if mark is not None:
@@ -159,14 +169,13 @@ class SessionHistory:
                 row = await session.get(Session, session_id)
                 conn = await session.connection()
                 log_rows = (await conn.execute(
-                    select(_L.c.id, _L.c.task_id, _L.c.time, _L.c.type, _L.c.content).where(
-                        _L.c.task_id.in_(_tasks_of(session_id)), _L.c.id > logs.floor)
+                    select(*_LOG_ROW).where(_L.c.task_id.in_(_tasks_of(session_id)), _L.c.id > logs.floor)
                     .order_by(_L.c.id).limit(REPLAY_PAGE))).all()
                 event_rows = (await conn.execute(
                     select(_E.c.id, _E.c.name, _E.c.category, _E.c.task_id, _E.c.occurred_at, _E.c.payload).where(
                         _events_of(org, session_id), _E.c.id > events.floor)
                     .order_by(_E.c.id).limit(REPLAY_PAGE))).all()
-            fresh = [log_entry(r.id, r.task_id, r.time, r.type, r.content) for r in log_rows if logs.new(r.id)]
+            fresh = _log_entries([r for r in log_rows if logs.new(r.id)])
             for r in event_rows:
                 if events.new(r.id):
                     fresh.extend(event_entries(r.id, r.name, r.category, r.task_id, r.occurred_at, r.payload or {}))

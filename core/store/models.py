@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Table, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Table, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from core.clock import utcnow
@@ -359,15 +359,19 @@ class Session(SQLModel, table=True):
 class TaskLog(SQLModel, table=True):
     """A task's log: what people sent it (input) and what the agent printed (output), in order. No foreign key to
     the task (migration 0023): on PostgreSQL it cost half of storing each output line; a task's rows go with it in
-    the transaction that deletes it (core.tasks.rows.delete_rows)."""
+    the transaction that deletes it (core.tasks.rows.delete_rows). A row of output holds the lines of one read of the
+    agent's pipe, and its id is its last line's (core.tasks.loglines, migration 0024)."""
 
     __table_args__ = (Index("ix_tasklog_task", "task_id", "id"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    # 64 bits on PostgreSQL, whose sequence steps by core.tasks.loglines.LINES_PER_ROW; SQLite's rowid is 64 bits
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"),
+                                                          primary_key=True))
     task_id: str = Field(max_length=64)
     time: datetime = _ts()
     type: str = Field(max_length=8)  # input | output
-    content: str
+    content: str  # its lines joined by newlines (one line: as it came, newlines and all)
+    lines: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # how many lines it holds
 
 
 class RunnerNode(SQLModel, table=True):

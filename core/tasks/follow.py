@@ -18,6 +18,7 @@ from sqlmodel import col, select
 
 from core.store.db import Database
 from core.store.models import Task, TaskLog
+from core.tasks.loglines import split
 from core.tasks.state import FINISHED, GATED, State, TaskStatus
 
 PAGE = 2000  # log rows read per query: a tick that finds more reads again at once
@@ -99,7 +100,8 @@ async def read_tick(db: Database, task_ids: Sequence[str], after_id: int, limit:
         ))
     states = {t.id: TaskState(t.id, t.name, TaskStatus(t.status), t.outcome, t.state_message, dict(t.evidence or {}),
                               t.turns, bool(t.pending_inputs), State(t.state)) for t in tasks}
-    lines = [LogLine(int(r.id or 0), r.task_id, r.time, r.type, r.content) for r in rows]
+    lines = [LogLine(line_id, r.task_id, r.time, r.type, line) for r in rows
+             for line_id, line in split(int(r.id or 0), r.lines, r.content) if line_id > after_id]
     return Tick(lines, states, caught_up=len(rows) < limit)
 
 

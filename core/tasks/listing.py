@@ -3,7 +3,7 @@ with the page and not with the table (no COUNT, no offset, each status walked on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -12,6 +12,7 @@ from sqlalchemy import BindParameter, Select, bindparam, or_, select, union_all
 
 from core.sessions.rows import shown_session
 from core.store.models import Task, TaskLog, table_of
+from core.tasks.loglines import split
 
 _T = table_of(Task)
 _L = table_of(TaskLog)
@@ -51,7 +52,7 @@ class TaskRow(NamedTuple):
 
 
 class LogRow(NamedTuple):
-    """A log entry: the columns of LOG_COLUMNS, in their order."""
+    """A log entry: one line (or one input) of a task's log, with its id (core.tasks.loglines)."""
 
     id: int
     time: datetime
@@ -59,7 +60,20 @@ class LogRow(NamedTuple):
     content: str
 
 
-LOG_COLUMNS = (_L.c.id, _L.c.time, _L.c.type, _L.c.content)
+LOG_COLUMNS = (_L.c.id, _L.c.time, _L.c.type, _L.c.content, _L.c.lines)
+
+
+def log_entries(rows: Iterable[Sequence[Any]], after: int = 0) -> list[LogRow]:
+    """Log rows (LOG_COLUMNS) as the entries they hold, oldest first: those after `after`."""
+    entries: list[LogRow] = []
+    for row_id, at, kind, content, count in rows:
+        if count <= 1:
+            if row_id > after:
+                entries.append(LogRow(row_id, at, kind, content))
+            continue
+        entries.extend(LogRow(line_id, at, kind, line) for line_id, line in split(row_id, count, content)
+                       if line_id > after)
+    return entries
 _ORG: BindParameter[str] = bindparam("org", type_=_T.c.org_id.type)
 _LIMIT: BindParameter[int] = bindparam("limit", type_=_T.c.turns.type)
 
@@ -100,7 +114,11 @@ def newest_params(org_id: str, statuses: Sequence[str], owner: str | None, limit
     return params
 
 
-# A page of a task's log: the entries after `after` (its sequence, the log row's id), from ix_tasklog_task.
+# A page of a task's log: the rows holding the entries after `after` (a row's id is its last entry's), from
+# ix_tasklog_task; log_entries() gives the entries.
 LOG_PAGE = (select(*LOG_COLUMNS).where(_L.c.task_id == bindparam("task"), _L.c.id > bindparam("after"))
             .order_by(_L.c.id).limit(bindparam("limit")))
+# The last rows of a task's log, newest first: the last `limit` rows hold the last `limit` entries (or more).
+LOG_TAIL = (select(*LOG_COLUMNS).where(_L.c.task_id == bindparam("task")).order_by(_L.c.id.desc())
+            .limit(bindparam("limit")))
 

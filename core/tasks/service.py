@@ -36,10 +36,9 @@ from core.store.db import Database
 from core.store.events import record
 from core.store.models import Agent, Confirmation, Project, RunnerNode, User
 from core.store.models import Task as Task  # the records this service returns
-from core.store.models import TaskLog as TaskLog  # the records this service returns
 from core.tasks import state as task_state
 from core.tasks.budget import Budget
-from core.tasks.listing import LOG_PAGE, LogRow, TaskRow, newest_params, newest_statement
+from core.tasks.listing import LOG_PAGE, LOG_TAIL, LogRow, TaskRow, log_entries, newest_params, newest_statement
 from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, TaskStatus
 from core.tasks.steering import MAX_PROMPT, TaskSteering, owner_of
 from core.textcheck import free_text, optional_name
@@ -391,8 +390,10 @@ class Tasks(TaskSteering):
         async with self.db.read() as session:
             task = await self._find(session, principal, ref, owner)
             conn = await session.connection()
-            rows = list((await conn.execute(LOG_PAGE, {"task": task.id, "after": after_id, "limit": limit + 1})).all())
-        return task, [LogRow._make(r) for r in rows[:limit]], len(rows) > limit
+            # limit + 1 rows hold limit + 1 entries or more (each row one or more after `after_id`)
+            rows = (await conn.execute(LOG_PAGE, {"task": task.id, "after": after_id, "limit": limit + 1})).all()
+        entries = log_entries(rows, after_id)
+        return task, entries[:limit], len(entries) > limit
 
     async def get(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
         """A task by id or name; with `owner` ("me", a user id or name), only if it is theirs."""
@@ -402,21 +403,18 @@ class Tasks(TaskSteering):
 
     async def logs(
         self, principal: Principal, ref: str, *, after_id: int = 0, limit: int = 1000, tail: bool = False
-    ) -> tuple[Task, builtins.list[TaskLog]]:
-        """Log entries in order: after `after_id`, or with `tail` the last `limit`."""
+    ) -> tuple[Task, builtins.list[LogRow]]:
+        """Log entries (a line or an input each) in order: after `after_id`, or with `tail` the last `limit`."""
         principal.require(Scope.READ, "reading task logs")
         limit = max(1, min(limit, 10_000))
         async with self.db.read() as session:
             task = await self._find(session, principal, ref)
-            query = select(TaskLog).where(TaskLog.task_id == task.id)
-            if tail:
-                rows = list(await session.exec(query.order_by(col(TaskLog.id).desc()).limit(limit)))
-                rows.reverse()
-            else:
-                rows = list(
-                    await session.exec(query.where(col(TaskLog.id) > after_id).order_by(col(TaskLog.id)).limit(limit))
-                )
-        return task, rows
+            conn = await session.connection()
+            if tail:  # the last `limit` rows hold the last `limit` entries (and maybe more)
+                rows = (await conn.execute(LOG_TAIL, {"task": task.id, "limit": limit})).all()
+                return task, log_entries(reversed(rows))[-limit:]
+            rows = (await conn.execute(LOG_PAGE, {"task": task.id, "after": after_id, "limit": limit})).all()
+        return task, log_entries(rows, after_id)[:limit]
 
     # --- steering ----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from core.store.models import Task, TaskLog
 
 MAX_SNAPSHOT_BYTES = 64 * 1024
 MAX_MESSAGES = 10  # as Coder's agentapi module keeps on shutdown
-WINDOW = 4000  # log lines read to build one: 64 KB of output is rarely more
+WINDOW = 4000  # log rows read to build one (a line, or the lines of one read, each): 64 KB is rarely more
 TRUNCATED = "[...content truncated, showing the last part...]\n\n"
 INPUT = "input"
 
@@ -41,7 +41,8 @@ def _messages(rows: Sequence[TaskLog]) -> list[dict[str, Any]]:
             messages[-1]["content"] += "\n" + row.content
             messages[-1]["time"] = iso(row.time)
             continue
-        messages.append({"id": row.id or 0, "content": row.content, "role": role, "time": iso(row.time)})
+        first = (row.id or 0) - max(row.lines, 1) + 1  # a row of lines: its first line's id (core.tasks.loglines)
+        messages.append({"id": first, "content": row.content, "role": role, "time": iso(row.time)})
     return messages
 
 

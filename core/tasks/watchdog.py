@@ -30,6 +30,7 @@ from core.people.access import Principal
 from core.store.db import Database
 from core.store.events import record
 from core.store.models import Task, TaskLog
+from core.tasks.loglines import last_line
 from core.tasks.state import LogType, State, TaskStatus, waiting_on_people
 from core.text import clock, span
 
@@ -106,9 +107,10 @@ class Watchdog:
                f"{written} messages"
 
     async def _warn(self, session: AsyncSession, task: Task, silence: datetime, now: datetime) -> int:
-        last = (await session.exec(select(TaskLog.content).where(
+        row = (await session.exec(select(TaskLog.content, TaskLog.lines).where(
             TaskLog.task_id == task.id, TaskLog.type == LogType.OUTPUT.value).order_by(col(TaskLog.id).desc())
             .limit(1))).first()
+        last = last_line(row[1], row[0]) if row else None
         ends = silence + timedelta(seconds=self.idle_timeout_s)
         text = (f"task {task.name} has printed nothing for {span((now - silence).total_seconds())}: the idle timeout "
                 f"(SHEPHERD_TASK_IDLE_TIMEOUT, {span(self.idle_timeout_s)}) ends its turn at {clock(ends)} "
