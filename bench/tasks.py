@@ -88,13 +88,16 @@ def stamp(value: Any) -> float:
 
 async def counted(db_url: str, ids: list[str]) -> tuple[int, list[float]]:
     """(output lines stored, per task the seconds from its creation to its first output line), from the store."""
-    total_sql = "SELECT coalesce(sum(lines), 0) FROM tasklog WHERE type = 'output'"  # a row holds a read's lines
+    # a row holds the lines of one read (migration 0024; a commit before it: a row per line, no `lines` column)
+    total_sql = "SELECT coalesce(sum(lines), 0) FROM tasklog WHERE type = 'output'"
+    per_line = "SELECT count(*) FROM tasklog WHERE type = 'output'"
     first_sql = ("SELECT t.created_at, min(l.time) FROM task t JOIN tasklog l ON l.task_id = t.id "
                  "WHERE t.id = {} AND l.type = 'output' GROUP BY t.created_at")
     if db_url.startswith("sqlite:///"):
         db = sqlite3.connect(db_url.removeprefix("sqlite:///"))
         try:
-            stored = db.execute(total_sql).fetchone()[0]
+            lined = any(r[1] == "lines" for r in db.execute("PRAGMA table_info(tasklog)"))
+            stored = db.execute(total_sql if lined else per_line).fetchone()[0]
             rows = [db.execute(first_sql.format("?"), (i,)).fetchone() for i in ids]
         finally:
             db.close()
@@ -103,7 +106,9 @@ async def counted(db_url: str, ids: list[str]) -> tuple[int, list[float]]:
 
         conn = await asyncpg.connect(db_url)
         try:
-            stored = await conn.fetchval(total_sql)
+            lined = await conn.fetchval("SELECT count(*) FROM information_schema.columns "
+                                        "WHERE table_name = 'tasklog' AND column_name = 'lines'")
+            stored = await conn.fetchval(total_sql if lined else per_line)
             rows = [await conn.fetchrow(first_sql.format("$1"), i) for i in ids]
         finally:
             await conn.close()
