@@ -142,6 +142,39 @@ async def test_a_session_replays_its_tasks_in_order_with_their_types(rig: Rig) -
         assert seen == [e["id"] for e in entries], limit
 
 
+async def test_lines_stored_together_replay_one_entry_each_page_by_page(rig: Rig) -> None:
+    """An agent's lines read together are stored as one row (core.tasks.loglines); the replay still gives each line
+    its own entry and id, and pages cut inside such a row lose no line and repeat none."""
+    from sqlalchemy import func
+
+    from core.store.models import TaskLog
+
+    alice = await me(rig)
+    sess = await rig.shepherd.sessions.create(alice, task="count", start=False)
+    task = (await rig.shepherd.tasks.create(alice, prompt="count [lines 300]", runtime="demo",
+                                            session_id=sess.id)).task
+    await settled(rig, task.id, 1)
+    _, logged = await rig.shepherd.tasks.logs(alice, task.id, limit=1000)
+    printed = [row.content for row in logged if row.type == "output"]
+    assert len(printed) >= 300
+    async with rig.shepherd.db.read() as session:
+        rows = (await session.exec(select(func.count()).select_from(TaskLog).where(
+            TaskLog.task_id == task.id, TaskLog.type == "output"))).one()
+    assert rows < len(printed), "lines read together are stored together"
+    seen: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        status, page = await replay(rig, sess.id, "?limit=7" + (f"&afterId={after}" if after else ""))
+        assert status == 200, page
+        assert len(page["entries"]) <= 7
+        seen += page["entries"]
+        if page["nextAfterId"] is None:
+            break
+        after = page["nextAfterId"]
+    assert [e["content"] for e in seen if e["type"] == "runtime_output"] == printed
+    assert len({e["id"] for e in seen}) == len(seen)
+
+
 async def test_event_history_pages_newest_first_to_the_end(lite: Rig) -> None:
     rig = lite
     sess, first, failing = await two_tasks(rig)

@@ -153,11 +153,16 @@ async def test_the_lines_of_one_read_are_stored_together_and_read_back_as_lines_
     assert paged == expected[one.id][701:]
     _, tail = await shepherd.tasks.logs(ALICE, one.id, limit=3, tail=True)
     assert [row.content for row in tail] == expected[one.id][-3:]
+    _, page, more = await shepherd.tasks.log_page(ALICE, two.id, after_id=0, limit=5)  # a page ends inside a row
+    assert [row.content for row in page if row.type == "output"][-3:] == expected[two.id][2:5] and more
+    _, page = await shepherd.tasks.logs(ALICE, two.id, after_id=page[-1].id, limit=4)
+    assert [row.content for row in page] == expected[two.id][5:9]
 
     # a follow of both tasks from the middle of the first read of `one`
     cursor, followed = output_lines[1200].id, []
     while True:
         tick = await read_tick(shepherd.db, [one.id, two.id], cursor, limit=2)
+        assert len(tick.lines) <= 2  # a row of a thousand lines is not read whole into one tick
         followed += [(line.task_id, line.content) for line in tick.lines if line.type == "output"]
         if not tick.lines:
             break

@@ -61,11 +61,30 @@ class Ended:
 _LOG_ROW = (_L.c.id, _L.c.task_id, _L.c.time, _L.c.type, _L.c.content, _L.c.lines)
 
 
-def _log_entries(rows: Sequence[Any]) -> list[Entry]:
-    """Log rows (_LOG_ROW) as an entry per line they hold (core.tasks.loglines); those a mark has passed are
-    filtered by the caller, as a row's first lines may be."""
-    return [log_entry(line_id, r.task_id, r.time, r.type, line) for r in rows
-            for line_id, line in split(r.id, r.lines, r.content)]
+def _log_entries(rows: Sequence[Any], mark: Mark | None = None, limit: int | None = None) -> list[Entry]:
+    """Log rows (_LOG_ROW, in replay order) as an entry per line they hold (core.tasks.loglines): the first `limit`
+    after `mark` (a row's first lines may be before it; a row may hold a thousand: only those asked for are made)."""
+    entries: list[Entry] = []
+    for r in rows:
+        for line_id, line in split(r.id, r.lines, r.content):
+            entry = log_entry(line_id, r.task_id, r.time, r.type, line)
+            if mark is not None and entry.mark <= mark:
+                continue
+            if limit is not None and len(entries) >= limit:
+                return entries
+            entries.append(entry)
+    return entries
+
+
+def _whole_rows(rows: Sequence[Any], lines: int) -> Sequence[Any]:
+    """The first rows holding `lines` lines or fewer between them (at least one row): what a followed replay sends
+    in one read, the rest read next."""
+    total = 0
+    for at, r in enumerate(rows):
+        total += r.lines
+        if total > lines and at:
+            return rows[:at]
+    return rows
 
 
 def _tasks_of(session_id: str) -> Any:
@@ -126,7 +145,7 @@ class SessionHistory:
         conn = await session.connection()
         log_rows = (await conn.execute(logs.order_by(_L.c.time, _L.c.id).limit(limit + 1))).all()
         event_rows = (await conn.execute(events.order_by(_E.c.occurred_at, _E.c.id).limit(limit + 1))).all()
-        entries = _log_entries(log_rows)
+        entries = _log_entries(log_rows, mark, limit + 1)
         for r in event_rows:
             entries.extend(event_entries(r.id, r.name, r.category, r.task_id, r.occurred_at, r.payload or {}))
         if mark is not None:
@@ -175,7 +194,7 @@ class SessionHistory:
                     select(_E.c.id, _E.c.name, _E.c.category, _E.c.task_id, _E.c.occurred_at, _E.c.payload).where(
                         _events_of(org, session_id), _E.c.id > events.floor)
                     .order_by(_E.c.id).limit(REPLAY_PAGE))).all()
-            fresh = _log_entries([r for r in log_rows if logs.new(r.id)])
+            fresh = _log_entries([r for r in _whole_rows(log_rows, REPLAY_PAGE) if logs.new(r.id)])
             for r in event_rows:
                 if events.new(r.id):
                     fresh.extend(event_entries(r.id, r.name, r.category, r.task_id, r.occurred_at, r.payload or {}))

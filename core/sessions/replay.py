@@ -33,7 +33,8 @@ from core.clock import as_utc, iso
 from core.errors import ValidationFailed
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ID = re.compile(r"^(\d{16})-([el])(\d{12})(\d)$")
+# the row: 12 digits, more once ids pass 10^12 (PostgreSQL's log ids step by 1024 a row: core.tasks.loglines)
+_ID = re.compile(r"^(\d{16})-([el])(\d{12,19})(\d)$")
 
 
 class Source(StrEnum):

@@ -100,9 +100,18 @@ async def read_tick(db: Database, task_ids: Sequence[str], after_id: int, limit:
         ))
     states = {t.id: TaskState(t.id, t.name, TaskStatus(t.status), t.outcome, t.state_message, dict(t.evidence or {}),
                               t.turns, bool(t.pending_inputs), State(t.state)) for t in tasks}
-    lines = [LogLine(line_id, r.task_id, r.time, r.type, line) for r in rows
-             for line_id, line in split(int(r.id or 0), r.lines, r.content) if line_id > after_id]
-    return Tick(lines, states, caught_up=len(rows) < limit)
+    lines: list[LogLine] = []
+    cut = False  # a tick gives at most `limit` lines (a row may hold a thousand): the rest are read next
+    for r in rows:
+        for line_id, line in split(int(r.id or 0), r.lines, r.content):
+            if line_id > after_id:
+                if len(lines) >= limit:
+                    cut = True
+                    break
+                lines.append(LogLine(line_id, r.task_id, r.time, r.type, line))
+        if cut:
+            break
+    return Tick(lines, states, caught_up=len(rows) < limit and not cut)
 
 
 @dataclass

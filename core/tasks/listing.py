@@ -63,17 +63,28 @@ class LogRow(NamedTuple):
 LOG_COLUMNS = (_L.c.id, _L.c.time, _L.c.type, _L.c.content, _L.c.lines)
 
 
-def log_entries(rows: Iterable[Sequence[Any]], after: int = 0) -> list[LogRow]:
-    """Log rows (LOG_COLUMNS) as the entries they hold, oldest first: those after `after`."""
+def log_entries(rows: Iterable[Sequence[Any]], after: int = 0, limit: int | None = None) -> list[LogRow]:
+    """Log rows (LOG_COLUMNS, oldest first) as the entries they hold: the first `limit` after `after` (a row may
+    hold a thousand lines: only those asked for are made)."""
     entries: list[LogRow] = []
     for row_id, at, kind, content, count in rows:
-        if count <= 1:
-            if row_id > after:
-                entries.append(LogRow(row_id, at, kind, content))
-            continue
-        entries.extend(LogRow(line_id, at, kind, line) for line_id, line in split(row_id, count, content)
-                       if line_id > after)
+        for line_id, line in split(row_id, count, content):
+            if line_id > after:
+                if limit is not None and len(entries) >= limit:
+                    return entries
+                entries.append(LogRow(line_id, at, kind, line))
     return entries
+
+
+def log_tail(rows: Iterable[Sequence[Any]], limit: int) -> list[LogRow]:
+    """Log rows (LOG_COLUMNS, newest first) as their last `limit` entries, oldest first."""
+    newest: list[LogRow] = []
+    for row_id, at, kind, content, count in rows:
+        for line_id, line in reversed(split(row_id, count, content)):
+            if len(newest) >= limit:
+                return newest[::-1]
+            newest.append(LogRow(line_id, at, kind, line))
+    return newest[::-1]
 _ORG: BindParameter[str] = bindparam("org", type_=_T.c.org_id.type)
 _LIMIT: BindParameter[int] = bindparam("limit", type_=_T.c.turns.type)
 

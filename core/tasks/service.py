@@ -38,7 +38,16 @@ from core.store.models import Agent, Confirmation, Project, RunnerNode, User
 from core.store.models import Task as Task  # the records this service returns
 from core.tasks import state as task_state
 from core.tasks.budget import Budget
-from core.tasks.listing import LOG_PAGE, LOG_TAIL, LogRow, TaskRow, log_entries, newest_params, newest_statement
+from core.tasks.listing import (
+    LOG_PAGE,
+    LOG_TAIL,
+    LogRow,
+    TaskRow,
+    log_entries,
+    log_tail,
+    newest_params,
+    newest_statement,
+)
 from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, TaskStatus
 from core.tasks.steering import MAX_PROMPT, TaskSteering, owner_of
 from core.textcheck import free_text, optional_name
@@ -392,7 +401,7 @@ class Tasks(TaskSteering):
             conn = await session.connection()
             # limit + 1 rows hold limit + 1 entries or more (each row one or more after `after_id`)
             rows = (await conn.execute(LOG_PAGE, {"task": task.id, "after": after_id, "limit": limit + 1})).all()
-        entries = log_entries(rows, after_id)
+        entries = log_entries(rows, after_id, limit + 1)
         return task, entries[:limit], len(entries) > limit
 
     async def get(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
@@ -412,9 +421,9 @@ class Tasks(TaskSteering):
             conn = await session.connection()
             if tail:  # the last `limit` rows hold the last `limit` entries (and maybe more)
                 rows = (await conn.execute(LOG_TAIL, {"task": task.id, "limit": limit})).all()
-                return task, log_entries(reversed(rows))[-limit:]
+                return task, log_tail(rows, limit)
             rows = (await conn.execute(LOG_PAGE, {"task": task.id, "after": after_id, "limit": limit})).all()
-        return task, log_entries(rows, after_id)[:limit]
+        return task, log_entries(rows, after_id, limit)
 
     # --- steering ----------------------------------------------------------------------------
 

@@ -8,12 +8,14 @@ time. A row now holds the lines one read of the agent's pipe gave (joined by new
 A row's id is its last line's, and its lines take the ids just below it (core.tasks.loglines), so the ids of lines
 stay one sequence that cursors read by. On PostgreSQL the sequence now steps by 1024 (the most lines a row holds):
 every row, of one line or many, has the ids below its own to itself. That needs 64-bit ids, so the column becomes
-BIGINT: PostgreSQL rewrites the table and its index once, in the migration's transaction (time on a large log).
+BIGINT: PostgreSQL rewrites the table and both its indexes once, in the migration's transaction, holding the table
+locked meanwhile (time on a large log; stop the processes of the earlier version first: their cached statements and
+their 32-bit ids do not survive the change).
 SQLite's rowid is 64 bits already, and Shepherd writes its rows with their ids.
 
 Down again, each row of several lines becomes a row per line, with the lines' own ids (so no cursor moves), and
 PostgreSQL's sequence steps by 1 again, from where it was; the ids stay BIGINT (ids above 2^31 may have been given
-out).
+out: the code of 0023 reads them as 32-bit, so a store that went past 2^31 cannot go back).
 
 Revision ID: 0024
 Revises: 0023
@@ -58,7 +60,7 @@ def downgrade() -> None:
         bind.execute(sa.text("UPDATE tasklog SET content = :content WHERE id = :id"), {"id": row_id,
                                                                                        "content": parts[-1]})
     if bind.dialect.name == "postgresql":
-        op.execute("ALTER SEQUENCE tasklog_id_seq INCREMENT BY 1 NO MINVALUE")
+        op.execute("ALTER SEQUENCE tasklog_id_seq INCREMENT BY 1 NO MINVALUE START WITH 1")
         op.drop_column('tasklog', 'lines')
     else:
         with op.batch_alter_table('tasklog') as batch:
