@@ -368,3 +368,16 @@ def test_the_followed_routes_document_their_event_stream_beside_their_json() -> 
         content = paths[path]["get"]["responses"]["200"]["content"]
         assert set(content) == {"application/json", "text/event-stream"}, (path, content)
         assert "$ref" in content["application/json"]["schema"] or "properties" in content["application/json"]["schema"]
+
+
+def test_replay_ids_of_log_ids_past_ten_to_the_twelfth_read_back_as_cursors() -> None:
+    """PostgreSQL's log ids step by 1024 a row (core.tasks.loglines): a replay id's row grows past its 12 digits, and
+    such an id is still a cursor (ids below 10^12 are written as before)."""
+    from core.errors import ValidationFailed
+    from core.sessions.replay import Mark
+
+    small, big = Mark(1765533600123456, "l", 420, 0), Mark(1765533600123456, "l", 5 * 10**12 + 7, 1)
+    assert small.id == "1765533600123456-l0000000004200"
+    assert Mark.parse(small.id) == small and Mark.parse(big.id) == big and small < big
+    with pytest.raises(ValidationFailed):
+        Mark.parse("1765533600123456-l00000000042")  # too short to be a row and its entry
