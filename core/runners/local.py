@@ -363,10 +363,11 @@ class LocalRunner:
                     "(`shepherd doctor` shows what it gives; SHEPHERD_SANDBOX=false runs agents without it)",
                     code="SANDBOX_WEAK",
                 )
-            # the probe found bubblewrap (a strong report says so); building reads /etc and the program's files
+            # the probe found bubblewrap (a strong report says so); building reads /etc and the program's files:
+            # a millisecond or so, on the event loop (handed to a thread, a hundred turns starting together each
+            # waited for the whole queue before them, and every agent started with the last)
             bwrap = shutil.which("bwrap") or "bwrap"
-            argv = await asyncio.to_thread(bwrap_argv, bwrap, spec.argv, cwd=spec.cwd, env=spec.env,
-                                           view=spec.sandbox, program=spec.program)
+            argv = bwrap_argv(bwrap, spec.argv, cwd=spec.cwd, env=spec.env, view=spec.sandbox, program=spec.program)
             cwd = spec.sandbox.workspace or spec.cwd
         if self.nice or self._setsid:
             # started through programs of ours: a program that is not there is still said so here, not by them

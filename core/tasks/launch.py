@@ -4,7 +4,6 @@ server's secrets) and its RunSpec. core.tasks.turns drives the turn."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -115,7 +114,10 @@ class Launch:
         sandbox: SandboxView | None = None
         if self.config.sandbox is not None and not self.runner.capabilities.remote:
             home = home_for(workspace)  # the agent's own home, kept for its follow-up turns
-            await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
+            # on the event loop, as the workspace's own folders are written (core.runners.emptyrepo): a mkdir or two.
+            # Handed to a thread, a hundred turns starting together each waited for the whole queue before them
+            # (the default executor's few threads, first in first out), and so every agent started with the last
+            home.mkdir(parents=True, exist_ok=True)
             # shown at seen_at when that is not its own path (a coding container's workspacePath)
             sandbox = self.config.sandbox.for_task(home, workspace if seen_at != workspace else None)
         preset = self.catalog.get(task.runtime)
