@@ -783,10 +783,13 @@ async def test_claims_taken_together_go_each_to_one_runner_with_the_token_whose_
     assert set(got_one) | set(got_two) == set(ids[:6])
     assert await one.take(ids) == {}  # nothing is waiting any more
     for runner, got in (("runner-1", got_one), ("runner-2", got_two)):
-        for task_id, token in got.items():
+        for task_id, claimed in got.items():
             row = await shepherd.tasks.get(who, task_id)
             assert (row.status, row.runner_id) == ("initializing", runner)
-            assert row.callback_hash == hashlib.sha256(token.encode()).hexdigest()
+            assert row.callback_hash == hashlib.sha256(claimed.token.encode()).hexdigest()
+            # the task handed to its turn is the row as claimed (its prompt, and the claim's own changes)
+            assert (claimed.task.id, claimed.task.prompt, claimed.task.status, claimed.task.runner_id) == \
+                (task_id, row.prompt, "initializing", runner)
     for task_id, status in ((cancelled.id, "cancelled"), (pinned.id, "pending")):
         row = await shepherd.tasks.get(who, task_id)
         assert (row.status, row.runner_id) == (status, None)

@@ -75,6 +75,14 @@ def plan_claims(waiting: Waiting, *, running: int, caps: Caps) -> ClaimPlan:
     return ClaimPlan(tuple(take), tuple(notes))
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A task this runner got: its turn's callback token, and the task's row as the claim left it."""
+
+    token: str
+    task: Task
+
+
 class Claims:
     def __init__(self, db: Database, runner_id: str) -> None:
         self.db = db
@@ -99,15 +107,16 @@ class Claims:
             } if project_ids else {}
         return Waiting(tasks, held, busy)
 
-    async def take(self, task_ids: Sequence[str]) -> dict[str, str]:
+    async def take(self, task_ids: Sequence[str]) -> dict[str, Claimed]:
         """Claim waiting tasks for this runner, all in one commit (a hundred tasks at once are a hundred claims, and
         on SQLite a commit is an fsync); returns those it got, each with the callback token of its turn (its
         SHEPHERD_TASK_TOKEN for `shepherd ask`), whose hash the claim stores: on disk before the agent can use it,
         with no write of its own before the agent starts. Each task is its own conditional update, all of them one
-        executemany (Core: no ORM object is involved); which it got is read back in the same transaction: a task
-        whose row holds its new hash (random: no other claim can have written it). One that another runner (or a
-        stop) came first for is simply not among them. On PostgreSQL an update each, awaited in turn, had been a
-        round trip each on an event loop busy with the tasks starting: a hundred claims took half a second."""
+        executemany; which it got is read back in the same transaction: a task whose row holds its new hash
+        (random: no other claim can have written it). One that another runner (or a stop) came first for is simply
+        not among them. On PostgreSQL an update each, awaited in turn, had been a round trip each on an event loop
+        busy with the tasks starting: a hundred claims took half a second. The rows read back are the tasks as
+        claimed, which their turns start from (a read each after the claim had been a round trip each, again)."""
         if not task_ids:
             return {}
         tokens = {task_id: new_task_token() for task_id in dict.fromkeys(task_ids)}
@@ -117,8 +126,9 @@ class Claims:
                 _CLAIM.where(task_state.claimable(self.runner_id)).values(
                     **task_state.claimed(self.runner_id, utcnow()), callback_hash=bindparam("b_hash")),
                 each([{"b_id": task_id, "b_hash": digest} for task_id, (_, digest) in tokens.items()]))
-            stored = await conn.execute(select(_T.c.id, _T.c.callback_hash).where(_T.c.id.in_(list(tokens))))
-            return {task_id: tokens[task_id][0] for task_id, digest in stored if digest == tokens[task_id][1]}
+            stored = await session.exec(select(Task).where(col(Task.id).in_(list(tokens))))
+            return {task.id: Claimed(tokens[task.id][0], task) for task in stored
+                    if task.callback_hash == tokens[task.id][1]}
 
     async def tell(self, notes: Sequence[tuple[Task, str]]) -> None:
         """Queue the tasks with their notes; the first time, an event says why."""

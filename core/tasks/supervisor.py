@@ -114,7 +114,7 @@ class TaskSupervisor:
         got = await self.claims.take([task.id for task in plan.take])
         for task in plan.take:
             if task.id in got:
-                self.turns.begin(task, got[task.id])
+                self.turns.begin(got[task.id].task, got[task.id].token)
         lost = len(got) < len(plan.take)
         if not lost:  # after a lost race the notes may be wrong: the next pass plans again
             await self.claims.tell(plan.notes)

@@ -125,10 +125,11 @@ class Turns:
         self.starts = BulkWrites(self.db, first_turns(ending.runner_id))  # first turns: set-based
 
     def begin(self, task: Task, token: str) -> None:
-        """Drive a task this runner has just claimed, with the callback token its claim stored (Claims.take)."""
+        """Drive a task this runner has just claimed, as its claim read it back, with the callback token its claim
+        stored (Claims.take)."""
         turn = Turn(task_id=task.id, org_id=task.org_id, token=token)
         self.running[task.id] = turn
-        turn.job = asyncio.get_running_loop().create_task(self._drive(turn))
+        turn.job = asyncio.get_running_loop().create_task(self._drive(turn, claimed=task))
 
     def adopt(self, task: Task) -> None:
         """Follow a remote turn that a process now gone started (core.tasks.nodes hands it over, claimed)."""
@@ -154,9 +155,9 @@ class Turns:
             for job in late:
                 job.cancel()
 
-    async def _drive(self, turn: Turn, adopted: Task | None = None) -> None:
+    async def _drive(self, turn: Turn, adopted: Task | None = None, claimed: Task | None = None) -> None:
         try:
-            await (self._run(turn) if adopted is None else self._adopted(turn, adopted))
+            await (self._run(turn, claimed) if adopted is None else self._adopted(turn, adopted))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -174,9 +175,11 @@ class Turns:
     async def _fail(self, turn: Turn, reason: str) -> None:
         await self.ending.finish(turn, Outcome.FAILED, None, DiffStats(), reason)
 
-    async def _run(self, turn: Turn) -> None:
-        async with self.db.read() as session:
-            task = await session.get(Task, turn.task_id)
+    async def _run(self, turn: Turn, claimed: Task | None = None) -> None:
+        task = claimed
+        if task is None:
+            async with self.db.read() as session:
+                task = await session.get(Task, turn.task_id)
         assert task is not None
         remote = self.runner.capabilities.remote
         if not remote:  # a remote unit runs the agent's image: its CLI is the image's, not this host's
