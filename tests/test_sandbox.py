@@ -14,9 +14,11 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +26,7 @@ from bot.callbacks import PYTHON, CallbackSocket, write_launcher
 from bot.presets import agent_catalog
 from bot.settings import Settings
 from core.people.access import Role
-from core.runners import RunSpec
+from core.runners import RunSpec, sandbox
 from core.runners.local import LocalRunner
 from core.runners.probe import probe
 from core.runners.sandbox import AGENT_UID, SANDBOX_HOME, SandboxView, bwrap_argv
@@ -319,6 +321,34 @@ def test_a_direct_start_with_a_weak_sandbox_is_refused_before_any_process(tmp_pa
         asyncio.run(LocalRunner().start(spec))
     assert getattr(refused.value, "code", "") == "SANDBOX_WEAK"
     assert not (tmp_path / "ran").exists()
+
+
+async def test_turns_starting_when_the_list_of_etc_secrets_is_old_list_them_once_off_the_event_loop(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /etc is listed again for files only their owner may read every SECRETS_TTL_S, a fraction of a second:
+    # turns starting then neither stall the event loop (every request, every other turn) nor each walk it again
+    _usable()
+    view = host.view(monkeypatch)
+    runner = LocalRunner(view)
+    assert (await runner.sandbox_report(view)).strong
+    monkeypatch.setattr(sandbox, "_secrets", None)  # as SECRETS_TTL_S after the last listing
+    walked: list[int] = []
+    real_walk = os.walk
+
+    def walk(top: str, *args: Any, **kwargs: Any) -> Iterator[tuple[str, list[str], list[str]]]:
+        if top == "/etc":
+            walked.append(threading.get_ident())
+        return real_walk(top, *args, **kwargs)
+
+    monkeypatch.setattr(os, "walk", walk)
+    spec = RunSpec(argv=["/bin/sh", "-c", "cat /etc/shadow 2>/dev/null || echo hidden"], cwd=host.workspace,
+                   env={"PATH": "/usr/bin:/bin"}, idle_timeout=20, hard_timeout=30, sandbox=view)
+    handles = await asyncio.gather(*(runner.start(spec) for _ in range(5)))
+    outputs = [[line async for line in handle.lines()] for handle in handles]
+    assert [(await handle.wait()).exit_code for handle in handles] == [0] * 5, outputs
+    assert outputs == [["hidden"]] * 5, "/etc's secrets stay hidden from every turn"
+    assert len(walked) == 1 and walked[0] != threading.get_ident(), "listed once, in a worker thread"
 
 
 # --- as a new user runs it -----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from core.errors import ShepherdError
 from core.runners import Capabilities, ExitReason, RunExit, RunSpec, Seed
 from core.runners.clock import WATCH_INTERVAL_S, TurnClock
 from core.runners.probe import SandboxReport, probe
-from core.runners.sandbox import SandboxView, bwrap_argv
+from core.runners.sandbox import SandboxView, bwrap_argv, etc_secrets, secrets_stale
 from core.textcheck import without_controls
 
 log = logging.getLogger(__name__)
@@ -319,6 +319,7 @@ class LocalRunner:
         self._setsid = shutil.which("setsid")
         self._checked: tuple[float, SandboxReport] | None = None
         self._checking = asyncio.Lock()
+        self._reading_etc = asyncio.Lock()  # one walk of /etc at a time, however many turns start together
         self.sandbox = sandbox  # the view turns will ask for (SHEPHERD_SANDBOX), for `ready`
         # sandboxed, the workspace is bound where Shepherd says (a coding container's workspacePath)
         self.capabilities = Capabilities(pause=True, reconnect=False, remote=False, mounts=sandbox is not None)
@@ -360,9 +361,14 @@ class LocalRunner:
                     "(`shepherd doctor` shows what it gives; SHEPHERD_SANDBOX=false runs agents without it)",
                     code="SANDBOX_WEAK",
                 )
-            # the probe found bubblewrap (a strong report says so); building reads /etc and the program's files:
-            # a millisecond or so, on the event loop (handed to a thread, a hundred turns starting together each
-            # waited for the whole queue before them, and every agent started with the last)
+            # the probe found bubblewrap (a strong report says so); building reads the program's files and /etc's
+            # secrets as last listed: a millisecond or so, on the event loop (handed to a thread, a hundred turns
+            # starting together each waited for the whole queue before them, and every agent started with the last).
+            # Listing /etc again (every SECRETS_TTL_S) takes a fraction of a second: that is done in a thread, once
+            if secrets_stale():
+                async with self._reading_etc:
+                    if secrets_stale():
+                        await asyncio.to_thread(etc_secrets)
             bwrap = shutil.which("bwrap") or "bwrap"
             argv = bwrap_argv(bwrap, spec.argv, cwd=spec.cwd, env=spec.env, view=spec.sandbox, program=spec.program)
             cwd = spec.sandbox.workspace or spec.cwd

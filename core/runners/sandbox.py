@@ -76,12 +76,19 @@ def is_system(path: str) -> bool:
 _secrets: tuple[float, tuple[tuple[str, bool], ...]] | None = None
 
 
+def secrets_stale(now: float | None = None) -> bool:
+    """Whether the next etc_secrets() walks /etc (a fraction of a second: a caller on an event loop calls it in a
+    worker thread first)."""
+    now = time.monotonic() if now is None else now
+    return _secrets is None or now - _secrets[0] >= SECRETS_TTL_S
+
+
 def etc_secrets(now: float | None = None) -> tuple[tuple[str, bool], ...]:
     """Entries under /etc that other users may not read, as (path, is_dir): the host's secrets by its own
     account. Cached for SECRETS_TTL_S; walking /etc takes a fraction of a second."""
     global _secrets
     now = time.monotonic() if now is None else now
-    if _secrets is not None and now - _secrets[0] < SECRETS_TTL_S:
+    if _secrets is not None and not secrets_stale(now):
         return _secrets[1]
     found: list[tuple[str, bool]] = []
     for root, dirs, files in os.walk("/etc"):
