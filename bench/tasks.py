@@ -11,7 +11,8 @@ inside the sandbox: Shepherd with SHEPHERD_SANDBOX=true, the floor with the same
 shown, a home, a tools folder and a socket bound in per run). So the ratio compares like with like.
 
 Measures per round, Shepherd and floor in turns: wall time from the first POST (the first launch) to the
-last task finished; time from `run` to the first output line (Shepherd: its own clock, task created to
+last task finished (Shepherd: the last `finished_at` in the store, on this machine's clock; the bench's poll
+for the end is shown too); time from `run` to the first output line (Shepherd: its own clock, task created to
 the first output line stored; floor: launch to the first line read); log lines stored per second (every
 line counted back from the store); the server's RSS idle and at its peak (VmHWM of the serving process
 in /proc/<pid>/status, the kernel's own high-water mark); CPU per task (the server process, and its
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,11 @@ import pgserver
 ROOT = Path(__file__).resolve().parents[1]
 SHEPHERD = str(Path(sys.executable).parent / "shepherd")
 TICK = os.sysconf("SC_CLK_TCK")
+# How often the bench asks whether all tasks have finished (a list of all of them, the Coder dialect). The wall time
+# is read from the store (the last task's finished_at), so the polling sets no granularity: it is the bench's own
+# load on the server (a list of 100 tasks every 0.1 s had been about 45 requests a round, on the cores the agents
+# and the server share), kept light.
+POLL_S = 0.25
 DEMO_EXTRA_LINES = 5  # the demo agent prints 5 lines of its own around the [lines N] output
 
 
@@ -83,22 +89,27 @@ def status_mb(pid: int, key: str) -> float:
 
 
 def stamp(value: Any) -> float:
-    return value.timestamp() if isinstance(value, datetime) else datetime.fromisoformat(value).timestamp()
+    """A stored time as seconds since the epoch (Shepherd stores UTC; SQLite's text carries no zone)."""
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
-async def counted(db_url: str, ids: list[str]) -> tuple[int, list[float]]:
-    """(output lines stored, per task the seconds from its creation to its first output line), from the store."""
+async def counted(db_url: str, ids: list[str]) -> tuple[int, list[float], float]:
+    """(output lines stored, per task the seconds from its creation to its first output line, when the last task
+    finished: seconds since the epoch), from the store."""
     # a row holds the lines of one read (migration 0024; a commit before it: a row per line, no `lines` column)
     total_sql = "SELECT coalesce(sum(lines), 0) FROM tasklog WHERE type = 'output'"
     per_line = "SELECT count(*) FROM tasklog WHERE type = 'output'"
     first_sql = ("SELECT t.created_at, min(l.time) FROM task t JOIN tasklog l ON l.task_id = t.id "
                  "WHERE t.id = {} AND l.type = 'output' GROUP BY t.created_at")
+    end_sql = "SELECT finished_at FROM task WHERE id = {}"
     if db_url.startswith("sqlite:///"):
         db = sqlite3.connect(db_url.removeprefix("sqlite:///"))
         try:
             lined = any(r[1] == "lines" for r in db.execute("PRAGMA table_info(tasklog)"))
             stored = db.execute(total_sql if lined else per_line).fetchone()[0]
             rows = [db.execute(first_sql.format("?"), (i,)).fetchone() for i in ids]
+            ends = [db.execute(end_sql.format("?"), (i,)).fetchone()[0] for i in ids]
         finally:
             db.close()
     else:
@@ -110,9 +121,10 @@ async def counted(db_url: str, ids: list[str]) -> tuple[int, list[float]]:
                                         "WHERE table_name = 'tasklog' AND column_name = 'lines'")
             stored = await conn.fetchval(total_sql if lined else per_line)
             rows = [await conn.fetchrow(first_sql.format("$1"), i) for i in ids]
+            ends = [await conn.fetchval(end_sql.format("$1"), i) for i in ids]
         finally:
             await conn.close()
-    return int(stored), [stamp(r[1]) - stamp(r[0]) for r in rows if r is not None]
+    return int(stored), [stamp(r[1]) - stamp(r[0]) for r in rows if r is not None], max(stamp(e) for e in ends if e)
 
 
 async def shepherd_round(n: int, lines: int, sandbox: bool, pg: pgserver.PgServer | None, tag: str
@@ -148,7 +160,7 @@ async def shepherd_round(n: int, lines: int, sandbox: bool, pg: pgserver.PgServe
                 idle_rss = status_mb(server.pid, "VmRSS")
                 cpu0 = cpu_seconds(server.pid)
                 store0 = store_cpu_seconds(pg)
-                started = time.monotonic()
+                started, started_at = time.monotonic(), time.time()
 
                 async def create(i: int) -> str:
                     body = {"input": f"bench {i} [lines {lines}]", "agent": "demo"}
@@ -163,19 +175,20 @@ async def shepherd_round(n: int, lines: int, sandbox: bool, pg: pgserver.PgServe
                         tasks = (await r.json())["tasks"]
                     if all(t["current_state"]["state"] in ("complete", "failed") for t in tasks) and len(tasks) == n:
                         break
-                    await asyncio.sleep(0.1)
-                wall = time.monotonic() - started
+                    await asyncio.sleep(POLL_S)
+                noticed = time.monotonic() - started
                 peak_rss = status_mb(server.pid, "VmHWM")
                 cpu1 = cpu_seconds(server.pid)
                 store1 = store_cpu_seconds(pg)
                 failed = [t["id"] for t in tasks if t["current_state"]["state"] != "complete"]
-            stored, firsts = await counted(db_url, ids)
+            stored, firsts, last_end = await counted(db_url, ids)
+            wall = last_end - started_at
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
     expected = n * (lines + DEMO_EXTRA_LINES)
     return {
-        "failed": len(failed), "wall_s": wall, "stored": stored, "expected": expected,
+        "failed": len(failed), "wall_s": wall, "noticed_s": noticed, "stored": stored, "expected": expected,
         "lines_per_s": stored / wall, "first_p50": statistics.median(firsts),
         "first_p95": sorted(firsts)[int(0.95 * (len(firsts) - 1))], "first_max": max(firsts),
         "idle_rss": idle_rss, "peak_rss": peak_rss,
@@ -267,6 +280,7 @@ def table(store: str, rounds: list[tuple[dict[str, float], dict[str, float]]], a
         "|---|---:|---:|---:|---:|",
         f"| wall time, first run to last finished | {med('wall_s'):.2f} s | {med('wall_s', 1):.2f} s | "
         f"{wall:.2f}x | <= 1.5x {'met' if wall <= 1.5 else '**not met**'} |",
+        f"| (the same, as the bench's poll every {POLL_S} s noticed it) | {med('noticed_s'):.2f} s | | | |",
         f"| run to first output line, p50 | {med('first_p50') * 1000:.0f} ms | {med('first_p50', 1) * 1000:.0f} ms | "
         f"{first:.2f}x | <= 1.5x {'met' if first <= 1.5 else '**not met**'} |",
         f"| run to first output line, p95 / max | {med('first_p95') * 1000:.0f} / {med('first_max') * 1000:.0f} ms "
