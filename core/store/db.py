@@ -31,10 +31,14 @@ from core.store.unit import CURRENT_UNIT, Unit
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_POOL = 32  # connections kept open (and as many more at a peak)
-# PostgreSQL: connections a process keeps open, and how many more it opens at a peak. Kept open, because a
-# connection opened per request above the kept ones (and closed after) cost a third of the agent list's time
-# at 32 concurrent requests (py-spy: asyncpg's connect, its TLS attempt and the server's backend start).
-PG_POOL, PG_PEAK = 32, 8
+# PostgreSQL: connections a process keeps open, and how many more it opens at a peak. None beyond the kept ones: a
+# connection opened per request above them (and closed after) cost a third of the agent list's time at 32
+# concurrent requests (py-spy: asyncpg's connect, its TLS attempt and the server's backend start); a request waits
+# for one instead. Twelve, not more: asyncpg prepares each statement once per connection (a round trip of its own),
+# so with 40 a burst of a hundred tasks prepared each hot statement up to 40 times (640 prepares a round), over 40
+# backends on a machine with a few cores; and a process leaves room for others under PostgreSQL's max_connections.
+# A unit of work holds two at once (its transaction and a read outside it): one per channel's worker.
+PG_POOL, PG_PEAK = 12, 0
 
 
 def normalize_url(url: str) -> str:
