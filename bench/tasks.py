@@ -124,7 +124,10 @@ async def counted(db_url: str, ids: list[str]) -> tuple[int, list[float], float]
             ends = [await conn.fetchval(end_sql.format("$1"), i) for i in ids]
         finally:
             await conn.close()
-    return int(stored), [stamp(r[1]) - stamp(r[0]) for r in rows if r is not None], max(stamp(e) for e in ends if e)
+    finished = [stamp(e) for e in ends if e]
+    if not finished:
+        raise SystemExit("no task has a finished_at: the store's tasks did not end")
+    return int(stored), [stamp(r[1]) - stamp(r[0]) for r in rows if r is not None], max(finished)
 
 
 async def shepherd_round(n: int, lines: int, sandbox: bool, pg: pgserver.PgServer | None, tag: str
