@@ -364,13 +364,16 @@ class LocalRunner:
             # the probe found bubblewrap (a strong report says so); building reads the program's files and /etc's
             # secrets as last listed: a millisecond or so, on the event loop (handed to a thread, a hundred turns
             # starting together each waited for the whole queue before them, and every agent started with the last).
-            # Listing /etc again (every SECRETS_TTL_S) takes a fraction of a second: that is done in a thread, once
-            if secrets_stale():
+            # Listing /etc again (every SECRETS_TTL_S) takes a fraction of a second: that is done in a thread, once.
+            # The list is then taken as of `checked`, so that the build cannot cross the TTL and walk /etc here
+            checked = time.monotonic()
+            if secrets_stale(checked):
                 async with self._reading_etc:
-                    if secrets_stale():
+                    if secrets_stale(checked):
                         await asyncio.to_thread(etc_secrets)
             bwrap = shutil.which("bwrap") or "bwrap"
-            argv = bwrap_argv(bwrap, spec.argv, cwd=spec.cwd, env=spec.env, view=spec.sandbox, program=spec.program)
+            argv = bwrap_argv(bwrap, spec.argv, cwd=spec.cwd, env=spec.env, view=spec.sandbox, program=spec.program,
+                              etc=etc_secrets(checked))
             cwd = spec.sandbox.workspace or spec.cwd
         if self.nice or self._setsid:
             # started through programs of ours: a program that is not there is still said so here, not by them

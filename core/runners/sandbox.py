@@ -199,10 +199,11 @@ def _under(path: str, source: str, dest: str) -> str | None:
 
 def bwrap_argv(
     bwrap: str, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], view: SandboxView,
-    program: Sequence[str] = (),
+    program: Sequence[str] = (), etc: Sequence[tuple[str, bool]] | None = None,
 ) -> list[str]:
     """The whole command line: bubblewrap's options, then the agent's argv (its program made absolute).
-    `program` is the command's own words from configuration (argv[0] when not given)."""
+    `program` is the command's own words from configuration (argv[0] when not given); `etc` the host's secrets
+    under /etc as etc_secrets() lists them (read here when not given: a walk of /etc when the list is stale)."""
     hidden = [os.path.realpath(h) for h in view.hidden if os.path.realpath(h) != "/"]
     if view.workspace is not None:  # the workspace shown at cwd, a path of Shepherd's choosing
         ws_source, ws = os.path.realpath(view.workspace), os.path.normpath(str(cwd))
@@ -232,7 +233,7 @@ def bwrap_argv(
     # a listed /etc/ssl), and Shepherd's own folders (a data dir below /usr, a listed /srv or a link to it).
     # Folders become an empty tmpfs, made read-only last, once what must show inside them (the workspace,
     # say) is mounted; files an unreadable device.
-    secrets = [*etc_secrets(), *((h, True) for h in hidden)]
+    secrets = [*(etc_secrets() if etc is None else etc), *((h, True) for h in hidden)]
     masked: list[str] = []
     files: list[str] = []
     for path, is_dir in sorted(secrets, key=lambda s: len(s[0])):
