@@ -170,3 +170,51 @@ async def test_the_lines_of_one_read_are_stored_together_and_read_back_as_lines_
     assert [content for task_id, content in followed if task_id == one.id] == expected[one.id][1201:]
     assert [content for task_id, content in followed if task_id == two.id] == expected[two.id]
     assert (await shepherd.tasks.get(ALICE, one.id)).log_count == one.log_count + len(expected[one.id])
+
+
+async def test_a_page_of_a_log_of_long_reads_reads_only_the_rows_it_shows(
+    shepherd: Shepherd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row holds the lines of one read (up to 1,024): a page of ten lines, or the tail of a task's page, reads
+    the one or two rows that hold them, not as many rows as the page has lines (twenty rows of a thousand lines
+    each for a page of ten: a client paging through the log read it whole again and again)."""
+    from core.tasks import listing, service
+    from core.tasks.loglines import chunks
+
+    task = await started_task(shepherd, status="running")
+    output = TaskOutput(shepherd.db)
+    for read in range(20):
+        output.add_many(task.id, [f"read {read} line {i}" for i in range(1000)])
+        await output.flush()
+    expected = [f"read {read} line {i}" for read in range(20) for i in range(1000)]
+    given: list[int] = []  # how many rows each reader was handed by the store
+    for name in ("log_entries", "log_tail"):
+        real = getattr(listing, name)
+
+        def counting(rows: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            rows = list(rows)
+            given.append(len(rows))
+            return _real(rows, *args, **kwargs)
+
+        monkeypatch.setattr(listing, name, counting)
+        monkeypatch.setattr(service, name, counting, raising=False)  # wherever the pages are read
+
+    _, first, more = await shepherd.tasks.log_page(ALICE, task.id, after_id=0, limit=10)
+    outputs = [row for row in first if row.type == "output"]
+    assert [row.content for row in outputs] == expected[:len(outputs)] and more
+    _, page, more = await shepherd.tasks.log_page(ALICE, task.id, after_id=outputs[-1].id, limit=995)
+    assert [row.content for row in page] == expected[len(outputs):len(outputs) + 995] and more  # across two rows
+    _, tail = await shepherd.tasks.logs(ALICE, task.id, limit=1500, tail=True)
+    assert [row.content for row in tail] == expected[-1500:]
+    _, whole = await shepherd.tasks.logs(ALICE, task.id, limit=10_000)
+    whole_outputs = [row.content for row in whole if row.type == "output"]
+    assert len(whole) == 10_000 and whole_outputs == expected[:len(whole_outputs)]
+    per_read = len(list(chunks([f"read 0 line {i}" for i in range(1000)])))  # rows a read of 1000 lines made
+    stored = 20 * per_read
+
+    def rows_for(lines: int) -> int:  # the rows a run of `lines` lines spans at most: those of the reads it touches
+        return (-(-lines // 1000) + 1) * per_read
+
+    assert given[0] == 1, given  # the first row holds the page
+    assert given[1] <= rows_for(995) and given[2] <= rows_for(1500) and given[3] <= rows_for(10_000), given
+    assert given[3] < stored, (given, stored)

@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import BindParameter, Select, bindparam, or_, select, union_all
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.sessions.rows import shown_session
 from core.store.models import Task, TaskLog, table_of
@@ -125,11 +126,46 @@ def newest_params(org_id: str, statuses: Sequence[str], owner: str | None, limit
     return params
 
 
-# A page of a task's log: the rows holding the entries after `after` (a row's id is its last entry's), from
-# ix_tasklog_task; log_entries() gives the entries.
-LOG_PAGE = (select(*LOG_COLUMNS).where(_L.c.task_id == bindparam("task"), _L.c.id > bindparam("after"))
-            .order_by(_L.c.id).limit(bindparam("limit")))
-# The last rows of a task's log, newest first: the last `limit` rows hold the last `limit` entries (or more).
-LOG_TAIL = (select(*LOG_COLUMNS).where(_L.c.task_id == bindparam("task")).order_by(_L.c.id.desc())
-            .limit(bindparam("limit")))
+# A page of a task's log is read in two statements from ix_tasklog_task. A row holds the lines of one read of the
+# agent's output (a thousand, or one), so `limit` rows may hold a hundred times the page: first the rows' ids and
+# line counts (no content), to see which rows hold the page's entries; then only those rows. A row's id is its
+# last entry's; log_entries() and log_tail() give the entries.
+_AFTER = (_L.c.task_id == bindparam("task"), _L.c.id > bindparam("after"))
+LOG_SPAN = select(_L.c.id, _L.c.lines).where(*_AFTER).order_by(_L.c.id).limit(bindparam("limit"))
+LOG_PAGE = select(*LOG_COLUMNS).where(*_AFTER, _L.c.id <= bindparam("upto")).order_by(_L.c.id)
+# the last rows, newest first: their counts, then the rows from the first one the tail needs
+LOG_TAIL_SPAN = (select(_L.c.id, _L.c.lines).where(_L.c.task_id == bindparam("task")).order_by(_L.c.id.desc())
+                 .limit(bindparam("limit")))
+LOG_TAIL = (select(*LOG_COLUMNS).where(_L.c.task_id == bindparam("task"), _L.c.id >= bindparam("since"))
+            .order_by(_L.c.id.desc()))
+
+
+def _enough(span: Sequence[Sequence[Any]], want: int, after: int | None) -> int:
+    """The id of the row (in the span's order) by which the rows hold `want` entries (after `after`, reading
+    forward), or of its last row when they hold fewer."""
+    held = 0
+    for row_id, count in span:
+        held += count if after is None else min(count, row_id - after)
+        if held >= want:
+            return int(row_id)
+    return int(span[-1][0])
+
+
+async def read_log(conn: AsyncConnection, task_id: str, after: int, want: int) -> list[LogRow]:
+    """The first `want` entries of a task's log after the entry `after`, oldest first (fewer at its end)."""
+    span = (await conn.execute(LOG_SPAN, {"task": task_id, "after": after, "limit": want})).all()
+    if not span:
+        return []
+    upto = _enough(span, want, after)
+    rows = (await conn.execute(LOG_PAGE, {"task": task_id, "after": after, "upto": upto})).all()
+    return log_entries(rows, after, want)
+
+
+async def read_log_tail(conn: AsyncConnection, task_id: str, want: int) -> list[LogRow]:
+    """The last `want` entries of a task's log, oldest first."""
+    span = (await conn.execute(LOG_TAIL_SPAN, {"task": task_id, "limit": want})).all()
+    if not span:
+        return []
+    rows = (await conn.execute(LOG_TAIL, {"task": task_id, "since": _enough(span, want, None)})).all()
+    return log_tail(rows, want)
 

@@ -39,14 +39,12 @@ from core.store.models import Task as Task  # the records this service returns
 from core.tasks import state as task_state
 from core.tasks.budget import Budget
 from core.tasks.listing import (
-    LOG_PAGE,
-    LOG_TAIL,
     LogRow,
     TaskRow,
-    log_entries,
-    log_tail,
     newest_params,
     newest_statement,
+    read_log,
+    read_log_tail,
 )
 from core.tasks.state import ACTIVE, FINISHED, GATED, WAITING, TaskStatus
 from core.tasks.steering import MAX_PROMPT, TaskSteering, owner_of
@@ -398,10 +396,7 @@ class Tasks(TaskSteering):
         limit = max(1, min(limit, 10_000))
         async with self.db.read() as session:
             task = await self._find(session, principal, ref, owner)
-            conn = await session.connection()
-            # limit + 1 rows hold limit + 1 entries or more (each row one or more after `after_id`)
-            rows = (await conn.execute(LOG_PAGE, {"task": task.id, "after": after_id, "limit": limit + 1})).all()
-        entries = log_entries(rows, after_id, limit + 1)
+            entries = await read_log(await session.connection(), task.id, after_id, limit + 1)
         return task, entries[:limit], len(entries) > limit
 
     async def get(self, principal: Principal, ref: str, *, owner: str | None = None) -> Task:
@@ -419,11 +414,9 @@ class Tasks(TaskSteering):
         async with self.db.read() as session:
             task = await self._find(session, principal, ref)
             conn = await session.connection()
-            if tail:  # the last `limit` rows hold the last `limit` entries (and maybe more)
-                rows = (await conn.execute(LOG_TAIL, {"task": task.id, "limit": limit})).all()
-                return task, log_tail(rows, limit)
-            rows = (await conn.execute(LOG_PAGE, {"task": task.id, "after": after_id, "limit": limit})).all()
-        return task, log_entries(rows, after_id, limit)
+            if tail:
+                return task, await read_log_tail(conn, task.id, limit)
+            return task, await read_log(conn, task.id, after_id, limit)
 
     # --- steering ----------------------------------------------------------------------------
 
