@@ -218,3 +218,41 @@ async def test_a_page_of_a_log_of_long_reads_reads_only_the_rows_it_shows(
     assert given[0] == 1, given  # the first row holds the page
     assert given[1] <= rows_for(995) and given[2] <= rows_for(1500) and given[3] <= rows_for(10_000), given
     assert given[3] < stored, (given, stored)
+
+
+async def test_a_follow_catching_up_on_a_log_of_long_reads_loads_only_the_rows_of_its_tick(
+    shepherd: Shepherd,
+) -> None:
+    """A live follow (logs?follow, an invoke's stream) that starts far behind reads a tick of `limit` lines: from
+    the rows that hold them, not `limit` rows of up to a thousand lines each, again for every tick."""
+    from sqlalchemy import event
+
+    from core.store.models import TaskLog
+    from core.tasks.follow import read_tick
+
+    task = await started_task(shepherd, status="running")
+    output = TaskOutput(shepherd.db)
+    for read in range(20):
+        output.add_many(task.id, [f"read {read} line {i}" for i in range(1000)])
+        await output.flush()
+    loaded: list[int] = []
+
+    def on_load(target: TaskLog, _context: Any) -> None:
+        loaded.append(int(target.id or 0))
+
+    event.listen(TaskLog, "load", on_load)
+    try:
+        cursor, followed, ticks = 0, [], 0
+        while True:
+            tick = await read_tick(shepherd.db, [task.id], cursor, limit=500)
+            ticks += 1
+            followed += [line.content for line in tick.lines if line.type == "output"]
+            if tick.caught_up and not tick.lines:
+                break
+            cursor = tick.lines[-1].id if tick.lines else cursor
+            assert ticks < 100
+    finally:
+        event.remove(TaskLog, "load", on_load)
+    assert followed == [f"read {read} line {i}" for read in range(20) for i in range(1000)]
+    rows = len(set(loaded))
+    assert len(loaded) <= 2 * rows, (len(loaded), rows)  # each row loaded by the ticks it spans, not by every tick

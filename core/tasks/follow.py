@@ -92,12 +92,21 @@ async def read_tick(db: Database, task_ids: Sequence[str], after_id: int, limit:
     are read first: a turn's output is stored before its end (core.tasks.ending), so a turn seen over has all its
     output in the rows read after, on a store whose statements each see what was committed before them too."""
     ids = list(task_ids)
+    after = (col(TaskLog.task_id).in_(ids), col(TaskLog.id) > after_id)
     async with db.read() as session:
         tasks = list(await session.exec(select(Task).where(col(Task.id).in_(ids))))
+        # a row holds the lines of one read (a thousand, or one): the rows' line counts first, then only the rows
+        # that hold the tick's `limit` lines (catching up on a long log had read `limit` rows for `limit` lines)
+        span = list(await session.exec(
+            select(TaskLog.id, TaskLog.lines).where(*after).order_by(col(TaskLog.id)).limit(limit)))
+        upto, held = (span[-1][0] if span else after_id), 0
+        for row_id, count in span:
+            held += min(count, int(row_id or 0) - after_id)
+            if held >= limit:
+                upto = row_id
+                break
         rows = list(await session.exec(
-            select(TaskLog)
-            .where(col(TaskLog.task_id).in_(ids), col(TaskLog.id) > after_id).order_by(col(TaskLog.id)).limit(limit)
-        ))
+            select(TaskLog).where(*after, col(TaskLog.id) <= upto).order_by(col(TaskLog.id)))) if span else []
     states = {t.id: TaskState(t.id, t.name, TaskStatus(t.status), t.outcome, t.state_message, dict(t.evidence or {}),
                               t.turns, bool(t.pending_inputs), State(t.state)) for t in tasks}
     lines: list[LogLine] = []
@@ -111,7 +120,7 @@ async def read_tick(db: Database, task_ids: Sequence[str], after_id: int, limit:
                 lines.append(LogLine(line_id, r.task_id, r.time, r.type, line))
         if cut:
             break
-    return Tick(lines, states, caught_up=len(rows) < limit and not cut)
+    return Tick(lines, states, caught_up=len(span) < limit and (not span or upto == span[-1][0]) and not cut)
 
 
 @dataclass
