@@ -175,6 +175,48 @@ async def test_lines_stored_together_replay_one_entry_each_page_by_page(rig: Rig
     assert len({e["id"] for e in seen}) == len(seen)
 
 
+async def test_a_replay_page_of_long_reads_reads_only_the_rows_that_hold_it(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay page of ten entries of a task whose output came in reads of a thousand lines reads the rows that
+    hold those ten, not eleven rows of a thousand lines each; paging on still gives every line once."""
+    from core.sessions import history
+    from core.tasks.output import TaskOutput
+
+    alice = await me(rig)
+    sess = await rig.shepherd.sessions.create(alice, task="long reads", start=False)
+    task = (await rig.shepherd.tasks.create(alice, prompt="hello", runtime="demo", session_id=sess.id)).task
+    await settled(rig, task.id, 1)
+    output = TaskOutput(rig.shepherd.db)
+    for read in range(12):
+        output.add_many(task.id, [f"read {read} line {i}" for i in range(1000)])
+        await output.flush()
+    given: list[int] = []
+    real = history._log_entries
+
+    def counting(rows: Any, *args: Any, **kwargs: Any) -> Any:
+        given.append(len(rows))
+        return real(rows, *args, **kwargs)
+
+    monkeypatch.setattr(history, "_log_entries", counting)
+    seen: list[str] = []
+    after: str | None = None
+    for _ in range(3):
+        page = await rig.shepherd.history.replay(alice, sess.id, after=after, limit=10)
+        seen += [e.content for e in page.entries]
+        after = page.next_after
+        assert after is not None
+    # the first page: the demo agent's rows of a line or a few and the first long read; then the row at the mark
+    # and the next: not eleven rows (limit + 1) of up to a thousand lines each
+    assert given[0] < 11 and max(given[1:]) <= 3, given
+    while after is not None:
+        page = await rig.shepherd.history.replay(alice, sess.id, after=after, limit=2000)
+        seen += [e.content for e in page.entries]
+        after = page.next_after
+    lines = [f"read {read} line {i}" for read in range(12) for i in range(1000)]
+    assert [c for c in seen if c.startswith("read ")] == lines
+
+
 async def test_event_history_pages_newest_first_to_the_end(lite: Rig) -> None:
     rig = lite
     sess, first, failing = await two_tasks(rig)

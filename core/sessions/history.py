@@ -143,7 +143,17 @@ class SessionHistory:
         if upto is not None:
             logs, events = logs.where(_L.c.id <= upto[0]), events.where(_E.c.id <= upto[1])
         conn = await session.connection()
-        log_rows = (await conn.execute(logs.order_by(_L.c.time, _L.c.id).limit(limit + 1))).all()
+        # A row holds the lines of one read (a thousand, or one): the rows' line counts first, to read only the rows
+        # that hold limit + 1 entries (the first counted as none: the mark may be inside it), not limit + 1 rows
+        order = (_L.c.time, _L.c.id)
+        span = (await conn.execute(logs.with_only_columns(_L.c.lines).order_by(*order).limit(limit + 1))).all()
+        needed, held = len(span), 0
+        for at, (count,) in enumerate(span[1:], start=1):
+            held += count
+            if held >= limit + 1:
+                needed = at + 1
+                break
+        log_rows = (await conn.execute(logs.order_by(*order).limit(needed))).all() if span else []
         event_rows = (await conn.execute(events.order_by(_E.c.occurred_at, _E.c.id).limit(limit + 1))).all()
         entries = _log_entries(log_rows, mark, limit + 1)
         for r in event_rows:
@@ -151,7 +161,7 @@ class SessionHistory:
         if mark is not None:
             entries = [e for e in entries if e.mark > mark]
         entries.sort(key=lambda e: e.mark)
-        more = len(entries) > limit or len(log_rows) > limit or len(event_rows) > limit
+        more = len(entries) > limit or len(span) > limit or len(event_rows) > limit
         entries = entries[:limit]
         counts = {s: 0 for s in Source}
         for e in entries:
