@@ -12,9 +12,10 @@ first of them that are not. Each store keeps the ranges apart: PostgreSQL's sequ
 (migration 0024), SQLite's rows are written with their ids (core.tasks.output). Rows of one line (input, a line
 read alone, the rows written before 0024) are what they were: their content is one entry, newlines and all.
 
-A row holds at most LINES_PER_ROW lines and ROW_CHARS characters (a longer line alone), so a page of rows reads no
-more bytes than a page of lines did (a row is never more than one long line was); readers make only the lines they
-were asked for, as a row may hold a thousand."""
+A row holds at most LINES_PER_ROW lines and ROW_CHARS characters (a longer line alone). A page of lines is read from
+the rows that hold it: the log pages, a follow's ticks and a session's replay read the rows' line counts first and
+then only those rows (asking for as many rows as lines had read up to a thousand times the page); and readers make
+only the lines they were asked for. A snapshot (core.tasks.snapshots) still reads its window of rows whole."""
 
 from __future__ import annotations
 
