@@ -49,5 +49,10 @@ async def test_following_a_finished_task_gives_its_log_and_ends_at_once(rig: Rig
         got = [e async for e in events(resp)]
     assert got[-1].event == "end" and got[-1].data["status"] == "active" and got[-1].data["state"] == "complete"
     assert any(e.event == "log" and "reading the prompt" in e.data["content"] for e in got)
+    # a client resuming from the last entry it had gets no entry again, only the end
+    last = max(int(e.id or 0) for e in got if e.event == "log")
+    async with rig.client.get(f"{ME}/{task['id']}/logs?follow=true&after_id={last}", headers=headers) as resp:
+        resumed = [e async for e in events(resp)]
+    assert [e.event for e in resumed] == ["end"], resumed
     status, body = await rig.call("GET", f"{ME}/nope/logs?follow=true")
     assert status == 404 and body["code"] == "TASK_NOT_FOUND"

@@ -481,7 +481,7 @@ async def task_logs(req: ApiRequest) -> Result | web.StreamResponse:
     task, rows, more = await req.shepherd.tasks.log_page(req.principal, req.path("task"), owner=req.path("user"),
                                                          after_id=after, limit=q.limit)
     if q.follow:
-        return await stream(req.http, follow_logs(req, task, rows))
+        return await stream(req.http, follow_logs(req, task, rows, after))
     if task.status == TaskStatus.PAUSED and task.log_snapshot is not None and task.snapshot_at is not None:
         entries = [{"id": e.id, "content": e.content, "time": e.time,
                     "type": "input" if e.type == "input" else "output"} for e in snapshot_entries(task.log_snapshot)]
@@ -490,13 +490,13 @@ async def task_logs(req: ApiRequest) -> Result | web.StreamResponse:
     return Result(Shaped({"logs": [log_entry(r) for r in rows], "snapshot": False}), headers=headers)
 
 
-async def follow_logs(req: ApiRequest, task: Task, page: list[Any]) -> AsyncIterator[Sse]:
+async def follow_logs(req: ApiRequest, task: Task, page: list[Any], after: int = 0) -> AsyncIterator[Sse]:
     """The page's entries, then each new one as it is written (`log` events, the entry's id as the event's id), until
     the task's turn is over: then an `end` event with its status. The same follow as CloudCoding's invoke (one
     query a tick, woken early when this process's runner stores output)."""
     for row in page:
         yield Sse(log_entry(row), event="log", id=str(row.id))
-    after = page[-1].id if page else 0
+    after = page[-1].id if page else after  # a client resuming at the end: nothing again
     follow = Follow(req.shepherd.db, [task.id], after_id=after, pulse=req.shepherd.output_written,
                     poll_s=req.http.app.get(FOLLOW_POLL, 1.0))
     last: TaskState | None = None
