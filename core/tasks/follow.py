@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from core.store.db import Database
 from core.store.models import Task, TaskLog
-from core.tasks.loglines import split
+from core.tasks.loglines import enough, split
 from core.tasks.state import FINISHED, GATED, State, TaskStatus
 
 PAGE = 2000  # log rows read per query: a tick that finds more reads again at once
@@ -99,12 +99,7 @@ async def read_tick(db: Database, task_ids: Sequence[str], after_id: int, limit:
         # that hold the tick's `limit` lines (catching up on a long log had read `limit` rows for `limit` lines)
         span = list(await session.exec(
             select(TaskLog.id, TaskLog.lines).where(*after).order_by(col(TaskLog.id)).limit(limit)))
-        upto, held = (span[-1][0] if span else after_id), 0
-        for row_id, count in span:
-            held += min(count, int(row_id or 0) - after_id)
-            if held >= limit:
-                upto = row_id
-                break
+        upto = enough(span, limit, after_id) if span else after_id
         rows = list(await session.exec(
             select(TaskLog).where(*after, col(TaskLog.id) <= upto).order_by(col(TaskLog.id)))) if span else []
     states = {t.id: TaskState(t.id, t.name, TaskStatus(t.status), t.outcome, t.state_message, dict(t.evidence or {}),

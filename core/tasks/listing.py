@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.sessions.rows import shown_session
 from core.store.models import Task, TaskLog, table_of
-from core.tasks.loglines import split
+from core.tasks.loglines import enough, split
 
 _T = table_of(Task)
 _L = table_of(TaskLog)
@@ -140,23 +140,12 @@ LOG_TAIL = (select(*LOG_COLUMNS).where(_L.c.task_id == bindparam("task"), _L.c.i
             .order_by(_L.c.id.desc()))
 
 
-def _enough(span: Sequence[Sequence[Any]], want: int, after: int | None) -> int:
-    """The id of the row (in the span's order) by which the rows hold `want` entries (after `after`, reading
-    forward), or of its last row when they hold fewer."""
-    held = 0
-    for row_id, count in span:
-        held += count if after is None else min(count, row_id - after)
-        if held >= want:
-            return int(row_id)
-    return int(span[-1][0])
-
-
 async def read_log(conn: AsyncConnection, task_id: str, after: int, want: int) -> list[LogRow]:
     """The first `want` entries of a task's log after the entry `after`, oldest first (fewer at its end)."""
     span = (await conn.execute(LOG_SPAN, {"task": task_id, "after": after, "limit": want})).all()
     if not span:
         return []
-    upto = _enough(span, want, after)
+    upto = enough(span, want, after)
     rows = (await conn.execute(LOG_PAGE, {"task": task_id, "after": after, "upto": upto})).all()
     return log_entries(rows, after, want)
 
@@ -166,6 +155,6 @@ async def read_log_tail(conn: AsyncConnection, task_id: str, want: int) -> list[
     span = (await conn.execute(LOG_TAIL_SPAN, {"task": task_id, "limit": want})).all()
     if not span:
         return []
-    rows = (await conn.execute(LOG_TAIL, {"task": task_id, "since": _enough(span, want, None)})).all()
+    rows = (await conn.execute(LOG_TAIL, {"task": task_id, "since": enough(span, want, None)})).all()
     return log_tail(rows, want)
 

@@ -19,7 +19,8 @@ only the lines they were asked for. A snapshot (core.tasks.snapshots) still read
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 LINES_PER_ROW = 1024  # PostgreSQL's tasklog_id_seq steps by this (migration 0024): a row's lines fit under its id
 ROW_CHARS = 4096  # about one long line (core.runners.local.MAX_LINE_CHARS, and what is said of the cut)
@@ -50,3 +51,15 @@ def split(row_id: int, count: int, content: str) -> list[tuple[int, str]]:
 def last_line(count: int, content: str) -> str:
     """A row's last line."""
     return content.rsplit("\n", 1)[-1] if count > 1 else content
+
+
+def enough(span: Sequence[Sequence[Any]], want: int, after: int | None) -> int:
+    """Of rows' (id, lines), in the order they are read, the id of the row by which they hold `want` lines (those
+    after the line `after`, reading forward; all of them with None), or of the last row when they hold fewer. A
+    reader reads the counts first and then only the rows up to that one."""
+    held = 0
+    for row_id, count in span:
+        held += count if after is None else min(count, int(row_id) - after)
+        if held >= want:
+            return int(row_id)
+    return int(span[-1][0])
