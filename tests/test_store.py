@@ -339,3 +339,30 @@ async def test_json_the_fast_reader_refuses_still_reads(shepherd: Shepherd, admi
     assert payload["big"] == 2 ** 70
     if nan:
         assert payload["n"] != payload["n"]
+
+
+@pytest.mark.postgres
+async def test_a_request_finding_every_postgresql_connection_busy_is_told_to_try_again(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every kept connection in use past the pool's wait (long requests, a burst): the next request is answered that
+    the store is busy (503, DATABASE_BUSY: try again), not with an internal error; once one is back, it works."""
+    from sqlalchemy import text
+
+    from core.errors import TryLater
+    from core.store import db as store
+
+    monkeypatch.setattr(store, "PG_POOL_WAIT_S", 0.3, raising=False)
+    db = Database(pg_url)
+    try:
+        held = [await db.engine.connect() for _ in range(store.PG_POOL)]
+        with pytest.raises(TryLater) as busy:
+            await db.rows(text("SELECT 1"))
+        assert busy.value.status == 503 and busy.value.code == "DATABASE_BUSY", busy.value
+        assert "busy" in busy.value.message
+        await held.pop().close()
+        assert [tuple(r) for r in await db.rows(text("SELECT 1"))] == [(1,)]
+        for conn in held:
+            await conn.close()
+    finally:
+        await db.dispose()

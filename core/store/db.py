@@ -21,7 +21,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Executable, Result, Row, event, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import Conflict, ShepherdError, TryLater
@@ -39,6 +41,20 @@ SQLITE_POOL = 32  # connections kept open (and as many more at a peak)
 # backends on a machine with a few cores; and a process leaves room for others under PostgreSQL's max_connections.
 # A unit of work holds two at once (its transaction and a read outside it): one per channel's worker.
 PG_POOL, PG_PEAK = 12, 0
+PG_POOL_WAIT_S = 30.0  # how long a request waits for one of them before it is told the store is busy
+
+
+class _BusyPool(AsyncAdaptedQueuePool):
+    """PostgreSQL's pool: a request that waited PG_POOL_WAIT_S for a connection, every one in use, is answered that
+    the store is busy (TryLater: a 503, an item tried again), not with an internal error."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except PoolTimeout as exc:
+            raise TryLater(f"the database is busy: all {self.size()} connections stayed in use for "
+                           f"{self._timeout:.0f} s; try again shortly", code="DATABASE_BUSY") from exc
+
 
 
 def normalize_url(url: str) -> str:
@@ -155,7 +171,8 @@ class Database:
         else:
             # No pre-ping: it costs three round trips per checkout (measured: 4.4 ms against 2.6 ms for a
             # SELECT 1); recycling connections bounds how stale one can get instead.
-            kwargs.update(pool_size=PG_POOL, max_overflow=PG_PEAK, pool_recycle=1800)
+            kwargs.update(poolclass=_BusyPool, pool_size=PG_POOL, max_overflow=PG_PEAK, pool_timeout=PG_POOL_WAIT_S,
+                          pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             ensure_sqlite_dir(self.url)
