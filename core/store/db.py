@@ -56,7 +56,6 @@ class _BusyPool(AsyncAdaptedQueuePool):
                            f"{self._timeout:.0f} s; try again shortly", code="DATABASE_BUSY") from exc
 
 
-
 def normalize_url(url: str) -> str:
     """Accept the URLs people paste (`postgres://`, `postgresql://`, `sqlite:///`) and pick async drivers."""
     for plain, driver in (
