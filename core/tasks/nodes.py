@@ -231,10 +231,6 @@ class RunnerNodes:
                 if await self._claim(stale, alive) and self.adopt is not None:
                     self.adopt[1](stale)
                 continue
-            if stale.pid and stale.workspace:
-                leftovers = reap_orphans(stale.pid, stale.workspace)
-                if leftovers:
-                    log.warning("task %s: ended %d agent processes left by a dead runner", stale.id, leftovers)
             async with self.db.write() as session:
                 task = await session.get(Task, stale.id, with_for_update=True)
                 if task is None or TaskStatus(task.status) not in ACTIVE or task.runner_id != stale.runner_id:
@@ -245,6 +241,12 @@ class RunnerNodes:
                 await self.shepherd.questions.void_questions(session, task, f"the turn ended: {reason}")
                 task_state.interrupt(task, reason)
                 session.add(task)
+                # its agent's leftovers killed only now, the task decided and still locked: killed first, a runner
+                # thought dead but only stalled saw its agent die and could end the turn `failed` before this
+                if stale.pid and stale.workspace:
+                    leftovers = reap_orphans(stale.pid, stale.workspace)
+                    if leftovers:
+                        log.warning("task %s: ended %d agent processes left by a dead runner", stale.id, leftovers)
                 await agent_after(session, task, task_state.Outcome.INTERRUPTED)
                 await record(session, Principal.system(task.org_id), "task", "task.interrupted",
                              agent_id=task.agent_id, task_id=task.id,
